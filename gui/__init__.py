@@ -1,0 +1,1 @@
+"""The PyQt6 operator console (imported as ``labctl.gui``)."""

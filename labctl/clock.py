@@ -1,0 +1,103 @@
+"""The one place labctl reads the time or waits.
+
+Everything else (core, drivers, simulators) takes a :class:`Clock` and asks it, so that
+dry runs use virtual time and tests are deterministic. Times are timezone-aware UTC
+``datetime`` objects; durations are seconds (float).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Protocol, runtime_checkable
+
+__all__ = ["Clock", "RealClock", "VirtualClock", "utc"]
+
+
+def utc(dt: datetime) -> datetime:
+    """Return ``dt`` as an aware UTC datetime (naive input is taken to be UTC already)."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Source of time for one process (thread-safe)."""
+
+    def now(self) -> datetime:
+        """Current time, aware UTC."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards (for deadlines and durations)."""
+        ...
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` (virtual clocks advance instead of waiting)."""
+        ...
+
+    def sleep_until(self, when: datetime) -> None:
+        """Wait until ``when`` (returns at once if it has passed)."""
+        ...
+
+
+class RealClock:
+    """Wall-clock time; sleeping really waits."""
+
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def sleep_until(self, when: datetime) -> None:
+        self.sleep((utc(when) - self.now()).total_seconds())
+
+
+class VirtualClock:
+    """Time that only moves when someone sleeps: it jumps straight to the wake-up moment.
+
+    A 25-day run therefore takes no wall time waiting. ``monotonic()`` is the number of
+    virtual seconds since the clock's start. Safe to share between threads (a simulator's
+    server thread reads it while the engine advances it).
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self._start = utc(start or datetime(2026, 1, 1, tzinfo=timezone.utc))
+        self._now = self._start
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return (self._now - self._start).total_seconds()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.advance(seconds)
+
+    def sleep_until(self, when: datetime) -> None:
+        when = utc(when)
+        with self._lock:
+            if when > self._now:
+                self._now = when
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward by ``seconds`` (never backwards)."""
+        if seconds < 0:
+            raise ValueError("a virtual clock never goes backwards")
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
+    def set(self, when: datetime) -> None:
+        """Jump to ``when`` if it is later than now (tests use it to pin a moment)."""
+        self.sleep_until(when)

@@ -1,0 +1,1 @@
+"""Differentiation protocols: the YAML format, its loader, model and checks."""

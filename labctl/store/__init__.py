@@ -1,0 +1,1 @@
+"""SQLite store: runs, tasks, jobs, prompts, alarms, commands and the audit trail."""
