@@ -1,0 +1,407 @@
+"""Driver for Thermo Fisher Cytomat automated incubators (2 C425/C450, 5C, 6000/6002), RS-232.
+
+Written from shared DEVICES.md section 2 only. Wire summary (9600 8N1, no handshake, ASCII;
+commands end with ``\\r`` (``\\r\\n`` on some models), replies end with ``\\r``):
+
+==================  ========================================  ===================
+command             meaning                                   reply
+==================  ========================================  ===================
+``ll:in``           initialize handler                        ``ok XX`` / ``er XX``
+``mv:st NNN``       slot NNN -> transfer station (fetch)      ``ok XX`` / ``er XX``
+``mv:ts NNN``       transfer station -> slot NNN (store)      ``ok XX`` / ``er XX``
+``ch:bs``           overview register                         ``bs XX``
+``ch:be``           error register                            ``be XX``
+``rs:be``           clear error register                      ``ok XX``
+``ch:it|ic|ih|io``  temperature/CO2/humidity/O2               ``it <nominal> <actual>``
+``ll:it TT.T``      set temperature (degC)                    ``ok XX``
+``ll:ic CC.C``      set CO2 (%)                               ``ok XX``
+==================  ========================================  ===================
+
+``XX`` in ``ok XX`` is the overview register (hex), in ``er XX`` an immediate telegram error
+code (hex). Slots ``NNN`` are 1-based, three digits.
+
+Operations are started, then polled (DESIGN.md): :meth:`CytomatDriver.start_fetch` returns as
+soon as the device accepted the move; :meth:`CytomatDriver.poll` reads the status;
+:meth:`CytomatDriver.wait_idle` polls until the move is done and turns a latched error into
+a typed exception (read ``ch:be``, clear with ``rs:be``, raise).
+"""
+
+from __future__ import annotations
+
+import re
+
+from labctl.clock import Clock
+from labctl.errors import (
+    DeviceBusy,
+    DeviceCommunicationError,
+    DeviceError,
+    DeviceFault,
+    DeviceNeedsOperator,
+    DeviceTimeout,
+)
+
+from .serial_io import Climate, IncubatorStatus, SerialLine, SerialSettings
+
+__all__ = [
+    "ERROR_REGISTER",
+    "TELEGRAM_ERRORS",
+    "CytomatDriver",
+    "decode_overview",
+    "parse_climate_reply",
+]
+
+# Overview register bits (ch:bs and every ok XX); DEVICES.md 2.3.
+BUSY = 0x01
+READY = 0x02
+WARNING = 0x04
+ERROR = 0x08
+HANDLER_OCCUPIED = 0x10
+GATE_OPEN = 0x20
+DOOR_OPEN = 0x40
+TRANSFER_STATION_OCCUPIED = 0x80
+
+# Immediate telegram errors (reply ``er XX``).
+TELEGRAM_ERRORS: dict[str, str] = {
+    "01": "device busy, command refused",
+    "02": "command unknown",
+    "03": "telegram structure error",
+    "04": "bad parameter",
+    "05": "unknown location",
+    "11": "handler in wrong position",
+    "12": "shovel extended",
+    "21": "handler occupied",
+    "22": "handler empty",
+    "31": "transfer station empty",
+    "32": "transfer station occupied",
+    "33": "transfer station not in position",
+    "41": "lift door not configured",
+    "42": "lift door not open",
+    "51": "memory access error",
+    "52": "unauthorized (password required)",
+    "61": "shaker not active",
+}
+
+# Error register (``ch:be``), latched during execution and flagged by overview bit 0x08.
+ERROR_REGISTER: dict[str, str] = {
+    "00": "no error",
+    "01": "motor communication error",
+    "02": "plate not loaded on shovel",
+    "03": "plate not unloaded from shovel",
+    "04": "shovel not extended",
+    "05": "process timeout",
+    "06": "lift door not open",
+    "07": "lift door not closed",
+    "08": "shovel not retracted",
+    "0A": "stepper motor over temperature",
+    "0B": "stepper motor error",
+    "0C": "transfer station not rotated",
+    "0D": "heating/CO2 controller communication error",
+    **{f"{c:02X}": "shaker fault" for c in range(0x0E, 0x15)},
+    "FF": "fatal error",
+}
+
+# Telegram errors that mean "the link or the firmware did not understand us" rather than
+# "the device refused on its merits".
+_COMMUNICATION_CODES = frozenset({"02", "03"})
+
+_OK = re.compile(r"ok\s+([0-9A-Fa-f]{2})")
+_ER = re.compile(r"er\s+([0-9A-Fa-f]{2})")
+_NUMBER = r"[+-]?\s*(?:\d+(?:\.\d*)?|\.\d+)"
+# Two numbers, separated by blanks or by the second one's sign ("+37.0+36.9").
+_CLIMATE = re.compile(rf"\s*({_NUMBER})(?:\s+|(?=[+-]))({_NUMBER})\s*")
+
+
+def decode_overview(register: int) -> IncubatorStatus:
+    """Decode the overview register (0-255) into an :class:`IncubatorStatus`."""
+    return IncubatorStatus(
+        busy=bool(register & BUSY),
+        ready=bool(register & READY),
+        warning=bool(register & WARNING),
+        error=bool(register & ERROR),
+        handler_occupied=bool(register & HANDLER_OCCUPIED),
+        gate_open=bool(register & GATE_OPEN),
+        door_open=bool(register & DOOR_OPEN),
+        transfer_station_occupied=bool(register & TRANSFER_STATION_OCCUPIED),
+        register=register,
+    )
+
+
+def parse_climate_reply(echo: str, reply: str) -> tuple[float, float] | None:
+    """Parse ``'it +37.0 +36.9'`` into ``(nominal, actual)``; ``None`` if it has another shape.
+
+    ``echo`` is the two-letter check command (``it``, ``ic``, ``ih``, ``io``). Signs, leading
+    zeros and field widths are optional (the exact format is unverified, DEVICES.md 2.2).
+    """
+    if not reply.startswith(echo):
+        return None
+    m = _CLIMATE.fullmatch(reply[len(echo) :])
+    if m is None:
+        return None
+    return float(m.group(1).replace(" ", "")), float(m.group(2).replace(" ", ""))
+
+
+class CytomatDriver:
+    """A Cytomat on a serial line: start moves, poll, read and set climate.
+
+    ``name`` is the workcell's name for the device (used in every error message), ``url`` a
+    pyserial URL, ``slots`` the number of plate slots (1-based). Durations are seconds:
+    ``poll_interval_s`` between status polls, ``move_timeout_s`` for a move to finish,
+    ``init_timeout_s`` for ``ll:in``, ``reply_timeout_s`` per request. ``er 01`` (busy) and
+    ``er 02`` (unknown) are retried ``busy_retries`` times, ``busy_retry_interval_s`` apart,
+    because the device reports them spuriously right after a move (DEVICES.md 2.3).
+
+    Thread-safe: requests are serialised by the line's lock; one thread should own a move
+    from start to :meth:`wait_idle`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        clock: Clock,
+        slots: int,
+        *,
+        terminator: str = "\r",
+        poll_interval_s: float = 0.5,
+        move_timeout_s: float = 120.0,
+        init_timeout_s: float = 300.0,
+        reply_timeout_s: float = 1.0,
+        read_timeout_s: float = 0.02,
+        busy_retries: int = 10,
+        busy_retry_interval_s: float = 0.1,
+        baudrate: int = 9600,
+    ) -> None:
+        if slots < 1 or slots > 999:
+            raise DeviceError(name, "configure", f"slots must be 1..999, not {slots}")
+        self.name = name
+        self.slots = slots
+        self.poll_interval_s = poll_interval_s
+        self.move_timeout_s = move_timeout_s
+        self.init_timeout_s = init_timeout_s
+        self.busy_retries = busy_retries
+        self.busy_retry_interval_s = busy_retry_interval_s
+        self._clock = clock
+        self._line = SerialLine(
+            name,
+            url,
+            clock,
+            SerialSettings(
+                baudrate=baudrate,
+                parity="N",
+                rtscts=False,
+                terminator=terminator,
+                reply_terminator="\r",
+            ),
+            reply_timeout_s=reply_timeout_s,
+            read_timeout_s=read_timeout_s,
+        )
+        # The operation whose completion wait_idle is waiting for; errors found while
+        # polling are reported against it.
+        self._operation: str | None = None
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the serial port (9600 8N1, no handshake). Raises DeviceCommunicationError."""
+        self._line.open()
+
+    def close(self) -> None:
+        """Close the serial port."""
+        self._line.close()
+
+    def __enter__(self) -> CytomatDriver:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- operations ----------------------------------------------------------------------
+
+    def initialize(self, timeout_s: float | None = None) -> IncubatorStatus:
+        """Initialize the handler (``ll:in``) and wait until idle.
+
+        ``timeout_s`` in seconds (default ``init_timeout_s``). Returns the final status.
+        """
+        self._start("ll:in")
+        return self.wait_idle(self.init_timeout_s if timeout_s is None else timeout_s)
+
+    def start_fetch(self, slot: int) -> None:
+        """Start moving the plate in ``slot`` (1-based) to the transfer station (``mv:st``).
+
+        Returns once the device accepted the move; follow with :meth:`wait_idle`.
+        """
+        self._start(self._move("st", slot))
+
+    def start_store(self, slot: int) -> None:
+        """Start moving the plate on the transfer station into ``slot`` (1-based, ``mv:ts``).
+
+        Returns once the device accepted the move; follow with :meth:`wait_idle`.
+        """
+        self._start(self._move("ts", slot))
+
+    def poll(self) -> IncubatorStatus:
+        """Read the overview register (``ch:bs``) once. Does not raise on the error bit."""
+        reply = self._request("ch:bs")
+        m = re.fullmatch(r"bs\s+([0-9A-Fa-f]{2})", reply)
+        if m is None:
+            raise DeviceCommunicationError(
+                self.name, "ch:bs", f"unexpected reply {reply!r} (expected 'bs XX')"
+            )
+        return decode_overview(int(m.group(1), 16))
+
+    def wait_idle(self, timeout_s: float | None = None) -> IncubatorStatus:
+        """Poll every ``poll_interval_s`` until the busy bit clears; return that status.
+
+        ``timeout_s`` in seconds (default ``move_timeout_s``), measured on the clock.
+        Raises DeviceFault when the error bit is set (after reading ``ch:be`` and clearing
+        it with ``rs:be``), DeviceNeedsOperator when the device door is open, DeviceTimeout
+        when still busy at the deadline.
+        """
+        timeout = self.move_timeout_s if timeout_s is None else timeout_s
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            status = self.poll()
+            if status.error:
+                self._raise_error_register(status)
+            if status.door_open:
+                raise DeviceNeedsOperator(
+                    self.name,
+                    self._operation or "ch:bs",
+                    "device door is open: close it, then resume",
+                )
+            if not status.busy:
+                self._operation = None
+                return status
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                raise DeviceTimeout(
+                    self.name, self._operation or "ch:bs", f"still busy after {timeout:g} s"
+                )
+            self._clock.sleep(min(self.poll_interval_s, remaining))
+
+    # -- climate -------------------------------------------------------------------------
+
+    def read_climate(self) -> Climate:
+        """Actual climate: temperature degC, CO2 %, humidity %RH, O2 % (``None`` if absent)."""
+        return self._climate(actual=True)
+
+    def read_climate_setpoints(self) -> Climate:
+        """Climate setpoints, same units as :meth:`read_climate`."""
+        return self._climate(actual=False)
+
+    def set_climate(self, *, temperature: float | None = None, co2: float | None = None) -> None:
+        """Set the temperature setpoint (degC, ``ll:it TT.T``) and/or CO2 (%, ``ll:ic CC.C``).
+
+        Humidity and O2 have no set command in the Cytomat protocol.
+        """
+        for code, value in (("it", temperature), ("ic", co2)):
+            if value is None:
+                continue
+            command = f"ll:{code} {value:04.1f}"
+            if not 0.0 <= value <= 99.9:
+                raise DeviceError(self.name, command, f"setpoint {value} is outside 0..99.9")
+            self._action(command)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _move(self, code: str, slot: int) -> str:
+        command = f"mv:{code} {slot:03d}"
+        if not 1 <= slot <= self.slots:
+            raise DeviceError(self.name, command, f"slot {slot} is outside 1..{self.slots}")
+        return command
+
+    def _start(self, command: str) -> IncubatorStatus:
+        with self._line.lock:
+            status = self._action(command)
+            self._operation = command
+            return status
+
+    def _action(self, command: str) -> IncubatorStatus:
+        """Send an action telegram; expect ``ok XX`` and return the decoded register."""
+        reply = self._request(command)
+        m = _OK.fullmatch(reply)
+        if m is None:
+            raise DeviceCommunicationError(
+                self.name, command, f"unexpected reply {reply!r} (expected 'ok XX')"
+            )
+        return decode_overview(int(m.group(1), 16))
+
+    def _request(self, command: str, retry_codes: frozenset[str] = frozenset({"01", "02"})) -> str:
+        """Send one telegram; raise the typed error for ``er XX`` (after the short retries)."""
+        attempt = 0
+        while True:
+            reply = self._line.transact(command)
+            if not reply.startswith("er"):
+                return reply
+            m = _ER.fullmatch(reply)
+            if m is None:
+                raise DeviceCommunicationError(
+                    self.name, command, f"unexpected reply {reply!r} (expected 'er XX')"
+                )
+            code = m.group(1).upper()
+            if code in retry_codes and attempt < self.busy_retries:
+                attempt += 1
+                self._clock.sleep(self.busy_retry_interval_s)
+                continue
+            raise self._telegram_error(command, code)
+
+    def _telegram_error(self, command: str, code: str) -> DeviceError:
+        meaning = TELEGRAM_ERRORS.get(code, "unknown telegram error")
+        if code == "01":
+            return DeviceBusy(self.name, command, meaning, device_code=code)
+        if code in _COMMUNICATION_CODES:
+            return DeviceCommunicationError(self.name, command, meaning, device_code=code)
+        return DeviceFault(self.name, command, meaning, device_code=code)
+
+    def _raise_error_register(self, status: IncubatorStatus) -> None:
+        """Read the error register, clear it, and raise the matching typed error."""
+        command = self._operation or "ch:bs"
+        reply = self._request("ch:be")
+        m = re.fullmatch(r"be\s+([0-9A-Fa-f]{2})", reply)
+        if m is None:
+            raise DeviceCommunicationError(
+                self.name, "ch:be", f"unexpected reply {reply!r} (expected 'be XX')"
+            )
+        code = m.group(1).upper()
+        meaning = ERROR_REGISTER.get(code, "unknown error")
+        try:
+            self._action("rs:be")
+            note = "error register cleared with rs:be"
+        except DeviceError as exc:
+            note = f"clearing it with rs:be failed ({exc.detail})"
+        self._operation = None
+        if status.door_open:
+            raise DeviceNeedsOperator(
+                self.name,
+                command,
+                f"{meaning}; device door is open: close it, then re-initialize ({note})",
+                device_code=code,
+            )
+        raise DeviceFault(self.name, command, f"{meaning} ({note})", device_code=code)
+
+    def _climate(self, *, actual: bool) -> Climate:
+        values: dict[str, float | None] = {}
+        for field, code in (("temperature", "it"), ("co2", "ic"), ("humidity", "ih"), ("o2", "io")):
+            command = f"ch:{code}"
+            try:
+                # Only busy is retried: "unknown command" here means the model lacks the
+                # sensor, so it is reported as None, not retried.
+                reply = self._request(command, retry_codes=frozenset({"01"}))
+            except DeviceCommunicationError as exc:
+                if exc.device_code == "02":
+                    values[field] = None
+                    continue
+                raise
+            pair = parse_climate_reply(code, reply)
+            if pair is None:
+                raise DeviceCommunicationError(
+                    self.name,
+                    command,
+                    f"unexpected reply {reply!r} (expected '{code} <nominal> <actual>')",
+                )
+            values[field] = pair[1] if actual else pair[0]
+        return Climate(**values)
+
+    def __repr__(self) -> str:
+        return f"CytomatDriver({self.name!r}, {self._line.url!r}, slots={self.slots})"

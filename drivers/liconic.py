@@ -1,0 +1,452 @@
+"""Driver for LiCONiC StoreX STX automated incubators (PLC host-link protocol), RS-232.
+
+Written from shared DEVICES.md section 3 only. Wire summary (9600 baud, 8E1, RTS/CTS, ASCII;
+commands end with ``\\r``, replies with ``\\r\\n``):
+
+==================  ==============================================  ===============
+command             meaning                                         reply
+==================  ==============================================  ===============
+BREAK, ``CR``       open the communication session                  ``CC``
+``ST 1801``         initialize handling                             ``OK``
+``RD 1915``         ready flag                                      ``0`` / ``1``
+``RD 1814``         handling-error flag                             ``0`` / ``1``
+``RD 1813``         plate on transfer station                       ``0`` / ``1``
+``RD DM200``        handling-error code                             ``00513``
+``ST 1900``         reset (clears handling errors)                  ``OK``
+``WR DM0 c``        cassette (stacker) for the next access          ``OK``
+``WR DM5 l``        level for the next access                       ``OK``
+``ST 1904``         import: transfer station -> cassette/level      ``OK``
+``ST 1905``         export: cassette/level -> transfer station      ``OK``
+``RD DM982..985``   actual temperature/humidity/CO2/N2              5 digits
+``WR DM890|3|4 v``  temperature/humidity/CO2 setpoints              ``OK``
+==================  ==============================================  ===============
+
+PLC errors ``E0``..``E5`` may answer any command. ``E1`` also means "session not open" (the
+PLC lost it, e.g. after a power cycle), so the driver re-opens the session once and repeats
+the command; a command answered ``E1`` was not executed, so repeating it is safe.
+
+Slots are numbered 1..N across cassettes in order: with ``levels=(22, 22)`` slot 23 is
+cassette 2, level 1.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from labctl.clock import Clock
+from labctl.errors import (
+    DeviceBusy,
+    DeviceCommunicationError,
+    DeviceError,
+    DeviceFault,
+    DeviceNeedsOperator,
+    DeviceTimeout,
+)
+
+from .serial_io import Climate, IncubatorStatus, SerialLine, SerialSettings
+
+__all__ = [
+    "HANDLING_ERRORS",
+    "PLC_ERRORS",
+    "LiconicDriver",
+    "describe_handling_error",
+]
+
+PLC_ERRORS: dict[str, str] = {
+    "E0": "relay or address error (bad address)",
+    "E1": "command error (session not open, bad syntax or interrupted)",
+    "E2": "PLC program error",
+    "E3": "PLC hardware error",
+    "E4": "write protected",
+    "E5": "PLC base unit error",
+}
+
+# DM200 handling-error causes (codes below 100; DEVICES.md 3.3).
+HANDLING_ERRORS: dict[int, str] = {
+    1: "general handling error",
+    7: "gate open error",
+    8: "gate close error",
+    9: "lift positioning error",
+    10: "user access error",
+    11: "stacker slot error",
+    12: "remote access level error",
+    13: "plate transfer detection error",
+    14: "lift initialization error",
+    15: "plate on shovel",
+    16: "no plate on shovel",
+    17: "no recovery possible",
+}
+
+# DM200 hundreds: the operation during which the cause occurred (00513 = place, 13).
+_HANDLING_PHASES: dict[int, str] = {
+    1: "import",
+    2: "export",
+    3: "plate remove",
+    4: "barcode read",
+    5: "place",
+    6: "set",
+    7: "get",
+}
+
+# Causes a person has to clear at the device (someone is in it, or it cannot recover).
+_OPERATOR_CAUSES = frozenset({10, 17})
+
+_PLC_ERROR = re.compile(r"E\d")
+_DM_VALUE = re.compile(r"[+-]?\d{1,5}")
+
+
+def describe_handling_error(code: int) -> str:
+    """Meaning of a DM200 handling-error code, e.g. ``513 -> 'place: plate transfer ...'``."""
+    if code < 100:
+        return HANDLING_ERRORS.get(code, "unknown handling error")
+    phase, cause = divmod(code, 100)
+    if phase not in _HANDLING_PHASES:
+        return "unknown handling error"
+    if cause == 0:
+        return f"{_HANDLING_PHASES[phase]} error"
+    return f"{_HANDLING_PHASES[phase]}: {HANDLING_ERRORS.get(cause, 'unknown cause')}"
+
+
+class LiconicDriver:
+    """A LiCONiC STX on a serial line: start imports/exports, poll, read and set climate.
+
+    ``name`` is the workcell's name for the device (used in every error message), ``url`` a
+    pyserial URL, ``levels`` the number of levels of each cassette in order (slot numbering
+    follows it). Durations are seconds: ``poll_interval_s`` between ready polls (the manual
+    asks for 0.1-0.2), ``settle_s`` minimum wait after starting an operation before the
+    first poll (manual: at least 0.2), ``move_timeout_s`` per import/export,
+    ``init_timeout_s`` for ``ST 1801``, ``reply_timeout_s`` per request, ``break_s`` and
+    ``session_wait_s`` for the session-open BREAK and the pause after it.
+
+    Thread-safe: requests are serialised by the line's lock; one thread should own an
+    operation from start to :meth:`wait_idle`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        clock: Clock,
+        levels: Sequence[int],
+        *,
+        poll_interval_s: float = 0.2,
+        settle_s: float = 0.2,
+        move_timeout_s: float = 60.0,
+        init_timeout_s: float = 120.0,
+        reply_timeout_s: float = 1.0,
+        read_timeout_s: float = 0.02,
+        break_s: float = 0.2,
+        session_wait_s: float = 0.15,
+        baudrate: int = 9600,
+    ) -> None:
+        self.levels = tuple(int(n) for n in levels)
+        if not self.levels or any(n < 1 for n in self.levels):
+            raise DeviceError(
+                name, "configure", f"levels must list at least one cassette, each >= 1: {levels}"
+            )
+        self.name = name
+        self.poll_interval_s = poll_interval_s
+        self.settle_s = settle_s
+        self.move_timeout_s = move_timeout_s
+        self.init_timeout_s = init_timeout_s
+        self.break_s = break_s
+        self.session_wait_s = session_wait_s
+        self._clock = clock
+        self._line = SerialLine(
+            name,
+            url,
+            clock,
+            SerialSettings(
+                baudrate=baudrate,
+                bytesize=8,
+                parity="E",
+                stopbits=1,
+                rtscts=True,
+                terminator="\r",
+                reply_terminator="\r\n",
+            ),
+            reply_timeout_s=reply_timeout_s,
+            read_timeout_s=read_timeout_s,
+        )
+        # The running operation as (command, description); errors are reported against it.
+        self._operation: tuple[str, str] | None = None
+        self._started_at: float | None = None
+
+    @property
+    def slots(self) -> int:
+        """Total number of slots (sum of levels over cassettes)."""
+        return sum(self.levels)
+
+    # -- slot mapping --------------------------------------------------------------------
+
+    def slot_position(self, slot: int) -> tuple[int, int]:
+        """Map a 1-based slot to ``(cassette, level)``, both 1-based."""
+        if not 1 <= slot <= self.slots:
+            raise DeviceError(self.name, "slot", f"slot {slot} is outside 1..{self.slots}")
+        remaining = slot
+        for cassette, count in enumerate(self.levels, start=1):
+            if remaining <= count:
+                return cassette, remaining
+            remaining -= count
+        raise AssertionError("unreachable: slot range was checked")
+
+    def slot_of(self, cassette: int, level: int) -> int:
+        """Map ``(cassette, level)`` (1-based) back to a 1-based slot."""
+        if not 1 <= cassette <= len(self.levels) or not 1 <= level <= self.levels[cassette - 1]:
+            raise DeviceError(
+                self.name, "slot", f"cassette {cassette} level {level} does not exist"
+            )
+        return sum(self.levels[: cassette - 1]) + level
+
+    # -- connection ----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the port (9600 8E1, RTS/CTS) and the PLC session (BREAK, ``CR`` -> ``CC``)."""
+        self._line.open()
+        self.open_session()
+
+    def open_session(self) -> None:
+        """BREAK for ``break_s``, wait ``session_wait_s`` (seconds, on the clock), flush,
+        then ``CR`` and expect ``CC``. Raises DeviceCommunicationError otherwise."""
+        with self._line.lock:
+            self._line.send_break(self.break_s)
+            self._clock.sleep(self.session_wait_s)
+            self._line.flush_input()
+            reply = self._line.transact("CR")
+            if reply != "CC":
+                raise DeviceCommunicationError(
+                    self.name, "CR", f"session not opened: reply {reply!r} (expected 'CC')"
+                )
+
+    def close(self) -> None:
+        """Close the serial port."""
+        self._line.close()
+
+    def __enter__(self) -> LiconicDriver:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- operations ----------------------------------------------------------------------
+
+    def initialize(self, timeout_s: float | None = None) -> IncubatorStatus:
+        """Initialize handling (``ST 1801``) and wait until ready.
+
+        ``timeout_s`` in seconds (default ``init_timeout_s``). Returns the final status.
+        """
+        self._start("ST 1801", "initialization", setup=(), check_ready=False)
+        return self.wait_idle(self.init_timeout_s if timeout_s is None else timeout_s)
+
+    def start_fetch(self, slot: int) -> None:
+        """Start exporting the plate in ``slot`` (1-based) to the transfer station.
+
+        Sends ``WR DM0 <cassette>``, ``WR DM5 <level>``, ``ST 1905``; raises DeviceBusy if the
+        ready flag is not set. Returns once started; follow with :meth:`wait_idle`.
+        """
+        cassette, level = self.slot_position(slot)
+        self._start(
+            "ST 1905",
+            f"export of slot {slot} (cassette {cassette}, level {level})",
+            setup=(f"WR DM0 {cassette}", f"WR DM5 {level}"),
+        )
+
+    def start_store(self, slot: int) -> None:
+        """Start importing the plate on the transfer station into ``slot`` (1-based).
+
+        Sends ``WR DM0 <cassette>``, ``WR DM5 <level>``, ``ST 1904``; raises DeviceBusy if the
+        ready flag is not set. Returns once started; follow with :meth:`wait_idle`.
+        """
+        cassette, level = self.slot_position(slot)
+        self._start(
+            "ST 1904",
+            f"import to slot {slot} (cassette {cassette}, level {level})",
+            setup=(f"WR DM0 {cassette}", f"WR DM5 {level}"),
+        )
+
+    def poll(self) -> IncubatorStatus:
+        """Read ready (``RD 1915``), error (``RD 1814``) and transfer station (``RD 1813``).
+
+        Within ``settle_s`` seconds of starting an operation it first waits out the rest
+        (on the clock), as the manual requires. Does not raise on the error flag.
+        """
+        if self._started_at is not None:
+            wait = self._started_at + self.settle_s - self._clock.monotonic()
+            if wait > 0:
+                self._clock.sleep(wait)
+        ready = self._flag("RD 1915")
+        error = self._flag("RD 1814")
+        occupied = self._flag("RD 1813")
+        return IncubatorStatus(
+            busy=not ready,
+            ready=ready,
+            warning=False,
+            error=error,
+            handler_occupied=None,
+            gate_open=None,
+            door_open=None,
+            transfer_station_occupied=occupied,
+        )
+
+    def wait_idle(self, timeout_s: float | None = None) -> IncubatorStatus:
+        """Poll every ``poll_interval_s`` until ready; return that status.
+
+        ``timeout_s`` in seconds (default ``move_timeout_s``), measured on the clock. On the
+        error flag it reads ``DM200``, resets with ``ST 1900`` and raises DeviceFault (or
+        DeviceNeedsOperator for user-access / no-recovery causes); DeviceTimeout when not
+        ready at the deadline.
+        """
+        timeout = self.move_timeout_s if timeout_s is None else timeout_s
+        deadline = self._clock.monotonic() + timeout
+        while True:
+            status = self.poll()
+            if status.error:
+                self._raise_handling_error()
+            if status.ready:
+                self._operation = None
+                self._started_at = None
+                return status
+            remaining = deadline - self._clock.monotonic()
+            if remaining <= 0:
+                command, what = self._operation or ("RD 1915", "waiting for ready")
+                raise DeviceTimeout(
+                    self.name,
+                    command,
+                    f"{what}: not ready after {timeout:g} s (no error flag set)",
+                )
+            self._clock.sleep(min(self.poll_interval_s, remaining))
+
+    # -- climate -------------------------------------------------------------------------
+
+    def read_climate(self) -> Climate:
+        """Actual climate: temperature degC (DM982, 0.1 degC), humidity %RH (DM983, 0.1 %),
+        CO2 % (DM984, 0.01 %), N2 % (DM985, 0.01 %, **unverified** unit and meaning: on
+        hypoxia units this register may hold the O2 value). ``None`` where the PLC answers
+        ``E0`` (no such register on this model)."""
+        return self._climate(982, 983, 984, 985)
+
+    def read_climate_setpoints(self) -> Climate:
+        """Climate setpoints (DM890/893/894/895), same units and caveats as read_climate."""
+        return self._climate(890, 893, 894, 895)
+
+    def set_climate(
+        self,
+        *,
+        temperature: float | None = None,
+        humidity: float | None = None,
+        co2: float | None = None,
+    ) -> None:
+        """Set setpoints: temperature degC (DM890), humidity %RH (DM893), CO2 % (DM894).
+
+        Values are written as 5-digit integers in the device units (0.1 degC, 0.1 %RH,
+        0.01 %), e.g. 37.0 degC -> ``WR DM890 00370``.
+        """
+        for address, value, scale in (
+            (890, temperature, 10),
+            (893, humidity, 10),
+            (894, co2, 100),
+        ):
+            if value is None:
+                continue
+            raw = round(value * scale)
+            command = f"WR DM{address} {raw:05d}"
+            if not 0 <= raw <= 99999:
+                raise DeviceError(self.name, command, f"setpoint {value} is out of range")
+            self._ok(command)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _start(
+        self, command: str, description: str, *, setup: Sequence[str], check_ready: bool = True
+    ) -> None:
+        with self._line.lock:
+            if check_ready and not self._flag("RD 1915"):
+                raise DeviceBusy(
+                    self.name,
+                    command,
+                    f"not ready for {description} (RD 1915 = 0): an operation is running",
+                )
+            for step in setup:
+                self._ok(step)
+            self._ok(command)
+            self._operation = (command, description)
+            self._started_at = self._clock.monotonic()
+
+    def _send(self, command: str) -> str:
+        """One request; re-open the session once on ``E1``; raise typed errors for ``E0..E5``."""
+        with self._line.lock:
+            reply = self._line.transact(command)
+            if reply == "E1":
+                self.open_session()
+                reply = self._line.transact(command)
+                if reply == "E1":
+                    raise DeviceCommunicationError(
+                        self.name,
+                        command,
+                        PLC_ERRORS["E1"] + ", even after re-opening the session",
+                        device_code="E1",
+                    )
+        if _PLC_ERROR.fullmatch(reply):
+            meaning = PLC_ERRORS.get(reply, "unknown PLC error")
+            raise DeviceFault(self.name, command, meaning, device_code=reply)
+        return reply
+
+    def _ok(self, command: str) -> None:
+        reply = self._send(command)
+        if reply != "OK":
+            raise DeviceCommunicationError(
+                self.name, command, f"unexpected reply {reply!r} (expected 'OK')"
+            )
+
+    def _flag(self, command: str) -> bool:
+        reply = self._send(command)
+        if reply not in ("0", "1"):
+            raise DeviceCommunicationError(
+                self.name, command, f"unexpected reply {reply!r} (expected '0' or '1')"
+            )
+        return reply == "1"
+
+    def _dm(self, command: str) -> int:
+        reply = self._send(command)
+        if not _DM_VALUE.fullmatch(reply):
+            raise DeviceCommunicationError(
+                self.name, command, f"unexpected reply {reply!r} (expected a 5-digit number)"
+            )
+        return int(reply)
+
+    def _raise_handling_error(self) -> None:
+        """Read DM200, reset with ST 1900, raise the typed error for the code."""
+        command, what = self._operation or ("RD 1814", "")
+        code = self._dm("RD DM200")
+        meaning = describe_handling_error(code) if code else "error flag set but DM200 is 0"
+        try:
+            self._ok("ST 1900")
+            note = "reset with ST 1900"
+        except DeviceError as exc:
+            note = f"reset with ST 1900 failed: {exc.detail}"
+        self._operation = None
+        self._started_at = None
+        cls = DeviceNeedsOperator if code % 100 in _OPERATOR_CAUSES else DeviceFault
+        during = f" during {what}" if what else ""
+        raise cls(self.name, command, f"{meaning}{during} ({note})", device_code=f"{code:05d}")
+
+    def _climate(self, temperature: int, humidity: int, co2: int, n2: int) -> Climate:
+        def read(address: int, scale: float) -> float | None:
+            try:
+                return self._dm(f"RD DM{address}") / scale
+            except DeviceFault as exc:
+                if exc.device_code == "E0":  # no such register on this model
+                    return None
+                raise
+
+        return Climate(
+            temperature=read(temperature, 10),
+            humidity=read(humidity, 10),
+            co2=read(co2, 100),
+            n2=read(n2, 100),
+        )
+
+    def __repr__(self) -> str:
+        return f"LiconicDriver({self.name!r}, {self._line.url!r}, levels={self.levels})"

@@ -1,0 +1,289 @@
+"""A line-oriented, half-duplex serial transport, and the data the serial incubators report.
+
+:class:`SerialLine` opens any pyserial URL (``/dev/ttyUSB0``, a pseudo-terminal path,
+``socket://127.0.0.1:PORT``, ``loop://``; see shared DEVICES.md section 6) and speaks one
+request, one reply: :meth:`SerialLine.transact` writes a command plus its terminator and
+reads up to the reply terminator under an overall deadline taken from the injected
+:class:`~labctl.clock.Clock`. It never sleeps on the wall clock itself and never does
+fixed-size reads (PyLabRobot's ``read(128)`` makes every command cost a full timeout).
+
+:class:`IncubatorStatus` and :class:`Climate` are what both serial incubator drivers
+(``cytomat``, ``liconic``) return. They live here so the two drivers share one definition;
+they belong with labctl's device interfaces once that module exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import serial
+
+from labctl.clock import Clock
+from labctl.errors import DeviceCommunicationError, DeviceError, DeviceTimeout
+
+__all__ = ["Climate", "IncubatorStatus", "SerialLine", "SerialSettings"]
+
+log = logging.getLogger(__name__)
+
+# Replies of these devices are a few dozen bytes (a 30-character barcode at most); a longer
+# run without a terminator is line noise, and stopping it also bounds the read loop when
+# bytes keep arriving (a virtual clock would not end it).
+MAX_REPLY_BYTES = 1024
+
+
+@dataclass(frozen=True)
+class IncubatorStatus:
+    """One snapshot of an automated incubator's state.
+
+    ``busy`` means an operation is executing (poll again); ``ready`` is the device's own
+    ready flag (Cytomat overview bit 0x02, LiCONiC relay 1915). ``error`` means a handling
+    error is latched on the device. Sensor fields are ``None`` where the device family does
+    not report them in its status. ``register`` is the raw Cytomat overview register
+    (0-255), ``None`` for other devices.
+    """
+
+    busy: bool
+    ready: bool
+    warning: bool
+    error: bool
+    handler_occupied: bool | None
+    gate_open: bool | None
+    door_open: bool | None
+    transfer_station_occupied: bool | None
+    register: int | None = None
+
+
+@dataclass(frozen=True)
+class Climate:
+    """Climate readings (or setpoints) of an incubator; ``None`` where not available.
+
+    Units: ``temperature`` degrees Celsius, ``co2`` percent by volume, ``humidity`` percent
+    relative humidity, ``o2`` percent by volume, ``n2`` percent by volume (LiCONiC's N2
+    register; see that driver for the caveat on its meaning).
+    """
+
+    temperature: float | None = None
+    co2: float | None = None
+    humidity: float | None = None
+    o2: float | None = None
+    n2: float | None = None
+
+
+@dataclass(frozen=True)
+class SerialSettings:
+    """Line settings of one device family.
+
+    ``terminator`` is appended to each command; a reply is complete when
+    ``reply_terminator`` has been read. ``baudrate`` in bit/s; ``parity`` is pyserial's
+    letter (``"N"``, ``"E"``, ``"O"``); ``rtscts`` enables RTS/CTS hardware handshake.
+    """
+
+    baudrate: int = 9600
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+    rtscts: bool = False
+    terminator: str = "\r"
+    reply_terminator: str = "\r"
+
+
+class SerialLine:
+    """One request, one reply over a pyserial URL, with deadlines on an injected clock.
+
+    Thread-safe: a re-entrant lock (:attr:`lock`) serialises requests, so two threads never
+    interleave their frames. A driver that must send several commands as one unit (set
+    registers, then start) holds ``lock`` around them.
+
+    ``reply_timeout_s`` (seconds) is the default overall deadline for one reply;
+    ``read_timeout_s`` (seconds) is the short pyserial read timeout the read loop uses
+    between deadline checks.
+    """
+
+    def __init__(
+        self,
+        device: str,
+        url: str,
+        clock: Clock,
+        settings: SerialSettings | None = None,
+        *,
+        reply_timeout_s: float = 1.0,
+        read_timeout_s: float = 0.02,
+    ) -> None:
+        self.device = device
+        self.url = url
+        self.settings = settings or SerialSettings()
+        self.reply_timeout_s = reply_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._clock = clock
+        self._port: serial.SerialBase | None = None
+        self._lock = threading.RLock()
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The lock held for each request; hold it to send several commands as one unit."""
+        return self._lock
+
+    @property
+    def is_open(self) -> bool:
+        """True while the port is open."""
+        return self._port is not None and self._port.is_open
+
+    def open(self) -> None:
+        """Open the port with the device's settings (no-op if already open).
+
+        Raises DeviceCommunicationError if the port cannot be opened.
+        """
+        with self._lock:
+            if self.is_open:
+                return
+            s = self.settings
+            try:
+                self._port = serial.serial_for_url(
+                    self.url,
+                    baudrate=s.baudrate,
+                    bytesize=s.bytesize,
+                    parity=s.parity,
+                    stopbits=s.stopbits,
+                    rtscts=s.rtscts,
+                    xonxoff=False,
+                    timeout=self.read_timeout_s,
+                    # With RTS/CTS and a device that never raises CTS a write would block
+                    # forever: bound it by the reply deadline.
+                    write_timeout=self.reply_timeout_s,
+                    exclusive=True,
+                )
+            except (serial.SerialException, OSError, ValueError) as exc:
+                raise DeviceCommunicationError(
+                    self.device, "open", f"cannot open serial port {self.url}: {exc}"
+                ) from exc
+            log.debug("%s: opened %s (%s)", self.device, self.url, s)
+
+    def close(self) -> None:
+        """Close the port (safe to call twice)."""
+        with self._lock:
+            port, self._port = self._port, None
+            if port is not None:
+                try:
+                    port.close()
+                except (serial.SerialException, OSError):  # closing a dead link is fine
+                    log.debug("%s: error while closing %s", self.device, self.url, exc_info=True)
+
+    def flush_input(self) -> None:
+        """Discard any bytes already received (stale or late replies)."""
+        with self._lock:
+            port = self._require_port("flush")
+            try:
+                pass
+            except (serial.SerialException, OSError) as exc:
+                raise DeviceCommunicationError(
+                    self.device, "flush", f"serial port {self.url} failed: {exc}"
+                ) from exc
+
+    def send_break(self, seconds: float) -> None:
+        """Hold the line in BREAK for ``seconds`` (timed on the clock), then release it.
+
+        On ``socket://`` and ``loop://`` the break is a no-op at the wire (pyserial ignores
+        it) but the wait still happens on the clock.
+        """
+        with self._lock:
+            port = self._require_port("break")
+            try:
+                port.break_condition = True
+                try:
+                    self._clock.sleep(seconds)
+                finally:
+                    port.break_condition = False
+            except (serial.SerialException, OSError) as exc:
+                raise DeviceCommunicationError(
+                    self.device, "break", f"serial port {self.url} failed: {exc}"
+                ) from exc
+
+    def transact(self, command: str, timeout_s: float | None = None) -> str:
+        """Send ``command`` + terminator, return the reply without its terminator.
+
+        Stale input is discarded first. The reply is stripped of surrounding whitespace.
+        ``timeout_s`` (seconds, default ``reply_timeout_s``) bounds the whole exchange.
+
+        Raises DeviceTimeout when no complete reply arrives in time, and
+        DeviceCommunicationError when the port fails or the reply is not printable ASCII.
+        """
+        deadline_s = self.reply_timeout_s if timeout_s is None else timeout_s
+        try:
+            frame = (command + self.settings.terminator).encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise DeviceError(self.device, command, "command is not ASCII") from exc
+        end = self.settings.reply_terminator.encode("ascii")
+        with self._lock:
+            port = self._require_port(command)
+            try:
+                pass
+                port.write(frame)
+                port.flush()
+                log.debug("%s >> %r", self.device, frame)
+                raw = self._read_until(port, end, command, deadline_s)
+            except serial.SerialTimeoutException as exc:
+                raise DeviceTimeout(
+                    self.device, command, f"could not write within {deadline_s:g} s ({exc})"
+                ) from exc
+            except (serial.SerialException, OSError) as exc:
+                raise DeviceCommunicationError(
+                    self.device, command, f"serial port {self.url} failed: {exc}"
+                ) from exc
+        log.debug("%s << %r", self.device, raw)
+        try:
+            reply = raw[: -len(end)].decode("ascii").strip()
+        except UnicodeDecodeError as exc:
+            raise DeviceCommunicationError(
+                self.device, command, f"garbled reply {raw!r} (not ASCII)"
+            ) from exc
+        if not reply.isprintable():
+            raise DeviceCommunicationError(
+                self.device, command, f"garbled reply {raw!r} (control characters)"
+            )
+        return reply
+
+    def _read_until(
+        self, port: serial.SerialBase, end: bytes, command: str, deadline_s: float
+    ) -> bytes:
+        """Read until ``end`` with an overall deadline; returns bytes ending with ``end``.
+
+        The deadline is measured on the injected clock. A virtual clock does not move while
+        we wait for bytes, so the real time spent in timed-out pyserial reads (each at least
+        ``read_timeout_s``) also counts towards the deadline; with a real clock both
+        measures agree and the clock's fires first.
+        """
+        start = self._clock.monotonic()
+        waited = 0.0
+        buf = bytearray()
+        while True:
+            chunk = port.read(max(1, port.in_waiting))
+            if chunk:
+                buf.extend(chunk)
+                idx = buf.find(end)
+                if idx >= 0:
+                    # Anything after the terminator is noise in a half-duplex exchange.
+                    return bytes(buf[: idx + len(end)])
+                if len(buf) > MAX_REPLY_BYTES:
+                    raise DeviceCommunicationError(
+                        self.device,
+                        command,
+                        f"garbled reply: {len(buf)} bytes without a terminator ({bytes(buf[:32])!r}...)",
+                    )
+            else:
+                waited += self.read_timeout_s
+            elapsed = max(self._clock.monotonic() - start, waited)
+            if elapsed >= deadline_s:
+                got = f"; incomplete reply {bytes(buf)!r}" if buf else ""
+                raise DeviceTimeout(self.device, command, f"no reply within {deadline_s:g} s{got}")
+
+    def _require_port(self, command: str) -> serial.SerialBase:
+        if self._port is None or not self._port.is_open:
+            raise DeviceCommunicationError(
+                self.device, command, f"serial port {self.url} is not open (call connect first)"
+            )
+        return self._port
+
+    def __repr__(self) -> str:
+        return f"SerialLine({self.device!r}, {self.url!r}, open={self.is_open})"

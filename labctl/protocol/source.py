@@ -1,0 +1,264 @@
+"""Safe YAML reading that keeps the line and column of every node.
+
+PyYAML's composer (with the SafeLoader's resolver) builds a node graph; we never run a
+constructor, so no tag can become an object, and scalars keep their raw text: each field is
+read by its own rules (``10:00`` stays a time of day, not YAML 1.1's sexagesimal 600).
+
+Hostile input is refused with one located message, never a traceback: files over
+``MAX_BYTES``, binary data, undecodable text, nesting deeper than ``MAX_DEPTH``, alias
+expansion beyond ``MAX_NODES`` (a "billion laughs" bomb), unknown tags, duplicate keys.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from labctl.errors import Diagnostic, InputFileError
+
+MAX_BYTES = 2 * 1024 * 1024  # a protocol is a few kB; 2 MB leaves room for huge comments
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
+_STD_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:merge",
+}
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A 1-based position in the source file."""
+
+    line: int
+    col: int
+
+
+@dataclass(eq=False)
+class Node:
+    mark: Mark
+
+
+@dataclass(eq=False)
+class Scalar(Node):
+    """A scalar with its raw text and the tag YAML's resolver gave it (int, float, str...)."""
+
+    text: str
+    tag: str
+    quoted: bool
+
+    @property
+    def kind(self) -> str:
+        return self.tag.rsplit(":", 1)[-1]
+
+    @property
+    def is_null(self) -> bool:
+        return self.kind == "null"
+
+
+@dataclass(eq=False)
+class Seq(Node):
+    items: list[Node] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class Map(Node):
+    """A mapping; keys are scalars (text), kept in file order."""
+
+    entries: list[tuple[Scalar, Node]] = field(default_factory=list)
+
+    def get(self, key: str) -> Node | None:
+        for k, v in self.entries:
+            if k.text == key:
+                return v
+        return None
+
+    def key_node(self, key: str) -> Scalar | None:
+        for k, _ in self.entries:
+            if k.text == key:
+                return k
+        return None
+
+    def keys(self) -> list[str]:
+        return [k.text for k, _ in self.entries]
+
+
+def describe(node: Node) -> str:
+    """What a node is, in words for messages ("a list", "text 'abc'")."""
+    if isinstance(node, Map):
+        return "a mapping"
+    if isinstance(node, Seq):
+        return "a list"
+    assert isinstance(node, Scalar)
+    if node.is_null:
+        return "nothing (null)"
+    t = node.text if len(node.text) <= 40 else node.text[:37] + "..."
+    return {"int": "the number", "float": "the number", "bool": "the boolean"}.get(
+        node.kind, "the text"
+    ) + f" '{t}'"
+
+
+class _Builder:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.count = 0
+        self.diags: list[Diagnostic] = []
+        self._memo: dict[int, Node] = {}
+
+    def error(self, mark: Mark, msg: str) -> None:
+        self.diags.append(Diagnostic(self.file, mark.line, mark.col, "error", msg))
+
+    def build(self, n: yaml.Node, depth: int = 0) -> Node:
+        memo = self._memo.get(id(n))
+        if memo is not None:
+            return memo  # an alias: share the node, do not expand it again
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise _TooBig(_mark(n), f"document has more than {MAX_NODES} nodes (alias expansion?)")
+        if depth > MAX_DEPTH:
+            raise _TooBig(_mark(n), f"nesting deeper than {MAX_DEPTH} levels")
+        if n.tag not in _STD_TAGS:
+            self.error(_mark(n), f"tag '{n.tag}' is not allowed (protocols are plain data)")
+        if isinstance(n, yaml.ScalarNode):
+            out: Node = Scalar(_mark(n), n.value, n.tag, n.style not in (None, ""))
+            self._memo[id(n)] = out
+            return out
+        if isinstance(n, yaml.SequenceNode):
+            seq = Seq(_mark(n))
+            self._memo[id(n)] = seq
+            seq.items = [self.build(c, depth + 1) for c in n.value]
+            return seq
+        assert isinstance(n, yaml.MappingNode)
+        m = Map(_mark(n))
+        self._memo[id(n)] = m
+        seen: dict[str, Mark] = {}
+        merged: list[tuple[Scalar, Node]] = []
+        for kn, vn in n.value:
+            if kn.tag == "tag:yaml.org,2002:merge":
+                merged.extend(self._merge_entries(vn, depth))
+                continue
+            if not isinstance(kn, yaml.ScalarNode):
+                self.error(_mark(kn), "a key must be plain text, not a list or mapping")
+                continue
+            key = Scalar(_mark(kn), kn.value, kn.tag, kn.style not in (None, ""))
+            if key.text in seen:
+                first = seen[key.text]
+                self.error(key.mark, f"duplicate key '{key.text}' (first at line {first.line})")
+                continue
+            seen[key.text] = key.mark
+            m.entries.append((key, self.build(vn, depth + 1)))
+        # Explicit keys win over merged ones (YAML merge-key semantics).
+        for key, val in merged:
+            if key.text not in seen:
+                seen[key.text] = key.mark
+                m.entries.append((key, val))
+        return m
+
+    def _merge_entries(self, vn: yaml.Node, depth: int) -> list[tuple[Scalar, Node]]:
+        sources = vn.value if isinstance(vn, yaml.SequenceNode) else [vn]
+        out: list[tuple[Scalar, Node]] = []
+        for s in sources:
+            built = self.build(s, depth + 1)
+            if not isinstance(built, Map):
+                self.error(built.mark, "'<<' merges only mappings")
+                continue
+            out.extend(built.entries)
+        return out
+
+
+class _TooBig(Exception):
+    def __init__(self, mark: Mark, msg: str) -> None:
+        super().__init__(msg)
+        self.mark = mark
+        self.msg = msg
+
+
+def _mark(n: yaml.Node) -> Mark:
+    return Mark(n.start_mark.line + 1, n.start_mark.column + 1)
+
+
+def read_text(path: str | Path) -> str:
+    """Read a protocol file as text. Raises InputFileError for files that can't be read."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise InputFileError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise InputFileError(f"{p}: is a directory, not a protocol file") from None
+    except PermissionError:
+        raise InputFileError(f"{p}: permission denied") from None
+    except OSError as exc:
+        raise InputFileError(f"{p}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > MAX_BYTES:
+        raise InputFileError(
+            f"{p}: file is larger than {MAX_BYTES // (1024 * 1024)} MB; a protocol is a few kB of YAML"
+        )
+    return decode(data, str(p))
+
+
+def decode(data: bytes, name: str) -> str:
+    """Decode file bytes as UTF-8 (or UTF-16/32 with a byte-order mark)."""
+    for bom, enc in (
+        (codecs.BOM_UTF32_LE, "utf-32"),
+        (codecs.BOM_UTF32_BE, "utf-32"),
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
+        if data.startswith(bom):
+            try:
+                return data.decode(enc)
+            except UnicodeDecodeError:
+                raise InputFileError(f"{name}: not valid {enc.upper()} text") from None
+    if b"\x00" in data:
+        raise InputFileError(f"{name}: binary data, not a YAML text file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise InputFileError(
+            f"{name}:{line}:{col}: error: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+
+
+def parse(text: str, file: str) -> tuple[Node | None, list[Diagnostic]]:
+    """Parse YAML text into located nodes. Returns (root or None, diagnostics)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problem = exc.problem or exc.context or "invalid YAML"
+        if "expected a single document" in (exc.context or "") or "but found another document" in (
+            exc.problem or ""
+        ):
+            problem = "a protocol file holds one YAML document; found a second one ('---')"
+        return None, [Diagnostic(file, line, col, "error", f"YAML syntax: {problem}")]
+    except yaml.YAMLError as exc:
+        return None, [Diagnostic(file, 1, 1, "error", f"YAML syntax: {exc}")]
+    except RecursionError:
+        return None, [Diagnostic(file, 1, 1, "error", f"nesting deeper than {MAX_DEPTH} levels")]
+    if root is None:
+        return None, [Diagnostic(file, 1, 1, "error", "the file is empty")]
+    b = _Builder(file)
+    try:
+        node = b.build(root)
+    except _TooBig as exc:
+        return None, [Diagnostic(file, exc.mark.line, exc.mark.col, "error", exc.msg)]
+    except RecursionError:
+        return None, [Diagnostic(file, 1, 1, "error", f"nesting deeper than {MAX_DEPTH} levels")]
+    return node, b.diags

@@ -1,0 +1,192 @@
+"""Quantities: one pint unit registry for all of labctl, and parsing of "100 nM"-style text.
+
+Concentrations come in three kinds, which cannot be mixed without a molar mass:
+molar (``[substance]/[length]**3``), mass (``[mass]/[length]**3``) and fractions (``%``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import Enum
+from functools import lru_cache
+from typing import Any
+
+import pint
+
+__all__ = [
+    "Dim",
+    "Q_",
+    "UnitParseError",
+    "format_quantity",
+    "parse_quantity",
+    "ureg",
+]
+
+
+def _make_registry() -> pint.UnitRegistry:
+    # The on-disk cache makes the registry ~10x faster to build (validate runs on every
+    # save); fall back to an uncached registry where the cache folder is not writable.
+    try:
+        reg = pint.UnitRegistry(cache_folder=":auto:")
+    except Exception:  # noqa: BLE001 - any cache problem just means "no cache"
+        reg = pint.UnitRegistry()
+    reg.formatter.default_format = "~P"
+    return reg
+
+
+ureg: pint.UnitRegistry = _make_registry()
+Q_ = ureg.Quantity
+Quantity = pint.Quantity
+
+
+class UnitParseError(ValueError):
+    """A quantity's text could not be read, or has the wrong dimension."""
+
+
+class Dim(Enum):
+    """The dimensions a protocol value may have, with the words used in messages."""
+
+    CONCENTRATION = "a concentration (e.g. 100 nM, 10 ng/mL, 1%)"
+    MOLAR = "a molar concentration"
+    VOLUME = "a volume (e.g. 2 mL, 500 uL)"
+    DURATION = "a duration (e.g. 30 min, 2 h, 1 d)"
+    FRACTION = "a percentage (e.g. 25%)"
+    TEMPERATURE = "a temperature (e.g. 37 degC)"
+    MOLAR_MASS = "a molar mass (e.g. 465.3 g/mol)"
+    ANY = "a quantity"
+
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_QTY_RE = re.compile(rf"^\s*({_NUMBER})\s*([^\s\d.+-][^\n]*?)?\s*$")
+# Unit spellings scientists use that pint does not know, or reads differently.
+_ALIASES = {
+    "%": "percent",
+    "µ": "u",
+    "μ": "u",  # Greek mu (U+03BC) as well as the micro sign (U+00B5)
+    "°C": "degC",
+    "ºC": "degC",
+}
+_MAX_UNIT_TEXT = 40
+
+
+def _dimension_of(q: pint.Quantity) -> str:
+    return str(q.dimensionality)
+
+
+_MOLAR_DIMS = "[substance] / [length] ** 3"
+_MASS_DIMS = "[mass] / [length] ** 3"
+
+
+def concentration_kind(q: pint.Quantity) -> str | None:
+    """'molar', 'mass' or 'fraction' for a concentration, None for anything else."""
+    d = _dimension_of(q)
+    if d == _MOLAR_DIMS:
+        return "molar"
+    if d == _MASS_DIMS:
+        return "mass"
+    if q.dimensionless:
+        return "fraction"
+    return None
+
+
+def _matches(q: pint.Quantity, dim: Dim) -> bool:
+    d = _dimension_of(q)
+    if dim is Dim.ANY:
+        return True
+    if dim is Dim.CONCENTRATION:
+        return concentration_kind(q) is not None
+    if dim is Dim.MOLAR:
+        return d == _MOLAR_DIMS
+    if dim is Dim.VOLUME:
+        return d == "[length] ** 3"
+    if dim is Dim.DURATION:
+        return d == "[time]"
+    if dim is Dim.FRACTION:
+        return q.dimensionless
+    if dim is Dim.TEMPERATURE:
+        return d == "[temperature]"
+    if dim is Dim.MOLAR_MASS:
+        return d == "[mass] / [substance]"
+    return False
+
+
+@lru_cache(maxsize=512)
+def _parse_unit(unit_text: str) -> pint.Unit:
+    return ureg.parse_units(unit_text)
+
+
+def parse_quantity(text: Any, dim: Dim = Dim.ANY) -> pint.Quantity:
+    """Read ``"3 uM"`` (or ``3 µM``, ``25%``, ``37 degC``) as a pint Quantity of dimension ``dim``.
+
+    Raises UnitParseError with a message fit for the user. A bare number is refused: every
+    quantity in a protocol carries its unit, so that a dose is never guessed.
+    """
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UnitParseError(f"expected {dim.value}, got {type(text).__name__}")
+    s = str(text)
+    m = _QTY_RE.match(s)
+    if not m:
+        raise UnitParseError(
+            f"'{_clip(s)}' is not a number followed by a unit; expected {dim.value}"
+        )
+    number, unit = m.group(1), (m.group(2) or "").strip()
+    if not unit:
+        raise UnitParseError(f"'{_clip(s)}' has no unit; expected {dim.value}")
+    if len(unit) > _MAX_UNIT_TEXT:
+        raise UnitParseError(f"unit '{_clip(unit)}' is too long")
+    for a, b in _ALIASES.items():
+        unit = unit.replace(a, b)
+    value = float(number)
+    if not math.isfinite(value):
+        raise UnitParseError(f"'{_clip(s)}' is not a finite number")
+    try:
+        u = _parse_unit(unit)
+    except Exception as exc:  # noqa: BLE001 - pint raises many types for bad unit text
+        raise UnitParseError(f"unknown unit '{_clip(unit)}' in '{_clip(s)}'") from exc
+    q = Q_(value, u)
+    if not _matches(q, dim):
+        raise UnitParseError(f"'{_clip(s)}' is {_describe(q)}; expected {dim.value}")
+    return q
+
+
+def _describe(q: pint.Quantity) -> str:
+    for dim in (Dim.VOLUME, Dim.DURATION, Dim.TEMPERATURE, Dim.MOLAR_MASS, Dim.FRACTION):
+        if _matches(q, dim):
+            return dim.value.split(" (")[0]
+    kind = concentration_kind(q)
+    if kind:
+        return f"a {kind} concentration"
+    return f"of dimension {q.dimensionality}"
+
+
+def _clip(s: str, n: int = 60) -> str:
+    s = s.replace("\n", " ")
+    return s if len(s) <= n else s[: n - 3] + "..."
+
+
+def format_quantity(q: pint.Quantity, digits: int = 4) -> str:
+    """Human text for a quantity with at most ``digits`` significant digits: ``2.5 µL``."""
+    mag = float(q.magnitude)
+    # pint abbreviates litre as "l"; labs write "mL" and "µL".
+    unit = re.sub(r"(^|[^a-zA-Z])([µnmcpd]?)l\b", r"\1\2L", f"{q.units:~P}")
+    if unit == "%":
+        return f"{_fmt_num(mag, digits)}%"
+    return f"{_fmt_num(mag, digits)} {unit}"
+
+
+def _fmt_num(x: float, digits: int) -> str:
+    if x == 0:
+        return "0"
+    s = f"{x:.{digits}g}"
+    if "e" in s:
+        # Protocol users read plain decimals better than exponents for lab-scale values.
+        s = f"{x:.{max(0, digits - 1 - int(math.floor(math.log10(abs(x)))))}f}".rstrip("0").rstrip(
+            "."
+        )
+    return s
+
+
+def to_magnitude(q: pint.Quantity, unit: str) -> float:
+    """Magnitude of ``q`` in ``unit`` (float)."""
+    return float(q.to(unit).magnitude)

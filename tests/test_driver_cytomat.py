@@ -1,0 +1,589 @@
+"""CytomatDriver against a scripted peer that checks every frame the driver writes.
+
+The peer is a tiny fake device (a TCP server on 127.0.0.1 reached through ``socket://``, or
+a pseudo-terminal) that plays a script of (expected frame, reply) steps: any frame that
+differs from the script, any missing step and any extra byte fails the test. Virtual time:
+polling loops cost no wall time; only a silent-peer timeout waits a few tenths of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import termios
+import threading
+import tty
+from collections.abc import Iterator, Sequence
+
+import pytest
+from labctl.drivers.cytomat import CytomatDriver, decode_overview, parse_climate_reply
+from labctl.drivers.serial_io import Climate, SerialLine, SerialSettings
+
+from labctl.clock import VirtualClock
+from labctl.errors import (
+    DeviceBusy,
+    DeviceCommunicationError,
+    DeviceError,
+    DeviceFault,
+    DeviceNeedsOperator,
+    DeviceTimeout,
+)
+
+CLOSE = b"<close>"  # script reply: the peer drops the connection instead of answering
+Step = tuple[bytes, "bytes | None"]  # (expected frame, reply; None = stay silent)
+
+
+class ScriptedPeer:
+    """A fake device that answers a fixed script and records every byte it receives."""
+
+    def __init__(self, script: Sequence[Step], *, frame_end: bytes = b"\r", pty: bool = False):
+        self.script = list(script)
+        self.frame_end = frame_end
+        self.received: list[bytes] = []
+        self.problems: list[str] = []
+        self.extra = b""
+        self.steps_done = 0
+        self._stop = threading.Event()
+        self._conn: socket.socket | None = None
+        self._server: socket.socket | None = None
+        self._fds: tuple[int, int] | None = None
+        if pty:
+            master, slave = os.openpty()
+            tty.setraw(master)
+            tty.setraw(slave)
+            self._fds = (master, slave)
+            self.url = os.ttyname(slave)
+        else:
+            self._server = socket.create_server(("127.0.0.1", 0))
+            self.url = f"socket://127.0.0.1:{self._server.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def slave_fd(self) -> int:
+        assert self._fds is not None
+        return self._fds[1]
+
+    # Transport primitives: wait up to `timeout` real seconds for bytes (b"" = none, None = EOF).
+    def _readable(self) -> object:
+        return self._conn if self._conn is not None else self._fds[0]  # type: ignore[index]
+
+    def _recv(self, timeout: float) -> bytes | None:
+        ready, _, _ = select.select([self._readable()], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            if self._conn is not None:
+                data = self._conn.recv(4096)
+            else:
+                data = os.read(self._fds[0], 4096)  # type: ignore[index]
+        except OSError:
+            return None
+        return data or None
+
+    def _send(self, data: bytes) -> None:
+        if self._conn is not None:
+            self._conn.sendall(data)
+        else:
+            os.write(self._fds[0], data)  # type: ignore[index]
+
+    def _run(self) -> None:
+        try:
+            self._play()
+        except Exception as exc:  # a crash in the peer must fail the test, not hide
+            self.problems.append(f"peer crashed: {exc!r}")
+
+    def _play(self) -> None:
+        if self._server is not None:
+            while not self._stop.is_set():
+                ready, _, _ = select.select([self._server], [], [], 0.02)
+                if ready:
+                    self._conn, _ = self._server.accept()
+                    break
+            else:
+                return
+        buf = b""
+        for expected, reply in self.script:
+            waited = 0.0
+            while self.frame_end not in buf:
+                data = self._recv(0.02)
+                if data is None:
+                    self.problems.append(f"link closed while waiting for {expected!r}")
+                    return
+                if not data:
+                    waited += 0.02
+                    if self._stop.is_set() or waited > 5.0:
+                        self.problems.append(f"never received {expected!r} (got {buf!r})")
+                        return
+                buf += data
+            end = buf.index(self.frame_end) + len(self.frame_end)
+            frame, buf = buf[:end], buf[end:]
+            self.received.append(frame)
+            if frame != expected:
+                self.problems.append(
+                    f"step {self.steps_done}: expected {expected!r}, got {frame!r}"
+                )
+                return
+            self.steps_done += 1
+            if reply == CLOSE:
+                assert self._conn is not None
+                self._conn.close()
+                self._conn = None
+                return
+            if reply is not None:
+                self._send(reply)
+        # Script done: anything more the driver writes is a defect.
+        extra = buf
+        while True:
+            data = self._recv(0.0 if self._stop.is_set() else 0.02)
+            if data is None or (not data and self._stop.is_set()):
+                break
+            extra += data
+        self.extra = extra
+
+    def finish(self) -> None:
+        """Stop the peer and assert the script was played exactly, with nothing extra."""
+        self._stop.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive()
+        for s in (self._conn, self._server):
+            if s is not None:
+                s.close()
+        if self._fds is not None:
+            for fd in self._fds:
+                os.close(fd)
+        assert self.problems == []
+        assert self.steps_done == len(self.script), f"unplayed: {self.script[self.steps_done :]}"
+        assert self.extra == b"", f"driver wrote unexpected bytes {self.extra!r}"
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def run(clock: VirtualClock) -> Iterator:
+    """run(script, **driver_kwargs) -> (driver, peer); closes and checks the peer at the end.
+
+    The peer sits on a pseudo-terminal by default (closing a ``socket://`` port costs 0.3 s
+    of wall time inside pyserial); ``tcp=True`` puts it behind ``socket://`` instead.
+    """
+    started: list[tuple[CytomatDriver, ScriptedPeer]] = []
+
+    def start(
+        script: Sequence[Step], *, tcp: bool = False, frame_end: bytes = b"\r", **kwargs: object
+    ) -> tuple[CytomatDriver, ScriptedPeer]:
+        peer = ScriptedPeer(script, pty=not tcp, frame_end=frame_end)
+        options: dict = {"reply_timeout_s": 0.3, "read_timeout_s": 0.01, **kwargs}
+        driver = CytomatDriver("inc-1", peer.url, clock, 42, **options)
+        driver.connect()
+        started.append((driver, peer))
+        return driver, peer
+
+    yield start
+    for driver, peer in started:
+        driver.close()
+        peer.finish()
+
+
+def polls(*registers: str) -> list[Step]:
+    return [(b"ch:bs\r", f"bs {r}\r".encode()) for r in registers]
+
+
+# -- overview register ----------------------------------------------------------------------
+
+
+def test_manual_example_0xc5_decodes_to_busy_warning_door_and_transfer_station() -> None:
+    s = decode_overview(0xC5)
+    assert (s.busy, s.ready, s.warning, s.error) == (True, False, True, False)
+    assert (s.handler_occupied, s.gate_open, s.door_open) == (False, False, True)
+    assert s.transfer_station_occupied is True
+    assert s.register == 0xC5
+
+
+@pytest.mark.parametrize(
+    ("bit", "field"),
+    [
+        (0x01, "busy"),
+        (0x02, "ready"),
+        (0x04, "warning"),
+        (0x08, "error"),
+        (0x10, "handler_occupied"),
+        (0x20, "gate_open"),
+        (0x40, "door_open"),
+        (0x80, "transfer_station_occupied"),
+    ],
+)
+def test_each_overview_bit_sets_exactly_its_field(bit: int, field: str) -> None:
+    fields = (
+        "busy ready warning error handler_occupied gate_open door_open transfer_station_occupied"
+    ).split()
+    status = decode_overview(bit)
+    assert [name for name in fields if getattr(status, name)] == [field]
+
+
+# -- happy paths --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tcp", [False, True], ids=["pty", "socket"])
+def test_fetch_sends_mv_st_and_polls_until_not_busy(run, clock: VirtualClock, tcp: bool) -> None:
+    driver, _ = run([(b"mv:st 005\r", b"ok 01\r"), *polls("11", "11", "80")], tcp=tcp)
+    driver.start_fetch(5)
+    t0 = clock.monotonic()
+    status = driver.wait_idle()
+    assert status.busy is False
+    assert status.transfer_station_occupied is True
+    assert status.register == 0x80
+    # two busy polls, each followed by one poll interval of virtual time
+    assert clock.monotonic() - t0 == pytest.approx(1.0)
+
+
+def test_store_sends_mv_ts_with_three_digit_slot(run) -> None:
+    driver, _ = run([(b"mv:ts 042\r", b"ok 81\r"), *polls("91", "00")])
+    driver.start_store(42)
+    status = driver.wait_idle()
+    assert status.register == 0 and not status.transfer_station_occupied
+
+
+def test_initialize_sends_ll_in_and_waits(run, clock: VirtualClock) -> None:
+    driver, _ = run([(b"ll:in\r", b"ok 01\r"), *polls("01", "01", "01", "00")], poll_interval_s=1.0)
+    t0 = clock.monotonic()
+    assert driver.initialize().busy is False
+    assert clock.monotonic() - t0 == pytest.approx(3.0)
+
+
+def test_crlf_terminator_model(run) -> None:
+    driver, _ = run(
+        [(b"mv:st 001\r\n", b"ok 01\r"), (b"ch:bs\r\n", b"bs 00\r")],
+        terminator="\r\n",
+        frame_end=b"\r\n",
+    )
+    driver.start_fetch(1)
+    assert driver.wait_idle().busy is False
+
+
+def test_poll_accepts_lowercase_hex(run) -> None:
+    driver, _ = run(polls("c5"))
+    assert driver.poll().register == 0xC5
+
+
+# -- immediate telegram errors ------------------------------------------------------------
+
+
+def test_er_01_right_after_a_move_is_retried_on_the_clock(run, clock: VirtualClock) -> None:
+    driver, _ = run(
+        [(b"mv:st 005\r", b"er 01\r"), (b"mv:st 005\r", b"er 02\r"), (b"mv:st 005\r", b"ok 01\r")]
+    )
+    t0 = clock.monotonic()
+    driver.start_fetch(5)
+    assert clock.monotonic() - t0 == pytest.approx(0.2)  # two retries, 100 ms apart
+
+
+def test_persistent_er_01_becomes_device_busy_after_the_retries(run) -> None:
+    driver, peer = run([(b"mv:st 005\r", b"er 01\r")] * 4, busy_retries=3)
+    with pytest.raises(DeviceBusy) as info:
+        driver.start_fetch(5)
+    assert str(info.value) == "inc-1: mv:st 005: device busy, command refused [device code 01]"
+    assert info.value.device_code == "01"
+
+
+def test_transfer_station_occupied_is_a_fault_named_after_device_and_command(run) -> None:
+    driver, _ = run([(b"mv:st 005\r", b"er 32\r")])  # not retried: one frame only
+    with pytest.raises(DeviceFault) as info:
+        driver.start_fetch(5)
+    assert str(info.value) == "inc-1: mv:st 005: transfer station occupied [device code 32]"
+    assert (info.value.device, info.value.command) == ("inc-1", "mv:st 005")
+
+
+@pytest.mark.parametrize(
+    ("code", "cls", "meaning"),
+    [
+        ("02", DeviceCommunicationError, "command unknown"),
+        ("03", DeviceCommunicationError, "telegram structure error"),
+        ("04", DeviceFault, "bad parameter"),
+        ("05", DeviceFault, "unknown location"),
+        ("11", DeviceFault, "handler in wrong position"),
+        ("21", DeviceFault, "handler occupied"),
+        ("22", DeviceFault, "handler empty"),
+        ("31", DeviceFault, "transfer station empty"),
+        ("33", DeviceFault, "transfer station not in position"),
+        ("42", DeviceFault, "lift door not open"),
+        ("52", DeviceFault, "unauthorized (password required)"),
+        ("7E", DeviceFault, "unknown telegram error"),
+    ],
+)
+def test_telegram_error_codes_map_to_typed_errors(run, code: str, cls: type, meaning: str) -> None:
+    driver, _ = run([(b"mv:ts 007\r", f"er {code}\r".encode())], busy_retries=0)
+    with pytest.raises(cls) as info:
+        driver.start_store(7)
+    assert type(info.value) is cls
+    assert str(info.value) == f"inc-1: mv:ts 007: {meaning} [device code {code}]"
+
+
+# -- errors found while polling -------------------------------------------------------------
+
+
+def test_error_bit_reads_error_register_clears_it_and_raises_fault(run) -> None:
+    driver, _ = run(
+        [
+            (b"mv:st 005\r", b"ok 01\r"),
+            *polls("11", "09"),
+            (b"ch:be\r", b"be 04\r"),
+            (b"rs:be\r", b"ok 00\r"),
+        ]
+    )
+    driver.start_fetch(5)
+    with pytest.raises(DeviceFault) as info:
+        driver.wait_idle()
+    assert str(info.value) == (
+        "inc-1: mv:st 005: shovel not extended (error register cleared with rs:be) [device code 04]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("code", "meaning"),
+    [("02", "plate not loaded on shovel"), ("0C", "transfer station not rotated"),
+     ("10", "shaker fault"), ("FF", "fatal error"), ("99", "unknown error")],
+)  # fmt: skip
+def test_error_register_codes_carry_their_meaning(run, code: str, meaning: str) -> None:
+    driver, _ = run(
+        [
+            (b"mv:ts 001\r", b"ok 01\r"),
+            *polls("08"),
+            (b"ch:be\r", f"be {code}\r".encode()),
+            (b"rs:be\r", b"ok 00\r"),
+        ]
+    )
+    driver.start_store(1)
+    with pytest.raises(DeviceFault) as info:
+        driver.wait_idle()
+    assert info.value.device_code == code
+    assert info.value.detail.startswith(meaning + " (")
+
+
+def test_failed_rs_be_still_reports_the_original_fault(run) -> None:
+    driver, _ = run(
+        [*polls("08"), (b"ch:be\r", b"be 05\r"), (b"rs:be\r", b"er 04\r")], busy_retries=0
+    )
+    with pytest.raises(DeviceFault) as info:
+        driver.wait_idle()
+    assert info.value.device_code == "05"
+    assert "process timeout" in str(info.value) and "rs:be failed" in str(info.value)
+
+
+def test_open_door_needs_the_operator(run) -> None:
+    driver, _ = run([(b"mv:st 003\r", b"ok 01\r"), *polls("41")])
+    driver.start_fetch(3)
+    with pytest.raises(DeviceNeedsOperator) as info:
+        driver.wait_idle()
+    assert str(info.value) == "inc-1: mv:st 003: device door is open: close it, then resume"
+
+
+def test_error_with_open_door_needs_the_operator_and_keeps_the_code(run) -> None:
+    driver, _ = run(
+        [
+            (b"mv:st 003\r", b"ok 01\r"),
+            *polls("48"),
+            (b"ch:be\r", b"be 06\r"),
+            (b"rs:be\r", b"ok 40\r"),
+        ]
+    )
+    driver.start_fetch(3)
+    with pytest.raises(DeviceNeedsOperator) as info:
+        driver.wait_idle()
+    assert info.value.device_code == "06"
+    assert "lift door not open" in str(info.value)
+
+
+def test_still_busy_at_the_deadline_times_out(run, clock: VirtualClock) -> None:
+    driver, _ = run([(b"mv:st 005\r", b"ok 01\r"), *polls("01", "01", "01")])
+    driver.start_fetch(5)
+    with pytest.raises(DeviceTimeout) as info:
+        driver.wait_idle(timeout_s=1.0)  # polls at 0, 0.5 and 1.0 s of virtual time
+    assert str(info.value) == "inc-1: mv:st 005: still busy after 1 s"
+
+
+# -- transport failures -----------------------------------------------------------------------
+
+
+def test_silent_peer_raises_device_timeout(run) -> None:
+    driver, _ = run([(b"ch:bs\r", None)])
+    with pytest.raises(DeviceTimeout) as info:
+        driver.poll()
+    assert str(info.value) == "inc-1: ch:bs: no reply within 0.3 s"
+
+
+def test_reply_without_terminator_times_out_and_shows_the_partial_reply(run) -> None:
+    driver, _ = run([(b"ch:bs\r", b"bs 0")])
+    with pytest.raises(DeviceTimeout, match=r"incomplete reply b'bs 0'"):
+        driver.poll()
+
+
+@pytest.mark.parametrize(
+    ("reply", "match"),
+    [
+        (b"\xff\xfe\r", "not ASCII"),
+        (b"bs\x0001\r", "control characters"),
+        (b"bs ZZ\r", "unexpected reply 'bs ZZ'"),
+        (b"it 01\r", "unexpected reply 'it 01'"),
+        (b"er\r", "unexpected reply 'er'"),
+        (b"x" * 1100, "without a terminator"),
+    ],
+)
+def test_garbled_replies_are_communication_errors(run, reply: bytes, match: str) -> None:
+    driver, _ = run([(b"ch:bs\r", reply)])
+    with pytest.raises(DeviceCommunicationError, match=match):
+        driver.poll()
+
+
+def test_garbled_move_acknowledgement(run) -> None:
+    driver, _ = run([(b"mv:st 005\r", b"ok\r")])
+    with pytest.raises(DeviceCommunicationError) as info:
+        driver.start_fetch(5)
+    assert str(info.value) == "inc-1: mv:st 005: unexpected reply 'ok' (expected 'ok XX')"
+
+
+def test_link_dropped_is_a_communication_error(run) -> None:
+    driver, _ = run([(b"ch:bs\r", CLOSE)], tcp=True)
+    with pytest.raises(DeviceCommunicationError, match=r"^inc-1: ch:bs: serial port .* failed"):
+        driver.poll()
+
+
+def test_stale_input_is_flushed_before_each_command(run) -> None:
+    # The peer sends an unsolicited second line after its reply; the next request must not
+    # read it as its own reply.
+    driver, _ = run([(b"ch:bs\r", b"bs 01\rbs FF\r"), (b"ch:bs\r", b"bs 00\r")])
+    assert driver.poll().register == 0x01
+    assert driver.poll().register == 0x00
+
+
+def test_unreachable_port_is_a_communication_error(clock: VirtualClock) -> None:
+    probe = socket.create_server(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens there now
+    driver = CytomatDriver("inc-1", f"socket://127.0.0.1:{port}", clock, 42)
+    with pytest.raises(DeviceCommunicationError, match=r"^inc-1: open: cannot open serial port"):
+        driver.connect()
+
+
+def test_command_before_connect_is_a_communication_error(clock: VirtualClock) -> None:
+    driver = CytomatDriver("inc-1", "loop://", clock, 42)
+    with pytest.raises(DeviceCommunicationError, match="not open"):
+        driver.poll()
+
+
+def test_slot_outside_the_configured_range_sends_nothing(run) -> None:
+    driver, _ = run([])
+    with pytest.raises(DeviceError, match=r"^inc-1: mv:st 043: slot 43 is outside 1\.\.42$"):
+        driver.start_fetch(43)
+    with pytest.raises(DeviceError, match="slot 0 is outside"):
+        driver.start_store(0)
+
+
+def test_requests_from_two_threads_never_interleave(run) -> None:
+    driver, peer = run(polls(*["00"] * 40))
+    results: list[int | None] = []
+
+    def worker() -> None:
+        for _ in range(20):
+            results.append(driver.poll().register)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert results == [0] * 40
+    assert peer.received == [b"ch:bs\r"] * 40
+
+
+# -- climate ------------------------------------------------------------------------------------
+
+
+def test_read_climate_parses_values_and_reports_missing_sensors_as_none(run) -> None:
+    driver, _ = run(
+        [
+            (b"ch:it\r", b"it +37.0 +36.9\r"),
+            (b"ch:ic\r", b"ic 05.0 4.8\r"),  # no sign
+            (b"ch:ih\r", b"er 02\r"),  # model without a humidity sensor: not retried
+            (b"ch:io\r", b"io +005.0 +04.7\r"),  # other width
+        ]
+    )
+    assert driver.read_climate() == Climate(temperature=36.9, co2=4.8, humidity=None, o2=4.7)
+
+
+def test_read_climate_setpoints_takes_the_nominal_values(run) -> None:
+    driver, _ = run(
+        [
+            (b"ch:it\r", b"it +37.0 +36.9\r"),
+            (b"ch:ic\r", b"ic +05.0 +04.8\r"),
+            (b"ch:ih\r", b"ih +95.0 +91.2\r"),
+            (b"ch:io\r", b"er 02\r"),
+        ]
+    )
+    assert driver.read_climate_setpoints() == Climate(temperature=37.0, co2=5.0, humidity=95.0)
+
+
+def test_garbled_climate_reply(run) -> None:
+    driver, _ = run([(b"ch:it\r", b"it +37.0\r")])
+    with pytest.raises(DeviceCommunicationError, match=r"^inc-1: ch:it: unexpected reply"):
+        driver.read_climate()
+
+
+@pytest.mark.parametrize(
+    ("reply", "pair"),
+    [
+        ("it +37.0 +36.9", (37.0, 36.9)),
+        ("it 37.0 36.9", (37.0, 36.9)),
+        ("it +37.0+36.9", (37.0, 36.9)),
+        ("it 37 36", (37.0, 36.0)),
+        ("it +037.0 -001.5", (37.0, -1.5)),
+        ("it  + 37.0  + 36.9 ", (37.0, 36.9)),
+        ("it +37.0", None),
+        ("ic +5.0 +4.9", None),  # wrong echo
+        ("it abc def", None),
+    ],
+)
+def test_parse_climate_reply(reply: str, pair: tuple[float, float] | None) -> None:
+    assert parse_climate_reply("it", reply) == pair
+
+
+def test_set_climate_sends_tt_t_and_cc_c(run) -> None:
+    driver, _ = run([(b"ll:it 37.0\r", b"ok 00\r"), (b"ll:ic 05.0\r", b"ok 00\r")])
+    driver.set_climate(temperature=37.0, co2=5.0)
+
+
+def test_set_climate_out_of_range_sends_nothing(run) -> None:
+    driver, _ = run([])
+    with pytest.raises(DeviceError, match="outside 0..99.9"):
+        driver.set_climate(temperature=120.0)
+
+
+# -- real serial settings on a pseudo-terminal ----------------------------------------------------
+
+
+def test_pty_port_is_configured_9600_8n1_without_handshake(run) -> None:
+    driver, peer = run(polls("00"))
+    assert driver.poll().register == 0
+    iflag, oflag, cflag, lflag, ispeed, ospeed, cc = termios.tcgetattr(peer.slave_fd)
+    assert ispeed == ospeed == termios.B9600
+    assert cflag & termios.CSIZE == termios.CS8
+    assert not cflag & termios.CSTOPB
+    assert not cflag & termios.CRTSCTS
+    # Linux ptys clear PARENB whatever is asked, so parity is checked on the port object.
+    port = driver._line._port
+    assert (port.parity, port.bytesize, port.stopbits, port.rtscts) == ("N", 8, 1, False)
+
+
+def test_serial_line_over_loop_url_reads_to_the_terminator(clock: VirtualClock) -> None:
+    # loop:// echoes what is written: a framing check of the bare transport.
+    line = SerialLine("loop", "loop://", clock, SerialSettings(), read_timeout_s=0.01)
+    line.open()
+    try:
+        assert line.transact("ch:bs") == "ch:bs"
+        line.send_break(0.2)
+        assert clock.monotonic() == pytest.approx(0.2)
+    finally:
+        line.close()
