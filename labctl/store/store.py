@@ -959,12 +959,11 @@ class Store:
             report = audit.verify(
                 rows, seq_of_hash=seq_of_hash, highest_issued=issued[0] if issued else 0
             )
-        present = all(t in names for t in _TRIGGERS)
-        if not present:
-            missing = ", ".join(t for t in _TRIGGERS if t not in names)
+        missing = [t for t in _TRIGGERS if t not in names]
+        if missing:
+            # Only an intact chain needs the warning in its message; a broken one says more.
+            note = f" (append-only triggers missing: {', '.join(missing)})" if report.ok else ""
             report = dataclasses.replace(
-                report,
-                triggers_present=False,
-                message=f"{report.message} (append-only triggers missing: {missing})",
+                report, triggers_present=False, message=report.message + note
             )
         return report
