@@ -144,11 +144,10 @@ class CytomatConfig:
             raise ValueError(f"terminator must be CR or CRLF, got {self.terminator!r}")
         if min(self.move_s, self.init_s, self.gate_s) < 0:
             raise ValueError("durations must be >= 0 s")
-        for name in ("slot_empty_code", "slot_occupied_code", "door_open_code"):
+        codes = ("slot_empty_code", "slot_occupied_code", "door_open_code", "not_initialised_code")
+        for name in codes:
             if not _HEX2.fullmatch(getattr(self, name)):
                 raise ValueError(f"{name} must be two upper-case hex digits")
-        if not _HEX2.fullmatch(self.not_initialised_code):
-            raise ValueError("not_initialised_code must be two upper-case hex digits")
 
 
 @dataclass(frozen=True)
@@ -279,9 +278,20 @@ class CytomatSim:
             return "er 05"
         return slot
 
-    def _start(self, now: datetime, kind: str, command: str, seconds: float, **kw: object) -> str:
+    def _start(
+        self,
+        now: datetime,
+        kind: str,
+        command: str,
+        seconds: float,
+        *,
+        slot: int | None = None,
+        plate: str | None = None,
+        error: str | None = None,
+        gate_open: bool = False,
+    ) -> str:
         ends = now + timedelta(seconds=seconds)
-        self._op = _Op(kind, command, now, ends, **kw)  # type: ignore[arg-type]
+        self._op = _Op(kind, command, now, ends, slot, plate, error, gate_open)
         return self._ok(now)
 
     def _start_move(

@@ -102,8 +102,6 @@ __all__ = [
 class FaultSpecError(LabctlError, ValueError):
     """A fault scenario is invalid; ``field`` names the offending field."""
 
-    code = 1002
-
     def __init__(self, message: str, *, field: str, index: int | None = None) -> None:
         self.field = field
         self.index = index

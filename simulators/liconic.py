@@ -190,7 +190,6 @@ class LiconicSim:
         if climate.o2 is None:
             climate = dataclasses.replace(climate, o2=_AMBIENT_O2)
         self._climate = Climate(climate, clock.now(), self._faults)
-
         self._log = ActionLog(action_log)
 
     # -- the wire --------------------------------------------------------------------------

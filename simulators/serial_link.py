@@ -266,6 +266,8 @@ class SocketLink:
         assert self._listener is not None
         while self._server.wait_readable(self._listener.fileno()):
             conn, _ = self._listener.accept()
+            # Replies are small and request/response: send each at once.
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._server.spawn(lambda c=conn: self._serve_conn(c), f"socket-conn {self._port}")
 
     def _serve_conn(self, conn: socket.socket) -> None:

@@ -1,0 +1,118 @@
+"""Devices as the engine sees them: small interfaces, one capability each (STYLE.md item 1).
+
+Every operation is started and then polled, as real devices are driven: ``start_*`` returns
+an operation id at once and ``poll(op_id)`` tells how it is going. The engine commits the
+job's transition to the store before calling ``start_*`` and records the op id after, so a
+crash between the two is found on restart and reconciled with ``find_op``.
+
+Implementations live in labctl.drivers (real devices and the simulated workcell) and in the
+tests (in-memory fakes); the core imports none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol, runtime_checkable
+
+from labctl.errors import DeviceError
+
+
+class OpState(str, Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    NEEDS_OPERATOR = "needs_operator"  # paused by the device: door open, error recovery, estop
+
+
+@dataclass(frozen=True)
+class OpStatus:
+    """One poll's answer. ``error`` is set when FAILED or NEEDS_OPERATOR; ``result`` is
+    JSON-able data the operation produced (an operator's answer, a run's command count)."""
+
+    state: OpState
+    detail: str = ""
+    error: DeviceError | None = None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Climate:
+    """Incubator readings: degC and percent; None where the device does not measure it."""
+
+    temperature_c: float | None = None
+    co2_pct: float | None = None
+    humidity_pct: float | None = None
+    o2_pct: float | None = None
+
+
+@dataclass(frozen=True)
+class DeviceAlarm:
+    """A standing condition on a device (door open, CO2 out of range, offline)."""
+
+    device: str
+    code: str
+    message: str
+
+
+class NotKnown(Exception):
+    """``find_op`` cannot tell whether an operation was received (the operator must decide)."""
+
+
+@runtime_checkable
+class Device(Protocol):
+    name: str
+
+    def poll(self, op_id: str) -> OpStatus:
+        """State of operation ``op_id`` (raises DeviceError if the device can't be asked)."""
+        ...
+
+    def find_op(self, job_key: str) -> str | None:
+        """After a crash: the op id the device holds for ``job_key``, None if it has none.
+
+        Raises NotKnown when the device cannot tell (then nothing is repeated automatically).
+        """
+        ...
+
+    def alarms(self) -> list[DeviceAlarm]:
+        """Standing alarm conditions (empty when all is well)."""
+        ...
+
+
+@runtime_checkable
+class LiquidHandler(Device, Protocol):
+    def start_job(self, job_key: str, params: dict[str, Any]) -> str:
+        """Start a liquid-handling program (feed, addition, washout) described by ``params``."""
+        ...
+
+    def abort(self, op_id: str) -> None: ...
+
+
+@runtime_checkable
+class Incubator(Device, Protocol):
+    def start_fetch(self, job_key: str, slot: int) -> str:
+        """Bring the plate in ``slot`` to the transfer position."""
+        ...
+
+    def start_store(self, job_key: str, slot: int) -> str:
+        """Put the plate at the transfer position into ``slot``."""
+        ...
+
+    def start_setpoint(self, job_key: str, temperature_c: float, co2_pct: float, o2_pct: float | None) -> str: ...
+
+    def climate(self) -> Climate: ...
+
+
+@runtime_checkable
+class PlateMover(Device, Protocol):
+    def start_move(self, job_key: str, plate: str, source: str, destination: str) -> str: ...
+
+
+@runtime_checkable
+class Operator(Device, Protocol):
+    def ask(self, job_key: str, prompt: dict[str, Any]) -> str:
+        """Show a prompt (kind, text, choices, fields to fill); returns the prompt's op id.
+
+        ``poll`` answers SUCCEEDED with ``result`` = the answer once the operator replied.
+        """
+        ...

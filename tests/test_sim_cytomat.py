@@ -1,0 +1,455 @@
+"""The Cytomat simulator, its serial links and the shared fault model.
+
+Wire tests open a real pseudo-terminal with pyserial (9600 8N1) and a socket:// URL and
+assert exact bytes; the rest drives ``handle_line`` directly. Time is a VirtualClock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import serial
+from labctl.simulators.cytomat import CytomatConfig, CytomatSim
+from labctl.simulators.faults import (
+    ClimateConfig,
+    Fault,
+    FaultKind,
+    FaultSpecError,
+    load_faults,
+    parse_faults,
+)
+from labctl.simulators.serial_link import BREAK, LineFramer, PtyLink, SocketLink
+
+from labctl.clock import VirtualClock
+from labctl.errors import DeviceError
+
+T0 = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(T0)
+
+
+def ready_sim(clock: VirtualClock, **kw: object) -> CytomatSim:
+    """An initialised Cytomat (no ll:in needed) with plates in slots 5 and 6."""
+    kw.setdefault("plates", {5: "P5", 6: "P6"})
+    return CytomatSim(clock, CytomatConfig(require_init=False), **kw)  # type: ignore[arg-type]
+
+
+class Wire:
+    """A pyserial client: write one frame, read one reply up to the terminator."""
+
+    def __init__(self, port: serial.SerialBase, terminator: bytes = b"\r") -> None:
+        self.port = port
+        self.terminator = terminator
+
+    def ask(self, frame: bytes) -> bytes:
+        self.port.write(frame)
+        return self.port.read_until(self.terminator)
+
+
+@pytest.fixture(params=["pty", "socket"])
+def link_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@contextmanager
+def open_wire(kind: str, sim: CytomatSim) -> Iterator[Wire]:
+    link: PtyLink | SocketLink
+    if kind == "pty":
+        link = PtyLink(sim).start()
+        # The real Cytomat settings: 9600 baud, 8N1, no flow control.
+        port = serial.serial_for_url(
+            link.port, baudrate=9600, bytesize=8, parity="N", stopbits=1, timeout=5
+        )
+    else:
+        link = SocketLink(sim).start()
+        port = serial.serial_for_url(link.url, timeout=5)
+    try:
+        yield Wire(port, sim.terminator)
+    finally:
+        port.close()
+        link.stop()
+    assert link.failures == []
+
+
+# -- over the wire -------------------------------------------------------------------------
+
+
+def test_retrieve_and_store_cycle_over_the_wire(clock: VirtualClock, link_kind: str) -> None:
+    sim = CytomatSim(clock, plates={5: "P5"})
+    with open_wire(link_kind, sim) as wire:
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r"
+        assert wire.ask(b"mv:st 005\r") == b"er 11\r"  # not initialised yet
+        assert wire.ask(b"ll:in\r") == b"ok 01\r"
+        assert wire.ask(b"ch:ba\r") == b"ba 21\r"
+        clock.advance(59.9)
+        assert wire.ask(b"ch:bs\r") == b"bs 01\r"
+        clock.advance(0.1)
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r"
+        assert wire.ask(b"ch:ba\r") == b"ba 00\r"
+
+        assert wire.ask(b"mv:st 005\r") == b"ok 11\r"  # busy, plate on the handler
+        assert wire.ask(b"ch:ba\r") == b"ba 65\r"  # stacker, moving
+        assert wire.ask(b"ch:ts\r") == b"ts 02\r"
+        clock.advance(7.5)
+        assert wire.ask(b"ch:ba\r") == b"ba 85\r"  # transfer station, moving
+        clock.advance(7.5)
+        assert wire.ask(b"ch:bs\r") == b"bs 82\r"  # ready, transfer station occupied
+        assert wire.ask(b"ch:ts\r") == b"ts 01\r"
+        assert sim.transfer_station == "P5" and sim.slots == {}
+
+        assert wire.ask(b"mv:ts 010\r") == b"ok 11\r"
+        assert sim.transfer_station is None
+        clock.advance(15)
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r"
+        assert sim.slots == {10: "P5"}
+
+
+def test_cr_and_crlf_requests_both_end_a_line(clock: VirtualClock, link_kind: str) -> None:
+    with open_wire(link_kind, ready_sim(clock)) as wire:
+        assert wire.ask(b"ch:bs\r\n") == b"bs 02\r"
+        # Had the LF become an empty line, its "er 03" would come first.
+        assert wire.ask(b"ch:be\r") == b"be 00\r"
+        wire.port.write(b"ch:b")
+        assert wire.ask(b"w\r") == b"bw 00\r"
+        assert wire.ask(b"ch:bs\rch:be\r") == b"bs 02\r"
+        assert wire.port.read_until(b"\r") == b"be 00\r"
+
+
+def test_crlf_terminator_when_configured(clock: VirtualClock, link_kind: str) -> None:
+    sim = CytomatSim(clock, CytomatConfig(terminator=b"\r\n", require_init=False))
+    with open_wire(link_kind, sim) as wire:
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r\n"
+        assert wire.ask(b"rs:be\r\n") == b"ok 02\r\n"
+
+
+ERROR_FRAMES = [
+    (b"\r", b"er 03\r"),
+    (b"xx\r", b"er 03\r"),
+    (b"mv:st005\r", b"er 03\r"),
+    (b"mv:st\r", b"er 03\r"),
+    (b"mv:st  005\r", b"er 03\r"),
+    (b"mv:st 005 006\r", b"er 03\r"),
+    (b"ch:bs 001\r", b"er 03\r"),
+    (b"ll:in 001\r", b"er 03\r"),
+    (b"ll:it\r", b"er 03\r"),
+    (b"mv:zz 005\r", b"er 02\r"),
+    (b"MV:ST 005\r", b"er 02\r"),
+    (b"mv:sw 005\r", b"er 02\r"),  # real command, not emulated
+    (b"ch:zz\r", b"er 02\r"),
+    (b"ch:io\r", b"er 02\r"),  # no O2 configured
+    (b"mv:st 5\r", b"er 04\r"),
+    (b"mv:st abc\r", b"er 04\r"),
+    (b"ll:gp 003\r", b"er 04\r"),
+    (b"ll:it 37\r", b"er 04\r"),
+    (b"ll:it 60.0\r", b"er 04\r"),
+    (b"ll:ic 25.0\r", b"er 04\r"),
+    (b"mv:st 000\r", b"er 05\r"),
+    (b"mv:ts 043\r", b"er 05\r"),
+    (b"mv:ts 007\r", b"er 31\r"),  # transfer station empty
+]
+
+
+def test_immediate_error_codes_over_the_wire(clock: VirtualClock, link_kind: str) -> None:
+    sim = ready_sim(clock)
+    with open_wire(link_kind, sim) as wire:
+        for frame, reply in ERROR_FRAMES:
+            assert wire.ask(frame) == reply, frame
+        sim.place_on_transfer_station("PX")
+        assert wire.ask(b"mv:st 005\r") == b"er 32\r"  # transfer station occupied
+        assert wire.ask(b"ch:bs\r") == b"bs 82\r"  # nothing started
+
+
+def test_link_stops_cleanly_and_serves_a_reconnecting_client(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    before = set(threading.enumerate())
+    with PtyLink(sim) as pty, SocketLink(sim) as sock:
+        for url in (pty.port, pty.port, sock.url, sock.url):
+            port = serial.serial_for_url(url, baudrate=9600, timeout=5)
+            assert Wire(port).ask(b"ch:bs\r") == b"bs 02\r"
+            port.close()
+    assert set(threading.enumerate()) == before
+    assert pty.failures == [] and sock.failures == []
+
+
+def test_line_framer_splits_crlf_across_chunks_and_reports_break() -> None:
+    framer = LineFramer()
+    assert framer.feed(b"ch:b") == []
+    assert framer.feed(b"s\r") == [b"ch:bs"]
+    assert framer.feed(b"\nmv:st 005\r\n\r") == [b"mv:st 005", b""]
+    assert framer.feed(b"partial\x00CR\r") == [BREAK, b"CR"]
+    assert framer.feed(b"a\nb\r") == [b"a\nb"]  # a LF not after CR is an ordinary byte
+
+
+# -- busy / ready lifecycle and execution errors ----------------------------------------
+
+
+def test_actions_refused_while_busy_but_checks_answered(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("mv:st 005") == "ok 11"
+    for action in ("mv:st 006", "mv:ts 007", "ll:in", "rs:be", "ll:it 30.0", "ll:gp 002"):
+        assert sim.handle_line(action) == "er 01", action
+    assert sim.handle_line("ch:bs") == "bs 11"
+    assert sim.handle_line("ch:be") == "be 00"
+    assert sim.handle_line("ch:it") == "it +37.0 +37.0"
+    assert sim.handle_line("mv:zz") == "er 02"  # unknown before busy
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 82"
+
+
+def test_retrieve_from_empty_slot_is_an_execution_error(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("mv:st 007") == "ok 01"  # accepted, nothing on the handler
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 0A"  # ready + error
+    assert sim.handle_line("ch:be") == "be 02"
+    assert sim.handle_line("mv:st 005") == "ok 19"  # still accepted; error stays set
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 8A"
+    assert sim.handle_line("rs:be") == "ok 82"
+    assert sim.handle_line("ch:be") == "be 00"
+    assert sim.transfer_station == "P5"
+
+
+def test_store_into_occupied_slot_is_an_execution_error(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    sim.place_on_transfer_station("PX")
+    assert sim.handle_line("mv:ts 006") == "ok 81"  # plate stays on the transfer station
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 8A"
+    assert sim.handle_line("ch:be") == "be 03"
+    assert sim.slots == {5: "P5", 6: "P6"} and sim.transfer_station == "PX"
+    assert sim.actions == ()
+
+
+def test_gate_open_and_close(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("ll:gp 002") == "ok 01"
+    assert sim.handle_line("ch:ba") == "ba 8E"
+    clock.advance(3)
+    assert sim.handle_line("ch:bs") == "bs 22"
+    assert sim.handle_line("ll:gp 001") == "ok 21"
+    clock.advance(3)
+    assert sim.handle_line("ch:bs") == "bs 02"
+
+
+def test_physical_side_guards_the_transfer_station(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    with pytest.raises(DeviceError, match="empty"):
+        sim.take_from_transfer_station()
+    sim.handle_line("mv:st 005")
+    with pytest.raises(DeviceError, match="not free"):
+        sim.place_on_transfer_station("PX")  # a plate is on its way there
+    clock.advance(15)
+    assert sim.take_from_transfer_station() == "P5"
+    assert sim.handle_line("ch:bs") == "bs 02"
+
+
+# -- climate -------------------------------------------------------------------------------
+
+
+def test_setpoints_and_deterministic_drift(clock: VirtualClock) -> None:
+    sim = CytomatSim(clock, CytomatConfig(climate=ClimateConfig(o2=5.0)))
+    assert sim.handle_line("ll:it 30.0") == "ok 02"
+    assert sim.handle_line("ch:it") == "it +30.0 +37.0"
+    clock.advance(900)  # one time constant: 30 + 7/e
+    assert sim.handle_line("ch:it") == "it +30.0 +32.6"
+    assert sim.handle_line("ll:ic 05.5") == "ok 02"
+    assert sim.handle_line("ch:ic") == "ic +05.5 +05.0"
+    clock.advance(3000)
+    assert sim.handle_line("ch:ic") == "ic +05.5 +05.5"
+    assert sim.handle_line("ch:ih") == "ih +95.0 +95.0"
+    assert sim.handle_line("ch:io") == "io +05.0 +05.0"
+
+
+# -- action log ------------------------------------------------------------------------------
+
+
+def test_action_log_has_each_completed_action_once(clock: VirtualClock, tmp_path: Path) -> None:
+    path = tmp_path / "actions.jsonl"
+    sim = CytomatSim(clock, name="inc-1", plates={5: "P5"}, action_log=path)
+    sim.handle_line("ll:in")
+    for _ in range(3):
+        clock.advance(30)
+        sim.handle_line("ch:bs")
+    sim.handle_line("mv:st 005")
+    clock.advance(100)  # completion noticed late: stamped with the completion time
+    sim.handle_line("ch:bs")
+    sim.handle_line("ch:bs")
+    sim.handle_line("mv:ts 007")
+    clock.advance(15)
+    sim.handle_line("mv:st 009")  # empty slot: fails, not logged
+    clock.advance(15)
+    sim.handle_line("ch:bs")
+    assert path.read_text().splitlines() == [
+        '{"time": "2026-12-01T08:01:00+00:00", "device": "inc-1", "action": "init", '
+        '"slot": null, "plate": null, "command": "ll:in"}',
+        '{"time": "2026-12-01T08:01:45+00:00", "device": "inc-1", "action": "retrieve", '
+        '"slot": 5, "plate": "P5", "command": "mv:st 005"}',
+        '{"time": "2026-12-01T08:03:25+00:00", "device": "inc-1", "action": "store", '
+        '"slot": 7, "plate": "P5", "command": "mv:ts 007"}',
+    ]
+    assert [a.to_json() for a in sim.actions] == path.read_text().splitlines()
+
+
+# -- faults --------------------------------------------------------------------------------
+
+
+def test_no_reply_loses_the_request_over_the_wire(clock: VirtualClock, link_kind: str) -> None:
+    fault = Fault(FaultKind.NO_REPLY, after_commands=1)
+    sim = ready_sim(clock, faults=[fault])
+    with open_wire(link_kind, sim) as wire:
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r"
+        wire.port.write(b"mv:st 005\r")  # lost: no reply and no move
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r"  # the first reply read is this one's
+        assert sim.slots == {5: "P5", 6: "P6"}
+
+
+def test_no_reply_can_lose_only_the_reply(clock: VirtualClock, tmp_path: Path) -> None:
+    (fault,) = load_faults("- {fault: no_reply, after_commands: 0, lost: reply}")
+    sim = ready_sim(clock, faults=[fault], action_log=tmp_path / "log")
+    assert sim.handle_line("mv:st 005") is None
+    assert sim.handle_line("ch:bs") == "bs 11"  # it moves all the same
+    clock.advance(15)
+    assert [(a.action, a.slot) for a in sim.actions] == [("retrieve", 5)]
+
+
+def test_no_reply_window_by_time(clock: VirtualClock) -> None:
+    at = T0 + timedelta(minutes=5)
+    sim = ready_sim(clock, faults=[Fault(FaultKind.NO_REPLY, at=at, duration_s=600)])
+    assert sim.handle_line("ch:bs") == "bs 02"
+    clock.set(at)
+    assert [sim.handle_line("ch:bs") for _ in range(3)] == [None, None, None]
+    clock.advance(599)
+    assert sim.handle_line("ch:bs") is None
+    clock.advance(1)
+    assert sim.handle_line("ch:bs") == "bs 02"
+
+
+def test_garbled_reply_is_seeded_junk_over_the_wire(clock: VirtualClock, link_kind: str) -> None:
+    def junk(seed: int) -> str | None:
+        sim = ready_sim(clock, faults=[Fault(FaultKind.GARBLED_REPLY, after_commands=0, seed=seed)])
+        return sim.handle_line("ch:bs")
+
+    expected = junk(7)
+    assert expected is not None and expected == junk(7) and expected != junk(8)
+    assert "\r" not in expected and "\n" not in expected
+
+    sim = ready_sim(clock, faults=[Fault(FaultKind.GARBLED_REPLY, after_commands=1, seed=7)])
+    with open_wire(link_kind, sim) as wire:
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r"
+        assert wire.ask(b"ch:bs\r") == expected.encode("latin-1") + b"\r"
+        assert wire.ask(b"ch:bs\r") == b"bs 02\r"  # count 1: only one reply hit
+
+
+def test_error_code_fault_fails_one_move(clock: VirtualClock) -> None:
+    sim = ready_sim(clock, faults=[Fault(FaultKind.ERROR_CODE, after_commands=0, code="0B")])
+    assert sim.handle_line("mv:st 005") == "ok 01"  # the fault keeps the plate in place
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 0A"
+    assert sim.handle_line("ch:be") == "be 0B"
+    assert sim.handle_line("rs:be") == "ok 02"
+    assert sim.handle_line("mv:st 005") == "ok 11"  # only one move was hit
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 82"
+    assert [a.action for a in sim.actions] == ["retrieve"]
+
+
+def test_door_open_sets_bit_and_fails_moves(clock: VirtualClock) -> None:
+    fault = Fault(FaultKind.DOOR_OPEN, at=T0 + timedelta(seconds=10), duration_s=60)
+    sim = ready_sim(clock, faults=[fault])
+    assert sim.handle_line("ch:bs") == "bs 02"
+    clock.advance(10)
+    assert sim.handle_line("ch:bs") == "bs 42"
+    assert sim.handle_line("mv:st 005") == "ok 4A"  # failed at once: error register 05
+    assert sim.handle_line("ch:be") == "be 05"
+    assert sim.handle_line("rs:be") == "ok 42"
+    assert sim.handle_line("ll:in") == "ok 4A"
+    clock.advance(60)
+    assert sim.handle_line("ch:bs") == "bs 0A"
+    assert sim.slots == {5: "P5", 6: "P6"}
+
+
+def test_co2_out_of_range_drifts_away_and_back(clock: VirtualClock) -> None:
+    (fault,) = load_faults(
+        'faults:\n  - {fault: co2_out_of_range, at: "2026-12-01T09:00:00Z",'
+        " duration: 10 min, co2_offset: 2.0}\n"
+    )
+    sim = ready_sim(clock, faults=[fault])
+    clock.set(datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc))
+    assert sim.handle_line("ch:ic") == "ic +05.0 +05.0"
+    clock.advance(300)  # one time constant toward 7.0
+    assert sim.handle_line("ch:ic") == "ic +05.0 +06.3"
+    clock.advance(600)  # window closed at 600 s (6.73), then one time constant back
+    assert sim.handle_line("ch:ic") == "ic +05.0 +05.6"
+
+
+def test_faults_for_other_devices_are_ignored(clock: VirtualClock) -> None:
+    faults = parse_faults([{"device": "inc-2", "fault": "no_reply", "after_commands": 0}])
+    sim = ready_sim(clock, name="inc-1", faults=faults)
+    assert sim.handle_line("ch:bs") == "bs 02"
+
+
+@pytest.mark.parametrize(
+    ("scenario", "field"),
+    [
+        ("- {fault: on_fire, after_commands: 0}", "fault"),
+        ("- {fault: no_reply, after_commands: 0, colour: red}", "colour"),
+        ("- {fault: no_reply}", "at"),
+        ('- {fault: no_reply, after_commands: 0, at: "2026-12-01T09:00:00Z"}', "at"),
+        ('- {fault: no_reply, at: "2026-12-01T09:00:00"}', "at"),
+        ("- {fault: no_reply, at: yesterday}", "at"),
+        ("- {fault: no_reply, after_commands: -1}", "after_commands"),
+        ("- {fault: no_reply, after_commands: two}", "after_commands"),
+        ("- {fault: no_reply, after_commands: 0, duration: 10 weeks}", "duration"),
+        ("- {fault: no_reply, after_commands: 0, duration: 0}", "duration"),
+        ("- {fault: door_open, after_commands: 0, count: 2}", "count"),
+        ("- {fault: no_reply, after_commands: 0, count: 0}", "count"),
+        ("- {fault: error_code, after_commands: 0}", "code"),
+        ("- {fault: error_code, after_commands: 0, code: 5}", "code"),
+        ('- {fault: no_reply, after_commands: 0, code: "05"}', "code"),
+        ("- {fault: co2_out_of_range, after_commands: 0}", "co2_offset"),
+        ("- {fault: co2_out_of_range, after_commands: 0, co2_offset: high}", "co2_offset"),
+        ("- {fault: no_reply, after_commands: 0, lost: both}", "lost"),
+        ("- {fault: garbled_reply, after_commands: 0, lost: reply}", "lost"),
+        ("- just a string", "fault"),
+        ("{faults: [], extra: 1}", "extra"),
+        ("fault: no_reply", "fault"),
+        ("- {fault: [unclosed", "faults"),
+    ],
+)
+def test_fault_scenario_errors_name_the_field(scenario: str, field: str) -> None:
+    with pytest.raises(FaultSpecError) as info:
+        load_faults(scenario)
+    assert info.value.field == field
+    assert f"'{field}'" in str(info.value)
+    assert isinstance(info.value, ValueError)
+
+
+def test_fault_scenario_loads_every_field(tmp_path: Path) -> None:
+    path = tmp_path / "faults.yaml"
+    path.write_text(
+        "faults:\n"
+        "  - {device: inc-1, fault: error_code, after_commands: 12, code: '05', count: 2}\n"
+        "  - {fault: door_open, at: 2026-12-03T09:00:00Z, duration: 1.5 h}\n"
+        "  - {fault: garbled_reply, after_commands: 3, duration: 30, seed: 4}\n"
+    )
+    a, b, c = load_faults(path)
+    assert a == Fault(FaultKind.ERROR_CODE, device="inc-1", after_commands=12, code="05", count=2)
+    assert b == Fault(
+        FaultKind.DOOR_OPEN, at=datetime(2026, 12, 3, 9, tzinfo=timezone.utc), duration_s=5400.0
+    )
+    assert (c.duration_s, c.seed, c.window_hits) == (30.0, 4, None)
+    assert load_faults("") == ()
+
+
+def test_cytomat_rejects_a_code_of_the_wrong_shape(clock: VirtualClock) -> None:
+    with pytest.raises(FaultSpecError, match="'code'"):
+        CytomatSim(clock, faults=[Fault(FaultKind.ERROR_CODE, after_commands=0, code="00007")])
