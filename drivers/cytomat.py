@@ -31,6 +31,7 @@ from __future__ import annotations
 import re
 
 from labctl.clock import Clock
+from labctl.devices import Climate
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,
@@ -40,7 +41,7 @@ from labctl.errors import (
     DeviceTimeout,
 )
 
-from .serial_io import Climate, IncubatorStatus, SerialLine, SerialSettings
+from .serial_io import IncubatorStatus, SerialLine, SerialSettings
 
 __all__ = [
     "ERROR_REGISTER",
@@ -290,12 +291,14 @@ class CytomatDriver:
         """Climate setpoints, same units as :meth:`read_climate`."""
         return self._climate(actual=False)
 
-    def set_climate(self, *, temperature: float | None = None, co2: float | None = None) -> None:
+    def set_climate(
+        self, *, temperature_c: float | None = None, co2_pct: float | None = None
+    ) -> None:
         """Set the temperature setpoint (degC, ``ll:it TT.T``) and/or CO2 (%, ``ll:ic CC.C``).
 
         Humidity and O2 have no set command in the Cytomat protocol.
         """
-        for code, value in (("it", temperature), ("ic", co2)):
+        for code, value in (("it", temperature_c), ("ic", co2_pct)):
             if value is None:
                 continue
             command = f"ll:{code} {value:04.1f}"
@@ -382,7 +385,12 @@ class CytomatDriver:
 
     def _climate(self, *, actual: bool) -> Climate:
         values: dict[str, float | None] = {}
-        for field, code in (("temperature", "it"), ("co2", "ic"), ("humidity", "ih"), ("o2", "io")):
+        for field, code in (
+            ("temperature_c", "it"),
+            ("co2_pct", "ic"),
+            ("humidity_pct", "ih"),
+            ("o2_pct", "io"),
+        ):
             command = f"ch:{code}"
             try:
                 # Only busy is retried: "unknown command" here means the model lacks the

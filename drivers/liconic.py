@@ -17,7 +17,8 @@ BREAK, ``CR``       open the communication session                  ``CC``
 ``WR DM5 l``        level for the next access                       ``OK``
 ``ST 1904``         import: transfer station -> cassette/level      ``OK``
 ``ST 1905``         export: cassette/level -> transfer station      ``OK``
-``RD DM982..985``   actual temperature/humidity/CO2/N2              5 digits
+``RD DM982..984``   actual temperature/humidity/CO2                 5 digits
+``RD DM985``        actual N2 register (see ``n2_register_is_o2``)  5 digits
 ``WR DM890|3|4 v``  temperature/humidity/CO2 setpoints              ``OK``
 ==================  ==============================================  ===============
 
@@ -35,6 +36,7 @@ import re
 from collections.abc import Sequence
 
 from labctl.clock import Clock
+from labctl.devices import Climate
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,
@@ -44,7 +46,7 @@ from labctl.errors import (
     DeviceTimeout,
 )
 
-from .serial_io import Climate, IncubatorStatus, SerialLine, SerialSettings
+from .serial_io import IncubatorStatus, SerialLine, SerialSettings
 
 __all__ = [
     "HANDLING_ERRORS",
@@ -119,6 +121,11 @@ class LiconicDriver:
     ``init_timeout_s`` for ``ST 1801``, ``reply_timeout_s`` per request, ``break_s`` and
     ``session_wait_s`` for the session-open BREAK and the pause after it.
 
+    ``n2_register_is_o2``: the sources name DM895/DM985 "N2" without a unit. On hypoxia
+    units the value shown is usually the O2 concentration; set this (after checking on the
+    device) to report DM985 / DM895 as ``o2_pct`` in 0.01 % units. Off by default: O2 is
+    then ``None`` and the register is not read.
+
     Thread-safe: requests are serialised by the line's lock; one thread should own an
     operation from start to :meth:`wait_idle`.
     """
@@ -139,6 +146,7 @@ class LiconicDriver:
         break_s: float = 0.2,
         session_wait_s: float = 0.15,
         baudrate: int = 9600,
+        n2_register_is_o2: bool = False,
     ) -> None:
         self.levels = tuple(int(n) for n in levels)
         if not self.levels or any(n < 1 for n in self.levels):
@@ -152,6 +160,7 @@ class LiconicDriver:
         self.init_timeout_s = init_timeout_s
         self.break_s = break_s
         self.session_wait_s = session_wait_s
+        self.n2_register_is_o2 = n2_register_is_o2
         self._clock = clock
         self._line = SerialLine(
             name,
@@ -321,22 +330,21 @@ class LiconicDriver:
     # -- climate -------------------------------------------------------------------------
 
     def read_climate(self) -> Climate:
-        """Actual climate: temperature degC (DM982, 0.1 degC), humidity %RH (DM983, 0.1 %),
-        CO2 % (DM984, 0.01 %), N2 % (DM985, 0.01 %, **unverified** unit and meaning: on
-        hypoxia units this register may hold the O2 value). ``None`` where the PLC answers
-        ``E0`` (no such register on this model)."""
+        """Actual climate: temperature degC (DM982, 0.1 degC units), humidity %RH (DM983,
+        0.1 %), CO2 % (DM984, 0.01 %), O2 % (DM985, 0.01 %, only with ``n2_register_is_o2``).
+        ``None`` where the PLC answers ``E0`` (no such register on this model)."""
         return self._climate(982, 983, 984, 985)
 
     def read_climate_setpoints(self) -> Climate:
-        """Climate setpoints (DM890/893/894/895), same units and caveats as read_climate."""
+        """Climate setpoints (DM890/893/894/895), same units and rules as read_climate."""
         return self._climate(890, 893, 894, 895)
 
     def set_climate(
         self,
         *,
-        temperature: float | None = None,
-        humidity: float | None = None,
-        co2: float | None = None,
+        temperature_c: float | None = None,
+        humidity_pct: float | None = None,
+        co2_pct: float | None = None,
     ) -> None:
         """Set setpoints: temperature degC (DM890), humidity %RH (DM893), CO2 % (DM894).
 
@@ -344,9 +352,9 @@ class LiconicDriver:
         0.01 %), e.g. 37.0 degC -> ``WR DM890 00370``.
         """
         for address, value, scale in (
-            (890, temperature, 10),
-            (893, humidity, 10),
-            (894, co2, 100),
+            (890, temperature_c, 10),
+            (893, humidity_pct, 10),
+            (894, co2_pct, 100),
         ):
             if value is None:
                 continue
@@ -432,7 +440,7 @@ class LiconicDriver:
         during = f" during {what}" if what else ""
         raise cls(self.name, command, f"{meaning}{during} ({note})", device_code=f"{code:05d}")
 
-    def _climate(self, temperature: int, humidity: int, co2: int, n2: int) -> Climate:
+    def _climate(self, temperature: int, humidity: int, co2: int, gas: int) -> Climate:
         def read(address: int, scale: float) -> float | None:
             try:
                 return self._dm(f"RD DM{address}") / scale
@@ -442,10 +450,10 @@ class LiconicDriver:
                 raise
 
         return Climate(
-            temperature=read(temperature, 10),
-            humidity=read(humidity, 10),
-            co2=read(co2, 100),
-            n2=read(n2, 100),
+            temperature_c=read(temperature, 10),
+            humidity_pct=read(humidity, 10),
+            co2_pct=read(co2, 100),
+            o2_pct=read(gas, 100) if self.n2_register_is_o2 else None,
         )
 
     def __repr__(self) -> str:

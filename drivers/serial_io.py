@@ -7,9 +7,9 @@ reads up to the reply terminator under an overall deadline taken from the inject
 :class:`~labctl.clock.Clock`. It never sleeps on the wall clock itself and never does
 fixed-size reads (PyLabRobot's ``read(128)`` makes every command cost a full timeout).
 
-:class:`IncubatorStatus` and :class:`Climate` are what both serial incubator drivers
-(``cytomat``, ``liconic``) return. They live here so the two drivers share one definition;
-they belong with labctl's device interfaces once that module exists.
+:class:`IncubatorStatus` is what both serial incubator drivers (``cytomat``, ``liconic``)
+report when polled; it lives here so the two share one definition (their climate readings
+use :class:`labctl.devices.Climate`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import serial
 from labctl.clock import Clock
 from labctl.errors import DeviceCommunicationError, DeviceError, DeviceTimeout
 
-__all__ = ["Climate", "IncubatorStatus", "SerialLine", "SerialSettings"]
+__all__ = ["IncubatorStatus", "SerialLine", "SerialSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +53,6 @@ class IncubatorStatus:
     door_open: bool | None
     transfer_station_occupied: bool | None
     register: int | None = None
-
-
-@dataclass(frozen=True)
-class Climate:
-    """Climate readings (or setpoints) of an incubator; ``None`` where not available.
-
-    Units: ``temperature`` degrees Celsius, ``co2`` percent by volume, ``humidity`` percent
-    relative humidity, ``o2`` percent by volume, ``n2`` percent by volume (LiCONiC's N2
-    register; see that driver for the caveat on its meaning).
-    """
-
-    temperature: float | None = None
-    co2: float | None = None
-    humidity: float | None = None
-    o2: float | None = None
-    n2: float | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +159,7 @@ class SerialLine:
         with self._lock:
             port = self._require_port("flush")
             try:
-                pass
+                port.reset_input_buffer()
             except (serial.SerialException, OSError) as exc:
                 raise DeviceCommunicationError(
                     self.device, "flush", f"serial port {self.url} failed: {exc}"
@@ -218,7 +202,7 @@ class SerialLine:
         with self._lock:
             port = self._require_port(command)
             try:
-                pass
+                port.reset_input_buffer()
                 port.write(frame)
                 port.flush()
                 log.debug("%s >> %r", self.device, frame)

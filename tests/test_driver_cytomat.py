@@ -18,9 +18,10 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from labctl.drivers.cytomat import CytomatDriver, decode_overview, parse_climate_reply
-from labctl.drivers.serial_io import Climate, SerialLine, SerialSettings
+from labctl.drivers.serial_io import SerialLine, SerialSettings
 
 from labctl.clock import VirtualClock
+from labctl.devices import Climate
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,
@@ -81,6 +82,10 @@ class ScriptedPeer:
         except OSError:
             return None
         return data or None
+
+    def inject(self, data: bytes) -> None:
+        """Send bytes outside the script (an unsolicited or late line)."""
+        self._send(data)
 
     def _send(self, data: bytes) -> None:
         if self._conn is not None:
@@ -452,10 +457,18 @@ def test_link_dropped_is_a_communication_error(run) -> None:
 
 
 def test_stale_input_is_flushed_before_each_command(run) -> None:
-    # The peer sends an unsolicited second line after its reply; the next request must not
-    # read it as its own reply.
-    driver, _ = run([(b"ch:bs\r", b"bs 01\rbs FF\r"), (b"ch:bs\r", b"bs 00\r")])
+    # A late or unsolicited line sits in the input buffer when the next request starts:
+    # that request must not take it for its own reply.
+    driver, peer = run([(b"ch:bs\r", b"bs 01\r"), (b"ch:bs\r", b"bs 00\r")])
     assert driver.poll().register == 0x01
+    peer.inject(b"bs FF\r")
+    port = driver._line._port
+    waited = threading.Event()
+    for _ in range(5000):  # until the stray line has reached the driver's input buffer
+        if port.in_waiting:
+            break
+        waited.wait(0.001)
+    assert port.in_waiting
     assert driver.poll().register == 0x00
 
 
@@ -511,7 +524,9 @@ def test_read_climate_parses_values_and_reports_missing_sensors_as_none(run) -> 
             (b"ch:io\r", b"io +005.0 +04.7\r"),  # other width
         ]
     )
-    assert driver.read_climate() == Climate(temperature=36.9, co2=4.8, humidity=None, o2=4.7)
+    assert driver.read_climate() == Climate(
+        temperature_c=36.9, co2_pct=4.8, humidity_pct=None, o2_pct=4.7
+    )
 
 
 def test_read_climate_setpoints_takes_the_nominal_values(run) -> None:
@@ -523,7 +538,9 @@ def test_read_climate_setpoints_takes_the_nominal_values(run) -> None:
             (b"ch:io\r", b"er 02\r"),
         ]
     )
-    assert driver.read_climate_setpoints() == Climate(temperature=37.0, co2=5.0, humidity=95.0)
+    assert driver.read_climate_setpoints() == Climate(
+        temperature_c=37.0, co2_pct=5.0, humidity_pct=95.0
+    )
 
 
 def test_garbled_climate_reply(run) -> None:
@@ -552,13 +569,13 @@ def test_parse_climate_reply(reply: str, pair: tuple[float, float] | None) -> No
 
 def test_set_climate_sends_tt_t_and_cc_c(run) -> None:
     driver, _ = run([(b"ll:it 37.0\r", b"ok 00\r"), (b"ll:ic 05.0\r", b"ok 00\r")])
-    driver.set_climate(temperature=37.0, co2=5.0)
+    driver.set_climate(temperature_c=37.0, co2_pct=5.0)
 
 
 def test_set_climate_out_of_range_sends_nothing(run) -> None:
     driver, _ = run([])
     with pytest.raises(DeviceError, match="outside 0..99.9"):
-        driver.set_climate(temperature=120.0)
+        driver.set_climate(temperature_c=120.0)
 
 
 # -- real serial settings on a pseudo-terminal ----------------------------------------------------

@@ -19,9 +19,9 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 from labctl.drivers.liconic import LiconicDriver, describe_handling_error
-from labctl.drivers.serial_io import Climate
 
 from labctl.clock import VirtualClock
+from labctl.devices import Climate
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,
@@ -82,6 +82,10 @@ class ScriptedPeer:
         except OSError:
             return None
         return data or None
+
+    def inject(self, data: bytes) -> None:
+        """Send bytes outside the script (an unsolicited or late line)."""
+        self._send(data)
 
     def _send(self, data: bytes) -> None:
         if self._conn is not None:
@@ -500,11 +504,28 @@ def test_read_climate_scales_the_registers(run) -> None:
             *SESSION,
             (b"RD DM982\r", b"00370\r\n"),
             (b"RD DM983\r", b"00955\r\n"),
-            (b"RD DM984\r", b"00500\r\n"),
-            (b"RD DM985\r", b"E0\r\n"),  # no N2 register on this model
+            (b"RD DM984\r", b"00500\r\n"),  # DM985 is not read: its meaning is unverified
         ]
     )
-    assert driver.read_climate() == Climate(temperature=37.0, humidity=95.5, co2=5.0, n2=None)
+    assert driver.read_climate() == Climate(
+        temperature_c=37.0, humidity_pct=95.5, co2_pct=5.0, o2_pct=None
+    )
+
+
+def test_read_climate_o2_from_the_n2_register_when_configured(run) -> None:
+    driver, _ = run(
+        [
+            *SESSION,
+            (b"RD DM982\r", b"00371\r\n"),
+            (b"RD DM983\r", b"E0\r\n"),  # no humidity register on this model
+            (b"RD DM984\r", b"00498\r\n"),
+            (b"RD DM985\r", b"00402\r\n"),
+        ],
+        n2_register_is_o2=True,
+    )
+    assert driver.read_climate() == Climate(
+        temperature_c=37.1, humidity_pct=None, co2_pct=4.98, o2_pct=4.02
+    )
 
 
 def test_read_climate_setpoints(run) -> None:
@@ -515,11 +536,18 @@ def test_read_climate_setpoints(run) -> None:
             (b"RD DM893\r", b"00900\r\n"),
             (b"RD DM894\r", b"00750\r\n"),
             (b"RD DM895\r", b"00400\r\n"),
-        ]
+        ],
+        n2_register_is_o2=True,
     )
     assert driver.read_climate_setpoints() == Climate(
-        temperature=36.5, humidity=90.0, co2=7.5, n2=4.0
+        temperature_c=36.5, humidity_pct=90.0, co2_pct=7.5, o2_pct=4.0
     )
+
+
+def test_climate_register_errors_other_than_e0_propagate(run) -> None:
+    driver, _ = run([*SESSION, (b"RD DM982\r", b"E3\r\n")])
+    with pytest.raises(DeviceFault, match=r"^inc-hyp: RD DM982: PLC hardware error"):
+        driver.read_climate()
 
 
 def test_set_climate_writes_five_digit_device_units(run) -> None:
@@ -531,7 +559,7 @@ def test_set_climate_writes_five_digit_device_units(run) -> None:
             (b"WR DM894 00500\r", b"OK\r\n"),
         ]
     )
-    driver.set_climate(temperature=37.0, humidity=90.0, co2=5.0)
+    driver.set_climate(temperature_c=37.0, humidity_pct=90.0, co2_pct=5.0)
 
 
 def test_set_climate_out_of_range_sends_nothing(run) -> None:
@@ -539,7 +567,7 @@ def test_set_climate_out_of_range_sends_nothing(run) -> None:
     with pytest.raises(
         DeviceError, match=r"^inc-hyp: WR DM894 -0100: setpoint -1.0 is out of range"
     ):
-        driver.set_climate(co2=-1.0)
+        driver.set_climate(co2_pct=-1.0)
 
 
 # -- real serial settings on a pseudo-terminal -----------------------------------------------------
