@@ -15,7 +15,9 @@ brings the current run up to ``clock.now()``: each analysed command takes an est
 (robot seconds per ``commandType`` times ``time_scale``), commands start and finish one after
 another, paused time does not count. With a :class:`~labctl.clock.VirtualClock` a test moves
 the clock and the run progresses. Completed physical commands are written to the action log
-exactly once, stamped with their simulated completion time.
+exactly once, stamped with their simulated completion time; since the log is written lazily,
+call :meth:`RobotSimulator.sync` (or :meth:`~RobotSimulator.action_entries`) before reading it
+when no request has arrived since the clock moved.
 
 Threading: the HTTP server runs in one daemon thread per connection (``ThreadingHTTPServer``);
 all simulator state sits behind one lock. Analysis of a new protocol runs on a single worker
@@ -387,7 +389,7 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
         cached = _ANALYSIS_CACHE.get(key)
     if cached is not None:
         return cached
-    read_protocol(files)  # raises on invalid files, and fills the read cache
+    info = read_protocol(files)  # raises on invalid files, and fills the read cache
     with _OT_LOCK:
         ot = _import_opentrons_locked()
         with tempfile.TemporaryDirectory(prefix="labctl-ot-proto-") as tmp:
@@ -395,9 +397,38 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
 
             async def _analyse() -> Any:
                 source = await ot["reader"]().read_saved(files=paths, directory=None)
-                return source, await ot["do_analyze"](source, {}, {})
+                return await ot["do_analyze"](source, {}, {})
 
-            source, run_result = ot["anyio"].run(_analyse)
+            crash = ""
+            try:
+                run_result = ot["anyio"].run(_analyse)
+            except Exception as exc:  # opentrons itself broke: report it as the robot would
+                _log.exception("analysis of %s crashed", [n for n, _ in files])
+                run_result = None
+                crash = str(exc) or type(exc).__name__
+    if run_result is None:
+        analysis = ProtocolAnalysis(
+            result="not-ok",
+            robot_type=info.robot_type,
+            run_time_parameters=(),
+            commands=(),
+            labware=(),
+            pipettes=(),
+            modules=(),
+            liquids=(),
+            errors=(
+                _error_occurrence(
+                    "UnexpectedAnalysisError",
+                    "4000",
+                    crash,
+                    datetime.fromtimestamp(0, timezone.utc),
+                    error_id="analysis-setup-error",
+                ),
+            ),
+        )
+        with _CACHE_LOCK:
+            _ANALYSIS_CACHE[key] = analysis
+        return analysis
     summary = run_result.state_summary
     errors = _dump(summary.errors)
     if not errors:
@@ -408,7 +439,7 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
         result = "not-ok"
     analysis = ProtocolAnalysis(
         result=result,
-        robot_type=str(source.robot_type),
+        robot_type=info.robot_type,
         run_time_parameters=_dump(run_result.parameters),
         commands=_dump(run_result.commands),
         labware=_dump(summary.labware),
@@ -644,6 +675,320 @@ class _Protocol:
     analyses: list[_Analysis]
 
 
+class _RunEngine:
+    """The protocol engine of one simulated robot: run state changes, all at given times.
+
+    Nothing here reads a clock: callers pass ``now`` (an action, a fault change) and
+    :meth:`advance` plays a run forward to a moment. Durations are robot seconds times
+    ``time_scale``; ``faults`` returns the simulator's current faults; ``emit`` writes the
+    action log.
+    """
+
+    def __init__(
+        self,
+        robot: RobotName,
+        *,
+        time_scale: float,
+        finishing_s: float,
+        stop_s: float,
+        durations_s: Mapping[str, float],
+        faults: Callable[[], Faults],
+        emit: Callable[..., None],
+    ) -> None:
+        self.robot = robot
+        self.time_scale = time_scale
+        self.finishing_s = finishing_s
+        self.stop_s = stop_s
+        self.durations_s = dict(durations_s)
+        self.faults = faults
+        self.emit = emit
+
+    def apply_action(self, run: _Run, action_type: str, now: datetime) -> None:
+        """Validate (like ``validate_action_allowed``) and apply one action at ``now``."""
+        if run.result is not None:
+            raise _ActionNotAllowed("RunStoppedError", "The run has already stopped.")
+        if action_type == "play":
+            if run.status in ("blocked-by-open-door", "awaiting-recovery-blocked-by-open-door"):
+                raise _ActionNotAllowed(
+                    "RobotDoorOpenError", "Front door or top window is currently open."
+                )
+            self._play(run, now)
+        elif action_type == "pause":
+            if run.queue is not _Queue.RUNNING:
+                raise _ActionNotAllowed(
+                    "PauseNotAllowedError", "Cannot pause a run that is not running."
+                )
+            self._freeze(run, now)
+            run.queue = _Queue.PAUSED
+        elif action_type == "stop":
+            self._stop(run, now)
+        else:  # resume-from-recovery[-assuming-false-positive]
+            if run.queue is not _Queue.AWAITING_RECOVERY:
+                raise _ActionNotAllowed(
+                    "ResumeFromRecoveryNotAllowedError",
+                    "Cannot resume from recovery if the run is not in recovery mode.",
+                )
+            target = run.recovery_target
+            run.recovery_target = None
+            run.queue = _Queue.RUNNING
+            if action_type.endswith("false-positive") and target is not None:
+                # The failed command did happen after all: it is a physical fact now.
+                self._log_physical(run, run.commands[target], now, false_positive=True)
+            self._issue_next(run, now)
+
+    def _play(self, run: _Run, now: datetime) -> None:
+        if run.queue is _Queue.SETUP:
+            run.started_at = now
+            run.queue = _Queue.PAUSED if run.door_blocking else _Queue.RUNNING
+            self._issue_next(run, now)
+        elif run.queue is _Queue.PAUSED:
+            run.queue = _Queue.RUNNING
+            self._resume(run, now)
+        elif run.queue is _Queue.AWAITING_RECOVERY_PAUSED:
+            run.queue = _Queue.AWAITING_RECOVERY
+        # RUNNING / AWAITING_RECOVERY: play is a no-op (still recorded as an action)
+
+    def _stop(self, run: _Run, now: datetime) -> None:
+        if run.queue is _Queue.SETUP:
+            run.result = _Result.STOPPED
+            run.finish_at = now  # nothing to home: an un-started run stops at once
+            return
+        inflight = run.inflight
+        if inflight is not None:
+            inflight.status = "failed"
+            inflight.completed_at = now
+            inflight.error = _error_occurrence("RunStoppedError", "4000", "Run was cancelled", now)
+        run.recovery_target = None
+        run.queue = _Queue.PAUSED
+        run.result = _Result.STOPPED
+        run.finish_at = now + timedelta(seconds=self.stop_s * self.time_scale)
+
+    def door_changed(self, run: _Run, is_open: bool, now: datetime) -> None:
+        if run.result is not None:
+            return
+        run.door_blocking = is_open
+        if is_open:
+            if run.queue is _Queue.RUNNING:
+                self._freeze(run, now)
+                run.queue = _Queue.PAUSED
+            elif run.queue is _Queue.AWAITING_RECOVERY:
+                run.queue = _Queue.AWAITING_RECOVERY_PAUSED
+        self.emit("door", now, runId=run.id, open=is_open, status=run.status)
+
+    def estop_engaged(self, run: _Run, now: datetime) -> None:
+        if run.result is not None or run.queue is _Queue.SETUP:
+            return
+        error = _error_occurrence("EStopActivatedError", "3008", "E-stop activated.", now)
+        inflight = run.inflight
+        if inflight is not None:
+            inflight.status = "failed"
+            inflight.completed_at = now
+            inflight.error = dict(error, id=_new_id())
+        run.errors = [error]
+        run.queue = _Queue.PAUSED
+        run.result = _Result.FAILED
+        run.finish_at = now + timedelta(seconds=self.stop_s * self.time_scale)
+
+    def _duration_s(self, template: Mapping[str, Any]) -> float:
+        command_type = str(template.get("commandType"))
+        if command_type == "waitForDuration":
+            base = float((template.get("params") or {}).get("seconds", 0.0))
+        else:
+            base = self.durations_s.get(command_type, DEFAULT_DURATION_S)
+        return max(0.0, base) * self.time_scale
+
+    def _freeze(self, run: _Run, now: datetime) -> None:
+        """Pause the in-flight command mid-way (the hardware pauses; paused time is not work)."""
+        cmd = run.inflight
+        if cmd is not None and cmd.resumed_at is not None:
+            cmd.remaining_s = max(0.0, cmd.remaining_s - (now - cmd.resumed_at).total_seconds())
+            cmd.resumed_at = None
+
+    def _resume(self, run: _Run, now: datetime) -> None:
+        """Continue after a pause: the frozen command goes on, or the queued one starts."""
+        cmd = run.inflight
+        if cmd is not None and cmd.resumed_at is None:
+            cmd.resumed_at = now
+        elif run.commands and run.commands[-1].status == "queued":
+            self._start(run, run.commands[-1], now)
+
+    def _issue_next(self, run: _Run, at: datetime) -> None:
+        """The protocol issues its next command at ``at`` (or its run function returns)."""
+        index = len(run.commands)
+        if index < len(run.templates):
+            template = run.templates[index]
+            cmd = _Command(index=index, id=_new_id(), template=template, created_at=at)
+            run.commands.append(cmd)
+            if run.queue is _Queue.RUNNING:
+                self._start(run, cmd, at)
+            return
+        if run.protocol_id is None:
+            return  # a run without a protocol keeps running until stopped
+        if run.analysis_errors:
+            # The protocol raised after its last command (not a command failure).
+            run.errors = [self._rebadge_error(run.analysis_errors[0], at, {})]
+            run.result = _Result.FAILED
+        else:
+            run.result = _Result.SUCCEEDED
+        run.queue = _Queue.PAUSED
+        run.finish_at = at + timedelta(seconds=self.finishing_s * self.time_scale)
+
+    def _start(self, run: _Run, cmd: _Command, at: datetime) -> None:
+        cmd.status = "running"
+        cmd.started_at = at
+        cmd.remaining_s = self._duration_s(cmd.template)
+        cmd.resumed_at = at
+        if cmd.template.get("commandType") == "waitForResume":
+            # protocol.pause(): the engine pauses until someone plays.
+            run.queue = _Queue.PAUSED
+            cmd.resumed_at = None
+
+    @staticmethod
+    def _rebadge_error(
+        error: Mapping[str, Any], at: datetime, ids: dict[str, str]
+    ) -> dict[str, Any]:
+        """Copy of an analysis error with fresh ids (shared ids stay shared) stamped ``at``."""
+
+        def walk(e: Mapping[str, Any]) -> dict[str, Any]:
+            out = dict(e)
+            old = str(e.get("id"))
+            out["id"] = ids.setdefault(old, _new_id())
+            out["createdAt"] = _iso(at)
+            out["wrappedErrors"] = [walk(w) for w in e.get("wrappedErrors", [])]
+            return out
+
+        return walk(error)
+
+    def advance(self, run: _Run, now: datetime) -> None:
+        """Play the run forward to ``now``: finish due commands in order, start the next."""
+        while True:
+            if run.result is not None:
+                if run.completed_at is None and run.finish_at is not None and run.finish_at <= now:
+                    run.completed_at = run.finish_at
+                    self.emit("run_finished", run.completed_at, runId=run.id, status=run.status)
+                return
+            cmd = run.inflight
+            if cmd is None or cmd.resumed_at is None:
+                return
+            ends = cmd.resumed_at + timedelta(seconds=cmd.remaining_s)
+            if ends > now:
+                return
+            cmd.remaining_s = 0.0
+            cmd.resumed_at = None
+            self._complete(run, cmd, ends)
+
+    def _complete(self, run: _Run, cmd: _Command, at: datetime) -> None:
+        faults = self.faults()
+        template = cmd.template
+        cmd.completed_at = at
+        if self.robot == "Flex" and faults.awaiting_recovery_at_command == cmd.index:
+            error_type, code, detail = _DEFINED_ERRORS.get(
+                str(template.get("commandType")), _DEFAULT_DEFINED_ERROR
+            )
+            cmd.status = "failed"
+            cmd.error = _error_occurrence(error_type, code, detail, at, defined=True)
+            paused = run.queue is _Queue.PAUSED or run.door_blocking
+            run.queue = _Queue.AWAITING_RECOVERY_PAUSED if paused else _Queue.AWAITING_RECOVERY
+            run.recovery_target = cmd.index
+            run.entered_recovery = True
+            return
+        if faults.fail_at_command == cmd.index:
+            cmd.status = "failed"
+            cmd.error = _error_occurrence(
+                faults.fail_error_type, faults.fail_error_code, faults.fail_error_detail, at
+            )
+            self._fail_run(run, _protocol_failure(cmd.error, at), at)
+            return
+        if template.get("status") == "failed":
+            # The analysis saw this command fail (e.g. no tip): so does the run.
+            ids: dict[str, str] = {}
+            analysed = template.get("error") or {}
+            cmd.error = self._rebadge_error(analysed, at, ids)
+            cmd.status = "failed"
+            if run.analysis_errors:
+                run_error = self._rebadge_error(run.analysis_errors[0], at, ids)
+            else:
+                run_error = _protocol_failure(cmd.error, at)
+            self._fail_run(run, run_error, at)
+            return
+        cmd.status = "succeeded"
+        result = template.get("result") or {}
+        for key in ("labwareId", "pipetteId", "moduleId"):
+            if key in result:
+                run.loaded.add(str(result[key]))
+        self._log_physical(run, cmd, at)
+        self._issue_next(run, at)
+
+    def _fail_run(self, run: _Run, error: dict[str, Any], at: datetime) -> None:
+        run.errors = [error]
+        run.result = _Result.FAILED
+        run.queue = _Queue.PAUSED
+        run.finish_at = at + timedelta(seconds=self.finishing_s * self.time_scale)
+
+    def _log_physical(
+        self, run: _Run, cmd: _Command, at: datetime, *, false_positive: bool = False
+    ) -> None:
+        """Track where each pipette is; log a completed physical command exactly once."""
+        template = cmd.template
+        command_type = str(template.get("commandType"))
+        params: Mapping[str, Any] = template.get("params") or {}
+        pipette_id = params.get("pipetteId")
+        if pipette_id is not None:
+            if "labwareId" in params:
+                run.pipette_location[pipette_id] = {
+                    "labwareId": params["labwareId"],
+                    "well": params.get("wellName"),
+                }
+            elif "addressableAreaName" in params:
+                run.pipette_location[pipette_id] = {
+                    "addressableArea": params["addressableAreaName"]
+                }
+        if command_type not in PHYSICAL_COMMANDS:
+            return
+        entry: dict[str, Any] = {
+            "runId": run.id,
+            "protocolId": run.protocol_id,
+            "index": cmd.index,
+            "commandId": cmd.id,
+            "commandKey": template.get("key"),
+            "commandType": command_type,
+        }
+        if pipette_id is not None:
+            entry["pipetteId"] = pipette_id
+            pipette = next((p for p in run.pipettes if p.get("id") == pipette_id), None)
+            if pipette is not None:
+                entry["pipetteName"] = pipette.get("pipetteName")
+                entry["mount"] = pipette.get("mount")
+        location: Mapping[str, Any] = (
+            {"labwareId": params["labwareId"], "well": params.get("wellName")}
+            if "labwareId" in params and command_type != "moveLabware"
+            else run.pipette_location.get(pipette_id, {})
+            if pipette_id
+            else {}
+        )
+        labware_id = location.get("labwareId")
+        if labware_id is not None:
+            entry["labwareId"] = labware_id
+            labware = next((lw for lw in run.labware if lw.get("id") == labware_id), None)
+            if labware is not None:
+                entry["labware"] = labware.get("loadName")
+                slot = (labware.get("location") or {}).get("slotName")
+                if slot is not None:
+                    entry["slot"] = slot
+            if location.get("well") is not None:
+                entry["well"] = location["well"]
+        if location.get("addressableArea") is not None:
+            entry["addressableArea"] = location["addressableArea"]
+        if command_type == "moveLabware":
+            entry["labwareId"] = params.get("labwareId")
+            entry["newLocation"] = params.get("newLocation")
+        if "volume" in params:
+            entry["volume"] = params["volume"]
+        if false_positive:
+            entry["assumedFalsePositive"] = True
+        self.emit("command", at, **entry)
+
+
 # --------------------------------------------------------------------------------------------
 # HTTP replies
 # --------------------------------------------------------------------------------------------
@@ -698,11 +1043,11 @@ def _run_not_found(run_id: str) -> _Reply:
 
 
 def _protocol_not_found(protocol_id: str, *, quoted: bool = True) -> _Reply:
-    detail = (
-        f"'Protocol {protocol_id} was not found.'"
-        if quoted
-        else (f"Protocol {protocol_id} not found")
-    )
+    """robot-server words it two ways: a KeyError's text (quoted) or a plain sentence."""
+    if quoted:
+        detail = f"'Protocol {protocol_id} was not found.'"
+    else:
+        detail = f"Protocol {protocol_id} not found"
     return _error(404, "ProtocolNotFound", "Protocol Not Found", detail)
 
 
@@ -782,6 +1127,15 @@ class RobotSimulator:
         self._current_run_id: str | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self._engine = _RunEngine(
+            robot,
+            time_scale=time_scale,
+            finishing_s=finishing_s,
+            stop_s=stop_s,
+            durations_s=self.durations_s,
+            faults=lambda: self._faults,
+            emit=self._emit,
+        )
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -868,9 +1222,9 @@ class RobotSimulator:
             run = self._current_run()
             if run is not None:
                 if new.door_open != old.door_open:
-                    self._door_changed(run, new.door_open, now)
+                    self._engine.door_changed(run, new.door_open, now)
                 if new.estop == "engaged" and old.estop != "engaged":
-                    self._estop_engaged(run, now)
+                    self._engine.estop_engaged(run, now)
             return new
 
     def sync(self) -> None:
@@ -907,7 +1261,7 @@ class RobotSimulator:
 
     # ---- request handling -------------------------------------------------------------------
 
-    def handle(
+    def handle_request(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes
     ) -> _Reply | None:
         """Answer one request; None means close the connection without a reply (offline)."""
@@ -1270,6 +1624,7 @@ class RobotSimulator:
             if current is not None:
                 self._release(current, now)
             run = self._new_run(protocol_id, future.result() if future else None, data, now)
+            run.door_blocking = self.robot == "Flex" and self._faults.door_open
             self._runs[run.id] = run
             self._current_run_id = run.id
             self._emit("run_created", now, runId=run.id, protocolId=protocol_id)
@@ -1441,7 +1796,7 @@ class RobotSimulator:
             if estop is not None:
                 return estop
             try:
-                self._apply_action(run, action_type, now)
+                self._engine.apply_action(run, action_type, now)
             except _ActionNotAllowed as exc:
                 meta = {
                     "type": "RunActionNotAllowedError",
@@ -1472,291 +1827,10 @@ class RobotSimulator:
             self._sync_locked(now)  # e.g. a zero-length command finishing at once
             return _Reply(201, {"data": action})
 
-    def _apply_action(self, run: _Run, action_type: str, now: datetime) -> None:
-        """Validate (like ``validate_action_allowed``) and apply one action at ``now``."""
-        if run.result is not None:
-            raise _ActionNotAllowed("RunStoppedError", "The run has already stopped.")
-        if action_type == "play":
-            if run.status in ("blocked-by-open-door", "awaiting-recovery-blocked-by-open-door"):
-                raise _ActionNotAllowed(
-                    "RobotDoorOpenError", "Front door or top window is currently open."
-                )
-            self._play(run, now)
-        elif action_type == "pause":
-            if run.queue is not _Queue.RUNNING:
-                raise _ActionNotAllowed(
-                    "PauseNotAllowedError", "Cannot pause a run that is not running."
-                )
-            self._freeze(run, now)
-            run.queue = _Queue.PAUSED
-        elif action_type == "stop":
-            self._stop(run, now)
-        else:  # resume-from-recovery[-assuming-false-positive]
-            if run.queue is not _Queue.AWAITING_RECOVERY:
-                raise _ActionNotAllowed(
-                    "ResumeFromRecoveryNotAllowedError",
-                    "Cannot resume from recovery if the run is not in recovery mode.",
-                )
-            target = run.recovery_target
-            run.recovery_target = None
-            run.queue = _Queue.RUNNING
-            if action_type.endswith("false-positive") and target is not None:
-                # The failed command did happen after all: it is a physical fact now.
-                self._log_physical(run, run.commands[target], now, false_positive=True)
-            self._issue_next(run, now)
-
-    def _play(self, run: _Run, now: datetime) -> None:
-        if run.queue is _Queue.SETUP:
-            run.started_at = now
-            run.queue = _Queue.PAUSED if run.door_blocking else _Queue.RUNNING
-            self._issue_next(run, now)
-        elif run.queue is _Queue.PAUSED:
-            run.queue = _Queue.RUNNING
-            self._resume(run, now)
-        elif run.queue is _Queue.AWAITING_RECOVERY_PAUSED:
-            run.queue = _Queue.AWAITING_RECOVERY
-        # RUNNING / AWAITING_RECOVERY: play is a no-op (still recorded as an action)
-
-    def _stop(self, run: _Run, now: datetime) -> None:
-        if run.queue is _Queue.SETUP:
-            run.result = _Result.STOPPED
-            run.completed_at = now  # nothing to home: an un-started run stops at once
-            self._emit("run_finished", now, runId=run.id, status=run.status)
-            return
-        inflight = run.inflight
-        if inflight is not None:
-            inflight.status = "failed"
-            inflight.completed_at = now
-            inflight.error = _error_occurrence("RunStoppedError", "4000", "Run was cancelled", now)
-        run.recovery_target = None
-        run.queue = _Queue.PAUSED
-        run.result = _Result.STOPPED
-        run.finish_at = now + timedelta(seconds=self.stop_s * self.time_scale)
-
-    def _door_changed(self, run: _Run, is_open: bool, now: datetime) -> None:
-        if run.result is not None:
-            return
-        run.door_blocking = is_open
-        if is_open:
-            if run.queue is _Queue.RUNNING:
-                self._freeze(run, now)
-                run.queue = _Queue.PAUSED
-            elif run.queue is _Queue.AWAITING_RECOVERY:
-                run.queue = _Queue.AWAITING_RECOVERY_PAUSED
-        self._emit("door", now, runId=run.id, open=is_open, status=run.status)
-
-    def _estop_engaged(self, run: _Run, now: datetime) -> None:
-        if run.result is not None or run.queue is _Queue.SETUP:
-            return
-        error = _error_occurrence("EStopActivatedError", "3008", "E-stop activated.", now)
-        inflight = run.inflight
-        if inflight is not None:
-            inflight.status = "failed"
-            inflight.completed_at = now
-            inflight.error = dict(error, id=_new_id())
-        run.errors = [error]
-        run.queue = _Queue.PAUSED
-        run.result = _Result.FAILED
-        run.finish_at = now + timedelta(seconds=self.stop_s * self.time_scale)
-
-    # ---- engine core ------------------------------------------------------------------------
-
-    def _duration_s(self, template: Mapping[str, Any]) -> float:
-        command_type = str(template.get("commandType"))
-        if command_type == "waitForDuration":
-            base = float((template.get("params") or {}).get("seconds", 0.0))
-        else:
-            base = self.durations_s.get(command_type, DEFAULT_DURATION_S)
-        return max(0.0, base) * self.time_scale
-
-    def _freeze(self, run: _Run, now: datetime) -> None:
-        """Pause the in-flight command mid-way (the hardware pauses; paused time is not work)."""
-        cmd = run.inflight
-        if cmd is not None and cmd.resumed_at is not None:
-            cmd.remaining_s = max(0.0, cmd.remaining_s - (now - cmd.resumed_at).total_seconds())
-            cmd.resumed_at = None
-
-    def _resume(self, run: _Run, now: datetime) -> None:
-        cmd = run.inflight
-        if cmd is not None and cmd.resumed_at is None:
-            cmd.resumed_at = now
-
-    def _issue_next(self, run: _Run, at: datetime) -> None:
-        """The protocol issues its next command at ``at`` (or its run function returns)."""
-        index = len(run.commands)
-        if index < len(run.templates):
-            template = run.templates[index]
-            cmd = _Command(index=index, id=_new_id(), template=template, created_at=at)
-            run.commands.append(cmd)
-            if run.queue is _Queue.RUNNING:
-                cmd.status = "running"
-                cmd.started_at = at
-                cmd.remaining_s = self._duration_s(template)
-                cmd.resumed_at = at
-                if template.get("commandType") == "waitForResume":
-                    # protocol.pause(): the engine pauses until someone plays.
-                    run.queue = _Queue.PAUSED
-                    cmd.resumed_at = None
-            return
-        if run.protocol_id is None:
-            return  # a run without a protocol keeps running until stopped
-        if run.analysis_errors:
-            # The protocol raised after its last command (not a command failure).
-            run.errors = [self._rebadge_error(run, run.analysis_errors[0], at, {})]
-            run.result = _Result.FAILED
-        else:
-            run.result = _Result.SUCCEEDED
-        run.queue = _Queue.PAUSED
-        run.finish_at = at + timedelta(seconds=self.finishing_s * self.time_scale)
-
-    def _rebadge_error(
-        self, run: _Run, error: Mapping[str, Any], at: datetime, ids: dict[str, str]
-    ) -> dict[str, Any]:
-        """Copy of an analysis error with fresh ids (shared ids stay shared) stamped ``at``."""
-
-        def walk(e: Mapping[str, Any]) -> dict[str, Any]:
-            out = dict(e)
-            old = str(e.get("id"))
-            out["id"] = ids.setdefault(old, _new_id())
-            out["createdAt"] = _iso(at)
-            out["wrappedErrors"] = [walk(w) for w in e.get("wrappedErrors", [])]
-            return out
-
-        return walk(error)
-
     def _sync_locked(self, now: datetime) -> None:
         run = self._current_run()
         if run is not None:
-            self._advance(run, now)
-
-    def _advance(self, run: _Run, now: datetime) -> None:
-        """Play the run forward to ``now``: finish due commands in order, start the next."""
-        while True:
-            if run.result is not None:
-                if run.completed_at is None and run.finish_at is not None and run.finish_at <= now:
-                    run.completed_at = run.finish_at
-                    self._emit("run_finished", run.completed_at, runId=run.id, status=run.status)
-                return
-            cmd = run.inflight
-            if cmd is None or cmd.resumed_at is None:
-                return
-            ends = cmd.resumed_at + timedelta(seconds=cmd.remaining_s)
-            if ends > now:
-                return
-            cmd.remaining_s = 0.0
-            cmd.resumed_at = None
-            self._complete(run, cmd, ends)
-
-    def _complete(self, run: _Run, cmd: _Command, at: datetime) -> None:
-        faults = self._faults
-        template = cmd.template
-        cmd.completed_at = at
-        if self.robot == "Flex" and faults.awaiting_recovery_at_command == cmd.index:
-            error_type, code, detail = _DEFINED_ERRORS.get(
-                str(template.get("commandType")), _DEFAULT_DEFINED_ERROR
-            )
-            cmd.status = "failed"
-            cmd.error = _error_occurrence(error_type, code, detail, at, defined=True)
-            paused = run.queue is _Queue.PAUSED or run.door_blocking
-            run.queue = _Queue.AWAITING_RECOVERY_PAUSED if paused else _Queue.AWAITING_RECOVERY
-            run.recovery_target = cmd.index
-            run.entered_recovery = True
-            return
-        if faults.fail_at_command == cmd.index:
-            cmd.status = "failed"
-            cmd.error = _error_occurrence(
-                faults.fail_error_type, faults.fail_error_code, faults.fail_error_detail, at
-            )
-            self._fail_run(run, _protocol_failure(cmd.error, at), at)
-            return
-        if template.get("status") == "failed":
-            # The analysis saw this command fail (e.g. no tip): so does the run.
-            ids: dict[str, str] = {}
-            analysed = template.get("error") or {}
-            cmd.error = self._rebadge_error(run, analysed, at, ids)
-            cmd.status = "failed"
-            if run.analysis_errors:
-                run_error = self._rebadge_error(run, run.analysis_errors[0], at, ids)
-            else:
-                run_error = _protocol_failure(cmd.error, at)
-            self._fail_run(run, run_error, at)
-            return
-        cmd.status = "succeeded"
-        result = template.get("result") or {}
-        for key in ("labwareId", "pipetteId", "moduleId"):
-            if key in result:
-                run.loaded.add(str(result[key]))
-        self._log_physical(run, cmd, at)
-        self._issue_next(run, at)
-
-    def _fail_run(self, run: _Run, error: dict[str, Any], at: datetime) -> None:
-        run.errors = [error]
-        run.result = _Result.FAILED
-        run.queue = _Queue.PAUSED
-        run.finish_at = at + timedelta(seconds=self.finishing_s * self.time_scale)
-
-    def _log_physical(
-        self, run: _Run, cmd: _Command, at: datetime, *, false_positive: bool = False
-    ) -> None:
-        """Track where each pipette is; log a completed physical command exactly once."""
-        template = cmd.template
-        command_type = str(template.get("commandType"))
-        params: Mapping[str, Any] = template.get("params") or {}
-        pipette_id = params.get("pipetteId")
-        if pipette_id is not None:
-            if "labwareId" in params:
-                run.pipette_location[pipette_id] = {
-                    "labwareId": params["labwareId"],
-                    "well": params.get("wellName"),
-                }
-            elif "addressableAreaName" in params:
-                run.pipette_location[pipette_id] = {
-                    "addressableArea": params["addressableAreaName"]
-                }
-        if command_type not in PHYSICAL_COMMANDS:
-            return
-        entry: dict[str, Any] = {
-            "runId": run.id,
-            "protocolId": run.protocol_id,
-            "index": cmd.index,
-            "commandId": cmd.id,
-            "commandKey": template.get("key"),
-            "commandType": command_type,
-        }
-        if pipette_id is not None:
-            entry["pipetteId"] = pipette_id
-            pipette = next((p for p in run.pipettes if p.get("id") == pipette_id), None)
-            if pipette is not None:
-                entry["pipetteName"] = pipette.get("pipetteName")
-                entry["mount"] = pipette.get("mount")
-        location: Mapping[str, Any] = (
-            {"labwareId": params["labwareId"], "well": params.get("wellName")}
-            if "labwareId" in params and command_type != "moveLabware"
-            else run.pipette_location.get(pipette_id, {})
-            if pipette_id
-            else {}
-        )
-        labware_id = location.get("labwareId")
-        if labware_id is not None:
-            entry["labwareId"] = labware_id
-            labware = next((lw for lw in run.labware if lw.get("id") == labware_id), None)
-            if labware is not None:
-                entry["labware"] = labware.get("loadName")
-                slot = (labware.get("location") or {}).get("slotName")
-                if slot is not None:
-                    entry["slot"] = slot
-            if location.get("well") is not None:
-                entry["well"] = location["well"]
-        if location.get("addressableArea") is not None:
-            entry["addressableArea"] = location["addressableArea"]
-        if command_type == "moveLabware":
-            entry["labwareId"] = params.get("labwareId")
-            entry["newLocation"] = params.get("newLocation")
-        if "volume" in params:
-            entry["volume"] = params["volume"]
-        if false_positive:
-            entry["assumedFalsePositive"] = True
-        self._emit("command", at, **entry)
+            self._engine.advance(run, now)
 
     # ---- run views --------------------------------------------------------------------------
 
@@ -2038,12 +2112,15 @@ class _Handler(BaseHTTPRequestHandler):
         _log.debug("%s %s", self.address_string(), format % args)
 
     def _dispatch(self) -> None:
-        length = int(self.headers.get("content-length") or 0)
+        try:
+            length = int(self.headers.get("content-length") or 0)
+        except ValueError:
+            length = 0
         body = self.rfile.read(length) if length > 0 else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         sim = self.server.sim
         try:
-            reply = sim.handle(self.command, self.path, headers, body)
+            reply = sim.handle_request(self.command, self.path, headers, body)
         except Exception:  # the robot answers 500 rather than dropping the connection
             _log.exception("robot simulator: unhandled error for %s %s", self.command, self.path)
             reply = _error(

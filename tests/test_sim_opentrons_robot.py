@@ -1,0 +1,972 @@
+"""The simulated Opentrons robot-server against the recordings of the real one.
+
+Recordings: shared/reference/opentrons-http/ (robot-server 8.1 in simulation, OT-2 and Flex).
+A plain http.client client plays the controller's driver sequence (DEVICES.md 1.5); bodies are
+compared with the recorded ones after replacing ids and timestamps by placeholders. Time is a
+VirtualClock: the tests move it and the simulated run follows.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from labctl.simulators.opentrons_robot import (
+    MAX_PROTOCOL_API,
+    Faults,
+    RobotSimulator,
+    analyse_protocol,
+    warm_up,
+)
+
+from labctl.clock import VirtualClock
+
+REF = Path(__file__).parent / "fixtures" / "opentrons-http"
+PROTOCOLS = REF / "protocols"
+RESPONSES = REF / "responses"
+
+pytestmark = pytest.mark.skipif(not REF.is_dir(), reason="shared Opentrons recordings missing")
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
+TERMINAL = ("succeeded", "failed", "stopped")
+
+
+def norm(obj: Any) -> Any:
+    """Replace ids and timestamps (which differ run to run) by placeholders."""
+    if isinstance(obj, dict):
+        return {k: norm(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [norm(v) for v in obj]
+    if isinstance(obj, str) and _TIME.match(obj):
+        return "<time>"
+    if isinstance(obj, str):
+        return _UUID.sub("<id>", obj)  # also inside hrefs and details
+    return obj
+
+
+def recorded(name: str) -> dict[str, Any]:
+    return json.loads((RESPONSES / name).read_text())
+
+
+class Reply:
+    def __init__(self, status: int, headers: dict[str, str], raw: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+        self.body = json.loads(raw) if raw else None
+
+    @property
+    def data(self) -> Any:
+        return self.body["data"]
+
+
+class Client:
+    """A bare HTTP client (no labctl driver): one connection per request."""
+
+    def __init__(self, sim: RobotSimulator, version: str | None = "3") -> None:
+        self.sim = sim
+        self.version = version
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        content_type: str | None = None,
+        version: str | None = "default",
+    ) -> Reply:
+        headers = {}
+        used = self.version if version == "default" else version
+        if used is not None:
+            headers["Opentrons-Version"] = used
+        payload = raw
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        conn = http.client.HTTPConnection("127.0.0.1", self.sim.port, timeout=30)
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return self.request("POST", path, body, **kw)
+
+    def upload(self, *files: tuple[str, bytes], extra: dict[str, str] | None = None) -> Reply:
+        boundary = "b" + uuid.uuid4().hex
+        chunks = []
+        for name, data in files:
+            chunks.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                f'filename="{name}"\r\nContent-Type: text/x-python\r\n\r\n'.encode()
+                + data
+                + b"\r\n"
+            )
+        for key, value in (extra or {}).items():
+            chunks.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
+                f"{value}\r\n".encode()
+            )
+        chunks.append(f"--{boundary}--\r\n".encode())
+        return self.post(
+            "/protocols",
+            raw=b"".join(chunks),
+            content_type=f"multipart/form-data; boundary={boundary}",
+        )
+
+    def upload_file(self, name: str) -> Reply:
+        return self.upload((name, (PROTOCOLS / name).read_bytes()))
+
+    def action(self, run_id: str, action_type: str) -> Reply:
+        return self.post(f"/runs/{run_id}/actions", {"data": {"actionType": action_type}})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _opentrons_imported() -> None:
+    warm_up()  # the ~2.6 s opentrons import, once per session
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+def make_sim(clock: VirtualClock) -> Iterator[Callable[..., tuple[RobotSimulator, Client]]]:
+    started: list[RobotSimulator] = []
+
+    def make(robot: str = "OT-2", **kwargs: Any) -> tuple[RobotSimulator, Client]:
+        sim = RobotSimulator(clock, robot, **kwargs).start()  # type: ignore[arg-type]
+        started.append(sim)
+        return sim, Client(sim)
+
+    yield make
+    for sim in started:
+        sim.stop()
+
+
+def ready_protocol(client: Client, clock: VirtualClock, name: str) -> str:
+    """Upload, wait out the analysis, return the protocol id."""
+    reply = client.upload_file(name)
+    assert reply.status == 201, reply.body
+    clock.advance(client.sim.analysis_delay_s)
+    return reply.data["id"]
+
+
+def new_run(client: Client, protocol_id: str) -> str:
+    reply = client.post("/runs", {"data": {"protocolId": protocol_id}})
+    assert reply.status == 201, reply.body
+    return reply.data["id"]
+
+
+def run_to_end(client: Client, clock: VirtualClock, run_id: str, step: float = 0.5) -> list[str]:
+    """Advance the clock in steps until the run ends; returns the statuses seen."""
+    seen: list[str] = []
+    for _ in range(10_000):
+        status = client.get(f"/runs/{run_id}").data["status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status in TERMINAL:
+            return seen
+        clock.advance(step)
+    raise AssertionError(f"run never ended: {seen}")
+
+
+# --------------------------------------------------------------------------------------------
+# Health, headers, versioning
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("robot", "prefix"), [("OT-2", "ot2_ok"), ("Flex", "flex_ok")])
+def test_health_matches_recording(make_sim: Any, robot: str, prefix: str) -> None:
+    sim, client = make_sim(robot)
+    reply = client.get("/health")
+    rec = recorded(f"{prefix}_01_health.json")
+    assert reply.status == rec["status_code"] == 200
+    expected = dict(rec["body"])
+    # The recording is robot-server 8.1; this simulator analyses with opentrons 8.8.2.
+    expected["api_version"] = "8.8.2"
+    expected["maximum_protocol_api_version"] = list(MAX_PROTOCOL_API)
+    assert reply.body == expected
+    assert reply.headers["opentrons-version"] == "3"
+    assert reply.headers["opentrons-min-version"] == "2"
+    assert reply.headers["content-type"] == "application/json"
+    assert reply.headers["server"] == "uvicorn"
+    assert reply.headers["date"] == "Thu, 01 Jan 2026 00:00:00 GMT"  # the virtual clock's
+    assert list(reply.headers)[:2] == ["date", "server"]
+
+
+def test_max_protocol_api_is_the_installed_opentrons() -> None:
+    from opentrons.protocols.api_support.definitions import MAX_SUPPORTED_VERSION
+
+    assert tuple(MAX_PROTOCOL_API) == (MAX_SUPPORTED_VERSION.major, MAX_SUPPORTED_VERSION.minor)
+
+
+def test_version_header_is_required_everywhere(make_sim: Any) -> None:
+    sim, client = make_sim()
+    health = client.get("/health", version=None)
+    rec = recorded("probe_health_no_version_header.json")
+    assert (health.status, health.body) == (422, rec["body"])
+    assert health.headers["opentrons-version"] == "4"
+    assert health.headers["opentrons-min-version"] == "2"
+    runs = client.get("/runs", version=None)
+    rec = recorded("probe_runs_no_version_header.json")
+    assert (runs.status, runs.body) == (422, rec["body"])
+    assert int(runs.headers["content-length"]) == int(rec["headers"]["content-length"])
+    for path in ("/protocols", "/runs/x/commands", "/protocols/x/analyses/y"):
+        assert client.get(path, version=None).status == 422
+    star = client.get("/runs", version="*")
+    assert star.status == 200
+    assert star.body == {"data": [], "links": {}, "meta": {"cursor": 0, "totalLength": 0}}
+    assert "opentrons-version" not in star.headers  # success bodies carry none (recordings)
+    assert client.get("/health", version="*").headers["opentrons-version"] == "4"
+    outdated = client.get("/runs", version="1")
+    assert outdated.status == 400
+    assert outdated.body["errors"][0]["id"] == "OutdatedAPIVersion"
+    bad = client.get("/runs", version="three")
+    assert bad.status == 422
+    assert bad.body["errors"][0]["source"] == {"header": "opentrons-version"}
+
+
+def test_unknown_path_and_keep_alive(make_sim: Any) -> None:
+    sim, client = make_sim()
+    missing = client.get("/nowhere")
+    assert missing.status == 404
+    assert missing.body["errors"][0]["id"] == "BadRequest"
+    assert client.request("PUT", "/runs").status == 405
+    conn = http.client.HTTPConnection("127.0.0.1", sim.port, timeout=10)
+    try:
+        for _ in range(2):  # HTTP/1.1: two requests on one connection
+            conn.request("GET", "/health", headers={"Opentrons-Version": "3"})
+            resp = conn.getresponse()
+            assert resp.status == 200
+            assert json.loads(resp.read())["robot_model"] == "OT-2 Standard"
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The driver sequence, step by step against the recordings
+# --------------------------------------------------------------------------------------------
+
+
+def _strip_params(commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # 8.8.2 adds a few params (e.g. dropTip's scrape_tips) that 8.1 did not have.
+    return [{k: v for k, v in c.items() if k != "params"} for c in commands]
+
+
+@pytest.mark.parametrize(
+    ("robot", "prefix", "protocol"),
+    [
+        ("OT-2", "ot2_ok", "ot2_ok.py"),
+        ("OT-2", "ot2_notip", "ot2_no_tip.py"),
+        ("Flex", "flex_ok", "flex_ok.py"),
+        ("Flex", "flex_notip", "flex_no_tip.py"),
+    ],
+)
+def test_driver_sequence_matches_recordings(
+    make_sim: Any, clock: VirtualClock, robot: str, prefix: str, protocol: str
+) -> None:
+    sim, client = make_sim(robot, analysis_delay_s=2.0, time_scale=0.01)
+
+    def rec(step: str) -> dict[str, Any]:
+        return recorded(f"{prefix}_{step}.json")
+
+    # 1. health
+    assert (
+        client.get("/health").body["robot_model"]
+        == recorded(f"{prefix}_01_health.json")["body"]["robot_model"]
+    )
+    # 2. upload: 201, pending analysis
+    upload = client.upload_file(protocol)
+    assert upload.status == rec("02_post_protocols")["status_code"] == 201
+    assert norm(upload.body) == norm(rec("02_post_protocols")["body"])
+    protocol_id = upload.data["id"]
+    analysis_id = upload.data["analysisSummaries"][-1]["id"]
+    # 3. analysis: pending for analysis_delay_s of clock time, then completed
+    pending = client.get(f"/protocols/{protocol_id}/analyses/{analysis_id}")
+    assert pending.body == {
+        "data": {"id": analysis_id, "status": "pending", "runTimeParameters": []}
+    }
+    clock.advance(1.9)
+    assert (
+        client.get(f"/protocols/{protocol_id}/analyses/{analysis_id}").data["status"] == "pending"
+    )
+    clock.advance(0.1)
+    analysis = client.get(f"/protocols/{protocol_id}/analyses/{analysis_id}")
+    rec_analysis = rec("03_get_analysis_completed")["body"]["data"]
+    assert analysis.status == 200
+    assert list(analysis.data) == list(rec_analysis)
+    for key in ("status", "result", "robotType", "runTimeParameters", "modules", "liquids"):
+        assert analysis.data[key] == rec_analysis[key], key
+    assert [(c["commandType"], c["key"], c["status"]) for c in analysis.data["commands"]] == [
+        (c["commandType"], c["key"], c["status"]) for c in rec_analysis["commands"]
+    ]
+    assert [list(c) for c in analysis.data["commands"]] == [
+        list(c) for c in rec_analysis["commands"]
+    ]
+    assert norm(analysis.data["labware"]) == norm(rec_analysis["labware"])
+    assert norm(analysis.data["pipettes"]) == norm(rec_analysis["pipettes"])
+    assert norm(analysis.data["errors"]) == norm(rec_analysis["errors"])
+    assert analysis.data["commands"][0]["createdAt"] > "2026-01-01T00:00:00"  # on our clock
+    # 4. protocol and analyses list
+    got = client.get(f"/protocols/{protocol_id}")
+    assert norm(got.body) == norm(rec("04_get_protocol")["body"])
+    analyses = client.get(f"/protocols/{protocol_id}/analyses")
+    assert analyses.body["meta"] == rec("04b_get_analyses")["body"]["meta"]
+    assert analyses.data[0] == analysis.data
+    # 5. create the run (allowed even for a not-ok analysis: the driver must refuse itself)
+    created = client.post("/runs", {"data": {"protocolId": protocol_id}})
+    assert created.status == 201
+    assert norm(created.body) == norm(rec("05_post_runs")["body"])
+    assert created.headers["content-length"] == rec("05_post_runs")["headers"]["content-length"]
+    run_id = created.data["id"]
+    assert norm(client.get(f"/runs/{run_id}").body) == norm(rec("06_get_run_idle")["body"])
+    # 6. play
+    play = client.action(run_id, "play")
+    assert play.status == 201
+    assert norm(play.body) == norm(rec("07_post_play")["body"])
+    assert play.headers["content-length"] == rec("07_post_play")["headers"]["content-length"]
+    # 7. poll to the end
+    statuses = run_to_end(client, clock, run_id, step=0.01)
+    final = client.get(f"/runs/{run_id}")
+    rec_final = rec("08_get_run_final")
+    assert norm(final.body) == norm(rec_final["body"])
+    assert final.headers["content-length"] == rec_final["headers"]["content-length"]
+    assert statuses == ["running", "finishing", rec_final["body"]["data"]["status"]]
+    # 8. commands, without and with a cursor
+    rec_cmds = rec("09_get_run_commands")["body"]
+    commands = client.get(f"/runs/{run_id}/commands")
+    assert commands.body["meta"] == rec_cmds["meta"]
+    assert norm(commands.body["links"]) == norm(rec_cmds["links"])
+    assert norm(_strip_params(commands.data)) == norm(_strip_params(rec_cmds["data"]))
+    rec_cmds0 = rec("09b_get_run_commands_cursor0")["body"]
+    commands0 = client.get(f"/runs/{run_id}/commands?cursor=0&pageLength=20")
+    assert commands0.body["meta"] == rec_cmds0["meta"]
+    assert norm(_strip_params(commands0.data)) == norm(_strip_params(rec_cmds0["data"]))
+    assert commands0.data[-1]["id"] == commands.body["links"]["current"]["meta"]["commandId"]
+    # 9. command errors, one command
+    errors = client.get(f"/runs/{run_id}/commandErrors")
+    assert norm(errors.body) == norm(rec("10_get_run_command_errors")["body"])
+    first = client.get(f"/runs/{run_id}/commands/{commands0.data[0]['id']}")
+    assert norm(first.body) == norm(rec("11_get_single_command")["body"])
+    # 10. release the robot
+    patched = client.request("PATCH", f"/runs/{run_id}", {"data": {"current": False}})
+    assert patched.status == 200
+    assert norm(patched.body) == norm(rec("12_patch_run_not_current")["body"])
+
+
+@pytest.mark.parametrize("robot", ["OT-2", "Flex"])
+def test_failed_run_error_is_nested_like_the_robot(
+    make_sim: Any, clock: VirtualClock, robot: str
+) -> None:
+    sim, client = make_sim(robot, time_scale=0.01)
+    protocol = "ot2_no_tip.py" if robot == "OT-2" else "flex_no_tip.py"
+    run_id = new_run(client, ready_protocol(client, clock, protocol))
+    client.action(run_id, "play")
+    run_to_end(client, clock, run_id)
+    run = client.get(f"/runs/{run_id}").data
+    outer = run["errors"][0]
+    middle = outer["wrappedErrors"][0]
+    inner = middle["wrappedErrors"][0]
+    assert (outer["errorType"], middle["errorType"], inner["errorType"]) == (
+        "ExceptionInProtocolError",
+        "ProtocolCommandFailedError",
+        "TipNotAttachedError",
+    )
+    line = 11 if robot == "OT-2" else 12
+    assert outer["detail"].startswith(f"ProtocolCommandFailedError [line {line}]: ")
+    assert outer["id"] == middle["id"] != inner["id"]
+    assert (outer["errorCode"], inner["errorCode"], inner["isDefined"]) == ("4000", "3005", False)
+    failed = client.get(f"/runs/{run_id}/commands?cursor=0&pageLength=50").data[-1]
+    assert failed["status"] == "failed"
+    assert failed["error"] == inner
+    assert client.get(f"/runs/{run_id}/commandErrors").data == [inner]
+
+
+# --------------------------------------------------------------------------------------------
+# Upload: dedup, invalid files, robot type
+# --------------------------------------------------------------------------------------------
+
+
+def test_identical_reupload_answers_200_and_pending_reupload_503(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    sim, client = make_sim(analysis_delay_s=5.0)
+    first = client.upload_file("ot2_ok.py")
+    assert first.status == 201
+    again = client.upload_file("ot2_ok.py")
+    assert again.status == 503
+    assert again.body["errors"][0]["id"] == "LastAnalysisPending"
+    clock.advance(5.0)
+    again = client.upload_file("ot2_ok.py")
+    assert again.status == 200
+    assert again.data["id"] == first.data["id"]
+    assert again.data["analysisSummaries"] == [
+        {"id": first.data["analysisSummaries"][0]["id"], "status": "completed"}
+    ]
+    other = client.upload_file("ot2_delay.py")
+    assert other.status == 201
+    assert other.data["id"] != first.data["id"]
+    listing = client.get("/protocols")
+    assert [p["id"] for p in listing.data] == [first.data["id"], other.data["id"]]
+    assert listing.body["meta"] == {"cursor": 0, "totalLength": 2}
+    uploads = [e for e in sim.action_entries() if e["event"] == "protocol_upload"]
+    assert [e["status"] for e in uploads] == [201, 200, 201]
+
+
+def test_upload_with_key_and_kind(make_sim: Any) -> None:
+    sim, client = make_sim()
+    data = (PROTOCOLS / "ot2_ok.py").read_bytes()
+    reply = client.upload(("ot2_ok.py", data), extra={"key": "feed-day-3"})
+    assert reply.status == 201
+    assert reply.data["key"] == "feed-day-3"
+    assert list(reply.data)[-2:] == ["key", "protocolKind"]
+    bad = client.upload(("x.py", data), extra={"protocolKind": "weird"})
+    assert bad.status == 400
+    assert client.post("/protocols", raw=b"", content_type="text/plain").status == 422
+
+
+def test_invalid_python_is_422_like_the_robot(make_sim: Any) -> None:
+    sim, client = make_sim()
+    reply = client.upload(("bad.py", b"x = (\n"))
+    rec = recorded("probe_post_protocols_bad_python.json")
+    assert (reply.status, reply.body) == (422, rec["body"])
+    assert reply.headers["opentrons-version"] == "4"
+    assert reply.headers["content-length"] == rec["headers"]["content-length"]
+
+
+@pytest.mark.parametrize(
+    ("robot", "protocol", "detail"),
+    [
+        (
+            "OT-2",
+            "flex_ok.py",
+            "This protocol is for Flex robots. It can't be analyzed or run on this robot,"
+            " which is an OT-2.",
+        ),
+        (
+            "Flex",
+            "ot2_ok.py",
+            "This protocol is for OT-2 robots. It can't be analyzed or run on this robot,"
+            " which is a Flex.",
+        ),
+    ],
+)
+def test_robot_type_mismatch_is_422(make_sim: Any, robot: str, protocol: str, detail: str) -> None:
+    sim, client = make_sim(robot)
+    reply = client.upload_file(protocol)
+    assert reply.status == 422
+    assert reply.body == {
+        "errors": [
+            {
+                "id": "ProtocolRobotTypeMismatch",
+                "title": "Protocol For Different Robot Type",
+                "detail": detail,
+                "errorCode": "4000",
+            }
+        ]
+    }
+    assert client.get("/protocols").data == []
+
+
+def test_analysis_is_cached_per_content() -> None:
+    files = [("ot2_ok.py", (PROTOCOLS / "ot2_ok.py").read_bytes())]
+    assert analyse_protocol(files) is analyse_protocol(list(files))
+
+
+# --------------------------------------------------------------------------------------------
+# 404s and 409s
+# --------------------------------------------------------------------------------------------
+
+
+def test_not_found_bodies_match_recordings(make_sim: Any) -> None:
+    sim, client = make_sim()
+    for reply, name in (
+        (client.get("/protocols/nope"), "probe_get_protocol_404.json"),
+        (client.get("/runs/nope"), "probe_get_run_404.json"),
+        (
+            client.post("/runs", {"data": {"protocolId": "nope"}}),
+            "probe_post_runs_bad_protocol.json",
+        ),
+    ):
+        rec = recorded(name)
+        assert (reply.status, reply.body) == (rec["status_code"], rec["body"])
+        assert reply.headers["content-length"] == rec["headers"]["content-length"]
+        assert reply.headers["opentrons-version"] == "4"
+    assert client.get("/runs/nope/commands").status == 404
+    assert client.get("/runs/nope/commandErrors").status == 404
+    assert client.action("nope", "play").status == 404
+    assert client.request("DELETE", "/runs/nope").status == 404
+    assert client.request("DELETE", "/protocols/nope").status == 404
+
+
+def test_run_already_active_takeover_and_delete(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim()
+    protocol_id = ready_protocol(client, clock, "ot2_delay.py")
+    idle_run = new_run(client, protocol_id)
+    # A new run takes over an idle current run, which becomes stopped and not current.
+    run_id = new_run(client, protocol_id)
+    old = client.get(f"/runs/{idle_run}")
+    assert norm(old.body) == norm(recorded("probe_run_while_running.json")["body"])
+    client.action(run_id, "play")
+    clock.advance(3.0)
+    busy = client.post("/runs", {"data": {"protocolId": protocol_id}})
+    rec = recorded("probe2_post_run_while_running.json")
+    assert (busy.status, busy.body) == (409, rec["body"])
+    delete = client.request("DELETE", f"/runs/{run_id}")
+    rec = recorded("probe2_delete_run_while_running.json")
+    assert (delete.status, delete.body) == (409, rec["body"])
+    patch = client.request("PATCH", f"/runs/{run_id}", {"data": {"current": False}})
+    assert patch.status == 409
+    assert patch.body["errors"][0]["id"] == "RunNotIdle"
+    in_use = client.request("DELETE", f"/protocols/{protocol_id}")
+    assert in_use.status == 409
+    assert in_use.body["errors"][0]["id"] == "ProtocolUsedByRun"
+    listing = client.get("/runs")
+    assert listing.body["links"] == {"current": {"href": f"/runs/{run_id}"}}
+    assert [r["current"] for r in listing.data] == [False, True]
+    assert client.get("/runs?pageLength=1").body["meta"] == {"cursor": 1, "totalLength": 2}
+    # Once stopped, the current run may be deleted (200 {}) and so may the protocol.
+    client.action(run_id, "stop")
+    clock.advance(sim.stop_s)
+    assert client.get(f"/runs/{run_id}").data["status"] == "stopped"
+    deleted = client.request("DELETE", f"/runs/{run_id}")
+    assert (deleted.status, deleted.body) == (
+        200,
+        recorded("probe2_delete_stopped_current_run.json")["body"],
+    )
+    assert client.get("/runs").body["links"] == {}
+    assert client.request("DELETE", f"/runs/{idle_run}").status == 200
+    gone = client.request("DELETE", f"/protocols/{protocol_id}")
+    assert (gone.status, gone.body) == (200, {})
+
+
+def test_actions_on_a_run_that_is_not_current(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim()
+    protocol_id = ready_protocol(client, clock, "ot2_delay.py")
+    first = new_run(client, protocol_id)
+    new_run(client, protocol_id)
+    rec = recorded("probe_pause.json")["body"]
+    for action in ("pause", "play"):
+        reply = client.action(first, action)
+        assert reply.status == 409
+        assert norm(reply.body) == norm(rec)
+        assert reply.body["errors"][0]["detail"] == f"Run {first} is not the current run"
+    patch = client.request("PATCH", f"/runs/{first}", {"data": {"current": False}})
+    assert patch.status == 409
+    assert patch.body["errors"][0]["id"] == "RunStopped"
+
+
+# --------------------------------------------------------------------------------------------
+# Run control: pause, play, stop, time
+# --------------------------------------------------------------------------------------------
+
+
+def test_pause_freezes_time_and_play_resumes(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim()  # time_scale 1: waitForDuration(30) takes 30 s
+    run_id = new_run(client, ready_protocol(client, clock, "ot2_delay.py"))
+    invalid = client.action(run_id, "jump")
+    assert (invalid.status, invalid.body) == (422, recorded("probe2_post_bad_action.json")["body"])
+    not_running = client.action(run_id, "pause")
+    assert not_running.status == 409
+    assert not_running.body["errors"][0]["id"] == "RunActionNotAllowed"
+    assert not_running.body["errors"][0]["detail"] == "Cannot pause a run that is not running."
+    assert client.action(run_id, "play").status == 201
+    clock.advance(9.0)  # home (8 s) done, loadLabware... running
+    run = client.get(f"/runs/{run_id}")
+    assert norm(run.body)["data"]["status"] == "running"
+    assert run.data["startedAt"] == "2026-01-01T00:00:00.000000+00:00"
+    before = client.get(f"/runs/{run_id}/commands?pageLength=1")
+    assert before.data[0]["status"] == "running"
+    pause = client.action(run_id, "pause")
+    assert pause.status == 201
+    assert norm(pause.body) == norm(recorded("probe2_pause.json")["body"])
+    clock.advance(1000.0)
+    paused = client.get(f"/runs/{run_id}")
+    assert norm(paused.body) == norm(recorded("probe2_run_after_pause.json")["body"])
+    after = client.get(f"/runs/{run_id}/commands?pageLength=1")
+    assert after.body == before.body  # nothing moved while paused
+    resume = client.action(run_id, "play")
+    assert norm(resume.body) == norm(recorded("probe2_resume_play.json")["body"])
+    assert run_to_end(client, clock, run_id) == ["running", "finishing", "succeeded"]
+    final = client.get(f"/runs/{run_id}")
+    assert norm(final.body) == norm(recorded("probe2_delay_run_final.json")["body"])
+    commands = client.get(f"/runs/{run_id}/commands?cursor=0&pageLength=100").data
+    assert len(commands) == 54
+    wait = next(c for c in commands if c["commandType"] == "waitForDuration")
+    assert wait["params"] == {"seconds": 30.0}
+    started = datetime.fromisoformat(wait["startedAt"])
+    completed = datetime.fromisoformat(wait["completedAt"])
+    assert (completed - started).total_seconds() == 30.0
+    # The pickUpTip running at the pause (8.3 s .. 13.3 s) froze for the 1000 s pause.
+    frozen = next(c for c in commands if c["id"] == before.data[0]["id"])
+    assert frozen["commandType"] == "pickUpTip"
+    took = datetime.fromisoformat(frozen["completedAt"]) - datetime.fromisoformat(
+        frozen["startedAt"]
+    )
+    assert took.total_seconds() == pytest.approx(5.0 + 1000.0)
+    terminal = client.action(run_id, "play")
+    assert terminal.status == 409
+    assert terminal.body["errors"][0]["detail"] == "The run has already stopped."
+
+
+def test_stop_goes_through_stop_requested(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim(stop_s=4.0)
+    run_id = new_run(client, ready_protocol(client, clock, "ot2_delay.py"))
+    client.action(run_id, "play")
+    clock.advance(8.5)
+    stop = client.action(run_id, "stop")
+    assert stop.status == 201
+    assert norm(stop.body) == norm(recorded("probe2_stop.json")["body"])
+    assert client.get(f"/runs/{run_id}").data["status"] == "stop-requested"
+    cancelled = client.get(f"/runs/{run_id}/commands").data[-1]
+    assert cancelled["status"] == "failed"
+    assert cancelled["error"]["errorType"] == "RunStoppedError"
+    assert client.action(run_id, "stop").status == 409
+    clock.advance(4.0)
+    run = client.get(f"/runs/{run_id}")
+    assert run.data["status"] == "stopped"
+    assert run.data["errors"] == []
+    assert run.data["completedAt"] == "2026-01-01T00:00:12.500000+00:00"
+    assert list(run.data) == list(recorded("probe2_run_after_stop.json")["body"]["data"])
+    # Stopping a run that was never played stops it at once, without startedAt.
+    idle = new_run(client, run.data["protocolId"])
+    client.action(idle, "stop")
+    stopped = client.get(f"/runs/{idle}").data
+    assert stopped["status"] == "stopped"
+    assert "startedAt" not in stopped
+
+
+def test_command_pagination(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim(time_scale=0.01)
+    run_id = new_run(client, ready_protocol(client, clock, "ot2_delay.py"))
+    idle = client.get(f"/runs/{run_id}/commands")
+    assert idle.body == {"data": [], "links": {}, "meta": {"cursor": 0, "totalLength": 0}}
+    client.action(run_id, "play")
+    clock.advance(0.2)
+    running = client.get(f"/runs/{run_id}/commands?pageLength=1")
+    total = running.body["meta"]["totalLength"]
+    assert running.data[0]["status"] == "running"
+    assert (
+        running.body["links"]["current"]["meta"]["index"]
+        == total - 1
+        == running.body["meta"]["cursor"]
+    )
+    assert "result" not in running.data[0] and "completedAt" not in running.data[0]
+    run_to_end(client, clock, run_id)
+    default = client.get(f"/runs/{run_id}/commands")
+    assert default.body["meta"] == {"cursor": 34, "totalLength": 54}  # last 20, not from 0
+    assert len(default.data) == 20
+    assert default.body["links"]["current"]["meta"]["index"] == 53
+    page = client.get(f"/runs/{run_id}/commands?cursor=0&pageLength=5")
+    assert [c["commandType"] for c in page.data] == [
+        "home",
+        "loadLabware",
+        "loadLabware",
+        "loadPipette",
+        "pickUpTip",
+    ]
+    tail = client.get(f"/runs/{run_id}/commands?cursor=50&pageLength=20")
+    assert tail.body["meta"] == {"cursor": 50, "totalLength": 54}
+    assert [c["commandType"] for c in tail.data] == [
+        "dispense",
+        "dropTip",
+        "waitForDuration",
+        "comment",
+    ]
+    assert client.get(f"/runs/{run_id}/commands?cursor=x").status == 422
+    single = client.get(f"/runs/{run_id}/commands/{tail.data[0]['id']}")
+    assert single.data["result"]["volume"] == 50.0
+    assert client.get(f"/runs/{run_id}/commands/nope").body["errors"][0]["id"] == "CommandNotFound"
+
+
+# --------------------------------------------------------------------------------------------
+# Faults
+# --------------------------------------------------------------------------------------------
+
+
+def test_fail_at_command(make_sim: Any, clock: VirtualClock) -> None:
+    log: list[dict[str, Any]] = []
+    sim, client = make_sim(faults=Faults(fail_at_command=5), action_log=log.append)
+    run_id = new_run(client, ready_protocol(client, clock, "ot2_ok.py"))
+    client.action(run_id, "play")
+    assert run_to_end(client, clock, run_id) == ["running", "finishing", "failed"]
+    run = client.get(f"/runs/{run_id}").data
+    inner = run["errors"][0]["wrappedErrors"][0]["wrappedErrors"][0]
+    assert inner["errorType"] == "TipNotAttachedError"
+    commands = client.get(f"/runs/{run_id}/commands?cursor=0").data
+    assert [c["status"] for c in commands] == ["succeeded"] * 5 + ["failed"]
+    assert commands[5]["commandType"] == "aspirate"
+    assert commands[5]["error"] == inner
+    # Without a cursor the page starts at the failed command (robot-server 8.1).
+    assert client.get(f"/runs/{run_id}/commands").body["meta"] == {"cursor": 5, "totalLength": 6}
+    physical = [e["commandType"] for e in log if e["event"] == "command"]
+    assert physical == ["pickUpTip"]  # the aspirate failed; nothing after it happened
+
+
+def test_awaiting_recovery_on_flex(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim("Flex", faults={"awaiting_recovery_at_command": 4})
+    run_id = new_run(client, ready_protocol(client, clock, "flex_ok.py"))
+    client.action(run_id, "play")
+    statuses = run_to_end_or(client, clock, run_id, "awaiting-recovery")
+    assert statuses[-1] == "awaiting-recovery"
+    run = client.get(f"/runs/{run_id}").data
+    assert run["hasEverEnteredErrorRecovery"] is True
+    assert run["errors"] == []
+    listing = client.get(f"/runs/{run_id}/commands")
+    assert listing.body["links"]["currentlyRecoveringFrom"]["meta"]["index"] == 4
+    failed = listing.data[-1]
+    assert (failed["commandType"], failed["status"]) == ("pickUpTip", "failed")
+    assert failed["error"]["isDefined"] is True
+    assert failed["error"]["errorType"] == "tipPhysicallyMissing"
+    assert client.action(run_id, "pause").status == 409
+    assert client.action(run_id, "resume-from-recovery").status == 201
+    assert run_to_end(client, clock, run_id)[-1] == "succeeded"
+    physical = [e["commandType"] for e in sim.action_entries() if e["event"] == "command"]
+    assert physical == ["aspirate", "dispense", "dropTipInPlace"]
+    with pytest.raises(ValueError, match="only on a Flex"):
+        RobotSimulator(clock, "OT-2", faults={"awaiting_recovery_at_command": 1})
+
+
+def run_to_end_or(client: Client, clock: VirtualClock, run_id: str, status: str) -> list[str]:
+    seen: list[str] = []
+    for _ in range(10_000):
+        now = client.get(f"/runs/{run_id}").data["status"]
+        if not seen or seen[-1] != now:
+            seen.append(now)
+        if now == status or now in TERMINAL:
+            return seen
+        clock.advance(0.5)
+    raise AssertionError(seen)
+
+
+def test_door_open_blocks_a_flex(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim("Flex")
+    run_id = new_run(client, ready_protocol(client, clock, "flex_ok.py"))
+    client.action(run_id, "play")
+    clock.advance(9.0)
+    sim.set_faults(door_open=True)
+    assert client.get(f"/runs/{run_id}").data["status"] == "blocked-by-open-door"
+    frozen = client.get(f"/runs/{run_id}/commands").body
+    clock.advance(500.0)
+    assert client.get(f"/runs/{run_id}/commands").body == frozen
+    refused = client.action(run_id, "play")
+    assert refused.status == 409
+    assert refused.body["errors"][0]["detail"] == "Front door or top window is currently open."
+    sim.set_faults(door_open=False)
+    assert client.get(f"/runs/{run_id}").data["status"] == "paused"
+    assert client.action(run_id, "play").status == 201
+    assert run_to_end(client, clock, run_id) == ["running", "finishing", "succeeded"]
+    # With the door open before the first play, play is accepted but the run is blocked.
+    sim.set_faults(door_open=True)
+    second = new_run(client, client.get(f"/runs/{run_id}").data["protocolId"])
+    assert client.action(second, "play").status == 201
+    assert client.get(f"/runs/{second}").data["status"] == "blocked-by-open-door"
+    queued = client.get(f"/runs/{second}/commands").data
+    assert [(c["commandType"], c["status"]) for c in queued] == [("home", "queued")]
+    sim.set_faults(door_open=False)
+    assert client.get(f"/runs/{second}").data["status"] == "paused"
+    client.action(second, "play")
+    assert run_to_end(client, clock, second)[-1] == "succeeded"
+
+
+def test_estop_on_flex(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim("Flex", faults=Faults(estop="not-attached"))
+    protocol_id = ready_protocol(client, clock, "flex_ok.py")
+    refused = client.post("/runs", {"data": {"protocolId": protocol_id}})
+    assert refused.status == 403
+    assert refused.body["errors"][0] == {
+        "id": "EstopNotAttached",
+        "title": "There is no Estop attached",
+        "detail": "An estop must be attached to access this endpoint",
+        "errorCode": "3009",
+    }
+    sim.set_faults(estop=None)
+    run_id = new_run(client, protocol_id)
+    client.action(run_id, "play")
+    clock.advance(9.0)
+    sim.set_faults(estop="engaged")
+    assert client.get(f"/runs/{run_id}").data["status"] == "finishing"
+    assert client.action(run_id, "stop").status == 403
+    clock.advance(sim.stop_s)
+    run = client.get(f"/runs/{run_id}").data
+    assert run["status"] == "failed"
+    assert run["errors"][0]["errorCode"] == "3008"
+
+
+def test_offline_closes_without_reply(make_sim: Any) -> None:
+    sim, client = make_sim()
+    sim.set_faults(offline=True)
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        client.get("/health")
+    sim.set_faults(offline=False)
+    assert client.get("/health").status == 200
+
+
+def test_slow_and_not_ok_analysis(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim(analysis_delay_s=1.0, faults=Faults(analysis_extra_delay_s=60.0))
+    reply = client.upload_file("ot2_ok.py")
+    protocol_id, analysis_id = reply.data["id"], reply.data["analysisSummaries"][0]["id"]
+    path = f"/protocols/{protocol_id}/analyses/{analysis_id}"
+    clock.advance(60.9)
+    assert client.get(path).data["status"] == "pending"
+    clock.advance(0.1)
+    assert client.get(path).data["result"] == "ok"
+    sim.set_faults(analysis_extra_delay_s=0.0, analysis_not_ok=True)
+    reply = client.upload_file("ot2_delay.py")
+    clock.advance(1.0)
+    analysis = client.get(
+        f"/protocols/{reply.data['id']}/analyses/{reply.data['analysisSummaries'][0]['id']}"
+    ).data
+    assert (analysis["status"], analysis["result"]) == ("completed", "not-ok")
+    assert analysis["errors"][0]["errorType"] == "ExceptionInProtocolError"
+    assert len(analysis["commands"]) == 54
+
+
+# --------------------------------------------------------------------------------------------
+# The physical action log
+# --------------------------------------------------------------------------------------------
+
+
+def test_action_log_is_exact_and_written_once(
+    make_sim: Any, clock: VirtualClock, tmp_path: Path
+) -> None:
+    log_path = tmp_path / "actions.jsonl"
+    sim, client = make_sim(action_log=log_path)
+    run_id = new_run(client, ready_protocol(client, clock, "ot2_delay.py"))
+    client.action(run_id, "play")
+    # home 8 s, 2 x loadLabware + loadPipette 0.3 s, pickUpTip 5 s, aspirate 3 s.
+    clock.advance(8.3 + 5.0 + 3.0 - 0.001)
+    for _ in range(3):  # polling at the same moment must not log anything twice
+        client.get(f"/runs/{run_id}")
+    assert [e["commandType"] for e in sim.action_entries() if e["event"] == "command"] == [
+        "pickUpTip"
+    ]
+    clock.advance(0.001)
+    client.get(f"/runs/{run_id}/commands")
+    assert [e["commandType"] for e in sim.action_entries() if e["event"] == "command"] == [
+        "pickUpTip",
+        "aspirate",
+    ]
+    run_to_end(client, clock, run_id, step=7.0)
+    client.get(f"/runs/{run_id}")
+    sim.sync()
+    entries = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert entries == sim.action_entries()
+    physical = [e for e in entries if e["event"] == "command"]
+    dispenses = [e for e in physical if e["commandType"] == "dispense"]
+    wells = [f"{r}{c}" for c in range(1, 13) for r in "ABCDEFGH"]
+    assert [e["well"] for e in dispenses] == wells[12:24]  # each destination fed once
+    assert {e["volume"] for e in dispenses} == {50.0}
+    assert {(e["labware"], e["slot"]) for e in dispenses} == {
+        ("corning_96_wellplate_360ul_flat", "2")
+    }
+    assert [e["commandType"] for e in physical] == [
+        "pickUpTip",
+        "aspirate",
+        "dispense",
+        "dropTip",
+    ] * 12
+    commands = client.get(f"/runs/{run_id}/commands?cursor=0&pageLength=100").data
+    by_id = {c["id"]: c for c in commands}
+    for entry in physical:  # stamped with the simulated completion time of that command
+        assert entry["time"] == by_id[entry["commandId"]]["completedAt"]
+        assert entry["runId"] == run_id
+    events = [e["event"] for e in entries]
+    assert events[:3] == ["protocol_upload", "run_created", "run_action"]
+    assert events[-1] == "run_finished"
+    assert events.count("run_finished") == 1
+    times = [e["time"] for e in entries]
+    assert times == sorted(times)
+
+
+PAUSE_THEN_FAIL = b"""
+from opentrons import protocol_api
+
+metadata = {"protocolName": "pause, delay, then a Python error"}
+requirements = {"robotType": "OT-2", "apiLevel": "2.15"}
+
+
+def run(protocol: protocol_api.ProtocolContext) -> None:
+    protocol.pause("swap the plate")
+    protocol.delay(seconds=10)
+    raise RuntimeError("medium bottle empty")
+"""
+
+
+def test_protocol_pause_waits_for_play_and_late_python_error_fails_run(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    sim, client = make_sim()
+    upload = client.upload(("pause_fail.py", PAUSE_THEN_FAIL))
+    protocol_id = upload.data["id"]
+    analysis = client.get(
+        f"/protocols/{protocol_id}/analyses/{upload.data['analysisSummaries'][0]['id']}"
+    ).data
+    assert analysis["result"] == "not-ok"
+    assert [c["commandType"] for c in analysis["commands"]] == [
+        "home",
+        "waitForResume",
+        "waitForDuration",
+    ]
+    assert analysis["errors"][0]["detail"].startswith("RuntimeError [line 11]: ")
+    run_id = new_run(client, protocol_id)
+    client.action(run_id, "play")
+    clock.advance(8.0)  # home done; protocol.pause() now waits for an operator
+    assert client.get(f"/runs/{run_id}").data["status"] == "paused"
+    clock.advance(3600.0)
+    assert client.get(f"/runs/{run_id}").data["status"] == "paused"
+    client.action(run_id, "play")
+    clock.advance(9.999)
+    assert client.get(f"/runs/{run_id}").data["status"] == "running"
+    clock.advance(0.001)
+    run = client.get(f"/runs/{run_id}").data
+    assert run["status"] == "finishing"
+    assert run["errors"][0]["errorType"] == "ExceptionInProtocolError"
+    assert "medium bottle empty" in run["errors"][0]["detail"]
+    assert run_to_end(client, clock, run_id) == ["finishing", "failed"]
+    commands = client.get(f"/runs/{run_id}/commands").data
+    assert [c["status"] for c in commands] == ["succeeded"] * 3
+    assert client.get(f"/runs/{run_id}/commandErrors").data == []
+
+
+def test_main_rejects_bad_arguments() -> None:
+    from labctl.simulators.opentrons_robot import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--robot", "OT-3"])
+    assert exc.value.code == 2
+
+
+def test_background_analysis_answers_at_once(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim(background_analysis=True, analysis_delay_s=1.0)
+    # A protocol no other test uploaded, so the process-wide cache cannot answer it.
+    source = (PROTOCOLS / "ot2_ok.py").read_bytes() + f"\n# {uuid.uuid4()}\n".encode()
+    upload = client.upload(("fresh.py", source))
+    assert upload.status == 201
+    path = f"/protocols/{upload.data['id']}/analyses/{upload.data['analysisSummaries'][0]['id']}"
+    assert client.get(path).data["status"] == "pending"
+    run_id = new_run(client, upload.data["id"])  # waits for the analysis to exist
+    assert client.get(path).data["status"] == "pending"  # ...but its delay has not passed
+    clock.advance(1.0)
+    assert client.get(path).data["result"] == "ok"
+    client.action(run_id, "play")
+    assert run_to_end(client, clock, run_id)[-1] == "succeeded"
