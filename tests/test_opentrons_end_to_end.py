@@ -1,0 +1,79 @@
+"""The Opentrons HTTP client against the robot-server simulator on 127.0.0.1.
+
+Written independently from the same spec (DEVICES.md section 1 and the recordings)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from labctl.drivers.opentrons_http import OpentronsClient, RunPhase
+from labctl.simulators.opentrons_robot import RobotSimulator
+
+from labctl.clock import VirtualClock
+from labctl.errors import DeviceBusy, DeviceError
+
+PROTOCOLS = Path(__file__).parent / "fixtures" / "opentrons-http" / "protocols"
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock(datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc))
+
+
+def run_to_end(client: OpentronsClient, clock: VirtualClock, run_id: str, limit_s: float = 3600):
+    for _ in range(int(limit_s)):
+        st = client.run_status(run_id)
+        if st.phase.terminal:
+            return st
+        clock.sleep(5)
+    raise AssertionError("run did not end")
+
+
+@pytest.mark.parametrize("robot,name", [("OT-2", "ot2_ok.py"), ("Flex", "flex_ok.py")])
+def test_good_protocol_runs_to_success(clock: VirtualClock, tmp_path, robot: str, name: str) -> None:
+    with RobotSimulator(clock, robot=robot, action_log=tmp_path / "a.jsonl") as sim:
+        client = OpentronsClient("lh", sim.url, clock, poll_interval_s=1.0)
+        health = client.health()
+        assert health.robot_model == robot
+        started = client.start_protocol(name, (PROTOCOLS / name).read_bytes())
+        st = run_to_end(client, clock, started.run_id)
+        assert st.phase is RunPhase.SUCCEEDED
+        assert sim.action_entries(), "the simulator logged no physical action"
+
+
+def test_bad_protocol_is_refused_before_a_run_exists(clock: VirtualClock) -> None:
+    with RobotSimulator(clock, robot="OT-2") as sim:
+        client = OpentronsClient("lh", sim.url, clock)
+        with pytest.raises(DeviceError, match="tip"):
+            client.start_protocol("ot2_no_tip.py", (PROTOCOLS / "ot2_no_tip.py").read_bytes())
+        assert client.current_run_id() is None
+
+
+def test_second_run_while_one_is_active_is_busy(clock: VirtualClock) -> None:
+    with RobotSimulator(clock, robot="OT-2") as sim:
+        client = OpentronsClient("lh", sim.url, clock)
+        src = (PROTOCOLS / "ot2_delay.py").read_bytes()
+        client.start_protocol("ot2_delay.py", src)
+        up = client.upload_protocol("ot2_ok.py", (PROTOCOLS / "ot2_ok.py").read_bytes())
+        with pytest.raises(DeviceBusy, match="busy"):
+            client.create_run(up.protocol_id)
+
+
+def test_injected_failure_maps_to_failed_with_the_error(clock: VirtualClock) -> None:
+    with RobotSimulator(clock, robot="OT-2") as sim:
+        sim.set_faults(fail_at_command=2)
+        client = OpentronsClient("lh", sim.url, clock)
+        started = client.start_protocol("ot2_ok.py", (PROTOCOLS / "ot2_ok.py").read_bytes())
+        st = run_to_end(client, clock, started.run_id)
+        assert st.phase is RunPhase.FAILED
+        assert st.error is not None
+
+
+def test_offline_robot_is_a_device_error(clock: VirtualClock) -> None:
+    with RobotSimulator(clock, robot="OT-2") as sim:
+        sim.set_faults(offline=True)
+        client = OpentronsClient("lh", sim.url, clock, timeout_s=2.0)
+        with pytest.raises(DeviceError, match="lh"):
+            client.health()
