@@ -16,7 +16,7 @@ from typing import Any
 from labctl.clock import utc
 from labctl.errors import StoreError
 
-__all__ = ["from_iso", "from_json", "parse_date", "to_iso", "to_json"]
+__all__ = ["from_iso", "from_json", "parse_date", "plain", "to_iso", "to_json"]
 
 
 def to_iso(value: datetime) -> str:
@@ -32,6 +32,11 @@ def from_iso(text: str) -> datetime:
 def parse_date(text: str) -> date:
     """Parse an ISO ``YYYY-MM-DD`` date."""
     return date.fromisoformat(text)
+
+
+def plain(value: Any) -> Any:
+    """An Enum's value (state Enums such as ``RunState.RUNNING`` are stored as 'running')."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def _jsonable(value: Any) -> Any:

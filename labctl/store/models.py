@@ -8,13 +8,14 @@ values, ids are SQLite integer row ids.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
 from labctl.errors import StoreError
-from labctl.store.codec import from_iso, from_json, parse_date, to_iso, to_json
+from labctl.store.codec import from_iso, from_json, parse_date, plain, to_iso, to_json
 
 __all__ = [
     "Alarm",
@@ -235,8 +236,9 @@ class TableSpec:
     stateful: bool = True
     run_id_sql: str = "run_id"
 
-    @property
+    @functools.cached_property
     def columns(self) -> tuple[str, ...]:
+        """The table's columns: the model's fields, in order."""
         return tuple(f.name for f in dataclasses.fields(self.model))
 
     def encode(self, column: str, value: Any) -> Any:
@@ -245,6 +247,7 @@ class TableSpec:
             return None
         if column in self.json_cols:
             return to_json(value)
+        value = plain(value)
         if column in self.time_cols:
             if not isinstance(value, datetime):
                 raise StoreError(f"{self.table}.{column} needs a datetime, got {value!r}")

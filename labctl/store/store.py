@@ -32,7 +32,7 @@ from sqlite_utils.db import NotFoundError
 from labctl.clock import Clock
 from labctl.errors import InvalidTransition, StoreError
 from labctl.store import audit
-from labctl.store.codec import to_iso, to_json
+from labctl.store.codec import plain, to_iso, to_json
 from labctl.store.models import (
     EVENTS,
     TABLES,
@@ -274,8 +274,8 @@ class Store:
             "entity": entity,
             "entity_id": entity_id,
             "action": action,
-            "from_state": from_state,
-            "to_state": to_state,
+            "from_state": plain(from_state),
+            "to_state": plain(to_state),
             "actor": actor,
             "reason": reason,
             "data": to_json(dict(data or {})),
@@ -318,6 +318,7 @@ class Store:
         only then may a device be told to act.
         """
         spec = self._spec(entity, stateful=True)
+        to_state, expected_from = plain(to_state), plain(expected_from)
         updates = dict(updates or {})
         fixed = _FIXED & set(updates)
         if fixed:
@@ -452,7 +453,7 @@ class Store:
         workcell_text: str,
         actor: str,
         reason: str = "",
-        state: str = "created",
+        state: str = "planned",
     ) -> Run:
         """Add a run; the store computes ``protocol_sha256`` from ``protocol_text``."""
         now = self.clock.now()
@@ -857,6 +858,10 @@ class Store:
         return self._rows(
             "prompt", f"SELECT * FROM prompts WHERE state = 'open'{extra} ORDER BY id", params
         )
+
+    def prompts_for_job(self, job_id: int) -> list[Prompt]:
+        """Every prompt asked for one job, oldest first."""
+        return self._rows("prompt", "SELECT * FROM prompts WHERE job_id = ? ORDER BY id", [job_id])
 
     def active_alarms(self, run_id: int | None = None) -> list[Alarm]:
         """Alarms not yet cleared (acknowledged ones included), oldest first."""
