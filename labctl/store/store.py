@@ -872,6 +872,11 @@ class Store:
             params,
         )
 
+    def alarms(self, run_id: int | None = None) -> list[Alarm]:
+        """Every alarm (cleared ones too), oldest first."""
+        extra, params = (" WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
+        return self._rows("alarm", f"SELECT * FROM alarms{extra} ORDER BY id", params)
+
     def qc_values(self, run_id: int) -> list[QcValue]:
         return self._rows("qc", "SELECT * FROM qc_values WHERE run_id = ? ORDER BY id", [run_id])
 
