@@ -64,6 +64,34 @@ JOB_TRANSITIONS: list[tuple[str, list[JobState], JobState]] = [
     ("skip", [_J.PENDING, _J.READY, _J.FAILED, _J.INTERRUPTED], _J.SKIPPED),
 ]
 
+
+class TaskState(str, Enum):
+    """A task on one plate (the store's task row: one chain of jobs)."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    DONE = "done"
+    SKIPPED = "skipped"
+
+
+_T = TaskState
+TASK_TRANSITIONS: list[tuple[str, list[TaskState], TaskState]] = [
+    ("begin", [_T.PENDING], _T.ACTIVE),
+    ("finish", [_T.ACTIVE], _T.DONE),
+    ("skip", [_T.PENDING, _T.ACTIVE], _T.SKIPPED),
+]
+
+
+class PlateState(str, Enum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+
+
+PLATE_TRANSITIONS: list[tuple[str, list[PlateState], PlateState]] = [
+    ("pause", [PlateState.ACTIVE], PlateState.PAUSED),
+    ("resume", [PlateState.PAUSED], PlateState.ACTIVE),
+]
+
 TERMINAL_RUN = {_R.COMPLETED, _R.ABORTED, _R.FAILED}
 TERMINAL_JOB = {_J.DONE, _J.SKIPPED}
 
@@ -79,7 +107,9 @@ class _Model:
 class StateMachine:
     """One machine for every entity of a kind; entities are attached only while firing."""
 
-    def __init__(self, kind: str, states: type[Enum], table: list[tuple[str, list[Any], Any]]) -> None:
+    def __init__(
+        self, kind: str, states: type[Enum], table: list[tuple[str, list[Any], Any]]
+    ) -> None:
         self.kind = kind
         self.states = states
         self.table = table
@@ -103,7 +133,9 @@ class StateMachine:
                 return dst
         raise InvalidTransition(f"{self.kind}: cannot {trigger} from {state.value}")
 
-    def fire(self, entity_id: Any, state: Enum | str, trigger: str, commit: Commit, **kwargs: Any) -> Enum:
+    def fire(
+        self, entity_id: Any, state: Enum | str, trigger: str, commit: Commit, **kwargs: Any
+    ) -> Enum:
         """Fire ``trigger`` on the entity in ``state``; ``commit`` persists it. Returns the new state."""
         current = self.states(state)
         model = _Model()
@@ -134,3 +166,5 @@ class StateMachine:
 
 RUN_MACHINE = StateMachine("run", RunState, RUN_TRANSITIONS)
 JOB_MACHINE = StateMachine("job", JobState, JOB_TRANSITIONS)
+TASK_MACHINE = StateMachine("task", TaskState, TASK_TRANSITIONS)
+PLATE_MACHINE = StateMachine("plate", PlateState, PLATE_TRANSITIONS)

@@ -1,0 +1,1116 @@
+"""The run engine: carries out registered runs on a workcell, writing every step first.
+
+One loop (:meth:`Engine.step`) applies operator commands from the store, polls running
+device operations, applies recovery time-outs, watches device alarms, dispatches due jobs
+and completes runs. Jobs are started and then polled, so one thread interleaves all devices.
+
+The rule that keeps runs safe: a job's move to RUNNING is committed (with its audit event)
+BEFORE the device is told to act, and the device's op id is recorded after. On start the
+engine rebuilds everything from the store and reconciles each job found RUNNING with its
+device (:meth:`Engine.recover`); where the device cannot tell whether an operation
+happened, the job is INTERRUPTED and the operator decides. Nothing that may have happened
+is repeated automatically.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from labctl.clock import Clock
+from labctl.devices import (
+    Device,
+    DeviceAlarm,
+    Incubator,
+    LiquidHandler,
+    NotKnown,
+    Operator,
+    OpState,
+    OpStatus,
+    PlateMover,
+)
+from labctl.errors import DeviceBusy, DeviceError, InvalidTransition, LabctlError
+from labctl.jobs import Chain, Durations, Op, WorkcellRoles, expand
+from labctl.machines import (
+    JOB_MACHINE,
+    PLATE_MACHINE,
+    RUN_MACHINE,
+    TASK_MACHINE,
+    JobState,
+    PlateState,
+    RunState,
+    TaskState,
+)
+from labctl.protocol.model import Protocol
+from labctl.resolve import Plan, plan_to_json
+from labctl.scheduler import Schedule, Slot, schedule
+from labctl.store import Store
+
+BLOCKING_ALARMS = {"door", "door-open", "offline", "unreachable", "needs-operator", "estop"}
+ACTIVE_RUNS = (RunState.RUNNING, RunState.PAUSED, RunState.HOLDING, RunState.PLANNED)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Timing of the loop, in seconds."""
+
+    poll_s: float = 5.0  # how often a running operation is polled after its expected end
+    recovery_timeout_s: float = 900.0  # after this the recovery prompt's default applies
+    alarm_check_s: float = 120.0  # device alarms (door, climate, offline) are read this often
+    late_margin_s: float = 60.0  # a chain later than planned by this much triggers a re-plan
+    actor: str = "engine"
+
+
+# --- registering a run ---------------------------------------------------------------------
+
+
+def register_run(
+    store: Store,
+    clock: Clock,
+    protocol: Protocol,
+    plan: Plan,
+    roles: WorkcellRoles,
+    *,
+    name: str,
+    workcell_name: str,
+    workcell_text: str,
+    actor: str,
+    durations: Durations | None = None,
+    plate_labels: Sequence[str] | None = None,
+) -> int:
+    """Store a new run (state PLANNED) with its plates, tasks (one per plate) and jobs.
+
+    Everything is written in one transaction, so a run exists whole or not at all.
+    Returns the run id.
+    """
+    labels = list(plate_labels or [f"P{i + 1}" for i in range(plan.plates)])
+    chains = expand(plan, labels, roles, durations or Durations())
+    sched = schedule(chains, now=clock.now(), tz=plan.timezone)
+    plan_json = plan_to_json(plan)
+    by_task = {t["key"]: t for t in plan_json["tasks"]}
+    with store.atomic():
+        run = store.insert_run(
+            name,
+            protocol_text=protocol.source_text,
+            protocol_id=protocol.id,
+            protocol_version=protocol.version,
+            parameters={k: v for k, v in plan_json["parameters"].items()},
+            plates=plan.plates,
+            start=plan.start,
+            timezone=plan.timezone,
+            workcell_name=workcell_name,
+            workcell_text=workcell_text,
+            actor=actor,
+            state=RunState.PLANNED.value,
+        )
+        plate_ids = {}
+        for label in labels:
+            plate_ids[label] = store.insert_plate(
+                run.id,
+                label,
+                labware=protocol.culture.labware,
+                actor=actor,
+                state=PlateState.ACTIVE.value,
+            ).id
+        for ch in chains:
+            cp = sched.chains.get(ch.key)
+            spec = {
+                "task_key": ch.task_key,
+                "plate": ch.plate,
+                "manual": ch.manual,
+                "max_out_s": ch.max_out_s,
+                "after_previous_s": ch.after_previous_s,
+                "previous_key": ch.previous_key,
+                "task": by_task.get(ch.task_key, {}),
+            }
+            task = store.insert_task(
+                run.id,
+                key=ch.key,
+                kind=by_task.get(ch.task_key, {}).get("kind", "task"),
+                day=int(by_task.get(ch.task_key, {}).get("day", 0)),
+                due=ch.due,
+                spec=spec,
+                actor=actor,
+                plate_id=plate_ids.get(ch.plate),
+                window_start=ch.window_start,
+                window_end=ch.window_end,
+                planned_start=cp.start if cp else None,
+                planned_end=cp.end if cp else None,
+                state=TaskState.PENDING.value,
+            )
+            for j in ch.jobs:
+                slot = sched.slots.get(j.key)
+                store.insert_job(
+                    task.id,
+                    seq=j.seq,
+                    device=j.device,
+                    op=j.op.value,
+                    spec={
+                        "key": j.key,
+                        "role": j.role.value,
+                        "params": j.params,
+                        "duration_s": j.duration_s,
+                    },
+                    actor=actor,
+                    scheduled_start=slot.start if slot else None,
+                    state=JobState.PENDING.value,
+                )
+    return run.id
+
+
+# --- the in-memory picture (rebuilt from the store on start) ----------------------------------
+
+
+@dataclass
+class JobRec:
+    id: int
+    task_id: int
+    seq: int
+    device: str
+    op: Op
+    key: str
+    params: dict[str, Any]
+    duration_s: float
+    state: JobState
+    op_id: str | None
+    started_at: datetime | None
+    attempts: int
+    next_poll: datetime | None = None
+    prompt_id: int | None = None  # open recovery/interruption prompt
+
+
+@dataclass
+class ChainRec:
+    task_id: int
+    run_id: int
+    key: str
+    task_key: str
+    plate_id: int | None
+    plate: str
+    state: TaskState
+    due: datetime
+    window_start: datetime
+    window_end: datetime
+    planned_start: datetime | None
+    manual: bool
+    max_out_s: float | None
+    after_previous_s: float | None
+    previous_key: str | None
+    qc: list[dict[str, Any]]
+    jobs: list[JobRec] = field(default_factory=list)
+    main_start: datetime | None = None
+    late_alarmed: bool = False
+
+    def main_seq(self) -> int:
+        for j in self.jobs:
+            if j.op in (Op.LH_RUN, Op.PROMPT, Op.SETPOINT):
+                return j.seq
+        return 0
+
+
+@dataclass
+class RunRec:
+    id: int
+    name: str
+    state: RunState
+    timezone: str
+    chains: dict[str, ChainRec] = field(default_factory=dict)
+
+
+class Engine:
+    """Drives every active run in one store. Not thread-safe: one engine per database."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        devices: Mapping[str, Device],
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.devices = dict(devices)
+        self.cfg = config or EngineConfig()
+        self.runs: dict[int, RunRec] = {}
+        self.jobs: dict[int, JobRec] = {}
+        self.chains: dict[int, ChainRec] = {}
+        self._schedule: Schedule | None = None
+        self._replan = True
+        self._maybe_complete = True
+        self._alarms: dict[tuple[str, str], int] = {}  # (device, code) -> alarm id
+        self._next_alarm_check: datetime | None = None
+        self._recovered = False
+        # Caches of what the loop looks at every pass (the store stays the truth; these
+        # are rebuilt by load() and kept in step with every change this engine makes).
+        self.running: set[int] = set()
+        self.paused_plates: set[int] = set()
+        self.deadlines: dict[
+            int, tuple[datetime, str, int]
+        ] = {}  # prompt -> (deadline, default, job)
+        self._order: list[ChainRec] = []
+        self.active: set[int] = set()  # task ids of chains under way
+        self.planned_end: dict[str, datetime] = {}  # chain key -> end in the latest schedule
+
+    # ---- state changes: always store first ----------------------------------------------
+
+    def _commit(
+        self, kind: str, entity_id: int, src: str, dst: str, trigger: str, **kw: Any
+    ) -> None:
+        self.store.transition(
+            kind,
+            entity_id,
+            dst,
+            expected_from=src,
+            actor=kw.get("actor", self.cfg.actor),
+            reason=kw.get("reason", trigger),
+            data=kw.get("data"),
+            updates=kw.get("updates"),
+        )
+
+    def _job(self, j: JobRec, trigger: str, reason: str, **kw: Any) -> None:
+        j.state = JOB_MACHINE.fire(j.id, j.state, trigger, self._commit, reason=reason, **kw)  # type: ignore[assignment]
+        if j.state is JobState.RUNNING:
+            self.running.add(j.id)
+        else:
+            self.running.discard(j.id)
+
+    def _task(self, c: ChainRec, trigger: str, reason: str, **kw: Any) -> None:
+        c.state = TASK_MACHINE.fire(c.task_id, c.state, trigger, self._commit, reason=reason, **kw)  # type: ignore[assignment]
+        if c.state is TaskState.ACTIVE:
+            self.active.add(c.task_id)
+        else:
+            self.active.discard(c.task_id)
+            self._maybe_complete = True
+
+    def _run(self, r: RunRec, trigger: str, reason: str, **kw: Any) -> None:
+        r.state = RUN_MACHINE.fire(r.id, r.state, trigger, self._commit, reason=reason, **kw)  # type: ignore[assignment]
+        self._replan = True
+        self._maybe_complete = True
+
+    # ---- loading and recovery ---------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild the in-memory picture of every active run from the store."""
+        self.runs.clear()
+        self.jobs.clear()
+        self.chains.clear()
+        self.running.clear()
+        self.active.clear()
+        self._maybe_complete = True
+        self.paused_plates.clear()
+        self.deadlines.clear()
+        for run in self.store.list_runs():
+            state = RunState(run.state) if run.state in RunState._value2member_map_ else None
+            if state not in ACTIVE_RUNS:
+                continue
+            rr = RunRec(run.id, run.name, state, run.timezone)
+            plate_rows = self.store.plates(run.id)
+            plates = {p.id: p.label for p in plate_rows}
+            self.paused_plates.update(
+                p.id for p in plate_rows if p.state == PlateState.PAUSED.value
+            )
+            tasks = {t.id: t for t in self.store.tasks(run.id)}
+            for t in tasks.values():
+                spec = t.spec or {}
+                qc = ((spec.get("task") or {}).get("event") or {}).get("qc") or []
+                c = ChainRec(
+                    t.id,
+                    run.id,
+                    t.key,
+                    spec.get("task_key", t.key),
+                    t.plate_id,
+                    plates.get(t.plate_id, spec.get("plate", "*")),
+                    TaskState(t.state),
+                    t.due,
+                    t.window_start or t.due,
+                    t.window_end or t.due,
+                    t.planned_start,
+                    bool(spec.get("manual")),
+                    spec.get("max_out_s"),
+                    spec.get("after_previous_s"),
+                    spec.get("previous_key"),
+                    qc,
+                )
+                rr.chains[c.key] = c
+                self.chains[t.id] = c
+                if c.state is TaskState.ACTIVE:
+                    self.active.add(c.task_id)
+            for j in self.store.jobs(run.id):
+                js = j.spec or {}
+                jr = JobRec(
+                    j.id,
+                    j.task_id,
+                    j.seq,
+                    j.device,
+                    Op(j.op),
+                    js.get("key", f"job{j.id}"),
+                    js.get("params", {}),
+                    float(js.get("duration_s", 60)),
+                    JobState(j.state),
+                    j.device_op_id,
+                    j.started_at,
+                    j.attempts,
+                )
+                self.jobs[j.id] = jr
+                self.chains[j.task_id].jobs.append(jr)
+                if jr.state is JobState.RUNNING:
+                    self.running.add(jr.id)
+            for c in rr.chains.values():
+                c.jobs.sort(key=lambda x: x.seq)
+                main = next((j for j in c.jobs if j.seq == c.main_seq()), None)
+                if main is not None and main.started_at is not None:
+                    c.main_start = main.started_at
+            self.runs[run.id] = rr
+        for p in self.store.open_prompts():
+            if p.job_id in self.jobs and p.kind in ("recovery", "interrupted"):
+                self.jobs[p.job_id].prompt_id = p.id
+                if p.deadline is not None and p.default_choice is not None:
+                    self.deadlines[p.id] = (p.deadline, p.default_choice, p.job_id)
+        self._replan = True
+
+    def recover(self) -> None:
+        """After a start or a crash: reconcile every job found RUNNING with its device."""
+        self.load()
+        for j in list(self.jobs.values()):
+            if j.state is not JobState.RUNNING:
+                continue
+            dev = self.devices.get(j.device)
+            c = self.chains[j.task_id]
+            if dev is None:
+                self._interrupt(j, c, f"device {j.device} is not in this workcell")
+                continue
+            op_id = j.op_id
+            if op_id is None:
+                try:
+                    op_id = dev.find_op(j.key)
+                except NotKnown:
+                    self._interrupt(
+                        j,
+                        c,
+                        f"{j.device} cannot tell whether {j.op.value} was received before the engine stopped",
+                    )
+                    continue
+                except DeviceError as exc:
+                    self._interrupt(j, c, f"{j.device} could not be asked after the restart: {exc}")
+                    continue
+                if op_id is None:
+                    # The device confirms it never received the operation: starting it now
+                    # repeats nothing. Record the finding, then make the job ready again.
+                    self.store.record(
+                        "reconciled",
+                        entity="job",
+                        entity_id=j.id,
+                        actor=self.cfg.actor,
+                        reason=f"{j.device} has no record of {j.key}: it never started",
+                    )
+                    self._job(j, "interrupt", "engine stopped before the device received it")
+                    self._job(j, "retry", f"{j.device} confirms it never received {j.key}")
+                    continue
+                self._set_op(j, op_id, "found on the device after a restart")
+            j.next_poll = self.clock.now()
+        self._recovered = True
+
+    def _interrupt(self, j: JobRec, c: ChainRec, why: str) -> None:
+        self._job(j, "interrupt", why)
+        self._ask_interrupted(j, c, why)
+
+    def _set_op(self, j: JobRec, op_id: str, reason: str) -> None:
+        self.store.transition(
+            "job",
+            j.id,
+            JobState.RUNNING.value,
+            expected_from=JobState.RUNNING.value,
+            actor=self.cfg.actor,
+            reason=reason,
+            updates={"device_op_id": op_id},
+        )
+        j.op_id = op_id
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def step(self) -> datetime | None:
+        """One pass of the loop. Returns when it next needs to run (None: nothing to do)."""
+        if not self._recovered:
+            self.recover()
+        now = self.clock.now()
+        self.apply_commands()
+        self._poll_running(now)
+        self._apply_prompt_defaults(now)
+        self._check_alarms(now)
+        if self._replan:
+            self._do_replan(now)
+        self._dispatch(now)
+        self._complete_runs()
+        return self._next_wake()
+
+    def run(
+        self,
+        *,
+        until: Callable[[], bool] | None = None,
+        max_idle_s: float = 3600.0,
+        max_steps: int | None = None,
+    ) -> None:
+        """Loop until no run is active (or ``until()``), sleeping on the clock between steps."""
+        steps = 0
+        while True:
+            wake = self.step()
+            steps += 1
+            if until is not None and until():
+                return
+            if not any(r.state in ACTIVE_RUNS for r in self.runs.values()):
+                return
+            if max_steps is not None and steps >= max_steps:
+                return
+            now = self.clock.now()
+            limit = now + timedelta(seconds=max_idle_s)
+            self.clock.sleep_until(min(wake, limit) if wake is not None else limit)
+            if self.clock.now() <= now:
+                self.clock.sleep(min(self.cfg.poll_s, 1.0))
+
+    # ---- commands from the console and CLI ---------------------------------------------------
+
+    def apply_commands(self) -> None:
+        for cmd in self.store.pending_commands():
+            try:
+                result = self._apply(cmd.verb, cmd.run_id, cmd.args or {}, cmd.actor, cmd.reason)
+            except (LabctlError, KeyError, ValueError) as exc:
+                self.store.mark_command_rejected(cmd.id, reason=str(exc), actor=self.cfg.actor)
+                continue
+            self.store.mark_command_applied(cmd.id, result=result, actor=self.cfg.actor)
+
+    def _run_of(self, run_id: int | None) -> RunRec:
+        if run_id is None or run_id not in self.runs:
+            raise InvalidTransition(f"run {run_id} is not active")
+        return self.runs[run_id]
+
+    def _apply(
+        self, verb: str, run_id: int | None, args: dict[str, Any], actor: str, reason: str
+    ) -> dict[str, Any]:
+        kw = {"actor": actor}
+        if verb in ("start", "pause", "resume", "abort", "release"):
+            r = self._run_of(run_id)
+            plate = args.get("plate")
+            if plate and verb in ("pause", "resume"):
+                return self._plate(r, plate, verb, actor, reason)
+            if verb == "abort":
+                self._abort(r, reason or "aborted", actor)
+            else:
+                self._run(r, verb, reason or verb, **kw)
+            return {"state": r.state.value}
+        if verb == "skip":
+            r = self._run_of(run_id)
+            return self._skip_task(r, str(args["task"]), args.get("plate"), actor, reason)
+        if verb == "answer":
+            return self._answer(int(args["prompt"]), args.get("answer"), actor, reason)
+        raise ValueError(f"unknown command '{verb}'")
+
+    def _plate(self, r: RunRec, label: str, verb: str, actor: str, reason: str) -> dict[str, Any]:
+        plates = {p.label: p for p in self.store.plates(r.id)}
+        if label not in plates:
+            raise ValueError(f"run {r.id} has no plate {label}")
+        p = plates[label]
+        new = PLATE_MACHINE.fire(
+            p.id, p.state, verb, self._commit, actor=actor, reason=reason or verb
+        )
+        if new is PlateState.PAUSED:
+            self.paused_plates.add(p.id)
+        else:
+            self.paused_plates.discard(p.id)
+        self._replan = True
+        return {"plate": label, "state": new.value}
+
+    def _abort(self, r: RunRec, reason: str, actor: str) -> None:
+        self._run(r, "abort", reason, actor=actor)
+        # Chains not begun are skipped; begun ones finish their plate moves (the plate goes
+        # home) but no liquid handling starts any more.
+        for c in r.chains.values():
+            if c.state is TaskState.PENDING:
+                self._task(c, "skip", f"run aborted: {reason}", actor=actor)
+                for j in c.jobs:
+                    if j.state in (JobState.PENDING, JobState.READY):
+                        self._job(j, "skip", "run aborted", actor=actor)
+
+    def _skip_task(
+        self, r: RunRec, task_key: str, plate: str | None, actor: str, reason: str
+    ) -> dict[str, Any]:
+        if not reason:
+            raise ValueError("skipping a task needs a reason (it is recorded as a deviation)")
+        hits = [
+            c
+            for c in r.chains.values()
+            if (c.task_key == task_key or c.key == task_key) and (plate is None or c.plate == plate)
+        ]
+        if not hits:
+            raise ValueError(f"run {r.id} has no task {task_key}")
+        skipped = []
+        for c in hits:
+            if c.state is not TaskState.PENDING:
+                raise InvalidTransition(
+                    f"task {c.key} has already started; answer its prompts instead"
+                )
+        for c in hits:
+            with self.store.atomic():
+                self._task(c, "skip", reason, actor=actor)
+                for j in c.jobs:
+                    if j.state in (JobState.PENDING, JobState.READY):
+                        self._job(j, "skip", reason, actor=actor)
+                self.store.record(
+                    "deviation",
+                    entity="task",
+                    entity_id=c.task_id,
+                    actor=actor,
+                    reason=reason,
+                    data={"kind": "skipped", "task": c.key},
+                )
+            skipped.append(c.key)
+        self._replan = True
+        return {"skipped": skipped}
+
+    # ---- prompts: recovery choices, interruptions, QC ----------------------------------------
+
+    def _ask_recovery(self, j: JobRec, c: ChainRec, error: DeviceError | None, detail: str) -> None:
+        default = "retry" if isinstance(error, DeviceBusy) and j.op is not Op.LH_RUN else "hold"
+        deadline = self.clock.now() + timedelta(seconds=self.cfg.recovery_timeout_s)
+        text = (
+            f"{c.plate}: {j.op.value} on {j.device} failed: {detail}. "
+            f"Retry it, skip it (a deviation), or hold the run. Default '{default}' in "
+            f"{self.cfg.recovery_timeout_s / 60:g} min."
+        )
+        p = self.store.insert_prompt(
+            c.run_id,
+            kind="recovery",
+            text=text,
+            actor=self.cfg.actor,
+            choices=["retry", "skip", "hold"],
+            default_choice=default,
+            deadline=deadline,
+            job_id=j.id,
+        )
+        j.prompt_id = p.id
+        self.deadlines[p.id] = (deadline, default, j.id)
+
+    def _ask_interrupted(self, j: JobRec, c: ChainRec, why: str) -> None:
+        text = (
+            f"{c.plate}: {j.op.value} on {j.device} ({j.key}) was under way when the engine "
+            f"stopped, and {why}. Check the plate and the device: did it happen? "
+            "'done' = it happened; 'retry' = it did not happen, do it now; 'skip' = leave it out (deviation)."
+        )
+        p = self.store.insert_prompt(
+            c.run_id,
+            kind="interrupted",
+            text=text,
+            actor=self.cfg.actor,
+            choices=["done", "retry", "skip"],
+            job_id=j.id,
+        )
+        j.prompt_id = p.id
+
+    def _answer(self, prompt_id: int, answer: Any, actor: str, reason: str) -> dict[str, Any]:
+        p = self.store.get_prompt(prompt_id)
+        if p.state != "open":
+            raise InvalidTransition(f"prompt {prompt_id} is {p.state}, not open")
+        if p.kind in ("recovery", "interrupted"):
+            choice = answer.get("choice") if isinstance(answer, dict) else answer
+            if choice not in p.choices:
+                raise ValueError(f"'{choice}' is not one of {', '.join(map(str, p.choices))}")
+            self.store.answer_prompt(prompt_id, {"choice": choice}, actor=actor, reason=reason)
+            self.deadlines.pop(prompt_id, None)
+            self._apply_choice(
+                self.jobs[p.job_id], str(choice), actor, reason or f"operator chose {choice}"
+            )
+            return {"choice": choice}
+        # Task prompts (manual events, plate moves): the answer completes the job on poll.
+        self.store.answer_prompt(
+            prompt_id,
+            answer if isinstance(answer, dict) else {"answer": answer},
+            actor=actor,
+            reason=reason,
+        )
+        return {"answered": prompt_id}
+
+    def _apply_choice(self, j: JobRec, choice: str, actor: str, reason: str) -> None:
+        c = self.chains[j.task_id]
+        r = self.runs[c.run_id]
+        j.prompt_id = None
+        if choice == "hold":
+            if r.state in (RunState.RUNNING, RunState.PAUSED):
+                self._run(r, "hold", f"{c.key}: {reason}", actor=actor)
+            # Ask again, without a default: only a person can say what happens next.
+            p = self.store.insert_prompt(
+                c.run_id,
+                kind="recovery",
+                text=f"{c.plate}: {j.op.value} on {j.device} failed; the run is on hold. Retry or skip it.",
+                actor=self.cfg.actor,
+                choices=["retry", "skip", "done"],
+                job_id=j.id,
+            )
+            j.prompt_id = p.id
+            return
+        if choice == "retry":
+            j.attempts += 1
+            self._job(j, "retry", reason, actor=actor, updates={"attempts": j.attempts})
+        elif choice == "done":
+            self._job(
+                j, "confirm_done", reason, actor=actor, updates={"finished_at": self.clock.now()}
+            )
+            if j.seq == c.main_seq():
+                c.main_start = c.main_start or self.clock.now()
+        elif choice == "skip":
+            self._skip_job(j, c, reason, actor)
+        if r.state is RunState.HOLDING and not self._holds(r):
+            self._run(r, "release", "the operator decided", actor=actor)
+
+    def _skip_job(self, j: JobRec, c: ChainRec, reason: str, actor: str) -> None:
+        with self.store.atomic():
+            self._job(j, "skip", reason, actor=actor)
+            self.store.record(
+                "deviation",
+                entity="job",
+                entity_id=j.id,
+                actor=actor,
+                reason=reason,
+                data={"kind": "skipped", "job": j.key, "op": j.op.value},
+            )
+            # A plate never fetched needs nothing more; otherwise it still goes home, but
+            # no liquid handling happens after a skipped step.
+            for later in c.jobs:
+                if later.seq > j.seq and later.state in (JobState.PENDING, JobState.READY):
+                    if j.op is Op.FETCH or later.op is Op.LH_RUN:
+                        self._job(later, "skip", f"follows skipped {j.op.value}", actor=actor)
+
+    def _holds(self, r: RunRec) -> bool:
+        return any(
+            self.jobs[jid].prompt_id is not None and self.jobs[jid].state is JobState.FAILED
+            for c in r.chains.values()
+            for jid in [j.id for j in c.jobs]
+        )
+
+    def _apply_prompt_defaults(self, now: datetime) -> None:
+        for pid, (deadline, default, job_id) in sorted(self.deadlines.items()):
+            if deadline > now:
+                continue
+            del self.deadlines[pid]
+            if self.store.get_prompt(pid).state != "open" or job_id not in self.jobs:
+                continue  # answered meanwhile (by a console, through a command)
+            self.store.answer_prompt(
+                pid,
+                {"choice": default, "by_default": True},
+                actor=self.cfg.actor,
+                reason=f"no answer within {self.cfg.recovery_timeout_s / 60:g} min: default applied",
+            )
+            self._apply_choice(
+                self.jobs[job_id], default, self.cfg.actor, "time-out: default applied"
+            )
+
+    # ---- devices ----------------------------------------------------------------------------
+
+    def _start_op(self, j: JobRec, c: ChainRec) -> str:
+        dev = self.devices.get(j.device)
+        if dev is None:
+            raise DeviceError(j.device, j.op.value, "no such device in the workcell")
+        p = j.params
+        if j.op is Op.LH_RUN:
+            assert isinstance(dev, LiquidHandler) or hasattr(dev, "start_job")
+            return dev.start_job(j.key, p)  # type: ignore[union-attr]
+        if j.op is Op.FETCH:
+            return dev.start_fetch(j.key, int(p["slot"]))  # type: ignore[union-attr]
+        if j.op is Op.STORE:
+            return dev.start_store(j.key, int(p["slot"]))  # type: ignore[union-attr]
+        if j.op is Op.SETPOINT:
+            if isinstance(dev, Incubator) or hasattr(dev, "start_setpoint"):
+                return dev.start_setpoint(
+                    j.key,
+                    float(p.get("temperature_c", 37.0)),
+                    float(p.get("co2_pct", 5.0)),
+                    p.get("o2_pct"),
+                )  # type: ignore[union-attr]
+        if j.op in (Op.TO_DECK, Op.TO_INCUBATOR) and (
+            isinstance(dev, PlateMover) or hasattr(dev, "start_move")
+        ):
+            return dev.start_move(
+                j.key, c.plate, str(p.get("source", "")), str(p.get("destination", ""))
+            )  # type: ignore[union-attr]
+        if isinstance(dev, Operator) or hasattr(dev, "ask"):
+            prompt = {
+                "run_id": c.run_id,
+                "job_id": j.id,
+                "kind": "task",
+                "text": p.get("text") or p.get("title") or j.op.value,
+                "choices": p.get("qc") or [],
+            }
+            return dev.ask(j.key, prompt)  # type: ignore[union-attr]
+        raise DeviceError(j.device, j.op.value, "this device cannot do that operation")
+
+    def _poll_running(self, now: datetime) -> None:
+        for jid in sorted(self.running):
+            j = self.jobs[jid]
+            if j.state is not JobState.RUNNING or j.op_id is None:
+                continue
+            if j.next_poll is not None and j.next_poll > now:
+                continue
+            c = self.chains[j.task_id]
+            dev = self.devices.get(j.device)
+            try:
+                st = (
+                    dev.poll(j.op_id)
+                    if dev is not None
+                    else OpStatus(OpState.FAILED, "device gone")
+                )
+            except DeviceError as exc:
+                self._raise_alarm(c.run_id, j.device, "unreachable", f"{exc}", now)
+                j.next_poll = now + timedelta(seconds=self.cfg.poll_s)
+                continue
+            self._clear_alarm(j.device, "unreachable")
+            if st.state is OpState.RUNNING:
+                self._clear_alarm(j.device, "needs-operator")
+                j.next_poll = now + timedelta(seconds=self.cfg.poll_s)
+            elif st.state is OpState.NEEDS_OPERATOR:
+                self._raise_alarm(
+                    c.run_id,
+                    j.device,
+                    "needs-operator",
+                    f"{j.device} needs the operator: {st.detail}",
+                    now,
+                )
+                j.next_poll = now + timedelta(seconds=self.cfg.poll_s)
+            elif st.state is OpState.SUCCEEDED:
+                self._clear_alarm(j.device, "needs-operator")
+                self._finish(j, c, st, now)
+            else:
+                self._job(
+                    j,
+                    "fail",
+                    st.detail or "device reported failure",
+                    data={"error": str(st.error) if st.error else st.detail},
+                    updates={
+                        "finished_at": now,
+                        "result": {"error": str(st.error) if st.error else st.detail},
+                    },
+                )
+                self._ask_recovery(j, c, st.error, str(st.error or st.detail))
+
+    def _finish(self, j: JobRec, c: ChainRec, st: OpStatus, now: datetime) -> None:
+        with self.store.atomic():
+            self._job(
+                j,
+                "finish",
+                st.detail or "done",
+                updates={"finished_at": now, "result": st.result or {}},
+            )
+            if j.op is Op.PROMPT and c.qc:
+                self._record_qc(c, st.result)
+        if j.seq == c.main_seq() and c.main_start is None:
+            c.main_start = j.started_at or now
+        if (
+            all(x.state in (JobState.DONE, JobState.SKIPPED) for x in c.jobs)
+            and c.state is TaskState.ACTIVE
+        ):
+            self._task(c, "finish", "all jobs done", updates={"actual_end": now})
+            planned_end = self.planned_end.get(c.key)
+            if (
+                planned_end is not None
+                and (now - planned_end).total_seconds() > self.cfg.late_margin_s
+            ):
+                self._replan = True  # reality slipped: re-plan what has not started
+
+    def _record_qc(self, c: ChainRec, answer: dict[str, Any]) -> None:
+        values = (answer or {}).get("qc") or {}
+        r = self.runs[c.run_id]
+        for gate in c.qc:
+            m = gate["measure"]
+            if m not in values:
+                continue
+            v = float(values[m])
+            lo, hi = gate.get("min"), gate.get("max")
+            ok = (lo is None or v >= lo) and (hi is None or v <= hi)
+            self.store.insert_qc_value(
+                c.run_id,
+                measure=m,
+                value=v,
+                unit=gate.get("unit", ""),
+                actor=self.cfg.actor,
+                task_id=c.task_id,
+                min_value=lo,
+                max_value=hi,
+                passed=ok,
+            )
+            if ok:
+                continue
+            action = gate.get("on_fail", "hold")
+            why = f"QC {m} = {v:g} outside its limits on {c.plate}: {action}"
+            if action == "hold" and r.state is RunState.RUNNING:
+                self._run(r, "hold", why)
+                self.store.insert_prompt(
+                    c.run_id,
+                    kind="decision",
+                    text=why + ". Release the run to go on, or abort it.",
+                    actor=self.cfg.actor,
+                    choices=["release", "abort"],
+                )
+            elif action == "abort":
+                self._abort(r, why, self.cfg.actor)
+            else:
+                self.store.record(
+                    "deviation",
+                    entity="task",
+                    entity_id=c.task_id,
+                    actor=self.cfg.actor,
+                    reason=why,
+                    data={"kind": "qc", "measure": m, "value": v, "on_fail": action},
+                )
+
+    def _check_alarms(self, now: datetime) -> None:
+        if self._next_alarm_check is not None and now < self._next_alarm_check:
+            return
+        self._next_alarm_check = now + timedelta(seconds=self.cfg.alarm_check_s)
+        run_id = next((r.id for r in self.runs.values() if r.state in ACTIVE_RUNS), None)
+        for name, dev in self.devices.items():
+            try:
+                current = {a.code: a for a in dev.alarms()}
+            except DeviceError as exc:
+                current = {"unreachable": DeviceAlarm(name, "unreachable", str(exc))}
+            for code, a in current.items():
+                self._raise_alarm(run_id, name, code, a.message, now)
+            for dname, code in list(self._alarms):
+                if dname == name and code not in current and code not in ("needs-operator", "late"):
+                    self._clear_alarm(name, code)
+
+    def _raise_alarm(
+        self, run_id: int | None, device: str, code: str, message: str, now: datetime
+    ) -> None:
+        if (device, code) in self._alarms:
+            return
+        a = self.store.insert_alarm(
+            severity="warning" if code == "late" else "error",
+            code=code,
+            message=message,
+            actor=self.cfg.actor,
+            run_id=run_id,
+            device=device,
+        )
+        self._alarms[(device, code)] = a.id
+
+    def _clear_alarm(self, device: str, code: str) -> None:
+        aid = self._alarms.pop((device, code), None)
+        if aid is not None:
+            self.store.clear_alarm(aid, actor=self.cfg.actor, reason="condition cleared")
+
+    def _device_blocked(self, device: str) -> bool:
+        """No new operation goes to a device that is offline, open or waiting for a person.
+
+        A climate alarm alone does not stop plate moves: leaving plates out would be worse.
+        """
+        return any(d == device and code in BLOCKING_ALARMS for (d, code) in self._alarms)
+
+    # ---- scheduling and dispatch -----------------------------------------------------------
+
+    def _do_replan(self, now: datetime) -> None:
+        self._replan = False
+        chains: list[Chain] = []
+        done_at: dict[str, datetime] = {}
+        busy: dict[str, datetime] = {}
+        for r in self.runs.values():
+            if r.state not in (RunState.RUNNING, RunState.PLANNED):
+                continue
+            for c in r.chains.values():
+                if c.main_start is not None:
+                    done_at[c.key] = c.main_start
+                if c.state is TaskState.PENDING:
+                    chains.append(self._chain_of(c))
+        for j in self.jobs.values():
+            if j.state is JobState.RUNNING and j.started_at is not None:
+                end = j.started_at + timedelta(seconds=j.duration_s)
+                busy[j.device] = max(busy.get(j.device, now), end)
+        tz = next(iter(self.runs.values())).timezone if self.runs else "UTC"
+        self._schedule = schedule(chains, now=now, busy_until=busy, done_at=done_at, tz=tz)
+        for key, cp in self._schedule.chains.items():
+            self.planned_end[key] = cp.end
+        self._order = sorted(
+            (c for c in self.chains.values() if c.state is TaskState.PENDING),
+            key=lambda x: (self._planned_start(x), x.key),
+        )
+        for key in self._schedule.late:
+            c = next(
+                (c for r in self.runs.values() for c in r.chains.values() if c.key == key), None
+            )
+            if c is not None and not c.late_alarmed:
+                c.late_alarmed = True
+                cp = self._schedule.chains[key]
+                self.store.insert_alarm(
+                    severity="warning",
+                    code="late",
+                    run_id=c.run_id,
+                    device=None,
+                    actor=self.cfg.actor,
+                    message=f"{c.key} cannot start inside its window (slack {cp.slack_s / 60:.0f} min): it will be late",
+                )
+
+    def _chain_of(self, c: ChainRec) -> Chain:
+        from labctl.jobs import JobSpec, Role
+
+        jobs = tuple(
+            JobSpec(
+                j.key,
+                c.task_key,
+                c.plate,
+                j.seq,
+                Role.OPERATOR if j.op is Op.PROMPT else Role.LIQUID_HANDLER,
+                j.device,
+                j.op,
+                j.params,
+                j.duration_s,
+            )
+            for j in c.jobs
+        )
+        return Chain(
+            c.key,
+            c.task_key,
+            c.plate,
+            jobs,
+            c.due,
+            c.window_start,
+            c.window_end,
+            c.max_out_s,
+            c.manual,
+            c.after_previous_s,
+            c.previous_key,
+        )
+
+    def _planned_start(self, c: ChainRec) -> datetime:
+        if self._schedule is not None and c.key in self._schedule.chains:
+            return self._schedule.chains[c.key].start
+        return c.planned_start or c.window_start
+
+    def _dispatch(self, now: datetime) -> None:
+        busy = {self.jobs[i].device for i in self.running if self.jobs[i].op is not Op.PROMPT}
+        # Chains under way first (their next step), then pending ones in planned order.
+        for tid in sorted(self.active):
+            self._advance(self.chains[tid], now, busy)
+        begun = False
+        for c in self._order:
+            if self._planned_start(c) > now:
+                break  # sorted by planned start: nothing later is due
+            r = self.runs[c.run_id]
+            if (
+                c.state is not TaskState.PENDING
+                or r.state is not RunState.RUNNING
+                or c.plate_id in self.paused_plates
+            ):
+                continue
+            if not self._previous_done(r, c) or self._plate_busy(r, c):
+                continue
+            first = c.jobs[0] if c.jobs else None
+            if (
+                first is None
+                or (first.device in busy and first.op is not Op.PROMPT)
+                or self._device_blocked(first.device)
+            ):
+                continue
+            self._task(c, "begin", "its planned time has come", updates={"actual_start": now})
+            self._advance(c, now, busy)
+            begun = True
+        if begun:
+            self._order = [c for c in self._order if c.state is TaskState.PENDING]
+
+    def _advance(self, c: ChainRec, now: datetime, busy: set[str]) -> None:
+        """Start the chain's next step if it may start now."""
+        r = self.runs[c.run_id]
+        nxt = next((j for j in c.jobs if j.state not in (JobState.DONE, JobState.SKIPPED)), None)
+        if nxt is None:
+            self._task(c, "finish", "all jobs done", updates={"actual_end": now})
+            return
+        if nxt.state is JobState.PENDING:
+            if r.state is RunState.ABORTED and nxt.op is Op.LH_RUN:
+                self._job(nxt, "skip", "run aborted")
+                return
+            self._job(nxt, "ready", "previous step done")
+        if nxt.state is not JobState.READY:
+            return
+        if (nxt.device in busy and nxt.op is not Op.PROMPT) or self._device_blocked(nxt.device):
+            return
+        if r.state is RunState.HOLDING and nxt.op is Op.LH_RUN:
+            return
+        self._start(nxt, c, now)
+        if nxt.state is JobState.RUNNING and nxt.op is not Op.PROMPT:
+            busy.add(nxt.device)
+
+    def _start(self, j: JobRec, c: ChainRec, now: datetime) -> None:
+        # 1. commit RUNNING (with the audit entry) before the device hears anything
+        self._job(j, "start", f"dispatch to {j.device}", updates={"started_at": now})
+        j.started_at = now
+        # 2. tell the device
+        try:
+            op_id = self._start_op(j, c)
+        except DeviceError as exc:
+            self._job(
+                j,
+                "fail",
+                f"{exc}",
+                data={"error": str(exc)},
+                updates={"finished_at": now, "result": {"error": str(exc)}},
+            )
+            self._ask_recovery(j, c, exc, str(exc))
+            return
+        # 3. record its op id, so a restart can reconcile it
+        self._set_op(j, op_id, f"{j.device} accepted {j.op.value}")
+        j.next_poll = now + timedelta(
+            seconds=max(j.duration_s, 1.0) if j.op is not Op.PROMPT else 0
+        )
+        if j.seq == c.main_seq():
+            c.main_start = now
+
+    def _previous_done(self, r: RunRec, c: ChainRec) -> bool:
+        if c.previous_key is None:
+            return True
+        prev = r.chains.get(f"{c.previous_key}/{c.plate}") or r.chains.get(c.previous_key)
+        return prev is None or prev.state in (TaskState.DONE, TaskState.SKIPPED)
+
+    def _plate_busy(self, r: RunRec, c: ChainRec) -> bool:
+        """A plate takes part in one chain at a time."""
+        if c.plate == "*":
+            return False
+        return any(
+            self.chains[t].plate == c.plate and self.chains[t].run_id == r.id
+            for t in self.active
+            if t != c.task_id
+        )
+
+    def _complete_runs(self) -> None:
+        if not self._maybe_complete:
+            return
+        self._maybe_complete = False
+        for r in self.runs.values():
+            if (
+                r.state is RunState.RUNNING
+                and r.chains
+                and all(c.state in (TaskState.DONE, TaskState.SKIPPED) for c in r.chains.values())
+            ):
+                self._run(r, "complete", "every task is done or skipped")
+
+    def _next_wake(self) -> datetime | None:
+        """The next moment something is due: a poll, a chain's planned start, a deadline.
+
+        Chains already due but blocked (device busy, plate busy) are not counted: what
+        unblocks them is a running job finishing, which has its own poll time.
+        """
+        now = self.clock.now()
+        times = [self.jobs[i].next_poll for i in self.running if self.jobs[i].next_poll is not None]
+        nxt_chain = next(
+            (self._planned_start(c) for c in self._order if self._planned_start(c) > now), None
+        )
+        if nxt_chain is not None:
+            times.append(nxt_chain)
+        times.extend(d for d, _, _ in self.deadlines.values())
+        if self._next_alarm_check is not None and times:
+            times.append(self._next_alarm_check)
+        return min(times) if times else None  # type: ignore[type-var]
+
+
+def dumps(x: Any) -> str:
+    return json.dumps(x, default=str)
+
+
+_ = (Slot,)
