@@ -499,6 +499,13 @@ class Engine:
                 self._abort(r, reason or "aborted", actor)
             else:
                 self._run(r, verb, reason or verb, **kw)
+            if verb in ("release", "abort"):
+                # The decision the run was held for has been taken: close its prompts.
+                for p in self.store.open_prompts(r.id):
+                    if p.kind == "decision":
+                        self.store.answer_prompt(
+                            p.id, {"choice": verb}, actor=actor, reason=reason or verb
+                        )
             return {"state": r.state.value}
         if verb == "skip":
             r = self._run_of(run_id)
@@ -835,7 +842,6 @@ class Engine:
                 task_id=c.task_id,
                 min_value=lo,
                 max_value=hi,
-                passed=ok,
             )
             if ok:
                 continue

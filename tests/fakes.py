@@ -186,35 +186,30 @@ class FakeIncubator(FakeDevice):
 
 
 class FakeOperator(FakeDevice):
-    """Answers every prompt after its duration, passing every QC gate with ``qc_value``."""
+    """Answers every prompt after its duration, giving ``qc_value`` for every QC gate asked."""
 
     qc_value: float = 100.0
 
     def ask(self, job_key: str, prompt: dict[str, Any]) -> str:
-        return self._begin(job_key, "prompt", {"text": str(prompt.get("text", ""))[:60]})
+        measures = [
+            g["measure"]
+            for g in prompt.get("choices", [])
+            if isinstance(g, dict) and "measure" in g
+        ]
+        return self._begin(
+            job_key, "prompt", {"text": str(prompt.get("text", ""))[:60], "measures": measures}
+        )
 
     def poll(self, op_id: str) -> OpStatus:
         st = super().poll(op_id)
         if st.state is OpState.SUCCEEDED:
-            return OpStatus(OpState.SUCCEEDED, "answered", result={"qc": _QcAll(self.qc_value)})
+            measures = self.ops[op_id]["detail"].get("measures", [])
+            return OpStatus(
+                OpState.SUCCEEDED,
+                "answered",
+                result={"done": True, "qc": {m: self.qc_value for m in measures}},
+            )
         return st
-
-
-class _QcAll(dict):
-    """A dict that has every measure (the fake operator reports the same value for any)."""
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.value = value
-
-    def __contains__(self, key: object) -> bool:
-        return True
-
-    def __getitem__(self, key: str) -> float:
-        return self.value
-
-    def get(self, key: str, default: Any = None) -> float:  # type: ignore[override]
-        return self.value
 
 
 def fake_workcell(

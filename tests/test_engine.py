@@ -1,0 +1,330 @@
+"""The run engine with in-memory fake devices, on a virtual clock."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from labctl.clock import VirtualClock
+from labctl.devices import DeviceAlarm
+from labctl.engine import Engine, EngineConfig, register_run
+from labctl.jobs import WorkcellRoles
+from labctl.machines import JobState, RunState
+from labctl.protocol.loader import load_protocol, load_text
+from labctl.resolve import resolve
+from labctl.store import Store
+from tests.fakes import fake_workcell
+from tests.helpers import protocol_text
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+
+SHORT = protocol_text(
+    """
+    media: [{days: "0-2", medium: M1}]
+    factors: [{compound: A, conc: 1 uM, days: "0-2"}]
+    feeds: [{days: "0-2", change: full}]
+    events: [{days: 1, kind: sample, title: check, at: "13:00", qc: [{measure: pct, unit: "%", min: 60, on_fail: hold}]}]
+    """
+)
+
+
+class World:
+    def __init__(
+        self,
+        tmp_path: Path,
+        text: str | None = None,
+        plates: int = 2,
+        proto_path: Path | None = None,
+    ) -> None:
+        self.clock = VirtualClock(T0)
+        self.store = Store.open(tmp_path / "run.db", self.clock, durable=False)
+        if proto_path is not None:
+            self.proto = load_protocol(proto_path)
+        else:
+            res = load_text(text or SHORT, "short.yaml")
+            assert res.ok, [d.format() for d in res.diagnostics]
+            self.proto = res.protocol
+        self.plan = resolve(
+            self.proto,
+            plates=plates,
+            start=datetime(2026, 12, 1, 9, 0),
+            timezone="Europe/Stockholm",
+        )
+        labels = [f"P{i + 1}" for i in range(plates)]
+        self.run_id = register_run(
+            self.store,
+            self.clock,
+            self.proto,
+            self.plan,
+            WorkcellRoles.simulated(labels),
+            name="test",
+            workcell_name="sim",
+            workcell_text="",
+            actor="tester",
+        )
+        self.devices = fake_workcell(self.clock)
+        self.engine = Engine(
+            self.store, self.clock, self.devices, EngineConfig(recovery_timeout_s=900)
+        )
+
+    def command(self, verb: str, **args: object) -> None:
+        reason = str(args.pop("reason", ""))
+        self.store.insert_command(
+            verb, actor="tester", run_id=self.run_id, args=args, reason=reason
+        )
+
+    def run_until(self, pred, limit_days: float = 40) -> None:  # noqa: ANN001
+        end = self.clock.now() + timedelta(days=limit_days)
+        self.engine.run(until=lambda: pred() or self.clock.now() > end)
+
+    @property
+    def state(self) -> str:
+        return self.store.get_run(self.run_id).state
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_a_run_waits_for_start_then_completes(world: World) -> None:
+    world.engine.step()
+    assert world.state == "planned"
+    world.command("start")
+    world.run_until(lambda: world.state == "completed")
+    assert world.state == "completed"
+    feeds = [a for a in world.devices["ot2-sim"].actions]
+    assert len(feeds) == 3 * 2  # 3 days x 2 plates, each exactly once
+    assert len({a["job"] for a in feeds}) == len(feeds)
+    assert world.store.verify_chain().ok
+
+
+def test_every_transition_is_in_the_audit_trail(world: World) -> None:
+    world.command("start")
+    world.run_until(lambda: world.state == "completed")
+    for job in world.store.jobs(world.run_id):
+        ev = world.store.events(world.run_id, entity="job", entity_id=job.id, limit=None)
+        states = [e.to_state for e in ev if e.action == "transition"]
+        assert states == ["ready", "running", "done"], (job.id, states)
+    runs = [
+        e.to_state
+        for e in world.store.events(world.run_id, entity="run", limit=None)
+        if e.action == "transition"
+    ]
+    assert runs == ["running", "completed"]
+
+
+def test_device_was_told_only_after_the_commit(world: World) -> None:
+    world.command("start")
+    world.run_until(lambda: world.state == "completed")
+    for job in world.store.jobs(world.run_id):
+        evs = world.store.events(world.run_id, entity="job", entity_id=job.id, limit=None)
+        running = next(e for e in evs if e.to_state == "running" and e.action == "transition")
+        accepted = next(
+            e for e in evs if e.action == "update" and "device_op_id" in e.data.get("updates", {})
+        )
+        assert running.seq < accepted.seq
+
+
+def test_pause_stops_new_tasks_and_resume_goes_on(world: World) -> None:
+    world.command("start")
+    world.engine.step()
+    world.command("pause", reason="incubator cleaning")
+    world.engine.step()
+    assert world.state == "paused"
+    before = len(world.devices["ot2-sim"].actions)
+    world.clock.sleep(3 * 86400)
+    world.engine.step()
+    world.clock.sleep(3600)
+    world.engine.step()
+    started_while_paused = [
+        j
+        for j in world.store.jobs(world.run_id)
+        if j.started_at and j.started_at > T0 + timedelta(hours=2) and j.op == "fetch"
+    ]
+    assert not started_while_paused
+    assert len(world.devices["ot2-sim"].actions) == before
+    world.command("resume")
+    world.run_until(lambda: world.state == "completed")
+    assert world.state == "completed"
+
+
+def test_pause_without_reason_is_refused_by_the_cli(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    from labctl.cli import main
+
+    w = World(tmp_path)
+    assert main(["pause", str(w.run_id), "--db", str(tmp_path / "run.db")]) == 1
+    assert "needs --reason" in capsys.readouterr().err
+
+
+def test_skip_records_a_deviation(world: World) -> None:
+    world.command("start")
+    world.engine.step()
+    task = world.plan.feeds()[-1].key
+    world.command("skip", task=task, plate="P2", reason="plate contaminated")
+    world.run_until(lambda: world.state == "completed")
+    devs = world.store.events(world.run_id, action="deviation", limit=None)
+    assert len(devs) == 1 and devs[0].reason == "plate contaminated"
+    assert not any(a["job"].startswith(f"{task}/P2") for a in world.devices["ot2-sim"].actions)
+
+
+def test_skip_needs_a_reason(world: World) -> None:
+    world.command("start")
+    world.command("skip", task=world.plan.feeds()[-1].key)
+    world.engine.step()
+    rows = world.store.events(world.run_id, entity="command", limit=None)
+    assert any(e.to_state == "rejected" for e in rows)
+
+
+def test_abort_skips_what_has_not_begun(world: World) -> None:
+    world.command("start")
+    world.engine.step()
+    world.command("abort", reason="cells died")
+    world.engine.run(until=lambda: not world.engine.running)
+    assert world.state == "aborted"
+    assert not [j for j in world.store.jobs(world.run_id) if j.state in ("pending", "ready")]
+
+
+def test_failure_asks_for_recovery_and_the_default_applies_after_the_timeout(world: World) -> None:
+    world.devices["ot2-sim"].fail_next = 1
+    world.command("start")
+    world.run_until(lambda: bool(world.store.open_prompts(world.run_id)), limit_days=2)
+    (p,) = world.store.open_prompts(world.run_id)
+    assert (
+        p.kind == "recovery"
+        and p.default_choice == "hold"
+        and set(p.choices) == {"retry", "skip", "hold"}
+    )
+    # nobody answers: after 15 min the default (hold) applies and a person must decide
+    world.run_until(lambda: world.state == "holding", limit_days=1)
+    assert world.state == "holding"
+    (p2,) = world.store.open_prompts(world.run_id)
+    assert p2.deadline is None and "retry" in p2.choices
+    world.command("answer", prompt=p2.id, answer={"choice": "retry"})
+    world.run_until(lambda: world.state == "completed")
+    assert world.state == "completed"
+    assert (
+        len(world.devices["ot2-sim"].actions) == 6
+    )  # the failed one did not happen; its retry did
+
+
+def test_a_failed_dispense_is_never_retried_without_a_person(world: World) -> None:
+    world.devices["ot2-sim"].fail_next = 1
+    world.command("start")
+    world.run_until(lambda: world.state == "holding", limit_days=2)
+    failed = [j for j in world.store.jobs(world.run_id) if j.state == "failed"]
+    assert len(failed) == 1 and failed[0].op == "lh_run"
+    assert failed[0].attempts == 0
+
+
+def test_door_alarm_holds_dispatch_until_cleared(world: World) -> None:
+    inc = world.devices["inc-sim"]
+    inc.alarm = DeviceAlarm("inc-sim", "door", "device door open")
+    world.command("start")
+    world.run_until(lambda: False, limit_days=0.5)
+    assert any(a.code == "door" for a in world.store.active_alarms())
+    assert not any(j.device == "inc-sim" and j.started_at for j in world.store.jobs(world.run_id))
+    inc.alarm = None
+    world.run_until(lambda: world.state == "completed")
+    assert world.state == "completed"
+    assert not any(a.code == "door" for a in world.store.active_alarms())
+
+
+def test_qc_failure_holds_the_run(world: World) -> None:
+    world.devices["operator"].qc_value = 10.0  # below min 60
+    world.command("start")
+    world.run_until(lambda: world.state == "holding", limit_days=3)
+    assert world.state == "holding"
+    qc = world.store.qc_values(world.run_id)
+    assert qc and not qc[0].passed
+    decision = [p for p in world.store.open_prompts(world.run_id) if p.kind == "decision"]
+    assert decision and "Release" in decision[0].text
+    for _ in range(2):  # each plate's sample fails its gate and holds the run
+        world.command("release", reason="QC reviewed: proceed")
+        world.run_until(lambda: world.state in ("holding", "completed"))
+    assert world.state == "completed"
+    assert len([q for q in world.store.qc_values(world.run_id) if not q.passed]) == 2
+    assert not [p for p in world.store.open_prompts(world.run_id) if p.kind == "decision"]
+
+
+def test_restart_reconciles_a_job_the_device_finished(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.command("start")
+    w.run_until(
+        lambda: any(w.engine.jobs[i].op.value == "lh_run" for i in w.engine.running), limit_days=2
+    )
+    # the engine process dies here; a new one starts on the same store and devices
+    eng2 = Engine(w.store, w.clock, w.devices)
+    eng2.run(until=lambda: w.state == "completed")
+    assert w.state == "completed"
+    jobs = [a["job"] for a in w.devices["ot2-sim"].actions]
+    assert len(jobs) == len(set(jobs)) == 6
+
+
+def test_restart_with_a_job_the_device_never_heard_of_retries_it(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.command("start")
+    w.run_until(lambda: bool(w.engine.running), limit_days=2)
+    jid = next(iter(w.engine.running))
+    job = w.engine.jobs[jid]
+    dev = w.devices[job.device]
+    # simulate: committed RUNNING, crashed before the device was told (no op on the device, no op id)
+    op_id = job.op_id
+    dev.ops.pop(op_id)
+    w.store.transition(
+        "job",
+        jid,
+        "running",
+        expected_from="running",
+        actor="test",
+        reason="lose op id",
+        updates={"device_op_id": None},
+    )
+    eng2 = Engine(w.store, w.clock, w.devices)
+    eng2.recover()
+    assert eng2.jobs[jid].state is JobState.READY
+    evs = w.store.events(w.run_id, entity="job", entity_id=jid, action="reconciled", limit=None)
+    assert evs and "never started" in evs[0].reason
+
+
+def test_restart_where_the_device_cannot_tell_asks_the_operator(tmp_path: Path) -> None:
+    from labctl.devices import NotKnown
+
+    w = World(tmp_path)
+    w.command("start")
+    w.run_until(lambda: bool(w.engine.running), limit_days=2)
+    jid = next(iter(w.engine.running))
+    job = w.engine.jobs[jid]
+    w.store.transition(
+        "job",
+        jid,
+        "running",
+        expected_from="running",
+        actor="test",
+        reason="lose op id",
+        updates={"device_op_id": None},
+    )
+
+    def cannot_tell(job_key: str) -> str | None:
+        raise NotKnown("no history")
+
+    w.devices[job.device].find_op = cannot_tell  # type: ignore[method-assign]
+    eng2 = Engine(w.store, w.clock, w.devices)
+    eng2.recover()
+    assert eng2.jobs[jid].state is JobState.INTERRUPTED
+    (p,) = [p for p in w.store.open_prompts(w.run_id) if p.kind == "interrupted"]
+    assert set(p.choices) == {"done", "retry", "skip"} and p.default_choice is None
+
+
+def test_whole_kriks_run_on_fakes(tmp_path: Path) -> None:
+    w = World(tmp_path, plates=2, proto_path=ROOT / "protocols/kriks2011_da.yaml")
+    w.command("start")
+    w.run_until(lambda: w.state == "completed", limit_days=40)
+    assert w.state == "completed"
+    lh = w.devices["ot2-sim"].actions
+    assert len(lh) == 26 * 2
+    assert w.store.verify_chain().ok
+    assert RunState(w.state) is RunState.COMPLETED
