@@ -57,7 +57,11 @@ class StoreOperator:
             answer = p.answer if isinstance(p.answer, dict) else {"answer": p.answer}
             return OpStatus(OpState.SUCCEEDED, f"answered by {p.answered_by}", result=answer)
         if p.state == "cancelled":
-            return OpStatus(OpState.FAILED, "prompt cancelled", DeviceError(self.name, f"prompt {op_id}", "cancelled"))
+            return OpStatus(
+                OpState.FAILED,
+                "prompt cancelled",
+                DeviceError(self.name, f"prompt {op_id}", "cancelled"),
+            )
         return OpStatus(OpState.RUNNING, "waiting for the operator")
 
     def find_op(self, job_key: str) -> str | None:

@@ -23,4 +23,6 @@ def load(name: str) -> Any:
                 return ep.load()
             except ImportError as exc:
                 raise LabctlError(f"the '{name}' part of labctl cannot be loaded: {exc}") from exc
-    raise LabctlError(f"the '{name}' part of labctl is not installed (reinstall labctl: pip install -e .)")
+    raise LabctlError(
+        f"the '{name}' part of labctl is not installed (reinstall labctl: pip install -e .)"
+    )

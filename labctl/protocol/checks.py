@@ -16,7 +16,7 @@ from labctl import conc as cc
 from labctl.labware import LabwareNotFound, get_labware, known_load_names
 from labctl.protocol.loader import Ctx, did_you_mean
 from labctl.protocol.model import Change, Compound, Loc, ParamRef, Protocol, Value
-from labctl.units import Dim, concentration_kind, format_quantity
+from labctl.units import Q_, Dim, concentration_kind, format_quantity
 
 DMSO_WARN = 0.001  # above 0.1% DMSO is a warning (PROTOCOL_FORMAT.md)
 _LIMITED_SOLVENTS = {"dmso": 0.005, "ethanol": 0.005, "etoh": 0.005}
@@ -63,6 +63,8 @@ def _param_dim_ok(ctx: Ctx, p: Protocol, v: Value, dim: Dim, what: str) -> None:
     if not isinstance(v, ParamRef):
         return
     param = p.parameters.get(v.name)
+    if param is None and v.name in ctx.declared.get("parameters", ()):
+        return  # declared, but its entry had errors (reported there)
     if param is None:
         ctx.error(
             v.loc,
@@ -83,7 +85,7 @@ def _param_dim_ok(ctx: Ctx, p: Protocol, v: Value, dim: Dim, what: str) -> None:
 
 def _compound_ref(ctx: Ctx, p: Protocol, name: str, loc: Loc, what: str) -> Compound | None:
     c = p.compounds.get(name)
-    if c is None:
+    if c is None and name not in ctx.declared.get("compounds", ()):
         ctx.error(
             loc,
             f"{what} names compound '{name}', which is not in compounds{did_you_mean(name, set(p.compounds))}",
@@ -92,7 +94,7 @@ def _compound_ref(ctx: Ctx, p: Protocol, name: str, loc: Loc, what: str) -> Comp
 
 
 def _medium_ref(ctx: Ctx, p: Protocol, name: str, loc: Loc, what: str) -> None:
-    if name not in p.media:
+    if name not in p.media and name not in ctx.declared.get("media", ()):
         ctx.error(
             loc,
             f"{what} names medium '{name}', which is not in media{did_you_mean(name, set(p.media))}",
@@ -150,7 +152,7 @@ def _labware(ctx: Ctx, p: Protocol) -> None:
             ctx.error(loc, f"{what}: '{load_name}' is a tip rack, not a culture vessel")
         for w in wells or ():
             if w not in lw.wells:
-                ctx.error(loc, f"{what}: {load_name} has no well {w}")
+                ctx.error(ctx.well_locs.get((loc, w), loc), f"{what}: {load_name} has no well {w}")
         if volume is not None:
             ul = float(volume.to("uL").magnitude)
             if ul > lw.capacity_ul:
@@ -163,7 +165,7 @@ def _labware(ctx: Ctx, p: Protocol) -> None:
             if ul < MIN_ASPIRATE_UL:
                 ctx.error(
                     loc,
-                    f"{what}: volume {format_quantity(volume)} is below the {MIN_ASPIRATE_UL:g} uL that can be aspirated",
+                    f"{what}: volume {format_quantity(volume)} is below the {format_quantity(Q_(MIN_ASPIRATE_UL, 'uL'))} that can be aspirated",
                 )
 
     one(p.culture.labware, p.culture.wells, p.culture.volume, p.culture.loc, "culture")
@@ -213,8 +215,8 @@ def _days(ctx: Ctx, p: Protocol) -> None:
             continue
         seen: dict[str, int] = {}
         for i, f in entries:
-            if f.after_previous is not None:
-                continue  # ordered by its tie to the previous feed
+            if f.after_previous is not None or f.change is Change.NONE:
+                continue  # ordered by its tie to the previous feed, or not a feed at all
             t = f"{(f.at or p.timing.feed_at):%H:%M}"
             if t in seen:
                 ctx.error(
@@ -237,7 +239,7 @@ def _days(ctx: Ctx, p: Protocol) -> None:
         if missing:
             ctx.error(
                 f.loc,
-                f"schedule.feeds #{i + 1} feeds on day {_fmt_days(missing)}, which has no medium in schedule.media",
+                f"schedule.feeds #{i + 1} feeds on {_fmt_days(missing)}, {_which_has(missing)} no medium in schedule.media",
             )
     for i, fr in enumerate(s.factors):
         fed = [d for d in fr.days.days if d in feed_days]
@@ -267,12 +269,18 @@ def _days(ctx: Ctx, p: Protocol) -> None:
             if missing:
                 ctx.error(
                     a.loc,
-                    f"schedule.additions #{i + 1} is a pulse on day {_fmt_days(missing)}, which has no medium for the full change after the wash-out",
+                    f"schedule.additions #{i + 1} is a pulse on {_fmt_days(missing)}, {_which_has(missing)} no medium for the full change after the wash-out",
                 )
 
 
 def _fmt_days(days: list[int]) -> str:
-    return ", ".join(str(d) for d in days[:5]) + (" ..." if len(days) > 5 else "")
+    """'day 5' or 'days 5, 6, 7'."""
+    listed = ", ".join(str(d) for d in days[:5]) + (" ..." if len(days) > 5 else "")
+    return ("day " if len(days) == 1 else "days ") + listed
+
+
+def _which_has(days: list[int]) -> str:
+    return "which has" if len(days) == 1 else "which have"
 
 
 def _worst(p: Protocol, v: Value) -> pint.Quantity:
@@ -314,7 +322,9 @@ def _stocks(ctx: Ctx, p: Protocol) -> None:
             via = f" (the largest value of ${r.conc.name})" if isinstance(r.conc, ParamRef) else ""
             ctx.error(
                 r.loc,
-                f"{sect} #{i + 1}: final concentration of {r.compound} {format_quantity(q)}{via} is above its stock {format_quantity(comp.stock)}",
+                f"{sect} #{i + 1}: final concentration of {r.compound} {format_quantity(q)}{via} is above its stock {format_quantity(comp.stock)}"
+                if final > stock * (1 + 1e-12)
+                else f"{sect} #{i + 1}: final concentration of {r.compound} {format_quantity(q)}{via} equals its stock; adding stock to a well can only approach it",
             )
         elif final <= 0:
             ctx.error(
@@ -354,9 +364,14 @@ def _solvents_and_trial(ctx: Ctx, p: Protocol) -> None:
                 v = cc.stock_volume(_canon(p, name, q), _canon(p, name, comp.stock), total)
                 if 0 < v < MIN_PIPETTE_UL:
                     k = _dilution_factor(v)
+                    how = (
+                        f"prep will use a 1:{k} intermediate dilution (or use a more dilute stock)"
+                        if k is not None
+                        else "use a far more dilute stock"
+                    )
                     ctx.warning(
                         t.loc,
-                        f"day {t.day}: {name} needs {v:.3g} uL of stock for one plate's medium ({total / 1000:g} mL), below the {MIN_PIPETTE_UL:g} uL that can be pipetted accurately; prep will use a 1:{k} intermediate dilution (or use a more dilute stock)",
+                        f"day {t.day}: {name} needs {v:.3g} uL of stock for one plate's medium ({total / 1000:g} mL), below the {MIN_PIPETTE_UL:g} uL that can be pipetted accurately; {how}",
                     )
         elif isinstance(spec, AdditionSpec) and 0 < spec.stock_ul < MIN_PIPETTE_UL:
             ctx.warning(
@@ -365,15 +380,28 @@ def _solvents_and_trial(ctx: Ctx, p: Protocol) -> None:
             )
 
 
+_UNITS_OF: list[tuple[Protocol, dict[str, cc.CompoundUnits]]] = []
+
+
 def _canon(p: Protocol, name: str, q: pint.Quantity) -> float:
     from labctl.resolve import compound_units
 
-    return compound_units(p)[name].to_canonical(q)
+    # compound_units walks every rule; cache it for the protocol at hand (one entry, by
+    # identity) or the solvent checks turn quadratic in the number of factors.
+    entry = _UNITS_OF[0] if _UNITS_OF else None
+    if entry is None or entry[0] is not p:
+        entry = (p, compound_units(p))
+        _UNITS_OF[:] = [entry]
+    return entry[1][name].to_canonical(q)
 
 
-def _dilution_factor(volume_ul: float) -> int:
+def _dilution_factor(volume_ul: float) -> int | None:
+    """The power of ten that brings ``volume_ul`` of stock to a pipettable volume; None
+    beyond 1:10^9 (no lab dilutes that far in one intermediate)."""
     k = 10
     while volume_ul * k < MIN_PIPETTE_UL:
+        if k >= 10**9:
+            return None
         k *= 10
     return k
 

@@ -53,6 +53,7 @@ from labctl.units import Q_, Dim, UnitParseError, parse_quantity
 
 FORMAT_VERSION = 1
 MIN_DAY, MAX_DAY = -100, 1000  # beyond this a day is surely a typo (protocols last weeks)
+MAX_DURATION_DAYS = MAX_DAY - MIN_DAY
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+()/-]{0,63}$")
 _PARAM_RE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]{0,63})$")
@@ -89,6 +90,10 @@ class Ctx:
     def __init__(self, file: str) -> None:
         self.file = file
         self.diags: list[Diagnostic] = []
+        # Names declared per section ("compounds", "media", "parameters"), including those
+        # whose entry had errors: a reference to one of those is not also "unknown".
+        self.declared: dict[str, set[str]] = {}
+        self.well_locs: dict[tuple[Loc, str], Loc] = {}  # (culture's loc, well) -> well's loc
 
     def error(self, at: Node | Loc, msg: str) -> None:
         self._add(at, "error", msg)
@@ -98,7 +103,7 @@ class Ctx:
 
     def _add(self, at: Node | Loc, sev: str, msg: str) -> None:
         loc = at if isinstance(at, Loc) else Loc(at.mark.line, at.mark.col)
-        d = Diagnostic(self.file, loc.line, loc.col, sev, msg)
+        d = Diagnostic(self.file, loc.line, loc.col, sev, source.one_line(msg))
         if d not in self.diags:
             self.diags.append(d)
 
@@ -159,6 +164,11 @@ def check_keys(ctx: Ctx, m: Map, obj: str, what: str) -> None:
     for f in spec.values():
         if f.required and f.name not in present:
             ctx.error(m, f"{what} is missing the required key '{f.name}'")
+        elif f.required and (f.type == "string" or f.type.startswith("enum:")):
+            # Text getters read null and "" as absent: say so, or the element would vanish.
+            v = m.get(f.name)
+            if isinstance(v, Scalar) and ((v.is_null and not v.quoted) or not v.text.strip()):
+                ctx.error(v, f"'{f.name}' in {what} is empty; it needs a value")
 
 
 def get_str(ctx: Ctx, m: Map, key: str, what: str, default: str = "") -> str:
@@ -234,10 +244,15 @@ def parse_qty(ctx: Ctx, node: Node | None, key: str, what: str, dim: Dim) -> pin
         ctx.error(node, f"'{key}' in {what} cannot be a parameter; write {dim.value}")
         return None
     try:
-        return parse_quantity(node.text, dim)
+        q = parse_quantity(node.text, dim)
     except UnitParseError as exc:
         ctx.error(node, f"'{key}' in {what}: {exc}")
         return None
+    if dim is Dim.DURATION and abs(q.to("day").magnitude) > MAX_DURATION_DAYS:
+        # Beyond any protocol's span (and beyond what date arithmetic can hold).
+        ctx.error(node, f"'{key}' in {what}: '{node.text}' is longer than {MAX_DURATION_DAYS} days")
+        return None
+    return q
 
 
 def get_qty(ctx: Ctx, m: Map, key: str, what: str, dim: Dim) -> pint.Quantity | None:
@@ -348,6 +363,7 @@ def each_named(
                 f"'{k.text}' is not a valid name in {what} (letters, digits, _ . - + / ( ) and spaces; up to 64)",
             )
             continue
+        ctx.declared.setdefault(what, set()).add(k.text)
         vm = as_map(ctx, v, f"{what}.{k.text}")
         if vm is None:
             continue
@@ -373,13 +389,16 @@ def _parameter(ctx: Ctx, name: str, key: Scalar, m: Map) -> Parameter | None:
     hi = get_qty(ctx, m, "max", what, Dim.ANY)
     if default is None:
         return None
-    for bound, bkey in ((lo, "min"), (hi, "max")):
-        if bound is not None and bound.dimensionality != default.dimensionality:
-            ctx.error(
-                m.get(bkey) or m,
-                f"'{bkey}' of {what} is not in the same kind of unit as its default",
-            )
-            return None
+    if lo is not None and lo.dimensionality != default.dimensionality:
+        ctx.error(
+            m.get("min") or m, f"'min' of {what} is not in the same kind of unit as its default"
+        )
+        lo = None  # keep the parameter, so its uses are not reported as unknown
+    if hi is not None and hi.dimensionality != default.dimensionality:
+        ctx.error(
+            m.get("max") or m, f"'max' of {what} is not in the same kind of unit as its default"
+        )
+        hi = None
     if lo is not None and hi is not None and lo > hi:
         ctx.error(m.get("min") or m, f"{what}: min is above max")
     elif lo is not None and default < lo:
@@ -418,8 +437,6 @@ def _compound(ctx: Ctx, name: str, key: Scalar, m: Map) -> Compound | None:
     solvent = get_str(ctx, m, "solvent", what).strip()
     if stock is None or "solvent" not in m.keys():
         return None
-    if not solvent:
-        ctx.error(m.get("solvent") or m, f"solvent of {what} is empty")
     return Compound(
         name,
         stock,
@@ -443,7 +460,9 @@ def _medium(ctx: Ctx, name: str, key: Scalar, m: Map) -> Medium | None:
     )
 
 
-def _wells(ctx: Ctx, node: Node | None, what: str) -> tuple[str, ...] | None:
+def _wells(ctx: Ctx, node: Node | None, what: str, owner: Loc) -> tuple[str, ...] | None:
+    """The wells listed (None = all); each well's location is kept in ``ctx.well_locs``
+    under (owner, well), so the labware check can point at the well itself."""
     if node is None or (isinstance(node, Scalar) and node.text == "all"):
         return None
     if not isinstance(node, Seq) or not node.items:
@@ -462,6 +481,7 @@ def _wells(ctx: Ctx, node: Node | None, what: str) -> tuple[str, ...] | None:
             ctx.error(it, f"'wells' in {what}: well {w} is listed twice")
             continue
         out.append(w)
+        ctx.well_locs[(owner, w)] = loc(it)
     return tuple(out) if out else None
 
 
@@ -472,7 +492,7 @@ def _culture(ctx: Ctx, node: Node | None) -> Culture | None:
     check_keys(ctx, m, "culture", "culture")
     labware = get_str(ctx, m, "labware", "culture").strip()
     volume = get_qty(ctx, m, "volume", "culture", Dim.VOLUME)
-    wells = _wells(ctx, m.get("wells"), "culture")
+    wells = _wells(ctx, m.get("wells"), "culture", loc(m))
     if not labware or volume is None:
         return None
     if volume.magnitude <= 0:
@@ -593,7 +613,7 @@ def _change(ctx: Ctx, node: Node | None, what: str) -> tuple[Change, float] | No
             f = -1.0
             ctx.error(
                 node,
-                f"'change' in {what}: '{node.text}' is not a change{did_you_mean(t, ['full', 'half', 'top-up', 'none'])}; write full, half, a fraction (0.3), top-up or none",
+                f"'change' in {what}: '{node.text}' is not a change (full, half, a fraction like 0.3, top-up or none){did_you_mean(t, ['full', 'half', 'top-up', 'none'])}",
             )
             return None
         if not 0 < f <= 1:
@@ -661,7 +681,8 @@ def _feeds(ctx: Ctx, node: Node | None) -> list[FeedRule]:
                 f"{what} has both 'at' and 'after_previous'; a feed is due at one of them",
             )
         if ch is not None and ch[0] is Change.TOP_UP and vol is None:
-            ctx.error(m, f"{what} is a top-up and needs 'volume' (the volume added per well)")
+            if m.get("volume") is None:  # (a volume that did not parse is reported already)
+                ctx.error(m, f"{what} is a top-up and needs 'volume' (the volume added per well)")
             ch = None
         if ch is not None and ch[0] is Change.NONE and (vol is not None or wash is not None):
             ctx.error(m, f"{what} has change: none, so it cannot have a volume or a wash")
@@ -726,7 +747,7 @@ def _environment(ctx: Ctx, node: Node | None) -> list[EnvRule]:
         temp = get_qty(ctx, m, "temperature", what, Dim.TEMPERATURE)
         co2 = get_qty(ctx, m, "co2", what, Dim.FRACTION)
         o2 = get_qty(ctx, m, "o2", what, Dim.FRACTION)
-        if temp is None and co2 is None and o2 is None and not ctx.has_errors:
+        if not {"temperature", "co2", "o2"} & set(m.keys()):
             ctx.error(m, f"{what} sets nothing; give temperature, co2 or o2")
         if temp is not None and not 20 <= temp.to("degC").magnitude <= 45:
             ctx.error(
@@ -784,7 +805,7 @@ def _events(ctx: Ctx, node: Node | None) -> list[Event]:
         if kind and kind not in EVENT_KINDS:
             ctx.error(
                 m.get("kind") or m,
-                f"'kind' in {what}: '{kind}' is not an event kind{did_you_mean(kind, list(EVENT_KINDS))}; one of {', '.join(EVENT_KINDS)}",
+                f"'kind' in {what}: '{kind}' is not an event kind (one of {', '.join(EVENT_KINDS)}){did_you_mean(kind, list(EVENT_KINDS))}",
             )
             kind = ""
         title = get_str(ctx, m, "title", what).strip()
@@ -807,7 +828,7 @@ def _events(ctx: Ctx, node: Node | None) -> list[Event]:
                     ctx.error(cm, f"{w} names new labware and needs its working 'volume' too")
                 cc = CultureChange(
                     lw,
-                    _wells(ctx, cm.get("wells"), w),
+                    _wells(ctx, cm.get("wells"), w, loc(cm)),
                     vol,
                     get_str(ctx, cm, "coating", w) or None,
                     loc(cm),
@@ -883,8 +904,6 @@ def build(ctx: Ctx, root: Node, text: str) -> Protocol | None:
         )
     title = get_str(ctx, m, "title", "the protocol").strip()
     version = get_str(ctx, m, "version", "the protocol").strip()
-    if "title" in m.keys() and not title:
-        ctx.error(m.get("title") or m, "title is empty")
     params = each_named(
         ctx, m.get("parameters"), "parameters", lambda n, k, v: _parameter(ctx, n, k, v)
     )

@@ -12,6 +12,7 @@ expansion beyond ``MAX_NODES`` (a "billion laughs" bomb), unknown tags, duplicat
 from __future__ import annotations
 
 import codecs
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -108,6 +109,22 @@ def describe(node: Node) -> str:
     ) + f" '{t}'"
 
 
+_ESCAPES = {
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\x85": "\\x85",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def one_line(msg: str) -> str:
+    """``msg`` with line breaks escaped: a diagnostic is one FILE:LINE:COL line, even when it
+    quotes a key or value that holds a newline."""
+    return msg.translate(str.maketrans(_ESCAPES))
+
+
 class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
@@ -116,7 +133,7 @@ class _Builder:
         self._memo: dict[int, Node] = {}
 
     def error(self, mark: Mark, msg: str) -> None:
-        self.diags.append(Diagnostic(self.file, mark.line, mark.col, "error", msg))
+        self.diags.append(Diagnostic(self.file, mark.line, mark.col, "error", one_line(msg)))
 
     def build(self, n: yaml.Node, depth: int = 0) -> Node:
         memo = self._memo.get(id(n))
@@ -124,7 +141,10 @@ class _Builder:
             return memo  # an alias: share the node, do not expand it again
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(_mark(n), f"document has more than {MAX_NODES} nodes (alias expansion?)")
+            raise _TooBig(
+                _mark(n),
+                f"document has more than {MAX_NODES} values; a protocol has a few thousand",
+            )
         if depth > MAX_DEPTH:
             raise _TooBig(_mark(n), f"nesting deeper than {MAX_DEPTH} levels")
         if n.tag not in _STD_TAGS:
@@ -183,6 +203,34 @@ class _TooBig(Exception):
         self.msg = msg
 
 
+class _LimitedLoader(yaml.SafeLoader):
+    """PyYAML's safe composer with the node and depth limits checked while composing: a
+    2 MB file of ``[1, 1, 1, ...]`` is refused after MAX_NODES events, not after building
+    a million nodes, and deep nesting stops before Python's recursion limit."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        self._nodes += 1
+        self._depth += 1
+        try:
+            if self._nodes > MAX_NODES or self._depth > MAX_DEPTH + 1:
+                m = self.peek_event().start_mark
+                where = Mark(m.line + 1, m.column + 1)
+                if self._nodes > MAX_NODES:
+                    raise _TooBig(
+                        where,
+                        f"document has more than {MAX_NODES} values; a protocol has a few thousand",
+                    )
+                raise _TooBig(where, f"nesting deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
 def _mark(n: yaml.Node) -> Mark:
     return Mark(n.start_mark.line + 1, n.start_mark.column + 1)
 
@@ -235,10 +283,23 @@ def decode(data: bytes, name: str) -> str:
         ) from None
 
 
+_BREAKS = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # line breaks as PyYAML counts them
+
+
+def position(text: str, index: int) -> tuple[int, int]:
+    """1-based (line, column) of character ``index`` of ``text``, counted as YAML marks are."""
+    line, start = 1, 0
+    for m in _BREAKS.finditer(text, 0, max(0, index)):
+        line, start = line + 1, m.end()
+    return line, index - start + 1
+
+
 def parse(text: str, file: str) -> tuple[Node | None, list[Diagnostic]]:
     """Parse YAML text into located nodes. Returns (root or None, diagnostics)."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LimitedLoader)
+    except _TooBig as exc:
+        return None, [Diagnostic(file, exc.mark.line, exc.mark.col, "error", exc.msg)]
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
@@ -247,9 +308,39 @@ def parse(text: str, file: str) -> tuple[Node | None, list[Diagnostic]]:
             exc.problem or ""
         ):
             problem = "a protocol file holds one YAML document; found a second one ('---')"
+        elif "'\\t'" in problem:
+            problem += " (indent with spaces; YAML does not allow tabs here)"
+        elif (
+            exc.problem
+            and exc.context_mark
+            and exc.problem_mark
+            and ("flow" in (exc.context or "") or "quoted" in (exc.context or ""))
+        ):
+            # Say where the unclosed bracket or quote began: often lines above the problem.
+            cm = exc.context_mark
+            if (cm.line, cm.column) != (exc.problem_mark.line, exc.problem_mark.column):
+                what = (
+                    str(exc.context).removeprefix("while parsing ").removeprefix("while scanning ")
+                )
+                what = "the " + what.removeprefix("a ").removeprefix("an ")
+                problem += f" (in {what} that starts at line {cm.line + 1}, column {cm.column + 1})"
         return None, [Diagnostic(file, line, col, "error", f"YAML syntax: {problem}")]
+    except yaml.reader.ReaderError as exc:
+        # Its text is two lines with a character offset; give the line:column instead.
+        line, col = position(text, exc.position)
+        code = exc.character if isinstance(exc.character, int) else 0
+        kind = "a control character" if code < 0x20 or 0x7F <= code <= 0x9F else "not printable"
+        return None, [
+            Diagnostic(
+                file,
+                line,
+                col,
+                "error",
+                f"character U+{code:04X} is not allowed in a protocol file ({kind}); remove it",
+            )
+        ]
     except yaml.YAMLError as exc:
-        return None, [Diagnostic(file, 1, 1, "error", f"YAML syntax: {exc}")]
+        return None, [Diagnostic(file, 1, 1, "error", "YAML syntax: " + " ".join(str(exc).split()))]
     except RecursionError:
         return None, [Diagnostic(file, 1, 1, "error", f"nesting deeper than {MAX_DEPTH} levels")]
     if root is None:

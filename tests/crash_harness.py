@@ -1,0 +1,52 @@
+"""One engine process of the crash test: run (or resume) a Kriks run on file-backed fakes.
+
+Usage: python tests/crash_harness.py DB STATE_DIR KILL_AT PLATES
+Kills itself with SIGKILL at the KILL_AT-th device call (0 = never). Exits 0 when the run
+has completed, 3 if it stopped for another reason.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from labctl.clock import VirtualClock  # noqa: E402
+from labctl.engine import Engine, EngineConfig, register_run  # noqa: E402
+from labctl.jobs import WorkcellRoles  # noqa: E402
+from labctl.protocol.loader import load_protocol  # noqa: E402
+from labctl.resolve import resolve  # noqa: E402
+from labctl.store import Store  # noqa: E402
+from tests.fakes import Killer, fake_workcell  # noqa: E402
+
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
+
+
+def main() -> int:
+    db, state_dir, kill_at, plates = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    clock = VirtualClock(T0)
+    store = Store.open(db, clock, durable=False)
+    last = store.events(limit=1, newest_first=True)
+    if last:
+        # Virtual time goes on from the last thing written (never before it).
+        clock.set(last[0].time + timedelta(seconds=1))
+    if not store.list_runs():
+        proto = load_protocol(ROOT / "protocols/kriks2011_da.yaml")
+        plan = resolve(proto, plates=plates, start=datetime(2026, 12, 1, 9, 0), timezone="Europe/Stockholm")
+        labels = [f"P{i + 1}" for i in range(plates)]
+        with store.atomic():
+            rid = register_run(store, clock, proto, plan, WorkcellRoles.simulated(labels), name="crash",
+                               workcell_name="fakes", workcell_text="", actor="harness")
+            store.insert_command("start", actor="harness", run_id=rid)
+    run_id = store.list_runs()[0].id
+    devices = fake_workcell(clock, state_dir, Killer(kill_at or None))
+    engine = Engine(store, clock, devices, EngineConfig())
+    engine.run(until=lambda: store.get_run(run_id).state in ("completed", "aborted", "failed"))
+    return 0 if store.get_run(run_id).state == "completed" else 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
