@@ -136,13 +136,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _suggest_start(args: argparse.Namespace) -> int:
-    try:
-        from labctl.scheduler import suggest_starts  # type: ignore[attr-defined]
-    except ImportError:
-        raise LabctlError(
-            "--suggest-start needs the scheduler, which this version does not have yet"
-        ) from None
-    return int(suggest_starts(args))
+    from labctl.scheduler import suggest_starts_cli
+
+    return int(suggest_starts_cli(args))
 
 
 # --- prep ---------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             workcell_name=wc.name if wc else "simulated",
             workcell_text=Path(args.workcell).read_text() if args.workcell else "",
             actor=_actor(args),
+            operator_hours=wc.operator_hours if wc else None,
         )
         store.insert_command(
             "start", actor=_actor(args), run_id=run_id, reason="registered with labctl run"

@@ -33,7 +33,7 @@ from labctl.devices import (
     PlateMover,
 )
 from labctl.errors import DeviceBusy, DeviceError, InvalidTransition, LabctlError
-from labctl.jobs import Chain, Durations, Op, WorkcellRoles, expand
+from labctl.jobs import Chain, Durations, Hold, Op, WorkcellRoles, expand, on_deck
 from labctl.machines import (
     JOB_MACHINE,
     PLATE_MACHINE,
@@ -80,6 +80,7 @@ def register_run(
     actor: str,
     durations: Durations | None = None,
     plate_labels: Sequence[str] | None = None,
+    operator_hours: Mapping[int, tuple[Any, Any]] | None = None,
 ) -> int:
     """Store a new run (state PLANNED) with its plates, tasks (one per plate) and jobs.
 
@@ -87,10 +88,10 @@ def register_run(
     Returns the run id.
     """
     labels = list(plate_labels or [f"P{i + 1}" for i in range(plan.plates)])
-    chains = expand(plan, labels, roles, durations or Durations())
-    sched = schedule(chains, now=clock.now(), tz=plan.timezone)
     plan_json = plan_to_json(plan)
     by_task = {t["key"]: t for t in plan_json["tasks"]}
+    moi = protocol.timing.max_out_of_incubator
+    max_out_s = float(moi.to("s").magnitude) if moi is not None else None
     with store.atomic():
         run = store.insert_run(
             name,
@@ -106,6 +107,11 @@ def register_run(
             actor=actor,
             state=RunState.PLANNED.value,
         )
+        # Keys carry the run ("r7:d3-feed-0900/P2") so chains of several runs stay apart.
+        chains = expand(
+            plan, labels, roles, durations or Durations(), max_out_s=max_out_s, run=f"r{run.id}"
+        )
+        sched = schedule(chains, now=clock.now(), tz=plan.timezone, operator_hours=operator_hours)
         plate_ids = {}
         for label in labels:
             plate_ids[label] = store.insert_plate(
@@ -124,6 +130,10 @@ def register_run(
                 "max_out_s": ch.max_out_s,
                 "after_previous_s": ch.after_previous_s,
                 "previous_key": ch.previous_key,
+                "main_seq": ch.main_seq,
+                "holds": [[h.place, h.first, h.last, list(h.positions)] for h in ch.holds],
+                "title": ch.title,
+                "run": ch.run,
                 "task": by_task.get(ch.task_key, {}),
             }
             task = store.insert_task(
@@ -180,6 +190,8 @@ class JobRec:
     attempts: int
     next_poll: datetime | None = None
     prompt_id: int | None = None  # open recovery/interruption prompt
+    role: str = "operator"
+    finished_at: datetime | None = None
 
 
 @dataclass
@@ -200,15 +212,27 @@ class ChainRec:
     after_previous_s: float | None
     previous_key: str | None
     qc: list[dict[str, Any]]
+    main: int = 0  # seq of the main job (the LH run, the event prompt, the setpoint)
+    holds: list[tuple[str, int, int, tuple[int, ...]]] = field(
+        default_factory=list
+    )  # place, first, last, positions
+    title: str = ""
+    run_tag: str = ""
+    kind: str = ""
+    day: int = 0
     jobs: list[JobRec] = field(default_factory=list)
     main_start: datetime | None = None
     late_alarmed: bool = False
+    held: dict[str, int] = field(default_factory=dict)  # place -> position this chain holds
 
     def main_seq(self) -> int:
-        for j in self.jobs:
-            if j.op in (Op.LH_RUN, Op.PROMPT, Op.SETPOINT):
-                return j.seq
-        return 0
+        return self.main
+
+    def deck_slot(self) -> int | None:
+        for place, pos in self.held.items():
+            if place.endswith(":deck"):
+                return pos
+        return None
 
 
 @dataclass
@@ -253,6 +277,8 @@ class Engine:
         self._order: list[ChainRec] = []
         self.active: set[int] = set()  # task ids of chains under way
         self.planned_end: dict[str, datetime] = {}  # chain key -> end in the latest schedule
+        self.occupied: dict[tuple[str, int], int] = {}  # (place, position) -> task id holding it
+        self.operator_hours: dict[int, tuple[Any, Any]] | None = None
 
     # ---- state changes: always store first ----------------------------------------------
 
@@ -276,6 +302,8 @@ class Engine:
             self.running.add(j.id)
         else:
             self.running.discard(j.id)
+        if j.state in (JobState.DONE, JobState.SKIPPED) and j.task_id in self.chains:
+            self._release(self.chains[j.task_id], j)
 
     def _task(self, c: ChainRec, trigger: str, reason: str, **kw: Any) -> None:
         c.state = TASK_MACHINE.fire(c.task_id, c.state, trigger, self._commit, reason=reason, **kw)  # type: ignore[assignment]
@@ -284,6 +312,8 @@ class Engine:
         else:
             self.active.discard(c.task_id)
             self._maybe_complete = True
+            for place in list(c.held):  # a finished or skipped chain holds nothing
+                self.occupied.pop((place, c.held.pop(place)), None)
 
     def _run(self, r: RunRec, trigger: str, reason: str, **kw: Any) -> None:
         r.state = RUN_MACHINE.fire(r.id, r.state, trigger, self._commit, reason=reason, **kw)  # type: ignore[assignment]
@@ -298,6 +328,7 @@ class Engine:
         self.jobs.clear()
         self.chains.clear()
         self.running.clear()
+        self.occupied.clear()
         self.active.clear()
         self._maybe_complete = True
         self.paused_plates.clear()
@@ -307,6 +338,15 @@ class Engine:
             if state not in ACTIVE_RUNS:
                 continue
             rr = RunRec(run.id, run.name, state, run.timezone)
+            if run.workcell_text and self.operator_hours is None:
+                from labctl.workcell import parse_workcell
+
+                try:
+                    self.operator_hours = (
+                        parse_workcell(run.workcell_text, run.workcell_name).operator_hours or None
+                    )
+                except LabctlError:
+                    self.operator_hours = None  # checked when the run was registered
             plate_rows = self.store.plates(run.id)
             plates = {p.id: p.label for p in plate_rows}
             self.paused_plates.update(
@@ -333,6 +373,14 @@ class Engine:
                     spec.get("after_previous_s"),
                     spec.get("previous_key"),
                     qc,
+                    main=int(spec.get("main_seq", 0)),
+                    holds=[
+                        (h[0], int(h[1]), int(h[2]), tuple(h[3])) for h in spec.get("holds", [])
+                    ],
+                    title=str(spec.get("title", "")),
+                    run_tag=str(spec.get("run", "")),
+                    kind=t.kind,
+                    day=t.day,
                 )
                 rr.chains[c.key] = c
                 self.chains[t.id] = c
@@ -353,11 +401,14 @@ class Engine:
                     j.device_op_id,
                     j.started_at,
                     j.attempts,
+                    role=str(js.get("role", "operator")),
+                    finished_at=j.finished_at,
                 )
                 self.jobs[j.id] = jr
                 self.chains[j.task_id].jobs.append(jr)
                 if jr.state is JobState.RUNNING:
                     self.running.add(jr.id)
+            self._rebuild_holds(run.id, rr)
             for c in rr.chains.values():
                 c.jobs.sort(key=lambda x: x.seq)
                 main = next((j for j in c.jobs if j.seq == c.main_seq()), None)
@@ -370,6 +421,28 @@ class Engine:
                 if p.deadline is not None and p.default_choice is not None:
                     self.deadlines[p.id] = (p.deadline, p.default_choice, p.job_id)
         self._replan = True
+
+    def _rebuild_holds(self, run_id: int, rr: RunRec) -> None:
+        """Which chain holds which place (deck position, transfer station), from the trail."""
+        chosen: dict[tuple[int, str], int] = {}
+        for ev in self.store.events(run_id, action="hold", limit=None):
+            chosen[(int(ev.data["task_id"]), str(ev.data["place"]))] = int(ev.data["position"])
+        for c in rr.chains.values():
+            c.jobs.sort(key=lambda x: x.seq)
+            if c.state is not TaskState.ACTIVE:
+                continue
+            for place, first, last, positions in c.holds:
+                started = any(
+                    j.seq == first and j.state not in (JobState.PENDING, JobState.READY)
+                    for j in c.jobs
+                )
+                released = any(
+                    j.seq == last and j.state in (JobState.DONE, JobState.SKIPPED) for j in c.jobs
+                )
+                if started and not released:
+                    pos = chosen.get((c.task_id, place), positions[0])
+                    c.held[place] = pos
+                    self.occupied[(place, pos)] = c.task_id
 
     def recover(self) -> None:
         """After a start or a crash: reconcile every job found RUNNING with its device."""
@@ -718,7 +791,7 @@ class Engine:
         dev = self.devices.get(j.device)
         if dev is None:
             raise DeviceError(j.device, j.op.value, "no such device in the workcell")
-        p = j.params
+        p = self._params(c, j)
         if j.op is Op.LH_RUN:
             assert isinstance(dev, LiquidHandler) or hasattr(dev, "start_job")
             return dev.start_job(j.key, p)  # type: ignore[union-attr]
@@ -809,6 +882,7 @@ class Engine:
             )
             if j.op is Op.PROMPT and c.qc:
                 self._record_qc(c, st.result)
+        j.finished_at = now
         if j.seq == c.main_seq() and c.main_start is None:
             c.main_start = j.started_at or now
         if (
@@ -918,6 +992,7 @@ class Engine:
         chains: list[Chain] = []
         done_at: dict[str, datetime] = {}
         busy: dict[str, datetime] = {}
+        fixed: dict[str, Slot] = {}
         for r in self.runs.values():
             if r.state not in (RunState.RUNNING, RunState.PLANNED):
                 continue
@@ -926,12 +1001,27 @@ class Engine:
                     done_at[c.key] = c.main_start
                 if c.state is TaskState.PENDING:
                     chains.append(self._chain_of(c))
-        for j in self.jobs.values():
-            if j.state is JobState.RUNNING and j.started_at is not None:
-                end = j.started_at + timedelta(seconds=j.duration_s)
-                busy[j.device] = max(busy.get(j.device, now), end)
+                elif c.state is TaskState.ACTIVE:
+                    # Under way: its started jobs are fixed, the rest follows them.
+                    chains.append(self._chain_of(c))
+                    for j in c.jobs:
+                        if j.started_at is not None and j.state is not JobState.READY:
+                            end = j.finished_at or max(
+                                now, j.started_at + timedelta(seconds=j.duration_s)
+                            )
+                            fixed[j.key] = Slot(
+                                j.key, j.device, j.started_at, end, c.deck_slot(), None
+                            )
         tz = next(iter(self.runs.values())).timezone if self.runs else "UTC"
-        self._schedule = schedule(chains, now=now, busy_until=busy, done_at=done_at, tz=tz)
+        self._schedule = schedule(
+            chains,
+            now=now,
+            busy_until=busy,
+            fixed=fixed,
+            done_at=done_at,
+            tz=tz,
+            operator_hours=self.operator_hours,
+        )
         for key, cp in self._schedule.chains.items():
             self.planned_end[key] = cp.end
         self._order = sorted(
@@ -955,6 +1045,7 @@ class Engine:
                 )
 
     def _chain_of(self, c: ChainRec) -> Chain:
+        """The scheduler's view of a stored chain (jobs, window, tie, holds)."""
         from labctl.jobs import JobSpec, Role
 
         jobs = tuple(
@@ -963,13 +1054,16 @@ class Engine:
                 c.task_key,
                 c.plate,
                 j.seq,
-                Role.OPERATOR if j.op is Op.PROMPT else Role.LIQUID_HANDLER,
+                Role(j.role),
                 j.device,
                 j.op,
                 j.params,
                 j.duration_s,
             )
             for j in c.jobs
+        )
+        holds = tuple(
+            Hold(place, first, last, positions) for place, first, last, positions in c.holds
         )
         return Chain(
             c.key,
@@ -983,6 +1077,12 @@ class Engine:
             c.manual,
             c.after_previous_s,
             c.previous_key,
+            main_seq=c.main,
+            holds=holds,
+            kind=c.kind,
+            title=c.title,
+            day=c.day,
+            run=c.run_tag,
         )
 
     def _planned_start(self, c: ChainRec) -> datetime:
@@ -1039,9 +1139,77 @@ class Engine:
             return
         if r.state is RunState.HOLDING and nxt.op is Op.LH_RUN:
             return
+        if not self._acquire(c, nxt):
+            return  # the place it needs (deck position, transfer station) is taken: wait
         self._start(nxt, c, now)
         if nxt.state is JobState.RUNNING and nxt.op is not Op.PROMPT:
             busy.add(nxt.device)
+
+    def _acquire(self, c: ChainRec, j: JobRec) -> bool:
+        """Take every place the chain starts to hold at job ``j``; False if one is taken.
+
+        Nothing is taken unless everything asked for is free.
+
+        A place holds one plate per position (DESIGN: a plate is never put down where
+        another still is). The scheduler's choice of deck position is used when free.
+        """
+        wanted: list[tuple[str, int]] = []
+        opening = bool(c.jobs) and j.seq == c.jobs[0].seq
+        for place, first, _last, positions in c.holds:
+            # Deck positions are reserved when the chain begins, not when the plate
+            # arrives: a plate never leaves the incubator without a place to go, so two
+            # chains can never wait on each other's plate (deck full, transfer station
+            # taken by a plate that is waiting for the deck).
+            reserve = opening and place.endswith(":deck")
+            if (first != j.seq and not reserve) or place in c.held:
+                continue
+            prefer = self._scheduled_position(c, place)
+            free = [p for p in positions if (place, p) not in self.occupied]
+            if not free:
+                return False
+            wanted.append((place, prefer if prefer in free else free[0]))
+        for place, pos in wanted:
+            self.store.record(
+                "hold",
+                entity="task",
+                entity_id=c.task_id,
+                actor=self.cfg.actor,
+                reason=f"{c.plate} takes {place} position {pos}",
+                data={"task_id": c.task_id, "place": place, "position": pos},
+            )
+            c.held[place] = pos
+            self.occupied[(place, pos)] = c.task_id
+        return True
+
+    def _scheduled_position(self, c: ChainRec, place: str) -> int | None:
+        if self._schedule is None or not place.endswith(":deck"):
+            return None
+        for j in c.jobs:
+            slot = self._schedule.slots.get(j.key)
+            if slot is not None and slot.deck_slot is not None:
+                return slot.deck_slot
+        return None
+
+    def _release(self, c: ChainRec, j: JobRec) -> None:
+        """Give back the places whose last job is ``j`` (done or skipped)."""
+        for place, _first, last, _pos in c.holds:
+            if place in c.held and (
+                last == j.seq or c.state in (TaskState.DONE, TaskState.SKIPPED)
+            ):
+                pos = c.held.pop(place)
+                self.occupied.pop((place, pos), None)
+
+    def _params(self, c: ChainRec, j: JobRec) -> dict[str, Any]:
+        """The job's parameters with the deck position this chain actually holds."""
+        slot = c.deck_slot()
+        if slot is None:
+            return j.params
+        from labctl.jobs import JobSpec, Role
+
+        spec = JobSpec(
+            j.key, c.task_key, c.plate, j.seq, Role(j.role), j.device, j.op, j.params, j.duration_s
+        )
+        return on_deck(spec, slot).params
 
     def _start(self, j: JobRec, c: ChainRec, now: datetime) -> None:
         # 1. commit RUNNING (with the audit entry) before the device hears anything
@@ -1117,6 +1285,3 @@ class Engine:
 
 def dumps(x: Any) -> str:
     return json.dumps(x, default=str)
-
-
-_ = (Slot,)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "expand",
     "lh_duration_s",
     "natural_key",
+    "on_deck",
 ]
 
 ALL_PLATES = "*"  # the plate label of a chain that concerns the whole run (incubator setpoints)
@@ -295,6 +296,29 @@ def natural_key(text: str) -> tuple:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text))
 
 
+def on_deck(job: JobSpec, deck_slot: int) -> JobSpec:
+    """``job`` with the plate on deck position ``deck_slot`` instead of the one expand chose.
+
+    The scheduler picks a free position when the liquid handler has several
+    (``Slot.deck_slot``); apply it to the TO_DECK, LH_RUN and TO_INCUBATOR jobs (or their
+    operator prompts) before starting them. Jobs without a deck position come back as is.
+    """
+    p = job.params
+    old = p.get("deck_slot")
+    if old is None or old == deck_slot:
+        return job
+    lh = p.get("liquid_handler", "")
+    new = dict(p, deck_slot=deck_slot)
+    for k in ("source", "destination"):
+        if new.get(k) == f"{lh}/{old}":
+            new[k] = f"{lh}/{deck_slot}"
+    if isinstance(new.get("text"), str):
+        new["text"] = new["text"].replace(
+            f"deck slot {old} of {lh}", f"deck slot {deck_slot} of {lh}"
+        )
+    return replace(job, params=new)
+
+
 def expand(
     plan: Plan,
     plates: list[str],
@@ -416,6 +440,7 @@ def _lh_chain(
         "source": f"{inc}/transfer" if inc is not None else "bench",
         "destination": f"{lh}/{deck}",
         "deck_slot": deck,
+        "deck_positions": list(roles.deck_slots),
         "liquid_handler": lh,
     }
     if roles.mover is not None:
@@ -437,7 +462,13 @@ def _lh_chain(
         Role.LIQUID_HANDLER,
         lh,
         Op.LH_RUN,
-        {**common, **lh_params, "deck_slot": deck},
+        {
+            **common,
+            **lh_params,
+            "deck_slot": deck,
+            "deck_positions": list(roles.deck_slots),
+            "liquid_handler": lh,
+        },
         lh_duration_s(task, d),
     )
     back = {**move, "source": move["destination"], "destination": move["source"]}

@@ -26,13 +26,22 @@ import heapq
 import sys
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 from labctl.clock import utc
 from labctl.errors import ParameterError, PlanError
-from labctl.jobs import ALL_PLATES, Chain, Durations, WorkcellRoles, expand, natural_key
+from labctl.jobs import (
+    ALL_PLATES,
+    Chain,
+    Durations,
+    Hold,
+    Op,
+    WorkcellRoles,
+    expand,
+    natural_key,
+)
 from labctl.resolve import Plan, zone
 
 __all__ = [
@@ -250,6 +259,48 @@ class _State:
         return t
 
 
+def _normalise(c: Chain) -> Chain:
+    """A chain rebuilt from storage may lack its run, main job and places: infer them.
+
+    The main job is the LH run (or the setpoint); the plate holds the deck from TO_DECK to
+    TO_INCUBATOR and the incubator's transfer station around FETCH and STORE, exactly as
+    :func:`labctl.jobs.expand` makes them.
+    """
+    head = c.key.rsplit("/", 1)[0]
+    if not c.run and ":" in head:  # "r7:d3-feed-0900/P2": the plate belongs to run r7
+        c = replace(c, run=head.split(":", 1)[0])
+    if c.holds or len(c.jobs) < 2:
+        return c
+    ops = [j.op for j in c.jobs]
+    steps = [j.params.get("step") for j in c.jobs]
+    main = c.main_seq
+    if main == 0 and ops[0] not in (Op.LH_RUN, Op.SETPOINT):
+        main = next((k for k, o in enumerate(ops) if o in (Op.LH_RUN, Op.SETPOINT)), 0)
+    to_deck = next(
+        (k for k in range(len(ops)) if ops[k] is Op.TO_DECK or steps[k] == "to_deck"), None
+    )
+    back = next(
+        (k for k in range(len(ops)) if ops[k] is Op.TO_INCUBATOR or steps[k] == "to_incubator"),
+        None,
+    )
+    holds: list[Hold] = []
+    if to_deck is not None and back is not None and to_deck <= back:
+        p = c.jobs[to_deck].params
+        lh = p.get("liquid_handler") or next(
+            (j.device for j in c.jobs if j.op is Op.LH_RUN), "liquid-handler"
+        )
+        positions = tuple(p.get("deck_positions") or [p.get("deck_slot", 1)])
+        holds.append(Hold(f"{lh}:deck", to_deck, back, positions))
+        if to_deck > 0 and ops[to_deck - 1] is Op.FETCH:
+            inc = c.jobs[to_deck - 1].device
+            holds.insert(0, Hold(f"{inc}:transfer", to_deck - 1, to_deck))
+        if back + 1 < len(ops) and ops[back + 1] is Op.STORE:
+            holds.append(Hold(f"{c.jobs[back + 1].device}:transfer", back, back + 1))
+    if main == c.main_seq and not holds:
+        return c
+    return replace(c, main_seq=main, holds=tuple(holds))
+
+
 def _prep(c: Chain, idx: int, st: _State) -> _Prep:
     durs = [_dur(j.duration_s) for j in c.jobs]
     offs, acc = [], 0
@@ -387,6 +438,7 @@ def schedule(
     if len(set(keys)) != len(keys):
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise PlanError(f"duplicate chain keys passed to the scheduler: {', '.join(dup[:3])}")
+    chains = [_normalise(c) for c in chains]
     by_key = {c.key: c for c in chains}
 
     for dev, until in sorted(busy_until.items()):
@@ -792,7 +844,8 @@ def suggest_starts(
         for c in chains:
             if c.key in sched.late:
                 by_task.setdefault(c.task_key, []).append(c)
-        penalty, feeds_late, manual, reasons = 0.0, 0, 0, []
+        penalty, feeds_late, manual = 0.0, 0, 0
+        reasons: list[tuple[int, datetime, str]] = []
         n_per_task: dict[str, int] = {}
         for c in chains:
             n_per_task[c.task_key] = n_per_task.get(c.task_key, 0) + 1
@@ -805,13 +858,18 @@ def suggest_starts(
             if c0.kind in _LH_KINDS:
                 feeds_late += len(cs)
                 penalty += 100 + 10 * len(cs)
+                rank = 1
             elif c0.manual:
                 manual += 1
                 penalty += 1000
+                rank = 0
             else:
                 penalty += 10 * len(cs)
+                rank = 2
             penalty += mins / 1000
-            reasons.append(f"{what}: {len(cs)}/{n_per_task[tk]} plate(s) late, {plan0.late_reason}")
+            text = f"{what}: {len(cs)}/{n_per_task[tk]} plate(s) late, {plan0.late_reason}"
+            reasons.append((rank, when, text))
+        reasons.sort(key=lambda r: (r[0], r[1]))  # the worst first, then in time order
         out.append(
             StartScore(
                 plan.start,
@@ -819,7 +877,7 @@ def suggest_starts(
                 feeds_late,
                 manual,
                 len(sched.late),
-                tuple(reasons),
+                tuple(r[2] for r in reasons),
             )
         )
     out.sort(key=lambda s: (s.penalty, s.start))

@@ -8,7 +8,7 @@ has completed, 3 if it stopped for another reason.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,14 +25,35 @@ from tests.fakes import Killer, fake_workcell  # noqa: E402
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
 
 
+class PersistentClock(VirtualClock):
+    """Virtual time that survives the process: the world's time does not stop at a crash."""
+
+    def __init__(self, path: Path, start: datetime) -> None:
+        super().__init__(start)
+        self.path = path
+
+    def sleep_until(self, when: datetime) -> None:
+        super().sleep_until(when)
+        self.path.write_text(self.now().isoformat())
+
+    def advance(self, seconds: float) -> None:
+        super().advance(seconds)
+        self.path.write_text(self.now().isoformat())
+
+
 def main() -> int:
     db, state_dir, kill_at, plates = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
-    clock = VirtualClock(T0)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    clock_file = state_dir / "clock.txt"
+    clock = PersistentClock(clock_file, T0)
     store = Store.open(db, clock, durable=False)
     last = store.events(limit=1, newest_first=True)
     if last:
-        # Virtual time goes on from the last thing written (never before it).
-        clock.set(last[0].time + timedelta(seconds=1))
+        clock.set(last[0].time)
+    if clock_file.exists():
+        clock.set(datetime.fromisoformat(clock_file.read_text()))
+    # The restart itself takes a while: 10 s to a few minutes of downtime.
+    clock.advance(10.0 + 20.0 * (kill_at % 10))
     if not store.list_runs():
         proto = load_protocol(ROOT / "protocols/kriks2011_da.yaml")
         plan = resolve(proto, plates=plates, start=datetime(2026, 12, 1, 9, 0), timezone="Europe/Stockholm")

@@ -23,7 +23,13 @@ from labctl.errors import DeviceFault
 
 
 class Killer:
-    """Kills this process with SIGKILL at the Nth device call (crash tests)."""
+    """Kills this process with SIGKILL at the Nth crash point (crash tests).
+
+    Crash points are where a lost write matters: just before a device is told to act, just
+    after it acted (before the engine learns the op id), and when a poll first reports an
+    operation finished (before the engine records it). Polls of running operations are not
+    crash points: nothing changes there.
+    """
 
     def __init__(self, at: int | None) -> None:
         self.at = at
@@ -98,7 +104,6 @@ class FakeDevice:
     # --- Device ---------------------------------------------------------------------------
 
     def poll(self, op_id: str) -> OpStatus:
-        self.killer.tick()
         op = self.ops.get(op_id)
         if op is None:
             raise DeviceFault(self.name, f"poll {op_id}", "unknown operation")
@@ -112,6 +117,7 @@ class FakeDevice:
                 DeviceFault(self.name, op["kind"], "injected failure", device_code="99"),
             )
         self._log_once(op_id, op, end)
+        self.killer.tick()  # a crash here: the device finished, the engine never recorded it
         return OpStatus(OpState.SUCCEEDED, "done", result={"op": op_id})
 
     def _log_once(self, op_id: str, op: dict[str, Any], end: datetime) -> None:
