@@ -125,6 +125,16 @@ class OpentronsLiquidHandler:
         with self._lock:
             return dict(self._left)
 
+    def attended(self, job_key: str, detail: str) -> None:
+        """The operator confirmed what a DeviceNeedsOperator asked for (labctl.devices.Attendable):
+        new tip racks (all racks of the role named, full), or an emptied waste reservoir."""
+        text = detail.lower()
+        if "tip" in text:
+            for role in list(self.tips_left):
+                self.refilled(None, role)
+        if "waste" in text:
+            self.emptied()
+
     def refilled(self, n: int | None = None, role: str = "tips") -> None:
         """The operator put new racks in: ``role``'s racks now hold ``n`` unused tips (None:
         full), taken from the last positions (used positions come first)."""

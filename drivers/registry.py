@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 KNOWN_DRIVERS = ("cytomat", "liconic", "manual-incubator", "opentrons", "operator")
-SIM_DRIVERS = ("sim-cytomat", "sim-liconic")
+SIM_DRIVERS = ("sim-cytomat", "sim-liconic", "sim-operator")
 _PORT_EXAMPLE = "e.g. /dev/ttyUSB0 or socket://127.0.0.1:5001"
 
 
@@ -179,7 +179,7 @@ def _build_opentrons(dev: WorkcellDevice, store: Store, clock: Clock) -> Device:
             f"the opentrons liquid-handler driver is not available ({exc})"
         ) from exc
     try:
-        layout = DeckLayout.from_settings(deck, robot)
+        layout = DeckLayout.from_deck(deck, robot)
     except (LabctlError, ValueError, TypeError, KeyError) as exc:
         raise _SettingError(f"'deck': {exc}") from exc
     kwargs: dict[str, Any] = {}

@@ -305,10 +305,7 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 
 def _register_more(sub: argparse._SubParsersAction) -> None:
-    try:
-        from labctl import cli_run  # noqa: F401 - registers engine/run commands if present
-    except ImportError:
-        pass
+    from labctl import cli_run, simulate  # noqa: F401 - they register their commands
     for reg in EXTRA_COMMANDS:
         reg(sub)
 

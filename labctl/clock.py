@@ -12,7 +12,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "RealClock", "VirtualClock", "utc"]
+__all__ = ["Clock", "PacedClock", "RealClock", "VirtualClock", "utc"]
 
 
 def utc(dt: datetime) -> datetime:
@@ -101,3 +101,31 @@ class VirtualClock:
     def set(self, when: datetime) -> None:
         """Jump to ``when`` if it is later than now (tests use it to pin a moment)."""
         self.sleep_until(when)
+
+
+class PacedClock:
+    """Accelerated real time for training: ``pace`` virtual seconds pass per real second.
+
+    A pace of 1440 runs a protocol day in a real minute. Sleeping really waits, for the
+    virtual span divided by the pace.
+    """
+
+    def __init__(self, start: datetime, pace: float) -> None:
+        if pace <= 0:
+            raise ValueError("pace must be above zero")
+        self._start = utc(start)
+        self._pace = pace
+        self._t0 = time.monotonic()
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self._pace)
+
+    def monotonic(self) -> float:
+        return (time.monotonic() - self._t0) * self._pace
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds / self._pace)
+
+    def sleep_until(self, when: datetime) -> None:
+        self.sleep((utc(when) - self.now()).total_seconds())

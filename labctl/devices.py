@@ -79,6 +79,14 @@ class Device(Protocol):
         ...
 
 
+class Attendable(Protocol):
+    """A device that asks for a person (DeviceNeedsOperator) and is told when it was done."""
+
+    def attended(self, job_key: str, detail: str) -> None:
+        """The operator dealt with ``detail`` (e.g. put new tip racks in) before a retry."""
+        ...
+
+
 @runtime_checkable
 class LiquidHandler(Device, Protocol):
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:

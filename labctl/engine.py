@@ -32,7 +32,13 @@ from labctl.devices import (
     OpStatus,
     PlateMover,
 )
-from labctl.errors import DeviceBusy, DeviceError, InvalidTransition, LabctlError
+from labctl.errors import (
+    DeviceBusy,
+    DeviceError,
+    DeviceNeedsOperator,
+    InvalidTransition,
+    LabctlError,
+)
 from labctl.jobs import Chain, Durations, Hold, Op, WorkcellRoles, expand, on_deck
 from labctl.machines import (
     JOB_MACHINE,
@@ -192,6 +198,7 @@ class JobRec:
     prompt_id: int | None = None  # open recovery/interruption prompt
     role: str = "operator"
     finished_at: datetime | None = None
+    needs_operator: str | None = None  # why the device wanted a person before this job (tips, waste)
 
 
 @dataclass
@@ -279,6 +286,9 @@ class Engine:
         self.planned_end: dict[str, datetime] = {}  # chain key -> end in the latest schedule
         self.occupied: dict[tuple[str, int], int] = {}  # (place, position) -> task id holding it
         self.operator_hours: dict[int, tuple[Any, Any]] | None = None
+        # Called at the start of every step with the current time (a simulated
+        # workcell applies its timed faults and its scripted operator's decisions here).
+        self.hooks: list[Callable[[datetime], None]] = []
 
     # ---- state changes: always store first ----------------------------------------------
 
@@ -509,6 +519,8 @@ class Engine:
         if not self._recovered:
             self.recover()
         now = self.clock.now()
+        for hook in self.hooks:
+            hook(now)
         self.apply_commands()
         self._poll_running(now)
         self._apply_prompt_defaults(now)
@@ -729,6 +741,13 @@ class Engine:
             )
             j.prompt_id = p.id
             return
+        if choice in ("retry", "done") and j.needs_operator:
+            # The operator dealt with what the device asked for (new tip racks, emptied waste).
+            attended = getattr(self.devices.get(j.device), "attended", None)
+            if callable(attended):
+                attended(j.key, j.needs_operator)
+            self.store.record("attended", entity="job", entity_id=j.id, actor=actor, reason=j.needs_operator)
+            j.needs_operator = None
         if choice == "retry":
             j.attempts += 1
             self._job(j, "retry", reason, actor=actor, updates={"attempts": j.attempts})
@@ -815,11 +834,13 @@ class Engine:
             )  # type: ignore[union-attr]
         if isinstance(dev, Operator) or hasattr(dev, "ask"):
             prompt = {
+                **p,
                 "run_id": c.run_id,
                 "job_id": j.id,
                 "kind": "task",
                 "text": p.get("text") or p.get("title") or j.op.value,
                 "choices": p.get("qc") or [],
+                "duration_s": j.duration_s,
             }
             return dev.ask(j.key, prompt)  # type: ignore[union-attr]
         raise DeviceError(j.device, j.op.value, "this device cannot do that operation")
@@ -1219,6 +1240,7 @@ class Engine:
         try:
             op_id = self._start_op(j, c)
         except DeviceError as exc:
+            j.needs_operator = str(exc) if isinstance(exc, DeviceNeedsOperator) else None
             self._job(
                 j,
                 "fail",

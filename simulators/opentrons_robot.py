@@ -1124,6 +1124,9 @@ class RobotSimulator:
         self._log_entries: list[dict[str, Any]] = []
         self._protocols: dict[str, _Protocol] = {}
         self._runs: dict[str, _Run] = {}
+        # run number (1-based, in creation order) -> command index at which it fails
+        self.failing_runs: dict[int, int] = {}
+        self._armed_by_scenario = False
         self._current_run_id: str | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -1623,6 +1626,13 @@ class RobotSimulator:
                 )
             if current is not None:
                 self._release(current, now)
+            # A scenario may fail one particular run (the n-th created, from 1).
+            n = len(self._runs) + 1
+            if n in self.failing_runs:
+                self._faults = dataclasses.replace(self._faults, fail_at_command=self.failing_runs[n])
+            elif self._armed_by_scenario:
+                self._faults = dataclasses.replace(self._faults, fail_at_command=None)
+            self._armed_by_scenario = n in self.failing_runs
             run = self._new_run(protocol_id, future.result() if future else None, data, now)
             run.door_blocking = self.robot == "Flex" and self._faults.door_open
             self._runs[run.id] = run

@@ -1,0 +1,201 @@
+"""``labctl simulate``: a whole protocol on the built-in simulated workcell, in virtual time.
+
+The same engine and the same drivers as a real run talk over HTTP and a pseudo-terminal to
+wire-level simulators (started here, found as plugins: the core imports neither drivers
+nor simulators). The run database, the workcell file, the devices' action logs and the
+batch record are written to one folder, printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from labctl.cli import EXIT_INVALID, EXIT_OK, EXTRA_COMMANDS, _load_or_fail, _out, _start
+from labctl.clock import PacedClock, RealClock, VirtualClock
+from labctl.plugins import load
+
+TERMINAL = ("completed", "aborted", "failed")
+
+
+def _out_dir(args: argparse.Namespace, protocol_id: str) -> Path:
+    if args.out:
+        return Path(args.out)
+    from platformdirs import user_data_path
+
+    stamp = RealClock().now().strftime("%Y%m%d-%H%M%S")
+    return user_data_path("labctl") / "simulations" / f"{protocol_id}-{stamp}-{os.getpid()}"
+
+
+def simulate(args: argparse.Namespace) -> int:
+    from labctl.engine import Engine, EngineConfig, register_run
+    from labctl.jobs import WorkcellRoles
+    from labctl.report import batch_record
+    from labctl.resolve import parse_param_args, resolve
+    from labctl.store import Store
+    from labctl.workcell import parse_workcell
+
+    tz = args.tz or "UTC"
+    proto = _load_or_fail(args.file)
+    plan = resolve(proto, parse_param_args(args.param or []), plates=args.plates, start=_start(args.start, tz), timezone=tz)
+    labels = [f"P{i + 1}" for i in range(args.plates)]
+    out = _out_dir(args, proto.id)
+    out.mkdir(parents=True, exist_ok=True)
+    db = Path(args.db) if args.db else out / "run.db"
+    first = min((t.window_start for t in plan.tasks), default=plan.start)
+    t0 = min(first, plan.start.astimezone(first.tzinfo)) - timedelta(hours=1)
+    clock: Any = PacedClock(t0, args.pace) if args.pace else VirtualClock(t0)
+    scenario = load("load_scenario")(args.faults) if args.faults else None
+    SimulatedWorkcell = load("simulated_workcell")  # noqa: N806 - a class from a plugin
+    build_devices = load("build_devices")
+    store = Store.open(db, clock, durable=False)  # a dry run need not survive a power cut
+    with store, SimulatedWorkcell(clock, store, labels, out / "devices", scenario=scenario, timezone=tz) as sim:
+        text = sim.workcell_text()
+        (out / "workcell.yaml").write_text(text, encoding="utf-8")
+        wc = parse_workcell(text, str(out / "workcell.yaml"))
+        roles = WorkcellRoles.from_workcell(wc, labels)
+        devices = build_devices(wc, store, clock, sim=sim)
+        run_id = register_run(store, clock, proto, plan, roles, name=args.name or f"dry run {proto.id}",
+                              workcell_name=wc.name, workcell_text=text, actor="simulate",
+                              operator_hours=wc.operator_hours)
+        store.insert_command("start", actor="simulate", run_id=run_id, reason="labctl simulate")
+        engine = Engine(store, clock, devices, EngineConfig(alarm_check_s=600.0 if not args.pace else 60.0))
+        engine.hooks.append(lambda now: sim.tick([run_id]))
+        last = max((t.window_end for t in plan.tasks), default=plan.start)
+        give_up = last + timedelta(days=args.grace_days)
+        _out(f"simulating {proto.id} v{proto.version} on {args.plates} plate(s), day 0 = {plan.start:%Y-%m-%d}"
+             + (f", faults from {args.faults}" if args.faults else "") + (f", pace {args.pace:g}x" if args.pace else ", virtual time"))
+        wall = RealClock()
+        t_start = wall.monotonic()
+        engine.run(until=lambda: store.get_run(run_id).state in TERMINAL or clock.now() > give_up,
+                   max_idle_s=3600.0 if not args.pace else 30.0)
+        wall_s = wall.monotonic() - t_start
+        for d in devices.values():
+            close = getattr(d, "close", None)
+            if callable(close):
+                close()
+        report = out / "batch-record.html"
+        report.write_text(batch_record(store, run_id), encoding="utf-8")
+        summary = summarize(store, run_id)
+    _print_summary(summary, db, report, out, wall_s)
+    return EXIT_OK if summary["state"] == "completed" else EXIT_INVALID
+
+
+def summarize(store: Any, run_id: int) -> dict[str, Any]:
+    """Figures of a finished (or stopped) run, from the store."""
+    run = store.get_run(run_id)
+    tasks = store.tasks(run_id)
+    jobs = store.jobs(run_id)
+    by_state: dict[str, int] = defaultdict(int)
+    for t in tasks:
+        by_state[t.state] += 1
+    busy: dict[str, float] = defaultdict(float)
+    first = min((j.started_at for j in jobs if j.started_at), default=None)
+    last = max((j.finished_at for j in jobs if j.finished_at), default=None)
+    by_task: dict[int, list[Any]] = defaultdict(list)
+    for j in jobs:
+        by_task[j.task_id].append(j)
+        if j.started_at and j.finished_at:
+            busy[j.device] += (j.finished_at - j.started_at).total_seconds()
+    span = (last - first).total_seconds() if first and last else 0.0
+    out_of_incubator: dict[str, list[float]] = defaultdict(list)
+    plates = {p.id: p.label for p in store.plates(run_id)}
+    for t in tasks:
+        js = sorted(by_task[t.id], key=lambda j: j.seq)
+        fetch = next((j for j in js if j.op == "fetch"), None)
+        store_j = next((j for j in js if j.op == "store"), None)
+        if fetch and store_j and fetch.finished_at and store_j.started_at:
+            out_of_incubator[plates.get(t.plate_id, "?")].append((store_j.started_at - fetch.finished_at).total_seconds())
+    late = [t for t in tasks if t.actual_start and t.window_end and t.actual_start > t.window_end]
+    return {
+        "state": run.state,
+        "tasks": dict(by_state),
+        "total": len(tasks),
+        "late": len(late),
+        "deviations": len(store.events(run_id, action="deviation", limit=None)),
+        "alarms": [(a.code, a.device or "", a.message, a.state) for a in store.alarms(run_id)],
+        "open_prompts": [p.text for p in store.open_prompts(run_id)],
+        "utilisation": {d: (b / span if span else 0.0) for d, b in sorted(busy.items())},
+        "busy_h": {d: b / 3600 for d, b in sorted(busy.items())},
+        "out_of_incubator": {p: (max(v), sum(v) / len(v), len(v)) for p, v in sorted(out_of_incubator.items())},
+        "audit_ok": store.verify_chain().ok,
+        "span_days": span / 86400,
+    }
+
+
+def _print_summary(s: dict[str, Any], db: Path, report: Path, out: Path, wall_s: float) -> None:
+    done = s["tasks"].get("done", 0)
+    _out("")
+    _out(f"run {s['state']}: {done} of {s['total']} tasks done" + "".join(f", {n} {k}" for k, n in s["tasks"].items() if k != "done")
+         + f"; {s['late']} started after their window; {s['deviations']} deviation(s)")
+    _out(f"simulated {s['span_days']:.1f} days in {wall_s:.1f} s; audit chain {'verified' if s['audit_ok'] else 'BROKEN'}")
+    _out("device utilisation (busy time / run span):")
+    for d, u in s["utilisation"].items():
+        _out(f"  {d:<10} {u * 100:5.1f}%  ({s['busy_h'][d]:.1f} h)")
+    _out("time out of the incubator per plate (longest, mean, times):")
+    for p, (mx, mean, n) in s["out_of_incubator"].items():
+        _out(f"  {p:<4} longest {mx / 60:5.1f} min, mean {mean / 60:5.1f} min, {n} times")
+    if s["alarms"]:
+        _out(f"alarms ({len(s['alarms'])}):")
+        for code, dev, msg, state in s["alarms"][:20]:
+            _out(f"  [{code}] {dev} {msg} ({state})")
+    for text in s["open_prompts"][:5]:
+        _out(f"waiting for the operator: {text}")
+    _out(f"run database: {db}")
+    _out(f"batch record: {report}")
+    _out(f"device logs:  {out / 'devices'}")
+
+
+def simulators_up(args: argparse.Namespace) -> int:
+    """Start the simulated workcell in real time and write its workcell file; Ctrl-C stops."""
+    from labctl.store import Store
+
+    SimulatedWorkcell = load("simulated_workcell")  # noqa: N806
+    clock = RealClock()
+    out = Path(args.out or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [f"P{i + 1}" for i in range(args.plates)]
+    db = Path(args.db) if args.db else out / "simulators.db"
+    with Store.open(db, clock) as store, SimulatedWorkcell(clock, store, labels, out / "devices") as sim:
+        path = out / "workcell.yaml"
+        path.write_text(sim.workcell_text(), encoding="utf-8")
+        _out(f"simulated workcell up; workcell file: {path}")
+        _out("  labctl devices check --workcell " + str(path))
+        _out("  labctl run PROTOCOL --workcell " + str(path) + " --plates N --db " + str(db))
+        _out("Ctrl-C stops the simulators.")
+        try:
+            while True:
+                clock.sleep(1.0)
+        except KeyboardInterrupt:
+            _out("stopping")
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="dry-run a protocol on the simulated workcell (virtual time)")
+    p.add_argument("file")
+    p.add_argument("--plates", type=int, default=1)
+    p.add_argument("--start", help="day 0, e.g. 2026-12-01T09:00 (default: tomorrow)")
+    p.add_argument("--tz", help="IANA time zone (default UTC)")
+    p.add_argument("--param", action="append", metavar="NAME=VALUE")
+    p.add_argument("--faults", metavar="SCENARIO", help="fault scenario YAML")
+    p.add_argument("--db", help="run database (default: in the output folder)")
+    p.add_argument("--out", help="output folder (default: the user data dir)")
+    p.add_argument("--name")
+    p.add_argument("--pace", type=float, help="real-time acceleration instead of virtual time (1440 = a day a minute)")
+    p.add_argument("--grace-days", type=float, default=3.0, help="stop this long after the last window if not done")
+    p.set_defaults(func=simulate)
+
+    p = sub.add_parser("simulators", help="simulated devices for people to try against")
+    p.add_argument("action", choices=["up"])
+    p.add_argument("--plates", type=int, default=6)
+    p.add_argument("--out", help="folder for the workcell file and logs (default: .)")
+    p.add_argument("--db")
+    p.set_defaults(func=simulators_up)
+
+
+EXTRA_COMMANDS.append(register)

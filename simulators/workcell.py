@@ -1,0 +1,232 @@
+"""The built-in simulated workcell: a robot server on 127.0.0.1, a Cytomat on a
+pseudo-terminal, and a scripted operator, all on one shared clock.
+
+It writes the workcell file that points at them, so the REAL drivers reach the simulators
+over the same wire as hardware (HTTP, serial). The simulated devices are named ``ot2-sim``,
+``inc-sim`` and ``operator``. Faults come from a scenario file (YAML)::
+
+    faults:
+      - {device: inc-sim, fault: door_open, at: "2026-12-03T09:00:00Z", duration: 20 min}
+      - {device: inc-sim, fault: error_code, code: "05", after_commands: 40}
+      - {device: inc-sim, fault: co2_out_of_range, at: "2026-12-02T02:00:00Z", duration: 2 h, co2_offset: 3}
+      - {device: ot2-sim, fault: run_fails, run: 3, at_command: 5}     # the 3rd robot run fails
+      - {device: ot2-sim, fault: offline, at: "2026-12-04T08:30:00Z", duration: 30 min}
+      - {device: operator, fault: no_answer, at: "2026-12-05T00:00:00Z", duration: 12 h}
+      - {device: operator, fault: recovery_choice, choice: retry}       # how the script decides
+
+Incubator faults are those of :mod:`labctl.simulators.faults`. Times are virtual.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from labctl.simulators.cytomat import CytomatConfig, CytomatSim
+from labctl.simulators.faults import parse_duration, parse_faults
+from labctl.simulators.opentrons_robot import RobotSimulator
+from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
+from labctl.simulators.serial_link import PtyLink
+
+from labctl.clock import Clock
+from labctl.errors import LabctlError
+from labctl.store import Store
+
+ROBOT, INCUBATOR, OPERATOR = "ot2-sim", "inc-sim", "operator"
+
+
+class ScenarioError(LabctlError):
+    """A fault scenario file is not valid."""
+
+
+@dataclass(frozen=True)
+class RobotFault:
+    kind: str  # run_fails | offline | door_open
+    run: int | None = None
+    at_command: int | None = None
+    at: datetime | None = None
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    incubator: list[Any]
+    robot: list[RobotFault]
+    operator: OperatorScript
+    source: str = ""
+
+
+def _when(v: Any, where: str) -> datetime:
+    if isinstance(v, datetime):
+        dt = v
+    else:
+        try:
+            dt = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+        except ValueError:
+            raise ScenarioError(f"{where}: 'at' must be an ISO time like 2026-12-03T09:00:00Z") from None
+    if dt.tzinfo is None:
+        raise ScenarioError(f"{where}: 'at' needs a time zone (end it with Z for UTC)")
+    return dt
+
+
+def load_scenario(path: str | Path | None) -> Scenario:
+    """Read a fault scenario; raises ScenarioError with the entry and field named."""
+    if path is None:
+        return Scenario([], [], OperatorScript())
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot be read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML ({exc})") from None
+    items = data.get("faults") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        raise ScenarioError(f"{path}: a scenario is a list of faults under 'faults:'")
+    inc, robot = [], []
+    script = OperatorScript()
+    for i, f in enumerate(items):
+        where = f"{path}: fault #{i + 1}"
+        if not isinstance(f, dict):
+            raise ScenarioError(f"{where}: must be a mapping")
+        dev = f.get("device", INCUBATOR)
+        kind = f.get("fault")
+        if dev == INCUBATOR:
+            try:
+                inc.extend(parse_faults([{k: v for k, v in f.items()}]))
+            except ValueError as exc:
+                raise ScenarioError(f"{where}: {exc}") from None
+        elif dev == ROBOT:
+            if kind not in ("run_fails", "offline", "door_open"):
+                raise ScenarioError(f"{where}: robot faults are run_fails, offline, door_open; not {kind!r}")
+            dur = parse_duration(f["duration"]) if "duration" in f else None
+            at = _when(f["at"], where) if "at" in f else None
+            if kind == "run_fails" and ("run" not in f or "at_command" not in f):
+                raise ScenarioError(f"{where}: run_fails needs 'run' (which robot run, from 1) and 'at_command'")
+            if kind in ("offline", "door_open") and at is None:
+                raise ScenarioError(f"{where}: {kind} needs 'at'")
+            robot.append(RobotFault(kind, f.get("run"), f.get("at_command"), at, dur))
+        elif dev == OPERATOR:
+            if kind == "no_answer":
+                script.absent_from = _when(f["at"], where) if "at" in f else datetime.min.replace(tzinfo=None)
+                if "duration" in f and script.absent_from is not None:
+                    script.absent_until = script.absent_from + timedelta(seconds=parse_duration(f["duration"]))
+            elif kind == "recovery_choice":
+                if f.get("choice") not in ("retry", "skip", "hold", "done"):
+                    raise ScenarioError(f"{where}: choice must be retry, skip, hold or done")
+                script.recovery_choice = f["choice"]
+            elif kind == "qc_value":
+                script.qc_values[str(f["measure"])] = float(f["value"])
+            else:
+                raise ScenarioError(f"{where}: operator faults are no_answer, recovery_choice, qc_value; not {kind!r}")
+        else:
+            raise ScenarioError(f"{where}: unknown device {dev!r} (the simulated workcell has {ROBOT}, {INCUBATOR}, {OPERATOR})")
+    return Scenario(inc, robot, script, str(path))
+
+
+class _CytomatHands(PlateHands):
+    def __init__(self, sim: CytomatSim) -> None:
+        self.sim = sim
+
+    def take(self, plate: str) -> None:
+        if self.sim.transfer_station is not None:
+            self.sim.take_from_transfer_station()
+
+    def put(self, plate: str) -> None:
+        if self.sim.transfer_station is None:
+            self.sim.place_on_transfer_station(plate)
+
+
+class SimulatedWorkcell:
+    """Start the simulators for ``plates`` plates; ``devices`` holds the ``sim-*`` ones.
+
+    Use as a context manager (or call ``stop()``): it owns a server thread and a pty.
+    """
+
+    def __init__(self, clock: Clock, store: Store | None, plates: list[str], log_dir: Path, *,
+                 scenario: Scenario | None = None, robot: str = "OT-2", timezone: str = "UTC") -> None:
+        self.clock = clock
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.scenario = scenario or Scenario([], [], OperatorScript())
+        self.timezone = timezone
+        self.plates = list(plates)
+        self.robot = RobotSimulator(clock, robot=robot, analysis_delay_s=5.0, name=ROBOT,
+                                    action_log=self.log_dir / "robot_actions.jsonl")
+        self.incubator = CytomatSim(
+            clock, CytomatConfig(slots=max(10, len(plates) + 2), require_init=False), name=INCUBATOR,
+            plates={i + 1: p for i, p in enumerate(plates)}, faults=self.scenario.incubator,
+            action_log=self.log_dir / "incubator_actions.jsonl",
+        )
+        self.link = PtyLink(self.incubator)
+        self.devices: dict[str, Any] = {}
+        if store is not None:
+            self.devices[OPERATOR] = SimulatedOperator(store, clock, _CytomatHands(self.incubator), name=OPERATOR,
+                                                       script=self.scenario.operator,
+                                                       action_log=self.log_dir / "operator_actions.jsonl")
+        self.robot.failing_runs = {f.run: f.at_command for f in self.scenario.robot if f.kind == "run_fails" and f.run and f.at_command is not None}
+
+    def start(self) -> SimulatedWorkcell:
+        self.robot.start()
+        self.link.start()
+        return self
+
+    def stop(self) -> None:
+        self.link.stop()
+        self.robot.stop()
+
+    def __enter__(self) -> SimulatedWorkcell:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def workcell_text(self) -> str:
+        """The workcell file pointing at the running simulators (DEVICES.md section 10)."""
+        wc = {
+            "name": "simulated",
+            "timezone": self.timezone,
+            "devices": {
+                ROBOT: {"driver": "opentrons", "url": self.robot.url, "robot": "OT-2", "deck": {"plate": [1, 3]},
+                        "check": False},  # the simulated robot analyses every protocol itself
+                INCUBATOR: {"driver": "cytomat", "port": self.link.port, "slots": self.incubator.config.slots,
+                            "setpoints": {"temperature": "37 degC", "co2": "5%"}},
+                OPERATOR: {"driver": "sim-operator"},
+            },
+            "operators": {"hours": {"mon-sun": "00:00-24:00"}},
+        }
+        return "# Written by labctl: the simulated workcell (valid while it runs)\n" + yaml.safe_dump(wc, sort_keys=False)
+
+    def tick(self, run_ids: list[int]) -> None:
+        """Apply time-based faults and the scripted operator's decisions (each engine step)."""
+        now = self.clock.now()
+        offline = door = False
+        for f in self.scenario.robot:
+            if f.at is None:
+                continue
+            active = now >= f.at and (f.duration_s is None or now < f.at + timedelta(seconds=f.duration_s))
+            offline |= f.kind == "offline" and active
+            door |= f.kind == "door_open" and active
+        changes: dict[str, Any] = {}
+        if self.robot.faults.offline != offline:
+            changes["offline"] = offline
+        if door and self.robot_model == "Flex" and not self.robot.faults.door_open:
+            changes["door_open"] = True
+        if changes:
+            self.robot.set_faults(**changes)
+        op = self.devices.get(OPERATOR)
+        if isinstance(op, SimulatedOperator):
+            op.answer_recoveries(run_ids)
+
+    @property
+    def robot_model(self) -> str:
+        return "OT-2"
+
+def read_actions(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
