@@ -63,7 +63,8 @@ ACTIVE_RUNS = (RunState.RUNNING, RunState.PAUSED, RunState.HOLDING, RunState.PLA
 class EngineConfig:
     """Timing of the loop, in seconds."""
 
-    poll_s: float = 5.0  # how often a running operation is polled after its expected end
+    poll_s: float = 5.0  # first poll interval once an operation passed its expected end
+    poll_max_s: float = 30.0  # the interval grows to this for operations that run long
     recovery_timeout_s: float = 900.0  # after this the recovery prompt's default applies
     alarm_check_s: float = 120.0  # device alarms (door, climate, offline) are read this often
     late_margin_s: float = 60.0  # a chain later than planned by this much triggers a re-plan
@@ -198,7 +199,10 @@ class JobRec:
     prompt_id: int | None = None  # open recovery/interruption prompt
     role: str = "operator"
     finished_at: datetime | None = None
-    needs_operator: str | None = None  # why the device wanted a person before this job (tips, waste)
+    needs_operator: str | None = (
+        None  # why the device wanted a person before this job (tips, waste)
+    )
+    polls: int = 0  # polls since it passed its expected end (the interval grows with them)
 
 
 @dataclass
@@ -746,7 +750,9 @@ class Engine:
             attended = getattr(self.devices.get(j.device), "attended", None)
             if callable(attended):
                 attended(j.key, j.needs_operator)
-            self.store.record("attended", entity="job", entity_id=j.id, actor=actor, reason=j.needs_operator)
+            self.store.record(
+                "attended", entity="job", entity_id=j.id, actor=actor, reason=j.needs_operator
+            )
             j.needs_operator = None
         if choice == "retry":
             j.attempts += 1
@@ -867,7 +873,10 @@ class Engine:
             self._clear_alarm(j.device, "unreachable")
             if st.state is OpState.RUNNING:
                 self._clear_alarm(j.device, "needs-operator")
-                j.next_poll = now + timedelta(seconds=self.cfg.poll_s)
+                j.polls += 1
+                j.next_poll = now + timedelta(
+                    seconds=min(self.cfg.poll_max_s, self.cfg.poll_s * 1.3**j.polls)
+                )
             elif st.state is OpState.NEEDS_OPERATOR:
                 self._raise_alarm(
                     c.run_id,

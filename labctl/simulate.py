@@ -41,7 +41,13 @@ def simulate(args: argparse.Namespace) -> int:
 
     tz = args.tz or "UTC"
     proto = _load_or_fail(args.file)
-    plan = resolve(proto, parse_param_args(args.param or []), plates=args.plates, start=_start(args.start, tz), timezone=tz)
+    plan = resolve(
+        proto,
+        parse_param_args(args.param or []),
+        plates=args.plates,
+        start=_start(args.start, tz),
+        timezone=tz,
+    )
     labels = [f"P{i + 1}" for i in range(args.plates)]
     out = _out_dir(args, proto.id)
     out.mkdir(parents=True, exist_ok=True)
@@ -53,26 +59,47 @@ def simulate(args: argparse.Namespace) -> int:
     SimulatedWorkcell = load("simulated_workcell")  # noqa: N806 - a class from a plugin
     build_devices = load("build_devices")
     store = Store.open(db, clock, durable=False)  # a dry run need not survive a power cut
-    with store, SimulatedWorkcell(clock, store, labels, out / "devices", scenario=scenario, timezone=tz) as sim:
+    with (
+        store,
+        SimulatedWorkcell(
+            clock, store, labels, out / "devices", scenario=scenario, timezone=tz
+        ) as sim,
+    ):
         text = sim.workcell_text()
         (out / "workcell.yaml").write_text(text, encoding="utf-8")
         wc = parse_workcell(text, str(out / "workcell.yaml"))
         roles = WorkcellRoles.from_workcell(wc, labels)
         devices = build_devices(wc, store, clock, sim=sim)
-        run_id = register_run(store, clock, proto, plan, roles, name=args.name or f"dry run {proto.id}",
-                              workcell_name=wc.name, workcell_text=text, actor="simulate",
-                              operator_hours=wc.operator_hours)
+        run_id = register_run(
+            store,
+            clock,
+            proto,
+            plan,
+            roles,
+            name=args.name or f"dry run {proto.id}",
+            workcell_name=wc.name,
+            workcell_text=text,
+            actor="simulate",
+            operator_hours=wc.operator_hours,
+        )
         store.insert_command("start", actor="simulate", run_id=run_id, reason="labctl simulate")
-        engine = Engine(store, clock, devices, EngineConfig(alarm_check_s=600.0 if not args.pace else 60.0))
+        engine = Engine(
+            store, clock, devices, EngineConfig(alarm_check_s=600.0 if not args.pace else 60.0)
+        )
         engine.hooks.append(lambda now: sim.tick([run_id]))
         last = max((t.window_end for t in plan.tasks), default=plan.start)
         give_up = last + timedelta(days=args.grace_days)
-        _out(f"simulating {proto.id} v{proto.version} on {args.plates} plate(s), day 0 = {plan.start:%Y-%m-%d}"
-             + (f", faults from {args.faults}" if args.faults else "") + (f", pace {args.pace:g}x" if args.pace else ", virtual time"))
+        _out(
+            f"simulating {proto.id} v{proto.version} on {args.plates} plate(s), day 0 = {plan.start:%Y-%m-%d}"
+            + (f", faults from {args.faults}" if args.faults else "")
+            + (f", pace {args.pace:g}x" if args.pace else ", virtual time")
+        )
         wall = RealClock()
         t_start = wall.monotonic()
-        engine.run(until=lambda: store.get_run(run_id).state in TERMINAL or clock.now() > give_up,
-                   max_idle_s=3600.0 if not args.pace else 30.0)
+        engine.run(
+            until=lambda: store.get_run(run_id).state in TERMINAL or clock.now() > give_up,
+            max_idle_s=3600.0 if not args.pace else 30.0,
+        )
         wall_s = wall.monotonic() - t_start
         for d in devices.values():
             close = getattr(d, "close", None)
@@ -109,7 +136,9 @@ def summarize(store: Any, run_id: int) -> dict[str, Any]:
         fetch = next((j for j in js if j.op == "fetch"), None)
         store_j = next((j for j in js if j.op == "store"), None)
         if fetch and store_j and fetch.finished_at and store_j.started_at:
-            out_of_incubator[plates.get(t.plate_id, "?")].append((store_j.started_at - fetch.finished_at).total_seconds())
+            out_of_incubator[plates.get(t.plate_id, "?")].append(
+                (store_j.started_at - fetch.finished_at).total_seconds()
+            )
     late = [t for t in tasks if t.actual_start and t.window_end and t.actual_start > t.window_end]
     return {
         "state": run.state,
@@ -121,7 +150,9 @@ def summarize(store: Any, run_id: int) -> dict[str, Any]:
         "open_prompts": [p.text for p in store.open_prompts(run_id)],
         "utilisation": {d: (b / span if span else 0.0) for d, b in sorted(busy.items())},
         "busy_h": {d: b / 3600 for d, b in sorted(busy.items())},
-        "out_of_incubator": {p: (max(v), sum(v) / len(v), len(v)) for p, v in sorted(out_of_incubator.items())},
+        "out_of_incubator": {
+            p: (max(v), sum(v) / len(v), len(v)) for p, v in sorted(out_of_incubator.items())
+        },
         "audit_ok": store.verify_chain().ok,
         "span_days": span / 86400,
     }
@@ -130,9 +161,14 @@ def summarize(store: Any, run_id: int) -> dict[str, Any]:
 def _print_summary(s: dict[str, Any], db: Path, report: Path, out: Path, wall_s: float) -> None:
     done = s["tasks"].get("done", 0)
     _out("")
-    _out(f"run {s['state']}: {done} of {s['total']} tasks done" + "".join(f", {n} {k}" for k, n in s["tasks"].items() if k != "done")
-         + f"; {s['late']} started after their window; {s['deviations']} deviation(s)")
-    _out(f"simulated {s['span_days']:.1f} days in {wall_s:.1f} s; audit chain {'verified' if s['audit_ok'] else 'BROKEN'}")
+    _out(
+        f"run {s['state']}: {done} of {s['total']} tasks done"
+        + "".join(f", {n} {k}" for k, n in s["tasks"].items() if k != "done")
+        + f"; {s['late']} started after their window; {s['deviations']} deviation(s)"
+    )
+    _out(
+        f"simulated {s['span_days']:.1f} days in {wall_s:.1f} s; audit chain {'verified' if s['audit_ok'] else 'BROKEN'}"
+    )
     _out("device utilisation (busy time / run span):")
     for d, u in s["utilisation"].items():
         _out(f"  {d:<10} {u * 100:5.1f}%  ({s['busy_h'][d]:.1f} h)")
@@ -160,7 +196,10 @@ def simulators_up(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     labels = [f"P{i + 1}" for i in range(args.plates)]
     db = Path(args.db) if args.db else out / "simulators.db"
-    with Store.open(db, clock) as store, SimulatedWorkcell(clock, store, labels, out / "devices") as sim:
+    with (
+        Store.open(db, clock) as store,
+        SimulatedWorkcell(clock, store, labels, out / "devices") as sim,
+    ):
         path = out / "workcell.yaml"
         path.write_text(sim.workcell_text(), encoding="utf-8")
         _out(f"simulated workcell up; workcell file: {path}")
@@ -176,7 +215,9 @@ def simulators_up(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("simulate", help="dry-run a protocol on the simulated workcell (virtual time)")
+    p = sub.add_parser(
+        "simulate", help="dry-run a protocol on the simulated workcell (virtual time)"
+    )
     p.add_argument("file")
     p.add_argument("--plates", type=int, default=1)
     p.add_argument("--start", help="day 0, e.g. 2026-12-01T09:00 (default: tomorrow)")
@@ -186,8 +227,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--db", help="run database (default: in the output folder)")
     p.add_argument("--out", help="output folder (default: the user data dir)")
     p.add_argument("--name")
-    p.add_argument("--pace", type=float, help="real-time acceleration instead of virtual time (1440 = a day a minute)")
-    p.add_argument("--grace-days", type=float, default=3.0, help="stop this long after the last window if not done")
+    p.add_argument(
+        "--pace",
+        type=float,
+        help="real-time acceleration instead of virtual time (1440 = a day a minute)",
+    )
+    p.add_argument(
+        "--grace-days",
+        type=float,
+        default=3.0,
+        help="stop this long after the last window if not done",
+    )
     p.set_defaults(func=simulate)
 
     p = sub.add_parser("simulators", help="simulated devices for people to try against")

@@ -39,7 +39,9 @@ class OperatorScript:
 
     reaction_s: float = 60.0  # from a prompt appearing to starting on it
     qc_values: dict[str, float] = field(default_factory=dict)  # measure -> value (default: a pass)
-    recovery_choice: str | None = None  # answer to recovery prompts (None: leave them to the default)
+    recovery_choice: str | None = (
+        None  # answer to recovery prompts (None: leave them to the default)
+    )
     absent_from: datetime | None = None  # does not answer at all from this time on
     absent_until: datetime | None = None
 
@@ -47,21 +49,35 @@ class OperatorScript:
 class SimulatedOperator:
     """Implements labctl.devices.Operator over the store; answers by script on the clock."""
 
-    def __init__(self, store: Store, clock: Clock, hands: PlateHands | None, *, name: str = "operator",
-                 script: OperatorScript | None = None, action_log: Path | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        hands: PlateHands | None,
+        *,
+        name: str = "operator",
+        script: OperatorScript | None = None,
+        action_log: Path | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.hands = hands
         self.name = name
         self.script = script or OperatorScript()
         self.action_log = action_log
-        self._asked: dict[str, tuple[int, datetime, dict[str, Any]]] = {}  # op id -> (prompt, due, prompt data)
+        self._asked: dict[
+            str, tuple[int, datetime, dict[str, Any]]
+        ] = {}  # op id -> (prompt, due, prompt data)
         self._done: set[str] = set()
         self._decided: set[int] = set()
 
     def absent(self, now: datetime) -> bool:
         s = self.script
-        return s.absent_from is not None and now >= s.absent_from and (s.absent_until is None or now < s.absent_until)
+        return (
+            s.absent_from is not None
+            and now >= s.absent_from
+            and (s.absent_until is None or now < s.absent_until)
+        )
 
     # --- the Operator interface -------------------------------------------------------------
 
@@ -72,9 +88,15 @@ class SimulatedOperator:
                 op = str(p.id)
                 break
         else:
-            p = self.store.insert_prompt(int(prompt["run_id"]), kind="task", text=str(prompt.get("text", "")),
-                                         actor="engine", choices=list(prompt.get("choices", [])), job_id=job_id,
-                                         reason=f"job {job_key}")
+            p = self.store.insert_prompt(
+                int(prompt["run_id"]),
+                kind="task",
+                text=str(prompt.get("text", "")),
+                actor="engine",
+                choices=list(prompt.get("choices", [])),
+                job_id=job_id,
+                reason=f"job {job_key}",
+            )
             op = str(p.id)
         duration = float(prompt.get("duration_s") or 60.0)
         due = self.clock.now() + timedelta(seconds=self.script.reaction_s + duration)
@@ -91,11 +113,19 @@ class SimulatedOperator:
             ans = p.answer if isinstance(p.answer, dict) else {"answer": p.answer}
             return OpStatus(OpState.SUCCEEDED, f"answered by {p.answered_by}", result=ans)
         if p.state != "open":
-            return OpStatus(OpState.FAILED, f"prompt {p.state}", DeviceError(self.name, f"prompt {op_id}", p.state))
+            return OpStatus(
+                OpState.FAILED,
+                f"prompt {p.state}",
+                DeviceError(self.name, f"prompt {op_id}", p.state),
+            )
         now = self.clock.now()
         asked = self._asked.get(op_id)
         if asked is None:  # asked before a restart: answer after a reaction time from now
-            asked = (int(op_id), now + timedelta(seconds=self.script.reaction_s), {"choices": p.choices, "text": p.text})
+            asked = (
+                int(op_id),
+                now + timedelta(seconds=self.script.reaction_s),
+                {"choices": p.choices, "text": p.text},
+            )
             self._asked[op_id] = asked
         if now < asked[1] or self.absent(now):
             return OpStatus(OpState.RUNNING, "waiting for the operator")
@@ -134,13 +164,28 @@ class SimulatedOperator:
         data = self._asked.get(op_id, (0, self.clock.now(), {}))[2]
         step = data.get("step")
         plate = str(data.get("plate", ""))
-        if self.hands is not None and step == "to_deck" and str(data.get("source", "")).endswith("/transfer"):
+        if (
+            self.hands is not None
+            and step == "to_deck"
+            and str(data.get("source", "")).endswith("/transfer")
+        ):
             self.hands.take(plate)
-        elif self.hands is not None and step == "to_incubator" and str(data.get("destination", "")).endswith("/transfer"):
+        elif (
+            self.hands is not None
+            and step == "to_incubator"
+            and str(data.get("destination", "")).endswith("/transfer")
+        ):
             self.hands.put(plate)
         if self.action_log is not None and step:
-            rec = {"time": self.clock.now().isoformat(), "device": self.name, "action": step, "plate": plate,
-                   "job": data.get("job_key"), "source": data.get("source"), "destination": data.get("destination")}
+            rec = {
+                "time": self.clock.now().isoformat(),
+                "device": self.name,
+                "action": step,
+                "plate": plate,
+                "job": data.get("job_key"),
+                "source": data.get("source"),
+                "destination": data.get("destination"),
+            }
             with open(self.action_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
@@ -153,12 +198,20 @@ class SimulatedOperator:
                 if p.id in self._decided or p.kind not in ("recovery", "interrupted"):
                     continue
                 # Routine upkeep a person just does: put new tip racks in, empty the waste.
-                upkeep = "refill tips" in p.text or "empty" in p.text.lower() and "waste" in p.text.lower()
+                upkeep = (
+                    "refill tips" in p.text
+                    or "empty" in p.text.lower()
+                    and "waste" in p.text.lower()
+                )
                 choice = "retry" if upkeep and "retry" in p.choices else self.script.recovery_choice
                 if choice is not None and choice in p.choices:
                     age = (self.clock.now() - p.created_at).total_seconds()
                     if age >= self.script.reaction_s:
                         self._decided.add(p.id)
-                        self.store.insert_command("answer", actor="sim-operator", run_id=rid,
-                                                  args={"prompt": p.id, "answer": {"choice": choice}},
-                                                  reason="scripted operator decision")
+                        self.store.insert_command(
+                            "answer",
+                            actor="sim-operator",
+                            run_id=rid,
+                            args={"prompt": p.id, "answer": {"choice": choice}},
+                            reason="scripted operator decision",
+                        )

@@ -67,7 +67,9 @@ def _when(v: Any, where: str) -> datetime:
         try:
             dt = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
         except ValueError:
-            raise ScenarioError(f"{where}: 'at' must be an ISO time like 2026-12-03T09:00:00Z") from None
+            raise ScenarioError(
+                f"{where}: 'at' must be an ISO time like 2026-12-03T09:00:00Z"
+            ) from None
     if dt.tzinfo is None:
         raise ScenarioError(f"{where}: 'at' needs a time zone (end it with Z for UTC)")
     return dt
@@ -102,19 +104,27 @@ def load_scenario(path: str | Path | None) -> Scenario:
                 raise ScenarioError(f"{where}: {exc}") from None
         elif dev == ROBOT:
             if kind not in ("run_fails", "offline", "door_open"):
-                raise ScenarioError(f"{where}: robot faults are run_fails, offline, door_open; not {kind!r}")
+                raise ScenarioError(
+                    f"{where}: robot faults are run_fails, offline, door_open; not {kind!r}"
+                )
             dur = parse_duration(f["duration"]) if "duration" in f else None
             at = _when(f["at"], where) if "at" in f else None
             if kind == "run_fails" and ("run" not in f or "at_command" not in f):
-                raise ScenarioError(f"{where}: run_fails needs 'run' (which robot run, from 1) and 'at_command'")
+                raise ScenarioError(
+                    f"{where}: run_fails needs 'run' (which robot run, from 1) and 'at_command'"
+                )
             if kind in ("offline", "door_open") and at is None:
                 raise ScenarioError(f"{where}: {kind} needs 'at'")
             robot.append(RobotFault(kind, f.get("run"), f.get("at_command"), at, dur))
         elif dev == OPERATOR:
             if kind == "no_answer":
-                script.absent_from = _when(f["at"], where) if "at" in f else datetime.min.replace(tzinfo=None)
+                script.absent_from = (
+                    _when(f["at"], where) if "at" in f else datetime.min.replace(tzinfo=None)
+                )
                 if "duration" in f and script.absent_from is not None:
-                    script.absent_until = script.absent_from + timedelta(seconds=parse_duration(f["duration"]))
+                    script.absent_until = script.absent_from + timedelta(
+                        seconds=parse_duration(f["duration"])
+                    )
             elif kind == "recovery_choice":
                 if f.get("choice") not in ("retry", "skip", "hold", "done"):
                     raise ScenarioError(f"{where}: choice must be retry, skip, hold or done")
@@ -122,9 +132,13 @@ def load_scenario(path: str | Path | None) -> Scenario:
             elif kind == "qc_value":
                 script.qc_values[str(f["measure"])] = float(f["value"])
             else:
-                raise ScenarioError(f"{where}: operator faults are no_answer, recovery_choice, qc_value; not {kind!r}")
+                raise ScenarioError(
+                    f"{where}: operator faults are no_answer, recovery_choice, qc_value; not {kind!r}"
+                )
         else:
-            raise ScenarioError(f"{where}: unknown device {dev!r} (the simulated workcell has {ROBOT}, {INCUBATOR}, {OPERATOR})")
+            raise ScenarioError(
+                f"{where}: unknown device {dev!r} (the simulated workcell has {ROBOT}, {INCUBATOR}, {OPERATOR})"
+            )
     return Scenario(inc, robot, script, str(path))
 
 
@@ -147,28 +161,54 @@ class SimulatedWorkcell:
     Use as a context manager (or call ``stop()``): it owns a server thread and a pty.
     """
 
-    def __init__(self, clock: Clock, store: Store | None, plates: list[str], log_dir: Path, *,
-                 scenario: Scenario | None = None, robot: str = "OT-2", timezone: str = "UTC") -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        store: Store | None,
+        plates: list[str],
+        log_dir: Path,
+        *,
+        scenario: Scenario | None = None,
+        robot: str = "OT-2",
+        timezone: str = "UTC",
+    ) -> None:
         self.clock = clock
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.scenario = scenario or Scenario([], [], OperatorScript())
         self.timezone = timezone
         self.plates = list(plates)
-        self.robot = RobotSimulator(clock, robot=robot, analysis_delay_s=5.0, name=ROBOT,
-                                    action_log=self.log_dir / "robot_actions.jsonl")
+        self.robot = RobotSimulator(
+            clock,
+            robot=robot,
+            analysis_delay_s=5.0,
+            name=ROBOT,
+            action_log=self.log_dir / "robot_actions.jsonl",
+        )
         self.incubator = CytomatSim(
-            clock, CytomatConfig(slots=max(10, len(plates) + 2), require_init=False), name=INCUBATOR,
-            plates={i + 1: p for i, p in enumerate(plates)}, faults=self.scenario.incubator,
+            clock,
+            CytomatConfig(slots=max(10, len(plates) + 2), require_init=False),
+            name=INCUBATOR,
+            plates={i + 1: p for i, p in enumerate(plates)},
+            faults=self.scenario.incubator,
             action_log=self.log_dir / "incubator_actions.jsonl",
         )
         self.link = PtyLink(self.incubator)
         self.devices: dict[str, Any] = {}
         if store is not None:
-            self.devices[OPERATOR] = SimulatedOperator(store, clock, _CytomatHands(self.incubator), name=OPERATOR,
-                                                       script=self.scenario.operator,
-                                                       action_log=self.log_dir / "operator_actions.jsonl")
-        self.robot.failing_runs = {f.run: f.at_command for f in self.scenario.robot if f.kind == "run_fails" and f.run and f.at_command is not None}
+            self.devices[OPERATOR] = SimulatedOperator(
+                store,
+                clock,
+                _CytomatHands(self.incubator),
+                name=OPERATOR,
+                script=self.scenario.operator,
+                action_log=self.log_dir / "operator_actions.jsonl",
+            )
+        self.robot.failing_runs = {
+            f.run: f.at_command
+            for f in self.scenario.robot
+            if f.kind == "run_fails" and f.run and f.at_command is not None
+        }
 
     def start(self) -> SimulatedWorkcell:
         self.robot.start()
@@ -191,15 +231,27 @@ class SimulatedWorkcell:
             "name": "simulated",
             "timezone": self.timezone,
             "devices": {
-                ROBOT: {"driver": "opentrons", "url": self.robot.url, "robot": "OT-2", "deck": {"plate": [1, 3]},
-                        "check": False},  # the simulated robot analyses every protocol itself
-                INCUBATOR: {"driver": "cytomat", "port": self.link.port, "slots": self.incubator.config.slots,
-                            "setpoints": {"temperature": "37 degC", "co2": "5%"}},
+                ROBOT: {
+                    "driver": "opentrons",
+                    "url": self.robot.url,
+                    "robot": "OT-2",
+                    "deck": {"plate": [1, 3]},
+                    "check": False,
+                },  # the simulated robot analyses every protocol itself
+                INCUBATOR: {
+                    "driver": "cytomat",
+                    "port": self.link.port,
+                    "slots": self.incubator.config.slots,
+                    "setpoints": {"temperature": "37 degC", "co2": "5%"},
+                },
                 OPERATOR: {"driver": "sim-operator"},
             },
             "operators": {"hours": {"mon-sun": "00:00-24:00"}},
         }
-        return "# Written by labctl: the simulated workcell (valid while it runs)\n" + yaml.safe_dump(wc, sort_keys=False)
+        return (
+            "# Written by labctl: the simulated workcell (valid while it runs)\n"
+            + yaml.safe_dump(wc, sort_keys=False)
+        )
 
     def tick(self, run_ids: list[int]) -> None:
         """Apply time-based faults and the scripted operator's decisions (each engine step)."""
@@ -208,7 +260,9 @@ class SimulatedWorkcell:
         for f in self.scenario.robot:
             if f.at is None:
                 continue
-            active = now >= f.at and (f.duration_s is None or now < f.at + timedelta(seconds=f.duration_s))
+            active = now >= f.at and (
+                f.duration_s is None or now < f.at + timedelta(seconds=f.duration_s)
+            )
             offline |= f.kind == "offline" and active
             door |= f.kind == "door_open" and active
         changes: dict[str, Any] = {}
@@ -225,6 +279,7 @@ class SimulatedWorkcell:
     @property
     def robot_model(self) -> str:
         return "OT-2"
+
 
 def read_actions(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
