@@ -230,6 +230,13 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return int(load("devices_check")(args))
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    """The Qt operator console (a client of the run database)."""
+    from labctl.plugins import load
+
+    return int(load("console")(args.db))
+
+
 def cmd_engine(args: argparse.Namespace) -> int:
     from labctl.clock import RealClock
     from labctl.engine import Engine, EngineConfig
@@ -274,6 +281,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workcell", required=True)
     db(p)
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("console", help="the operator console (Qt window)")
+    db(p)
+    p.set_defaults(func=cmd_console)
 
     p = sub.add_parser("engine", help="run the engine loop on the workcell")
     p.add_argument("--workcell")
