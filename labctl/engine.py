@@ -912,6 +912,17 @@ class Engine:
             )
             if j.op is Op.PROMPT and c.qc:
                 self._record_qc(c, st.result)
+            lots = (st.result or {}).get("lots") if isinstance(st.result, dict) else None
+            if isinstance(lots, dict):
+                # Media and reagent lots the operator used, for the batch record.
+                for reagent, lot in sorted(lots.items()):
+                    self.store.insert_reagent_lot(
+                        c.run_id,
+                        reagent=str(reagent),
+                        lot=str(lot),
+                        actor=str(st.result.get("by", self.cfg.actor)),
+                        task_id=c.task_id,
+                    )
         j.finished_at = now
         if j.seq == c.main_seq() and c.main_start is None:
             c.main_start = j.started_at or now

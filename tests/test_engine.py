@@ -328,3 +328,27 @@ def test_whole_kriks_run_on_fakes(tmp_path: Path) -> None:
     assert len(lh) == 26 * 2
     assert w.store.verify_chain().ok
     assert RunState(w.state) is RunState.COMPLETED
+
+
+def test_lots_given_with_an_answer_go_into_the_batch_record(tmp_path: Path) -> None:
+    from labctl.devices import OpState, OpStatus
+    from labctl.report import batch_record
+
+    w = World(tmp_path)
+    op = w.devices["operator"]
+    original = op.poll
+
+    def poll_with_lots(op_id: str) -> OpStatus:
+        st = original(op_id)
+        if st.state is OpState.SUCCEEDED:
+            return OpStatus(
+                OpState.SUCCEEDED, "answered", result={**st.result, "lots": {"NB_B27": "LOT-42"}}
+            )
+        return st
+
+    op.poll = poll_with_lots  # type: ignore[method-assign]
+    w.command("start")
+    w.run_until(lambda: w.state == "completed")
+    lots = w.store.reagent_lots(w.run_id)
+    assert lots and {x.lot for x in lots} == {"LOT-42"}
+    assert "LOT-42" in batch_record(w.store, w.run_id)
