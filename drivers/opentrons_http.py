@@ -8,7 +8,8 @@ from Opentrons' own robot-server 8.1 (shared/reference/opentrons-http/):
 3. ``wait_for_analysis()``: poll ``GET /protocols/{pid}/analyses/{aid}`` until ``completed``;
    ``require_ok()`` refuses anything but ``result == "ok"`` (the robot itself would happily
    create a run from a ``not-ok`` protocol).
-4. ``create_run()``: ``POST /runs``; 5. ``play()``: ``POST /runs/{rid}/actions``.
+4. ``create_run()``: ``POST /runs``, with the protocol's run-time parameter values if it has
+   any (``runTimeParameterValues``); 5. ``play()``: ``POST /runs/{rid}/actions``.
 6. ``run_status()``: ``GET /runs/{rid}`` plus one command page for progress. The caller polls:
    device operations are started and polled by the engine (DESIGN.md), so this client never
    waits for a run to end.
@@ -35,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -57,6 +59,7 @@ __all__ = [
     "EngineError",
     "FailedCommand",
     "OpentronsClient",
+    "ParameterValue",
     "ProtocolRejected",
     "RobotHealth",
     "RobotModel",
@@ -69,6 +72,10 @@ __all__ = [
 DEFAULT_PORT = 31950
 
 RobotModel = Literal["OT-2", "Flex"]
+
+#: A run-time parameter value (Protocol API 2.18+ ``add_int``/``add_float``/``add_bool``/
+#: ``add_str``), sent as a JSON number, boolean or string.
+ParameterValue = int | float | bool | str
 
 # robot-server names the Flex "OT-3" on the wire (/health robot_model, protocol robotType).
 _ROBOT_MODELS: dict[str, RobotModel] = {"OT-2 Standard": "OT-2", "OT-3 Standard": "Flex"}
@@ -319,11 +326,18 @@ class OpentronsClient:
         filename: str,
         source: bytes,
         labware: Sequence[tuple[str, bytes]] = (),
+        *,
+        run_time_parameters: Mapping[str, ParameterValue] | None = None,
     ) -> UploadedProtocol:
         """``POST /protocols``: the main file plus custom labware definitions (name, JSON bytes).
 
-        201 (new) and 200 (identical files already stored) both succeed. Raises
-        :class:`ProtocolRejected` on 422 ``ProtocolFilesInvalid`` / ``ProtocolRobotTypeMismatch``.
+        ``run_time_parameters`` (if any) go along as the form field ``runTimeParameterValues``
+        (a JSON object in a string), so the robot analyses the protocol with the values its
+        run will have; re-uploading identical files with other values makes the robot analyse
+        them again (the reply's newest analysis). 201 (new) and 200 (identical files already
+        stored) both succeed. Raises :class:`ProtocolRejected` on 422 ``ProtocolFilesInvalid``
+        / ``ProtocolRobotTypeMismatch``; ValueError for values that are not numbers,
+        booleans or strings.
         """
         command = "POST /protocols"
         files = [(filename, source), *labware]
@@ -336,7 +350,11 @@ class OpentronsClient:
                     f"cannot upload a file named {fname!r}",
                     error_id="InvalidFileName",
                 )
-        body, content_type = _multipart(files)
+        fields: list[tuple[str, bytes]] = []
+        values = self._parameter_values(run_time_parameters)
+        if values:
+            fields.append(("runTimeParameterValues", _json(values)))
+        body, content_type = _multipart(files, fields)
         status, reply = self._request_status(
             "POST", "/protocols", body=body, content_type=content_type
         )
@@ -421,12 +439,23 @@ class OpentronsClient:
         code = analysis.error_chain[0].error_code if analysis.error_chain else None
         raise DeviceFault(self.name, command, message, device_code=code or None)
 
-    def create_run(self, protocol_id: str) -> str:
+    def create_run(
+        self,
+        protocol_id: str,
+        run_time_parameters: Mapping[str, ParameterValue] | None = None,
+    ) -> str:
         """``POST /runs`` for an analysed protocol; return the run id.
 
-        409 RunAlreadyActive -> DeviceBusy; Flex 403 estop -> DeviceNeedsOperator.
+        ``run_time_parameters`` maps a protocol's run-time parameter names to the values this
+        run uses (``runTimeParameterValues``; parameters not given keep their defaults).
+        409 RunAlreadyActive -> DeviceBusy; Flex 403 estop -> DeviceNeedsOperator; ValueError
+        for values that are not numbers, booleans or strings.
         """
-        reply = self._request("POST", "/runs", json_body={"data": {"protocolId": protocol_id}})
+        data: dict[str, Any] = {"protocolId": protocol_id}
+        values = self._parameter_values(run_time_parameters)
+        if values:
+            data["runTimeParameterValues"] = values
+        reply = self._request("POST", "/runs", json_body={"data": data})
         try:
             return _str(_data(reply), "id")
         except _ShapeError as exc:
@@ -568,16 +597,21 @@ class OpentronsClient:
         filename: str,
         source: bytes,
         labware: Sequence[tuple[str, bytes]] = (),
+        run_time_parameters: Mapping[str, ParameterValue] | None = None,
     ) -> StartedRun:
         """Upload, wait for the analysis, refuse unless ok, create a run and play it.
 
-        Returns as soon as ``play`` is accepted; poll :meth:`run_status` for the outcome.
+        ``run_time_parameters`` go with the upload (the robot analyses what will run) and with
+        the run. Returns as soon as ``play`` is accepted; poll :meth:`run_status` for the
+        outcome.
         """
-        uploaded = self.upload_protocol(filename, source, labware)
+        uploaded = self.upload_protocol(
+            filename, source, labware, run_time_parameters=run_time_parameters
+        )
         analysis = self.require_ok(
             self.wait_for_analysis(uploaded.protocol_id, uploaded.analysis_id)
         )
-        run_id = self.create_run(uploaded.protocol_id)
+        run_id = self.create_run(uploaded.protocol_id, run_time_parameters)
         self.play(run_id)
         return StartedRun(
             protocol_id=uploaded.protocol_id,
@@ -588,6 +622,26 @@ class OpentronsClient:
         )
 
     # ------------------------------------------------------------------ helpers
+
+    def _parameter_values(
+        self, values: Mapping[str, ParameterValue] | None
+    ) -> dict[str, ParameterValue]:
+        """Checked copy of run-time parameter values, in name order (same values, same bytes)."""
+        out: dict[str, ParameterValue] = {}
+        for name, value in (values or {}).items():
+            finite = not isinstance(value, float) or math.isfinite(value)
+            if (
+                not isinstance(name, str)
+                or not name.isidentifier()
+                or not isinstance(value, int | float | str)  # bool is an int
+                or not finite
+            ):
+                raise ValueError(
+                    f"{self.name}: run-time parameter {name!r} = {value!r} is not a name with"
+                    " a finite number, boolean or string"
+                )
+            out[name] = value
+        return dict(sorted(out.items()))
 
     def _action(self, run_id: str, action: str) -> None:
         path = f"/runs/{_seg(run_id)}/actions"
@@ -857,20 +911,30 @@ def _content_type_for(filename: str) -> str:
     return "application/octet-stream"
 
 
-def _multipart(files: Iterable[tuple[str, bytes]]) -> tuple[bytes, str]:
-    """multipart/form-data with one part named ``files`` per file.
+def _json(value: object) -> bytes:
+    """Compact JSON, as the client sends it."""
+    return json.dumps(value, separators=(",", ":")).encode()
 
-    The boundary is derived from the content (not random) so the same upload is the same
-    bytes, and it is checked not to occur inside any file.
+
+def _multipart(
+    files: Iterable[tuple[str, bytes]], fields: Iterable[tuple[str, bytes]] = ()
+) -> tuple[bytes, str]:
+    """multipart/form-data with one part named ``files`` per file, then one text part per
+    form field (name, value).
+
+    The boundary is derived from the files (not random) so the same upload is the same
+    bytes, and it is checked not to occur inside any file or field.
     """
     files = list(files)
+    fields = list(fields)
     digest = hashlib.sha256()
     for name, content in files:
         digest.update(name.encode() + b"\0" + content + b"\0")
+    parts = [content for _, content in files] + [value for _, value in fields]
     salt = 0
     while True:
         boundary = f"labctl-{digest.hexdigest()[:32]}{salt or ''}"
-        if not any(boundary.encode() in content for _, content in files):
+        if not any(boundary.encode() in content for content in parts):
             break
         salt += 1
     out = bytearray()
@@ -879,5 +943,9 @@ def _multipart(files: Iterable[tuple[str, bytes]]) -> tuple[bytes, str]:
         out += f'Content-Disposition: form-data; name="files"; filename="{name}"\r\n'.encode()
         out += f"Content-Type: {_content_type_for(name)}\r\n\r\n".encode()
         out += content + b"\r\n"
+    for name, value in fields:
+        out += f"--{boundary}\r\n".encode()
+        out += f'Content-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+        out += value + b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return bytes(out), f"multipart/form-data; boundary={boundary}"

@@ -1,15 +1,19 @@
 """An Opentrons OT-2 or Flex as labctl's :class:`~labctl.devices.LiquidHandler`.
 
 ``start_job`` generates the job's protocol (drivers/opentrons_protocol.py), checks it in the
-local opentrons simulator, uploads it as ``<job key>.py``, waits for the robot's analysis,
-refuses anything but ``ok``, creates the run and plays it; the run id is the op id.
+local opentrons simulator, uploads it as ``<job key>.py`` with the job's run-time parameter
+values (the first unused tip of each rack), waits for the robot's analysis, refuses anything
+but ``ok``, creates the run with the same values and plays it; the run id is the op id.
+Identical liquid handling gives identical files whatever the tips, so the local check runs
+once per distinct protocol; the job key in the file name keeps jobs apart on the robot.
 ``poll`` maps the run's status to an :class:`~labctl.devices.OpStatus`; ``find_op`` finds,
 after a controller crash, the run made from the job's file; ``abort`` stops the run.
 
 Tips and waste: Opentrons robots do not remember tips between runs, so this driver counts them. It
 keeps the number of unused tips per rack role ("tips" for the main pipette, "small_tips"
-for the small one), tells each protocol where to start, and refuses to start a job the
-racks cannot serve (DeviceNeedsOperator "refill tips"), before anything is uploaded.
+for the small one), tells each run where to start (run-time parameters), and refuses to
+start a job the racks cannot serve (DeviceNeedsOperator "refill tips"), before anything is
+uploaded.
 :meth:`OpentronsLiquidHandler.refilled` records new racks. A job's tips are counted as used
 once its run exists, whatever the run does next: a tip that may have been used is never
 offered again. Likewise it adds up the liquid sent to the waste reservoir and asks for it
@@ -227,11 +231,13 @@ class OpentronsLiquidHandler:
                 f"{waste / 1000:g} mL and the job adds {job.waste_ul / 1000:g} mL; then confirm",
             )
         source = job.source.encode()
-        uploaded = self.client.upload_protocol(filename, source)
+        values = job.run_time_parameters
+        # The values go with the upload too, so the robot's analysis is of this very run.
+        uploaded = self.client.upload_protocol(filename, source, run_time_parameters=values)
         self.client.require_ok(
             self.client.wait_for_analysis(uploaded.protocol_id, uploaded.analysis_id)
         )
-        run_id = self.client.create_run(uploaded.protocol_id)
+        run_id = self.client.create_run(uploaded.protocol_id, values)
         # From here the run may use tips: count them now, not when it ends.
         self._use(tips, job.waste_ul)
         try:

@@ -30,9 +30,13 @@ structure. It holds nothing per plate or per day (plate, task, title, day; the j
 into the uploaded file's name), so identical liquid handling gives identical bytes and
 :func:`check_locally` answers a repeated protocol from its cache (the robot itself dedups an
 upload only when name and content match, i.e. a retried job). Labels that name liquids
-(recipe, compound, wash medium) are kept, for the run log. The one run-dependent value is
-the first tip to use in each rack: Opentrons robots do not remember tips between runs, so
-the protocol must say where the previous job stopped.
+(recipe, compound, wash medium) are kept, for the run log.
+
+The one run-dependent value, the first unused tip of each rack role (Opentrons robots do not
+remember tips between runs), is not in the text: it is an integer run-time parameter
+(Protocol API 2.18+, ``add_parameters``; :data:`TIP_PARAMETERS` names them) whose value the
+controller sends when it creates the run (``runTimeParameterValues``, DEVICES.md 1.3).
+:attr:`GeneratedProtocol.run_time_parameters` holds the values a job needs.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from labctl.labware import LabwareNotFound, get_labware
 __all__ = [
     "API_LEVEL",
     "PIPETTES",
+    "TIP_PARAMETERS",
     "CheckResult",
     "DeckLayout",
     "DeckLayoutError",
@@ -69,9 +74,18 @@ __all__ = [
 Robot = Literal["OT-2", "Flex"]
 ROBOTS: tuple[Robot, ...] = ("OT-2", "Flex")
 
-# 2.16: the first level with load_trash_bin (needed on a Flex); Flex needs >= 2.15, and
-# opentrons 8.8.2 runs up to 2.27. Robot software 7.1 (2023-12) and later run it.
-API_LEVEL = "2.16"
+# 2.18: the first level with run-time parameters (the first tip of each rack is one); it also
+# has load_trash_bin (2.16, needed on a Flex). opentrons 8.8.2 runs up to 2.27; robot software
+# 7.3 (2024-05) and later run 2.18.
+API_LEVEL = "2.18"
+
+#: The run-time parameter holding the first unused tip (0-based, across the role's racks in
+#: slot order, column by column) of each rack role, and the protocol variable of its pipette.
+TIP_PARAMETERS: dict[str, str] = {"tips": "first_tip", "small_tips": "first_small_tip"}
+_TIP_LABELS = {
+    "tips": ("First main tip", "first unused tip in the main pipette's racks"),
+    "small_tips": ("First small tip", "first unused tip in the small pipette's racks"),
+}
 
 # Clearance above a well or tube bottom for aspirating and for submerged dispensing (mm).
 CLEARANCE_MM = 1.0
@@ -564,7 +578,10 @@ class GeneratedProtocol:
     """A generated protocol and what it needs.
 
     ``tips`` counts tips used per rack role (``"tips"``, ``"small_tips"``); ``first_tips``
-    the rack positions it starts from. Volumes are totals over the plate in µL.
+    the rack positions it starts from. ``run_time_parameters`` are the values to send when
+    the run is created (``runTimeParameterValues``): the first tip of each rack role the
+    protocol uses, under its :data:`TIP_PARAMETERS` name. Volumes are totals over the plate
+    in µL.
     """
 
     source: str
@@ -576,6 +593,7 @@ class GeneratedProtocol:
     wash_ul: float
     stock_ul: float
     waste_ul: float
+    run_time_parameters: dict[str, int] = field(default_factory=dict)
 
     @property
     def sha256(self) -> str:
@@ -606,7 +624,8 @@ def plan_protocol(
     """Generate the protocol of one LH_RUN job and count what it uses.
 
     ``first_tips`` gives, per rack role, the 0-based position (across that role's racks in
-    slot order, column by column) of the first unused tip; default 0 (full racks).
+    slot order, column by column) of the first unused tip; default 0 (full racks). It does
+    not change the source: it becomes the job's ``run_time_parameters``.
     Raises GenerationError when the job cannot be done on this deck.
     """
     if robot != layout.robot:
@@ -721,10 +740,11 @@ def plan_protocol(
         load_name,
         plate_slot,
         pips,
-        starts,
         title=title,
         description=f"{kind} of {n} well{'s' if n != 1 else ''}: {summary}",
     )
+    # Only the racks the protocol uses have a parameter (see _render).
+    used_roles = [p.role for p in pips if p.var in b.used]
     return GeneratedProtocol(
         source=source,
         kind=str(kind),
@@ -735,6 +755,7 @@ def plan_protocol(
         wash_ul=_ul(b.wash_ul),
         stock_ul=_ul(b.stock_ul),
         waste_ul=_ul(b.waste_ul),
+        run_time_parameters={TIP_PARAMETERS[r]: starts[r] for r in sorted(used_roles)},
     )
 
 
@@ -890,9 +911,6 @@ CLEARANCE_MM = {clearance}
 
 def spot(well, where, lift_mm=0.0):
     return types.Location(well.from_center_cartesian(*where) + types.Point(z=lift_mm), well)
-
-
-def run(ctx: protocol_api.ProtocolContext) -> None:
 """
 
 _HELPERS = '''\
@@ -958,12 +976,12 @@ def _render(
     load_name: str,
     plate_slot: str,
     pips: Sequence[_Pip],
-    starts: Mapping[str, int],
     *,
     title: str,
     description: str,
 ) -> str:
-    """The protocol text: fixed prelude and helpers, then loads and steps of this job."""
+    """The protocol text: fixed prelude, run-time parameters and helpers, then loads and steps
+    of this job. Nothing in it depends on the tips used before (see :data:`TIP_PARAMETERS`)."""
     head = _PRELUDE.format(
         name=_lit(title),
         description=_lit(description),
@@ -971,6 +989,7 @@ def _render(
         api=_lit(API_LEVEL),
         clearance=_lit(CLEARANCE_MM),
     )
+    params: list[str] = []
     lines = [f"plate = ctx.load_labware({_lit(load_name)}, {_lit(plate_slot)}, 'culture plate')"]
     for role, label in _OTHER_LABWARE:
         if role in b.used:
@@ -990,20 +1009,47 @@ def _render(
         rack = layout.tip_rack if big else layout.small_tip_rack
         assert rack is not None  # DeckLayout guarantees a rack for a fitted pipette
         per_rack = len(get_labware(rack).wells)
-        start = starts.get(pip.role, 0)
+        name = TIP_PARAMETERS[pip.role]
+        display, about = _TIP_LABELS[pip.role]
+        params.append(
+            _ADD_INT.format(
+                name=_lit(name),
+                display=_lit(display),
+                description=_lit(about),
+                maximum=_lit(per_rack * len(slots) - 1),
+            )
+        )
         m = pip.model
         lines += [
             f"{var}_racks = [ctx.load_labware({_lit(rack)}, s) for s in {_lit(list(slots))}]",
             f"{var} = ctx.load_instrument("
             f"{_lit(m.name)}, {_lit('right' if big else 'left')}, tip_racks={var}_racks)",
-            f"{var}.starting_tip = {var}_racks[{_lit(start // per_rack)}]"
-            f".wells()[{_lit(start % per_rack)}]",
+            # The robot checks the value against the parameter's range before the run.
+            f"{var}_first = ctx.params.{name}",
+            f"{var}.starting_tip = {var}_racks[{var}_first // {_lit(per_rack)}]"
+            f".wells()[{var}_first % {_lit(per_rack)}]",
             f"{var}_rates = {_lit([m.normal_ul_s, m.gentle_in_ul_s, m.gentle_out_ul_s])}",
         ]
         if var in b.low_volume:
             lines.append(f"{var}.configure_for_volume({_lit(b.low_volume[var])})")
     lines += ["", f"ctx.comment({_lit(description)})", *b.lines]
-    return head + _HELPERS + "".join(f"    {line}\n" if line else "\n" for line in lines)
+    add = "\n\ndef add_parameters(parameters):\n" + "".join(params) if params else ""
+    run_head = "\n\ndef run(ctx: protocol_api.ProtocolContext) -> None:\n"
+    body = "".join(f"    {line}\n" if line else "\n" for line in lines)
+    return head + add + run_head + _HELPERS + body
+
+
+# One int parameter per tip rack role: 0 = the racks are full.
+_ADD_INT = """\
+    parameters.add_int(
+        variable_name={name},
+        display_name={display},
+        description={description},
+        default=0,
+        minimum=0,
+        maximum={maximum},
+    )
+"""
 
 
 _OTHER_LABWARE = (

@@ -10,6 +10,15 @@ same code path ``python -m opentrons.cli analyze`` uses, so analyses hold real c
 Analyses are cached per content hash for the whole process (importing opentrons takes ~2.6 s
 once; a small protocol then analyses in ~0.05 s).
 
+Run-time parameters (Protocol API 2.18+): values sent at upload (form field
+``runTimeParameterValues``) are analysed with, and re-uploading the same files with other values
+appends a new analysis, as robot-server does; values sent with ``POST /runs`` are the run's: it
+echoes them in ``runTimeParameters`` and plays the protocol as opentrons runs it with them.
+A controller that passes only the first unused tip as a parameter makes every job's file the
+same, so the simulator does not run opentrons per value: once real analyses of a file have shown
+that a parameter only moves one pipette's picks along its tip racks, analyses for new values
+are derived from them (``_TipModel``); anything not shown so is analysed by opentrons.
+
 Time: there are no background threads advancing state and nothing sleeps. Every request first
 brings the current run up to ``clock.now()``: each analysed command takes an estimated duration
 (robot seconds per ``commandType`` times ``time_scale``), commands start and finish one after
@@ -36,6 +45,7 @@ import enum
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import tempfile
@@ -267,7 +277,8 @@ _OT_LOCK = threading.Lock()  # guards the import and every call into opentrons
 _OT: dict[str, Any] = {}
 _CACHE_LOCK = threading.Lock()
 _READ_CACHE: dict[str, ProtocolSourceInfo | str] = {}  # hash -> info or invalid-files message
-_ANALYSIS_CACHE: dict[str, ProtocolAnalysis] = {}
+_ANALYSIS_CACHE: dict[str, ProtocolAnalysis] = {}  # files (see analyse_protocol) + values
+_TIP_MODELS: dict[str, _TipModel] = {}  # file contents -> what their parameters do
 _EXECUTOR: ThreadPoolExecutor | None = None
 
 
@@ -377,18 +388,84 @@ def _dump(models: Sequence[Any]) -> tuple[Mapping[str, Any], ...]:
     return tuple(m.model_dump(mode="json", exclude_none=True) for m in models)
 
 
-def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
-    """Analyse a protocol in-process with opentrons, as a robot does (cached per content hash).
+def analyse_protocol(
+    files: Sequence[tuple[str, bytes]],
+    run_time_parameter_values: Mapping[str, Any] | None = None,
+    *,
+    derive: bool = True,
+) -> ProtocolAnalysis:
+    """Analyse a protocol in-process with opentrons, as a robot does, with these run-time
+    parameter values (None or ``{}``: every parameter at its default).
 
     An exception in the protocol gives ``result == "not-ok"`` and ``errors[0]`` of type
-    ``ExceptionInProtocolError``, never a raised exception. Raises InputFileError if the files
-    cannot be read at all.
+    ``ExceptionInProtocolError``, never a raised exception; so do invalid parameter values
+    (``errors[0].id == "analysis-setup-error"``). Raises InputFileError if the files cannot be
+    read at all.
+
+    Cached for the whole process per file contents and values: a clean analysis is shared by
+    identical files uploaded under different names (jobs name their files), one with errors
+    is not (its tracebacks name the file). With ``derive`` (the default), values that differ
+    from an analysed set only in parameters seen to do nothing but move the pipettes' first
+    tip give an analysis derived from the analysed one (see :class:`_TipModel`) instead of a
+    new opentrons run; ``derive=False`` always gives opentrons' own analysis.
     """
-    key = _content_hash(files)
+    values = dict(run_time_parameter_values or {})
+    source = _source_key(files)
+    named = _content_hash(files)
     with _CACHE_LOCK:
-        cached = _ANALYSIS_CACHE.get(key)
-    if cached is not None:
-        return cached
+        model = _TIP_MODELS.get(source)
+        if model is not None:
+            values = model.normalise(values)
+        vkey = _values_key(values)
+        cached = _ANALYSIS_CACHE.get(f"{source}|{vkey}") or _ANALYSIS_CACHE.get(f"{named}|{vkey}")
+        if cached is not None:
+            return cached
+        if derive and model is not None:
+            derived, unmapped = model.derive(values)
+            if derived is not None:
+                return derived
+        else:
+            unmapped = ()
+    analysis = _analyse_and_learn(files, values, source, named)
+    # A parameter whose effect is still unknown (it changed together with another one by the
+    # same amount, say) is moved alone once, so that later values can be derived.
+    for name in unmapped:
+        with _CACHE_LOCK:
+            model = _TIP_MODELS.get(source)
+            probe = model.probe_values(name) if model is not None else None
+        if probe is not None:
+            vkey = _values_key(probe)
+            with _CACHE_LOCK:
+                seen = f"{source}|{vkey}" in _ANALYSIS_CACHE or f"{named}|{vkey}" in _ANALYSIS_CACHE
+            if not seen:
+                _analyse_and_learn(files, probe, source, named)
+            if model is not None and analysis.result == "ok" and not analysis.errors:
+                with _CACHE_LOCK:
+                    model.learn(analysis)  # what the probe showed may settle the others
+    return analysis
+
+
+def _analyse_and_learn(
+    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any], source: str, named: str
+) -> ProtocolAnalysis:
+    """Run opentrons on the files with ``values``; cache the analysis and learn from it."""
+    analysis = _analyse_locked_out(files, values)
+    clean = analysis.result == "ok" and not analysis.errors
+    with _CACHE_LOCK:
+        _ANALYSIS_CACHE[f"{source if clean else named}|{_values_key(values)}"] = analysis
+        if clean:
+            model = _TIP_MODELS.get(source)
+            if model is None:
+                _TIP_MODELS[source] = _TipModel(analysis)
+            else:
+                model.learn(analysis)
+    return analysis
+
+
+def _analyse_locked_out(
+    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any]
+) -> ProtocolAnalysis:
+    """One opentrons analysis (takes the opentrons lock; the caller must not hold it)."""
     info = read_protocol(files)  # raises on invalid files, and fills the read cache
     with _OT_LOCK:
         ot = _import_opentrons_locked()
@@ -397,7 +474,7 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
 
             async def _analyse() -> Any:
                 source = await ot["reader"]().read_saved(files=paths, directory=None)
-                return await ot["do_analyze"](source, {}, {})
+                return await ot["do_analyze"](source, dict(values), {})
 
             crash = ""
             try:
@@ -407,7 +484,7 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
                 run_result = None
                 crash = str(exc) or type(exc).__name__
     if run_result is None:
-        analysis = ProtocolAnalysis(
+        return ProtocolAnalysis(
             result="not-ok",
             robot_type=info.robot_type,
             run_time_parameters=(),
@@ -426,9 +503,6 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
                 ),
             ),
         )
-        with _CACHE_LOCK:
-            _ANALYSIS_CACHE[key] = analysis
-        return analysis
     summary = run_result.state_summary
     errors = _dump(summary.errors)
     if not errors:
@@ -437,7 +511,7 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
         result = "parameter-value-required"
     else:
         result = "not-ok"
-    analysis = ProtocolAnalysis(
+    return ProtocolAnalysis(
         result=result,
         robot_type=info.robot_type,
         run_time_parameters=_dump(run_result.parameters),
@@ -448,9 +522,401 @@ def analyse_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolAnalysis:
         liquids=_dump(summary.liquids),
         errors=errors,
     )
-    with _CACHE_LOCK:
-        _ANALYSIS_CACHE[key] = analysis
-    return analysis
+
+
+def _source_key(files: Sequence[tuple[str, bytes]]) -> str:
+    """Hash of the files' contents and kinds (extensions), not of their names."""
+    digest = hashlib.sha256()
+    for suffix, data in sorted(
+        (Path(name).suffix.lower(), hashlib.sha256(content).digest()) for name, content in files
+    ):
+        digest.update(suffix.encode("utf-8") + b"\0" + data)
+    return digest.hexdigest()
+
+
+def _values_key(values: Mapping[str, Any]) -> str:
+    """The run-time parameter values as a cache key part (1, 1.0 and True stay apart)."""
+    return json.dumps(sorted((k, type(v).__name__, v) for k, v in values.items()))
+
+
+def _rtp_values_match(parameters: Sequence[Mapping[str, Any]], values: Mapping[str, Any]) -> bool:
+    """Whether an analysis or run whose ``runTimeParameters`` are ``parameters`` used ``values``
+    (parameters not given count as their defaults).
+
+    robot-server's rule for re-using an analysis (``matching_rtp_values_in_analysis``): every
+    given name is a parameter of the protocol, and each parameter's value equals the given
+    one or, when none is given, its default.
+    """
+    known = {str(p.get("variableName")): p for p in parameters}
+    if not set(values) <= set(known):
+        return False
+    return all(
+        _same_value(values.get(name, spec.get("default")), spec.get("value"))
+        for name, spec in known.items()
+    )
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+def _valid_values(specs: Mapping[str, Mapping[str, Any]], values: Mapping[str, Any]) -> bool:
+    """Names, types, ranges and choices of ``values`` as opentrons checks them."""
+    for name, value in values.items():
+        spec = specs.get(name)
+        if spec is None:
+            return False
+        kind = spec.get("type")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if not {
+            "int": number and isinstance(value, int),
+            "float": number,
+            "bool": isinstance(value, bool),
+            "str": isinstance(value, str),
+        }.get(str(kind), False):
+            return False
+        choices = spec.get("choices")
+        if isinstance(choices, list):
+            if not any(isinstance(c, dict) and _same_value(c.get("value"), value) for c in choices):
+                return False
+        elif number:
+            low, high = spec.get("min"), spec.get("max")
+            if low is None or high is None or not low <= value <= high:
+                return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class _Rack:
+    """A tip rack of the reference analysis: wells in pick order (column by column) and the
+    position of each well's top relative to the rack (mm)."""
+
+    order: tuple[str, ...]
+    tops: Mapping[str, tuple[float, float, float]]
+
+    @classmethod
+    def of(cls, definition: Mapping[str, Any]) -> _Rack | None:
+        try:
+            order = tuple(w for column in definition["ordering"] for w in column)
+            wells = definition["wells"]
+            tops = {
+                w: (
+                    float(wells[w]["x"]),
+                    float(wells[w]["y"]),
+                    float(wells[w]["z"]) + float(wells[w]["depth"]),
+                )
+                for w in order
+            }
+        except (KeyError, TypeError, ValueError):
+            return None
+        return cls(order, tops)
+
+
+_PICK = "pickUpTip"
+_TIMES_AND_ID = frozenset({"id", "createdAt", "startedAt", "completedAt"})
+
+
+class _TipModel:
+    """What opentrons' analyses of one protocol showed its run-time parameters do to its tips.
+
+    Robots do not remember tips between runs, so a protocol takes the first unused tip of each
+    pipette's racks as a run-time parameter and otherwise does the same thing every run. Running
+    opentrons for every new value would make each run cost a full analysis; instead this model
+    learns from real analyses of the same files and derives the analysis for new values when
+    it can, and only then:
+
+    - the first clean analysis is the reference. Each pipette's ``pickUpTip`` commands there
+      take consecutive tips (column by column, rack after rack); a pipette whose picks do not
+      is never derived;
+    - a parameter is mapped to a pipette once an analysis with other values shows that
+      changing it by ``k`` moved that pipette's picks, and only them, ``k`` tips on, every
+      other command (parameters and results) staying identical;
+    - every pick of a derived analysis lands in a rack position an analysis has shown (each
+      observed pick pins where its rack sits in the pipette's tip order, and its position).
+
+    Anything else (an unmapped parameter changed, a tip beyond the racks seen, invalid values)
+    is left to opentrons, and an analysis contradicting the model stops all derivation for these
+    files. Callers hold ``_CACHE_LOCK``.
+    """
+
+    def __init__(self, reference: ProtocolAnalysis) -> None:
+        self.reference = reference
+        self.specs = {str(p.get("variableName")): p for p in reference.run_time_parameters}
+        self.ref_values = {name: spec.get("value") for name, spec in self.specs.items()}
+        self.broken = False
+        self.pipette_of: dict[str, str] = {}  # parameter -> pipette id it moves
+        self.probed: set[str] = set()
+        self.racks: dict[str, _Rack] = {}
+        for cmd in reference.commands:
+            result = cmd.get("result") or {}
+            definition = result.get("definition") or {}
+            if cmd.get("commandType") == "loadLabware" and (definition.get("parameters") or {}).get(
+                "isTiprack"
+            ):
+                rack = _Rack.of(definition)
+                if rack is not None:
+                    self.racks[str(result.get("labwareId"))] = rack
+        self.picks: dict[str, list[int]] = {}  # pipette -> indexes of its pickUpTip commands
+        for index, cmd in enumerate(reference.commands):
+            if cmd.get("commandType") == _PICK:
+                pipette = str((cmd.get("params") or {}).get("pipetteId"))
+                self.picks.setdefault(pipette, []).append(index)
+        self.first: dict[str, int] = {}  # pipette -> tip order index of its first reference pick
+        self.bases: dict[str, dict[str, int]] = {}  # pipette -> rack -> order index of its A1
+        self.origins: dict[tuple[str, str], tuple[float, float, float]] = {}
+        for pipette, indexes in self.picks.items():
+            first = self._pick(reference.commands[indexes[0]])
+            rack = self.racks.get(first[0]) if first is not None else None
+            if first is None or rack is None or first[1] not in rack.order:
+                continue
+            self.first[pipette] = rack.order.index(first[1])
+            self.bases[pipette] = {first[0]: 0}
+            if not self._pin(pipette, reference.commands, 0):
+                del self.first[pipette], self.bases[pipette]  # not consecutive: never derived
+
+    # ---- values ------------------------------------------------------------------------
+
+    def normalise(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` without those equal to their parameter's default (same analysis)."""
+        return {
+            k: v
+            for k, v in values.items()
+            if k not in self.specs or not _same_value(v, self.specs[k].get("default"))
+        }
+
+    def _full(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        return {n: values.get(n, s.get("default")) for n, s in self.specs.items()}
+
+    def _deltas(self, full: Mapping[str, Any]) -> dict[str, Any]:
+        """Parameters whose value differs from the reference's: name -> int difference, or
+        None when it is not an int parameter."""
+        out: dict[str, Any] = {}
+        for name, value in full.items():
+            ref = self.ref_values.get(name)
+            if _same_value(value, ref):
+                continue
+            whole = self.specs[name].get("type") == "int" and isinstance(ref, int | float)
+            out[name] = int(value) - int(ref) if whole else None
+        return out
+
+    def probe_values(self, name: str) -> dict[str, Any] | None:
+        """The reference's values with ``name`` moved by one (once per parameter), or None."""
+        spec = self.specs.get(name)
+        if self.broken or name in self.pipette_of or name in self.probed or spec is None:
+            return None
+        self.probed.add(name)
+        ref = self.ref_values.get(name)
+        low, high = spec.get("min"), spec.get("max")
+        if spec.get("type") != "int" or not isinstance(ref, int | float) or low is None:
+            return None
+        step = 1 if high is not None and ref + 1 <= high else -1
+        if ref + step < low:
+            return None
+        full = dict(self.ref_values)
+        full[name] = int(ref) + step
+        return self.normalise(
+            {n: int(v) if self.specs[n].get("type") == "int" else v for n, v in full.items()}
+        )
+
+    # ---- deriving ----------------------------------------------------------------------
+
+    def derive(self, values: Mapping[str, Any]) -> tuple[ProtocolAnalysis | None, tuple[str, ...]]:
+        """The analysis for ``values`` from the reference, or None and the changed parameters
+        whose effect is not known yet."""
+        if self.broken or not _valid_values(self.specs, values):
+            return None, ()
+        full = self._full(values)
+        deltas = self._deltas(full)
+        unmapped = tuple(n for n in deltas if n not in self.pipette_of)
+        if unmapped:
+            return None, unmapped
+        commands = list(self.reference.commands)
+        for name, k in deltas.items():
+            pipette = self.pipette_of[name]
+            for n, index in enumerate(self.picks[pipette]):
+                cmd = commands[index]
+                spot = self._locate(pipette, self.first[pipette] + n + k)
+                where = json.dumps((cmd.get("params") or {}).get("wellLocation"), sort_keys=True)
+                origin = self.origins.get((spot[0], where)) if spot is not None else None
+                if spot is None or origin is None:
+                    return None, ()
+                rack_id, well = spot
+                top = self.racks[rack_id].tops[well]
+                params = dict(cmd.get("params") or {}, labwareId=rack_id, wellName=well)
+                position = {a: round(o + t, 6) for a, o, t in zip("xyz", origin, top, strict=True)}
+                result = dict(cmd.get("result") or {}, position=position)
+                commands[index] = dict(cmd, params=params, result=result)
+        parameters = tuple(
+            dict(spec, value=_like(spec.get("value"), full[name]))
+            for name, spec in self.specs.items()
+        )
+        return (
+            dataclasses.replace(
+                self.reference, commands=tuple(commands), run_time_parameters=parameters
+            ),
+            (),
+        )
+
+    def _locate(self, pipette: str, index: int) -> tuple[str, str] | None:
+        for rack_id, base in self.bases.get(pipette, {}).items():
+            order = self.racks[rack_id].order
+            if base <= index < base + len(order):
+                return rack_id, order[index - base]
+        return None
+
+    # ---- learning ----------------------------------------------------------------------
+
+    @staticmethod
+    def _pick(cmd: Mapping[str, Any]) -> tuple[str, str, str, tuple[float, float, float]] | None:
+        """(rack id, well, wellLocation as JSON, position) of a pickUpTip command."""
+        params = cmd.get("params") or {}
+        position = (cmd.get("result") or {}).get("position") or {}
+        try:
+            xyz = (float(position["x"]), float(position["y"]), float(position["z"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        where = json.dumps(params.get("wellLocation"), sort_keys=True)
+        return str(params.get("labwareId")), str(params.get("wellName")), where, xyz
+
+    def _pin(self, pipette: str, commands: Sequence[Mapping[str, Any]], k: int) -> bool:
+        """Check the pipette's picks in ``commands`` (reference ids) against a shift of ``k``
+        tips and record the racks and positions they show; False (nothing recorded) if they
+        contradict the model."""
+        bases = dict(self.bases[pipette])
+        origins: dict[tuple[str, str], tuple[float, float, float]] = {}
+        for n, index in enumerate(self.picks[pipette]):
+            pick = self._pick(commands[index])
+            if pick is None or pick[0] not in self.racks:
+                return False
+            rack_id, well, where, xyz = pick
+            rack = self.racks[rack_id]
+            if well not in rack.order:
+                return False
+            base = self.first[pipette] + n + k - rack.order.index(well)
+            if bases.setdefault(rack_id, base) != base:
+                return False
+            for other, other_base in bases.items():
+                size = len(self.racks[other].order)
+                if (
+                    other != rack_id
+                    and base < other_base + size
+                    and other_base < base + len(rack.order)
+                ):
+                    return False  # two racks cannot hold the same tip positions
+            top = rack.tops[well]
+            origin = tuple(round(p - t, 6) for p, t in zip(xyz, top, strict=True))
+            known = origins.get((rack_id, where)) or self.origins.get((rack_id, where))
+            if known is not None and any(
+                abs(a - b) > 1e-3 for a, b in zip(known, origin, strict=True)
+            ):
+                return False
+            origins.setdefault((rack_id, where), origin)  # type: ignore[arg-type]
+        self.bases[pipette] = bases
+        for key, origin in origins.items():
+            self.origins.setdefault(key, origin)
+        return True
+
+    def learn(self, analysis: ProtocolAnalysis) -> None:
+        """Check a clean analysis of the same files against the model and learn from it."""
+        if self.broken:
+            return
+        commands = self._aligned(analysis)
+        if commands is None:
+            self.broken = True  # the parameters change more than tip positions
+            return
+        specs = {str(p.get("variableName")): p for p in analysis.run_time_parameters}
+        if set(specs) != set(self.specs):
+            self.broken = True
+            return
+        deltas = self._deltas({n: s.get("value") for n, s in specs.items()})
+        driven = {p: n for n, p in self.pipette_of.items()}
+        for pipette, indexes in self.picks.items():
+            moved = any(
+                self._pick(commands[i]) != self._pick(self.reference.commands[i]) for i in indexes
+            )
+            name = driven.get(pipette)
+            if name is not None:
+                k = deltas.get(name, 0)
+                if k is None or not self._pin(pipette, commands, k):
+                    self.broken = True
+                    return
+                continue
+            if not moved:
+                continue
+            if pipette not in self.first:
+                self.broken = True  # picks that do not follow the tip order moved
+                return
+            fitting = []
+            for n, k in deltas.items():
+                if not k or n in self.pipette_of:
+                    continue
+                saved = (dict(self.bases[pipette]), dict(self.origins))
+                if self._pin(pipette, commands, k):
+                    fitting.append(n)
+                self.bases[pipette], self.origins = saved
+            if not fitting:
+                self.broken = True  # the picks moved, but by no parameter's change
+                return
+            if len(fitting) == 1:  # more: which one moved it is not known yet
+                self.pipette_of[fitting[0]] = pipette
+                self._pin(pipette, commands, deltas[fitting[0]])
+
+    def _aligned(self, analysis: ProtocolAnalysis) -> list[Mapping[str, Any]] | None:
+        """The analysis' commands with the reference's ids, if everything but the picks'
+        rack, well and position is identical to the reference; else None."""
+        ref = self.reference
+        if len(analysis.commands) != len(ref.commands):
+            return None
+        ids: dict[str, str] = {}
+        for mine, theirs in zip(ref.commands, analysis.commands, strict=True):
+            if mine.get("commandType") != theirs.get("commandType"):
+                return None
+            a, b = mine.get("result") or {}, theirs.get("result") or {}
+            for key in ("labwareId", "pipetteId", "moduleId"):
+                if isinstance(a.get(key), str) and isinstance(b.get(key), str):
+                    ids[b[key]] = a[key]
+        out: list[Mapping[str, Any]] = []
+        for mine, theirs in zip(ref.commands, analysis.commands, strict=True):
+            cmd = _replace_ids(theirs, ids)
+            a = {k: v for k, v in mine.items() if k not in _TIMES_AND_ID}
+            b = {k: v for k, v in cmd.items() if k not in _TIMES_AND_ID}
+            if mine.get("commandType") == _PICK:
+                for side in (a, b):
+                    side["params"] = {
+                        k: v
+                        for k, v in (side.get("params") or {}).items()
+                        if k not in ("labwareId", "wellName")
+                    }
+                    side["result"] = {
+                        k: v for k, v in (side.get("result") or {}).items() if k != "position"
+                    }
+            if a != b:
+                return None
+            out.append(cmd)
+        for field in ("labware", "pipettes", "modules", "liquids"):
+            if [_replace_ids(x, ids) for x in getattr(analysis, field)] != [
+                dict(x) for x in getattr(ref, field)
+            ]:
+                return None
+        return out
+
+
+def _like(template: Any, value: Any) -> Any:
+    """``value`` in the JSON type opentrons reports it in (numbers of int parameters are
+    floats in ``runTimeParameters``)."""
+    if isinstance(template, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _rtp_values_ok(values: object) -> bool:
+    """A ``runTimeParameterValues`` object: names to numbers, booleans or strings."""
+    return isinstance(values, dict) and all(
+        isinstance(k, str)
+        and isinstance(v, bool | int | str | float)
+        and not (isinstance(v, float) and not math.isfinite(v))
+        for k, v in values.items()
+    )
 
 
 def _error_tree_has_code(error: Mapping[str, Any], code: str) -> bool:
@@ -599,6 +1065,7 @@ class _Run:
     liquids: list[dict[str, Any]]
     loaded_by_command: set[str]
     labware_offsets: list[dict[str, Any]]
+    run_time_parameters: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     current: bool = True
     actions: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     commands: list[_Command] = dataclasses.field(default_factory=list)
@@ -1367,6 +1834,19 @@ class RobotSimulator:
         kind = fields.get("protocolKind") or "standard"
         if kind not in ("standard", "quick-transfer"):
             return _error(400, "BadRequest", "Bad Request", f"Invalid protocol_kind: {kind}")
+        values: dict[str, Any] = {}
+        if "runTimeParameterValues" in fields:
+            # A JSON object in a form field (robot-server json.loads it as it is).
+            try:
+                parsed = json.loads(fields["runTimeParameterValues"])
+            except ValueError as exc:
+                return _error(500, "UnexpectedError", "Unexpected Internal Error", str(exc))
+            if not _rtp_values_ok(parsed):
+                return _invalid_request(
+                    "runTimeParameterValues must be an object of numbers, booleans and strings",
+                    {"parameter": "runTimeParameterValues"},
+                )
+            values = parsed
         content_hash = _content_hash(files)
         with self._lock:
             now = self.clock.now()
@@ -1383,6 +1863,23 @@ class RobotSimulator:
                         "Last Analysis Still Pending.",
                         f"Analysis {last.id} is still pending.",
                     )
+                if _rtp_values_match(last.future.result().run_time_parameters, values):
+                    self._emit(
+                        "protocol_upload",
+                        now,
+                        protocolId=existing.id,
+                        files=[n for n, _ in files],
+                        contentHash=content_hash,
+                        status=200,
+                    )
+                    return _Reply(200, {"data": self._protocol_json(existing, now)})
+        if existing is not None:
+            # The same files with other parameter values: robot-server analyses them again.
+            analysis = self._start_analysis(existing.files, values)
+            with self._lock:
+                now = self.clock.now()
+                self._sync_locked(now)
+                existing.analyses.append(analysis)
                 self._emit(
                     "protocol_upload",
                     now,
@@ -1391,7 +1888,13 @@ class RobotSimulator:
                     contentHash=content_hash,
                     status=200,
                 )
-                return _Reply(200, {"data": self._protocol_json(existing, now)})
+                data = self._protocol_json(existing, now)
+                data["analysisSummaries"][-1] = {
+                    "id": analysis.id,
+                    "status": "pending",
+                    "runTimeParameters": [],
+                }
+                return _Reply(200, {"data": data})
         try:
             info = read_protocol(files)  # outside the lock: the first call imports opentrons
         except InputFileError as exc:
@@ -1406,21 +1909,10 @@ class RobotSimulator:
                 f"This protocol is for {theirs} robots. It can't be analyzed or run on this"
                 f" robot, which is {ours}.",
             )
-        future: Future[ProtocolAnalysis] = _executor().submit(analyse_protocol, files)
-        if not self.background_analysis:
-            future.result()  # analysis errors are results, so this only waits
+        analysis = self._start_analysis(files, values)
         with self._lock:
             now = self.clock.now()
             self._sync_locked(now)
-            faults = self._faults
-            delay = self.analysis_delay_s + faults.analysis_extra_delay_s
-            analysis = _Analysis(
-                id=_new_id(),
-                requested_at=now,
-                ready_at=now + timedelta(seconds=delay),
-                not_ok=faults.analysis_not_ok,
-                future=future,
-            )
             protocol = _Protocol(
                 id=_new_id(),
                 created_at=now,
@@ -1447,6 +1939,28 @@ class RobotSimulator:
                 "runTimeParameters": [],
             }
             return _Reply(201, {"data": data})
+
+    def _start_analysis(
+        self, files: Sequence[tuple[str, bytes]], values: Mapping[str, Any]
+    ) -> _Analysis:
+        """Start analysing ``files`` with run-time parameter ``values`` (on the analysis thread;
+        waited for unless ``background_analysis``). Call without the lock."""
+        future: Future[ProtocolAnalysis] = _executor().submit(
+            analyse_protocol, list(files), dict(values)
+        )
+        if not self.background_analysis:
+            future.result()  # analysis errors are results, so this only waits
+        with self._lock:
+            now = self.clock.now()
+            faults = self._faults
+            delay = self.analysis_delay_s + faults.analysis_extra_delay_s
+            return _Analysis(
+                id=_new_id(),
+                requested_at=now,
+                ready_at=now + timedelta(seconds=delay),
+                not_ok=faults.analysis_not_ok,
+                future=future,
+            )
 
     def _get_protocols(self, **_: Any) -> _Reply:
         with self._lock:
@@ -1602,14 +2116,37 @@ class RobotSimulator:
                 return _invalid_request("field required", {"pointer": "/data"})
             data = parsed["data"]
         protocol_id = data.get("protocolId")
-        future: Future[ProtocolAnalysis] | None = None
+        values = data.get("runTimeParameterValues")
+        if values is None:
+            values = {}
+        elif not _rtp_values_ok(values):
+            return _invalid_request(
+                "runTimeParameterValues must be an object of numbers, booleans and strings",
+                {"pointer": "/data/runTimeParameterValues"},
+            )
+        analysis: ProtocolAnalysis | None = None
         if protocol_id is not None:
             with self._lock:
                 protocol = self._protocols.get(protocol_id)
                 if protocol is None:
                     return _protocol_not_found(str(protocol_id))
                 future = protocol.analyses[-1].future
-            future.result()  # outside the lock: a background analysis may still be running
+                files = list(protocol.files)
+            # Outside the lock: a background analysis may still be running.
+            analysis = future.result()
+            if not _rtp_values_match(analysis.run_time_parameters, values):
+                # The run executes the protocol with its own values (robot-server loads it
+                # with them when the run is created).
+                analysis = _executor().submit(analyse_protocol, files, dict(values)).result()
+            setup = next(
+                (e for e in analysis.errors if e.get("id") == "analysis-setup-error"), None
+            )
+            if setup is not None:
+                # ASSUMPTION: robot-server lets the protocol's ParameterValueError (a plain
+                # ValueError) escape run creation, which its handlers answer with a 500.
+                return _error(
+                    500, "UnexpectedError", "Unexpected Internal Error", str(setup.get("detail"))
+                )
         with self._lock:
             now = self.clock.now()
             self._sync_locked(now)
@@ -1629,15 +2166,18 @@ class RobotSimulator:
             # A scenario may fail one particular run (the n-th created, from 1).
             n = len(self._runs) + 1
             if n in self.failing_runs:
-                self._faults = dataclasses.replace(self._faults, fail_at_command=self.failing_runs[n])
+                self._faults = dataclasses.replace(
+                    self._faults, fail_at_command=self.failing_runs[n]
+                )
             elif self._armed_by_scenario:
                 self._faults = dataclasses.replace(self._faults, fail_at_command=None)
             self._armed_by_scenario = n in self.failing_runs
-            run = self._new_run(protocol_id, future.result() if future else None, data, now)
+            run = self._new_run(protocol_id, analysis, data, now)
             run.door_blocking = self.robot == "Flex" and self._faults.door_open
             self._runs[run.id] = run
             self._current_run_id = run.id
-            self._emit("run_created", now, runId=run.id, protocolId=protocol_id)
+            extra = {"runTimeParameterValues": dict(values)} if values else {}
+            self._emit("run_created", now, runId=run.id, protocolId=protocol_id, **extra)
             return _Reply(201, {"data": self._run_json(run)})
 
     def _new_run(
@@ -1677,6 +2217,7 @@ class RobotSimulator:
             liquids=[dict(x) for x in analysis.liquids] if analysis else [],
             loaded_by_command=loaded_by_command,
             labware_offsets=offsets,
+            run_time_parameters=[dict(p) for p in analysis.run_time_parameters] if analysis else [],
             id_map=id_map,
         )
 
@@ -1867,7 +2408,7 @@ class RobotSimulator:
             "labware": self._visible(run, run.labware),
             "liquids": copy.deepcopy(run.liquids) if run.started_at else [],
             "labwareOffsets": copy.deepcopy(run.labware_offsets),
-            "runTimeParameters": [],
+            "runTimeParameters": copy.deepcopy(run.run_time_parameters),
             "outputFileIds": [],
         }
         if run.protocol_id is not None:

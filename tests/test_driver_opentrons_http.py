@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import hashlib
 import json
 import os
 import socket
@@ -813,6 +814,81 @@ def test_upload_with_labware_and_dedup_200(robot: ScriptedRobot, client: Opentro
         ("files", "main.py", b"print(1)\n"),
         ("files", "custom_plate.json", labware),
     ]
+
+
+def test_run_time_parameters_go_with_the_upload_and_the_run(
+    robot: ScriptedRobot, client: OpentronsClient
+) -> None:
+    """start_protocol sends the values twice: as the upload's ``runTimeParameterValues`` form
+    field (a JSON string, so the robot analyses what will run) and in ``POST /runs``."""
+    pid, aid, rid = ids("ot2_ok")
+    source = (PROTOCOLS / "ot2_ok.py").read_bytes()
+    robot.expect("POST", "/protocols", replay("ot2_ok_02_post_protocols"))
+    robot.expect(
+        "GET", f"/protocols/{pid}/analyses/{aid}", replay("ot2_ok_03_get_analysis_completed")
+    )
+    robot.expect("POST", "/runs", replay("ot2_ok_05_post_runs"))
+    robot.expect("POST", f"/runs/{rid}/actions", replay("ot2_ok_07_post_play"))
+    values = {"first_tip": 17, "dry_run": True, "volume": 2.5, "mode": "gentle"}
+    started = client.start_protocol("ot2_ok.py", source, run_time_parameters=values)
+    assert started.run_id == rid
+    robot.assert_done()
+    upload, runs = robot.requests[0], robot.requests[2]
+    # Names in order, compact JSON: the same values are always the same bytes.
+    text = b'{"dry_run":true,"first_tip":17,"mode":"gentle","volume":2.5}'
+    assert runs.body == (
+        b'{"data":{"protocolId":"' + pid.encode() + b'","runTimeParameterValues":' + text + b"}}"
+    )
+    boundary = upload.headers["content-type"].split("boundary=", 1)[1]
+    digest = hashlib.sha256(b"ot2_ok.py\0" + source + b"\0").hexdigest()
+    assert boundary == f"labctl-{digest[:32]}"  # from the files, as without values
+    assert upload.body == (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="files"; filename="ot2_ok.py"\r\n'
+        "Content-Type: text/x-python\r\n\r\n".encode()
+        + source
+        + f"\r\n--{boundary}\r\n"
+        'Content-Disposition: form-data; name="runTimeParameterValues"\r\n\r\n'.encode()
+        + text
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    assert parse_multipart(upload) == [
+        ("files", "ot2_ok.py", source),
+        ("runTimeParameterValues", None, text),
+    ]
+
+
+def test_no_or_empty_run_time_parameters_send_nothing_extra(
+    robot: ScriptedRobot, client: OpentronsClient
+) -> None:
+    robot.expect("POST", "/runs", replay("ot2_ok_05_post_runs"))
+    robot.expect("POST", "/runs", replay("ot2_ok_05_post_runs"))
+    robot.expect("POST", "/protocols", replay("ot2_ok_02_post_protocols"))
+    client.create_run("p1")
+    client.create_run("p1", {})
+    client.upload_protocol("main.py", b"print(1)\n", run_time_parameters={})
+    assert [r.body for r in robot.requests[:2]] == [b'{"data":{"protocolId":"p1"}}'] * 2
+    assert parse_multipart(robot.requests[2]) == [("files", "main.py", b"print(1)\n")]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"first_tip": float("nan")},
+        {"first_tip": [1, 2]},
+        {"first_tip": None},
+        {"not a name": 1},
+        {"first_tip": 1, 3: 1},
+    ],
+)
+def test_bad_run_time_parameters_are_refused_before_sending(
+    robot: ScriptedRobot, client: OpentronsClient, values: Any
+) -> None:
+    with pytest.raises(ValueError, match="ot2-a: run-time parameter"):
+        client.create_run("p1", values)
+    with pytest.raises(ValueError, match="ot2-a: run-time parameter"):
+        client.upload_protocol("main.py", b"x", run_time_parameters=values)
+    assert robot.requests == []
 
 
 def test_unsafe_filename_is_refused_before_sending(

@@ -32,7 +32,9 @@ def run_to_end(client: OpentronsClient, clock: VirtualClock, run_id: str, limit_
 
 
 @pytest.mark.parametrize("robot,name", [("OT-2", "ot2_ok.py"), ("Flex", "flex_ok.py")])
-def test_good_protocol_runs_to_success(clock: VirtualClock, tmp_path, robot: str, name: str) -> None:
+def test_good_protocol_runs_to_success(
+    clock: VirtualClock, tmp_path, robot: str, name: str
+) -> None:
     with RobotSimulator(clock, robot=robot, action_log=tmp_path / "a.jsonl") as sim:
         client = OpentronsClient("lh", sim.url, clock, poll_interval_s=1.0)
         health = client.health()
@@ -77,3 +79,50 @@ def test_offline_robot_is_a_device_error(clock: VirtualClock) -> None:
         client = OpentronsClient("lh", sim.url, clock, timeout_s=2.0)
         with pytest.raises(DeviceError, match="lh"):
             client.health()
+
+
+# The OT-2 example protocol with its first tip as a run-time parameter (API 2.18).
+PARAMETERISED = b"""\
+from opentrons import protocol_api
+
+metadata = {"protocolName": "OT-2 example transfer, first tip as a parameter"}
+requirements = {"robotType": "OT-2", "apiLevel": "2.18"}
+
+
+def add_parameters(parameters):
+    parameters.add_int(
+        variable_name="first_tip", display_name="First tip", default=0, minimum=0, maximum=95
+    )
+
+
+def run(protocol: protocol_api.ProtocolContext) -> None:
+    tiprack = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
+    plate = protocol.load_labware("corning_96_wellplate_360ul_flat", 2)
+    p300 = protocol.load_instrument("p300_single", "right", tip_racks=[tiprack])
+    p300.starting_tip = tiprack.wells()[protocol.params.first_tip]
+    p300.pick_up_tip()
+    p300.aspirate(100, plate["A1"])
+    p300.dispense(100, plate["B1"])
+    p300.drop_tip()
+"""
+
+
+def test_run_time_parameters_reach_the_run(clock: VirtualClock) -> None:
+    with RobotSimulator(clock, robot="OT-2") as sim:
+        client = OpentronsClient("lh", sim.url, clock)
+        for first_tip, well in ((0, "A1"), (10, "C2"), (95, "H12")):
+            started = client.start_protocol(
+                f"job{first_tip}.py", PARAMETERISED, run_time_parameters={"first_tip": first_tip}
+            )
+            assert run_to_end(client, clock, started.run_id).phase is RunPhase.SUCCEEDED
+            picked = [
+                (e["slot"], e["well"])
+                for e in sim.action_entries()
+                if e["event"] == "command"
+                and e["runId"] == started.run_id
+                and e["commandType"] == "pickUpTip"
+            ]
+            assert picked == [("1", well)]
+        # A value the protocol refuses never becomes a run.
+        with pytest.raises(DeviceError, match="between 0 and 95"):
+            client.start_protocol("job96.py", PARAMETERISED, run_time_parameters={"first_tip": 96})

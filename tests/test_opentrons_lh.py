@@ -51,17 +51,37 @@ def clock() -> VirtualClock:
 
 
 class Uploads:
-    """Records what the handler uploads (wraps the client's method)."""
+    """Records what the handler uploads and the parameter values of the runs it creates
+    (wraps the client's methods)."""
 
     def __init__(self, client: OpentronsClient) -> None:
         self.sent: list[tuple[str, bytes]] = []
-        real = client.upload_protocol
+        self.values: list[dict[str, Any] | None] = []  # sent with each upload
+        self.run_values: list[dict[str, Any] | None] = []  # sent with each POST /runs
+        upload_real, create_real = client.upload_protocol, client.create_run
 
-        def upload(filename: str, source: bytes, labware: Any = ()) -> Any:
+        def upload(
+            filename: str, source: bytes, labware: Any = (), *, run_time_parameters: Any = None
+        ) -> Any:
             self.sent.append((filename, source))
-            return real(filename, source, labware)
+            self.values.append(run_time_parameters)
+            return upload_real(filename, source, labware, run_time_parameters=run_time_parameters)
+
+        def create_run(protocol_id: str, run_time_parameters: Any = None) -> str:
+            self.run_values.append(run_time_parameters)
+            return create_real(protocol_id, run_time_parameters)
 
         client.upload_protocol = upload  # type: ignore[method-assign]
+        client.create_run = create_run  # type: ignore[method-assign]
+
+
+def tips_picked(sim: RobotSimulator, run_id: str) -> list[tuple[str, str]]:
+    """(slot, well) of each tip the simulated robot picked up in a run."""
+    return [
+        (e["slot"], e["well"])
+        for e in sim.action_entries()
+        if e["event"] == "command" and e["runId"] == run_id and e["commandType"] == "pickUpTip"
+    ]
 
 
 class Rig:
@@ -106,14 +126,24 @@ def test_a_feed_runs_to_success_and_uses_its_tips(rig: Rig) -> None:
     assert st.result["commands"] == rig.client.run_status(op_id).commands_total > FEED_TIPS
     assert rig.lh.tips_left == {"tips": full["tips"] - FEED_TIPS, "small_tips": 96}
     assert rig.stored == [rig.lh.tips_left]
-    # Uploaded as the job's file, exactly the generated protocol starting at tip 0.
-    expected = generate(FEED, rig.layout, rig.robot, first_tips={"tips": 0})  # type: ignore[arg-type]
+    # Uploaded as the job's file, exactly the generated protocol, run from tip 0.
+    expected = generate(FEED, rig.layout, rig.robot)  # type: ignore[arg-type]
     assert rig.uploads.sent == [(protocol_filename(KEY), expected.encode())]
-    # The next job starts where this one stopped, on the same robot.
+    assert rig.uploads.values == rig.uploads.run_values == [{"first_tip": 0}]
+    racks = rig.layout.tips
+    assert tips_picked(rig.sim, op_id) == [(racks[0], "A1"), (racks[0], "B1"), (racks[0], "C1")]
+    # The next job starts where this one stopped, on the same robot: the same bytes under
+    # its own name, another first tip.
     second = rig.lh.start_job(KEY.replace("P2", "P3"), {**FEED, "plate": "P3"})
     assert rig.run_to_end(second).state is OpState.SUCCEEDED
-    source = rig.uploads.sent[1][1].decode()
-    assert f"big.starting_tip = big_racks[0].wells()[{FEED_TIPS}]" in source
+    assert rig.uploads.sent[1] == (protocol_filename(KEY.replace("P2", "P3")), expected.encode())
+    assert rig.uploads.values[1] == rig.uploads.run_values[1] == {"first_tip": FEED_TIPS}
+    assert tips_picked(rig.sim, second) == [(racks[0], "D1"), (racks[0], "E1"), (racks[0], "F1")]
+    robot_params = rig.sim.handle_request("GET", f"/runs/{second}", {"opentrons-version": "3"}, b"")
+    assert robot_params is not None
+    assert [
+        (p["variableName"], p["value"]) for p in robot_params.body["data"]["runTimeParameters"]
+    ] == [("first_tip", 3.0)]
     assert rig.lh.tips_left["tips"] == full["tips"] - 2 * FEED_TIPS
 
 
@@ -195,11 +225,13 @@ def test_tips_running_out_needs_the_operator_before_any_upload(rig: Rig) -> None
     assert lh.tips_left["tips"] == 192 and rig.stored[-1]["tips"] == 192
     op_id = lh.start_job(KEY, dict(FEED))
     assert rig.run_to_end(op_id).state is OpState.SUCCEEDED
-    assert "big.starting_tip = big_racks[0].wells()[0]" in rig.uploads.sent[0][1].decode()
+    assert rig.uploads.run_values == [{"first_tip": 0}]
     # Partly used racks: the positions before the last 100 are empty.
     lh.refilled(100)
-    lh.start_job(KEY.replace("P2", "P4"), dict(FEED))
-    assert "big.starting_tip = big_racks[0].wells()[92]" in rig.uploads.sent[1][1].decode()
+    second = lh.start_job(KEY.replace("P2", "P4"), dict(FEED))
+    assert rig.uploads.run_values[1] == {"first_tip": 92}
+    assert rig.run_to_end(second).state is OpState.SUCCEEDED
+    assert tips_picked(rig.sim, second) == [("10", "E12"), ("10", "F12"), ("10", "G12")]
 
 
 def test_a_full_waste_reservoir_needs_the_operator_before_any_upload(rig: Rig) -> None:

@@ -166,8 +166,11 @@ def test_every_kind_passes_the_opentrons_simulator(robot: str, job: str) -> None
     assert tips_by_role(layout, result) == gen.tips
     assert result.commands > sum(gen.tips.values())
     assert f'"robotType": {robot!r}' in gen.source
-    assert "'apiLevel': " not in gen.source and "\"apiLevel\": '2.16'" in gen.source
+    assert "'apiLevel': " not in gen.source and "\"apiLevel\": '2.18'" in gen.source
     ast.parse(gen.source)
+    # One run-time parameter per rack role used, full racks by default.
+    used = {role for role, n in EXPECTED_TIPS[job].items() if n}
+    assert gen.run_time_parameters == {op.TIP_PARAMETERS[role]: 0 for role in used}
 
 
 def test_volumes_and_parts_of_a_full_feed_with_washes() -> None:
@@ -324,17 +327,62 @@ def test_the_same_job_on_another_plate_and_day_gives_the_same_bytes() -> None:
     assert generate(feed(add_ul=1500.0), layout, "OT-2") != a
 
 
-def test_only_the_first_tip_line_depends_on_the_tips_used_before() -> None:
+def test_the_tips_used_before_change_only_the_run_time_parameters() -> None:
     layout = DeckLayout.default("OT-2")
-    a = generate(feed(), layout, "OT-2").splitlines()
-    b = generate(feed(), layout, "OT-2", first_tips={"tips": 100}).splitlines()
-    diff = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
-    assert diff == [
-        (
-            "    big.starting_tip = big_racks[0].wells()[0]",
-            "    big.starting_tip = big_racks[1].wells()[4]",
-        )
+    fresh = plan_protocol(addition(), layout, "OT-2")
+    used = plan_protocol(addition(), layout, "OT-2", first_tips={"tips": 100, "small_tips": 17})
+    assert used.source.encode() == fresh.source.encode()
+    assert used.sha256 == fresh.sha256
+    assert fresh.run_time_parameters == {"first_tip": 0, "first_small_tip": 0}
+    assert used.run_time_parameters == {"first_tip": 100, "first_small_tip": 17}
+    assert used.first_tips == {"tips": 100, "small_tips": 17}
+    # The protocol reads them: the starting tip comes from the parameter, nothing is fixed.
+    assert "big.starting_tip = big_racks[big_first // 96].wells()[big_first % 96]" in used.source
+    assert "big_first = ctx.params.first_tip" in used.source
+    assert "small_first = ctx.params.first_small_tip" in used.source
+    # A feed uses no small tips: no parameter for them, and a value for them is not sent.
+    feed_job = plan_protocol(feed(), layout, "OT-2", first_tips={"tips": 5, "small_tips": 9})
+    assert feed_job.run_time_parameters == {"first_tip": 5}
+    assert "first_small_tip" not in feed_job.source
+
+
+def declared_parameters(source: str) -> list[dict[str, Any]]:
+    """The keyword arguments of every ``parameters.add_int(...)`` in ``add_parameters``."""
+    tree = ast.parse(source)
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "add_parameters"]
+    assert len(funcs) == 1  # module level, where opentrons looks for it
+    out = []
+    for node in ast.walk(funcs[0]):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            assert node.func.attr == "add_int"
+            out.append({k.arg: ast.literal_eval(k.value) for k in node.keywords})
+    return out
+
+
+def test_tip_parameters_are_declared_with_the_racks_range() -> None:
+    layout = DeckLayout.from_deck({"tips": [9, 10, 11], "small_tips": 7}, "OT-2")
+    source = generate(addition(), layout, "OT-2", first_tips={"tips": 200})
+    assert declared_parameters(source) == [
+        {
+            "variable_name": "first_tip",
+            "display_name": "First main tip",
+            "description": "first unused tip in the main pipette's racks",
+            "default": 0,
+            "minimum": 0,
+            "maximum": 3 * 96 - 1,
+        },
+        {
+            "variable_name": "first_small_tip",
+            "display_name": "First small tip",
+            "description": "first unused tip in the small pipette's racks",
+            "default": 0,
+            "minimum": 0,
+            "maximum": 95,
+        },
     ]
+    # Labels cannot reach the declarations: they hold fixed names and numbers only.
+    hostile = generate({**addition(), "compound": EVIL}, layout, "OT-2")
+    assert declared_parameters(hostile) == declared_parameters(source)
 
 
 SCHEDULE = """\
@@ -385,12 +433,42 @@ def test_tips_running_out_is_reported_with_the_counts() -> None:
         plan_protocol(washes, layout, "OT-2")
 
 
+def picked(analysis: Any) -> list[tuple[str, str]]:
+    """(slot, well) of every tip a robot's analysis picks up."""
+    slots = {
+        c["result"]["labwareId"]: c["params"]["location"].get("slotName")
+        for c in analysis.commands
+        if c["commandType"] == "loadLabware"
+    }
+    return [
+        (slots[c["params"]["labwareId"]], c["params"]["wellName"])
+        for c in analysis.commands
+        if c["commandType"] == "pickUpTip"
+    ]
+
+
 def test_tip_rack_positions_continue_across_racks() -> None:
+    """The robot's own analysis (opentrons 8.8.2) with the value the run would get."""
+    from labctl.simulators.opentrons_robot import analyse_protocol
+
     layout = DeckLayout.default("OT-2")
-    source = generate(feed(), layout, "OT-2", first_tips={"tips": 95})
-    assert "big.starting_tip = big_racks[0].wells()[95]" in source
-    result = check_locally(source)  # crosses from rack 1 to rack 2 while running
-    assert result.tips == {"right": 9}
+    job = plan_protocol(feed(), layout, "OT-2", first_tips={"tips": 95})
+    files = [("feed.py", job.source.encode())]
+    analysis = analyse_protocol(files, job.run_time_parameters, derive=False)
+    assert analysis.result == "ok"
+    # Rack 1 (slot 10) ends at H12; the run goes on in rack 2 (slot 11) from A1.
+    assert picked(analysis) == [("10", "H12")] + [
+        ("11", w) for w in "A1 B1 C1 D1 E1 F1 G1 H1".split()
+    ]
+    assert [(p["variableName"], p["value"]) for p in analysis.run_time_parameters] == [
+        ("first_tip", 95.0)
+    ]
+    # The robot refuses a value outside the racks.
+    beyond = analyse_protocol(files, {"first_tip": 192}, derive=False)
+    assert beyond.result == "not-ok"
+    assert "between 0 and 191" in beyond.errors[0]["detail"]
+    # And with the defaults (a run created without values) it starts at rack 1's A1.
+    assert picked(analyse_protocol(files, None, derive=False))[0] == ("10", "A1")
 
 
 # ------------------------------------------------------------------ deck layout

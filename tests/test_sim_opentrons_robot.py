@@ -970,3 +970,264 @@ def test_background_analysis_answers_at_once(make_sim: Any, clock: VirtualClock)
     assert client.get(path).data["result"] == "ok"
     client.action(run_id, "play")
     assert run_to_end(client, clock, run_id)[-1] == "succeeded"
+
+
+# --------------------------------------------------------------------------------------------
+# Run-time parameters
+# --------------------------------------------------------------------------------------------
+
+# A protocol whose first tip is a run-time parameter (Protocol API 2.18+). ``{tag}`` makes
+# each test's file unique, so the process-wide analysis cache holds nothing of it yet.
+TIP_PROTOCOL = """\
+from opentrons import protocol_api
+
+metadata = {{"protocolName": "first tip as a parameter {tag}"}}
+requirements = {{"robotType": "OT-2", "apiLevel": "2.18"}}
+
+
+def add_parameters(parameters):
+    parameters.add_int(
+        variable_name="first_tip",
+        display_name="First tip",
+        description="first unused tip",
+        default=0,
+        minimum=0,
+        maximum=191,
+    )
+    parameters.add_int(
+        variable_name="rounds",
+        display_name="Rounds",
+        default=1,
+        minimum=1,
+        maximum=3,
+    )
+
+
+def run(protocol: protocol_api.ProtocolContext) -> None:
+    racks = [protocol.load_labware("opentrons_96_tiprack_300ul", s) for s in (1, 4)]
+    plate = protocol.load_labware("corning_96_wellplate_360ul_flat", 2)
+    p300 = protocol.load_instrument("p300_single_gen2", "right", tip_racks=racks)
+    first = protocol.params.first_tip
+    p300.starting_tip = racks[first // 96].wells()[first % 96]
+    for _ in range(protocol.params.rounds):
+        for well in ("A1", "B1", "C1"):
+            p300.pick_up_tip()
+            p300.aspirate(50, plate[well])
+            p300.dispense(50, plate[well])
+            p300.drop_tip()
+"""
+
+FIRST_TIP = {
+    "displayName": "First tip",
+    "variableName": "first_tip",
+    "description": "first unused tip",
+    "type": "int",
+    "min": 0.0,
+    "max": 191.0,
+    "default": 0.0,
+}
+ROUNDS = {
+    "displayName": "Rounds",
+    "variableName": "rounds",
+    "type": "int",
+    "min": 1.0,
+    "max": 3.0,
+    "default": 1.0,
+}
+
+
+def tip_protocol(tag: str) -> bytes:
+    return TIP_PROTOCOL.format(tag=tag).encode()
+
+
+def picks(commands: list[dict[str, Any]] | tuple[Any, ...]) -> list[tuple[str, str]]:
+    """(slot, well) of every pickUpTip, the slot from the loadLabware commands."""
+    slots = {
+        c["result"]["labwareId"]: c["params"]["location"]["slotName"]
+        for c in commands
+        if c["commandType"] == "loadLabware" and "result" in c
+    }
+    return [
+        (slots[c["params"]["labwareId"]], c["params"]["wellName"])
+        for c in commands
+        if c["commandType"] == "pickUpTip"
+    ]
+
+
+def without_ids(analysis: Any) -> list[dict[str, Any]]:
+    """An analysis' commands with ids and times out and positions rounded (compare two)."""
+    out = []
+    for c in analysis.commands:
+        c = {k: v for k, v in c.items() if k not in ("id", "createdAt", "startedAt", "completedAt")}
+        out.append(c)
+    text = json.dumps(out, sort_keys=True)
+    text = _UUID.sub("<id>", text)
+    text = re.sub(r"(\d+\.\d{6})\d+", r"\1", text)
+    return json.loads(text)
+
+
+class Opentrons:
+    """Counts the simulator's opentrons analyses (not derived, not cached)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from labctl.simulators import opentrons_robot as module
+
+        self.calls: list[dict[str, Any]] = []
+        real = module._analyse_locked_out
+
+        def counted(files: Any, values: Any) -> Any:
+            self.calls.append(dict(values))
+            return real(files, values)
+
+        monkeypatch.setattr(module, "_analyse_locked_out", counted)
+
+
+def test_run_time_parameter_values_of_a_run_are_echoed_and_honoured(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    sim, client = make_sim(time_scale=0.01)
+    upload = client.upload(("tips.py", tip_protocol("echo")))
+    assert upload.status == 201
+    pid, aid = upload.data["id"], upload.data["analysisSummaries"][0]["id"]
+    analysis = client.get(f"/protocols/{pid}/analyses/{aid}").data
+    assert analysis["result"] == "ok"
+    assert analysis["runTimeParameters"] == [
+        {**FIRST_TIP, "value": 0.0},
+        {**ROUNDS, "value": 1.0},
+    ]
+    created = client.post(
+        "/runs", {"data": {"protocolId": pid, "runTimeParameterValues": {"first_tip": 17}}}
+    )
+    assert created.status == 201
+    expected = [{**FIRST_TIP, "value": 17.0}, {**ROUNDS, "value": 1.0}]
+    assert created.data["runTimeParameters"] == expected
+    run_id = created.data["id"]
+    client.action(run_id, "play")
+    assert run_to_end(client, clock, run_id)[-1] == "succeeded"
+    assert client.get(f"/runs/{run_id}").data["runTimeParameters"] == expected
+    # Tips 17, 18, 19 of the racks: column 3 of the rack in slot 1.
+    logged = [
+        (e["slot"], e["well"])
+        for e in sim.action_entries()
+        if e["event"] == "command" and e["commandType"] == "pickUpTip"
+    ]
+    assert logged == [("1", "B3"), ("1", "C3"), ("1", "D3")]
+    created_event = [e for e in sim.action_entries() if e["event"] == "run_created"]
+    assert created_event[0]["runTimeParameterValues"] == {"first_tip": 17}
+    # A run without values runs the defaults.
+    second = new_run(client, pid)
+    assert client.get(f"/runs/{second}").data["runTimeParameters"][0]["value"] == 0.0
+
+
+def test_derived_analyses_are_those_of_opentrons_and_need_no_new_analysis(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ot = Opentrons(monkeypatch)
+    files = [("a.py", tip_protocol("derive"))]
+    assert picks(analyse_protocol(files).commands) == [("1", "A1"), ("1", "B1"), ("1", "C1")]
+    learned = analyse_protocol([("b.py", files[0][1])], {"first_tip": 5})  # another name
+    assert picks(learned.commands) == [("1", "F1"), ("1", "G1"), ("1", "H1")]
+    assert ot.calls == [{}, {"first_tip": 5}]
+    assert analyse_protocol(files, {"first_tip": 5}) is learned  # cached by content
+    # Now any tip position in a rack seen is derived, without opentrons.
+    derived = analyse_protocol(files, {"first_tip": 40})
+    assert ot.calls == [{}, {"first_tip": 5}]
+    assert picks(derived.commands) == [("1", "A6"), ("1", "B6"), ("1", "C6")]
+    assert derived.run_time_parameters == ({**FIRST_TIP, "value": 40.0}, {**ROUNDS, "value": 1.0})
+    real = analyse_protocol(files, {"first_tip": 40}, derive=False)
+    assert ot.calls[-1] == {"first_tip": 40}
+    assert without_ids(derived) == without_ids(real)
+    # A tip in a rack no analysis has shown yet needs opentrons once, which shows it.
+    crossing = analyse_protocol(files, {"first_tip": 95})
+    assert ot.calls[-1] == {"first_tip": 95}
+    assert picks(crossing.commands) == [("1", "H12"), ("4", "A1"), ("4", "B1")]
+    calls = len(ot.calls)
+    in_rack_2 = analyse_protocol(files, {"first_tip": 150})
+    assert len(ot.calls) == calls
+    assert picks(in_rack_2.commands) == [("4", "G7"), ("4", "H7"), ("4", "A8")]
+    assert without_ids(in_rack_2) == without_ids(
+        analyse_protocol(files, {"first_tip": 150}, derive=False)
+    )
+
+
+def test_a_parameter_that_changes_more_than_tips_is_always_analysed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ot = Opentrons(monkeypatch)
+    files = [("a.py", tip_protocol("rounds"))]
+    analyse_protocol(files)
+    two = analyse_protocol(files, {"rounds": 2})
+    assert len(picks(two.commands)) == 6  # opentrons ran it: twice the rounds
+    assert ot.calls == [{}, {"rounds": 2}]
+    # The files now count as doing more than moving tips: nothing is derived any more.
+    moved = analyse_protocol(files, {"first_tip": 3})
+    assert ot.calls[-1] == {"first_tip": 3}
+    assert picks(moved.commands) == [("1", "D1"), ("1", "E1"), ("1", "F1")]
+    analyse_protocol(files, {"first_tip": 4})
+    assert ot.calls[-1] == {"first_tip": 4}
+
+
+def test_values_at_upload_are_analysed_and_a_change_starts_a_new_analysis(
+    make_sim: Any,
+) -> None:
+    sim, client = make_sim()
+    source = tip_protocol("upload")
+
+    def upload(values: str | None) -> Reply:
+        extra = {"runTimeParameterValues": values} if values is not None else None
+        return client.upload(("tips.py", source), extra=extra)
+
+    first = upload('{"first_tip": 5}')
+    assert first.status == 201
+    pid = first.data["id"]
+    aid = first.data["analysisSummaries"][0]["id"]
+    analysis = client.get(f"/protocols/{pid}/analyses/{aid}").data
+    assert analysis["runTimeParameters"][0] == {**FIRST_TIP, "value": 5.0}
+    assert picks(analysis["commands"])[0] == ("1", "F1")
+    # The same files and values: robot-server keeps the analysis.
+    again = upload('{"first_tip": 5, "rounds": 1}')  # rounds at its default: the same values
+    assert (again.status, again.data["id"]) == (200, pid)
+    assert [s["id"] for s in again.data["analysisSummaries"]] == [aid]
+    # Other values: the same protocol, analysed again.
+    other = upload('{"first_tip": 9}')
+    assert (other.status, other.data["id"]) == (200, pid)
+    summaries = other.data["analysisSummaries"]
+    assert len(summaries) == 2 and summaries[0] == {"id": aid, "status": "completed"}
+    newest = client.get(f"/protocols/{pid}/analyses/{summaries[1]['id']}").data
+    assert newest["runTimeParameters"][0]["value"] == 9.0
+    assert picks(newest["commands"])[0] == ("1", "B2")
+    # No values now means the defaults, which differ from the last analysis' 9.
+    assert len(upload(None).data["analysisSummaries"]) == 3
+    # A run with the latest analysis' values uses it as it is.
+    run_id = new_run(client, pid)
+    assert client.get(f"/runs/{run_id}").data["runTimeParameters"][0]["value"] == 0.0
+    assert upload("{not json").status == 500
+    bad = upload("[1, 2]")
+    assert bad.status == 422 and bad.body["errors"][0]["id"] == "InvalidRequest"
+
+
+def test_invalid_run_time_parameter_values_are_refused(make_sim: Any) -> None:
+    sim, client = make_sim()
+    upload = client.upload(("tips.py", tip_protocol("invalid")))
+    pid = upload.data["id"]
+
+    def post(values: Any) -> Reply:
+        return client.post("/runs", {"data": {"protocolId": pid, "runTimeParameterValues": values}})
+
+    beyond = post({"first_tip": 192})
+    assert beyond.status == 500
+    error = beyond.body["errors"][0]
+    assert (error["id"], error["errorCode"]) == ("UnexpectedError", "4000")
+    assert "between 0 and 191" in error["detail"]
+    unknown = post({"last_tip": 3})
+    assert unknown.status == 500
+    assert "last_tip is not defined" in unknown.body["errors"][0]["detail"]
+    fraction = post({"first_tip": 2.5})
+    assert (
+        fraction.status == 500 and "must be of type 'int'" in fraction.body["errors"][0]["detail"]
+    )
+    shape = post([1, 2])
+    assert shape.status == 422 and shape.body["errors"][0]["source"] == {
+        "pointer": "/data/runTimeParameterValues"
+    }
+    assert client.get("/runs").data == []  # none of them made a run
