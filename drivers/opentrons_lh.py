@@ -118,6 +118,7 @@ class OpentronsLiquidHandler:
             self._left[role] = self._valid_count(role, count)
         self._store = store_tips
         self._lock = threading.Lock()
+        self._in_flight: set[str] = set()  # runs this handler started and has not seen end
         self._waste_ul = float(waste_ul)
         self._waste_max_ul = get_labware(layout.waste_labware).capacity_ul * _WASTE_FILL
 
@@ -250,6 +251,7 @@ class OpentronsLiquidHandler:
                 status = None
             if status is None or status.phase is RunPhase.PENDING:
                 raise
+        self._in_flight.add(run_id)
         return run_id
 
     def poll(self, op_id: str) -> OpStatus:
@@ -257,6 +259,8 @@ class OpentronsLiquidHandler:
         error recovery), SUCCEEDED with ``{commands, run_id}``, or FAILED with a DeviceFault
         carrying the robot's error detail and code (a stopped run is FAILED too)."""
         st = self.client.run_status(op_id)
+        if st.phase.terminal:
+            self._in_flight.discard(op_id)
         progress = f"command {st.commands_done} of {st.commands_total}"
         if st.phase in (RunPhase.PENDING, RunPhase.RUNNING):
             return OpStatus(OpState.RUNNING, f"{st.status}: {progress}")
@@ -330,6 +334,8 @@ class OpentronsLiquidHandler:
                     f"{health.robot_model} answers",
                 )
             )
+        if not self._in_flight:
+            return out  # no run of ours under way: the health answer is all there is to know
         try:
             run_id = self.client.current_run_id()
             status = self.client.run_status(run_id) if run_id is not None else None
