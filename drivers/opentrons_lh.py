@@ -279,7 +279,45 @@ class OpentronsLiquidHandler:
                 device_code=st.error.error_code if st.error else None,
             )
             return OpStatus(OpState.NEEDS_OPERATOR, reason, error=error)
-        return OpStatus(OpState.FAILED, *self._failure(op_id, st))
+        detail, error = self._failure(op_id, st)
+        # Whether any liquid moved before it stopped: then some wells may be fed already,
+        # and the engine must not run the program again by itself.
+        return OpStatus(
+            OpState.FAILED,
+            detail,
+            error,
+            result={
+                "commands_done": st.commands_done,
+                "run_id": op_id,
+                "liquid_moved": self._liquid_moved(op_id),
+            },
+        )
+
+    def _liquid_moved(self, op_id: str) -> bool:
+        """True if the run completed any aspirate or dispense (True when it cannot tell)."""
+        moved_types = {
+            "aspirate",
+            "dispense",
+            "aspirateInPlace",
+            "dispenseInPlace",
+            "blowout",
+            "blowOutInPlace",
+        }
+        cursor, total = 0, None
+        try:
+            while total is None or cursor < total:
+                page = self._get(f"/runs/{op_id}/commands?cursor={cursor}&pageLength=100")
+                data = page.get("data") or []
+                total = int((page.get("meta") or {}).get("totalLength", len(data)))
+                for cmd in data:
+                    if cmd.get("commandType") in moved_types and cmd.get("status") == "succeeded":
+                        return True
+                if not data:
+                    break
+                cursor += len(data)
+        except (DeviceError, ValueError, TypeError, AttributeError):
+            return True
+        return False
 
     def find_op(self, job_key: str) -> str | None:
         """The newest run made from the job's protocol file; None if the robot has no run of

@@ -252,7 +252,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
         f"engine on {path} with devices {', '.join(devices)}; Ctrl-C to stop (runs stay as they are)"
     )
     with store:
-        eng.run(max_steps=1 if args.once else None)
+        # Wake at least every 2 s so operator commands from consoles apply promptly.
+        eng.run(max_steps=1 if args.once else None, max_idle_s=2.0)
     return EXIT_OK
 
 

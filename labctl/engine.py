@@ -234,6 +234,7 @@ class ChainRec:
     jobs: list[JobRec] = field(default_factory=list)
     main_start: datetime | None = None
     late_alarmed: bool = False
+    out_alarmed: bool = False
     held: dict[str, int] = field(default_factory=dict)  # place -> position this chain holds
 
     def main_seq(self) -> int:
@@ -331,6 +332,17 @@ class Engine:
 
     def _run(self, r: RunRec, trigger: str, reason: str, **kw: Any) -> None:
         r.state = RUN_MACHINE.fire(r.id, r.state, trigger, self._commit, reason=reason, **kw)  # type: ignore[assignment]
+        # A held run pages someone: an alarm stays until the run leaves HOLDING.
+        if r.state is RunState.HOLDING:
+            self._raise_alarm(
+                r.id,
+                f"run {r.id}",
+                "hold",
+                f"run {r.id} '{r.name}' is on hold: {reason}",
+                self.clock.now(),
+            )
+        else:
+            self._clear_alarm(f"run {r.id}", "hold")
         self._replan = True
         self._maybe_complete = True
 
@@ -429,6 +441,9 @@ class Engine:
                 if main is not None and main.started_at is not None:
                     c.main_start = main.started_at
             self.runs[run.id] = rr
+        for a in self.store.active_alarms():
+            if a.device is not None:
+                self._alarms[(a.device, a.code)] = a.id
         for p in self.store.open_prompts():
             if p.job_id in self.jobs and p.kind in ("recovery", "interrupted"):
                 self.jobs[p.job_id].prompt_id = p.id
@@ -529,6 +544,7 @@ class Engine:
         self._poll_running(now)
         self._apply_prompt_defaults(now)
         self._check_alarms(now)
+        self._watch_out_of_incubator(now)
         if self._replan:
             self._do_replan(now)
         self._dispatch(now)
@@ -667,9 +683,38 @@ class Engine:
 
     # ---- prompts: recovery choices, interruptions, QC ----------------------------------------
 
-    def _ask_recovery(self, j: JobRec, c: ChainRec, error: DeviceError | None, detail: str) -> None:
+    def _ask_recovery(
+        self,
+        j: JobRec,
+        c: ChainRec,
+        error: DeviceError | None,
+        detail: str,
+        *,
+        partial: bool = False,
+    ) -> None:
         default = "retry" if isinstance(error, DeviceBusy) and j.op is not Op.LH_RUN else "hold"
         deadline = self.clock.now() + timedelta(seconds=self.cfg.recovery_timeout_s)
+        if partial:
+            # Some wells may already have fresh medium: running the program again would
+            # feed them twice, so labctl never offers it. A person checks and finishes.
+            text = (
+                f"{c.plate}: {j.op.value} on {j.device} stopped part-way: {detail}. Some wells may "
+                "already have been fed, so it will not be run again. Check the plate, finish the "
+                "remaining wells by hand, then answer 'done' (or 'skip': recorded as a deviation)."
+            )
+            p = self.store.insert_prompt(
+                c.run_id,
+                kind="recovery",
+                text=text,
+                actor=self.cfg.actor,
+                choices=["done", "skip", "hold"],
+                default_choice="hold",
+                deadline=deadline,
+                job_id=j.id,
+            )
+            j.prompt_id = p.id
+            self.deadlines[p.id] = (deadline, "hold", j.id)
+            return
         text = (
             f"{c.plate}: {j.op.value} on {j.device} failed: {detail}. "
             f"Retry it, skip it (a deviation), or hold the run. Default '{default}' in "
@@ -730,17 +775,30 @@ class Engine:
     def _apply_choice(self, j: JobRec, choice: str, actor: str, reason: str) -> None:
         c = self.chains[j.task_id]
         r = self.runs[c.run_id]
-        j.prompt_id = None
+        prev_id, j.prompt_id = j.prompt_id, None
         if choice == "hold":
             if r.state in (RunState.RUNNING, RunState.PAUSED):
                 self._run(r, "hold", f"{c.key}: {reason}", actor=actor)
             # Ask again, without a default: only a person can say what happens next.
+            prev = self.store.get_prompt(prev_id) if prev_id else None
+            # Same choices as before but 'hold' (it is held now), and 'done' always: the
+            # operator may have finished the step by hand. A step that had moved liquid
+            # keeps 'retry' out.
+            again = [x for x in (prev.choices if prev else ["retry", "skip"]) if x != "hold"]
+            again += [] if "done" in again else ["done"]
+            if "retry" in again and "done" in again and again.index("done") < again.index("retry"):
+                again.remove("retry")
             p = self.store.insert_prompt(
                 c.run_id,
                 kind="recovery",
-                text=f"{c.plate}: {j.op.value} on {j.device} failed; the run is on hold. Retry or skip it.",
+                text=f"{c.plate}: {j.op.value} on {j.device} failed; the run is on hold. "
+                + (
+                    "Retry or skip it."
+                    if "retry" in again
+                    else "Finish it by hand and answer 'done', or 'skip' it."
+                ),
                 actor=self.cfg.actor,
-                choices=["retry", "skip", "done"],
+                choices=again,
                 job_id=j.id,
             )
             j.prompt_id = p.id
@@ -900,7 +958,10 @@ class Engine:
                         "result": {"error": str(st.error) if st.error else st.detail},
                     },
                 )
-                self._ask_recovery(j, c, st.error, str(st.error or st.detail))
+                # A liquid-handling step that moved liquid before it stopped may have fed
+                # some wells: never offer to run it again (a device that cannot tell counts).
+                partial = j.op is Op.LH_RUN and bool((st.result or {}).get("liquid_moved", True))
+                self._ask_recovery(j, c, st.error, str(st.error or st.detail), partial=partial)
 
     def _finish(self, j: JobRec, c: ChainRec, st: OpStatus, now: datetime) -> None:
         with self.store.atomic():
@@ -1018,6 +1079,45 @@ class Engine:
         aid = self._alarms.pop((device, code), None)
         if aid is not None:
             self.store.clear_alarm(aid, actor=self.cfg.actor, reason="condition cleared")
+
+    def _out_since(self, c: ChainRec) -> datetime | None:
+        """When the plate of an active chain left the incubator (None if it is not out)."""
+        if c.max_out_s is None or not c.jobs:
+            return None
+        first, last = c.jobs[0], c.jobs[-1]
+        if first.state is not JobState.DONE or first.finished_at is None:
+            return None
+        if last.state in (JobState.DONE, JobState.SKIPPED) or last.started_at is not None:
+            return None
+        return first.finished_at
+
+    def _watch_out_of_incubator(self, now: datetime) -> None:
+        """A plate out longer than the protocol allows raises an alarm and a deviation."""
+        for tid in sorted(self.active):
+            c = self.chains[tid]
+            since = self._out_since(c)
+            if since is None or c.out_alarmed or c.max_out_s is None:
+                continue
+            out_s = (now - since).total_seconds()
+            if out_s > c.max_out_s:
+                c.out_alarmed = True
+                why = f"plate {c.plate} has been out of the incubator {out_s / 60:.0f} min (limit {c.max_out_s / 60:g} min) during {c.key}"
+                self._raise_alarm(c.run_id, f"plate {c.plate}", "out-too-long", why, now)
+                self.store.record(
+                    "deviation",
+                    entity="task",
+                    entity_id=c.task_id,
+                    actor=self.cfg.actor,
+                    reason=why,
+                    data={"kind": "out_of_incubator", "task": c.key, "seconds": out_s},
+                )
+        for dev, code in list(self._alarms):
+            if code == "out-too-long" and not any(
+                self._out_since(self.chains[t]) is not None
+                and f"plate {self.chains[t].plate}" == dev
+                for t in self.active
+            ):
+                self._clear_alarm(dev, code)
 
     def _device_blocked(self, device: str) -> bool:
         """No new operation goes to a device that is offline, open or waiting for a person.
@@ -1320,6 +1420,11 @@ class Engine:
         if nxt_chain is not None:
             times.append(nxt_chain)
         times.extend(d for d, _, _ in self.deadlines.values())
+        for tid in self.active:
+            c = self.chains[tid]
+            since = self._out_since(c)
+            if since is not None and not c.out_alarmed and c.max_out_s is not None:
+                times.append(since + timedelta(seconds=c.max_out_s + 1))
         if self._next_alarm_check is not None and times:
             times.append(self._next_alarm_check)
         return min(times) if times else None  # type: ignore[type-var]

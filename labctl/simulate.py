@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections import defaultdict
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +107,17 @@ def simulate(args: argparse.Namespace) -> int:
                 close()
         report = out / "batch-record.html"
         report.write_text(batch_record(store, run_id), encoding="utf-8")
-        summary = summarize(store, run_id)
+        summary = summarize(store, run_id, clock.now())
     _print_summary(summary, db, report, out, wall_s)
     return EXIT_OK if summary["state"] == "completed" else EXIT_INVALID
 
 
-def summarize(store: Any, run_id: int) -> dict[str, Any]:
-    """Figures of a finished (or stopped) run, from the store."""
+def summarize(store: Any, run_id: int, now: datetime | None = None) -> dict[str, Any]:
+    """Figures of a finished (or stopped) run, from the store.
+
+    ``now`` (the simulation's end) counts a plate still out of the incubator when the run
+    stopped (fetched, not stored again) up to that moment; without it such a plate is left out.
+    """
     run = store.get_run(run_id)
     tasks = store.tasks(run_id)
     jobs = store.jobs(run_id)
@@ -130,16 +134,28 @@ def summarize(store: Any, run_id: int) -> dict[str, Any]:
             busy[j.device] += (j.finished_at - j.started_at).total_seconds()
     span = (last - first).total_seconds() if first and last else 0.0
     out_of_incubator: dict[str, list[float]] = defaultdict(list)
+    still_out: set[str] = set()
     plates = {p.id: p.label for p in store.plates(run_id)}
+    late = []
     for t in tasks:
         js = sorted(by_task[t.id], key=lambda j: j.seq)
         fetch = next((j for j in js if j.op == "fetch"), None)
         store_j = next((j for j in js if j.op == "store"), None)
-        if fetch and store_j and fetch.finished_at and store_j.started_at:
-            out_of_incubator[plates.get(t.plate_id, "?")].append(
-                (store_j.started_at - fetch.finished_at).total_seconds()
-            )
-    late = [t for t in tasks if t.actual_start and t.window_end and t.actual_start > t.window_end]
+        if fetch and fetch.finished_at and fetch.state == "done":
+            returned = store_j is not None and store_j.started_at is not None
+            back = store_j.started_at if returned else now
+            if back is not None:
+                label = plates.get(t.plate_id, "?")
+                out_of_incubator[label].append((back - fetch.finished_at).total_seconds())
+                if not returned:
+                    still_out.add(label)
+        # The window bounds the start of the task's main job (the liquid handling, the
+        # event, the setpoint), not of the plate's fetch before it.
+        main_seq = int((t.spec or {}).get("main_seq", 0))
+        main = next((j for j in js if j.seq == main_seq), None)
+        started = main.started_at if main is not None and main.started_at else None
+        if started and t.window_end and started > t.window_end:
+            late.append(t)
     return {
         "state": run.state,
         "tasks": dict(by_state),
@@ -153,6 +169,7 @@ def summarize(store: Any, run_id: int) -> dict[str, Any]:
         "out_of_incubator": {
             p: (max(v), sum(v) / len(v), len(v)) for p, v in sorted(out_of_incubator.items())
         },
+        "still_out": sorted(still_out),
         "audit_ok": store.verify_chain().ok,
         "span_days": span / 86400,
     }
@@ -174,7 +191,8 @@ def _print_summary(s: dict[str, Any], db: Path, report: Path, out: Path, wall_s:
         _out(f"  {d:<10} {u * 100:5.1f}%  ({s['busy_h'][d]:.1f} h)")
     _out("time out of the incubator per plate (longest, mean, times):")
     for p, (mx, mean, n) in s["out_of_incubator"].items():
-        _out(f"  {p:<4} longest {mx / 60:5.1f} min, mean {mean / 60:5.1f} min, {n} times")
+        still = ", still out when the simulation stopped" if p in s.get("still_out", ()) else ""
+        _out(f"  {p:<4} longest {mx / 60:5.1f} min, mean {mean / 60:5.1f} min, {n} times{still}")
     if s["alarms"]:
         _out(f"alarms ({len(s['alarms'])}):")
         for code, dev, msg, state in s["alarms"][:20]:

@@ -44,6 +44,9 @@ class OperatorScript:
     )
     absent_from: datetime | None = None  # does not answer at all from this time on
     absent_until: datetime | None = None
+    # Scripted decisions per job at most: a person who retried a step this often and saw it
+    # fail each time stops and looks (the prompt then stays open, the run waits for them).
+    max_decisions_per_job: int = 3
 
 
 class SimulatedOperator:
@@ -70,6 +73,7 @@ class SimulatedOperator:
         ] = {}  # op id -> (prompt, due, prompt data)
         self._done: set[str] = set()
         self._decided: set[int] = set()
+        self._per_job: dict[int, int] = {}  # job id -> scripted recovery decisions taken
 
     def absent(self, now: datetime) -> bool:
         s = self.script
@@ -197,6 +201,11 @@ class SimulatedOperator:
             for p in self.store.open_prompts(rid):
                 if p.id in self._decided or p.kind not in ("recovery", "interrupted"):
                     continue
+                if (
+                    p.job_id is not None
+                    and self._per_job.get(p.job_id, 0) >= self.script.max_decisions_per_job
+                ):
+                    continue  # retrying blindly again would loop: leave it to a person
                 # Routine upkeep a person just does: put new tip racks in, empty the waste.
                 upkeep = (
                     "refill tips" in p.text
@@ -208,6 +217,8 @@ class SimulatedOperator:
                     age = (self.clock.now() - p.created_at).total_seconds()
                     if age >= self.script.reaction_s:
                         self._decided.add(p.id)
+                        if p.job_id is not None:
+                            self._per_job[p.job_id] = self._per_job.get(p.job_id, 0) + 1
                         self.store.insert_command(
                             "answer",
                             actor="sim-operator",

@@ -14,20 +14,23 @@ over the same wire as hardware (HTTP, serial). The simulated devices are named `
       - {device: operator, fault: no_answer, at: "2026-12-05T00:00:00Z", duration: 12 h}
       - {device: operator, fault: recovery_choice, choice: retry}       # how the script decides
 
-Incubator faults are those of :mod:`labctl.simulators.faults`. Times are virtual.
+Incubator faults are those of :mod:`labctl.simulators.faults`. Times are virtual. A robot
+``door_open`` needs a Flex (the OT-2 reports no door): on the OT-2 workcell it is refused. The
+operator's ``no_answer`` without ``at`` lasts the whole run; ``qc_value`` takes ``measure`` and
+``value``. Examples, one per fault kind: the repository's scenarios/ folder.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
-from labctl.simulators.faults import parse_duration, parse_faults
+from labctl.simulators.faults import FaultSpecError, parse_duration, parse_faults
 from labctl.simulators.opentrons_robot import RobotSimulator
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
 from labctl.simulators.serial_link import PtyLink
@@ -75,6 +78,42 @@ def _when(v: Any, where: str) -> datetime:
     return dt
 
 
+_ROBOT_KEYS = {
+    "run_fails": {"device", "fault", "run", "at_command"},
+    "offline": {"device", "fault", "at", "duration"},
+    "door_open": {"device", "fault", "at", "duration"},
+}
+_OPERATOR_KEYS = {
+    "no_answer": {"device", "fault", "at", "duration"},
+    "recovery_choice": {"device", "fault", "choice"},
+    "qc_value": {"device", "fault", "measure", "value"},
+}
+
+
+def _check_keys(f: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(str(k) for k in f if k not in allowed)
+    if unknown:
+        raise ScenarioError(
+            f"{where}: unknown field {unknown[0]!r} (known: {', '.join(sorted(allowed))})"
+        )
+
+
+def _duration(f: dict[str, Any], where: str) -> float | None:
+    if "duration" not in f:
+        return None
+    try:
+        return parse_duration(f["duration"])
+    except FaultSpecError as exc:
+        raise ScenarioError(f"{where}: field 'duration': {exc.reason}") from None
+
+
+def _count(f: dict[str, Any], key: str, lo: int, where: str) -> int:
+    v = f.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ScenarioError(f"{where}: '{key}' must be a whole number >= {lo}, not {v!r}")
+    return v
+
+
 def load_scenario(path: str | Path | None) -> Scenario:
     """Read a fault scenario; raises ScenarioError with the entry and field named."""
     if path is None:
@@ -91,6 +130,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
         raise ScenarioError(f"{path}: a scenario is a list of faults under 'faults:'")
     inc, robot = [], []
     script = OperatorScript()
+    seen: set[str] = set()  # operator entries that may appear once
     for i, f in enumerate(items):
         where = f"{path}: fault #{i + 1}"
         if not isinstance(f, dict):
@@ -99,42 +139,70 @@ def load_scenario(path: str | Path | None) -> Scenario:
         kind = f.get("fault")
         if dev == INCUBATOR:
             try:
-                inc.extend(parse_faults([{k: v for k, v in f.items()}]))
-            except ValueError as exc:
-                raise ScenarioError(f"{where}: {exc}") from None
+                inc.extend(parse_faults([dict(f)]))
+            except FaultSpecError as exc:
+                # parse_faults numbers its one entry 0: name the scenario's entry instead.
+                raise ScenarioError(f"{where}: field '{exc.field}': {exc.reason}") from None
         elif dev == ROBOT:
-            if kind not in ("run_fails", "offline", "door_open"):
+            if kind not in _ROBOT_KEYS:
                 raise ScenarioError(
                     f"{where}: robot faults are run_fails, offline, door_open; not {kind!r}"
                 )
-            dur = parse_duration(f["duration"]) if "duration" in f else None
+            _check_keys(f, _ROBOT_KEYS[kind], where)
+            dur = _duration(f, where)
             at = _when(f["at"], where) if "at" in f else None
-            if kind == "run_fails" and ("run" not in f or "at_command" not in f):
-                raise ScenarioError(
-                    f"{where}: run_fails needs 'run' (which robot run, from 1) and 'at_command'"
-                )
-            if kind in ("offline", "door_open") and at is None:
-                raise ScenarioError(f"{where}: {kind} needs 'at'")
-            robot.append(RobotFault(kind, f.get("run"), f.get("at_command"), at, dur))
-        elif dev == OPERATOR:
-            if kind == "no_answer":
-                script.absent_from = (
-                    _when(f["at"], where) if "at" in f else datetime.min.replace(tzinfo=None)
-                )
-                if "duration" in f and script.absent_from is not None:
-                    script.absent_until = script.absent_from + timedelta(
-                        seconds=parse_duration(f["duration"])
+            if kind == "run_fails":
+                if "run" not in f or "at_command" not in f:
+                    raise ScenarioError(
+                        f"{where}: run_fails needs 'run' (which robot run, from 1) and 'at_command'"
                     )
+                robot.append(
+                    RobotFault(kind, _count(f, "run", 1, where), _count(f, "at_command", 0, where))
+                )
+                continue
+            if at is None:
+                raise ScenarioError(f"{where}: {kind} needs 'at'")
+            robot.append(RobotFault(kind, None, None, at, dur))
+        elif dev == OPERATOR:
+            if kind not in _OPERATOR_KEYS:
+                raise ScenarioError(
+                    f"{where}: operator faults are no_answer, recovery_choice, qc_value; not {kind!r}"
+                )
+            _check_keys(f, _OPERATOR_KEYS[kind], where)
+            if kind in ("no_answer", "recovery_choice"):
+                # The script holds one absence and one choice: a second would silently replace the first.
+                if kind in seen:
+                    raise ScenarioError(f"{where}: only one operator {kind} entry per scenario")
+                seen.add(kind)
+            if kind == "no_answer":
+                dur = _duration(f, where)
+                if "at" not in f:
+                    if dur is not None:
+                        raise ScenarioError(
+                            f"{where}: no_answer with a 'duration' needs 'at' (when it starts)"
+                        )
+                    # Absent for the whole run: an aware minimum, as it is compared with the
+                    # clock's aware UTC times.
+                    script.absent_from = datetime.min.replace(tzinfo=UTC)
+                else:
+                    script.absent_from = _when(f["at"], where)
+                    if dur is not None:
+                        script.absent_until = script.absent_from + timedelta(seconds=dur)
             elif kind == "recovery_choice":
                 if f.get("choice") not in ("retry", "skip", "hold", "done"):
                     raise ScenarioError(f"{where}: choice must be retry, skip, hold or done")
                 script.recovery_choice = f["choice"]
-            elif kind == "qc_value":
-                script.qc_values[str(f["measure"])] = float(f["value"])
             else:
-                raise ScenarioError(
-                    f"{where}: operator faults are no_answer, recovery_choice, qc_value; not {kind!r}"
-                )
+                value = f.get("value")
+                if (
+                    not isinstance(f.get("measure"), str)
+                    or isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                ):
+                    raise ScenarioError(
+                        f"{where}: qc_value needs 'measure' (a QC measure's name) and 'value' (a number)"
+                    )
+                script.qc_values[f["measure"]] = float(value)
         else:
             raise ScenarioError(
                 f"{where}: unknown device {dev!r} (the simulated workcell has {ROBOT}, {INCUBATOR}, {OPERATOR})"
@@ -178,6 +246,12 @@ class SimulatedWorkcell:
         self.scenario = scenario or Scenario([], [], OperatorScript())
         self.timezone = timezone
         self.plates = list(plates)
+        if robot != "Flex" and any(f.kind == "door_open" for f in self.scenario.robot):
+            # An OT-2 has no door sensor the robot-server reports: the fault would silently do nothing.
+            raise ScenarioError(
+                f"{self.scenario.source or 'scenario'}: {ROBOT} door_open needs a Flex; "
+                f"the simulated robot is an {robot}"
+            )
         self.robot = RobotSimulator(
             clock,
             robot=robot,
@@ -234,7 +308,7 @@ class SimulatedWorkcell:
                 ROBOT: {
                     "driver": "opentrons",
                     "url": self.robot.url,
-                    "robot": "OT-2",
+                    "robot": self.robot_model,
                     "deck": {"plate": [1, 3]},
                     "check": False,
                 },  # the simulated robot analyses every protocol itself
@@ -268,8 +342,9 @@ class SimulatedWorkcell:
         changes: dict[str, Any] = {}
         if self.robot.faults.offline != offline:
             changes["offline"] = offline
-        if door and self.robot_model == "Flex" and not self.robot.faults.door_open:
-            changes["door_open"] = True
+        # The door closes again when its window ends (the robot then waits paused for play).
+        if self.robot_model == "Flex" and self.robot.faults.door_open != door:
+            changes["door_open"] = door
         if changes:
             self.robot.set_faults(**changes)
         op = self.devices.get(OPERATOR)
@@ -278,7 +353,8 @@ class SimulatedWorkcell:
 
     @property
     def robot_model(self) -> str:
-        return "OT-2"
+        """``OT-2`` or ``Flex``: the model the robot simulator plays."""
+        return str(self.robot.robot)
 
 
 def read_actions(path: Path) -> list[dict[str, Any]]:

@@ -49,6 +49,7 @@ class FakeDevice:
     killer: Killer = field(default_factory=lambda: Killer(None))
     durations: dict[str, float] = field(default_factory=dict)
     fail_next: int = 0  # the next N operations fail
+    partial_failures: bool = False  # failures happen after some liquid moved
     alarm: DeviceAlarm | None = None
     ops: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -115,6 +116,7 @@ class FakeDevice:
                 OpState.FAILED,
                 "injected failure",
                 DeviceFault(self.name, op["kind"], "injected failure", device_code="99"),
+                result={"liquid_moved": self.partial_failures},
             )
         self._log_once(op_id, op, end)
         self.killer.tick()  # a crash here: the device finished, the engine never recorded it

@@ -352,3 +352,25 @@ def test_lots_given_with_an_answer_go_into_the_batch_record(tmp_path: Path) -> N
     lots = w.store.reagent_lots(w.run_id)
     assert lots and {x.lot for x in lots} == {"LOT-42"}
     assert "LOT-42" in batch_record(w.store, w.run_id)
+
+
+def test_a_partial_liquid_handling_failure_is_never_offered_retry(world: World) -> None:
+    lh = world.devices["ot2-sim"]
+    lh.fail_next, lh.partial_failures = 1, True
+    world.command("start")
+    world.run_until(lambda: bool(world.store.open_prompts(world.run_id)), limit_days=2)
+    (p,) = world.store.open_prompts(world.run_id)
+    assert set(p.choices) == {"done", "skip", "hold"} and "will not be run again" in p.text
+    world.command(
+        "answer", prompt=p.id, answer={"choice": "done"}, reason="finished the wells by hand"
+    )
+    world.run_until(lambda: world.state == "completed")
+    assert world.state == "completed"
+    assert len(world.devices["ot2-sim"].actions) == 5  # the failed run is not repeated
+
+
+def test_a_held_run_raises_an_alarm_until_released(world: World) -> None:
+    world.devices["ot2-sim"].fail_next = 1
+    world.command("start")
+    world.run_until(lambda: world.state == "holding", limit_days=2)
+    assert [a.code for a in world.store.active_alarms(world.run_id)] == ["hold"]
