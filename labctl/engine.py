@@ -67,6 +67,7 @@ class EngineConfig:
     poll_max_s: float = 30.0  # the interval grows to this for operations that run long
     recovery_timeout_s: float = 900.0  # after this the recovery prompt's default applies
     alarm_check_s: float = 120.0  # device alarms (door, climate, offline) are read this often
+    answer_timeout_s: float = 1800.0  # an unanswered task prompt raises an alarm after this
     late_margin_s: float = 60.0  # a chain later than planned by this much triggers a re-plan
     actor: str = "engine"
 
@@ -931,6 +932,18 @@ class Engine:
             self._clear_alarm(j.device, "unreachable")
             if st.state is OpState.RUNNING:
                 self._clear_alarm(j.device, "needs-operator")
+                if j.op is Op.PROMPT and j.started_at is not None:
+                    # Nobody has answered: after twice its expected time (at least the
+                    # answer time-out) page someone, and stop paging once it is answered.
+                    limit = max(2 * j.duration_s, self.cfg.answer_timeout_s)
+                    if (now - j.started_at).total_seconds() > limit:
+                        self._raise_alarm(
+                            c.run_id,
+                            f"prompt {j.key}",
+                            "no-answer",
+                            f"{c.plate}: nobody has answered '{j.params.get('text') or j.op.value}' for {limit / 60:.0f} min",
+                            now,
+                        )
                 j.polls += 1
                 j.next_poll = now + timedelta(
                     seconds=min(self.cfg.poll_max_s, self.cfg.poll_s * 1.3**j.polls)
@@ -964,6 +977,8 @@ class Engine:
                 self._ask_recovery(j, c, st.error, str(st.error or st.detail), partial=partial)
 
     def _finish(self, j: JobRec, c: ChainRec, st: OpStatus, now: datetime) -> None:
+        if j.op is Op.PROMPT:
+            self._clear_alarm(f"prompt {j.key}", "no-answer")
         with self.store.atomic():
             self._job(
                 j,

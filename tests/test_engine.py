@@ -374,3 +374,15 @@ def test_a_held_run_raises_an_alarm_until_released(world: World) -> None:
     world.command("start")
     world.run_until(lambda: world.state == "holding", limit_days=2)
     assert [a.code for a in world.store.active_alarms(world.run_id)] == ["hold"]
+
+
+def test_an_unanswered_prompt_raises_an_alarm_that_clears_when_answered(world: World) -> None:
+    op = world.devices["operator"]
+    op.durations["prompt"] = 3 * 3600.0  # the operator takes three hours to answer
+    world.command("start")
+    world.run_until(
+        lambda: any(a.code == "no-answer" for a in world.store.active_alarms()), limit_days=2
+    )
+    assert any(a.code == "no-answer" for a in world.store.active_alarms())
+    world.run_until(lambda: world.state == "completed")
+    assert not any(a.code == "no-answer" for a in world.store.active_alarms())
