@@ -1,0 +1,48 @@
+"""Entry point of ``labctl console [--db PATH]``: the Qt application and its main window."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from labctl.clock import RealClock
+from labctl.store import Store
+
+__all__ = ["configure", "main"]
+
+#: Seconds a Python thread may hold the interpreter before another gets a turn (default
+#: 0.005). The worker thread computes snapshots in Python; a shorter turn means the GUI
+#: thread, which needs the interpreter for every event it handles, waits less.
+SWITCH_INTERVAL_S = 0.001
+
+
+def configure(app: object) -> None:
+    """Application-wide settings of the console: names, look, interpreter turn length."""
+    from labctl.gui import theme
+
+    app.setApplicationName("labctl console")  # type: ignore[attr-defined]
+    app.setOrganizationName("labctl")  # type: ignore[attr-defined]
+    theme.apply(app)  # type: ignore[arg-type]
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def main(db_path: str | None) -> int:
+    """Open the console on ``db_path`` (default: ``Store.default_path()``); run until closed.
+
+    Returns the Qt event loop's exit code. Passwords for irreversible commands are checked
+    against the per-user password file (:class:`labctl.gui.auth.PasswordFile`).
+    """
+    from labctl.gui.auth import PasswordFile
+    from labctl.gui.main_window import MainWindow
+    from PyQt6.QtWidgets import QApplication
+
+    path = Path(db_path).expanduser() if db_path else Store.default_path()
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "labctl"])
+    configure(app)  # type: ignore[arg-type]
+    setup = PasswordFile()
+    win = MainWindow(path, RealClock(), password_setup=setup)
+    win.show()
+    try:
+        return int(app.exec())
+    finally:
+        win.shutdown()  # the worker thread stops and closes its Store before we return

@@ -1,0 +1,643 @@
+"""Dialogs that send operator commands: answering a prompt, and the run controls.
+
+Both kinds end in an explicit confirmation. Commands that cannot be taken back (abort,
+skip, a prompt answered with 'skip') ask for a reason and the operator's password; on the
+first such command the operator chooses the password (see :mod:`labctl.gui.auth`).
+
+A dialog does not write anything itself: it emits ``ready(requests, password, new_password)``
+and the main window sends the requests on its worker thread, then calls :meth:`sent` or
+:meth:`failed` on the dialog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from labctl.gui import models, theme
+from labctl.gui.auth import MIN_LENGTH
+from labctl.gui.models import CommandRequest, PromptView, RunRow, SkippableTask
+from labctl.gui.widgets import GuardedDialog, button, label
+from PyQt6.QtCore import QTimer, pyqtSignal
+from PyQt6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QFormLayout,
+    QFrame,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from labctl.clock import Clock
+from labctl.errors import LabctlError
+
+CHOICE_TEXT = {
+    "retry": ("Retry", "Run the step again now"),
+    "skip": ("Skip", "Leave the step out (recorded as a deviation)"),
+    "hold": ("Hold the run", "Stop starting new work until someone decides"),
+    "done": ("It happened", "The step was done: mark it done"),
+    "release": ("Release the run", "Go on with the run"),
+    "abort": ("Abort the run", "Stop the run for good"),
+}
+
+KIND_TEXT = {
+    "recovery": ("Recovery decision", "fault"),
+    "interrupted": ("Interrupted step", "holding"),
+    "decision": ("Decision", "holding"),
+    "task": ("Manual step", "running"),
+}
+
+
+class PasswordFields(QWidget):
+    """Password entry; on first use a new password entered twice."""
+
+    def __init__(self, first_use: bool, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.first_use = first_use
+        form = QFormLayout(self)
+        form.setContentsMargins(0, 0, 0, 0)
+        self.password = QLineEdit()
+        self.password.setEchoMode(QLineEdit.EchoMode.Password)
+        self.password.setObjectName("password")
+        self.repeat = QLineEdit()
+        self.repeat.setEchoMode(QLineEdit.EchoMode.Password)
+        self.repeat.setObjectName("repeat")
+        if first_use:
+            note = label(
+                f"No console password is set for this user yet. Choose one (at least "
+                f"{MIN_LENGTH} characters); it confirms every irreversible command from now on.",
+                muted=True,
+                wrap=True,
+            )
+            form.addRow(note)
+            form.addRow("New password", self.password)
+            form.addRow("Repeat it", self.repeat)
+        else:
+            form.addRow("Your password", self.password)
+
+    def values(self) -> tuple[str, str | None]:
+        """(password, new password or None). Raises ConsoleInputError when they don't fit."""
+        pw = self.password.text()
+        if not pw:
+            raise models.ConsoleInputError("enter your password to confirm")
+        if self.first_use:
+            if len(pw) < MIN_LENGTH:
+                raise models.ConsoleInputError(
+                    f"the password needs at least {MIN_LENGTH} characters"
+                )
+            if pw != self.repeat.text():
+                raise models.ConsoleInputError("the two passwords differ")
+            return pw, pw
+        return pw, None
+
+
+class _Sending:
+    """Shared: show an error, disable while sending, close when sent."""
+
+    error: QLabel
+
+    def _show_error(self, message: str) -> None:
+        self.error.setText(f"✕ {message}")
+        self.error.setVisible(bool(message))
+
+
+class PromptDialog(GuardedDialog, _Sending):
+    """Answer one prompt. Only its buttons close it; each answer is confirmed first.
+
+    ``ready(requests, password, new_password)`` carries the commands to send.
+    """
+
+    ready = pyqtSignal(object, object, object)
+
+    def __init__(
+        self,
+        prompt: PromptView,
+        clock: Clock,
+        *,
+        first_use: bool = False,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.prompt = prompt
+        self.clock = clock
+        self.first_use = first_use
+        self._pending: list[CommandRequest] = []
+        self.setWindowTitle(f"Prompt {prompt.id}: {prompt.heading}")
+        self.setMinimumWidth(700)
+        lay = QVBoxLayout(self)
+        lay.setSpacing(10)
+
+        kind_text, kind_tone = KIND_TEXT.get(prompt.kind, ("Prompt", "holding"))
+        top = QHBoxLayout()
+        chip = QLabel(f"{theme.tone(kind_tone).symbol} {kind_text}")
+        chip.setStyleSheet(
+            f"background: {theme.tone(kind_tone).fill}; color: {theme.tone(kind_tone).text};"
+            " border-radius: 9px; padding: 3px 10px; font-weight: bold;"
+        )
+        top.addWidget(chip)
+        where = f"{prompt.run_name} · plate {prompt.plate}" if prompt.plate else prompt.run_name
+        top.addWidget(
+            label(f"{where} · asked {models.hhmm(prompt.created_at, prompt.timezone)}", muted=True)
+        )
+        top.addStretch(1)
+        lay.addLayout(top)
+        lay.addWidget(label(prompt.heading, heading=True, wrap=True))
+        text = label(prompt.text, wrap=True)
+        lay.addWidget(text)
+        if prompt.instructions and prompt.instructions not in prompt.text:
+            box = QFrame()
+            box.setProperty("card", True)
+            bl = QVBoxLayout(box)
+            bl.addWidget(label("Instructions", sub=True))
+            bl.addWidget(label(prompt.instructions, wrap=True))
+            lay.addWidget(box)
+
+        self.qc_edits: dict[str, QLineEdit] = {}
+        self.qc_status: dict[str, QLabel] = {}
+        if prompt.gates:
+            g = QGroupBox("QC values (required)")
+            grid = QGridLayout(g)
+            grid.addWidget(label("Measure", muted=True), 0, 0)
+            grid.addWidget(label("Value", muted=True), 0, 1)
+            grid.addWidget(label("Limits", muted=True), 0, 2)
+            grid.addWidget(label("Check", muted=True), 0, 3)
+            for i, gate in enumerate(prompt.gates, start=1):
+                edit = QLineEdit()
+                edit.setObjectName(f"qc:{gate.measure}")
+                edit.setPlaceholderText(gate.unit or "value")
+                edit.textChanged.connect(self._check_qc)
+                status = QLabel("")
+                self.qc_edits[gate.measure] = edit
+                self.qc_status[gate.measure] = status
+                grid.addWidget(
+                    QLabel(f"{gate.measure}" + (f" ({gate.unit})" if gate.unit else "")), i, 0
+                )
+                grid.addWidget(edit, i, 1)
+                grid.addWidget(QLabel(f"{gate.limits_text}; if not: {gate.on_fail}"), i, 2)
+                grid.addWidget(status, i, 3)
+            lay.addWidget(g)
+
+        self.lot_edits: dict[str, QLineEdit] = {}
+        if prompt.reagents:
+            g = QGroupBox("Lots used (optional, recorded with the answer)")
+            form = QFormLayout(g)
+            for r in prompt.reagents:
+                edit = QLineEdit()
+                edit.setObjectName(f"lot:{r}")
+                edit.setPlaceholderText("lot number")
+                self.lot_edits[r] = edit
+                form.addRow(r, edit)
+            lay.addWidget(g)
+
+        self.countdown = QLabel("")
+        self.countdown.setObjectName("countdown")
+        self.countdown.setStyleSheet(
+            f"background: #FFF4D6; border: 1px solid {theme.ORANGE}; border-radius: 4px; padding: 6px;"
+        )
+        lay.addWidget(self.countdown)
+        self.countdown.setVisible(prompt.seconds_left(clock.now()) is not None)
+
+        self.error = label("", wrap=True)
+        self.error.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
+        self.error.setVisible(False)
+        lay.addWidget(self.error)
+
+        # The confirmation step, shown after a choice.
+        self.confirm_box = QFrame()
+        self.confirm_box.setProperty("card", True)
+        cb = QVBoxLayout(self.confirm_box)
+        self.confirm_text = label("", sub=True, wrap=True)
+        cb.addWidget(self.confirm_text)
+        self.reason = QLineEdit()
+        self.reason.setObjectName("reason")
+        self.reason.setPlaceholderText("Reason (goes into the audit trail)")
+        cb.addWidget(self.reason)
+        self.password = PasswordFields(first_use)
+        cb.addWidget(self.password)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.back_button = button("Back")
+        self.confirm_button = button("Confirm and send", "primary")
+        self.confirm_button.setObjectName("confirm")
+        row.addWidget(self.back_button)
+        row.addWidget(self.confirm_button)
+        cb.addLayout(row)
+        self.back_button.clicked.connect(self._back)
+        self.confirm_button.clicked.connect(self._confirm)
+        self.confirm_box.setVisible(False)
+        lay.addWidget(self.confirm_box)
+
+        if prompt.choices:
+            explain = " · ".join(
+                f"<b>{CHOICE_TEXT.get(c, (c, ''))[0]}</b>: {CHOICE_TEXT.get(c, ('', c))[1].lower()}"
+                for c in prompt.choices
+            )
+            lay.addWidget(label(explain, muted=True, wrap=True))
+
+        # The answers.
+        self.choice_buttons: dict[str, QPushButton] = {}
+        self.answers = QWidget()
+        al = QHBoxLayout(self.answers)
+        al.setContentsMargins(0, 0, 0, 0)
+        self.later_button = button("Decide later" if prompt.choices else "Later")
+        self.later_button.setObjectName("later")
+        self.later_button.setToolTip("Close this window without answering; the prompt stays open")
+        self.later_button.clicked.connect(lambda: self.close_by_button(False))
+        al.addWidget(self.later_button)
+        al.addStretch(1)
+        choices = prompt.choices or ("done",)
+        for c in choices:
+            title, tip = CHOICE_TEXT.get(c, (c.capitalize(), ""))
+            if prompt.choices and c == prompt.default_choice:
+                title += " (default)"
+            if not prompt.choices:
+                title = "Done"
+                tip = "Confirm the step is done" + (
+                    " and record the values" if prompt.gates else ""
+                )
+            role = (
+                "danger"
+                if c in ("skip", "abort")
+                else ("primary" if c in ("done", "retry", "release") else "")
+            )
+            b = button(title, role)
+            b.setObjectName(f"choice:{c}")
+            b.setToolTip(tip)
+            b.clicked.connect(lambda _=False, c=c: self._choose(c))
+            self.choice_buttons[c] = b
+            al.addWidget(b)
+        lay.addWidget(self.answers)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(1000)
+        self.timer.timeout.connect(self.tick)
+        self.timer.start()
+        self.tick()
+        self._check_qc()
+
+    # --- live feedback ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        left = self.prompt.seconds_left(self.clock.now())
+        if left is None:
+            return
+        at = models.hhmm(self.prompt.deadline, self.prompt.timezone)
+        if left > 0:
+            self.countdown.setText(
+                f"◷ If nobody answers, the default '{self.prompt.default_choice}' applies in "
+                f"<b>{models.countdown_text(left)}</b> (at {at})."
+            )
+        else:
+            self.countdown.setText(
+                f"◷ The deadline ({at}) has passed: the engine applies the default "
+                f"'{self.prompt.default_choice}'."
+            )
+
+    def _check_qc(self) -> None:
+        for gate in self.prompt.gates:
+            text = self.qc_edits[gate.measure].text()
+            st = self.qc_status[gate.measure]
+            if not text.strip():
+                st.setText("")
+                continue
+            try:
+                v = models.parse_number(text)
+            except LabctlError:
+                st.setText("✕ not a number")
+                st.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
+                continue
+            if gate.passes(v):
+                st.setText("✓ within limits")
+                st.setStyleSheet(f"color: {theme.BLUISH_GREEN}; font-weight: bold;")
+            else:
+                st.setText(f"✕ outside: {gate.on_fail}")
+                st.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
+
+    # --- answering -------------------------------------------------------------------------
+
+    def _choose(self, choice: str) -> None:
+        """First step: build the answer (checks the inputs), then ask to confirm."""
+        p = self.prompt
+        try:
+            ans = models.build_answer(
+                p,
+                choice=choice if p.choices else None,
+                qc={m: e.text() for m, e in self.qc_edits.items()},
+                lots={r: e.text() for r, e in self.lot_edits.items()},
+            )
+        except LabctlError as exc:
+            self._show_error(exc.user_message())
+            return
+        self._show_error("")
+        requests = [models.answer(p, ans)]
+        if p.kind == "decision" and choice in ("release", "abort"):
+            # A decision prompt only records the answer; the run moves on the run command.
+            follow = (
+                models.release(p.run_id, "") if choice == "release" else models.abort(p.run_id, "")
+            )
+            requests.append(follow)
+        self._pending = requests
+        irreversible = any(r.irreversible for r in requests)
+        what = f"'{choice}'" if p.choices else "done"
+        sentence = f"Send {what} for prompt {p.id}"
+        if p.plate:
+            sentence += f" (plate {p.plate})"
+        sentence += "?"
+        fails = models.qc_failures(p, ans.get("qc", {}))
+        if fails:
+            sentence += " " + "; ".join(
+                f"{g.measure} {v:g} is outside {g.limits_text}: the run will {g.on_fail}"
+                for g, v in fails
+            )
+            sentence += "."
+        if irreversible:
+            sentence += " This cannot be undone: give a reason and your password."
+        self.confirm_text.setText(sentence)
+        self.reason.setVisible(True)
+        self.reason.setPlaceholderText(
+            "Reason (required)" if irreversible else "Note for the audit trail (optional)"
+        )
+        self.password.setVisible(irreversible)
+        self.confirm_button.setProperty("role", "danger" if irreversible else "primary")
+        self.confirm_button.style().unpolish(self.confirm_button)  # type: ignore[union-attr]
+        self.confirm_button.style().polish(self.confirm_button)  # type: ignore[union-attr]
+        self.answers.setEnabled(False)
+        self.confirm_box.setVisible(True)
+        (self.reason if irreversible else self.confirm_button).setFocus()
+
+    def _back(self) -> None:
+        self._pending = []
+        self.confirm_box.setVisible(False)
+        self.answers.setEnabled(True)
+        self._show_error("")
+
+    def _confirm(self) -> None:
+        reason = self.reason.text().strip()
+        irreversible = any(r.irreversible for r in self._pending)
+        if irreversible and not reason:
+            self._show_error("give a reason: it goes into the audit trail")
+            return
+        password = new = None
+        if irreversible:
+            try:
+                password, new = self.password.values()
+            except LabctlError as exc:
+                self._show_error(exc.user_message())
+                return
+        requests = [
+            CommandRequest(
+                r.verb,
+                r.run_id,
+                reason
+                or (
+                    f"answered prompt {self.prompt.id}" if r.verb == "answer" else "decision prompt"
+                ),
+                r.args,
+            )
+            for r in self._pending
+        ]
+        self._show_error("")
+        self.confirm_button.setEnabled(False)
+        self.back_button.setEnabled(False)
+        self.confirm_text.setText("Sending…")
+        self.ready.emit(requests, password, new)
+
+    def sent(self, commands: Sequence[object]) -> None:
+        """The commands are queued: close."""
+        self.timer.stop()
+        self.close_by_button(True)
+
+    def failed(self, message: str) -> None:
+        self.confirm_button.setEnabled(True)
+        self.back_button.setEnabled(True)
+        self.confirm_text.setText("Not sent.")
+        self._show_error(message)
+
+    def withdraw(self, why: str) -> None:
+        """The prompt was answered elsewhere (another console, the engine's default)."""
+        self.timer.stop()
+        self._show_error(f"This prompt is no longer open: {why}")
+        self.answers.setEnabled(False)
+        self.confirm_box.setVisible(False)
+        close = button("Close", "primary")
+        close.setObjectName("close")
+        close.clicked.connect(lambda: self.close_by_button(False))
+        self.layout().addWidget(close)  # type: ignore[union-attr]
+
+
+# --- run controls -----------------------------------------------------------------------------
+
+_VERB_TEXT = {
+    "pause": (
+        "Pause",
+        "No new task starts on the run (or the plate) until it is resumed. Work already under way finishes.",
+    ),
+    "resume": ("Resume", "Tasks start again at their planned times (late ones at once)."),
+    "release": ("Release the hold", "The run goes on; the engine starts the work that waited."),
+    "skip": (
+        "Skip task",
+        "The task is left out on the chosen plates and recorded as a deviation. This cannot be undone.",
+    ),
+    "abort": (
+        "Abort run",
+        "No new liquid handling starts; plates under way go home; the run ends for good. This cannot be undone.",
+    ),
+}
+
+
+class CommandDialog(QDialog, _Sending):
+    """Pause, resume, release, skip or abort: a reason always; the password for skip/abort."""
+
+    ready = pyqtSignal(object, object, object)
+
+    def __init__(
+        self,
+        verb: str,
+        run: RunRow,
+        *,
+        tasks: Sequence[SkippableTask] = (),
+        plate: str | None = None,
+        first_use: bool = False,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.verb = verb
+        self.run = run
+        self.tasks = list(tasks)
+        title, explain = _VERB_TEXT[verb]
+        self.irreversible = verb in models.IRREVERSIBLE_VERBS
+        self.setWindowTitle(f"{title}: {run.name}")
+        self.setMinimumWidth(560)
+        lay = QVBoxLayout(self)
+        lay.setSpacing(10)
+        lay.addWidget(label(f"{title} · {run.name}", heading=True, wrap=True))
+        lay.addWidget(
+            label(f"Run {run.id} · {run.protocol} · {run.day_text} · {run.state}", muted=True)
+        )
+        warn = label(("⚠ " if self.irreversible else "") + explain, wrap=True)
+        if self.irreversible:
+            warn.setStyleSheet(
+                f"background: #FBE3D6; border: 1px solid {theme.VERMILLION}; border-radius: 4px; padding: 8px;"
+            )
+        lay.addWidget(warn)
+        form = QFormLayout()
+        self.task = QComboBox()
+        self.task.setObjectName("task")
+        self.plate = QComboBox()
+        self.plate.setObjectName("plate")
+        if verb == "skip":
+            for t in self.tasks:
+                self.task.addItem(
+                    f"Day {t.day} · {models.when_text(t.due, t.timezone)} · {t.title}  [{t.task_key}]",
+                    t.task_key,
+                )
+            self.task.currentIndexChanged.connect(self._task_changed)
+            form.addRow("Task", self.task)
+            form.addRow("Plates", self.plate)
+            self._task_changed()
+        elif verb in ("pause", "resume"):
+            self.plate.addItem("The whole run", None)
+            for p in run.plates:
+                paused = " (paused)" if p in run.paused_plates else ""
+                self.plate.addItem(f"Plate {p}{paused}", p)
+            if plate:
+                self.plate.setCurrentIndex(max(0, self.plate.findData(plate)))
+            form.addRow("Applies to", self.plate)
+        self.reason = QLineEdit()
+        self.reason.setObjectName("reason")
+        self.reason.setPlaceholderText("Why? (required; goes into the audit trail)")
+        form.addRow("Reason", self.reason)
+        lay.addLayout(form)
+        self.password = PasswordFields(first_use)
+        self.password.setVisible(self.irreversible)
+        lay.addWidget(self.password)
+        self.error = label("", wrap=True)
+        self.error.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
+        self.error.setVisible(False)
+        lay.addWidget(self.error)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        self.cancel_button = button("Cancel")
+        self.ok_button = button(title, "danger" if self.irreversible else "primary")
+        self.ok_button.setObjectName("ok")
+        self.ok_button.setAutoDefault(False)
+        row.addWidget(self.cancel_button)
+        row.addWidget(self.ok_button)
+        lay.addLayout(row)
+        self.cancel_button.clicked.connect(self.reject)
+        self.ok_button.clicked.connect(self._ok)
+        if verb == "skip" and not self.tasks:
+            self._show_error("no task of this run is still pending: nothing can be skipped")
+            self.ok_button.setEnabled(False)
+        self.reason.setFocus()
+
+    def _task_changed(self) -> None:
+        self.plate.clear()
+        i = self.task.currentIndex()
+        if i < 0 or i >= len(self.tasks):
+            return
+        t = self.tasks[i]
+        if len(t.plates) > 1:
+            self.plate.addItem(f"Every pending plate ({', '.join(t.plates)})", None)
+        for p in t.plates:
+            self.plate.addItem(f"Plate {p}", p)
+
+    def request(self) -> CommandRequest:
+        reason = self.reason.text().strip()
+        plate = self.plate.currentData() if self.plate.count() else None
+        if self.verb == "skip":
+            key = self.task.currentData()
+            if key is None:
+                raise models.ConsoleInputError("choose the task to skip")
+            req = models.skip(self.run.id, str(key), reason, plate)
+        elif self.verb == "pause":
+            req = models.pause(self.run.id, reason, plate)
+        elif self.verb == "resume":
+            req = models.resume(self.run.id, reason, plate)
+        elif self.verb == "release":
+            req = models.release(self.run.id, reason)
+        else:
+            req = models.abort(self.run.id, reason)
+        if not reason:
+            raise models.ConsoleInputError("give a reason: it goes into the audit trail")
+        return req
+
+    def _ok(self) -> None:
+        try:
+            req = self.request()
+            password = new = None
+            if self.irreversible:
+                password, new = self.password.values()
+        except LabctlError as exc:
+            self._show_error(exc.user_message())
+            return
+        self._show_error("")
+        self.ok_button.setEnabled(False)
+        self.ok_button.setText("Sending…")
+        self.ready.emit([req], password, new)
+
+    def sent(self, commands: Sequence[object]) -> None:
+        self.accept()
+
+    def failed(self, message: str) -> None:
+        self.ok_button.setEnabled(True)
+        self.ok_button.setText(_VERB_TEXT[self.verb][0])
+        self._show_error(message)
+
+
+class AcknowledgeDialog(QDialog, _Sending):
+    """Acknowledge an alarm with an optional note; the alarm stays listed until cleared."""
+
+    ready = pyqtSignal(int, str)
+
+    def __init__(self, alarm: models.AlarmRow, tz: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.alarm = alarm
+        self.setWindowTitle(f"Acknowledge alarm {alarm.code}")
+        self.setMinimumWidth(520)
+        lay = QVBoxLayout(self)
+        lay.addWidget(label(f"⚠ {alarm.code}", heading=True))
+        where = f"{alarm.device} · " if alarm.device else ""
+        lay.addWidget(
+            label(
+                f"{where}raised {models.hhmm(alarm.raised_at, tz)} · {alarm.severity}", muted=True
+            )
+        )
+        lay.addWidget(label(alarm.message, wrap=True))
+        lay.addWidget(
+            label(
+                "Acknowledging records that you have seen it; the condition is not cleared until "
+                "the device reports it gone.",
+                muted=True,
+                wrap=True,
+            )
+        )
+        self.note = QLineEdit()
+        self.note.setObjectName("note")
+        self.note.setPlaceholderText("Note (optional): what you did or will do")
+        lay.addWidget(self.note)
+        self.error = label("", wrap=True)
+        self.error.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
+        self.error.setVisible(False)
+        lay.addWidget(self.error)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        cancel = button("Cancel")
+        self.ok_button = button("Acknowledge", "primary")
+        self.ok_button.setObjectName("ok")
+        row.addWidget(cancel)
+        row.addWidget(self.ok_button)
+        lay.addLayout(row)
+        cancel.clicked.connect(self.reject)
+        self.ok_button.clicked.connect(lambda: self.ready.emit(alarm.id, self.note.text().strip()))
+
+    def sent(self, _result: object = None) -> None:
+        self.accept()
+
+    def failed(self, message: str) -> None:
+        self._show_error(message)

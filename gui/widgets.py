@@ -1,0 +1,309 @@
+"""Small building blocks of the console: state badges, the alarm banner, guarded dialogs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from labctl.gui import theme
+from labctl.gui.models import AlarmRow, hhmm
+from PyQt6.QtCore import QModelIndex, QRectF, QSize, Qt, pyqtSignal
+from PyQt6.QtGui import (
+    QCloseEvent,
+    QFont,
+    QFontMetrics,
+    QKeyEvent,
+    QPainter,
+    QStandardItem,
+    QStandardItemModel,
+)
+from PyQt6.QtWidgets import (
+    QDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
+    QWidget,
+)
+
+TONE_ROLE = Qt.ItemDataRole.UserRole + 1  # a model's tone name for a state cell
+
+
+class Badge(QWidget):
+    """A state as a rounded badge: symbol and word on the tone's colour.
+
+    Painted directly (no style sheet): badges change with every snapshot, and a style
+    sheet set on a widget makes Qt re-style it, which is slow.
+    """
+
+    def __init__(
+        self, state: str = "", tone_name: str = "pending", parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._text = ""
+        self._tone = theme.tone(tone_name)
+        f = QFont(self.font())
+        f.setBold(True)
+        self.setFont(f)
+        self.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)
+        self.set_state(state, tone_name)
+
+    def set_state(self, state: str, tone_name: str) -> None:
+        text = theme.badge_text(state, tone_name) if state else ""
+        tone = theme.tone(tone_name)
+        if text == self._text and tone == self._tone:
+            return
+        self._text, self._tone = text, tone
+        self.setAccessibleName(state)
+        self.updateGeometry()
+        self.update()
+
+    def text(self) -> str:
+        return self._text
+
+    def sizeHint(self) -> QSize:
+        fm = QFontMetrics(self.font())
+        return QSize(fm.horizontalAdvance(self._text) + 22 if self._text else 0, fm.height() + 8)
+
+    def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt's name
+        if not self._text:
+            return
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        r = QRectF(self.rect()).adjusted(0.5, 0.5, -0.5, -0.5)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(theme.qcolor(self._tone.fill))
+        p.drawRoundedRect(r, r.height() / 2, r.height() / 2)
+        p.setPen(theme.qcolor(self._tone.text))
+        p.drawText(r, Qt.AlignmentFlag.AlignCenter, self._text)
+        p.end()
+
+
+class BadgeDelegate(QStyledItemDelegate):
+    """Draws a state cell as a badge; the model gives the text and, in TONE_ROLE, the tone."""
+
+    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+        tone_name = index.data(TONE_ROLE)
+        if not tone_name:
+            super().paint(painter, option, index)
+            return
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.fillRect(option.rect, option.palette.highlight())
+        t = theme.tone(str(tone_name))
+        text = str(index.data(Qt.ItemDataRole.DisplayRole) or "")
+        font = QFont(option.font)
+        font.setBold(True)
+        fm = QFontMetrics(font)
+        w = min(option.rect.width() - 8, fm.horizontalAdvance(text) + 20)
+        h = min(option.rect.height() - 6, fm.height() + 6)
+        r = QRectF(option.rect.x() + 4, option.rect.center().y() - h / 2 + 1, w, h)
+        painter.save()
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setPen(Qt.PenStyle.NoPen)
+        painter.setBrush(theme.qcolor(t.fill))
+        painter.drawRoundedRect(r, h / 2, h / 2)
+        painter.setPen(theme.qcolor(t.text))
+        painter.setFont(font)
+        painter.drawText(r, Qt.AlignmentFlag.AlignCenter, text)
+        painter.restore()
+
+    def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
+        s = super().sizeHint(option, index)
+        return QSize(s.width() + 28, max(s.height(), 28))
+
+
+class AlarmBanner(QFrame):
+    """Unacknowledged alarms across the top of the window, until someone acknowledges them.
+
+    Vermillion with a warning symbol and the words, so it reads without colour too.
+    ``acknowledge(alarm_id)`` asks the window to acknowledge; ``show_all`` to list them.
+    """
+
+    acknowledge = pyqtSignal(int)
+    show_all = pyqtSignal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("alarmBanner")
+        self.setStyleSheet(
+            f"#alarmBanner {{ background: {theme.VERMILLION}; }}"
+            "#alarmBanner QLabel { color: white; }"
+            "#alarmBanner QPushButton { background: white; color: #1B1F24; border: none;"
+            " border-radius: 4px; padding: 6px 14px; font-weight: bold; }"
+            "#alarmBanner QPushButton:focus { border: 2px solid black; }"
+        )
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(14, 8, 10, 8)
+        self.icon = QLabel("⚠")
+        f = self.icon.font()
+        f.setPointSizeF(f.pointSizeF() * 1.8)
+        self.icon.setFont(f)
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        tf = self.text.font()
+        tf.setPointSizeF(tf.pointSizeF() * 1.1)
+        self.text.setFont(tf)
+        self.more = QPushButton("Show all")
+        self.ack = QPushButton("Acknowledge…")
+        self.ack.setToolTip("Record that you have seen this alarm (it stays listed until cleared)")
+        lay.addWidget(self.icon)
+        lay.addWidget(self.text, 1)
+        lay.addWidget(self.more)
+        lay.addWidget(self.ack)
+        self.more.clicked.connect(self.show_all)
+        self.ack.clicked.connect(self._ack)
+        self.alarms: tuple[AlarmRow, ...] = ()
+        self.timezone = "UTC"
+        self.hide()
+
+    def set_alarms(self, alarms: Sequence[AlarmRow], timezone: str = "UTC") -> None:
+        self.timezone = timezone
+        self.alarms = tuple(a for a in alarms if a.state == "active")
+        if not self.alarms:
+            self.hide()
+            return
+        a = self.alarms[0]
+        where = f"{a.device}: " if a.device and not a.message.startswith(a.device) else ""
+        more = f"   (+{len(self.alarms) - 1} more)" if len(self.alarms) > 1 else ""
+        self.text.setText(
+            f"<b>ALARM · {a.code}</b> · {where}{a.message} · raised {hhmm(a.raised_at, timezone)}{more}"
+        )
+        self.more.setVisible(len(self.alarms) > 1)
+        self.show()
+
+    def _ack(self) -> None:
+        if self.alarms:
+            self.acknowledge.emit(self.alarms[0].id)
+
+
+class GuardedDialog(QDialog):
+    """A dialog that only its own buttons close: Escape and the window's close button do
+    nothing, so a decision is never dismissed by accident."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._may_close = False
+        self.setWindowFlags(
+            Qt.WindowType.Dialog | Qt.WindowType.CustomizeWindowHint | Qt.WindowType.WindowTitleHint
+        )
+
+    def keyPressEvent(self, event: QKeyEvent | None) -> None:  # noqa: N802 - Qt's name
+        if event is not None and event.key() == Qt.Key.Key_Escape:
+            event.accept()  # swallowed on purpose
+            return
+        super().keyPressEvent(event)
+
+    def reject(self) -> None:
+        if self._may_close:
+            super().reject()
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:  # noqa: N802 - Qt's name
+        if event is None:
+            return
+        if self._may_close:
+            event.accept()
+        else:
+            event.ignore()
+
+    def close_by_button(self, accepted: bool) -> None:
+        """Close on purpose (an explicit button was pressed)."""
+        self._may_close = True
+        if accepted:
+            self.accept()
+        else:
+            super().reject()
+
+
+def label(
+    text: str = "",
+    *,
+    muted: bool = False,
+    heading: bool = False,
+    sub: bool = False,
+    wrap: bool = False,
+) -> QLabel:
+    w = QLabel(text)
+    if muted:
+        w.setProperty("muted", True)
+    if heading:
+        w.setProperty("heading", True)
+    if sub:
+        w.setProperty("subheading", True)
+    w.setWordWrap(wrap)
+    w.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    return w
+
+
+def button(text: str, role: str = "") -> QPushButton:
+    b = QPushButton(text)
+    if role:
+        b.setProperty("role", role)
+    return b
+
+
+class RowsModel(QStandardItemModel):
+    """Rows of plain data held in Qt's own items, so drawing a table calls no Python.
+
+    (A Python ``data()`` is called for every cell and role at every paint; while the worker
+    thread computes, each of those calls waits for Python's interpreter lock, and a table
+    of a few hundred cells takes a noticeable fraction of a second to draw.) Subclasses
+    give ``COLUMNS`` and ``cells(row)``: one ``{role: value}`` mapping per column. ``rows``
+    keeps the plain rows, in display order.
+    """
+
+    COLUMNS: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list = []
+        self.setHorizontalHeaderLabels(list(self.COLUMNS))
+
+    def cells(self, row: object) -> list[dict[int, object]]:
+        raise NotImplementedError
+
+    def _items(self, row: object) -> list[QStandardItem]:
+        out = []
+        for cell in self.cells(row):
+            item = QStandardItem()
+            item.setEditable(False)
+            for role, value in cell.items():
+                if value is not None:
+                    item.setData(value, role)
+            out.append(item)
+        return out
+
+    def set_rows(self, rows: Sequence[object]) -> None:
+        """Replace every row."""
+        self.rows = list(rows)
+        self.removeRows(0, self.rowCount())
+        for r in self.rows:
+            self.appendRow(self._items(r))
+
+    def append_rows(self, rows: Sequence[object]) -> None:
+        self.rows.extend(rows)
+        for r in rows:
+            self.appendRow(self._items(r))
+
+    def prepend_rows(self, rows: Sequence[object]) -> None:
+        """Put ``rows`` on top, in the order given."""
+        self.rows[0:0] = list(rows)
+        for i, r in enumerate(rows):
+            self.insertRow(i, self._items(r))
+
+
+DISPLAY = Qt.ItemDataRole.DisplayRole
+TOOLTIP = Qt.ItemDataRole.ToolTipRole
+FOREGROUND = Qt.ItemDataRole.ForegroundRole
+BACKGROUND = Qt.ItemDataRole.BackgroundRole
+FONT = Qt.ItemDataRole.FontRole
+ALIGN = Qt.ItemDataRole.TextAlignmentRole
+USER = Qt.ItemDataRole.UserRole
+
+
+def bold_font() -> QFont:
+    f = QFont()
+    f.setBold(True)
+    return f

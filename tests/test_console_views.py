@@ -1,0 +1,563 @@
+"""The console's views (pytest-qt, offscreen) against a store filled by a simulated Kriks run.
+
+Each control is driven through its dialog as an operator would; the test then checks the
+commands table and lets the engine apply the command (Engine.step), and checks the new
+state. Store reads and writes of the console happen on its worker thread, so the tests wait
+for them with qtbot.waitUntil (no timing assertions).
+"""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from console_fixtures import (
+    KRIKS,
+    TZ,
+    Sim,
+    World,
+    copy_world,
+    fast_dir,
+    open_sim,
+    shared_world,
+    task_state,
+)
+from labctl.gui import models as m
+from labctl.gui import theme
+from labctl.gui.auth import PasswordFile
+from labctl.gui.dialogs import PromptDialog
+from labctl.gui.main_window import MainWindow
+from PyQt6.QtCore import QModelIndex, Qt
+from PyQt6.QtWidgets import QApplication, QLabel, QLineEdit
+
+PASSWORD = "correct horse"
+
+
+def verifier(actor: str, password: str) -> bool:
+    return actor == "alice" and password == PASSWORD
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    return shared_world()
+
+
+@pytest.fixture
+def sim(world: World) -> Sim:
+    folder = fast_dir("labctl-console-test-")
+    s = open_sim(copy_world(world, folder / "copy"))
+    yield s
+    s.close()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def win(qtbot, sim: Sim) -> MainWindow:  # noqa: ANN001 - pytest-qt's fixture
+    app = QApplication.instance()
+    theme.apply(app)  # type: ignore[arg-type]
+    w = MainWindow(sim.world.db, sim.clock, actor="alice", verifier=verifier, poll_ms=50)
+    qtbot.addWidget(w)
+    w.resize(1500, 950)
+    w.show()
+    qtbot.waitUntil(lambda: w.snapshot is not None, timeout=10_000)
+    yield w
+    w.close()
+    # No dangling thread: the worker has stopped and closed its Store.
+    assert w.bridge._thread.isFinished()
+    assert w.bridge._worker.store is None
+
+
+def commands(sim: Sim) -> list[m.Command]:
+    return [sim.store.get_command(c.id) for c in sim.store.pending_commands()]
+
+
+def wait_for_command(qtbot, sim: Sim, verb: str) -> m.Command:  # noqa: ANN001
+    qtbot.waitUntil(
+        lambda: any(c.verb == verb for c in sim.store.pending_commands()), timeout=10_000
+    )
+    (cmd,) = [c for c in sim.store.pending_commands() if c.verb == verb]
+    return cmd
+
+
+def test_runs_view(win: MainWindow, sim: Sim) -> None:
+    model = win.runs_view.model
+    assert model.rowCount() == 1
+    row = [model.data(model.index(0, c)) for c in range(model.columnCount())]
+    assert row[:5] == [
+        "Kriks DA batch 2x6w  ·  #1",
+        "kriks2011-da v1.0.0",
+        "day 12 of 25",
+        "running",
+        "2",
+    ]
+    assert row[5] == "Feed: full change, 2 mL/well · P1"
+    (active,) = sim.store.tasks(sim.world.run_id, state="active")
+    assert row[6] == m.hhmm(active.actual_start, TZ)
+    assert row[7] == "⚠ 1" and row[8] == "● 1"
+    assert model.data(model.index(0, 3), Qt.ItemDataRole.UserRole + 1) == "running"
+    assert win.run_id == sim.world.run_id
+    assert win.strip.name.text() == "Kriks DA batch 2x6w"
+    assert win.strip.badge.text() == "▶ running"  # a symbol and a word, not colour alone
+
+
+def test_alarm_banner_until_acknowledged(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    assert win.banner.isVisible()
+    assert "ALARM · co2-low" in win.banner.text.text()
+    win.banner.ack.click()
+    dlg = win.last_dialog
+    qtbot.waitUntil(dlg.isVisible)
+    dlg.note.setText("gas bottle changed")
+    dlg.ok_button.click()
+    qtbot.waitUntil(lambda: sim.store.active_alarms()[0].state == "acknowledged", timeout=10_000)
+    a = sim.store.active_alarms()[0]
+    assert (a.acknowledged_by, a.state) == ("alice", "acknowledged")
+    qtbot.waitUntil(lambda: not win.banner.isVisible(), timeout=10_000)
+    win.show_tab(3)  # the alarm stays listed on its device until it is cleared
+    card = next(c for c in win.devices_view.cards if c.row.name == "inc-sim")
+    assert card.row.alarms[0].state == "acknowledged"
+
+
+def test_timeline(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    win.show_tab(1)
+    canvas = win.timeline_view.canvas
+    assert [lane.title for lane in canvas.lanes] == ["ot2-sim", "inc-sim", "operator", "P1", "P2"]
+    start, end = win.timeline_view.window()
+    assert (end - start).total_seconds() == 8 * 3600 and start < sim.clock.now() < end
+    assert canvas.start <= sim.clock.now() <= canvas.end
+    img = canvas.grab().toImage()
+    assert not img.isNull() and img.width() > 500
+    failed = next(b for lane in canvas.lanes for b in lane.bars if b.failed)
+    tip = canvas.tooltip_for(failed)
+    assert "failed" in tip and "ot2-sim" in tip and "window" in tip
+    # The plate lanes show each task as one bar when its steps are too narrow to read.
+    p1 = next(lane for lane in canvas.lanes if lane.title == "P1")
+    collapsed = canvas.collapsed(p1.bars)
+    assert len(collapsed) < len(p1.bars)
+    assert any(b.failed and b.label == "Feed: full change, 2 mL/well" for b in collapsed)
+    win.timeline_view.span.setCurrentIndex(3)  # 3 days
+    assert (canvas.end - canvas.start).total_seconds() == 72 * 3600
+
+
+def test_today_view_prep_and_save(qtbot, win: MainWindow, tmp_path: Path) -> None:  # noqa: ANN001
+    win.show_tab(2)
+    view = win.today_view
+    qtbot.waitUntil(lambda: view.prep_page != "", timeout=20_000)
+    assert view.day.value() == 12
+    assert "<h2>Day 12: Sun 2026-12-13 09:00</h2>" in view.prep_page
+    assert view.model.rowCount() == len(win.snapshot.today) > 0
+    assert view.table.isColumnHidden(1)  # one run: no run column
+    out = view.save_html(str(tmp_path / "today.html"))
+    page = out.read_text(encoding="utf-8")
+    assert "Manual tasks Sun 13 Dec 2026" in page and "Day 12: Sun 2026-12-13 09:00" in page
+    view.day.setValue(11)
+    qtbot.waitUntil(lambda: "<h2>Day 11" in view.prep_page, timeout=20_000)
+
+
+def test_print_today(qtbot, win: MainWindow, tmp_path: Path) -> None:  # noqa: ANN001
+    from PyQt6.QtPrintSupport import QPrinter
+
+    win.show_tab(2)
+    qtbot.waitUntil(lambda: win.today_view.prep_page != "", timeout=20_000)
+    pdf = tmp_path / "today.pdf"
+
+    def printer() -> QPrinter:
+        p = QPrinter(QPrinter.PrinterMode.ScreenResolution)
+        p.setOutputFormat(QPrinter.OutputFormat.PdfFormat)
+        p.setOutputFileName(str(pdf))
+        return p
+
+    win.today_view.print_(printer)
+    assert pdf.read_bytes().startswith(b"%PDF")
+
+
+def test_devices_view(win: MainWindow) -> None:
+    assert win.devices_view.cards == []  # a hidden tab is not built
+    win.show_tab(3)
+    cards = {c.row.name: c for c in win.devices_view.cards}
+    assert set(cards) == {"inc-sim", "ot2-sim", "operator"}
+    assert cards["inc-sim"].badge.text() == "✕ alarm"
+    assert cards["ot2-sim"].badge.text() == "✕ needs decision"
+    assert cards["operator"].badge.text() == "○ idle"
+    assert cards["inc-sim"].findChild(type(cards["inc-sim"].badge), None) is not None
+
+
+def test_protocol_view(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    win.show_tab(4)
+    qtbot.waitUntil(lambda: win.protocol_info is not None, timeout=30_000)
+    view = win.protocol_view
+    assert view.model.rowCount() == len(win.protocol_info.rows)
+    assert view.model.today == 12
+    assert view.pixmap is not None and not view.pixmap.isNull()
+    assert view.source.toPlainText() == sim.store.get_run(sim.world.run_id).protocol_text
+    assert "kriks2011-da v1.0.0" in view.meta.text() and "chir = 3 µM" in view.meta.text()
+
+
+def test_audit_pages_and_filters(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    win.show_tab(5)
+    audit = win.audit_view
+    audit.newest.setChecked(False)
+    model = audit.model
+    qtbot.waitUntil(lambda: len(model.rows) == model.PAGE, timeout=10_000)
+    total = len(sim.store.events(sim.world.run_id, limit=None))
+    assert model.canFetchMore(QModelIndex())
+    while model.canFetchMore(QModelIndex()) or model.loading:
+        if not model.loading:
+            model.fetchMore(QModelIndex())
+        qtbot.waitUntil(lambda: not model.loading, timeout=10_000)
+    assert [r.seq for r in model.rows] == [
+        e.seq for e in sim.store.events(sim.world.run_id, limit=None)
+    ]
+    assert len(model.rows) == total
+    audit.entity.setCurrentIndex(audit.entity.findData("prompt"))
+    qtbot.waitUntil(lambda: bool(model.rows) and not model.loading, timeout=10_000)
+    assert {r.entity for r in model.rows} == {"prompt"}
+    # Newest first, and new events arrive on top.
+    audit.entity.setCurrentIndex(0)
+    audit.newest.setChecked(True)
+    qtbot.waitUntil(lambda: bool(model.rows) and not model.loading, timeout=10_000)
+    top = model.rows[0].seq
+    assert top == sim.store.head()[0]
+    sim.store.record(
+        "note", entity="run", entity_id=sim.world.run_id, actor="bob", reason="checked"
+    )
+    qtbot.waitUntil(lambda: model.rows[0].seq > top, timeout=10_000)
+    assert (model.rows[0].actor, model.rows[0].action) == ("bob", "note")
+
+
+def test_verify_chain_and_export(qtbot, win: MainWindow, tmp_path: Path) -> None:  # noqa: ANN001
+    win.verify_chain()
+    qtbot.waitUntil(lambda: "✓" in win.audit_view.status.text(), timeout=10_000)
+    out = tmp_path / "batch.html"
+    win.export_batch_record(str(out))
+    qtbot.waitUntil(
+        lambda: any("Batch record of run 1 saved" in x for x in win.messages), timeout=10_000
+    )
+    assert "<h1>Batch record: Kriks DA batch 2x6w</h1>" in out.read_text(encoding="utf-8")
+
+
+# --- controls ---------------------------------------------------------------------------------
+
+
+def test_pause_writes_the_command_and_the_engine_applies_it(
+    qtbot, win: MainWindow, sim: Sim
+) -> None:  # noqa: ANN001
+    dlg = win.control("pause")
+    assert dlg is not None and dlg.plate.currentData() is None  # the whole run
+    dlg.ok_button.click()
+    assert "give a reason" in dlg.error.text()  # nothing sent without a reason
+    assert sim.store.pending_commands() == []
+    dlg.reason.setText("CO2 alarm: wait for the gas")
+    dlg.ok_button.click()
+    cmd = wait_for_command(qtbot, sim, "pause")
+    assert (cmd.run_id, cmd.args, cmd.actor, cmd.reason) == (
+        sim.world.run_id,
+        {},
+        "alice",
+        "CO2 alarm: wait for the gas",
+    )
+    qtbot.waitUntil(lambda: not dlg.isVisible())
+    sim.engine.step()
+    assert sim.store.get_run(sim.world.run_id).state == "paused"
+    qtbot.waitUntil(lambda: win.strip.badge.text() == "‖ paused", timeout=10_000)
+    assert any("applied by the engine" in msg for msg in win.messages)
+
+
+def test_pause_one_plate_with_the_shortcut(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    qtbot.keyClick(win, Qt.Key.Key_P, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(
+        lambda: getattr(win, "last_dialog", None) is not None and win.last_dialog.isVisible()
+    )
+    dlg = win.last_dialog
+    assert dlg.verb == "pause"
+    dlg.plate.setCurrentIndex(dlg.plate.findData("P2"))
+    dlg.reason.setText("lid cracked?")
+    dlg.ok_button.click()
+    cmd = wait_for_command(qtbot, sim, "pause")
+    assert cmd.args == {"plate": "P2"}
+    sim.engine.step()
+    assert {p.label: p.state for p in sim.store.plates(sim.world.run_id)}["P2"] == "paused"
+
+
+def test_abort_needs_the_password(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    dlg = win.control("abort")
+    assert dlg.password.isVisible() and dlg.irreversible
+    dlg.reason.setText("mycoplasma positive")
+    dlg.password.password.setText("guess")
+    dlg.ok_button.click()
+    qtbot.waitUntil(lambda: "wrong password for alice" in dlg.error.text(), timeout=10_000)
+    assert sim.store.pending_commands() == []
+    assert dlg.isVisible()
+    dlg.password.password.setText(PASSWORD)
+    dlg.ok_button.click()
+    cmd = wait_for_command(qtbot, sim, "abort")
+    assert (cmd.reason, cmd.actor) == ("mycoplasma positive", "alice")
+    sim.engine.step()
+    assert sim.store.get_run(sim.world.run_id).state == "aborted"
+
+
+def test_skip_a_task(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    qtbot.keyClick(win, Qt.Key.Key_K, Qt.KeyboardModifier.ControlModifier)
+    qtbot.waitUntil(
+        lambda: getattr(win, "last_dialog", None) is not None and win.last_dialog.isVisible(),
+        timeout=10_000,
+    )
+    dlg = win.last_dialog
+    assert dlg.verb == "skip"
+    dlg.task.setCurrentIndex(dlg.task.findData("d13-feed-0900"))
+    assert [dlg.plate.itemData(i) for i in range(dlg.plate.count())] == [None, "P1", "P2"]
+    dlg.plate.setCurrentIndex(2)
+    dlg.reason.setText("no NB_B27 left")
+    dlg.password.password.setText(PASSWORD)
+    dlg.ok_button.click()
+    cmd = wait_for_command(qtbot, sim, "skip")
+    assert cmd.args == {"task": "d13-feed-0900", "plate": "P2"}
+    sim.engine.step()
+    assert task_state(sim.store, sim.world.run_id, "d13-feed-0900", "P2") == "skipped"
+    assert task_state(sim.store, sim.world.run_id, "d13-feed-0900", "P1") == "pending"
+
+
+def test_first_irreversible_command_sets_the_password(qtbot, sim: Sim, tmp_path: Path) -> None:  # noqa: ANN001
+    setup = PasswordFile(tmp_path / "cfg" / "console-password.json", iterations=1000)
+    w = MainWindow(sim.world.db, sim.clock, actor="alice", password_setup=setup, poll_ms=50)
+    qtbot.addWidget(w)
+    try:
+        qtbot.waitUntil(lambda: w.snapshot is not None, timeout=10_000)
+        dlg = w.control("abort")
+        assert dlg.password.first_use and dlg.password.repeat.isVisibleTo(dlg)
+        dlg.reason.setText("training the new password")
+        dlg.password.password.setText("new secret 1")
+        dlg.password.repeat.setText("new secret 2")
+        dlg.ok_button.click()
+        assert dlg.error.text() == "✕ the two passwords differ"
+        dlg.password.repeat.setText("new secret 1")
+        dlg.ok_button.click()
+        wait_for_command(qtbot, sim, "abort")
+        assert setup.is_set() and setup.verify("new secret 1")
+    finally:
+        w.close()
+
+
+# --- prompts ----------------------------------------------------------------------------------
+
+
+def test_prompt_dialog_cannot_be_dismissed_by_accident(qtbot, win: MainWindow) -> None:  # noqa: ANN001
+    dlg = win.open_prompt(win.snapshot.prompts[0].id)
+    qtbot.waitUntil(dlg.isVisible)
+    qtbot.keyClick(dlg, Qt.Key.Key_Escape)
+    assert dlg.isVisible()
+    dlg.close()
+    assert dlg.isVisible()
+    dlg.reject()
+    assert dlg.isVisible()
+    assert "default 'hold' applies in <b>15:00</b>" in dlg.countdown.text()
+    dlg.later_button.click()
+    assert not dlg.isVisible()
+
+
+def test_enter_answers_the_focused_prompt(qtbot, win: MainWindow) -> None:  # noqa: ANN001
+    lst = win.prompts.list
+    assert lst.count() == 1 and win.prompts.heading.text() == "1 prompt waiting"
+    lst.setFocus()
+    lst.setCurrentRow(0)
+    qtbot.keyClick(lst, Qt.Key.Key_Return)
+    dlg = win.prompt_dialogs[win.snapshot.prompts[0].id]
+    assert dlg.isVisible() and dlg.prompt.kind == "recovery"
+    dlg.later_button.click()
+
+
+def test_recovery_retry_in_the_console_unblocks_the_run(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    p = win.snapshot.prompts[0]
+    dlg = win.open_prompt(p.id)
+    dlg.choice_buttons["retry"].click()
+    assert dlg.confirm_box.isVisible() and not dlg.password.isVisible()
+    assert sim.store.pending_commands() == []  # nothing before the confirmation
+    dlg.reason.setText("tips reseated")
+    dlg.confirm_button.click()
+    cmd = wait_for_command(qtbot, sim, "answer")
+    assert cmd.args == {"prompt": p.id, "answer": {"choice": "retry"}}
+    assert cmd.reason == "tips reseated"
+    qtbot.waitUntil(lambda: not dlg.isVisible(), timeout=10_000)
+    sim.engine.step()
+    assert sim.store.get_prompt(p.id).state == "answered"
+    assert sim.store.get_job(p.job_id).state == "running"
+    qtbot.waitUntil(lambda: win.prompts.list.count() == 0, timeout=10_000)
+
+
+def test_skip_choice_needs_reason_and_password(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    p = win.snapshot.prompts[0]
+    dlg = win.open_prompt(p.id)
+    dlg.choice_buttons["skip"].click()
+    assert dlg.password.isVisible()
+    dlg.confirm_button.click()
+    assert "give a reason" in dlg.error.text()
+    dlg.reason.setText("plate P1 lost: leave the feed out")
+    dlg.password.password.setText(PASSWORD)
+    dlg.confirm_button.click()
+    cmd = wait_for_command(qtbot, sim, "answer")
+    assert cmd.args["answer"] == {"choice": "skip"}
+    sim.engine.step()
+    assert sim.store.get_job(p.job_id).state == "skipped"
+
+
+def test_task_prompt_in_the_console_unblocks_the_run(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    # Retry the failed run (as the operator would), then let the LH run finish: the
+    # operator's next step (take the plate off the deck) opens as a prompt.
+    p = win.snapshot.prompts[0]
+    sim.store.insert_command(
+        "answer",
+        actor="alice",
+        run_id=p.run_id,
+        args={"prompt": p.id, "answer": {"choice": "retry"}},
+    )
+    sim.engine.run(
+        until=lambda: any(x.kind == "task" for x in sim.store.open_prompts()),
+        max_idle_s=900,
+        max_steps=2000,
+    )
+    qtbot.waitUntil(lambda: any(x.kind == "task" for x in win.snapshot.prompts), timeout=10_000)
+    tp = next(x for x in win.snapshot.prompts if x.kind == "task")
+    dlg = win.open_prompt(tp.id)
+    assert dlg.windowTitle() == f"Prompt {tp.id}: Take the plate off the deck"
+    assert not dlg.countdown.isVisible()  # no default, no countdown
+    dlg.choice_buttons["done"].click()
+    dlg.confirm_button.click()
+    cmd = wait_for_command(qtbot, sim, "answer")
+    assert cmd.args == {"prompt": tp.id, "answer": {"done": True}}
+    sim.engine.step()  # applies the answer
+    sim.engine.step()  # polls the operator: the step is done
+    assert sim.store.get_job(tp.job_id).state == "done"
+
+
+def test_qc_prompt_checks_values_against_limits(qtbot, sim: Sim) -> None:  # noqa: ANN001
+    prompt = m.PromptView(
+        id=9, run_id=1, run_name="Kriks DA batch 2x6w", kind="task",
+        heading="FOXA2/LMX1A immunostaining", text="Plate P1: FOXA2/LMX1A immunostaining",
+        instructions="Record the percentage of FOXA2+/LMX1A+ cells.", plate="P1", step="event",
+        choices=(), gates=(m.QcGate("FOXA2_LMX1A_pct", "%", 60.0, None, "hold"),),
+        reagents=(), default_choice=None, deadline=None,
+        created_at=datetime.fromisoformat("2026-12-12T12:00:00+00:00"), job_id=3, timezone=TZ,
+    )  # fmt: skip
+    dlg = PromptDialog(prompt, sim.clock)
+    qtbot.addWidget(dlg)
+    sent: list[tuple] = []
+    dlg.ready.connect(lambda reqs, pw, new: sent.append((reqs, pw, new)))
+    dlg.show()
+    edit: QLineEdit = dlg.qc_edits["FOXA2_LMX1A_pct"]
+    dlg.choice_buttons["done"].click()
+    assert dlg.error.text() == "✕ enter the FOXA2_LMX1A_pct value (at least 60 %)"
+    edit.setText("55")
+    assert dlg.qc_status["FOXA2_LMX1A_pct"].text() == "✕ outside: hold"
+    dlg.choice_buttons["done"].click()
+    assert (
+        "FOXA2_LMX1A_pct 55 is outside at least 60 %: the run will hold" in dlg.confirm_text.text()
+    )
+    dlg._back()
+    edit.setText("72,5")
+    assert dlg.qc_status["FOXA2_LMX1A_pct"].text() == "✓ within limits"
+    dlg.choice_buttons["done"].click()
+    dlg.confirm_button.click()
+    (((req,), pw, new),) = sent
+    assert (req.verb, req.args) == (
+        "answer",
+        {"prompt": 9, "answer": {"done": True, "qc": {"FOXA2_LMX1A_pct": 72.5}}},
+    )
+    assert pw is None and new is None
+    dlg.timer.stop()
+
+
+# --- new run and training -------------------------------------------------------------------
+
+
+def test_new_run_from_a_file(qtbot, win: MainWindow, sim: Sim, tmp_path: Path) -> None:  # noqa: ANN001
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        KRIKS.read_text(encoding="utf-8").replace("conc: 100 nM", "conc: 100 nm", 1),
+        encoding="utf-8",
+    )
+    dlg = win.new_run()
+    dlg.path.setText(str(broken))
+    dlg.validate()
+    qtbot.waitUntil(lambda: dlg.check is not None, timeout=10_000)
+    assert not dlg.register_button.isEnabled()
+    assert dlg.problems.count() == 1
+    assert dlg.problems.item(0).text().startswith("✕ line 91:")
+    assert dlg.source.marks == {91: "error"}
+    assert dlg.source.textCursor().blockNumber() == 90  # the view jumped to the line
+    dlg.check = None
+    dlg.path.setText(str(KRIKS))
+    dlg.validate()
+    qtbot.waitUntil(lambda: dlg.check is not None and dlg.check.ok, timeout=10_000)
+    assert dlg.register_button.isEnabled()
+    dlg.name.setText("Kriks DA batch 26-12-B")
+    dlg.plates.setValue(1)
+    dlg.register(actor="alice")
+    qtbot.waitUntil(lambda: len(sim.store.list_runs()) == 2, timeout=20_000)
+    new = sim.store.list_runs()[0]
+    assert (new.name, new.state, new.plates) == ("Kriks DA batch 26-12-B", "planned", 1)
+    (start,) = sim.store.pending_commands(new.id)
+    assert (start.verb, start.actor) == ("start", "alice")
+    qtbot.waitUntil(
+        lambda: (
+            win.run_id == new.id
+            and win.snapshot is not None
+            and win.snapshot.run(new.id) is not None
+        ),
+        timeout=10_000,
+    )
+
+
+def test_training_window_watches_the_training_database(
+    qtbot, win: MainWindow, tmp_path: Path
+) -> None:  # noqa: ANN001
+    from labctl.gui.training import TrainingConfig, TrainingLauncher
+
+    started: list[list[str]] = []
+
+    class Proc:
+        def __init__(self, argv: list[str], **kw: object) -> None:
+            started.append(argv)
+
+        def poll(self) -> int:
+            return 0
+
+        def terminate(self) -> None:
+            pass
+
+    win.launcher = TrainingLauncher(win.clock, python="python3", popen=Proc, folder=tmp_path)
+    child = win.start_training(TrainingConfig(KRIKS, plates=2))
+    try:
+        (argv,) = started
+        assert argv[:5] == ["python3", "-m", "labctl", "simulate", str(KRIKS)]
+        assert argv[argv.index("--db") + 1] == str(child.db_path)
+        assert child.windowTitle().startswith("TRAINING")
+        qtbot.waitUntil(lambda: child.snapshot is not None, timeout=10_000)
+        assert child.snapshot.runs == ()
+        assert child.runs_view.count.text().startswith("no runs in this database yet")
+        assert child.findChild(QLabel, "trainingStrip").text().strip().startswith("TRAINING MODE")
+    finally:
+        child.close()
+
+
+def test_main_opens_the_console_and_returns_when_quit(qtbot, sim: Sim) -> None:  # noqa: ANN001
+    from labctl.gui.app import main
+    from PyQt6.QtCore import QTimer
+
+    app = QApplication.instance()
+    seen: list[MainWindow] = []
+
+    def check() -> None:
+        wins = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        if wins and wins[0].snapshot is not None:
+            seen.append(wins[0])
+            app.quit()
+        else:
+            QTimer.singleShot(20, check)
+
+    QTimer.singleShot(20, check)
+    assert main(str(sim.world.db)) == 0
+    (w,) = seen
+    assert w.db_path == sim.world.db and w.snapshot.runs[0].name == "Kriks DA batch 2x6w"
+    assert w.bridge._thread.isFinished()  # main() stopped the worker before returning
+    w.close()
