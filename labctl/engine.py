@@ -67,6 +67,7 @@ class EngineConfig:
     poll_max_s: float = 30.0  # the interval grows to this for operations that run long
     recovery_timeout_s: float = 900.0  # after this the recovery prompt's default applies
     alarm_check_s: float = 120.0  # device alarms (door, climate, offline) are read this often
+    climate_record_s: float = 1800.0  # incubator readings are written to the trail this often
     answer_timeout_s: float = 1800.0  # an unanswered task prompt raises an alarm after this
     late_margin_s: float = 60.0  # a chain later than planned by this much triggers a re-plan
     actor: str = "engine"
@@ -279,6 +280,7 @@ class Engine:
         self._maybe_complete = True
         self._alarms: dict[tuple[str, str], int] = {}  # (device, code) -> alarm id
         self._next_alarm_check: datetime | None = None
+        self._next_climate: datetime | None = None
         self._recovered = False
         # Caches of what the loop looks at every pass (the store stays the truth; these
         # are rebuilt by load() and kept in step with every change this engine makes).
@@ -1074,6 +1076,37 @@ class Engine:
             for dname, code in list(self._alarms):
                 if dname == name and code not in current and code not in ("needs-operator", "late"):
                     self._clear_alarm(name, code)
+        self._record_climate(run_id, now)
+
+    def _record_climate(self, run_id: int | None, now: datetime) -> None:
+        """Incubator readings into the trail, at most every ``climate_record_s`` (console, batch record)."""
+        if self._next_climate is not None and now < self._next_climate:
+            return
+        self._next_climate = now + timedelta(seconds=self.cfg.climate_record_s)
+        for name, dev in self.devices.items():
+            read = getattr(dev, "climate", None)
+            if not isinstance(dev, Incubator) or not callable(read):
+                continue
+            try:
+                c = read()
+            except (DeviceError, NotImplementedError):
+                continue
+            if all(v is None for v in (c.temperature_c, c.co2_pct, c.humidity_pct, c.o2_pct)):
+                continue
+            self.store.record(
+                "climate",
+                entity="device",
+                actor=self.cfg.actor,
+                run_id=run_id,
+                reason=f"{name} climate",
+                data={
+                    "device": name,
+                    "temperature_c": c.temperature_c,
+                    "co2_pct": c.co2_pct,
+                    "humidity_pct": c.humidity_pct,
+                    "o2_pct": c.o2_pct,
+                },
+            )
 
     def _raise_alarm(
         self, run_id: int | None, device: str, code: str, message: str, now: datetime
