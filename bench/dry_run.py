@@ -22,10 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from labctl.drivers.opentrons_protocol import DeckLayout, generate
-
 from labctl.cli import _start
 from labctl.clock import RealClock
+from labctl.drivers.opentrons_protocol import DeckLayout, generate
 from labctl.jobs import Op, WorkcellRoles, expand
 from labctl.protocol.loader import load_file
 from labctl.resolve import resolve

@@ -32,9 +32,10 @@ def main(db_path: str | None) -> int:
     Returns the Qt event loop's exit code. Passwords for irreversible commands are checked
     against the per-user password file (:class:`labctl.gui.auth.PasswordFile`).
     """
+    from PyQt6.QtWidgets import QApplication
+
     from labctl.gui.auth import PasswordFile
     from labctl.gui.main_window import MainWindow
-    from PyQt6.QtWidgets import QApplication
 
     path = Path(db_path).expanduser() if db_path else Store.default_path()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "labctl"])

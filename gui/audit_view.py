@@ -11,19 +11,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from labctl.gui import models, theme
-from labctl.gui.models import EventFilter, EventPage, EventRow
-from labctl.gui.widgets import (
-    ALIGN,
-    DISPLAY,
-    FONT,
-    FOREGROUND,
-    TOOLTIP,
-    RowsModel,
-    bold_font,
-    button,
-    label,
-)
 from PyQt6.QtCore import QModelIndex, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor
 from PyQt6.QtWidgets import (
@@ -38,6 +25,20 @@ from PyQt6.QtWidgets import (
     QTableView,
     QVBoxLayout,
     QWidget,
+)
+
+from labctl.gui import models, theme
+from labctl.gui.models import EventFilter, EventPage, EventRow
+from labctl.gui.widgets import (
+    ALIGN,
+    DISPLAY,
+    FONT,
+    FOREGROUND,
+    TOOLTIP,
+    RowsModel,
+    bold_font,
+    button,
+    label,
 )
 
 COLUMNS = ["Seq", "Time", "Entity", "Id", "Action", "Change", "Actor", "Reason", "Data"]

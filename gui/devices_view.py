@@ -5,9 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from labctl.gui import models
-from labctl.gui.models import DeviceRow
-from labctl.gui.widgets import Badge, button, label
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtWidgets import (
     QFrame,
@@ -18,6 +15,10 @@ from PyQt6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from labctl.gui import models
+from labctl.gui.models import DeviceRow
+from labctl.gui.widgets import Badge, button, label
 
 
 def card_rows(d: DeviceRow, now: datetime) -> list[tuple[str, str]]:

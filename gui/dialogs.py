@@ -13,10 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labctl.gui import models, theme
-from labctl.gui.auth import MIN_LENGTH
-from labctl.gui.models import CommandRequest, PromptView, RunRow, SkippableTask
-from labctl.gui.widgets import GuardedDialog, button, label
 from PyQt6.QtCore import QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
     QComboBox,
@@ -35,6 +31,10 @@ from PyQt6.QtWidgets import (
 
 from labctl.clock import Clock
 from labctl.errors import LabctlError
+from labctl.gui import models, theme
+from labctl.gui.auth import MIN_LENGTH
+from labctl.gui.models import CommandRequest, PromptView, RunRow, SkippableTask
+from labctl.gui.widgets import GuardedDialog, button, label
 
 CHOICE_TEXT = {
     "retry": ("Retry", "Run the step again now"),

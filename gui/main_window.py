@@ -12,21 +12,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from labctl.gui import models, theme
-from labctl.gui.audit_view import AuditView
-from labctl.gui.auth import PasswordFile, Verifier
-from labctl.gui.devices_view import DevicesView
-from labctl.gui.dialogs import AcknowledgeDialog, CommandDialog, PromptDialog
-from labctl.gui.models import CommandRequest, ProtocolInfo, RunRow, Snapshot
-from labctl.gui.new_run import NewRunDialog
-from labctl.gui.prompts_panel import PromptsPanel
-from labctl.gui.protocol_view import ProtocolView, prepare_diagram
-from labctl.gui.runs_view import RunsView
-from labctl.gui.timeline_view import TimelineView
-from labctl.gui.today_view import TodayView
-from labctl.gui.training import TrainingConfig, TrainingLauncher, TrainingSession
-from labctl.gui.widgets import AlarmBanner, Badge, button, label
-from labctl.gui.worker import StoreBridge
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QAction, QCloseEvent, QKeySequence
 from PyQt6.QtWidgets import (
@@ -50,6 +35,21 @@ from PyQt6.QtWidgets import (
 
 from labctl.clock import Clock
 from labctl.errors import LabctlError
+from labctl.gui import models, theme
+from labctl.gui.audit_view import AuditView
+from labctl.gui.auth import PasswordFile, Verifier
+from labctl.gui.devices_view import DevicesView
+from labctl.gui.dialogs import AcknowledgeDialog, CommandDialog, PromptDialog
+from labctl.gui.models import CommandRequest, ProtocolInfo, RunRow, Snapshot
+from labctl.gui.new_run import NewRunDialog
+from labctl.gui.prompts_panel import PromptsPanel
+from labctl.gui.protocol_view import ProtocolView, prepare_diagram
+from labctl.gui.runs_view import RunsView
+from labctl.gui.timeline_view import TimelineView
+from labctl.gui.today_view import TodayView
+from labctl.gui.training import TrainingConfig, TrainingLauncher, TrainingSession
+from labctl.gui.widgets import AlarmBanner, Badge, button, label
+from labctl.gui.worker import StoreBridge
 
 TABS = ("Runs", "Timeline", "Today", "Devices", "Protocol", "Audit")
 

@@ -11,9 +11,6 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from labctl.gui import models, theme
-from labctl.gui.models import NewRunRequest, ProtocolCheck, StartSuggestion
-from labctl.gui.widgets import button, label
 from PyQt6.QtCore import QDate, QDateTime, QRect, QSize, Qt, QTime, pyqtSignal
 from PyQt6.QtGui import QColor, QFont, QPainter, QPaintEvent, QResizeEvent, QTextCursor, QTextFormat
 from PyQt6.QtWidgets import (
@@ -38,6 +35,9 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.clock import Clock
+from labctl.gui import models, theme
+from labctl.gui.models import NewRunRequest, ProtocolCheck, StartSuggestion
+from labctl.gui.widgets import button, label
 
 Call = Callable[..., int]
 COMMON_ZONES = [

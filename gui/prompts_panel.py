@@ -7,15 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labctl.gui import models, theme
-from labctl.gui.dialogs import KIND_TEXT
-from labctl.gui.models import PromptView
-from labctl.gui.widgets import button, label
 from PyQt6.QtCore import QSize, Qt, QTimer, pyqtSignal
 from PyQt6.QtGui import QColor, QKeyEvent
 from PyQt6.QtWidgets import QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from labctl.clock import Clock
+from labctl.gui import models, theme
+from labctl.gui.dialogs import KIND_TEXT
+from labctl.gui.models import PromptView
+from labctl.gui.widgets import button, label
 
 
 class PromptList(QListWidget):

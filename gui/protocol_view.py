@@ -5,9 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from labctl.gui import models, theme
-from labctl.gui.models import PlanRow, ProtocolInfo
-from labctl.gui.widgets import BACKGROUND, DISPLAY, FONT, TOOLTIP, RowsModel, bold_font, label
 from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtGui import QColor, QFont, QImage, QPixmap
 from PyQt6.QtWidgets import (
@@ -21,6 +18,10 @@ from PyQt6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+
+from labctl.gui import models, theme
+from labctl.gui.models import PlanRow, ProtocolInfo
+from labctl.gui.widgets import BACKGROUND, DISPLAY, FONT, TOOLTIP, RowsModel, bold_font, label
 
 COLUMNS = [
     "Day",

@@ -6,6 +6,19 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+from PyQt6.QtCore import QItemSelectionModel, QModelIndex, Qt, pyqtSignal
+from PyQt6.QtGui import QColor
+from PyQt6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
 from labctl.gui import models, theme
 from labctl.gui.models import RunRow
 from labctl.gui.widgets import (
@@ -21,18 +34,6 @@ from labctl.gui.widgets import (
     bold_font,
     button,
     label,
-)
-from PyQt6.QtCore import QItemSelectionModel, QModelIndex, Qt, pyqtSignal
-from PyQt6.QtGui import QColor
-from PyQt6.QtWidgets import (
-    QAbstractItemView,
-    QFrame,
-    QHBoxLayout,
-    QHeaderView,
-    QLabel,
-    QTableView,
-    QVBoxLayout,
-    QWidget,
 )
 
 COLUMNS = [

@@ -13,9 +13,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from labctl.gui import models, theme
-from labctl.gui.models import Bar, Lane, Snapshot
-from labctl.gui.widgets import button, label
 from PyQt6.QtCore import QEvent, QPointF, QRectF, QSize, Qt
 from PyQt6.QtGui import QBrush, QColor, QFont, QFontMetrics, QHelpEvent, QPainter, QPaintEvent, QPen
 from PyQt6.QtWidgets import (
@@ -30,6 +27,9 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.clock import Clock
+from labctl.gui import models, theme
+from labctl.gui.models import Bar, Lane, Snapshot
+from labctl.gui.widgets import button, label
 
 SPANS = [("3 hours", 3), ("8 hours", 8), ("24 hours", 24), ("3 days", 72), ("7 days", 168)]
 DEFAULT_SPAN = 1  # 8 hours

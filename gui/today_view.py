@@ -6,18 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from labctl.gui import models, theme
-from labctl.gui.models import RunRow, Snapshot, TodayItem
-from labctl.gui.widgets import (
-    DISPLAY,
-    FOREGROUND,
-    TONE_ROLE,
-    TOOLTIP,
-    BadgeDelegate,
-    RowsModel,
-    button,
-    label,
-)
 from PyQt6.QtCore import Qt, pyqtSignal
 from PyQt6.QtGui import QColor, QTextDocument
 from PyQt6.QtWidgets import (
@@ -31,6 +19,19 @@ from PyQt6.QtWidgets import (
     QTextBrowser,
     QVBoxLayout,
     QWidget,
+)
+
+from labctl.gui import models, theme
+from labctl.gui.models import RunRow, Snapshot, TodayItem
+from labctl.gui.widgets import (
+    DISPLAY,
+    FOREGROUND,
+    TONE_ROLE,
+    TOOLTIP,
+    BadgeDelegate,
+    RowsModel,
+    button,
+    label,
 )
 
 COLUMNS = ["Time", "Run", "Plate", "Task", "State"]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from labctl.gui import theme
-from labctl.gui.models import AlarmRow, hhmm
 from PyQt6.QtCore import QModelIndex, QRectF, QSize, Qt, pyqtSignal
 from PyQt6.QtGui import (
     QCloseEvent,
@@ -28,6 +26,9 @@ from PyQt6.QtWidgets import (
     QStyleOptionViewItem,
     QWidget,
 )
+
+from labctl.gui import theme
+from labctl.gui.models import AlarmRow, hhmm
 
 TONE_ROLE = Qt.ItemDataRole.UserRole + 1  # a model's tone name for a state cell
 

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from labctl.clock import Clock
+from labctl.errors import LabctlError
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import FaultSpecError, parse_duration, parse_faults
 from labctl.simulators.opentrons_robot import RobotSimulator
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
 from labctl.simulators.serial_link import PtyLink
-
-from labctl.clock import Clock
-from labctl.errors import LabctlError
 from labctl.store import Store
 
 ROBOT, INCUBATOR, OPERATOR = "ot2-sim", "inc-sim", "operator"

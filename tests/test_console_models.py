@@ -27,11 +27,11 @@ from console_fixtures import (
     shared_world,
     task_state,
 )
+
+from labctl.errors import ParameterError, ProtocolError
 from labctl.gui import models as m
 from labctl.gui.auth import PasswordFile, PasswordSetupError
 from labctl.gui.training import TrainingConfig, TrainingError, TrainingLauncher
-
-from labctl.errors import ParameterError, ProtocolError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -24,13 +24,14 @@ from console_fixtures import (
     shared_world,
     task_state,
 )
+from PyQt6.QtCore import QModelIndex, Qt
+from PyQt6.QtWidgets import QApplication, QLabel, QLineEdit
+
 from labctl.gui import models as m
 from labctl.gui import theme
 from labctl.gui.auth import PasswordFile
 from labctl.gui.dialogs import PromptDialog
 from labctl.gui.main_window import MainWindow
-from PyQt6.QtCore import QModelIndex, Qt
-from PyQt6.QtWidgets import QApplication, QLabel, QLineEdit
 
 PASSWORD = "correct horse"
 
@@ -541,8 +542,9 @@ def test_training_window_watches_the_training_database(
 
 
 def test_main_opens_the_console_and_returns_when_quit(qtbot, sim: Sim) -> None:  # noqa: ANN001
-    from labctl.gui.app import main
     from PyQt6.QtCore import QTimer
+
+    from labctl.gui.app import main
 
     app = QApplication.instance()
     seen: list[MainWindow] = []

@@ -14,11 +14,11 @@ import threading
 from collections.abc import Iterator, Sequence
 
 import pytest
-from labctl.drivers.cytomat import CytomatDriver, decode_overview, parse_climate_reply
-from labctl.drivers.serial_io import SerialLine, SerialSettings
 
 from labctl.clock import VirtualClock
 from labctl.devices import Climate
+from labctl.drivers.cytomat import CytomatDriver, decode_overview, parse_climate_reply
+from labctl.drivers.serial_io import SerialLine, SerialSettings
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,

@@ -13,10 +13,10 @@ import termios
 from collections.abc import Iterator, Sequence
 
 import pytest
-from labctl.drivers.liconic import LiconicDriver, describe_handling_error
 
 from labctl.clock import VirtualClock
 from labctl.devices import Climate
+from labctl.drivers.liconic import LiconicDriver, describe_handling_error
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from labctl.clock import VirtualClock
 from labctl.drivers.opentrons_http import (
     Analysis,
     EngineError,
@@ -32,8 +34,6 @@ from labctl.drivers.opentrons_http import (
     RobotHealth,
     RunPhase,
 )
-
-from labctl.clock import VirtualClock
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,

@@ -13,18 +13,18 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+
+from labctl.clock import VirtualClock
+from labctl.devices import DeviceAlarm, Incubator, NotKnown, OpState, OpStatus
 from labctl.drivers.cytomat import CytomatDriver
 from labctl.drivers.incubators import SerialIncubator
 from labctl.drivers.liconic import LiconicDriver
 from labctl.drivers.manual import ManualIncubator
+from labctl.errors import DeviceError, DeviceFault, DeviceNeedsOperator, DeviceTimeout
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import ClimateConfig, Fault, FaultKind
 from labctl.simulators.liconic import LiconicSim
 from labctl.simulators.serial_link import PtyLink
-
-from labctl.clock import VirtualClock
-from labctl.devices import DeviceAlarm, Incubator, NotKnown, OpState, OpStatus
-from labctl.errors import DeviceError, DeviceFault, DeviceNeedsOperator, DeviceTimeout
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
 SETPOINTS = {"temperature": 37.0, "co2": 5.0}

@@ -9,14 +9,14 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+
+from labctl.clock import VirtualClock
 from labctl.drivers.cytomat import CytomatDriver
 from labctl.drivers.liconic import LiconicDriver
+from labctl.errors import DeviceError
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.liconic import LiconicSim
 from labctl.simulators.serial_link import PtyLink
-
-from labctl.clock import VirtualClock
-from labctl.errors import DeviceError
 
 
 @pytest.fixture

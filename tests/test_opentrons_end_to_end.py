@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from labctl.drivers.opentrons_http import OpentronsClient, RunPhase
-from labctl.simulators.opentrons_robot import RobotSimulator
 
 from labctl.clock import VirtualClock
+from labctl.drivers.opentrons_http import OpentronsClient, RunPhase
 from labctl.errors import DeviceBusy, DeviceError
+from labctl.simulators.opentrons_robot import RobotSimulator
 
 PROTOCOLS = Path(__file__).parent / "fixtures" / "opentrons-http" / "protocols"
 

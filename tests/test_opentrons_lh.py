@@ -8,14 +8,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from labctl.drivers.opentrons_http import OpentronsClient
-from labctl.drivers.opentrons_lh import OpentronsLiquidHandler, protocol_filename
-from labctl.drivers.opentrons_protocol import DeckLayout, check_locally, generate
-from labctl.simulators.opentrons_robot import RobotSimulator
 
 from labctl.clock import VirtualClock
 from labctl.devices import DeviceAlarm, LiquidHandler, NotKnown, OpState, OpStatus
+from labctl.drivers.opentrons_http import OpentronsClient
+from labctl.drivers.opentrons_lh import OpentronsLiquidHandler, protocol_filename
+from labctl.drivers.opentrons_protocol import DeckLayout, check_locally, generate
 from labctl.errors import DeviceFault, DeviceNeedsOperator
+from labctl.simulators.opentrons_robot import RobotSimulator
 
 KEY = "r7:d3-feed-0900/P2/2"
 # Two wells of one plate column: 2 tips for spent medium, 1 for fresh medium.

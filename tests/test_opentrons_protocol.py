@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+
 from labctl.drivers import opentrons_protocol as op
 from labctl.drivers.opentrons_protocol import (
     DeckLayout,
@@ -22,7 +23,6 @@ from labctl.drivers.opentrons_protocol import (
     generate,
     plan_protocol,
 )
-
 from labctl.errors import DeviceFault
 from labctl.jobs import Op, WorkcellRoles, expand
 from labctl.resolve import resolve

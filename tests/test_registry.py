@@ -13,6 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
+from labctl.clock import VirtualClock
+from labctl.devices import OpState
 from labctl.drivers.cytomat import CytomatDriver
 from labctl.drivers.incubators import SerialIncubator
 from labctl.drivers.liconic import LiconicDriver
@@ -24,16 +27,13 @@ from labctl.drivers.registry import (
     devices_check_cli,
     store_job_context,
 )
+from labctl.errors import DeviceError, LabctlError, ProtocolError
+from labctl.jobs import Op
+from labctl.operator import StoreOperator
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.liconic import LiconicSim
 from labctl.simulators.opentrons_robot import RobotSimulator
 from labctl.simulators.serial_link import SocketLink
-
-from labctl.clock import VirtualClock
-from labctl.devices import OpState
-from labctl.errors import DeviceError, LabctlError, ProtocolError
-from labctl.jobs import Op
-from labctl.operator import StoreOperator
 from labctl.store import Store
 from labctl.workcell import parse_workcell
 

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 import serial
+
+from labctl.clock import VirtualClock
+from labctl.errors import DeviceError
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import (
     ClimateConfig,
@@ -24,9 +27,6 @@ from labctl.simulators.faults import (
     parse_faults,
 )
 from labctl.simulators.serial_link import BREAK, LineFramer, PtyLink, SocketLink
-
-from labctl.clock import VirtualClock
-from labctl.errors import DeviceError
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
 

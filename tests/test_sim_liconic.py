@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import serial
-from labctl.simulators.faults import ClimateConfig, Fault, FaultKind, FaultSpecError, load_faults
-from labctl.simulators.liconic import LiconicConfig, LiconicSim
-from labctl.simulators.serial_link import PtyLink, SocketLink
 
 from labctl.clock import VirtualClock
 from labctl.errors import DeviceError
+from labctl.simulators.faults import ClimateConfig, Fault, FaultKind, FaultSpecError, load_faults
+from labctl.simulators.liconic import LiconicConfig, LiconicSim
+from labctl.simulators.serial_link import PtyLink, SocketLink
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from labctl.clock import VirtualClock
 from labctl.simulators.opentrons_robot import (
     MAX_PROTOCOL_API,
     Faults,
@@ -25,8 +27,6 @@ from labctl.simulators.opentrons_robot import (
     analyse_protocol,
     warm_up,
 )
-
-from labctl.clock import VirtualClock
 
 REF = Path(__file__).parent / "fixtures" / "opentrons-http"
 PROTOCOLS = REF / "protocols"

@@ -26,12 +26,12 @@ from datetime import datetime, timedelta  # noqa: E402
 from zoneinfo import ZoneInfo  # noqa: E402
 
 from console_fixtures import TZ, Sim, build_world, open_sim  # noqa: E402
-from labctl.gui import theme  # noqa: E402
-from labctl.gui.main_window import MainWindow  # noqa: E402
 from PyQt6.QtWidgets import QApplication, QWidget  # noqa: E402
 
 from labctl.clock import RealClock  # noqa: E402
 from labctl.engine import register_run  # noqa: E402
+from labctl.gui import theme  # noqa: E402
+from labctl.gui.main_window import MainWindow  # noqa: E402
 from labctl.jobs import WorkcellRoles  # noqa: E402
 from labctl.protocol.loader import load_protocol  # noqa: E402
 from labctl.resolve import resolve  # noqa: E402
