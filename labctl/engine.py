@@ -330,6 +330,7 @@ class Engine:
         else:
             self.active.discard(c.task_id)
             self._maybe_complete = True
+            self._clear_alarm(f"task {c.key}", "late")
             for place in list(c.held):  # a finished or skipped chain holds nothing
                 self.occupied.pop((place, c.held.pop(place)), None)
 
@@ -1224,13 +1225,14 @@ class Engine:
             if c is not None and not c.late_alarmed:
                 c.late_alarmed = True
                 cp = self._schedule.chains[key]
-                self.store.insert_alarm(
-                    severity="warning",
-                    code="late",
-                    run_id=c.run_id,
-                    device=None,
-                    actor=self.cfg.actor,
-                    message=f"{c.key} cannot start inside its window (slack {cp.slack_s / 60:.0f} min): it will be late",
+                # Raised before the window is missed; cleared once the task is done (the
+                # batch record keeps the late start).
+                self._raise_alarm(
+                    c.run_id,
+                    f"task {c.key}",
+                    "late",
+                    f"{c.key} cannot start inside its window (slack {cp.slack_s / 60:.0f} min): it will be late",
+                    now,
                 )
 
     def _chain_of(self, c: ChainRec) -> Chain:
