@@ -37,6 +37,8 @@ import hashlib
 import http.client
 import json
 import math
+import socket
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -293,6 +295,8 @@ class OpentronsClient:
         self.poll_interval_s = float(poll_interval_s)
         self.analysis_timeout_s = float(analysis_timeout_s)
         self._https = parts.scheme == "https"
+        self._conn: http.client.HTTPConnection | None = None  # kept alive between GETs
+        self._conn_lock = threading.Lock()
         self._host = parts.hostname
         self._port = parts.port or DEFAULT_PORT
         self._prefix = parts.path.rstrip("/")
@@ -701,12 +705,32 @@ class OpentronsClient:
         if content_type is not None:
             headers["Content-Type"] = content_type
         conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        conn = conn_cls(self._host, self._port, timeout=self.timeout_s)
+        # GETs reuse one kept-alive connection (polls are most of the traffic); a request
+        # that changes something always gets a fresh one and is never sent twice.
+        reuse = method == "GET"
+        conn = None
+        if reuse:
+            with self._conn_lock:
+                conn, self._conn = self._conn, None
+        fresh = conn is None
+        if conn is None:
+            conn = conn_cls(self._host, self._port, timeout=self.timeout_s)
+        keep = False
         try:
-            conn.request(method, target, body=body, headers=headers)
-            resp = conn.getresponse()
+            try:
+                _send(conn, method, target, body, headers)
+                resp = conn.getresponse()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                if fresh:
+                    raise
+                # The kept-alive connection had gone stale: a GET may simply be sent again.
+                conn.close()
+                conn = conn_cls(self._host, self._port, timeout=self.timeout_s)
+                _send(conn, method, target, body, headers)
+                resp = conn.getresponse()
             status = resp.status
             raw = resp.read()
+            keep = reuse and not resp.will_close
         except TimeoutError as exc:
             raise DeviceTimeout(
                 self.name, command, f"robot offline: no reply within {self.timeout_s:g} s"
@@ -728,7 +752,12 @@ class OpentronsClient:
                 self.name, command, f"robot offline: {exc.strerror or exc}"
             ) from exc
         finally:
-            conn.close()
+            if keep:
+                with self._conn_lock:
+                    if self._conn is None:
+                        self._conn, conn = conn, None
+            if conn is not None:
+                conn.close()
 
         if not 200 <= status < 300:
             raise self._http_error(command, status, raw)
@@ -738,6 +767,13 @@ class OpentronsClient:
             raise DeviceCommunicationError(
                 self.name, command, f"reply is not JSON (HTTP {status}): {_snippet(raw)}"
             ) from exc
+
+    def close(self) -> None:
+        """Close the kept-alive connection (a later request opens a new one)."""
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _http_error(self, command: str, status: int, raw: bytes) -> DeviceError:
         """The typed error for a 4xx/5xx reply (DEVICES.md 1.2 error bodies)."""
@@ -949,3 +985,20 @@ def _multipart(
         out += value + b"\r\n"
     out += f"--{boundary}--\r\n".encode()
     return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+def _send(
+    conn: http.client.HTTPConnection,
+    method: str,
+    target: str,
+    body: bytes | None,
+    headers: dict[str, str],
+) -> None:
+    """Send one request with Nagle off (small requests on a kept-alive connection)."""
+    if conn.sock is None:
+        conn.connect()
+        try:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass  # not a TCP socket (tests may hand in others): Nagle then stays on
+    conn.request(method, target, body=body, headers=headers)

@@ -2652,6 +2652,9 @@ class _Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive; every answer carries content-length."""
 
     protocol_version = "HTTP/1.1"
+    # Replies go out in several writes; without this, Nagle and the client's delayed ACK
+    # stall every kept-alive request by ~40 ms.
+    disable_nagle_algorithm = True
     server: _Server
 
     def handle(self) -> None:

@@ -4,6 +4,7 @@ Written independently from the same spec (DEVICES.md section 1 and the recording
 
 from __future__ import annotations
 
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -126,3 +127,28 @@ def test_run_time_parameters_reach_the_run(clock: VirtualClock) -> None:
         # A value the protocol refuses never becomes a run.
         with pytest.raises(DeviceError, match="between 0 and 95"):
             client.start_protocol("job96.py", PARAMETERISED, run_time_parameters={"first_tip": 96})
+
+
+def test_gets_reuse_one_connection_and_a_stale_one_is_replaced(clock: VirtualClock) -> None:
+    with RobotSimulator(clock, robot="OT-2") as sim:
+        client = OpentronsClient("lh", sim.url, clock)
+        client.health()
+        first = client._conn
+        client.health()
+        assert first is not None and client._conn is first  # kept alive between GETs
+        first.sock.shutdown(socket.SHUT_RDWR)  # the connection died meanwhile
+        assert client.health().robot_model == "OT-2"  # a GET is simply sent again
+        client.close()
+        assert client._conn is None
+
+
+def test_a_request_that_changes_something_never_rides_a_kept_alive_connection(
+    clock: VirtualClock,
+) -> None:
+    with RobotSimulator(clock, robot="OT-2") as sim:
+        client = OpentronsClient("lh", sim.url, clock)
+        client.health()
+        kept = client._conn
+        up = client.upload_protocol("ot2_ok.py", (PROTOCOLS / "ot2_ok.py").read_bytes())
+        assert up.protocol_id
+        assert client._conn is kept  # the POST used a connection of its own
