@@ -41,7 +41,7 @@ from labctl.errors import (
     DeviceTimeout,
 )
 
-from .serial_io import IncubatorStatus, SerialLine, SerialSettings
+from .serial_io import IncubatorStatus, SerialLine, SerialSettings, poll_until
 
 __all__ = [
     "ERROR_REGISTER",
@@ -259,9 +259,8 @@ class CytomatDriver:
         it with ``rs:be``), DeviceNeedsOperator when the device door is open, DeviceTimeout
         when still busy at the deadline.
         """
-        timeout = self.move_timeout_s if timeout_s is None else timeout_s
-        deadline = self._clock.monotonic() + timeout
-        while True:
+
+        def check() -> IncubatorStatus | None:
             status = self.poll()
             if status.error:
                 self._raise_error_register(status)
@@ -271,15 +270,20 @@ class CytomatDriver:
                     self._operation or "ch:bs",
                     "device door is open: close it, then resume",
                 )
-            if not status.busy:
-                self._operation = None
-                return status
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                raise DeviceTimeout(
-                    self.name, self._operation or "ch:bs", f"still busy after {timeout:g} s"
-                )
-            self._clock.sleep(min(self.poll_interval_s, remaining))
+            if status.busy:
+                return None
+            self._operation = None
+            return status
+
+        return poll_until(
+            self._clock,
+            check,
+            interval_s=self.poll_interval_s,
+            timeout_s=self.move_timeout_s if timeout_s is None else timeout_s,
+            on_timeout=lambda t: DeviceTimeout(
+                self.name, self._operation or "ch:bs", f"still busy after {t:g} s"
+            ),
+        )
 
     # -- climate -------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from labctl.errors import (
     DeviceTimeout,
 )
 
-from .serial_io import IncubatorStatus, SerialLine, SerialSettings
+from .serial_io import IncubatorStatus, SerialLine, SerialSettings, poll_until
 
 __all__ = [
     "HANDLING_ERRORS",
@@ -307,25 +307,30 @@ class LiconicDriver:
         DeviceNeedsOperator for user-access / no-recovery causes); DeviceTimeout when not
         ready at the deadline.
         """
-        timeout = self.move_timeout_s if timeout_s is None else timeout_s
-        deadline = self._clock.monotonic() + timeout
-        while True:
+
+        def check() -> IncubatorStatus | None:
             status = self.poll()
             if status.error:
                 self._raise_handling_error()
-            if status.ready:
-                self._operation = None
-                self._started_at = None
-                return status
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                command, what = self._operation or ("RD 1915", "waiting for ready")
-                raise DeviceTimeout(
-                    self.name,
-                    command,
-                    f"{what}: not ready after {timeout:g} s (no error flag set)",
-                )
-            self._clock.sleep(min(self.poll_interval_s, remaining))
+            if not status.ready:
+                return None
+            self._operation = None
+            self._started_at = None
+            return status
+
+        def timed_out(t: float) -> DeviceTimeout:
+            command, what = self._operation or ("RD 1915", "waiting for ready")
+            return DeviceTimeout(
+                self.name, command, f"{what}: not ready after {t:g} s (no error flag set)"
+            )
+
+        return poll_until(
+            self._clock,
+            check,
+            interval_s=self.poll_interval_s,
+            timeout_s=self.move_timeout_s if timeout_s is None else timeout_s,
+            on_timeout=timed_out,
+        )
 
     # -- climate -------------------------------------------------------------------------
 

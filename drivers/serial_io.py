@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import serial
@@ -23,7 +24,7 @@ import serial
 from labctl.clock import Clock
 from labctl.errors import DeviceCommunicationError, DeviceError, DeviceTimeout
 
-__all__ = ["IncubatorStatus", "SerialLine", "SerialSettings"]
+__all__ = ["IncubatorStatus", "SerialLine", "SerialSettings", "poll_until"]
 
 log = logging.getLogger(__name__)
 
@@ -271,3 +272,27 @@ class SerialLine:
 
     def __repr__(self) -> str:
         return f"SerialLine({self.device!r}, {self.url!r}, open={self.is_open})"
+
+
+def poll_until(
+    clock: Clock,
+    poll: Callable[[], IncubatorStatus | None],
+    *,
+    interval_s: float,
+    timeout_s: float,
+    on_timeout: Callable[[float], DeviceError],
+) -> IncubatorStatus:
+    """Call ``poll`` every ``interval_s`` (on the clock) until it returns a status.
+
+    ``poll`` raises for device errors and returns None while the device is still busy.
+    After ``timeout_s`` seconds the error made by ``on_timeout(timeout_s)`` is raised.
+    """
+    deadline = clock.monotonic() + timeout_s
+    while True:
+        status = poll()
+        if status is not None:
+            return status
+        remaining = deadline - clock.monotonic()
+        if remaining <= 0:
+            raise on_timeout(timeout_s)
+        clock.sleep(min(interval_s, remaining))
