@@ -85,6 +85,7 @@ from .faults import (
     Fault,
     FaultInjector,
     PhysicalAction,
+    TransferStationSide,
     check_codes,
 )
 
@@ -164,7 +165,7 @@ class _Op:
     gate_open: bool = False
 
 
-class CytomatSim:
+class CytomatSim(TransferStationSide):
     """A Cytomat on the wire: ``handle_line`` in, reply out; state from the injected clock.
 
     ``plates`` is the initial slot occupancy: slot numbers (plates labelled ``plate-N``)
@@ -443,24 +444,6 @@ class CytomatSim:
                     f"the transfer station is not free (holds {self._ts or inbound!r})",
                 )
             self._ts = plate
-
-    def take_from_transfer_station(self) -> str:
-        """A person or arm takes the plate from the transfer station; returns its label."""
-        with self._lock:
-            self._update(self._clock.now())
-            if self._ts is None:
-                raise DeviceError(
-                    self.name, "take plate from transfer station", "the transfer station is empty"
-                )
-            plate, self._ts = self._ts, None
-            return plate
-
-    @property
-    def transfer_station(self) -> str | None:
-        """Label of the plate on the transfer station, None if empty (as of now)."""
-        with self._lock:
-            self._update(self._clock.now())
-            return self._ts
 
     @property
     def slots(self) -> dict[int, str]:

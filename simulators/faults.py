@@ -80,10 +80,11 @@ from pathlib import Path
 import yaml
 
 from labctl.clock import utc
-from labctl.errors import LabctlError
+from labctl.errors import DeviceError, LabctlError
 
 __all__ = [
     "ActionLog",
+    "TransferStationSide",
     "Climate",
     "ClimateConfig",
     "Fault",
@@ -584,3 +585,32 @@ def check_codes(
             raise FaultSpecError(
                 f"{f.code!r} is not a {device} code ({shape})", field="code", index=i
             )
+
+
+class TransferStationSide:
+    """The physical side of an incubator's transfer station, shared by both simulators.
+
+    Needs ``name``, ``_lock``, ``_clock``, ``_ts`` (the plate there, or None) and
+    ``_update(now)`` (brings the simulated state up to ``now``) on the class using it.
+    """
+
+    name: str
+    _ts: str | None
+
+    def take_from_transfer_station(self) -> str:
+        """A person or arm takes the plate from the transfer station; returns its label."""
+        with self._lock:  # type: ignore[attr-defined]
+            self._update(self._clock.now())  # type: ignore[attr-defined]
+            if self._ts is None:
+                raise DeviceError(
+                    self.name, "take plate from transfer station", "the transfer station is empty"
+                )
+            plate, self._ts = self._ts, None
+            return plate
+
+    @property
+    def transfer_station(self) -> str | None:
+        """Label of the plate on the transfer station, None if empty (as of now)."""
+        with self._lock:  # type: ignore[attr-defined]
+            self._update(self._clock.now())  # type: ignore[attr-defined]
+            return self._ts

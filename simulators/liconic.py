@@ -82,6 +82,7 @@ from .faults import (
     Fault,
     FaultInjector,
     PhysicalAction,
+    TransferStationSide,
     check_codes,
 )
 
@@ -143,7 +144,7 @@ class _Op:
     error: int | None = None  # DM200 code set at ``ends``; nothing moves
 
 
-class LiconicSim:
+class LiconicSim(TransferStationSide):
     """A LiCONiC StoreX PLC on the wire: ``handle_line`` in, reply out.
 
     ``plates`` is the initial occupancy: (cassette, level) pairs (labelled
@@ -396,24 +397,6 @@ class LiconicSim:
                     self.name, "place plate on transfer station", "the transfer station is not free"
                 )
             self._ts = plate
-
-    def take_from_transfer_station(self) -> str:
-        """A person or arm takes the plate from the transfer station; returns its label."""
-        with self._lock:
-            self._update(self._clock.now())
-            if self._ts is None:
-                raise DeviceError(
-                    self.name, "take plate from transfer station", "the transfer station is empty"
-                )
-            plate, self._ts = self._ts, None
-            return plate
-
-    @property
-    def transfer_station(self) -> str | None:
-        """Label of the plate on the transfer station, None if empty (as of now)."""
-        with self._lock:
-            self._update(self._clock.now())
-            return self._ts
 
     @property
     def slots(self) -> dict[tuple[int, int], str]:
