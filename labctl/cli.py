@@ -306,6 +306,7 @@ EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
 def _register_more(sub: argparse._SubParsersAction) -> None:
     from labctl import cli_run, simulate  # noqa: F401 - they register their commands
+
     for reg in EXTRA_COMMANDS:
         reg(sub)
 

@@ -14,7 +14,6 @@ is repeated automatically.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -1478,7 +1477,3 @@ class Engine:
         if self._next_alarm_check is not None and times:
             times.append(self._next_alarm_check)
         return min(times) if times else None  # type: ignore[type-var]
-
-
-def dumps(x: Any) -> str:
-    return json.dumps(x, default=str)

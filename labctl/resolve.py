@@ -26,7 +26,6 @@ from labctl.labware import LabwareNotFound, get_labware
 from labctl.protocol.model import (
     Addition,
     Change,
-    Compound,
     Dose,
     Event,
     FeedRule,
@@ -749,10 +748,6 @@ def resolve(
             f"{protocol.source_file}:{errs[0].loc.line}:{errs[0].loc.col}: {errs[0].message}"
         )
     return plan
-
-
-def compound_of(protocol: Protocol, name: str) -> Compound | None:
-    return protocol.compounds.get(name)
 
 
 def task_to_json(t: Task, tz: ZoneInfo) -> dict[str, Any]:

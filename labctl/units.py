@@ -185,8 +185,3 @@ def _fmt_num(x: float, digits: int) -> str:
             "."
         )
     return s
-
-
-def to_magnitude(q: pint.Quantity, unit: str) -> float:
-    """Magnitude of ``q`` in ``unit`` (float)."""
-    return float(q.to(unit).magnitude)
