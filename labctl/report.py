@@ -68,49 +68,39 @@ def batch_record(store: Store, run_id: int) -> str:
             f"<tr{cls}><td>{e(t.key)}</td><td>{_t(t.due, tz)}</td><td>{_t(t.window_start, tz)[11:]}-{_t(t.window_end, tz)[11:]}</td>"
             f"<td>{_t(t.planned_start, tz)}</td><td>{_t(t.actual_start, tz)}</td><td>{_t(t.actual_end, tz)}</td><td>{e(t.state)}{' (late)' if late else ''}</td><td>{steps}</td></tr>"
         )
-    out.append("</table><h2>Deviations</h2>")
-    if deviations:
-        out.append("<table><tr><th>Time</th><th>By</th><th>What</th><th>Reason</th></tr>")
-        for ev in deviations:
-            out.append(
-                f"<tr><td>{_t(ev.time, tz)}</td><td>{e(ev.actor)}</td><td>{e(str(ev.data))}</td><td>{e(ev.reason)}</td></tr>"
+    out.append("</table>")
+    out += _section(
+        "Deviations",
+        ["Time", "By", "What", "Reason"],
+        [("", [_t(ev.time, tz), ev.actor, str(ev.data), ev.reason]) for ev in deviations],
+    )
+    out += _section(
+        "QC values",
+        ["Measure", "Value", "Limits", "Result"],
+        [
+            (
+                "ok" if q.passed else "bad",
+                [
+                    q.measure,
+                    f"{q.value:g} {q.unit}",
+                    f"{'' if q.min_value is None else q.min_value} .. {'' if q.max_value is None else q.max_value}",
+                    "pass" if q.passed else "FAIL",
+                ],
             )
-        out.append("</table>")
-    else:
-        out.append("<p>None recorded.</p>")
-    out.append("<h2>QC values</h2>")
-    if qc:
-        out.append("<table><tr><th>Measure</th><th>Value</th><th>Limits</th><th>Result</th></tr>")
-        for q in qc:
-            lim = f"{q.min_value if q.min_value is not None else ''} .. {q.max_value if q.max_value is not None else ''}"
-            out.append(
-                f"<tr class='{'ok' if q.passed else 'bad'}'><td>{e(q.measure)}</td><td>{q.value:g} {e(q.unit)}</td><td>{e(lim)}</td><td>{'pass' if q.passed else 'FAIL'}</td></tr>"
-            )
-        out.append("</table>")
-    else:
-        out.append("<p>None recorded.</p>")
-    out.append("<h2>Reagent lots</h2>")
-    if lots:
-        out.append("<table><tr><th>Reagent</th><th>Lot</th><th>Expiry</th></tr>")
-        for lot in lots:
-            out.append(
-                f"<tr><td>{e(lot.reagent)}</td><td>{e(lot.lot)}</td><td>{e(str(lot.expiry or ''))}</td></tr>"
-            )
-        out.append("</table>")
-    else:
-        out.append("<p>None recorded.</p>")
-    out.append("<h2>Alarms</h2>")
-    if alarms:
-        out.append(
-            "<table><tr><th>Raised</th><th>Device</th><th>Code</th><th>Message</th><th>State</th></tr>"
-        )
-        for a in alarms:
-            out.append(
-                f"<tr><td>{_t(a.raised_at, tz)}</td><td>{e(a.device or '')}</td><td>{e(a.code)}</td><td>{e(a.message)}</td><td>{e(a.state)}</td></tr>"
-            )
-        out.append("</table>")
-    else:
-        out.append("<p>None.</p>")
+            for q in qc
+        ],
+    )
+    out += _section(
+        "Reagent lots",
+        ["Reagent", "Lot", "Expiry"],
+        [("", [lot.reagent, lot.lot, str(lot.expiry or "")]) for lot in lots],
+    )
+    out += _section(
+        "Alarms",
+        ["Raised", "Device", "Code", "Message", "State"],
+        [("", [_t(a.raised_at, tz), a.device or "", a.code, a.message, a.state]) for a in alarms],
+        empty="None.",
+    )
     verdict = "verified" if report.ok else f"FAILED: {report.message}"
     out.append(
         f"<h2>Audit trail</h2><p class='{'ok' if report.ok else 'bad'}'>Hash chain {e(verdict)} ({report.rows_checked} events).</p>"
@@ -119,3 +109,19 @@ def batch_record(store: Store, run_id: int) -> str:
         out.append(f"<p>Head: event {head[0]}, hash <code>{e(head[1])}</code></p>")
     out.append("</body></html>")
     return "\n".join(out)
+
+
+def _section(
+    title: str, headers: list[str], rows: list[tuple[str, list[str]]], empty: str = "None recorded."
+) -> list[str]:
+    """An HTML heading and a table of plain-text cells (escaped here), or ``empty``."""
+    e = html.escape
+    out = [f"<h2>{e(title)}</h2>"]
+    if not rows:
+        return [*out, f"<p>{e(empty)}</p>"]
+    out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in headers) + "</tr>")
+    for cls, cells in rows:
+        attr = f" class='{cls}'" if cls else ""
+        out.append(f"<tr{attr}>" + "".join(f"<td>{e(c)}</td>" for c in cells) + "</tr>")
+    out.append("</table>")
+    return out
