@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import time
 from pathlib import Path
 from typing import TypeVar
@@ -553,14 +553,19 @@ def _rule_what(kind: str, i: int) -> str:
     return f"{kind} #{i + 1}"
 
 
+def _rules(ctx: Ctx, node: Node | None, section: str, obj: str) -> Iterator[tuple[str, Map]]:
+    """Each entry of a schedule list that is a mapping, keys checked, with its name for messages."""
+    for i, it in enumerate(as_list(ctx, node, section)):
+        what = _rule_what(section, i)
+        m = as_map(ctx, it, what)
+        if m is not None:
+            check_keys(ctx, m, obj, what)
+            yield what, m
+
+
 def _media_rules(ctx: Ctx, node: Node | None) -> list[MediumRule]:
     out = []
-    for i, it in enumerate(as_list(ctx, node, "schedule.media")):
-        what = _rule_what("schedule.media", i)
-        m = as_map(ctx, it, what)
-        if m is None:
-            continue
-        check_keys(ctx, m, "media_rule", what)
+    for what, m in _rules(ctx, node, "schedule.media", "media_rule"):
         days = parse_days(ctx, m.get("days"), what)
         mn = m.get("medium")
         parts = _medium_spec(ctx, mn, what) if mn is not None else None
@@ -571,12 +576,7 @@ def _media_rules(ctx: Ctx, node: Node | None) -> list[MediumRule]:
 
 def _factor_rules(ctx: Ctx, node: Node | None) -> list[FactorRule]:
     out = []
-    for i, it in enumerate(as_list(ctx, node, "schedule.factors")):
-        what = _rule_what("schedule.factors", i)
-        m = as_map(ctx, it, what)
-        if m is None:
-            continue
-        check_keys(ctx, m, "factor_rule", what)
+    for what, m in _rules(ctx, node, "schedule.factors", "factor_rule"):
         days = parse_days(ctx, m.get("days"), what)
         comp = get_str(ctx, m, "compound", what).strip()
         conc = get_value(ctx, m, "conc", what, Dim.CONCENTRATION)
@@ -648,12 +648,7 @@ def _wash(ctx: Ctx, node: Node | None, what: str) -> Wash | None:
 
 def _feeds(ctx: Ctx, node: Node | None) -> list[FeedRule]:
     out = []
-    for i, it in enumerate(as_list(ctx, node, "schedule.feeds")):
-        what = _rule_what("schedule.feeds", i)
-        m = as_map(ctx, it, what)
-        if m is None:
-            continue
-        check_keys(ctx, m, "feed", what)
+    for what, m in _rules(ctx, node, "schedule.feeds", "feed"):
         days = parse_days(ctx, m.get("days"), what)
         ch = _change(ctx, m.get("change"), what)
         vol = get_value(ctx, m, "volume", what, Dim.VOLUME)
@@ -695,12 +690,7 @@ def _feeds(ctx: Ctx, node: Node | None) -> list[FeedRule]:
 
 def _additions(ctx: Ctx, node: Node | None) -> list[Addition]:
     out = []
-    for i, it in enumerate(as_list(ctx, node, "schedule.additions")):
-        what = _rule_what("schedule.additions", i)
-        m = as_map(ctx, it, what)
-        if m is None:
-            continue
-        check_keys(ctx, m, "addition", what)
+    for what, m in _rules(ctx, node, "schedule.additions", "addition"):
         days = parse_days(ctx, m.get("days"), what)
         comp = get_str(ctx, m, "compound", what).strip()
         conc = get_value(ctx, m, "conc", what, Dim.CONCENTRATION)
@@ -737,12 +727,7 @@ def _additions(ctx: Ctx, node: Node | None) -> list[Addition]:
 
 def _environment(ctx: Ctx, node: Node | None) -> list[EnvRule]:
     out = []
-    for i, it in enumerate(as_list(ctx, node, "schedule.environment")):
-        what = _rule_what("schedule.environment", i)
-        m = as_map(ctx, it, what)
-        if m is None:
-            continue
-        check_keys(ctx, m, "environment", what)
+    for what, m in _rules(ctx, node, "schedule.environment", "environment"):
         days = parse_days(ctx, m.get("days"), what)
         temp = get_qty(ctx, m, "temperature", what, Dim.TEMPERATURE)
         co2 = get_qty(ctx, m, "co2", what, Dim.FRACTION)
@@ -794,12 +779,7 @@ def _qc(ctx: Ctx, node: Node | None, what: str) -> tuple[QCGate, ...]:
 
 def _events(ctx: Ctx, node: Node | None) -> list[Event]:
     out = []
-    for i, it in enumerate(as_list(ctx, node, "schedule.events")):
-        what = _rule_what("schedule.events", i)
-        m = as_map(ctx, it, what)
-        if m is None:
-            continue
-        check_keys(ctx, m, "event", what)
+    for what, m in _rules(ctx, node, "schedule.events", "event"):
         days = parse_days(ctx, m.get("days"), what)
         kind = get_str(ctx, m, "kind", what).strip().lower()
         if kind and kind not in EVENT_KINDS:
