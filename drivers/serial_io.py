@@ -14,6 +14,7 @@ use :class:`labctl.devices.Climate`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 from collections.abc import Callable
@@ -32,6 +33,39 @@ log = logging.getLogger(__name__)
 # run without a terminator is line noise, and stopping it also bounds the read loop when
 # bytes keep arriving (a virtual clock would not end it).
 MAX_REPLY_BYTES = 1024
+
+try:  # pyserial's POSIX back end raises termios.error (not an OSError) from tcdrain/tcflush
+    import termios
+
+    _TERMIOS_ERRORS: tuple[type[BaseException], ...] = (termios.error,)
+except ImportError:  # pragma: no cover - Windows
+    _TERMIOS_ERRORS = ()
+
+# Everything a port operation can raise when the link or the OS fails.
+PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
+
+# A signal arriving while the kernel drains the output (tcdrain) interrupts it with EINTR;
+# the bytes are already queued, so draining again is safe. Bounded, so a signal storm ends.
+_DRAIN_TRIES = 5
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Whether ``exc`` is an interrupted system call (EINTR), from termios or the OS."""
+    if isinstance(exc, OSError):
+        return exc.errno == errno.EINTR
+    args = getattr(exc, "args", ())
+    return bool(args) and args[0] == errno.EINTR
+
+
+def _drain(port: serial.SerialBase) -> None:
+    """Wait until the output is sent (``port.flush()``), again if a signal interrupts it."""
+    for attempt in range(_DRAIN_TRIES):
+        try:
+            port.flush()
+            return
+        except PORT_ERRORS as exc:
+            if not _interrupted(exc) or attempt == _DRAIN_TRIES - 1:
+                raise
 
 
 @dataclass(frozen=True)
@@ -139,7 +173,7 @@ class SerialLine:
                     write_timeout=self.reply_timeout_s,
                     exclusive=True,
                 )
-            except (serial.SerialException, OSError, ValueError) as exc:
+            except (*PORT_ERRORS, ValueError) as exc:
                 raise DeviceCommunicationError(
                     self.device, "open", f"cannot open serial port {self.url}: {exc}"
                 ) from exc
@@ -152,7 +186,7 @@ class SerialLine:
             if port is not None:
                 try:
                     port.close()
-                except (serial.SerialException, OSError):  # closing a dead link is fine
+                except PORT_ERRORS:  # closing a dead link is fine
                     log.debug("%s: error while closing %s", self.device, self.url, exc_info=True)
 
     def flush_input(self) -> None:
@@ -161,7 +195,7 @@ class SerialLine:
             port = self._require_port("flush")
             try:
                 port.reset_input_buffer()
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise DeviceCommunicationError(
                     self.device, "flush", f"serial port {self.url} failed: {exc}"
                 ) from exc
@@ -180,7 +214,7 @@ class SerialLine:
                     self._clock.sleep(seconds)
                 finally:
                     port.break_condition = False
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise DeviceCommunicationError(
                     self.device, "break", f"serial port {self.url} failed: {exc}"
                 ) from exc
@@ -205,14 +239,14 @@ class SerialLine:
             try:
                 port.reset_input_buffer()
                 port.write(frame)
-                port.flush()
+                _drain(port)
                 log.debug("%s >> %r", self.device, frame)
                 raw = self._read_until(port, end, command, deadline_s)
             except serial.SerialTimeoutException as exc:
                 raise DeviceTimeout(
                     self.device, command, f"could not write within {deadline_s:g} s ({exc})"
                 ) from exc
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 raise DeviceCommunicationError(
                     self.device, command, f"serial port {self.url} failed: {exc}"
                 ) from exc

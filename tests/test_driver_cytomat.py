@@ -471,3 +471,48 @@ def test_serial_line_over_loop_url_reads_to_the_terminator(clock: VirtualClock) 
         assert clock.monotonic() == pytest.approx(0.2)
     finally:
         line.close()
+
+
+def _line_whose_drain_fails(clock: VirtualClock, errors: list[BaseException]) -> SerialLine:
+    """A loop:// line whose port raises ``errors`` (in order) from flush(), then drains."""
+    line = SerialLine("loop", "loop://", clock, SerialSettings(), read_timeout_s=0.01)
+    line.open()
+    port = line._port
+    assert port is not None
+    real_flush = port.flush
+
+    def flush() -> None:
+        if errors:
+            raise errors.pop(0)
+        real_flush()
+
+    port.flush = flush  # type: ignore[method-assign]
+    return line
+
+
+def test_a_signal_during_the_drain_does_not_fail_the_exchange(clock: VirtualClock) -> None:
+    # tcdrain interrupted by a signal raises termios.error(EINTR), which is not an OSError;
+    # it once escaped the driver and stopped the engine. The bytes are queued: drain again.
+    import errno
+
+    eintr = termios.error(errno.EINTR, "Interrupted system call")
+    line = _line_whose_drain_fails(clock, [eintr, eintr])
+    try:
+        assert line.transact("ch:bs") == "ch:bs"
+    finally:
+        line.close()
+
+
+def test_a_failing_drain_is_a_communication_error_naming_device_and_command(
+    clock: VirtualClock,
+) -> None:
+    import errno
+
+    line = _line_whose_drain_fails(clock, [termios.error(errno.EIO, "Input/output error")])
+    try:
+        with pytest.raises(DeviceCommunicationError) as info:
+            line.transact("ch:bs")
+        assert info.value.device == "loop" and info.value.command == "ch:bs"
+        assert "Input/output error" in str(info.value)
+    finally:
+        line.close()
