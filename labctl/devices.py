@@ -12,6 +12,7 @@ tests (in-memory fakes); the core imports none of them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
@@ -125,4 +126,25 @@ class Operator(Device, Protocol):
 
         ``poll`` answers SUCCEEDED with ``result`` = the answer once the operator replied.
         """
+        ...
+
+
+@runtime_checkable
+class QuietWatch(Protocol):
+    """What a simulated workcell knows about its own devices in virtual time.
+
+    Real devices can change at any moment, so the engine reads their alarms on a fixed
+    cadence. Simulated ones change only at known moments (a fault window opening, a
+    command, a climate still settling), so a dry run can skip the alarm checks that could
+    only read what the previous check read. Both answers must be conservative: when in
+    doubt, not quiet, and the next change is now.
+    """
+
+    def quiet(self, since: datetime, now: datetime) -> bool:
+        """Whether nothing an alarm check reads can have changed in ``[since, now]``."""
+        ...
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The earliest moment after ``now`` at which it could change on its own
+        (``now`` while something is under way; None: not before a command)."""
         ...

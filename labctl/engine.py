@@ -30,6 +30,7 @@ from labctl.devices import (
     OpState,
     OpStatus,
     PlateMover,
+    QuietWatch,
 )
 from labctl.errors import (
     DeviceBusy,
@@ -266,7 +267,11 @@ class Engine:
         clock: Clock,
         devices: Mapping[str, Device],
         config: EngineConfig | None = None,
+        *,
+        watch: QuietWatch | None = None,
     ) -> None:
+        """``watch`` (a simulated workcell in virtual time) lets the engine skip alarm
+        checks that could only read what the last one read; real runs pass none."""
         self.store = store
         self.clock = clock
         self.devices = dict(devices)
@@ -279,6 +284,10 @@ class Engine:
         self._maybe_complete = True
         self._alarms: dict[tuple[str, str], int] = {}  # (device, code) -> alarm id
         self._next_alarm_check: datetime | None = None
+        self._alarm_checked_at: datetime | None = None  # when devices were last read
+        self.watch = watch
+        self.alarm_checks = 0  # device alarm checks made (a dry run reports it)
+        self.alarm_checks_skipped = 0  # ... and skipped because the watch said quiet
         self._next_climate: datetime | None = None
         self._recovered = False
         # Caches of what the loop looks at every pass (the store stays the truth; these
@@ -1061,10 +1070,40 @@ class Engine:
                     data={"kind": "qc", "measure": m, "value": v, "on_fail": action},
                 )
 
+    def _on_alarm_grid(self, due: datetime, t: datetime) -> datetime:
+        """The first moment ``due + k * alarm_check_s`` (k >= 0) not before ``t``."""
+        if t <= due:
+            return due
+        step = timedelta(seconds=self.cfg.alarm_check_s)
+        return due + step * -((due - t) // step)  # ceil in whole microseconds
+
+    def _alarm_check_due(self, now: datetime) -> datetime | None:
+        """When the next periodic alarm check is due, as seen at ``now``.
+
+        Checks the watch let the engine sleep through count as made on time: the cadence
+        stays the one of an engine that woke for every check.
+        """
+        due = self._next_alarm_check
+        if due is not None and self.watch is not None:
+            due = self._next_alarm_check = self._on_alarm_grid(due, now)
+        return due
+
+    def _quiet(self, now: datetime) -> bool:
+        """Whether the watch says no device can have changed since the last alarm check."""
+        since = self._alarm_checked_at
+        return self.watch is not None and since is not None and self.watch.quiet(since, now)
+
     def _check_alarms(self, now: datetime) -> None:
-        if self._next_alarm_check is not None and now < self._next_alarm_check:
+        due = self._alarm_check_due(now)
+        if due is not None and now < due:
             return
         self._next_alarm_check = now + timedelta(seconds=self.cfg.alarm_check_s)
+        if self._quiet(now):
+            # Each reading would equal the last check's: the alarms it left stand.
+            self.alarm_checks_skipped += 1
+            return
+        self._alarm_checked_at = now
+        self.alarm_checks += 1
         run_id = next((r.id for r in self.runs.values() if r.state in ACTIVE_RUNS), None)
         for name, dev in self.devices.items():
             try:
@@ -1474,6 +1513,13 @@ class Engine:
             since = self._out_since(c)
             if since is not None and not c.out_alarmed and c.max_out_s is not None:
                 times.append(since + timedelta(seconds=c.max_out_s + 1))
-        if self._next_alarm_check is not None and times:
-            times.append(self._next_alarm_check)
+        due = self._alarm_check_due(now)
+        if due is not None and times:
+            if self.watch is not None and self._quiet(now):
+                # Sleep through the checks until the watch expects a change: the check due
+                # at or after that moment is the one a periodic engine would make first.
+                change = self.watch.next_change(now)
+                due = None if change is None else self._on_alarm_grid(due, change)
+            if due is not None:
+                times.append(due)
         return min(times) if times else None  # type: ignore[type-var]

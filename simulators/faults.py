@@ -315,6 +315,7 @@ class _Armed:
     start: datetime | None
     remaining: int | None
     rng: random.Random
+    last_hit: datetime | None = None  # when it last changed a reply or a move
 
     @property
     def end(self) -> datetime | None:
@@ -385,6 +386,7 @@ class FaultInjector:
         """The reply fault hitting the current request, if any (uses up one hit)."""
         for a in self._armed:
             if a.fault.kind in _REPLY_KINDS and a.active(now):
+                a.last_hit = now
                 if a.remaining is not None:
                     a.remaining -= 1
                 if a.fault.kind is FaultKind.NO_REPLY:
@@ -397,6 +399,7 @@ class FaultInjector:
         """The error code a move started at ``now`` ends with, if a fault says so (uses a hit)."""
         for a in self._armed:
             if a.fault.kind is FaultKind.ERROR_CODE and a.active(now):
+                a.last_hit = now
                 if a.remaining is not None:
                     a.remaining -= 1
                 return a.fault.code
@@ -416,6 +419,42 @@ class FaultInjector:
             if a.fault.kind is FaultKind.CO2_OUT_OF_RANGE and a.active(at)
         )
 
+    def quiet(self, since: datetime, now: datetime) -> bool:
+        """Whether no fault can have acted in ``[since, now]``: none hit a reply or a move
+        in it (the check made at ``since`` may have been the one hit), none waits for a
+        request count to open, and none with hits left has a window overlapping it."""
+        for a in self._armed:
+            if a.last_hit is not None and a.last_hit >= since:
+                return False
+            if a.remaining == 0:
+                continue
+            if a.start is None:
+                if a.fault.after_commands is not None:
+                    return False  # it opens on some request: the next one may be a check's
+                continue
+            end = a.end
+            if a.start <= now and (end is None or end >= since):
+                return False
+        return True
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The next moment a fault window opens or closes after ``now``; ``now`` itself
+        while a fault is open or waits for a request count; None if no fault is left."""
+        nxt: datetime | None = None
+        for a in self._armed:
+            if a.remaining == 0:
+                continue
+            if a.start is None:
+                if a.fault.after_commands is not None:
+                    return now
+                continue
+            if a.active(now):
+                return now
+            for t in (a.start, a.end):
+                if t is not None and t > now and (nxt is None or t < nxt):
+                    nxt = t
+        return nxt
+
     def climate_changes(self, after: datetime, until: datetime) -> list[datetime]:
         """Sorted moments in (after, until] where a climate offset starts or stops."""
         times = set()
@@ -428,6 +467,10 @@ class FaultInjector:
 
 
 # -- climate -----------------------------------------------------------------------------
+
+# A channel within this of its target reads the same on the wire (0.1 resolution) for as
+# long as the target holds, so an alarm check could not see it change.
+SETTLED_EPS = 1e-3
 
 _DEFAULT_TIME_CONSTANTS_S = {"temperature": 900.0, "co2": 300.0, "humidity": 1800.0, "o2": 600.0}
 
@@ -457,6 +500,23 @@ class _Channel:
     setpoint: float
     value: float
     tau_s: float
+    # Where the current approach began: the moment its target was set, and the gap then
+    # (value - target). The settling moment follows from these exactly, without reading
+    # it back from a gap that has shrunk to rounding noise.
+    since: datetime | None = None
+    target: float | None = None
+    gap: float = 0.0
+
+    def aim(self, target: float, at: datetime) -> None:
+        """Note that from ``at`` the value approaches ``target`` (no-op if it already does)."""
+        if target != self.target:
+            self.since, self.target, self.gap = at, target, self.value - target
+
+    def settled_at(self, eps: float) -> datetime | None:
+        """From when on the value stays within ``eps`` of the target (None: never set)."""
+        if self.since is None or abs(self.gap) <= eps:
+            return self.since
+        return self.since + timedelta(seconds=self.tau_s * math.log(abs(self.gap) / eps))
 
 
 class Climate:
@@ -482,6 +542,11 @@ class Climate:
         }
         self._since = start
         self._injector = injector
+        self._aim(start)
+
+    def _aim(self, at: datetime) -> None:
+        for name, ch in self._channels.items():
+            ch.aim(ch.setpoint + self._injector.climate_offset(name, at), at)
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -496,11 +561,24 @@ class Climate:
         """Change a setpoint at ``now``; the actual value starts drifting toward it."""
         self._advance(now)
         self._channels[channel].setpoint = value
+        self._aim(now)
 
     def actual(self, channel: str, now: datetime) -> float:
         """The actual value of ``channel`` at ``now``."""
         self._advance(now)
         return self._channels[channel].value
+
+    def settled_since(self, now: datetime, eps: float = SETTLED_EPS) -> datetime | None:
+        """The moment from which every channel has stayed within ``eps`` of its target, if
+        all are now (None: one is still drifting toward it)."""
+        self._advance(now)
+        since = datetime.min.replace(tzinfo=now.tzinfo)
+        for ch in self._channels.values():
+            at = ch.settled_at(eps)
+            if at is None or at > now:
+                return None
+            since = max(since, at)
+        return since
 
     def _advance(self, now: datetime) -> None:
         for t in [*self._injector.climate_changes(self._since, now), now]:
@@ -513,6 +591,7 @@ class Climate:
                 target = ch.setpoint + self._injector.climate_offset(name, self._since)
                 ch.value = target + (ch.value - target) * math.exp(-dt / ch.tau_s)
             self._since = t
+            self._aim(t)  # a fault edge at t moves the target
 
 
 # -- physical action log -------------------------------------------------------------------

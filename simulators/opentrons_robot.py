@@ -1595,6 +1595,7 @@ class RobotSimulator:
         self.failing_runs: dict[int, int] = {}
         self._armed_by_scenario = False
         self._current_run_id: str | None = None
+        self._changed_at: datetime | None = None  # last request or fault change that may act
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._engine = _RunEngine(
@@ -1689,6 +1690,7 @@ class RobotSimulator:
             base = self._as_faults(faults) if faults is not None else self._faults
             new = self._check_faults(dataclasses.replace(base, **changes))
             old, self._faults = self._faults, new
+            self._changed_at = now
             run = self._current_run()
             if run is not None:
                 if new.door_open != old.door_open:
@@ -1707,6 +1709,26 @@ class RobotSimulator:
         self.sync()
         with self._log_lock:
             return copy.deepcopy(self._log_entries)
+
+    def quiet_since(self, since: datetime) -> bool:
+        """Whether /health and the runs can only answer as they did at ``since``: no run
+        under way, and no request but reads nor fault change since then (virtual-time
+        dry runs use it to skip alarm checks; see labctl.devices.QuietWatch)."""
+        with self._lock:
+            self._sync_locked(self.clock.now())
+            run = self._current_run()
+            if run is not None and run.status not in TERMINAL_STATUSES:
+                return False
+            return self._changed_at is None or self._changed_at < since
+
+    def next_change(self) -> datetime | None:
+        """Now while a run is under way (it changes as it goes), else None: without
+        requests or fault changes the robot stays as it is."""
+        with self._lock:
+            now = self.clock.now()
+            self._sync_locked(now)
+            run = self._current_run()
+            return now if run is not None and run.status not in TERMINAL_STATUSES else None
 
     def run_status(self, run_id: str) -> str:
         """The run's status now (for tests and the GUI's dry-run view)."""
@@ -1735,6 +1757,9 @@ class RobotSimulator:
         self, method: str, target: str, headers: Mapping[str, str], body: bytes
     ) -> _Reply | None:
         """Answer one request; None means close the connection without a reply (offline)."""
+        if method not in ("GET", "HEAD"):
+            with self._lock:
+                self._changed_at = self.clock.now()
         if self._faults.offline:
             return None
         parts = urlsplit(target)

@@ -193,6 +193,13 @@ class SimulatedOperator:
             with open(self.action_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
 
+    def has_decisions_pending(self) -> bool:
+        """Whether an open recovery or interruption prompt is not yet decided by the script."""
+        return any(
+            p.id not in self._decided and p.kind in ("recovery", "interrupted")
+            for p in self.store.open_prompts()
+        )
+
     def answer_recoveries(self, run_ids: list[int]) -> None:
         """Answer open recovery prompts with the script's choice (called each engine step)."""
         if self.absent(self.clock.now()):

@@ -351,6 +351,39 @@ class SimulatedWorkcell:
         if isinstance(op, SimulatedOperator):
             op.answer_recoveries(run_ids)
 
+    # ---- what a dry run may sleep through (labctl.devices.QuietWatch) -----------------------
+
+    def quiet(self, since: datetime, now: datetime) -> bool:
+        """Whether no simulated device can have changed what an alarm check reads in
+        ``[since, now]``, and the scripted operator has no decision to make (the engine's
+        alarm-check steps are also when it decides)."""
+        if not self.robot.quiet_since(since) or not self.incubator.quiet_since(since):
+            return False
+        for f in self.scenario.robot:
+            if f.at is not None and f.at <= now:
+                end = None if f.duration_s is None else f.at + timedelta(seconds=f.duration_s)
+                if end is None or end >= since:
+                    return False
+        return not self._operator_deciding()
+
+    def next_change(self, now: datetime) -> datetime | None:
+        """The earliest moment after ``now`` something could change without a command:
+        ``now`` while anything is under way, a fault window's edge, or None."""
+        if self._operator_deciding():
+            return now
+        times = [t for t in (self.robot.next_change(), self.incubator.next_change()) if t]
+        for f in self.scenario.robot:
+            if f.at is None:
+                continue
+            end = None if f.duration_s is None else f.at + timedelta(seconds=f.duration_s)
+            times.extend(t for t in (f.at, end) if t is not None and t > now)
+        return min(times, default=None)
+
+    def _operator_deciding(self) -> bool:
+        """Whether a recovery or interruption prompt waits for the scripted operator."""
+        op = self.devices.get(OPERATOR)
+        return isinstance(op, SimulatedOperator) and op.has_decisions_pending()
+
     @property
     def robot_model(self) -> str:
         """``OT-2`` or ``Flex``: the model the robot simulator plays."""

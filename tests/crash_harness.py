@@ -42,7 +42,12 @@ class PersistentClock(VirtualClock):
 
 
 def main() -> int:
-    db, state_dir, kill_at, plates = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    db, state_dir, kill_at, plates = (
+        Path(sys.argv[1]),
+        Path(sys.argv[2]),
+        int(sys.argv[3]),
+        int(sys.argv[4]),
+    )
     state_dir.mkdir(parents=True, exist_ok=True)
     clock_file = state_dir / "clock.txt"
     clock = PersistentClock(clock_file, T0)
@@ -56,11 +61,22 @@ def main() -> int:
     clock.advance(10.0 + 20.0 * (kill_at % 10))
     if not store.list_runs():
         proto = load_protocol(ROOT / "protocols/kriks2011_da.yaml")
-        plan = resolve(proto, plates=plates, start=datetime(2026, 12, 1, 9, 0), timezone="Europe/Stockholm")
+        plan = resolve(
+            proto, plates=plates, start=datetime(2026, 12, 1, 9, 0), timezone="Europe/Stockholm"
+        )
         labels = [f"P{i + 1}" for i in range(plates)]
         with store.atomic():
-            rid = register_run(store, clock, proto, plan, WorkcellRoles.simulated(labels), name="crash",
-                               workcell_name="fakes", workcell_text="", actor="harness")
+            rid = register_run(
+                store,
+                clock,
+                proto,
+                plan,
+                WorkcellRoles.simulated(labels),
+                name="crash",
+                workcell_name="fakes",
+                workcell_text="",
+                actor="harness",
+            )
             store.insert_command("start", actor="harness", run_id=rid)
     run_id = store.list_runs()[0].id
     devices = fake_workcell(clock, state_dir, Killer(kill_at or None))

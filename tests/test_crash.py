@@ -32,8 +32,13 @@ KILLS = 100
 
 def _run(db: Path, state: Path, kill_at: int, plates: int) -> int:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    p = subprocess.run([sys.executable, str(HARNESS), str(db), str(state), str(kill_at), str(plates)],
-                       env=env, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        [sys.executable, str(HARNESS), str(db), str(state), str(kill_at), str(plates)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if p.returncode not in (0, -signal.SIGKILL):
         raise AssertionError(f"harness exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
     return p.returncode

@@ -386,3 +386,60 @@ def test_an_unanswered_prompt_raises_an_alarm_that_clears_when_answered(world: W
     assert any(a.code == "no-answer" for a in world.store.active_alarms())
     world.run_until(lambda: world.state == "completed")
     assert not any(a.code == "no-answer" for a in world.store.active_alarms())
+
+
+class DoorWatch:
+    """A watch for a fake workcell whose incubator door is open from ``opens`` to ``closes``
+    (set by an engine hook, as the simulated workcell's tick does); nothing else changes."""
+
+    def __init__(self, opens: datetime, closes: datetime) -> None:
+        self.edges = (opens, closes)
+
+    def quiet(self, since: datetime, now: datetime) -> bool:
+        return not any(since <= t <= now for t in self.edges)
+
+    def next_change(self, now: datetime) -> datetime | None:
+        return min((t for t in self.edges if t > now), default=None)
+
+
+def _run_with_door_fault(tmp_path: Path, *, watch: bool) -> tuple[World, list[tuple]]:
+    w = World(tmp_path)
+    opens = datetime(2026, 12, 2, 7, 3, tzinfo=timezone.utc)  # day 1, before its 09:00 feed
+    closes = opens + timedelta(hours=2, minutes=11)
+    inc = w.devices["inc-sim"]
+
+    def door(now: datetime) -> None:
+        inc.alarm = DeviceAlarm("inc-sim", "door", "door open") if opens <= now < closes else None
+
+    w.engine = Engine(
+        w.store,
+        w.clock,
+        w.devices,
+        EngineConfig(recovery_timeout_s=900, alarm_check_s=600),
+        watch=DoorWatch(opens, closes) if watch else None,
+    )
+    w.engine.hooks.append(door)
+    w.command("start")
+    w.run_until(lambda: w.state == "completed")
+    trace = [
+        *((a.code, a.raised_at, a.cleared_at) for a in w.store.alarms(w.run_id)),
+        *((j.seq, j.op, j.state, j.started_at, j.finished_at) for j in w.store.jobs(w.run_id)),
+    ]
+    return w, trace
+
+
+def test_a_quiet_watch_skips_checks_but_the_run_is_the_same(tmp_path: Path) -> None:
+    periodic, expected = _run_with_door_fault(tmp_path / "periodic", watch=False)
+    skipping, got = _run_with_door_fault(tmp_path / "skipping", watch=True)
+    assert got == expected
+    [door] = [a for a in skipping.store.alarms(skipping.run_id) if a.code == "door"]
+    # Raised and cleared by the first check on the 10-minute grid at or after each edge.
+    day1 = datetime(2026, 12, 2, tzinfo=timezone.utc)
+    assert (door.raised_at, door.cleared_at) == (
+        day1 + timedelta(hours=7, minutes=10),  # opened 07:03
+        day1 + timedelta(hours=9, minutes=20),  # closed 09:14
+    )
+    grid = periodic.engine.alarm_checks
+    # Most checks were slept through, and none was needed to see the fault.
+    assert skipping.engine.alarm_checks * 3 < grid
+    assert skipping.engine.alarm_checks + skipping.engine.alarm_checks_skipped < grid

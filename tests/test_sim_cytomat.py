@@ -6,6 +6,7 @@ assert exact bytes; the rest drives ``handle_line`` directly. Time is a VirtualC
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -453,3 +454,63 @@ def test_fault_scenario_loads_every_field(tmp_path: Path) -> None:
 def test_cytomat_rejects_a_code_of_the_wrong_shape(clock: VirtualClock) -> None:
     with pytest.raises(FaultSpecError, match="'code'"):
         CytomatSim(clock, faults=[Fault(FaultKind.ERROR_CODE, after_commands=0, code="00007")])
+
+
+# -- what a dry run may sleep through (QuietWatch) --------------------------------------------
+
+
+def test_quiet_until_a_timed_fault_then_not_while_it_acts(clock: VirtualClock) -> None:
+    opens = T0 + timedelta(hours=2)
+    sim = ready_sim(clock, faults=[Fault(FaultKind.DOOR_OPEN, at=opens, duration_s=1200)])
+    assert sim.handle_line("ch:bs") == "bs 02"
+    clock.advance(60)
+    assert sim.quiet_since(T0) and sim.next_change() == opens
+    clock.set(opens + timedelta(minutes=5))
+    assert not sim.quiet_since(T0)  # the window opened in between
+    assert not sim.quiet_since(opens + timedelta(minutes=1))  # and is open now
+    assert sim.next_change() == clock.now()
+    clock.set(opens + timedelta(minutes=30))
+    assert not sim.quiet_since(opens)  # it closed in between: a check would see it gone
+    assert sim.quiet_since(opens + timedelta(minutes=21)) and sim.next_change() is None
+
+
+def test_a_command_or_a_move_under_way_is_never_quiet(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    clock.advance(60)
+    assert sim.quiet_since(T0)
+    start = clock.now()
+    assert sim.handle_line("mv:st 005").startswith("ok")
+    assert not sim.quiet_since(T0) and sim.next_change() == start  # busy
+    clock.advance(600)  # the move is long done
+    assert not sim.quiet_since(start)  # the command came after `since`
+    assert sim.quiet_since(start + timedelta(seconds=1)) and sim.next_change() is None
+    assert sim.handle_line("ch:bs").startswith("bs")  # checks change nothing
+    assert sim.quiet_since(start + timedelta(seconds=1))
+
+
+def test_a_fault_waiting_for_a_request_count_keeps_every_check(clock: VirtualClock) -> None:
+    # It opens on some request number: skipping a check would move it to another request.
+    sim = ready_sim(clock, faults=[Fault(FaultKind.NO_REPLY, after_commands=3)])
+    clock.advance(3600)
+    assert not sim.quiet_since(T0) and sim.next_change() == clock.now()
+
+
+def test_the_check_a_reply_fault_hit_is_not_taken_as_the_last_word(clock: VirtualClock) -> None:
+    at = T0 + timedelta(minutes=10)
+    sim = ready_sim(clock, faults=[Fault(FaultKind.NO_REPLY, at=at)])  # one reply lost
+    clock.set(at)
+    assert sim.handle_line("ch:bs") is None
+    clock.advance(600)
+    # Exhausted now, but the check at `at` read "no reply": the next one must really ask.
+    assert not sim.quiet_since(at)
+    assert sim.quiet_since(at + timedelta(seconds=1)) and sim.next_change() is None
+
+
+def test_a_drifting_climate_is_not_quiet_until_it_reads_steady(clock: VirtualClock) -> None:
+    sim = CytomatSim(clock, CytomatConfig(climate=ClimateConfig(initial={"co2": 3.0})))
+    assert not sim.quiet_since(T0) and sim.next_change() == T0
+    clock.advance(3 * 3600)  # tau 300 s: the 2 % gap is below 1e-3 after 300 * ln(2000) s
+    settled = T0 + timedelta(seconds=300 * math.log(2.0 / 1e-3))
+    assert sim.quiet_since(settled + timedelta(seconds=1))
+    assert not sim.quiet_since(settled - timedelta(seconds=1))
+    assert sim.handle_line("ch:ic") == "ic +05.0 +05.0"

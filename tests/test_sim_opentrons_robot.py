@@ -13,7 +13,7 @@ import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -1231,3 +1231,26 @@ def test_invalid_run_time_parameter_values_are_refused(make_sim: Any) -> None:
         "pointer": "/data/runTimeParameterValues"
     }
     assert client.get("/runs").data == []  # none of them made a run
+
+
+def test_quiet_only_without_a_run_under_way_or_a_request_that_acts(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    # A dry run sleeps through alarm checks while the robot is quiet (labctl.devices.QuietWatch).
+    sim, client = make_sim()
+    t0 = clock.now()
+    clock.advance(60)
+    assert sim.quiet_since(t0) and sim.next_change() is None
+    assert client.get("/health").status == 200  # reads change nothing
+    assert sim.quiet_since(t0)
+    protocol_id = ready_protocol(client, clock, "ot2_ok.py")
+    assert not sim.quiet_since(t0)  # the upload came after t0
+    run_id = new_run(client, protocol_id)
+    client.action(run_id, "play")
+    playing = clock.now()
+    clock.advance(1)
+    assert not sim.quiet_since(clock.now()) and sim.next_change() == clock.now()
+    run_to_end(client, clock, run_id)
+    assert sim.quiet_since(playing + timedelta(seconds=1)) and sim.next_change() is None
+    sim.set_faults(offline=True)
+    assert not sim.quiet_since(playing + timedelta(seconds=1))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -550,3 +551,69 @@ def test_no_retry_is_offered_after_a_partial_feed(
     [p] = o.open_prompts
     assert p.choices == ["done", "skip"]
     _nothing_twice(o)
+
+
+# --- skipping quiet alarm checks changes nothing ---------------------------------------------
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _trace(out: Path) -> dict[str, Any]:
+    """Everything a run did and when: alarms, jobs, prompts and the devices' action logs."""
+    store = Store.open(out / "run.db", VirtualClock(datetime(2027, 1, 1, tzinfo=UTC)))
+    with store:
+        prompts = [p for j in store.jobs(1) for p in store.prompts_for_job(j.id)]
+        return {
+            "run": store.get_run(1).state,
+            "alarms": [
+                (a.device, a.code, a.state, a.raised_at, a.cleared_at) for a in store.alarms(1)
+            ],
+            "jobs": [
+                (j.task_id, j.seq, j.op, j.state, j.started_at, j.finished_at, j.attempts)
+                for j in store.jobs(1)
+            ],
+            "prompts": sorted(
+                (
+                    p.created_at,
+                    p.kind,
+                    _UUID.sub("<id>", p.text),
+                    p.state,
+                    p.answered_at,
+                    str(p.answer),
+                )
+                for p in prompts
+            ),
+            "incubator": read_jsonl(out / "devices" / "incubator_actions.jsonl"),
+            "operator": read_jsonl(out / "devices" / "operator_actions.jsonl"),
+            "robot": [
+                (e["event"], e["time"]) for e in read_jsonl(out / "devices" / "robot_actions.jsonl")
+            ],
+        }
+
+
+@pytest.mark.parametrize("scenario", sorted(p.name for p in SCENARIOS.glob("*.yaml")))
+def test_sleeping_through_quiet_alarm_checks_gives_the_same_run(
+    scenario: str, simulated: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    # In virtual time the engine skips the alarm checks during which the simulators say
+    # nothing can have changed. A run that reads every check must come out the same, to
+    # the second: same alarms raised and cleared, same jobs, prompts and physical actions.
+    skipping = simulated(scenario)
+    proto = tmp_path / "protocol.yaml"
+    proto.write_text(PROTOCOL, encoding="utf-8")
+    out = tmp_path / "always"
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = run_simulate(
+            proto,
+            out,
+            "--faults",
+            str(SCENARIOS / scenario),
+            "--grace-days",
+            "0.25",
+            "--check-alarms-always",
+        )
+    assert rc == skipping.rc
+    always, skipped = _trace(out), _trace(skipping.out)
+    for part in always:
+        assert skipped[part] == always[part], part
