@@ -14,6 +14,7 @@ is repeated automatically.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -70,6 +71,8 @@ class EngineConfig:
     climate_record_s: float = 1800.0  # incubator readings are written to the trail this often
     answer_timeout_s: float = 1800.0  # an unanswered task prompt raises an alarm after this
     late_margin_s: float = 60.0  # a chain later than planned by this much triggers a re-plan
+    learn_last: int = 9  # planned durations follow the median overrun of this many past jobs
+    learn_first: int = 3  # ... once this many of the kind have finished (one may be a one-off)
     actor: str = "engine"
 
 
@@ -283,6 +286,9 @@ class Engine:
         self._replan = True
         self._maybe_complete = True
         self._alarms: dict[tuple[str, str], int] = {}  # (device, code) -> alarm id
+        # (device, op) -> how much longer than estimated its latest jobs took (s, oldest
+        # first); plans add the median, so they follow the workcell's real pace.
+        self._overruns: dict[tuple[str, str], list[float]] = {}
         self._next_alarm_check: datetime | None = None
         self._alarm_checked_at: datetime | None = None  # when devices were last read
         self.watch = watch
@@ -453,6 +459,10 @@ class Engine:
                 if main is not None and main.started_at is not None:
                     c.main_start = main.started_at
             self.runs[run.id] = rr
+        self._overruns.clear()
+        done = [j for j in self.jobs.values() if j.state is JobState.DONE and j.finished_at]
+        for j in sorted(done, key=lambda x: (x.finished_at, x.id)):
+            self._learn_duration(j)
         for a in self.store.active_alarms():
             if a.device is not None:
                 self._alarms[(a.device, a.code)] = a.id
@@ -1011,6 +1021,7 @@ class Engine:
                         task_id=c.task_id,
                     )
         j.finished_at = now
+        self._learn_duration(j)
         if j.seq == c.main_seq() and c.main_start is None:
             c.main_start = j.started_at or now
         if (
@@ -1235,7 +1246,7 @@ class Engine:
                     for j in c.jobs:
                         if j.started_at is not None and j.state is not JobState.READY:
                             end = j.finished_at or max(
-                                now, j.started_at + timedelta(seconds=j.duration_s)
+                                now, j.started_at + timedelta(seconds=self._planned_duration(j))
                             )
                             fixed[j.key] = Slot(
                                 j.key, j.device, j.started_at, end, c.deck_slot(), None
@@ -1273,6 +1284,28 @@ class Engine:
                     now,
                 )
 
+    def _learn_duration(self, j: JobRec) -> None:
+        """Note how much longer (or shorter) than estimated a finished job took."""
+        if j.started_at is None or j.finished_at is None:
+            return
+        took = (j.finished_at - j.started_at).total_seconds()
+        seen = self._overruns.setdefault((j.device, j.op.value), [])
+        seen.append(took - j.duration_s)
+        del seen[: -self.cfg.learn_last]
+
+    def _planned_duration(self, j: JobRec) -> float:
+        """The job's estimate (s) corrected by the median overrun of its kind's latest jobs.
+
+        The estimates are generic (jobs.Durations); a workcell's robot, incubator and
+        operators each have their own pace, and a plan that ignores it is late at every
+        step. The median ignores a one-off (an operator away for an hour, a first move
+        that also initialised the device); the result is never below half the estimate.
+        """
+        seen = self._overruns.get((j.device, j.op.value))
+        if not seen or len(seen) < self.cfg.learn_first:
+            return j.duration_s
+        return max(j.duration_s * 0.5, j.duration_s + statistics.median(seen))
+
     def _chain_of(self, c: ChainRec) -> Chain:
         """The scheduler's view of a stored chain (jobs, window, tie, holds)."""
         from labctl.jobs import JobSpec, Role
@@ -1287,7 +1320,7 @@ class Engine:
                 j.device,
                 j.op,
                 j.params,
-                j.duration_s,
+                self._planned_duration(j),
             )
             for j in c.jobs
         )
@@ -1460,9 +1493,10 @@ class Engine:
             return
         # 3. record its op id, so a restart can reconcile it
         self._set_op(j, op_id, f"{j.device} accepted {j.op.value}")
-        j.next_poll = now + timedelta(
-            seconds=max(j.duration_s, 1.0) if j.op is not Op.PROMPT else 0
-        )
+        # First poll a little before the expected end: polling only from the plan on would
+        # measure no job as shorter than planned, and the learned pace could only grow.
+        first = self._planned_duration(j) - 2 * self.cfg.poll_s
+        j.next_poll = now + timedelta(seconds=max(first, 1.0) if j.op is not Op.PROMPT else 0)
         if j.seq == c.main_seq():
             c.main_start = now
 

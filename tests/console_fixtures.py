@@ -140,7 +140,7 @@ def build_world(
 ) -> World:
     """Register a Kriks run of ``plates`` plates and simulate it to day ``day`` 09:00 local.
 
-    With ``fault`` the next liquid-handler run after that moment fails, leaving an open
+    With ``fault`` the liquid-handler run of P1's feed that day fails, leaving an open
     recovery prompt (default 'hold', deadline 15 min later); with ``alarm`` the incubator
     then reports a low CO2 alarm. Returns the world, frozen when the prompt opened.
     """
@@ -167,7 +167,8 @@ def build_world(
     engine = Engine(store, clock, devices, engine_config())
     answered: set[int] = set()
     next_climate = [clock.now()]
-    end = plan.start + timedelta(days=day)
+    # A quarter of an hour before the day's feed time: none of its chains has started.
+    end = plan.start + timedelta(days=day) - timedelta(minutes=15)
 
     def tick() -> bool:
         answer_due_prompts(store, clock, answered)
@@ -181,7 +182,7 @@ def build_world(
         progress(f"day {day} reached at {clock.now():%Y-%m-%d %H:%M} UTC")
     if fault:
         lh: FakeDevice = devices["ot2-sim"]
-        lh.fail_next = 1
+        lh.fail_job = (f":d{day}-feed-", "/P1/")  # the day's feed of P1, whenever it runs
 
         def failed() -> bool:
             tick()

@@ -49,6 +49,7 @@ class FakeDevice:
     killer: Killer = field(default_factory=lambda: Killer(None))
     durations: dict[str, float] = field(default_factory=dict)
     fail_next: int = 0  # the next N operations fail
+    fail_job: tuple[str, ...] = ()  # the first operation of a job whose key holds all these fails
     partial_failures: bool = False  # failures happen after some liquid moved
     alarm: DeviceAlarm | None = None
     ops: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -90,6 +91,8 @@ class FakeDevice:
         fail = self.fail_next > 0
         if fail:
             self.fail_next -= 1
+        elif self.fail_job and all(part in job_key for part in self.fail_job):
+            fail, self.fail_job = True, ()
         self.ops[op_id] = {
             "job": job_key,
             "kind": kind,

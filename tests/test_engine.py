@@ -443,3 +443,50 @@ def test_a_quiet_watch_skips_checks_but_the_run_is_the_same(tmp_path: Path) -> N
     # Most checks were slept through, and none was needed to see the fault.
     assert skipping.engine.alarm_checks * 3 < grid
     assert skipping.engine.alarm_checks + skipping.engine.alarm_checks_skipped < grid
+
+
+def _lh_jobs(w: World) -> list:
+    return [j for j in w.engine.jobs.values() if j.op.value == "lh_run"]
+
+
+@pytest.mark.parametrize("takes_s", [1500.0, 100.0])
+def test_plans_follow_the_pace_the_devices_really_keep(tmp_path: Path, takes_s: float) -> None:
+    # The generic estimates (jobs.Durations) are wrong for this robot: its runs take
+    # `takes_s`. After a few runs the plan and the first poll follow what it really takes.
+    w = World(tmp_path, plates=3)
+    w.devices["ot2-sim"].durations["lh_run"] = takes_s
+    w.command("start")
+    w.run_until(lambda: sum(j.state is JobState.DONE for j in _lh_jobs(w)) >= 5)
+    assert w.state == "running"
+    [estimate] = {j.duration_s for j in _lh_jobs(w)}
+    pending = next(j for j in _lh_jobs(w) if j.state is JobState.PENDING)
+    planned = w.engine._planned_duration(pending)
+    if takes_s > estimate:
+        # Learned from when the engine saw them end: within a poll interval of the truth.
+        assert takes_s <= planned <= takes_s + w.engine.cfg.poll_max_s
+    else:
+        # Seen ending at the first poll, a little before the plan: the plan comes down.
+        assert max(estimate * 0.5, takes_s) <= planned < estimate
+    # A restarted engine learns the same from the store.
+    again = Engine(w.store, w.clock, w.devices, EngineConfig())
+    again.load()
+    assert again._planned_duration(again.jobs[pending.id]) == planned
+
+
+def test_a_robot_slower_than_estimated_stops_re_planning_once_learned(tmp_path: Path) -> None:
+    w = World(tmp_path, plates=3)
+    w.devices["ot2-sim"].durations["lh_run"] = 1500.0  # far over the estimate: every chain slips
+    replans: list[datetime] = []
+    do_replan = w.engine._do_replan
+
+    def counting(now: datetime) -> None:
+        replans.append(now)
+        do_replan(now)
+
+    w.engine._do_replan = counting  # type: ignore[method-assign]
+    w.command("start")
+    w.run_until(lambda: w.state == "completed")
+    lh = sorted(_lh_jobs(w), key=lambda j: j.started_at)
+    # Slips re-plan while the pace is being learned (the first day), then stop.
+    assert len(replans) <= 1 + 3
+    assert all(r < lh[4].started_at for r in replans[1:])
