@@ -404,12 +404,15 @@ class OpentronsClient:
             raise self._shape(f"GET {path}", exc) from None
 
     def wait_for_analysis(self, protocol_id: str, analysis_id: str) -> Analysis:
-        """Poll the analysis every ``poll_interval_s`` until ``completed``; return it.
+        """Poll the analysis until ``completed``; return it.
 
+        The wait between polls starts at ``poll_interval_s`` and doubles up to 8 times that
+        (an analysis takes seconds to a minute: no need to ask every second throughout).
         Raises DeviceTimeout after ``analysis_timeout_s`` (clock seconds). Does not judge the
         result: pass the analysis to :meth:`require_ok`.
         """
         start = self.clock.monotonic()
+        wait = self.poll_interval_s
         while True:
             analysis = self.get_analysis(protocol_id, analysis_id)
             if analysis.completed:
@@ -421,7 +424,8 @@ class OpentronsClient:
                     f"GET /protocols/{protocol_id}/analyses/{analysis_id}",
                     f"protocol analysis still {analysis.status} after {waited:g} s",
                 )
-            self.clock.sleep(self.poll_interval_s)
+            self.clock.sleep(min(wait, self.analysis_timeout_s - waited))
+            wait = min(2 * wait, 8 * self.poll_interval_s)
 
     def require_ok(self, analysis: Analysis) -> Analysis:
         """Return ``analysis`` if it completed with result ``ok``, else raise DeviceFault.

@@ -5,10 +5,12 @@ The simulator answers the way the recordings in shared/reference/opentrons-http/
 creation, error bodies ``{"errors": [{id, title, detail, errorCode}]}``, the legacy ``/health``
 error shape, and the ``Opentrons-Version`` header being mandatory everywhere.
 
-Protocols are read and analysed in-process with the installed ``opentrons`` package (8.8.2), the
-same code path ``python -m opentrons.cli analyze`` uses, so analyses hold real command objects.
-Analyses are cached per content hash for the whole process (importing opentrons takes ~2.6 s
-once; a small protocol then analyses in ~0.05 s).
+Protocols are read and analysed with the installed ``opentrons`` package (8.8.2), the same code
+path ``python -m opentrons.cli analyze`` uses, so analyses hold real command objects. opentrons
+runs in child processes (spawned: importing it takes ~2 s there, once): one for analyses a
+request waits for, one for analyses made ahead of need (:func:`speculate`), so the controller
+and the other simulators keep this process to themselves. Analyses are cached per content for
+the whole process (a small protocol analyses in ~0.1 s).
 
 Run-time parameters (Protocol API 2.18+): values sent at upload (form field
 ``runTimeParameterValues``) are analysed with, and re-uploading the same files with other values
@@ -29,9 +31,11 @@ call :meth:`RobotSimulator.sync` (or :meth:`~RobotSimulator.action_entries`) bef
 when no request has arrived since the clock moved.
 
 Threading: the HTTP server runs in one daemon thread per connection (``ThreadingHTTPServer``);
-all simulator state sits behind one lock. Analysis of a new protocol runs on a single worker
-thread of this module (serialised: opentrons is not re-entrant); by default the upload waits
-for it, so tests see deterministic results.
+all simulator state sits behind one lock. Analysis of a new protocol is handed to the analysis
+process (serialised there: opentrons is not re-entrant); by default the upload waits for it, so
+tests see deterministic results. What is served never depends on how far the analyses ahead
+have got, only how soon it is served. A program that starts the simulator must guard its main
+module (``if __name__ == "__main__":``), as the spawn start method re-imports it.
 """
 
 from __future__ import annotations
@@ -46,13 +50,15 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
 import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -73,6 +79,8 @@ __all__ = [
     "analyse_protocol",
     "main",
     "read_protocol",
+    "speculate",
+    "start_analysers",
     "warm_up",
 ]
 
@@ -252,6 +260,7 @@ class ProtocolSourceInfo:
     robot_type: str  # "OT-2 Standard" | "OT-3 Standard"
     metadata: Mapping[str, Any]
     api_level: str | None
+    file_roles: tuple[tuple[str, str], ...] = ()  # (sha256 of contents, role), as in files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,13 +282,28 @@ class ProtocolAnalysis:
     errors: tuple[Mapping[str, Any], ...]
 
 
-_OT_LOCK = threading.Lock()  # guards the import and every call into opentrons
+_OT_LOCK = threading.Lock()  # guards the import and every call into opentrons (in a child)
 _OT: dict[str, Any] = {}
 _CACHE_LOCK = threading.Lock()
-_READ_CACHE: dict[str, ProtocolSourceInfo | str] = {}  # hash -> info or invalid-files message
+_READ_CACHE: dict[str, ProtocolSourceInfo | str] = {}  # source key -> info or invalid-files message
 _ANALYSIS_CACHE: dict[str, ProtocolAnalysis] = {}  # files (see analyse_protocol) + values
 _TIP_MODELS: dict[str, _TipModel] = {}  # file contents -> what their parameters do
 _EXECUTOR: ThreadPoolExecutor | None = None
+# opentrons runs in child processes, one for analyses a request waits for ("now") and one
+# for analyses the simulator makes ahead of need ("ahead", see speculate): the controller
+# and the other simulators keep this process's interpreter, and analyses ahead use the
+# machine's other core.
+_POOLS: dict[str, ProcessPoolExecutor] = {}
+_SETTINGS = {"speculate": False}
+
+
+def speculate(on: bool = True) -> None:
+    """Analyse ahead of need: after the first analysis of new files, probe (in a second
+    process) the parameter values that teach the tip model what each parameter does and
+    where every tip rack sits, so later values are derived instead of analysed while a
+    request waits. What is served does not change, only how soon; off by default, so tests
+    count exactly the analyses they cause."""
+    _SETTINGS["speculate"] = on
 
 
 def _content_hash(files: Sequence[tuple[str, bytes]]) -> str:
@@ -290,14 +314,62 @@ def _content_hash(files: Sequence[tuple[str, bytes]]) -> str:
     return digest.hexdigest()
 
 
-def warm_up() -> None:
-    """Import opentrons now (~2.6 s once per process) instead of at the first upload.
+def _pool(kind: str) -> ProcessPoolExecutor:
+    """The child process for ``kind`` ("now" or "ahead"), started on first use."""
+    with _CACHE_LOCK:
+        pool = _POOLS.get(kind)
+        if pool is None:
+            # opentrons writes its config on import: never into ~/.opentrons from here.
+            os.environ.setdefault("OT_API_CONFIG_DIR", tempfile.mkdtemp(prefix="labctl-ot-config-"))
+            # spawn, not fork: this process has threads (servers, links) a fork would copy
+            # mid-flight.
+            pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_init,
+            )
+            _POOLS[kind] = pool
+        return pool
 
-    Sets ``OT_API_CONFIG_DIR`` to a fresh temporary directory if it is unset, so opentrons
-    writes its config there and not into ``~/.opentrons``.
-    """
+
+def _in_child(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the ``kind`` child, waited for; a child that died is replaced once."""
+    for attempt in (1, 2):
+        try:
+            return _pool(kind).submit(fn, *args).result()
+        except BrokenProcessPool:
+            with _CACHE_LOCK:
+                _POOLS.pop(kind, None)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def start_analysers() -> None:
+    """Start the analysis processes (they import opentrons, ~2 s) without waiting for them."""
+    for kind in ("now", "ahead"):
+        _pool(kind).submit(_child_ready)
+
+
+def warm_up() -> None:
+    """Start the analysis process and import opentrons there now (~2 s once) instead of at
+    the first upload. Sets ``OT_API_CONFIG_DIR`` to a fresh temporary directory if unset,
+    so opentrons writes its config there and not into ``~/.opentrons``."""
+    futures = [_pool(kind).submit(_child_ready) for kind in ("now", "ahead")]
+    for f in futures:
+        f.result()
+
+
+# ---- what runs in the child process --------------------------------------------------------
+
+
+def _child_init() -> None:
     with _OT_LOCK:
         _import_opentrons_locked()
+
+
+def _child_ready() -> bool:
+    return bool(_OT)
 
 
 def _import_opentrons_locked() -> dict[str, Any]:
@@ -322,14 +394,6 @@ def _import_opentrons_locked() -> dict[str, Any]:
     return _OT
 
 
-def _executor() -> ThreadPoolExecutor:
-    global _EXECUTOR
-    with _CACHE_LOCK:
-        if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ot-analysis")
-        return _EXECUTOR
-
-
 def _write_files(directory: Path, files: Sequence[tuple[str, bytes]]) -> list[Path]:
     paths = []
     for name, data in files:
@@ -339,49 +403,128 @@ def _write_files(directory: Path, files: Sequence[tuple[str, bytes]]) -> list[Pa
     return paths
 
 
-def _read_locked(files: Sequence[tuple[str, bytes]]) -> Any:
-    """Run opentrons' ProtocolReader on the files (caller holds _OT_LOCK)."""
-    ot = _import_opentrons_locked()
-    with tempfile.TemporaryDirectory(prefix="labctl-ot-proto-") as tmp:
-        paths = _write_files(Path(tmp), files)
+def _child_read(files: Sequence[tuple[str, bytes]]) -> ProtocolSourceInfo | str:
+    """Run opentrons' ProtocolReader on the files: their info, or robot-server's
+    ``ProtocolFilesInvalid`` detail if they are not a valid protocol."""
+    with _OT_LOCK:
+        ot = _import_opentrons_locked()
+        with tempfile.TemporaryDirectory(prefix="labctl-ot-proto-") as tmp:
+            paths = _write_files(Path(tmp), files)
 
-        async def _read() -> Any:
-            return await ot["reader"]().read_saved(files=paths, directory=None)
+            async def _read() -> Any:
+                return await ot["reader"]().read_saved(files=paths, directory=None)
 
-        return ot["anyio"].run(_read)
+            try:
+                source = ot["anyio"].run(_read)
+            except ot["invalid"] as exc:
+                return str(exc)
+    config = source.config
+    api = getattr(config, "api_version", None)
+    sha_of = {Path(name).name: hashlib.sha256(data).hexdigest() for name, data in files}
+    return ProtocolSourceInfo(
+        content_hash=_content_hash(files),
+        files=tuple((f.path.name, str(f.role.value)) for f in source.files),
+        file_roles=tuple((sha_of[f.path.name], str(f.role.value)) for f in source.files),
+        protocol_type=str(config.protocol_type.value),
+        robot_type=str(source.robot_type),
+        metadata=dict(sorted(source.metadata.items())),
+        api_level=str(api) if api is not None else None,
+    )
+
+
+def _child_analyse(
+    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any], robot_type: str
+) -> ProtocolAnalysis:
+    """One opentrons analysis of readable files (see :func:`_analyse_locked_out`)."""
+    with _OT_LOCK:
+        ot = _import_opentrons_locked()
+        with tempfile.TemporaryDirectory(prefix="labctl-ot-proto-") as tmp:
+            paths = _write_files(Path(tmp), files)
+
+            async def _analyse() -> Any:
+                source = await ot["reader"]().read_saved(files=paths, directory=None)
+                return await ot["do_analyze"](source, dict(values), {})
+
+            try:
+                run_result = ot["anyio"].run(_analyse)
+            except Exception as exc:  # opentrons itself broke: report it as the robot would
+                _log.exception("analysis of %s crashed", [n for n, _ in files])
+                return _crashed(robot_type, str(exc) or type(exc).__name__)
+    summary = run_result.state_summary
+    errors = _dump(summary.errors)
+    if not errors:
+        result = "ok"
+    elif any(_error_tree_has_code(e, "4005") for e in errors):  # RUNTIME_PARAMETER_VALUE_REQUIRED
+        result = "parameter-value-required"
+    else:
+        result = "not-ok"
+    return ProtocolAnalysis(
+        result=result,
+        robot_type=robot_type,
+        run_time_parameters=_dump(run_result.parameters),
+        commands=_dump(run_result.commands),
+        labware=_dump(summary.labware),
+        pipettes=_dump(summary.pipettes),
+        modules=_dump(summary.modules),
+        liquids=_dump(summary.liquids),
+        errors=errors,
+    )
+
+
+def _crashed(robot_type: str, detail: str) -> ProtocolAnalysis:
+    """The analysis robot-server reports when opentrons itself failed."""
+    return ProtocolAnalysis(
+        result="not-ok",
+        robot_type=robot_type,
+        run_time_parameters=(),
+        commands=(),
+        labware=(),
+        pipettes=(),
+        modules=(),
+        liquids=(),
+        errors=(
+            _error_occurrence(
+                "UnexpectedAnalysisError",
+                "4000",
+                detail,
+                datetime.fromtimestamp(0, timezone.utc),
+                error_id="analysis-setup-error",
+            ),
+        ),
+    )
+
+
+# ---- this process: caches, and the tip model --------------------------------------------------
 
 
 def read_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolSourceInfo:
-    """Read a protocol's files as robot-server does (cached per content hash).
+    """Read a protocol's files as robot-server does (cached per content, whatever the names).
 
     Raises InputFileError with robot-server's ``ProtocolFilesInvalid`` detail if the files are
     not a valid protocol (syntax error, no apiLevel, two main files, ...).
     """
-    key = _content_hash(files)
+    key = _source_key(files)
     with _CACHE_LOCK:
         cached = _READ_CACHE.get(key)
     if cached is None:
-        with _OT_LOCK:
-            try:
-                source = _read_locked(files)
-            except _OT["invalid"] as exc:
-                cached = str(exc)
-            else:
-                config = source.config
-                api = getattr(config, "api_version", None)
-                cached = ProtocolSourceInfo(
-                    content_hash=key,
-                    files=tuple((f.path.name, str(f.role.value)) for f in source.files),
-                    protocol_type=str(config.protocol_type.value),
-                    robot_type=str(source.robot_type),
-                    metadata=dict(sorted(source.metadata.items())),
-                    api_level=str(api) if api is not None else None,
-                )
+        cached = _in_child("now", _child_read, list(files))
         with _CACHE_LOCK:
             _READ_CACHE[key] = cached
     if isinstance(cached, str):
         raise InputFileError(cached)
-    return cached
+    content_hash = _content_hash(files)
+    if cached.content_hash == content_hash:
+        return cached
+    # The same contents under other names (jobs name their files): each read file's name is
+    # the new one with its contents; the reader's order and roles stay.
+    first = {hashlib.sha256(d).hexdigest(): [] for _, d in files}
+    for name, data in files:
+        first[hashlib.sha256(data).hexdigest()].append(name)
+    return dataclasses.replace(
+        cached,
+        content_hash=content_hash,
+        files=tuple((first[sha].pop(0), role) for sha, role in cached.file_roles),
+    )
 
 
 def _dump(models: Sequence[Any]) -> tuple[Mapping[str, Any], ...]:
@@ -409,23 +552,38 @@ def analyse_protocol(
     tip give an analysis derived from the analysed one (see :class:`_TipModel`) instead of a
     new opentrons run; ``derive=False`` always gives opentrons' own analysis.
     """
-    values = dict(run_time_parameter_values or {})
+    asked = dict(run_time_parameter_values or {})
     source = _source_key(files)
     named = _content_hash(files)
-    with _CACHE_LOCK:
-        model = _TIP_MODELS.get(source)
-        if model is not None:
-            values = model.normalise(values)
-        vkey = _values_key(values)
-        cached = _ANALYSIS_CACHE.get(f"{source}|{vkey}") or _ANALYSIS_CACHE.get(f"{named}|{vkey}")
-        if cached is not None:
-            return cached
-        if derive and model is not None:
-            derived, unmapped = model.derive(values)
-            if derived is not None:
-                return derived
-        else:
-            unmapped = ()
+    # What the analyses ahead are finding out may be just what these values need: wait for
+    # them once (they are under way) rather than start one more analysis.
+    for may_wait in (True, False):
+        with _CACHE_LOCK:
+            model = _TIP_MODELS.get(source)
+            values = model.normalise(asked) if model is not None else dict(asked)
+            if model is not None:
+                model.asked.update(values)
+            vkey = _values_key(values)
+            cached = _ANALYSIS_CACHE.get(f"{source}|{vkey}") or _ANALYSIS_CACHE.get(
+                f"{named}|{vkey}"
+            )
+            if cached is not None:
+                return cached
+            if derive and model is not None:
+                derived, unmapped = model.derive(values)
+                if derived is not None:
+                    return derived
+            else:
+                unmapped = ()
+        if not (may_wait and derive and _wait_ahead(source)):
+            break
+    if model is None and _SETTINGS["speculate"]:
+        # New files: while the values asked for are analysed, analyse each whole-number
+        # value moved by one in the other process; together they show what each parameter
+        # does, so the next values (the next plate's tips) can be derived.
+        for name, value in values.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                _submit_ahead(files, {**values, name: value + 1}, source, named)
     analysis = _analyse_and_learn(files, values, source, named)
     # A parameter whose effect is still unknown (it changed together with another one by the
     # same amount, say) is moved alone once, so that later values can be derived.
@@ -446,82 +604,125 @@ def analyse_protocol(
 
 
 def _analyse_and_learn(
-    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any], source: str, named: str
+    files: Sequence[tuple[str, bytes]],
+    values: Mapping[str, Any],
+    source: str,
+    named: str,
+    *,
+    pool: str = "now",
 ) -> ProtocolAnalysis:
     """Run opentrons on the files with ``values``; cache the analysis and learn from it."""
-    analysis = _analyse_locked_out(files, values)
+    analysis = _analyse_locked_out(files, values, pool=pool)
     clean = analysis.result == "ok" and not analysis.errors
     with _CACHE_LOCK:
-        _ANALYSIS_CACHE[f"{source if clean else named}|{_values_key(values)}"] = analysis
+        _ANALYSIS_CACHE.setdefault(f"{source if clean else named}|{_values_key(values)}", analysis)
         if clean:
             model = _TIP_MODELS.get(source)
             if model is None:
                 _TIP_MODELS[source] = _TipModel(analysis)
             else:
                 model.learn(analysis)
+    if clean:
+        _ahead(files, source, named)
     return analysis
 
 
 def _analyse_locked_out(
-    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any]
+    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any], *, pool: str = "now"
 ) -> ProtocolAnalysis:
-    """One opentrons analysis (takes the opentrons lock; the caller must not hold it)."""
+    """One opentrons analysis, in the ``pool`` child process, waited for."""
     info = read_protocol(files)  # raises on invalid files, and fills the read cache
-    with _OT_LOCK:
-        ot = _import_opentrons_locked()
-        with tempfile.TemporaryDirectory(prefix="labctl-ot-proto-") as tmp:
-            paths = _write_files(Path(tmp), files)
+    try:
+        return _in_child(pool, _child_analyse, list(files), dict(values), info.robot_type)
+    except BrokenProcessPool as exc:  # the child died twice: report it as the robot would
+        _log.error("analysis of %s: the analysis process died (%s)", [n for n, _ in files], exc)
+        return _crashed(info.robot_type, f"analysis process died: {exc}")
 
-            async def _analyse() -> Any:
-                source = await ot["reader"]().read_saved(files=paths, directory=None)
-                return await ot["do_analyze"](source, dict(values), {})
 
-            crash = ""
+def _executor() -> ThreadPoolExecutor:
+    """The thread that waits for analyses in the background (``background_analysis``)."""
+    global _EXECUTOR
+    with _CACHE_LOCK:
+        if _EXECUTOR is None:
+            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ot-analysis")
+        return _EXECUTOR
+
+
+def _ahead(files: Sequence[tuple[str, bytes]], source: str, named: str) -> None:
+    """With :func:`speculate` on: analyse, in the "ahead" process, the next values the tip
+    model of these files would learn from; each result is cached and learned from, and
+    leads to the next (a rack not shown yet, a parameter not mapped yet)."""
+    if not _SETTINGS["speculate"]:
+        return
+    with _CACHE_LOCK:
+        model = _TIP_MODELS.get(source)
+        probes = model.next_probes() if model is not None else []
+        probes = [
+            p
+            for p in probes
+            if f"{source}|{_values_key(p)}" not in _ANALYSIS_CACHE
+            and f"{named}|{_values_key(p)}" not in _ANALYSIS_CACHE
+        ]
+    for values in probes:
+        _submit_ahead(files, values, source, named)
+
+
+_IN_FLIGHT: dict[str, Future[None]] = {}  # "source|values" queued or analysed ahead now
+
+
+def _submit_ahead(
+    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any], source: str, named: str
+) -> None:
+    """Queue one analysis ahead of need, unless it is cached or already queued."""
+    key = f"{source}|{_values_key(values)}"
+    executor = _executor_ahead()  # takes the cache lock itself
+    with _CACHE_LOCK:
+        if key in _IN_FLIGHT or key in _ANALYSIS_CACHE:
+            return
+
+        def run() -> None:
             try:
-                run_result = ot["anyio"].run(_analyse)
-            except Exception as exc:  # opentrons itself broke: report it as the robot would
-                _log.exception("analysis of %s crashed", [n for n, _ in files])
-                run_result = None
-                crash = str(exc) or type(exc).__name__
-    if run_result is None:
-        return ProtocolAnalysis(
-            result="not-ok",
-            robot_type=info.robot_type,
-            run_time_parameters=(),
-            commands=(),
-            labware=(),
-            pipettes=(),
-            modules=(),
-            liquids=(),
-            errors=(
-                _error_occurrence(
-                    "UnexpectedAnalysisError",
-                    "4000",
-                    crash,
-                    datetime.fromtimestamp(0, timezone.utc),
-                    error_id="analysis-setup-error",
-                ),
-            ),
+                _analyse_ahead(files, values, source, named)
+            finally:
+                with _CACHE_LOCK:
+                    _IN_FLIGHT.pop(key, None)
+
+        _IN_FLIGHT[key] = executor.submit(run)
+
+
+def _wait_ahead(source: str, timeout_s: float = 60.0) -> bool:
+    """Wait for the analyses ahead of these files' (real seconds); False if there were none."""
+    with _CACHE_LOCK:
+        pending = [f for k, f in _IN_FLIGHT.items() if k.startswith(f"{source}|")]
+    for future in pending:
+        try:
+            future.result(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - a failed or slow probe only means no head start
+            pass
+    return bool(pending)
+
+
+def _analyse_ahead(
+    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any], source: str, named: str
+) -> None:
+    try:
+        _analyse_and_learn(files, values, source, named, pool="ahead")
+    except Exception:  # noqa: BLE001 - ahead of need: a failure only means no head start
+        _log.debug(
+            "analysis ahead of %s with %s failed", [n for n, _ in files], values, exc_info=True
         )
-    summary = run_result.state_summary
-    errors = _dump(summary.errors)
-    if not errors:
-        result = "ok"
-    elif any(_error_tree_has_code(e, "4005") for e in errors):  # RUNTIME_PARAMETER_VALUE_REQUIRED
-        result = "parameter-value-required"
-    else:
-        result = "not-ok"
-    return ProtocolAnalysis(
-        result=result,
-        robot_type=info.robot_type,
-        run_time_parameters=_dump(run_result.parameters),
-        commands=_dump(run_result.commands),
-        labware=_dump(summary.labware),
-        pipettes=_dump(summary.pipettes),
-        modules=_dump(summary.modules),
-        liquids=_dump(summary.liquids),
-        errors=errors,
-    )
+
+
+_AHEAD: ThreadPoolExecutor | None = None
+
+
+def _executor_ahead() -> ThreadPoolExecutor:
+    """The thread that feeds the "ahead" process, one analysis at a time."""
+    global _AHEAD
+    with _CACHE_LOCK:
+        if _AHEAD is None:
+            _AHEAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ot-ahead")
+        return _AHEAD
 
 
 def _source_key(files: Sequence[tuple[str, bytes]]) -> str:
@@ -646,6 +847,11 @@ class _TipModel:
         self.broken = False
         self.pipette_of: dict[str, str] = {}  # parameter -> pipette id it moves
         self.probed: set[str] = set()
+        self.explored: set[tuple[str, int]] = set()  # (pipette, tip index) probed ahead
+        # Parameters uploads have set (off their defaults): only these are probed ahead.
+        self.asked: set[str] = {
+            n for n, p in self.specs.items() if not _same_value(p.get("value"), p.get("default"))
+        }
         self.racks: dict[str, _Rack] = {}
         for cmd in reference.commands:
             result = cmd.get("result") or {}
@@ -717,6 +923,52 @@ class _TipModel:
         return self.normalise(
             {n: int(v) if self.specs[n].get("type") == "int" else v for n, v in full.items()}
         )
+
+    def next_probes(self) -> list[dict[str, Any]]:
+        """Values worth analysing ahead of need: each parameter not mapped yet moved by one,
+        and for each mapped one the first pick moved just past (or before) the tips the
+        model has placed, to show the next rack. Each is offered once."""
+        if self.broken:
+            return []
+        out = []
+        for name in self.specs:
+            # Only parameters uploads have set: moving another one (which may do more than
+            # move tips) would end derivation for files that never change it.
+            if name in self.asked and name not in self.pipette_of:
+                probe = self.probe_values(name)
+                if probe is not None:
+                    out.append(probe)
+        for name, pipette in self.pipette_of.items():
+            bases = self.bases.get(pipette) or {}
+            if pipette not in self.first or not bases:
+                continue
+            spans = [(b, b + len(self.racks[r].order)) for r, b in bases.items()]
+            low, high = min(b for b, _ in spans), max(e for _, e in spans)
+            # Indexes count from the reference's first rack: a rack before it is negative.
+            for index in (high, low - 1):
+                if (pipette, index) in self.explored:
+                    continue
+                self.explored.add((pipette, index))
+                probe = self._moved(name, index - self.first[pipette])
+                if probe is not None:
+                    out.append(probe)
+        return out
+
+    def _moved(self, name: str, k: int) -> dict[str, Any] | None:
+        """The reference's values with ``name`` moved by ``k``, if inside its limits."""
+        spec, ref = self.specs[name], self.ref_values.get(name)
+        if spec.get("type") != "int" or not isinstance(ref, int | float):
+            return None
+        value = int(ref) + k
+        low, high = spec.get("min"), spec.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            return None
+        full = {
+            n: int(v) if self.specs[n].get("type") == "int" else v
+            for n, v in self.ref_values.items()
+        }
+        full[name] = value
+        return self.normalise(full)
 
     # ---- deriving ----------------------------------------------------------------------
 
@@ -1921,9 +2173,16 @@ class RobotSimulator:
                 }
                 return _Reply(200, {"data": data})
         try:
-            info = read_protocol(files)  # outside the lock: the first call imports opentrons
+            info = read_protocol(files)  # outside the lock: may wait for the analysis process
         except InputFileError as exc:
             return _error(422, "ProtocolFilesInvalid", "Protocol File(s) Invalid", str(exc))
+        except BrokenProcessPool as exc:
+            return _error(
+                500,
+                "UnexpectedError",
+                "Unexpected Internal Error",
+                f"the analysis process died: {exc}",
+            )
         if info.robot_type != self.robot_type:
             theirs = _USER_FACING.get(info.robot_type, (info.robot_type, info.robot_type))[0]
             ours = _USER_FACING[self.robot_type][1]

@@ -34,7 +34,7 @@ from labctl.clock import Clock
 from labctl.errors import LabctlError
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import FaultSpecError, parse_duration, parse_faults
-from labctl.simulators.opentrons_robot import RobotSimulator
+from labctl.simulators.opentrons_robot import RobotSimulator, speculate, start_analysers
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
 from labctl.simulators.serial_link import PtyLink
 from labctl.store import Store
@@ -285,6 +285,10 @@ class SimulatedWorkcell:
         }
 
     def start(self) -> SimulatedWorkcell:
+        # The robot's opentrons starts importing in its own processes while the run is
+        # being set up, and analyses the next values ahead of need on the other core.
+        start_analysers()
+        speculate(True)
         self.robot.start()
         self.link.start()
         return self

@@ -761,15 +761,16 @@ def test_bad_run_is_fault(robot: ScriptedRobot, client: OpentronsClient) -> None
 
 def test_analysis_timeout_on_virtual_clock(robot: ScriptedRobot, clock: VirtualClock) -> None:
     client = OpentronsClient("ot2-a", robot.url, clock, poll_interval_s=2.0, analysis_timeout_s=7)
-    for _ in range(5):  # t = 0, 2, 4, 6, 8
+    # The wait doubles (2, 4, ...) and the last poll comes at the time-out, not after it.
+    for _ in range(4):  # t = 0, 2, 6, 7
         robot.expect("GET", "/protocols/p/analyses/a", pending_analysis("a"))
     with pytest.raises(DeviceTimeout) as info:
         client.wait_for_analysis("p", "a")
     assert (
         str(info.value)
-        == "ot2-a: GET /protocols/p/analyses/a: protocol analysis still pending after 8 s"
+        == "ot2-a: GET /protocols/p/analyses/a: protocol analysis still pending after 7 s"
     )
-    assert clock.monotonic() == 8.0
+    assert clock.monotonic() == 7.0
     robot.assert_done()
 
 

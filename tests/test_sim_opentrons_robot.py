@@ -1075,9 +1075,9 @@ class Opentrons:
         self.calls: list[dict[str, Any]] = []
         real = module._analyse_locked_out
 
-        def counted(files: Any, values: Any) -> Any:
+        def counted(files: Any, values: Any, **kw: Any) -> Any:
             self.calls.append(dict(values))
-            return real(files, values)
+            return real(files, values, **kw)
 
         monkeypatch.setattr(module, "_analyse_locked_out", counted)
 
@@ -1254,3 +1254,93 @@ def test_quiet_only_without_a_run_under_way_or_a_request_that_acts(
     assert sim.quiet_since(playing + timedelta(seconds=1)) and sim.next_change() is None
     sim.set_faults(offline=True)
     assert not sim.quiet_since(playing + timedelta(seconds=1))
+
+
+class Ahead:
+    """Counts the analyses the simulator makes per process ("now": a request waits)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from labctl.simulators import opentrons_robot as module
+
+        self.module = module
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        real = module._analyse_locked_out
+
+        def counted(files: Any, values: Any, pool: str = "now") -> Any:
+            self.calls.append((pool, dict(values)))
+            return real(files, values, pool=pool)
+
+        monkeypatch.setattr(module, "_analyse_locked_out", counted)
+        module.speculate(True)
+
+    def now(self) -> list[dict[str, Any]]:
+        return [v for pool, v in self.calls if pool == "now"]
+
+    def settle(self, files: list[tuple[str, bytes]]) -> None:
+        """Wait until nothing is being analysed ahead for these files."""
+        while self.module._wait_ahead(self.module._source_key(files)):
+            pass
+
+
+@pytest.fixture
+def ahead(monkeypatch: pytest.MonkeyPatch) -> Iterator[Ahead]:
+    counter = Ahead(monkeypatch)
+    yield counter
+    counter.module.speculate(False)
+
+
+def test_analyses_ahead_let_later_values_be_derived_while_nobody_waits(ahead: Ahead) -> None:
+    files = [("p1.py", tip_protocol("ahead"))]
+    first = analyse_protocol(files, {"first_tip": 27})
+    assert ahead.now() == [{"first_tip": 27}]
+    ahead.settle(files)
+    # In the other process: first_tip moved by one (what the parameter does), then the
+    # tips just past those seen (the next rack), and so on.
+    assert ("ahead", {"first_tip": 28}) in ahead.calls
+    assert ("ahead", {"first_tip": 96}) in ahead.calls
+    # The next plates' values, in either rack, under any file name: derived.
+    for value in (45, 101, 150):
+        derived = analyse_protocol([(f"p{value}.py", files[0][1])], {"first_tip": value})
+        real = analyse_protocol(files, {"first_tip": value}, derive=False)
+        assert without_ids(derived) == without_ids(real)
+    assert [v for v in ahead.now() if v != {"first_tip": 27}] == [
+        {"first_tip": 45},
+        {"first_tip": 101},
+        {"first_tip": 150},
+    ]  # only the derive=False comparisons ran opentrons while waited for
+    assert picks(first.commands)[0] == ("1", "D4")
+
+
+def test_a_request_waits_for_the_analysis_ahead_rather_than_start_its_own(
+    ahead: Ahead,
+) -> None:
+    files = [("q.py", tip_protocol("race"))]
+    analyse_protocol(files, {"first_tip": 3})
+    # At once, before the analyses ahead can have finished: the request waits for them.
+    derived = analyse_protocol(files, {"first_tip": 7})
+    assert ahead.now() == [{"first_tip": 3}]
+    assert picks(derived.commands) == [("1", "H1"), ("1", "A2"), ("1", "B2")]
+
+
+def test_renamed_files_are_read_once_and_keep_their_roles() -> None:
+    from labctl.simulators.opentrons_robot import read_protocol
+
+    data = tip_protocol("names")
+    a = read_protocol([("job-a.py", data)])
+    b = read_protocol([("job-b.py", data)])
+    assert a.files == (("job-a.py", "main"),) and b.files == (("job-b.py", "main"),)
+    assert a.content_hash != b.content_hash and a.metadata == b.metadata
+
+
+def test_a_dead_analysis_process_is_replaced(ahead: Ahead) -> None:
+    import os
+    import signal
+
+    module = ahead.module
+    module.warm_up()
+    pool = module._POOLS["now"]
+    for pid in list(pool._processes):  # noqa: SLF001 - killing the child is the point
+        os.kill(pid, signal.SIGKILL)
+    analysis = analyse_protocol([("dead.py", tip_protocol("dead"))], {"first_tip": 2})
+    assert analysis.result == "ok"
+    assert module._POOLS["now"] is not pool
