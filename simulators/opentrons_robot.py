@@ -1197,6 +1197,37 @@ def _rebase_times(obj: Any, shift: timedelta) -> Any:
     return obj
 
 
+def _rebase_commands(commands: Sequence[Mapping[str, Any]], shift: timedelta) -> list[dict]:
+    """:func:`_rebase_times` for a command list, sharing what holds no times.
+
+    A command's times are its own createdAt/startedAt/completedAt and those inside its
+    ``error``; its params and result (most of an analysis) are shared, not copied: what is
+    served is read-only.
+    """
+    out = []
+    for cmd in commands:
+        moved = dict(cmd)
+        for key in _TIME_KEYS:
+            value = moved.get(key)
+            if isinstance(value, str):
+                moved[key] = _iso(datetime.fromisoformat(value) + shift)
+        if "error" in moved:
+            moved["error"] = _rebase_times(moved["error"], shift)
+        out.append(moved)
+    return out
+
+
+def _earliest_command_time(commands: Sequence[Mapping[str, Any]]) -> datetime | None:
+    """The earliest createdAt/startedAt/completedAt of the commands (not their errors)."""
+    times = [
+        datetime.fromisoformat(cmd[key])
+        for cmd in commands
+        for key in _TIME_KEYS
+        if isinstance(cmd.get(key), str)
+    ]
+    return min(times, default=None)
+
+
 def _earliest_time(obj: Any) -> datetime | None:
     found: list[datetime] = []
 
@@ -2352,26 +2383,29 @@ class RobotSimulator:
                     )
                 ]
                 outcome = "not-ok"
-            body = {
+            found = [
+                t
+                for t in (_earliest_command_time(result.commands), _earliest_time(errors))
+                if t is not None
+            ]
+            shift = timedelta(0)
+            if found:
+                # Pretend the analysis ran right after the upload, on this simulator's clock.
+                shift = analysis.requested_at + timedelta(milliseconds=1) - min(found)
+            analysis.served = {
                 "id": analysis.id,
                 "status": "completed",
                 "result": outcome,
                 "robotType": result.robot_type,
-                "runTimeParameters": list(result.run_time_parameters),
-                "commands": list(result.commands),
+                "runTimeParameters": [dict(p) for p in result.run_time_parameters],
+                "commands": _rebase_commands(result.commands, shift),
                 "labware": list(result.labware),
                 "pipettes": list(result.pipettes),
                 "modules": list(result.modules),
                 "liquids": list(result.liquids),
-                "errors": errors,
+                "errors": _rebase_times(errors, shift),
             }
-            earliest = _earliest_time(body)
-            shift = timedelta(0)
-            if earliest is not None:
-                # Pretend the analysis ran right after the upload, on this simulator's clock.
-                shift = analysis.requested_at + timedelta(milliseconds=1) - earliest
-            analysis.served = _rebase_times(body, shift)
-        return copy.deepcopy(analysis.served)
+        return analysis.served  # read-only: it is only ever serialised
 
     # ---- /runs ------------------------------------------------------------------------------
 
