@@ -29,12 +29,16 @@ class OpState(str, Enum):
 @dataclass(frozen=True)
 class OpStatus:
     """One poll's answer. ``error`` is set when FAILED or NEEDS_OPERATOR; ``result`` is
-    JSON-able data the operation produced (an operator's answer, a run's command count)."""
+    JSON-able data the operation produced (an operator's answer, a run's command count).
+    ``check_at``, while RUNNING, is the device's own word on when the operation can next
+    have changed (a scripted operator knows when it will answer); the engine polls again
+    then instead of at its growing interval. Devices that cannot know leave it None."""
 
     state: OpState
     detail: str = ""
     error: DeviceError | None = None
     result: dict[str, Any] = field(default_factory=dict)
+    check_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,9 @@ class Engine:
         # Called at the start of every step with the current time (a simulated
         # workcell applies its timed faults and its scripted operator's decisions here).
         self.hooks: list[Callable[[datetime], None]] = []
+        # Asked for the next moment something outside the engine will act (a simulated
+        # workcell's scripted operator deciding); the loop wakes then.
+        self.wakes: list[Callable[[datetime], datetime | None]] = []
 
     # ---- state changes: always store first ----------------------------------------------
 
@@ -785,7 +788,11 @@ class Engine:
                 self.jobs[p.job_id], str(choice), actor, reason or f"operator chose {choice}"
             )
             return {"choice": choice}
-        # Task prompts (manual events, plate moves): the answer completes the job on poll.
+        # Task prompts (manual events, plate moves): the answer completes the job on poll,
+        # which comes at once rather than at the job's (growing) poll interval.
+        job = self.jobs.get(p.job_id) if p.job_id is not None else None
+        if job is not None and job.state is JobState.RUNNING:
+            job.next_poll = self.clock.now()
         self.store.answer_prompt(
             prompt_id,
             answer if isinstance(answer, dict) else {"answer": answer},
@@ -969,6 +976,11 @@ class Engine:
                 j.next_poll = now + timedelta(
                     seconds=min(self.cfg.poll_max_s, self.cfg.poll_s * 1.3**j.polls)
                 )
+                if st.check_at is not None and st.check_at > j.next_poll:
+                    # The device says when it can next have changed: look then, but often
+                    # enough that an unanswered prompt still pages someone on time.
+                    latest = now + timedelta(seconds=self.cfg.answer_timeout_s)
+                    j.next_poll = min(st.check_at, latest)
             elif st.state is OpState.NEEDS_OPERATOR:
                 self._raise_alarm(
                     c.run_id,
@@ -1547,6 +1559,7 @@ class Engine:
             since = self._out_since(c)
             if since is not None and not c.out_alarmed and c.max_out_s is not None:
                 times.append(since + timedelta(seconds=c.max_out_s + 1))
+        times.extend(t for t in (wake(now) for wake in self.wakes) if t is not None and t > now)
         due = self._alarm_check_due(now)
         if due is not None and times:
             if self.watch is not None and self._quiet(now):

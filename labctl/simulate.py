@@ -92,6 +92,7 @@ def simulate(args: argparse.Namespace) -> int:
             watch=None if args.pace or args.check_alarms_always else sim,
         )
         engine.hooks.append(lambda now: sim.tick([run_id]))
+        engine.wakes.append(sim.next_decision)  # the scripted operator answers on time
         last = max((t.window_end for t in plan.tasks), default=plan.start)
         give_up = last + timedelta(days=args.grace_days)
         _out(

@@ -1998,7 +1998,8 @@ class RobotSimulator:
         under way, and no request but reads nor fault change since then (virtual-time
         dry runs use it to skip alarm checks; see labctl.devices.QuietWatch)."""
         with self._lock:
-            self._sync_locked(self.clock.now())
+            # As of the last request: a run that has ended since only makes this answer
+            # "not quiet" once more (the next request brings it up to date).
             run = self._current_run()
             if run is not None and run.status not in TERMINAL_STATUSES:
                 return False
@@ -2008,10 +2009,9 @@ class RobotSimulator:
         """Now while a run is under way (it changes as it goes), else None: without
         requests or fault changes the robot stays as it is."""
         with self._lock:
-            now = self.clock.now()
-            self._sync_locked(now)
-            run = self._current_run()
-            return now if run is not None and run.status not in TERMINAL_STATUSES else None
+            run = self._current_run()  # as of the last request (see quiet_since)
+            under_way = run is not None and run.status not in TERMINAL_STATUSES
+            return self.clock.now() if under_way else None
 
     def run_status(self, run_id: str) -> str:
         """The run's status now (for tests and the GUI's dry-run view)."""

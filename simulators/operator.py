@@ -132,7 +132,12 @@ class SimulatedOperator:
             )
             self._asked[op_id] = asked
         if now < asked[1] or self.absent(now):
-            return OpStatus(OpState.RUNNING, "waiting for the operator")
+            # The script knows when the person will answer: the end of the reaction and
+            # the task, or of an absence (unknown if it lasts the whole run).
+            back = self.script.absent_until if self.absent(now) else None
+            later = max(asked[1], back) if back is not None else asked[1]
+            check_at = None if self.absent(now) and back is None else later
+            return OpStatus(OpState.RUNNING, "waiting for the operator", check_at=check_at)
         answer = self._answer_for(asked[2])
         self._act(op_id)
         self.store.answer_prompt(int(op_id), answer, actor="sim-operator", reason="scripted answer")
@@ -192,6 +197,22 @@ class SimulatedOperator:
             }
             with open(self.action_log, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec) + "\n")
+
+    def next_decision(self, now: datetime) -> datetime | None:
+        """When the script will next decide an open recovery or interruption prompt (it
+        decides in :meth:`answer_recoveries`, called each engine step): the end of its
+        reaction time, or of an absence; None if it has nothing to decide."""
+        times = []
+        for p in self.store.open_prompts():
+            if p.id in self._decided or p.kind not in ("recovery", "interrupted"):
+                continue
+            at = max(now, p.created_at + timedelta(seconds=self.script.reaction_s))
+            if self.absent(at):
+                if self.script.absent_until is None:
+                    continue  # away for good: nothing will come
+                at = max(at, self.script.absent_until)
+            times.append(at)
+        return min(times, default=None)
 
     def has_decisions_pending(self) -> bool:
         """Whether an open recovery or interruption prompt is not yet decided by the script."""

@@ -383,6 +383,11 @@ class SimulatedWorkcell:
             times.extend(t for t in (f.at, end) if t is not None and t > now)
         return min(times, default=None)
 
+    def next_decision(self, now: datetime) -> datetime | None:
+        """When the scripted operator will next decide a recovery prompt (None: nothing)."""
+        op = self.devices.get(OPERATOR)
+        return op.next_decision(now) if isinstance(op, SimulatedOperator) else None
+
     def _operator_deciding(self) -> bool:
         """Whether a recovery or interruption prompt waits for the scripted operator."""
         op = self.devices.get(OPERATOR)

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from labctl.clock import VirtualClock
-from labctl.devices import DeviceAlarm
+from labctl.devices import DeviceAlarm, OpState, OpStatus
 from labctl.engine import Engine, EngineConfig, register_run
 from labctl.jobs import WorkcellRoles
 from labctl.machines import JobState, RunState
 from labctl.protocol.loader import load_protocol, load_text
 from labctl.resolve import resolve
 from labctl.store import Store
-from tests.fakes import fake_workcell
+from tests.fakes import FakeOperator, Killer, fake_workcell
 from tests.helpers import protocol_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -490,3 +490,68 @@ def test_a_robot_slower_than_estimated_stops_re_planning_once_learned(tmp_path: 
     # Slips re-plan while the pace is being learned (the first day), then stop.
     assert len(replans) <= 1 + 3
     assert all(r < lh[4].started_at for r in replans[1:])
+
+
+def test_a_console_answer_to_a_task_prompt_takes_effect_at_once(tmp_path: Path) -> None:
+    from labctl.operator import StoreOperator
+
+    w = World(tmp_path, plates=1)
+    w.devices["operator"] = StoreOperator(w.store)
+    w.engine = Engine(w.store, w.clock, w.devices, EngineConfig(poll_max_s=600))
+    w.command("start")
+    w.run_until(lambda: bool(w.store.open_prompts(w.run_id)), limit_days=2)
+    w.clock.advance(1000)  # nobody there for a while: the prompt's polls grow apart
+    w.engine.step()
+    [prompt] = w.store.open_prompts(w.run_id)
+    w.command("answer", prompt=prompt.id, answer={"done": True})
+    answered_at = w.clock.now()
+    w.engine.step()  # applies the answer, and polls that prompt's job in the same pass
+    job = next(j for j in w.store.jobs(w.run_id) if j.id == prompt.job_id)
+    assert (job.state, job.finished_at) == ("done", answered_at)
+
+
+class Punctual(FakeOperator):
+    """Says when it will answer (as the simulated workcell's scripted operator does)."""
+
+    def poll(self, op_id: str) -> OpStatus:
+        st = super().poll(op_id)
+        if st.state is OpState.RUNNING:
+            op = self.ops[op_id]
+            end = datetime.fromisoformat(op["start"]) + timedelta(seconds=op["duration"])
+            return OpStatus(OpState.RUNNING, st.detail, check_at=end)
+        return st
+
+
+def test_a_device_that_says_when_to_look_is_polled_then(tmp_path: Path) -> None:
+    polls: list[datetime] = []
+
+    def run(w: World) -> None:
+        op = w.devices["operator"]
+        real = op.poll
+
+        def counted(op_id: str) -> OpStatus:
+            polls.append(w.clock.now())
+            return real(op_id)
+
+        op.poll = counted  # type: ignore[method-assign]
+        w.command("start")
+        w.run_until(lambda: w.state == "completed")
+
+    plain = World(tmp_path / "plain")
+    run(plain)
+    growing = len(polls)
+    polls.clear()
+    punctual = World(tmp_path / "punctual")
+    punctual.devices["operator"] = Punctual(
+        "operator", punctual.clock, None, Killer(None), {"prompt": 120.0}
+    )
+    punctual.engine = Engine(punctual.store, punctual.clock, punctual.devices, EngineConfig())
+    run(punctual)
+    prompts = [j for j in punctual.store.jobs(punctual.run_id) if j.op == "prompt"]
+    # Each prompt: polled when asked, then when the device said: twice.
+    assert len(polls) == 2 * len(prompts) < growing
+    assert all(
+        (j.finished_at - j.started_at).total_seconds() == 120.0
+        for j in prompts
+        if j.state == "done"
+    )
