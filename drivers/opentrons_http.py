@@ -170,6 +170,7 @@ class UploadedProtocol:
     robot_type: RobotModel | None
     protocol_name: str | None
     reused: bool  # True on 200: an identical file set was already on the robot
+    analysis_status: str = "pending"  # of that analysis, as the upload reply gave it
 
 
 @dataclass(frozen=True)
@@ -375,6 +376,7 @@ class OpentronsClient:
                 robot_type=_robot_type(data),
                 protocol_name=name if isinstance(name, str) else None,
                 reused=status == 200,
+                analysis_status=str(summaries[-1].get("status") or "pending"),
             )
         except _ShapeError as exc:
             raise self._shape(command, exc) from None
@@ -403,8 +405,13 @@ class OpentronsClient:
         except _ShapeError as exc:
             raise self._shape(f"GET {path}", exc) from None
 
-    def wait_for_analysis(self, protocol_id: str, analysis_id: str) -> Analysis:
+    def wait_for_analysis(
+        self, protocol_id: str, analysis_id: str, *, pending: bool = False
+    ) -> Analysis:
         """Poll the analysis until ``completed``; return it.
+
+        ``pending`` (the upload said so): wait ``poll_interval_s`` before the first poll, an
+        analysis just started is not done at once.
 
         The wait between polls starts at ``poll_interval_s`` and doubles up to 8 times that
         (an analysis takes seconds to a minute: no need to ask every second throughout).
@@ -413,6 +420,9 @@ class OpentronsClient:
         """
         start = self.clock.monotonic()
         wait = self.poll_interval_s
+        if pending:
+            self.clock.sleep(wait)
+            wait = min(2 * wait, 8 * self.poll_interval_s)
         while True:
             analysis = self.get_analysis(protocol_id, analysis_id)
             if analysis.completed:

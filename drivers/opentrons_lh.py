@@ -236,7 +236,11 @@ class OpentronsLiquidHandler:
         # The values go with the upload too, so the robot's analysis is of this very run.
         uploaded = self.client.upload_protocol(filename, source, run_time_parameters=values)
         self.client.require_ok(
-            self.client.wait_for_analysis(uploaded.protocol_id, uploaded.analysis_id)
+            self.client.wait_for_analysis(
+                uploaded.protocol_id,
+                uploaded.analysis_id,
+                pending=uploaded.analysis_status == "pending",
+            )
         )
         run_id = self.client.create_run(uploaded.protocol_id, values)
         # From here the run may use tips: count them now, not when it ends.

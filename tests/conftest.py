@@ -8,3 +8,33 @@ import tempfile
 # Set before anything imports Qt or opentrons (pytest imports conftest first).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("OT_API_CONFIG_DIR", tempfile.mkdtemp(prefix="labctl-ot-config-"))
+
+
+import pytest  # noqa: E402 - after the environment is set
+
+# Modules whose tests talk to a simulated robot (HTTP clients with short time-outs).
+_ROBOT_MODULES = {
+    "test_opentrons_end_to_end",
+    "test_opentrons_lh",
+    "test_opentrons_protocol",
+    "test_registry",
+    "test_sim_opentrons_robot",
+    "test_simulate",
+    "test_simulate_faults",
+}
+_ready: list[bool] = []
+
+
+@pytest.fixture(autouse=True)
+def _opentrons_ready(request: pytest.FixtureRequest) -> None:
+    """Start the robot simulator's analysis processes before the first test that needs them.
+
+    They import opentrons (~2 s) when they start; a test whose client gives up after a
+    couple of seconds must not be the one that waits for that.
+    """
+    if _ready or request.module.__name__.rsplit(".", 1)[-1] not in _ROBOT_MODULES:
+        return
+    from labctl.simulators.opentrons_robot import warm_up
+
+    warm_up()
+    _ready.append(True)
