@@ -47,11 +47,13 @@ import email.parser
 import email.policy
 import enum
 import hashlib
+import itertools
 import json
 import logging
 import math
 import multiprocessing
 import os
+import queue
 import re
 import tempfile
 import threading
@@ -583,7 +585,7 @@ def analyse_protocol(
         # does, so the next values (the next plate's tips) can be derived.
         for name, value in values.items():
             if isinstance(value, int) and not isinstance(value, bool):
-                _submit_ahead(files, {**values, name: value + 1}, source, named)
+                _submit_ahead(files, {**values, name: value + 1}, source, named, urgent=True)
     analysis = _analyse_and_learn(files, values, source, named)
     # A parameter whose effect is still unknown (it changed together with another one by the
     # same amount, say) is moved alone once, so that later values can be derived.
@@ -668,14 +670,25 @@ def _ahead(files: Sequence[tuple[str, bytes]], source: str, named: str) -> None:
 
 
 _IN_FLIGHT: dict[str, Future[None]] = {}  # "source|values" queued or analysed ahead now
+# Analyses ahead wait here for the "ahead" process, most urgent first: (priority, order,
+# future, work). 0: what the next upload of new files will need; 1: the racks further on.
+_AHEAD_QUEUE: queue.PriorityQueue[tuple[int, int, Future[None], Callable[[], None]]] = (
+    queue.PriorityQueue()
+)
+_AHEAD_ORDER = itertools.count()
+_AHEAD_THREAD: list[threading.Thread] = []
 
 
 def _submit_ahead(
-    files: Sequence[tuple[str, bytes]], values: Mapping[str, Any], source: str, named: str
+    files: Sequence[tuple[str, bytes]],
+    values: Mapping[str, Any],
+    source: str,
+    named: str,
+    *,
+    urgent: bool = False,
 ) -> None:
     """Queue one analysis ahead of need, unless it is cached or already queued."""
     key = f"{source}|{_values_key(values)}"
-    executor = _executor_ahead()  # takes the cache lock itself
     with _CACHE_LOCK:
         if key in _IN_FLIGHT or key in _ANALYSIS_CACHE:
             return
@@ -687,19 +700,48 @@ def _submit_ahead(
                 with _CACHE_LOCK:
                     _IN_FLIGHT.pop(key, None)
 
-        _IN_FLIGHT[key] = executor.submit(run)
+        future: Future[None] = Future()
+        _IN_FLIGHT[key] = future
+        _AHEAD_QUEUE.put((0 if urgent else 1, next(_AHEAD_ORDER), future, run))
+        if not _AHEAD_THREAD:
+            thread = threading.Thread(target=_ahead_worker, name="ot-ahead", daemon=True)
+            _AHEAD_THREAD.append(thread)
+            thread.start()
+
+
+def _ahead_worker() -> None:
+    """Feed the "ahead" process one analysis at a time (a daemon thread)."""
+    while True:
+        _, _, future, work = _AHEAD_QUEUE.get()
+        if not future.set_running_or_notify_cancel():
+            continue  # a request needed the answer first and analysed it itself
+        try:
+            work()
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
 
 
 def _wait_ahead(source: str, timeout_s: float = 60.0) -> bool:
-    """Wait for the analyses ahead of these files' (real seconds); False if there were none."""
+    """Wait for the analysis ahead of these files that is under way (real seconds), and
+    drop the queued ones: a request that needs an analysis now makes its own rather than
+    wait behind others'. False if none was under way."""
+    waited = False
     with _CACHE_LOCK:
-        pending = [f for k, f in _IN_FLIGHT.items() if k.startswith(f"{source}|")]
-    for future in pending:
+        mine = [(k, f) for k, f in _IN_FLIGHT.items() if k.startswith(f"{source}|")]
+        for key, future in mine:
+            if future.cancel():
+                _IN_FLIGHT.pop(key, None)
+    for _, future in mine:
+        if future.cancelled():
+            continue
+        waited = True
         try:
             future.result(timeout=timeout_s)
         except Exception:  # noqa: BLE001 - a failed or slow probe only means no head start
             pass
-    return bool(pending)
+    return waited
 
 
 def _analyse_ahead(
@@ -711,18 +753,6 @@ def _analyse_ahead(
         _log.debug(
             "analysis ahead of %s with %s failed", [n for n, _ in files], values, exc_info=True
         )
-
-
-_AHEAD: ThreadPoolExecutor | None = None
-
-
-def _executor_ahead() -> ThreadPoolExecutor:
-    """The thread that feeds the "ahead" process, one analysis at a time."""
-    global _AHEAD
-    with _CACHE_LOCK:
-        if _AHEAD is None:
-            _AHEAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ot-ahead")
-        return _AHEAD
 
 
 def _source_key(files: Sequence[tuple[str, bytes]]) -> str:
