@@ -292,8 +292,8 @@ class Engine:
         self._next_alarm_check: datetime | None = None
         self._alarm_checked_at: datetime | None = None  # when devices were last read
         self.watch = watch
-        self.alarm_checks = 0  # device alarm checks made (a dry run reports it)
-        self.alarm_checks_skipped = 0  # ... and skipped because the watch said quiet
+        self.alarm_checks = 0  # device alarm checks made (a dry run prints both)
+        self.alarm_checks_skipped = 0  # ... and slept through because the watch said quiet
         self._next_climate: datetime | None = None
         self._recovered = False
         # Caches of what the loop looks at every pass (the store stays the truth; these
@@ -1107,8 +1107,10 @@ class Engine:
         stays the one of an engine that woke for every check.
         """
         due = self._next_alarm_check
-        if due is not None and self.watch is not None:
-            due = self._next_alarm_check = self._on_alarm_grid(due, now)
+        if due is not None and self.watch is not None and now > due:
+            later = self._on_alarm_grid(due, now)
+            self.alarm_checks_skipped += (later - due) // timedelta(seconds=self.cfg.alarm_check_s)
+            due = self._next_alarm_check = later
         return due
 
     def _quiet(self, now: datetime) -> bool:

@@ -116,6 +116,7 @@ def simulate(args: argparse.Namespace) -> int:
         report = out / "batch-record.html"
         report.write_text(batch_record(store, run_id), encoding="utf-8")
         summary = summarize(store, run_id, clock.now())
+        summary["alarm_checks"] = (engine.alarm_checks, engine.alarm_checks_skipped)
     _print_summary(summary, db, report, out, wall_s)
     return EXIT_OK if summary["state"] == "completed" else EXIT_INVALID
 
@@ -194,6 +195,11 @@ def _print_summary(s: dict[str, Any], db: Path, report: Path, out: Path, wall_s:
     _out(
         f"simulated {s['span_days']:.1f} days in {wall_s:.1f} s; audit chain {'verified' if s['audit_ok'] else 'BROKEN'}"
     )
+    made, slept = s.get("alarm_checks", (0, 0))
+    if slept:
+        _out(
+            f"device alarm checks: {made} made, {slept} slept through (nothing could have changed)"
+        )
     _out("device utilisation (busy time / run span):")
     for d, u in s["utilisation"].items():
         _out(f"  {d:<10} {u * 100:5.1f}%  ({s['busy_h'][d]:.1f} h)")
