@@ -723,10 +723,11 @@ def _ahead_worker() -> None:
             future.set_result(None)
 
 
-def _wait_ahead(source: str, timeout_s: float = 60.0) -> bool:
-    """Wait for the analysis ahead of these files that is under way (real seconds), and
-    drop the queued ones: a request that needs an analysis now makes its own rather than
-    wait behind others'. False if none was under way."""
+def _wait_ahead(source: str, timeout_s: float = 5.0) -> bool:
+    """Wait for the analysis ahead of these files that is under way (at most ``timeout_s``
+    real seconds: one takes a fraction of a second, and the request's client is waiting),
+    and drop the queued ones: a request that needs an analysis now makes its own rather
+    than wait behind others'. False if none was under way."""
     waited = False
     with _CACHE_LOCK:
         mine = [(k, f) for k, f in _IN_FLIGHT.items() if k.startswith(f"{source}|")]
