@@ -149,7 +149,9 @@ class CytomatDriver:
     ``poll_interval_s`` between status polls, ``move_timeout_s`` for a move to finish,
     ``init_timeout_s`` for ``ll:in``, ``reply_timeout_s`` per request. ``er 01`` (busy) and
     ``er 02`` (unknown) are retried ``busy_retries`` times, ``busy_retry_interval_s`` apart,
-    because the device reports them spuriously right after a move (DEVICES.md 2.3).
+    because the device reports them spuriously right after a move (DEVICES.md 2.3). A check
+    (``ch:``) whose reply is lost or garbled is asked again ``query_retries`` times; an
+    action never is.
 
     Thread-safe: requests are serialised by the line's lock; one thread should own a move
     from start to :meth:`wait_idle`.
@@ -170,6 +172,7 @@ class CytomatDriver:
         read_timeout_s: float = 0.02,
         busy_retries: int = 10,
         busy_retry_interval_s: float = 0.1,
+        query_retries: int = 2,
         baudrate: int = 9600,
     ) -> None:
         if slots < 1 or slots > 999:
@@ -181,6 +184,7 @@ class CytomatDriver:
         self.init_timeout_s = init_timeout_s
         self.busy_retries = busy_retries
         self.busy_retry_interval_s = busy_retry_interval_s
+        self.query_retries = query_retries
         self._clock = clock
         self._line = SerialLine(
             name,
@@ -338,7 +342,11 @@ class CytomatDriver:
         """Send one telegram; raise the typed error for ``er XX`` (after the short retries)."""
         attempt = 0
         while True:
-            reply = self._line.transact(command)
+            # Checks (ch:) only read: a lost reply is asked for again. Actions are not.
+            if command.startswith("ch:"):
+                reply = self._line.query(command, self.query_retries)
+            else:
+                reply = self._line.transact(command)
             if not reply.startswith("er"):
                 return reply
             m = _ER.fullmatch(reply)

@@ -147,6 +147,7 @@ class LiconicDriver:
         session_wait_s: float = 0.15,
         baudrate: int = 9600,
         n2_register_is_o2: bool = False,
+        query_retries: int = 2,
     ) -> None:
         self.levels = tuple(int(n) for n in levels)
         if not self.levels or any(n < 1 for n in self.levels):
@@ -161,6 +162,7 @@ class LiconicDriver:
         self.break_s = break_s
         self.session_wait_s = session_wait_s
         self.n2_register_is_o2 = n2_register_is_o2
+        self.query_retries = query_retries  # a read (RD) whose reply is lost is asked again
         self._clock = clock
         self._line = SerialLine(
             name,
@@ -389,11 +391,21 @@ class LiconicDriver:
 
     def _send(self, command: str) -> str:
         """One request; re-open the session once on ``E1``; raise typed errors for ``E0..E5``."""
+        # Reads (RD) are asked for again if their reply is lost; writes and actions are not.
+        if command.startswith("RD "):
+
+            def send() -> str:
+                return self._line.query(command, self.query_retries)
+        else:
+
+            def send() -> str:
+                return self._line.transact(command)
+
         with self._line.lock:
-            reply = self._line.transact(command)
+            reply = send()
             if reply == "E1":
                 self.open_session()
-                reply = self._line.transact(command)
+                reply = send()
                 if reply == "E1":
                     raise DeviceCommunicationError(
                         self.name,

@@ -263,6 +263,21 @@ class SerialLine:
             )
         return reply
 
+    def query(self, command: str, retries: int = 2, timeout_s: float | None = None) -> str:
+        """:meth:`transact` for a request that only reads (a status, a register, a sensor):
+        a reply lost or garbled on the line is asked for again, up to ``retries`` more
+        times, since asking twice changes nothing on the device. Never use it for commands
+        that act: whether those happened is for the engine to find out, not to guess.
+        """
+        for attempt in range(retries + 1):
+            try:
+                return self.transact(command, timeout_s)
+            except (DeviceTimeout, DeviceCommunicationError) as exc:
+                if attempt == retries:
+                    raise
+                log.warning("%s; asking again (a read changes nothing)", exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _read_until(
         self, port: serial.SerialBase, end: bytes, command: str, deadline_s: float
     ) -> bytes:

@@ -281,14 +281,14 @@ def test_still_busy_at_the_deadline_times_out(run, clock: VirtualClock) -> None:
 
 
 def test_silent_peer_raises_device_timeout(run) -> None:
-    driver, _ = run([(b"ch:bs\r", None)])
+    driver, _ = run([(b"ch:bs\r", None)], query_retries=0)
     with pytest.raises(DeviceTimeout) as info:
         driver.poll()
     assert str(info.value) == "inc-1: ch:bs: no reply within 0.3 s"
 
 
 def test_reply_without_terminator_times_out_and_shows_the_partial_reply(run) -> None:
-    driver, _ = run([(b"ch:bs\r", b"bs 0")])
+    driver, _ = run([(b"ch:bs\r", b"bs 0")], query_retries=0)
     with pytest.raises(DeviceTimeout, match=r"incomplete reply b'bs 0'"):
         driver.poll()
 
@@ -305,7 +305,7 @@ def test_reply_without_terminator_times_out_and_shows_the_partial_reply(run) -> 
     ],
 )
 def test_garbled_replies_are_communication_errors(run, reply: bytes, match: str) -> None:
-    driver, _ = run([(b"ch:bs\r", reply)])
+    driver, _ = run([(b"ch:bs\r", reply)], query_retries=0)
     with pytest.raises(DeviceCommunicationError, match=match):
         driver.poll()
 
@@ -516,3 +516,23 @@ def test_a_failing_drain_is_a_communication_error_naming_device_and_command(
         assert "Input/output error" in str(info.value)
     finally:
         line.close()
+
+
+def test_a_check_whose_reply_is_lost_is_asked_again(run) -> None:
+    # A status read changes nothing on the device: one lost reply is not an outage.
+    driver, _ = run([(b"ch:bs\r", None), (b"ch:bs\r", b"\xff\r"), *polls("02")])
+    assert driver.poll().ready
+
+
+def test_a_check_that_never_answers_fails_after_its_retries(run) -> None:
+    driver, _ = run([(b"ch:bs\r", None)] * 3)
+    with pytest.raises(DeviceTimeout, match="no reply within 0.3 s"):
+        driver.poll()
+
+
+def test_an_action_whose_reply_is_lost_is_never_sent_again(run) -> None:
+    # Whether the plate moved is for the engine to find out (it asks the operator): sending
+    # the move again could move a second plate. The peer would fail on a second request.
+    driver, _ = run([(b"mv:st 005\r", None)])
+    with pytest.raises(DeviceTimeout, match="mv:st 005: no reply"):
+        driver.start_fetch(5)

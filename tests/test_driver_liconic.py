@@ -310,14 +310,14 @@ def test_plc_errors_map_to_faults_with_their_code(run, reply: str, meaning: str)
 
 
 def test_silent_peer_raises_device_timeout(run) -> None:
-    driver, _ = run([*SESSION, (b"RD 1915\r", None)])
+    driver, _ = run([*SESSION, (b"RD 1915\r", None)], query_retries=0)
     with pytest.raises(DeviceTimeout) as info:
         driver.poll()
     assert str(info.value) == "inc-hyp: RD 1915: no reply within 0.3 s"
 
 
 def test_reply_ending_in_cr_only_is_incomplete(run) -> None:
-    driver, _ = run([*SESSION, (b"RD 1915\r", b"1\r")])
+    driver, _ = run([*SESSION, (b"RD 1915\r", b"1\r")], query_retries=0)
     with pytest.raises(DeviceTimeout, match=r"incomplete reply b'1\\r'"):
         driver.poll()
 
@@ -331,7 +331,7 @@ def test_reply_ending_in_cr_only_is_incomplete(run) -> None:
     ],
 )
 def test_garbled_flag_replies(run, frame: bytes, reply: bytes, match: str) -> None:
-    driver, _ = run([*SESSION, (frame, reply)])
+    driver, _ = run([*SESSION, (frame, reply)], query_retries=0)
     with pytest.raises(DeviceCommunicationError, match=match):
         driver.poll()
 
@@ -449,3 +449,9 @@ def test_pty_port_is_configured_9600_8e1_with_rts_cts(run) -> None:
     # pyserial port object the driver configured.
     port = driver._line._port
     assert (port.parity, port.bytesize, port.stopbits, port.rtscts) == ("E", 8, 1, True)
+
+
+def test_a_read_whose_reply_is_lost_is_asked_again(run) -> None:
+    driver, _ = run([*SESSION, (b"RD 1915\r", None), *poll("1")])
+    status = driver.poll()
+    assert status is not None and status.ready

@@ -619,3 +619,17 @@ def test_sleeping_through_quiet_alarm_checks_gives_the_same_run(
     always, skipped = _trace(out), _trace(skipping.out)
     for part in always:
         assert skipped[part] == always[part], part
+
+
+def test_one_lost_reply_to_a_status_check_is_shrugged_off(
+    simulated: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    # A status read is asked for again (it changes nothing): one lost reply on the line is
+    # neither an outage nor a reason to stop the feed. (incubator_no_reply.yaml loses three.)
+    scenario = tmp_path / "one_lost.yaml"
+    scenario.write_text(
+        'faults:\n  - {device: inc-sim, fault: no_reply, at: "2026-12-02T08:50:00Z", count: 1}\n'
+    )
+    o = simulated(scenario)
+    _completed_cleanly(o)
+    assert o.alarms == []
