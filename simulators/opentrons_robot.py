@@ -65,7 +65,7 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 from urllib.parse import parse_qs, urlsplit
 
 from labctl.clock import Clock, RealClock
@@ -1902,6 +1902,7 @@ class RobotSimulator:
         self._action_log = action_log
         self._lock = threading.RLock()
         self._log_lock = threading.Lock()
+        self._log_file: TextIO | None = None  # the action log file, once written to
         self._log_entries: list[dict[str, Any]] = []
         self._protocols: dict[str, _Protocol] = {}
         self._runs: dict[str, _Run] = {}
@@ -1948,6 +1949,10 @@ class RobotSimulator:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        with self._log_lock:
+            log_file, self._log_file = self._log_file, None
+            if log_file is not None:
+                log_file.close()
 
     def __enter__(self) -> RobotSimulator:
         return self.start()
@@ -2062,8 +2067,11 @@ class RobotSimulator:
             if callable(target):
                 target(copy.deepcopy(entry))
                 return
-            with open(target, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            if self._log_file is None:
+                # Kept open, line-buffered: each entry reaches the file whole as it is
+                # written (a reader never sees half a line), without an open per command.
+                self._log_file = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            self._log_file.write(json.dumps(entry, separators=(",", ":")) + "\n")
 
     # ---- request handling -------------------------------------------------------------------
 
