@@ -976,6 +976,11 @@ class Engine:
                 j.next_poll = now + timedelta(
                     seconds=min(self.cfg.poll_max_s, self.cfg.poll_s * 1.3**j.polls)
                 )
+                if j.op is not Op.PROMPT and j.started_at is not None:
+                    # The first poll came a little early (to see faster jobs); until the
+                    # expected end there is nothing more to learn.
+                    expected = j.started_at + timedelta(seconds=self._planned_duration(j))
+                    j.next_poll = max(j.next_poll, expected)
                 if st.check_at is not None and st.check_at > j.next_poll:
                     # The device says when it can next have changed: look then, but often
                     # enough that an unanswered prompt still pages someone on time.
