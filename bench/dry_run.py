@@ -9,14 +9,17 @@ Two wall times, measured in the same invocation:
   generated with labctl.drivers.opentrons_protocol.generate from its job's parameters), the
   check a user would otherwise run by hand per protocol file.
 
-It prints figures only; nothing is asserted. The last line reads
+It prints figures only; nothing is asserted. Both are measured ``--repeat`` times (default 3),
+interleaved, and the medians compared. The last line reads
 ``dry run: N.Nx one opentrons_simulate`` (the whole dry run's wall time over the one call's).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -100,12 +103,29 @@ def time_labctl_simulate(work: Path) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="measure both this many times, interleaved, and compare the medians (the "
+        "machines this runs on are shared and their speed drifts by a third)",
+    )
+    args = parser.parse_args()
     key, source = feed_protocol_source()
     print(f"feed protocol: job {key}, {len(source.splitlines())} lines of Python")
-    with tempfile.TemporaryDirectory(prefix="labctl-dry-run-") as tmp:
-        work = Path(tmp)
-        one = time_opentrons_simulate(source, work)
-        whole = time_labctl_simulate(work)
+    ones, wholes = [], []
+    for _ in range(max(1, args.repeat)):
+        with tempfile.TemporaryDirectory(prefix="labctl-dry-run-") as tmp:
+            work = Path(tmp)
+            ones.append(time_opentrons_simulate(source, work))
+            wholes.append(time_labctl_simulate(work))
+    one, whole = statistics.median(ones), statistics.median(wholes)
+    if len(ones) > 1:
+        print(
+            f"medians of {len(ones)}: opentrons_simulate {one:.1f} s, labctl simulate {whole:.1f} s"
+            f" (ratios {', '.join(f'{w / o:.1f}' for o, w in zip(ones, wholes, strict=True))})"
+        )
     print(f"dry run: {whole / one:.1f}x one opentrons_simulate")
 
 
