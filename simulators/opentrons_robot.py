@@ -82,6 +82,7 @@ __all__ = [
     "main",
     "read_protocol",
     "speculate",
+    "speculating",
     "start_analysers",
     "warm_up",
 ]
@@ -297,6 +298,11 @@ _EXECUTOR: ThreadPoolExecutor | None = None
 # machine's other core.
 _POOLS: dict[str, ProcessPoolExecutor] = {}
 _SETTINGS = {"speculate": False}
+
+
+def speculating() -> bool:
+    """Whether analyses are made ahead of need (see :func:`speculate`)."""
+    return _SETTINGS["speculate"]
 
 
 def speculate(on: bool = True) -> None:

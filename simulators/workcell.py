@@ -34,7 +34,12 @@ from labctl.clock import Clock
 from labctl.errors import LabctlError
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import FaultSpecError, parse_duration, parse_faults
-from labctl.simulators.opentrons_robot import RobotSimulator, speculate, start_analysers
+from labctl.simulators.opentrons_robot import (
+    RobotSimulator,
+    speculate,
+    speculating,
+    start_analysers,
+)
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
 from labctl.simulators.serial_link import PtyLink
 from labctl.store import Store
@@ -268,6 +273,7 @@ class SimulatedWorkcell:
             action_log=self.log_dir / "incubator_actions.jsonl",
         )
         self.link = PtyLink(self.incubator)
+        self._speculated = False
         self.devices: dict[str, Any] = {}
         if store is not None:
             self.devices[OPERATOR] = SimulatedOperator(
@@ -288,6 +294,7 @@ class SimulatedWorkcell:
         # The robot's opentrons starts importing in its own processes while the run is
         # being set up, and analyses the next values ahead of need on the other core.
         start_analysers()
+        self._speculated = speculating()
         speculate(True)
         self.robot.start()
         self.link.start()
@@ -296,6 +303,7 @@ class SimulatedWorkcell:
     def stop(self) -> None:
         self.link.stop()
         self.robot.stop()
+        speculate(self._speculated)  # as it was before this workcell started
 
     def __enter__(self) -> SimulatedWorkcell:
         return self.start()

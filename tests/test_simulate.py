@@ -16,7 +16,7 @@ import json
 import sqlite3
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -403,3 +403,15 @@ def test_kriks_six_plates_every_well_gets_every_feed_once_with_the_planned_mediu
     assert {p: [s for s in v if s in one_feed] for p, v in timeline.items()} == {
         p: one_feed * 26 for p in plates
     }
+
+
+def test_a_workcell_analyses_ahead_only_while_it_runs(tmp_path: Path) -> None:
+    from labctl.clock import VirtualClock
+    from labctl.simulators.opentrons_robot import speculating
+    from labctl.simulators.workcell import SimulatedWorkcell
+
+    before = speculating()
+    clock = VirtualClock(datetime(2026, 12, 1, tzinfo=UTC))
+    with SimulatedWorkcell(clock, None, ["P1"], tmp_path / "devices"):
+        assert speculating()
+    assert speculating() == before
