@@ -20,6 +20,7 @@ import platformdirs
 
 from labctl.clock import Clock
 from labctl.errors import LabctlError
+from labctl.simulate import MAX_PACE
 
 __all__ = ["DAY_A_MINUTE", "TrainingConfig", "TrainingLauncher", "TrainingSession"]
 
@@ -91,8 +92,11 @@ class TrainingLauncher:
         """The command line (a list: it is never given to a shell)."""
         if cfg.plates < 1:
             raise TrainingError(f"training needs at least one plate, not {cfg.plates}")
-        if cfg.pace <= 0:
-            raise TrainingError(f"the pace must be positive, not {cfg.pace:g}")
+        if not 0 < cfg.pace <= MAX_PACE:
+            raise TrainingError(
+                f"the pace must be above 0 and at most {MAX_PACE:g} (an hour a second), "
+                f"not {cfg.pace:g}"
+            )
         out: Sequence[str] = [
             self.python,
             "-m",

@@ -15,9 +15,21 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from labctl.cli import EXIT_INVALID, EXIT_OK, EXTRA_COMMANDS, _load_or_fail, _out, _start
+from labctl.cli import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXTRA_COMMANDS,
+    _err,
+    _load_or_fail,
+    _out,
+    _start,
+)
 from labctl.clock import PacedClock, RealClock, VirtualClock
 from labctl.plugins import load
+
+# Paced runs: at most an hour a second. A serial exchange takes about a millisecond of real
+# time; much faster than this and that is more than the drivers' one-second reply time-out.
+MAX_PACE = 3600.0
 
 
 def _out_dir(args: argparse.Namespace, protocol_id: str) -> Path:
@@ -37,6 +49,13 @@ def simulate(args: argparse.Namespace) -> int:
     from labctl.store import Store
     from labctl.workcell import parse_workcell
 
+    if args.pace is not None and not 0 < args.pace <= MAX_PACE:
+        _err(
+            f"labctl simulate: --pace must be above 0 and at most {MAX_PACE:g}, not {args.pace:g}:"
+            " faster, the devices' reply time-outs (a second of device time) pass before a"
+            " reply can cross the serial line (use virtual time: leave --pace out)"
+        )
+        return EXIT_INVALID
     tz = args.tz or "UTC"
     proto = _load_or_fail(args.file)
     plan = resolve(
@@ -262,7 +281,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pace",
         type=float,
-        help="real-time acceleration instead of virtual time (1440 = a day a minute)",
+        help="real-time acceleration instead of virtual time (1440 = a day a minute; at most 3600)",
     )
     p.add_argument(
         "--grace-days",

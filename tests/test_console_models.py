@@ -596,3 +596,7 @@ def test_training_launcher_argv(tmp_path: Path) -> None:
     assert session.db == db and session.log == db.with_suffix(".log") and session.log.exists()
     with pytest.raises(TrainingError, match="at least one plate"):
         launcher.argv(TrainingConfig(KRIKS, plates=0))
+    # Faster than an hour a second, the simulated serial devices could not answer in time.
+    assert launcher.argv(TrainingConfig(KRIKS, plates=1, pace=3600))[-2:] == ["--pace", "3600"]
+    with pytest.raises(TrainingError, match="at most 3600"):
+        launcher.argv(TrainingConfig(KRIKS, plates=1, pace=86400))

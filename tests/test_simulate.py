@@ -415,3 +415,14 @@ def test_a_workcell_analyses_ahead_only_while_it_runs(tmp_path: Path) -> None:
     with SimulatedWorkcell(clock, None, ["P1"], tmp_path / "devices"):
         assert speculating()
     assert speculating() == before
+
+
+@pytest.mark.parametrize("pace", ["0", "86400"])
+def test_a_pace_the_devices_cannot_keep_up_with_is_refused(
+    tmp_path: Path, pace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = run_simulate(KRIKS, tmp_path / "out", "--pace", pace)
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert f"--pace must be above 0 and at most 3600, not {pace}" in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
