@@ -948,18 +948,7 @@ class _TipModel:
         if self.broken or name in self.pipette_of or name in self.probed or spec is None:
             return None
         self.probed.add(name)
-        ref = self.ref_values.get(name)
-        low, high = spec.get("min"), spec.get("max")
-        if spec.get("type") != "int" or not isinstance(ref, int | float) or low is None:
-            return None
-        step = 1 if high is not None and ref + 1 <= high else -1
-        if ref + step < low:
-            return None
-        full = dict(self.ref_values)
-        full[name] = int(ref) + step
-        return self.normalise(
-            {n: int(v) if self.specs[n].get("type") == "int" else v for n, v in full.items()}
-        )
+        return self._moved(name, 1) or self._moved(name, -1)  # down only at the maximum
 
     def next_probes(self) -> list[dict[str, Any]]:
         """Values worth analysing ahead of need: each parameter not mapped yet moved by one,

@@ -371,11 +371,9 @@ class SimulatedWorkcell:
         alarm-check steps are also when it decides)."""
         if not self.robot.quiet_since(since) or not self.incubator.quiet_since(since):
             return False
-        for f in self.scenario.robot:
-            if f.at is not None and f.at <= now:
-                end = None if f.duration_s is None else f.at + timedelta(seconds=f.duration_s)
-                if end is None or end >= since:
-                    return False
+        for at, end in self._robot_fault_windows():
+            if at <= now and (end is None or end >= since):
+                return False
         return not self._operator_deciding()
 
     def next_change(self, now: datetime) -> datetime | None:
@@ -384,12 +382,17 @@ class SimulatedWorkcell:
         if self._operator_deciding():
             return now
         times = [t for t in (self.robot.next_change(), self.incubator.next_change()) if t]
-        for f in self.scenario.robot:
-            if f.at is None:
-                continue
-            end = None if f.duration_s is None else f.at + timedelta(seconds=f.duration_s)
-            times.extend(t for t in (f.at, end) if t is not None and t > now)
+        for at, end in self._robot_fault_windows():
+            times.extend(t for t in (at, end) if t is not None and t > now)
         return min(times, default=None)
+
+    def _robot_fault_windows(self) -> list[tuple[datetime, datetime | None]]:
+        """(start, end or None for never) of each timed robot fault (offline, door)."""
+        return [
+            (f.at, None if f.duration_s is None else f.at + timedelta(seconds=f.duration_s))
+            for f in self.scenario.robot
+            if f.at is not None
+        ]
 
     def next_decision(self, now: datetime) -> datetime | None:
         """When the scripted operator will next decide a recovery prompt (None: nothing)."""
