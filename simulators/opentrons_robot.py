@@ -41,6 +41,8 @@ module (``if __name__ == "__main__":``), as the spawn start method re-imports it
 from __future__ import annotations
 
 import argparse
+import atexit
+import collections
 import copy
 import dataclasses
 import email.parser
@@ -55,6 +57,8 @@ import multiprocessing
 import os
 import queue
 import re
+import signal
+import sys
 import tempfile
 import threading
 import uuid
@@ -291,6 +295,7 @@ _CACHE_LOCK = threading.Lock()
 _READ_CACHE: dict[str, ProtocolSourceInfo | str] = {}  # source key -> info or invalid-files message
 _ANALYSIS_CACHE: dict[str, ProtocolAnalysis] = {}  # files (see analyse_protocol) + values
 _TIP_MODELS: dict[str, _TipModel] = {}  # file contents -> what their parameters do
+_UNDER_WAY: collections.Counter[str] = collections.Counter()  # source key -> analyses running
 _EXECUTOR: ThreadPoolExecutor | None = None
 # opentrons runs in child processes, one for analyses a request waits for ("now") and one
 # for analyses the simulator makes ahead of need ("ahead", see speculate): the controller
@@ -310,8 +315,19 @@ def speculate(on: bool = True) -> None:
     process) the parameter values that teach the tip model what each parameter does and
     where every tip rack sits, so later values are derived instead of analysed while a
     request waits. What is served does not change, only how soon; off by default, so tests
-    count exactly the analyses they cause."""
+    count exactly the analyses they cause. Turning it off drops the analyses ahead still
+    queued (the one under way finishes)."""
     _SETTINGS["speculate"] = on
+    if not on:
+        while True:
+            try:
+                _, _, future, _ = _AHEAD_QUEUE.get_nowait()
+            except queue.Empty:
+                break
+            with _CACHE_LOCK:
+                for key in [k for k, f in _IN_FLIGHT.items() if f is future]:
+                    del _IN_FLIGHT[key]
+            future.cancel()
 
 
 def _content_hash(files: Sequence[tuple[str, bytes]]) -> str:
@@ -354,16 +370,18 @@ def _in_child(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def start_analysers() -> None:
-    """Start the analysis processes (they import opentrons, ~2 s) without waiting for them."""
+    """Start the analysis processes without waiting for them: each imports opentrons and
+    analyses a small protocol (~2.5 s once), so the first real analysis is as quick as the
+    next ones."""
     for kind in ("now", "ahead"):
-        _pool(kind).submit(_child_ready)
+        _pool(kind).submit(_child_warm)
 
 
 def warm_up() -> None:
-    """Start the analysis process and import opentrons there now (~2 s once) instead of at
-    the first upload. Sets ``OT_API_CONFIG_DIR`` to a fresh temporary directory if unset,
-    so opentrons writes its config there and not into ``~/.opentrons``."""
-    futures = [_pool(kind).submit(_child_ready) for kind in ("now", "ahead")]
+    """Start the analysis processes and warm them (see :func:`start_analysers`) now, instead
+    of at the first upload. Sets ``OT_API_CONFIG_DIR`` to a fresh temporary directory if
+    unset, so opentrons writes its config there and not into ``~/.opentrons``."""
+    futures = [_pool(kind).submit(_child_warm) for kind in ("now", "ahead")]
     for f in futures:
         f.result()
 
@@ -372,11 +390,56 @@ def warm_up() -> None:
 
 
 def _child_init() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides what stops, not the child.
+    # (Also, asyncio.run would otherwise install and restore its own SIGINT handler on every
+    # analysis, and restoring it formats the repr of the whole analysis task: 10% of its time.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with _OT_LOCK:
         _import_opentrons_locked()
+    # The child keeps nothing worth tearing down (results go back through the pipe, files
+    # live in closed temporary directories): once it is told to stop, end it at once rather
+    # than free opentrons' modules one by one, which kept the parent's exit waiting ~0.5 s.
+    atexit.register(_exit_now)
 
 
-def _child_ready() -> bool:
+def _exit_now() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+# A small protocol of the kind labctl generates (API level, run-time parameter, labware,
+# pipette, liquid moves): analysing it once loads what opentrons loads lazily on a first
+# analysis (~0.7 s), before any request waits for one.
+_WARM_PROTOCOL = b"""from opentrons import protocol_api
+
+requirements = {"robotType": "OT-2", "apiLevel": "2.18"}
+
+
+def add_parameters(parameters):
+    parameters.add_int(variable_name="first_tip", display_name="First tip", default=0,
+                       minimum=0, maximum=95)
+
+
+def run(ctx: protocol_api.ProtocolContext) -> None:
+    plate = ctx.load_labware("corning_6_wellplate_16.8ml_flat", "1")
+    medium = ctx.load_labware("nest_1_reservoir_195ml", "2")
+    tips = ctx.load_labware("opentrons_96_filtertiprack_1000ul", "10")
+    pip = ctx.load_instrument("p1000_single_gen2", "right", tip_racks=[tips])
+    pip.starting_tip = tips.wells()[ctx.params.first_tip]
+    pip.pick_up_tip()
+    pip.aspirate(500, medium["A1"].bottom(1))
+    pip.dispense(500, plate["A1"].top())
+    pip.blow_out()
+    pip.drop_tip()
+"""
+
+
+def _child_warm() -> bool:
+    """Import opentrons and analyse :data:`_WARM_PROTOCOL` once (in a child)."""
+    analysis = _child_analyse([("labctl_warm_up.py", _WARM_PROTOCOL)], {}, "OT-2 Standard")
+    if analysis.result != "ok":  # only slower, never wrong: say so and go on
+        _log.warning("warming the analysis process: %s", analysis.errors)
     return bool(_OT)
 
 
@@ -620,7 +683,15 @@ def _analyse_and_learn(
     pool: str = "now",
 ) -> ProtocolAnalysis:
     """Run opentrons on the files with ``values``; cache the analysis and learn from it."""
-    analysis = _analyse_locked_out(files, values, pool=pool)
+    with _CACHE_LOCK:
+        _UNDER_WAY[source] += 1
+    try:
+        analysis = _analyse_locked_out(files, values, pool=pool)
+    finally:
+        with _CACHE_LOCK:
+            _UNDER_WAY[source] -= 1
+            if not _UNDER_WAY[source]:
+                del _UNDER_WAY[source]
     clean = analysis.result == "ok" and not analysis.errors
     with _CACHE_LOCK:
         _ANALYSIS_CACHE.setdefault(f"{source if clean else named}|{_values_key(values)}", analysis)
@@ -664,7 +735,11 @@ def _ahead(files: Sequence[tuple[str, bytes]], source: str, named: str) -> None:
         return
     with _CACHE_LOCK:
         model = _TIP_MODELS.get(source)
-        probes = model.next_probes() if model is not None else []
+        # While another analysis of these files is under way (the one a request waits for,
+        # when the probe moved by one finished first and became the reference), it will map
+        # the parameters itself: a second probe moved by one would only repeat it.
+        busy = _UNDER_WAY.get(source, 0) > 0
+        probes = model.next_probes(mapping=not busy) if model is not None else []
         probes = [
             p
             for p in probes
@@ -709,6 +784,12 @@ def _submit_ahead(
         future: Future[None] = Future()
         _IN_FLIGHT[key] = future
         _AHEAD_QUEUE.put((0 if urgent else 1, next(_AHEAD_ORDER), future, run))
+    _ensure_ahead_worker()
+
+
+def _ensure_ahead_worker() -> None:
+    """Start the thread that feeds the "ahead" process, once."""
+    with _CACHE_LOCK:
         if not _AHEAD_THREAD:
             thread = threading.Thread(target=_ahead_worker, name="ot-ahead", daemon=True)
             _AHEAD_THREAD.append(thread)
@@ -950,14 +1031,15 @@ class _TipModel:
         self.probed.add(name)
         return self._moved(name, 1) or self._moved(name, -1)  # down only at the maximum
 
-    def next_probes(self) -> list[dict[str, Any]]:
-        """Values worth analysing ahead of need: each parameter not mapped yet moved by one,
-        and for each mapped one the first pick moved just past (or before) the tips the
-        model has placed, to show the next rack. Each is offered once."""
+    def next_probes(self, *, mapping: bool = True) -> list[dict[str, Any]]:
+        """Values worth analysing ahead of need: each parameter not mapped yet moved by one
+        (unless ``mapping`` is False: another analysis under way may map them), and for each
+        mapped one the first pick moved just past (or before) the tips the model has placed,
+        to show the next rack. Each is offered once."""
         if self.broken:
             return []
         out = []
-        for name in self.specs:
+        for name in self.specs if mapping else ():
             # Only parameters uploads have set: moving another one (which may do more than
             # move tips) would end derivation for files that never change it.
             if name in self.asked and name not in self.pipette_of:
@@ -1857,7 +1939,9 @@ class RobotSimulator:
     a natural end or failure / after a stop. ``action_log`` is a file path (JSON lines are
     appended) or a callable receiving each entry as a dict. ``background_analysis=True``
     answers an upload at once and analyses on a worker thread (real-time use); the default
-    analyses during the upload so virtual-time tests are deterministic.
+    analyses during the upload so virtual-time tests are deterministic. Like robot-server, it
+    keeps at most ``maximum_runs`` runs and ``maximum_unused_protocols`` protocols no run links
+    to, deleting the oldest to make room for a new one (robot-server's defaults: 20 and 5).
     """
 
     def __init__(
@@ -1876,11 +1960,17 @@ class RobotSimulator:
         command_durations_s: Mapping[str, float] | None = None,
         background_analysis: bool = False,
         name: str | None = None,
+        maximum_runs: int = 20,
+        maximum_unused_protocols: int = 5,
     ) -> None:
         if robot not in ROBOT_TYPES:
             raise ValueError(f"robot must be 'OT-2' or 'Flex', not {robot!r}")
         if time_scale < 0 or analysis_delay_s < 0:
             raise ValueError("time_scale and analysis_delay_s must not be negative")
+        if maximum_runs < 1 or maximum_unused_protocols < 1:
+            raise ValueError("maximum_runs and maximum_unused_protocols must be at least 1")
+        self.maximum_runs = maximum_runs
+        self.maximum_unused_protocols = maximum_unused_protocols
         self.clock = clock
         self.robot: RobotName = robot
         self.robot_type = ROBOT_TYPES[robot]
@@ -1901,6 +1991,7 @@ class RobotSimulator:
         self._log_entries: list[dict[str, Any]] = []
         self._protocols: dict[str, _Protocol] = {}
         self._runs: dict[str, _Run] = {}
+        self._runs_created = 0  # ever, for faults on the n-th run (old runs are deleted)
         # run number (1-based, in creation order) -> command index at which it fails
         self.failing_runs: dict[int, int] = {}
         self._armed_by_scenario = False
@@ -2262,6 +2353,7 @@ class RobotSimulator:
         with self._lock:
             now = self.clock.now()
             self._sync_locked(now)
+            self._make_room_for_protocol()
             protocol = _Protocol(
                 id=_new_id(),
                 created_at=now,
@@ -2516,7 +2608,8 @@ class RobotSimulator:
             if current is not None:
                 self._release(current, now)
             # A scenario may fail one particular run (the n-th created, from 1).
-            n = len(self._runs) + 1
+            self._runs_created += 1
+            n = self._runs_created
             if n in self.failing_runs:
                 self._faults = dataclasses.replace(
                     self._faults, fail_at_command=self.failing_runs[n]
@@ -2524,6 +2617,7 @@ class RobotSimulator:
             elif self._armed_by_scenario:
                 self._faults = dataclasses.replace(self._faults, fail_at_command=None)
             self._armed_by_scenario = n in self.failing_runs
+            self._make_room_for_run()
             run = self._new_run(protocol_id, analysis, data, now)
             run.door_blocking = self.robot == "Flex" and self._faults.door_open
             self._runs[run.id] = run
@@ -2572,6 +2666,23 @@ class RobotSimulator:
             run_time_parameters=[dict(p) for p in analysis.run_time_parameters] if analysis else [],
             id_map=id_map,
         )
+
+    def _make_room_for_run(self) -> None:
+        """Delete the oldest runs so a new one keeps at most ``maximum_runs`` (robot-server's
+        run auto-deleter: oldest first, whatever their protocol). Call with the lock."""
+        excess = len(self._runs) - (self.maximum_runs - 1)
+        for run_id in list(self._runs)[: max(0, excess)]:
+            del self._runs[run_id]
+
+    def _make_room_for_protocol(self) -> None:
+        """Delete the oldest protocols no run links to, so that with a new one at most
+        ``maximum_unused_protocols`` are unused (robot-server's protocol auto-deleter: a
+        protocol a run links to is never deleted). Call with the lock."""
+        used = {r.protocol_id for r in self._runs.values()}
+        unused = [pid for pid in self._protocols if pid not in used]
+        excess = len(unused) + 1 - self.maximum_unused_protocols
+        for pid in unused[: max(0, excess)]:
+            del self._protocols[pid]
 
     def _release(self, run: _Run, now: datetime) -> None:
         """Make ``run`` not current; an idle run is stopped (as the robot does)."""

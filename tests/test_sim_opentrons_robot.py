@@ -11,8 +11,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -430,6 +432,43 @@ def test_identical_reupload_answers_200_and_pending_reupload_503(
     assert listing.body["meta"] == {"cursor": 0, "totalLength": 2}
     uploads = [e for e in sim.action_entries() if e["event"] == "protocol_upload"]
     assert [e["status"] for e in uploads] == [201, 200, 201]
+
+
+def test_old_runs_and_unused_protocols_are_auto_deleted_like_robot_server(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    # robot-server keeps maximum_runs runs (oldest deleted first) and maximum_unused_protocols
+    # protocols that no run links to; a protocol a run links to is never deleted.
+    sim, client = make_sim(maximum_runs=2, maximum_unused_protocols=2)
+    data = (PROTOCOLS / "ot2_ok.py").read_bytes()
+
+    def upload(n: int) -> str:
+        # Distinct contents (a trailing comment), so each upload is a new protocol.
+        reply = client.upload((f"p{n}.py", data + f"\n# {n}\n".encode()))
+        assert reply.status == 201, reply.body
+        return reply.data["id"]
+
+    used = upload(1)
+    clock.advance(1.0)
+    run_a = new_run(client, used)
+    unused = [upload(2), upload(3)]
+    assert [p["id"] for p in client.get("/protocols").data] == [used, *unused]
+    fourth = upload(4)  # three unused now: the oldest unused goes, not the older used one
+    assert [p["id"] for p in client.get("/protocols").data] == [used, unused[1], fourth]
+    assert client.get(f"/protocols/{unused[0]}").status == 404
+    clock.advance(1.0)
+    run_b = new_run(client, fourth)
+    run_c = new_run(client, unused[1])  # the third run: the oldest run goes
+    assert [r["id"] for r in client.get("/runs").data] == [run_b, run_c]
+    assert client.get(f"/runs/{run_a}").status == 404
+    # Its protocol is unused now, the oldest unused one: it goes when room is made again.
+    fifth = upload(5)
+    assert client.get(f"/protocols/{used}").status == 200
+    sixth = upload(6)
+    assert client.get(f"/protocols/{used}").status == 404
+    assert [p["id"] for p in client.get("/protocols").data] == [unused[1], fourth, fifth, sixth]
+    with pytest.raises(ValueError):
+        RobotSimulator(clock, maximum_runs=0)
 
 
 def test_upload_with_key_and_kind(make_sim: Any) -> None:
@@ -1277,9 +1316,17 @@ class Ahead:
         return [v for pool, v in self.calls if pool == "now"]
 
     def settle(self, files: list[tuple[str, bytes]]) -> None:
-        """Wait until nothing is being analysed ahead for these files."""
-        while self.module._wait_ahead(self.module._source_key(files)):
-            pass
+        """Wait until nothing is queued or being analysed ahead for these files (without
+        dropping the queued ones, as a request does). An analysis ahead queues the next
+        before it counts as done, so an empty look means all are done."""
+        prefix = self.module._source_key(files) + "|"
+        while True:
+            with self.module._CACHE_LOCK:
+                mine = [f for k, f in self.module._IN_FLIGHT.items() if k.startswith(prefix)]
+            if not mine:
+                return
+            for future in mine:
+                future.exception(timeout=60)
 
 
 @pytest.fixture
@@ -1344,3 +1391,75 @@ def test_a_dead_analysis_process_is_replaced(ahead: Ahead) -> None:
     analysis = analyse_protocol([("dead.py", tip_protocol("dead"))], {"first_tip": 2})
     assert analysis.result == "ok"
     assert module._POOLS["now"] is not pool
+
+
+def test_a_parameter_is_probed_once_when_the_probe_lands_before_the_request(
+    ahead: Ahead, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe moved by one can finish first and become the reference; the request's own
+    # analysis, still under way, maps the parameter: a probe moved by two would repeat it.
+    module = ahead.module
+    files = [("land.py", tip_protocol("land"))]
+    source = module._source_key(files)
+    counted = module._analyse_locked_out
+
+    def request_lands_last(files: Any, values: Any, pool: str = "now") -> Any:
+        if pool == "now":
+            for _ in range(1000):  # until the probe's analysis is the reference
+                with module._CACHE_LOCK:
+                    if source in module._TIP_MODELS:
+                        break
+                threading.Event().wait(0.01)
+        return counted(files, values, pool=pool)
+
+    monkeypatch.setattr(module, "_analyse_locked_out", request_lands_last)
+    analyse_protocol(files, {"first_tip": 10})
+    ahead.settle(files)
+    assert module._TIP_MODELS[source].ref_values["first_tip"] == 11  # the probe was first
+    assert ("ahead", {"first_tip": 12}) not in ahead.calls
+    assert ("ahead", {"first_tip": 96}) in ahead.calls  # the next rack is still shown
+    derived = analyse_protocol([("land2.py", files[0][1])], {"first_tip": 40})
+    assert ahead.now() == [{"first_tip": 10}]  # derived, not analysed while waited for
+    assert picks(derived.commands)[0] == ("1", "A6")
+
+
+def test_turning_speculation_off_drops_the_analyses_ahead_still_queued(ahead: Ahead) -> None:
+    module = ahead.module
+    started, gate = threading.Event(), threading.Event()
+    busy: Future[None] = Future()
+
+    def hold() -> None:
+        started.set()
+        gate.wait(10)
+
+    module._ensure_ahead_worker()
+    module._AHEAD_QUEUE.put((0, next(module._AHEAD_ORDER), busy, hold))
+    assert started.wait(10)
+    queued: Future[None] = Future()
+    with module._CACHE_LOCK:
+        module._IN_FLIGHT["some-source|[]"] = queued
+    module._AHEAD_QUEUE.put((1, next(module._AHEAD_ORDER), queued, lambda: None))
+    module.speculate(False)
+    assert queued.cancelled()
+    assert "some-source|[]" not in module._IN_FLIGHT
+    assert module._AHEAD_QUEUE.empty()
+    gate.set()
+    busy.result(timeout=10)  # the one under way finishes
+
+
+def test_analysis_processes_warm_on_a_clean_protocol_and_ignore_ctrl_c() -> None:
+    import signal
+
+    from labctl.simulators import opentrons_robot as module
+
+    warm = module._in_child(
+        "now",
+        module._child_analyse,
+        [("warm.py", module._WARM_PROTOCOL)],
+        {},
+        "OT-2 Standard",
+    )
+    assert warm.result == "ok" and not warm.errors
+    assert any(c["commandType"] == "aspirate" for c in warm.commands)
+    for kind in ("now", "ahead"):
+        assert module._in_child(kind, signal.getsignal, signal.SIGINT) == signal.SIG_IGN
