@@ -105,7 +105,9 @@ class _Model:
 
 
 class StateMachine:
-    """One machine for every entity of a kind; entities are attached only while firing."""
+    """One machine for every entity of a kind. It holds one model, which stands for each
+    entity in turn while a trigger fires (set to the entity's state, under a lock):
+    attaching a model per firing made transitions build its trigger methods every time."""
 
     def __init__(
         self, kind: str, states: type[Enum], table: list[tuple[str, list[Any], Any]]
@@ -123,6 +125,8 @@ class StateMachine:
             send_event=True,
             before_state_change="_commit",
         )
+        self._model = _Model()
+        self._machine.add_model(self._model, initial=list(states)[0])
 
     def triggers_from(self, state: Enum) -> list[str]:
         return [t for t, src, _ in self.table if state in src]
@@ -138,7 +142,6 @@ class StateMachine:
     ) -> Enum:
         """Fire ``trigger`` on the entity in ``state``; ``commit`` persists it. Returns the new state."""
         current = self.states(state)
-        model = _Model()
 
         def _commit(event: Any) -> None:
             # transitions names Enum states by member name; the store keeps the values.
@@ -146,9 +149,10 @@ class StateMachine:
             dst = self.states[event.transition.dest].value
             commit(self.kind, entity_id, src, dst, trigger, **event.kwargs)
 
-        model._commit = _commit  # type: ignore[attr-defined]
-        with self._lock:  # transitions' model registry is not thread-safe
-            self._machine.add_model(model, initial=current)
+        model = self._model
+        with self._lock:  # one model stands for every entity: one firing at a time
+            self._machine.set_state(current, model=model)
+            model._commit = _commit  # type: ignore[attr-defined]
             try:
                 getattr(model, trigger)(**kwargs)
             except MachineError:
@@ -159,9 +163,10 @@ class StateMachine:
             except AttributeError:
                 raise InvalidTransition(f"{self.kind}: unknown trigger '{trigger}'") from None
             finally:
-                self._machine.remove_model(model)
-        assert isinstance(model.state, Enum)
-        return model.state
+                del model._commit  # type: ignore[attr-defined]
+            new = model.state
+        assert isinstance(new, Enum)
+        return new
 
 
 RUN_MACHINE = StateMachine("run", RunState, RUN_TRANSITIONS)
