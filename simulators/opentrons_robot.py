@@ -2297,14 +2297,7 @@ class RobotSimulator:
                         f"Analysis {last.id} is still pending.",
                     )
                 if _rtp_values_match(last.future.result().run_time_parameters, values):
-                    self._emit(
-                        "protocol_upload",
-                        now,
-                        protocolId=existing.id,
-                        files=[n for n, _ in files],
-                        contentHash=content_hash,
-                        status=200,
-                    )
+                    self._emit_upload(now, existing, files, 200)
                     return _Reply(200, {"data": self._protocol_json(existing, now)})
         if existing is not None:
             # The same files with other parameter values: robot-server analyses them again.
@@ -2313,14 +2306,7 @@ class RobotSimulator:
                 now = self.clock.now()
                 self._sync_locked(now)
                 existing.analyses.append(analysis)
-                self._emit(
-                    "protocol_upload",
-                    now,
-                    protocolId=existing.id,
-                    files=[n for n, _ in files],
-                    contentHash=content_hash,
-                    status=200,
-                )
+                self._emit_upload(now, existing, files, 200)
                 data = self._protocol_json(existing, now)
                 data["analysisSummaries"][-1] = {
                     "id": analysis.id,
@@ -2364,14 +2350,7 @@ class RobotSimulator:
                 analyses=[analysis],
             )
             self._protocols[protocol.id] = protocol
-            self._emit(
-                "protocol_upload",
-                now,
-                protocolId=protocol.id,
-                files=[n for n, _ in files],
-                contentHash=content_hash,
-                status=201,
-            )
+            self._emit_upload(now, protocol, files, 201)
             data = self._protocol_json(protocol, now)
             # The creation answer shows the analysis as just started, like the robot's.
             data["analysisSummaries"][-1] = {
@@ -2380,6 +2359,19 @@ class RobotSimulator:
                 "runTimeParameters": [],
             }
             return _Reply(201, {"data": data})
+
+    def _emit_upload(
+        self, now: datetime, protocol: _Protocol, files: Sequence[tuple[str, bytes]], status: int
+    ) -> None:
+        """Log an upload answered with ``status`` (201 new, 200 the stored ``protocol``)."""
+        self._emit(
+            "protocol_upload",
+            now,
+            protocolId=protocol.id,
+            files=[n for n, _ in files],
+            contentHash=protocol.info.content_hash,
+            status=status,
+        )
 
     def _start_analysis(
         self, files: Sequence[tuple[str, bytes]], values: Mapping[str, Any]
