@@ -42,13 +42,6 @@ def _out_dir(args: argparse.Namespace, protocol_id: str) -> Path:
 
 
 def simulate(args: argparse.Namespace) -> int:
-    from labctl.engine import Engine, EngineConfig, register_run
-    from labctl.jobs import WorkcellRoles
-    from labctl.report import batch_record
-    from labctl.resolve import parse_param_args, resolve
-    from labctl.store import Store
-    from labctl.workcell import parse_workcell
-
     if args.pace is not None and not 0 < args.pace <= MAX_PACE:
         _err(
             f"labctl simulate: --pace must be above 0 and at most {MAX_PACE:g}, not {args.pace:g}:"
@@ -56,6 +49,16 @@ def simulate(args: argparse.Namespace) -> int:
             " reply can cross the serial line (use virtual time: leave --pace out)"
         )
         return EXIT_INVALID
+    SimulatedWorkcell = load("simulated_workcell")  # noqa: N806 - a class from a plugin
+    # Its slow start (opentrons' import) overlaps importing, reading and resolving.
+    SimulatedWorkcell.prepare()
+    from labctl.engine import Engine, EngineConfig, register_run
+    from labctl.jobs import WorkcellRoles
+    from labctl.report import batch_record
+    from labctl.resolve import parse_param_args, resolve
+    from labctl.store import Store
+    from labctl.workcell import parse_workcell
+
     tz = args.tz or "UTC"
     proto = _load_or_fail(args.file)
     plan = resolve(
@@ -73,7 +76,6 @@ def simulate(args: argparse.Namespace) -> int:
     t0 = min(first, plan.start.astimezone(first.tzinfo)) - timedelta(hours=1)
     clock: Any = PacedClock(t0, args.pace) if args.pace else VirtualClock(t0)
     scenario = load("load_scenario")(args.faults) if args.faults else None
-    SimulatedWorkcell = load("simulated_workcell")  # noqa: N806 - a class from a plugin
     build_devices = load("build_devices")
     store = Store.open(db, clock, durable=False)  # a dry run need not survive a power cut
     with (

@@ -54,6 +54,7 @@ import json
 import logging
 import math
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import queue
 import re
@@ -88,6 +89,7 @@ __all__ = [
     "speculate",
     "speculating",
     "start_analysers",
+    "start_fork_server",
     "warm_up",
 ]
 
@@ -343,17 +345,45 @@ def _pool(kind: str) -> ProcessPoolExecutor:
     with _CACHE_LOCK:
         pool = _POOLS.get(kind)
         if pool is None:
-            # opentrons writes its config on import: never into ~/.opentrons from here.
-            os.environ.setdefault("OT_API_CONFIG_DIR", tempfile.mkdtemp(prefix="labctl-ot-config-"))
-            # spawn, not fork: this process has threads (servers, links) a fork would copy
-            # mid-flight.
             pool = ProcessPoolExecutor(
-                max_workers=1,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_child_init,
+                max_workers=1, mp_context=_mp_context(), initializer=_child_init, initargs=(kind,)
             )
             _POOLS[kind] = pool
         return pool
+
+
+_AHEAD_NICENESS = 10  # added to the "ahead" process's nice value: ~1/10 of a shared core
+# What the fork server imports once, before it forks the analysis processes.
+_PRELOAD = ["labctl.simulators.opentrons_robot", "anyio", "opentrons.cli.analyze",
+            "opentrons.protocol_reader"]  # fmt: skip
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """How analysis processes start: forked from a fork server that has imported opentrons
+    once (~2 s), so a second process costs a fork, not a second import. Never forked from
+    this process, which has threads (servers, links) a fork would copy mid-flight. Where
+    there is no fork server (Windows), spawned, each importing opentrons itself."""
+    # opentrons writes its config on import: never into ~/.opentrons from here.
+    os.environ.setdefault("OT_API_CONFIG_DIR", tempfile.mkdtemp(prefix="labctl-ot-config-"))
+    if os.environ.get("AB_SPAWN"):
+        return multiprocessing.get_context("spawn")
+    try:
+        context = multiprocessing.get_context("forkserver")
+    except ValueError:  # pragma: no cover - no fork server on this platform
+        return multiprocessing.get_context("spawn")
+    # Only heeded before the fork server starts (the first analysis process of a session).
+    context.set_forkserver_preload(_PRELOAD)
+    return context
+
+
+def start_fork_server() -> None:
+    """Start importing opentrons for the analysis processes now, in the background, without
+    starting them (see :func:`start_analysers`): a program that will need analyses calls
+    this first thing, so the ~2 s import overlaps its own start-up. Nothing waits for it,
+    and a program that ends before needing an analysis does not wait at exit either."""
+    context = _mp_context()
+    if context.get_start_method() == "forkserver":
+        multiprocessing.forkserver.ensure_running()
 
 
 def _in_child(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -370,11 +400,16 @@ def _in_child(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def start_analysers() -> None:
-    """Start the analysis processes without waiting for them: each imports opentrons and
-    analyses a small protocol (~2.5 s once), so the first real analysis is as quick as the
-    next ones."""
-    for kind in ("now", "ahead"):
-        _pool(kind).submit(_child_warm)
+    """Start the analysis processes without waiting for them: opentrons is imported (~2 s,
+    once, in the fork server) and each process analyses a small protocol, so the first real
+    analysis is as quick as the next ones. Returns at once: starting a process waits until
+    the fork server has imported opentrons, so a thread does that waiting."""
+
+    def start() -> None:
+        for kind in ("now", "ahead"):
+            _pool(kind).submit(_child_warm)
+
+    threading.Thread(target=start, name="ot-analysers-start", daemon=True).start()
 
 
 def warm_up() -> None:
@@ -389,11 +424,15 @@ def warm_up() -> None:
 # ---- what runs in the child process --------------------------------------------------------
 
 
-def _child_init() -> None:
+def _child_init(kind: str = "now") -> None:
     # Ctrl-C reaches the whole process group: the parent decides what stops, not the child.
     # (Also, asyncio.run would otherwise install and restore its own SIGINT handler on every
     # analysis, and restoring it formats the repr of the whole analysis task: 10% of its time.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if kind == "ahead":
+        # Analyses ahead of need only save time later; one a request waits for, when both
+        # share a core, should not run at half speed behind them.
+        os.nice(_AHEAD_NICENESS)
     with _OT_LOCK:
         _import_opentrons_locked()
     # The child keeps nothing worth tearing down (results go back through the pipe, files
