@@ -7,10 +7,10 @@ error shape, and the ``Opentrons-Version`` header being mandatory everywhere.
 
 Protocols are read and analysed with the installed ``opentrons`` package (8.8.2), the same code
 path ``python -m opentrons.cli analyze`` uses, so analyses hold real command objects. opentrons
-runs in child processes (spawned: importing it takes ~2 s there, once): one for analyses a
-request waits for, one for analyses made ahead of need (:func:`speculate`), so the controller
-and the other simulators keep this process to themselves. Analyses are cached per content for
-the whole process (a small protocol analyses in ~0.1 s).
+runs in child processes forked from a fork server that imports it once (~2 s): one for analyses
+a request waits for, two for analyses made ahead of need (:func:`speculate`), one for reading
+uploaded files, so the controller and the other simulators keep this process to themselves.
+Analyses are cached per content for the whole process (a small protocol analyses in ~0.1 s).
 
 Run-time parameters (Protocol API 2.18+): values sent at upload (form field
 ``runTimeParameterValues``) are analysed with, and re-uploading the same files with other values
@@ -35,7 +35,7 @@ all simulator state sits behind one lock. Analysis of a new protocol is handed t
 process (serialised there: opentrons is not re-entrant); by default the upload waits for it, so
 tests see deterministic results. What is served never depends on how far the analyses ahead
 have got, only how soon it is served. A program that starts the simulator must guard its main
-module (``if __name__ == "__main__":``), as the spawn start method re-imports it.
+module (``if __name__ == "__main__":``), as the analysis processes re-import it.
 """
 
 from __future__ import annotations
@@ -299,11 +299,13 @@ _ANALYSIS_CACHE: dict[str, ProtocolAnalysis] = {}  # files (see analyse_protocol
 _TIP_MODELS: dict[str, _TipModel] = {}  # file contents -> what their parameters do
 _UNDER_WAY: collections.Counter[str] = collections.Counter()  # source key -> analyses running
 _EXECUTOR: ThreadPoolExecutor | None = None
-# opentrons runs in child processes, one for analyses a request waits for ("now") and one
-# for analyses the simulator makes ahead of need ("ahead", see speculate): the controller
-# and the other simulators keep this process's interpreter, and analyses ahead use the
-# machine's other core.
+# opentrons runs in child processes forked from one fork server: "now" for analyses a
+# request waits for, "ahead" (two, at a lower priority) for analyses the simulator makes
+# ahead of need (see speculate), and "read" for reading uploaded files, which an upload's
+# answer needs at once and must not wait behind an analysis. The controller and the other
+# simulators keep this process's interpreter to themselves.
 _POOLS: dict[str, ProcessPoolExecutor] = {}
+_KINDS = ("now", "ahead", "read")
 _SETTINGS = {"speculate": False}
 
 
@@ -341,17 +343,23 @@ def _content_hash(files: Sequence[tuple[str, bytes]]) -> str:
 
 
 def _pool(kind: str) -> ProcessPoolExecutor:
-    """The child process for ``kind`` ("now" or "ahead"), started on first use."""
+    """The child process for ``kind`` (one of _KINDS), started on first use."""
     with _CACHE_LOCK:
         pool = _POOLS.get(kind)
         if pool is None:
             pool = ProcessPoolExecutor(
-                max_workers=1, mp_context=_mp_context(), initializer=_child_init, initargs=(kind,)
+                max_workers=_workers(kind),
+                mp_context=_mp_context(),
+                initializer=_child_init,
+                initargs=(kind,),
             )
             _POOLS[kind] = pool
         return pool
 
 
+# Analyses ahead run in two processes: each new protocol file needs two or three (the
+# parameter moved by one, the next tip racks), and the next uploads wait for the first.
+_AHEAD_PROCESSES = 2
 _AHEAD_NICENESS = 10  # added to the "ahead" process's nice value: ~1/10 of a shared core
 # What the fork server imports once, before it forks the analysis processes.
 _PRELOAD = ["labctl.simulators.opentrons_robot", "anyio", "opentrons.cli.analyze",
@@ -365,8 +373,6 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     there is no fork server (Windows), spawned, each importing opentrons itself."""
     # opentrons writes its config on import: never into ~/.opentrons from here.
     os.environ.setdefault("OT_API_CONFIG_DIR", tempfile.mkdtemp(prefix="labctl-ot-config-"))
-    if os.environ.get("AB_SPAWN"):
-        return multiprocessing.get_context("spawn")
     try:
         context = multiprocessing.get_context("forkserver")
     except ValueError:  # pragma: no cover - no fork server on this platform
@@ -384,6 +390,11 @@ def start_fork_server() -> None:
     context = _mp_context()
     if context.get_start_method() == "forkserver":
         multiprocessing.forkserver.ensure_running()
+
+
+def _workers(kind: str) -> int:
+    """How many processes the ``kind`` pool has."""
+    return _AHEAD_PROCESSES if kind == "ahead" else 1
 
 
 def _in_child(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
@@ -406,8 +417,9 @@ def start_analysers() -> None:
     the fork server has imported opentrons, so a thread does that waiting."""
 
     def start() -> None:
-        for kind in ("now", "ahead"):
-            _pool(kind).submit(_child_warm)
+        for kind in _KINDS:
+            for _ in range(_workers(kind)):
+                _pool(kind).submit(_child_warm)
 
     threading.Thread(target=start, name="ot-analysers-start", daemon=True).start()
 
@@ -416,7 +428,7 @@ def warm_up() -> None:
     """Start the analysis processes and warm them (see :func:`start_analysers`) now, instead
     of at the first upload. Sets ``OT_API_CONFIG_DIR`` to a fresh temporary directory if
     unset, so opentrons writes its config there and not into ``~/.opentrons``."""
-    futures = [_pool(kind).submit(_child_warm) for kind in ("now", "ahead")]
+    futures = [_pool(kind).submit(_child_warm) for kind in _KINDS for _ in range(_workers(kind))]
     for f in futures:
         f.result()
 
@@ -617,7 +629,7 @@ def read_protocol(files: Sequence[tuple[str, bytes]]) -> ProtocolSourceInfo:
     with _CACHE_LOCK:
         cached = _READ_CACHE.get(key)
     if cached is None:
-        cached = _in_child("now", _child_read, list(files))
+        cached = _in_child("read", _child_read, list(files))
         with _CACHE_LOCK:
             _READ_CACHE[key] = cached
     if isinstance(cached, str):
@@ -762,7 +774,9 @@ def _executor() -> ThreadPoolExecutor:
     global _EXECUTOR
     with _CACHE_LOCK:
         if _EXECUTOR is None:
-            _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ot-analysis")
+            # Several: an analysis derived from the tip model must not queue behind one
+            # waiting for opentrons (those queue for the "now" process anyway).
+            _EXECUTOR = ThreadPoolExecutor(max_workers=4, thread_name_prefix="ot-analysis")
         return _EXECUTOR
 
 
@@ -829,7 +843,7 @@ def _submit_ahead(
 def _ensure_ahead_worker() -> None:
     """Start the thread that feeds the "ahead" process, once."""
     with _CACHE_LOCK:
-        if not _AHEAD_THREAD:
+        while len(_AHEAD_THREAD) < _AHEAD_PROCESSES:
             thread = threading.Thread(target=_ahead_worker, name="ot-ahead", daemon=True)
             _AHEAD_THREAD.append(thread)
             thread.start()
@@ -1394,13 +1408,30 @@ def _earliest_time(obj: Any) -> datetime | None:
 
 
 def _replace_ids(obj: Any, mapping: Mapping[str, str]) -> Any:
-    """Copy of ``obj`` with every string equal to a key of ``mapping`` replaced."""
-    if isinstance(obj, dict):
-        return {k: _replace_ids(v, mapping) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_replace_ids(v, mapping) for v in obj]
+    """``obj`` with every string equal to a key of ``mapping`` replaced (tuples become lists).
+
+    Dicts and lists in which nothing is replaced are returned as they are, not copied: the
+    result shares them with ``obj``, so neither may be changed in place afterwards (commands
+    are served through copies). A labware ``definition`` holds no ids and is never walked:
+    copying the definitions was most of the cost of creating a run."""
     if isinstance(obj, str):
         return mapping.get(obj, obj)
+    if isinstance(obj, dict):
+        out: dict[str, Any] | None = None
+        for key, value in obj.items():
+            if key == "definition" or not isinstance(value, str | dict | list | tuple):
+                continue
+            new = _replace_ids(value, mapping)
+            if new is not value:
+                if out is None:
+                    out = dict(obj)
+                out[key] = new
+        return obj if out is None else out
+    if isinstance(obj, list | tuple):
+        items = [_replace_ids(v, mapping) for v in obj]
+        if isinstance(obj, list) and all(a is b for a, b in zip(items, obj, strict=True)):
+            return obj
+        return items
     return obj
 
 

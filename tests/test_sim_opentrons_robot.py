@@ -1463,3 +1463,69 @@ def test_analysis_processes_warm_on_a_clean_protocol_and_ignore_ctrl_c() -> None
     assert any(c["commandType"] == "aspirate" for c in warm.commands)
     for kind in ("now", "ahead"):
         assert module._in_child(kind, signal.getsignal, signal.SIGINT) == signal.SIG_IGN
+
+
+def test_analysis_processes_fork_from_one_server_and_analyses_ahead_yield() -> None:
+    import os
+
+    from labctl.simulators import opentrons_robot as module
+
+    module.warm_up()
+    pids = {kind: list(module._POOLS[kind]._processes) for kind in module._KINDS}  # noqa: SLF001
+    assert len(pids["ahead"]) == module._AHEAD_PROCESSES and len(pids["now"]) == 1
+
+    def parent(pid: int) -> int:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[1])
+
+    # One fork server (it imported opentrons once) is the parent of every analysis process;
+    # none is a fork of this process, whose threads a fork would copy mid-flight.
+    parents = {parent(pid) for kind_pids in pids.values() for pid in kind_pids}
+    assert len(parents) == 1 and os.getpid() not in parents
+    now = os.getpriority(os.PRIO_PROCESS, pids["now"][0])
+    for pid in pids["ahead"]:
+        assert os.getpriority(os.PRIO_PROCESS, pid) == now + module._AHEAD_NICENESS
+
+
+def test_reading_new_files_does_not_wait_behind_an_analysis() -> None:
+    from labctl.simulators import opentrons_robot as module
+
+    # An analysis that takes long (its protocol sleeps while opentrons simulates it).
+    slow = (
+        tip_protocol("slow")
+        .replace(b"def run(protocol", b"import time\n\n\ndef run(protocol")
+        .replace(b"    p300 = ", b"    time.sleep(3)\n    p300 = ", 1)
+    )
+    assert b"time.sleep(3)" in slow
+    started = threading.Event()
+    analysis: Future[Any] = Future()
+
+    def analyse() -> None:
+        started.set()
+        analysis.set_result(analyse_protocol([("slow.py", slow)], {"first_tip": 1}))
+
+    threading.Thread(target=analyse, daemon=True).start()
+    assert started.wait(10)
+    threading.Event().wait(0.5)  # the analysis is under way in the "now" process
+    info = module.read_protocol([("other.py", tip_protocol("read while busy"))])
+    assert info.robot_type == "OT-2 Standard"
+    assert not analysis.done()  # the read was answered while the analysis still ran
+    assert analysis.result(timeout=60).result == "ok"
+
+
+def test_replacing_ids_shares_what_holds_none() -> None:
+    from labctl.simulators.opentrons_robot import _replace_ids
+
+    definition = {"wells": {"A1": {"depth": 10}}, "parameters": {"loadName": "old"}}
+    params = {"wellName": "A1", "volume": 50}
+    commands = [
+        {"commandType": "loadLabware", "result": {"labwareId": "old", "definition": definition}},
+        {"commandType": "aspirate", "params": params, "notes": ("old", 1)},
+    ]
+    new = _replace_ids(commands, {"old": "new"})
+    assert new[0]["result"]["labwareId"] == "new" and new[1]["notes"] == ["new", 1]
+    assert new[0]["result"]["definition"] is definition  # never walked, never copied
+    assert definition["parameters"]["loadName"] == "old"  # (a definition holds no ids)
+    assert new[1]["params"] is params  # nothing replaced inside: shared
+    assert commands[0]["result"]["labwareId"] == "old"  # the original is untouched
+    assert _replace_ids(params, {"old": "new"}) is params

@@ -251,6 +251,13 @@ class Store:
                 if self._conn.in_transaction:
                     self._conn.execute("COMMIT")
 
+    @contextmanager
+    def _query(self, what: str) -> Iterator[None]:
+        """Around ONE statement whose rows are all fetched inside the block: SQLite reads
+        it from one snapshot by itself, so no transaction is opened (see ``_reading``)."""
+        with self._lock, self._guard(what):
+            yield
+
     # ---------------------------------------------------------------- audit events
 
     def _append_event(
@@ -269,12 +276,14 @@ class Store:
         """Append one event to the chain. Must run inside :meth:`atomic`."""
         if not actor:
             raise StoreError(f"an event needs an actor ({entity} {entity_id}: {action})")
-        issued = self._conn.execute(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
+        # The last number issued, not the last row's: a tail deleted behind the triggers'
+        # back leaves a gap that verify_chain reports, instead of being silently continued.
+        issued, last_hash = self._conn.execute(
+            "SELECT (SELECT seq FROM sqlite_sequence WHERE name = 'events'),"
+            " (SELECT hash FROM events ORDER BY seq DESC LIMIT 1)"
         ).fetchone()
-        last = self._conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
         row: dict[str, Any] = {
-            "seq": (issued[0] if issued else 0) + 1,
+            "seq": (issued or 0) + 1,
             "time": to_iso(self.clock.now()),
             "run_id": run_id,
             "entity": entity,
@@ -285,7 +294,7 @@ class Store:
             "actor": actor,
             "reason": reason,
             "data": to_json(dict(data or {})),
-            "prev_hash": last[0] if last else audit.GENESIS,
+            "prev_hash": last_hash if last_hash is not None else audit.GENESIS,
         }
         row["hash"] = audit.event_hash(row)
         self._conn.execute(
@@ -442,7 +451,7 @@ class Store:
                 data=values if event_data is None else event_data,
                 run_id=run_id,
             )
-            return spec.decode(self._db.table(spec.table).get(new_id))
+            return spec.decode(self._row(spec, new_id))
 
     def insert_run(
         self,
@@ -753,17 +762,25 @@ class Store:
 
     # ---------------------------------------------------------------- reads
 
+    def _row(self, spec: TableSpec, row_id: int) -> dict[str, Any]:
+        """The raw row ``row_id`` of the spec's table; raises NotFoundError if absent."""
+        # Fetched whole (one row at most): a half-read statement would hold its snapshot.
+        rows = list(self._db.query(f"SELECT * FROM [{spec.table}] WHERE id = ?", [row_id]))
+        if not rows:
+            raise NotFoundError(f"no {spec.table} row with id {row_id}")
+        return rows[0]
+
     def _get(self, entity: str, row_id: int) -> Any:
         spec = self._spec(entity)
-        with self._reading(f"read {entity} {row_id}"):
+        with self._query(f"read {entity} {row_id}"):
             try:
-                return spec.decode(self._db.table(spec.table).get(row_id))
+                return spec.decode(self._row(spec, row_id))
             except NotFoundError:
                 raise StoreError(f"{self.path}: no {entity} with id {row_id}") from None
 
     def _rows(self, entity: str, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         spec = self._spec(entity)
-        with self._reading(f"list {spec.table}"):
+        with self._query(f"list {spec.table}"):
             return [spec.decode(r) for r in self._db.query(sql, list(params))]
 
     def get_run(self, run_id: int) -> Run:
