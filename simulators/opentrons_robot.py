@@ -701,11 +701,13 @@ def analyse_protocol(
             break
     if model is None and _SETTINGS["speculate"]:
         # New files: while the values asked for are analysed, analyse each whole-number
-        # value moved by one in the other process; together they show what each parameter
-        # does, so the next values (the next plate's tips) can be derived.
+        # parameter moved into another tip rack in the other process; together they show
+        # what the parameter does and where a second rack sits, so the next values (the next
+        # plates' tips, in either rack) can be derived.
         for name, value in values.items():
             if isinstance(value, int) and not isinstance(value, bool):
-                _submit_ahead(files, {**values, name: value + 1}, source, named, urgent=True)
+                probe = {**values, name: _other_rack(value)}
+                _submit_ahead(files, probe, source, named, urgent=True)
     analysis = _analyse_and_learn(files, values, source, named)
     # A parameter whose effect is still unknown (it changed together with another one by the
     # same amount, say) is moved alone once, so that later values can be derived.
@@ -723,6 +725,18 @@ def analyse_protocol(
                 with _CACHE_LOCK:
                     model.learn(analysis)  # what the probe showed may settle the others
     return analysis
+
+
+_RACK_TIPS = 96  # tips in an Opentrons tip rack (all of them, OT-2 and Flex)
+
+
+def _other_rack(first_tip: int) -> int:
+    """A first new file's probe of a tip parameter: the first tip of the second rack, or
+    of the first if ``first_tip`` is past it. Moving it by one would show what the
+    parameter does but no other rack, which then needs a probe of its own. Out of the
+    parameter's range (one rack), or not a tip at all, the analysis fails and the probe
+    moved by one follows."""
+    return _RACK_TIPS if first_tip < _RACK_TIPS else 0
 
 
 def _analyse_and_learn(
@@ -752,7 +766,8 @@ def _analyse_and_learn(
                 _TIP_MODELS[source] = _TipModel(analysis)
             else:
                 model.learn(analysis)
-    if clean:
+    if clean or pool == "ahead":
+        # (A failed probe ahead taught nothing: what else to probe is asked again.)
         _ahead(files, source, named)
     return analysis
 

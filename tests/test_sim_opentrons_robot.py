@@ -1341,10 +1341,9 @@ def test_analyses_ahead_let_later_values_be_derived_while_nobody_waits(ahead: Ah
     first = analyse_protocol(files, {"first_tip": 27})
     assert ahead.now() == [{"first_tip": 27}]
     ahead.settle(files)
-    # In the other process: first_tip moved by one (what the parameter does), then the
-    # tips just past those seen (the next rack), and so on.
-    assert ("ahead", {"first_tip": 28}) in ahead.calls
-    assert ("ahead", {"first_tip": 96}) in ahead.calls
+    # In the other process, one analysis: first_tip moved to the second rack's first tip,
+    # which shows both what the parameter does and where that rack sits.
+    assert [v for pool, v in ahead.calls if pool == "ahead"] == [{"first_tip": 96}]
     # The next plates' values, in either rack, under any file name: derived.
     for value in (45, 101, 150):
         derived = analyse_protocol([(f"p{value}.py", files[0][1])], {"first_tip": value})
@@ -1356,6 +1355,25 @@ def test_analyses_ahead_let_later_values_be_derived_while_nobody_waits(ahead: Ah
         {"first_tip": 150},
     ]  # only the derive=False comparisons ran opentrons while waited for
     assert picks(first.commands)[0] == ("1", "D4")
+
+
+def test_with_one_rack_the_probe_moved_by_one_follows_the_failed_one(ahead: Ahead) -> None:
+    one_rack = (
+        tip_protocol("one rack")
+        .replace(b"maximum=191", b"maximum=95")
+        .replace(b"for s in (1, 4)]", b"for s in (1,)]")
+    )
+    files = [("one.py", one_rack)]
+    analyse_protocol(files, {"first_tip": 5})
+    ahead.settle(files)
+    # 96 is out of the parameter's range: that analysis fails, and 6 shows what it does.
+    assert [v for pool, v in ahead.calls if pool == "ahead"] == [
+        {"first_tip": 96},
+        {"first_tip": 6},
+    ]
+    derived = analyse_protocol([("one2.py", one_rack)], {"first_tip": 50})
+    assert ahead.now() == [{"first_tip": 5}]  # derived
+    assert picks(derived.commands)[0] == ("1", "C7")
 
 
 def test_a_request_waits_for_the_analysis_ahead_rather_than_start_its_own(
@@ -1415,9 +1433,9 @@ def test_a_parameter_is_probed_once_when_the_probe_lands_before_the_request(
     monkeypatch.setattr(module, "_analyse_locked_out", request_lands_last)
     analyse_protocol(files, {"first_tip": 10})
     ahead.settle(files)
-    assert module._TIP_MODELS[source].ref_values["first_tip"] == 11  # the probe was first
-    assert ("ahead", {"first_tip": 12}) not in ahead.calls
-    assert ("ahead", {"first_tip": 96}) in ahead.calls  # the next rack is still shown
+    assert module._TIP_MODELS[source].ref_values["first_tip"] == 96  # the probe was first
+    # The request's analysis mapped the parameter: no probe moved by one follows it.
+    assert [v for pool, v in ahead.calls if pool == "ahead"] == [{"first_tip": 96}]
     derived = analyse_protocol([("land2.py", files[0][1])], {"first_tip": 40})
     assert ahead.now() == [{"first_tip": 10}]  # derived, not analysed while waited for
     assert picks(derived.commands)[0] == ("1", "A6")
