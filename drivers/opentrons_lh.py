@@ -6,6 +6,11 @@ values (the first unused tip of each rack), waits for the robot's analysis, refu
 but ``ok``, creates the run with the same values and plays it; the run id is the op id.
 Identical liquid handling gives identical files whatever the tips, so the local check runs
 once per distinct protocol; the job key in the file name keeps jobs apart on the robot.
+``prepare`` (the engine calls it up to two days ahead) uploads the protocol of a job whose
+contents this robot has not had yet, so the robot analyses new contents while other work goes
+on; ``start_job`` runs that upload when its analysis is of the very values the job starts
+with (then the plate does not wait on the deck for an analysis, which takes tens of seconds
+on an OT-2), and uploads again otherwise: a run's analysis must be of its own tips.
 ``poll`` maps the run's status to an :class:`~labctl.devices.OpStatus`; ``find_op`` finds,
 after a controller crash, the run made from the job's file; ``abort`` stops the run.
 
@@ -29,7 +34,9 @@ import http.client
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -61,6 +68,19 @@ _DOOR_STATUSES = frozenset({"blocked-by-open-door", "awaiting-recovery-blocked-b
 _MAX_KEY_CHARS = 100
 # Share of the waste reservoir's capacity filled before the operator must empty it.
 _WASTE_FILL = 0.9
+# Protocol contents remembered as already given to the robot (prepare skips them). The robot
+# itself keeps only 5 protocols no run uses; more prepared at once would be deleted unused.
+_SEEN_MAX = 256
+_PREPARED_MAX = 4
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """An upload made ahead of a job's start (see OpentronsLiquidHandler.prepare)."""
+
+    protocol_id: str
+    analysis_id: str
+    values: dict[str, Any]  # the run-time parameter values it was analysed with
 
 
 def protocol_filename(job_key: str) -> str:
@@ -121,6 +141,8 @@ class OpentronsLiquidHandler:
         self._in_flight: set[str] = set()  # runs this handler started and has not seen end
         self._waste_ul = float(waste_ul)
         self._waste_max_ul = get_labware(layout.waste_labware).capacity_ul * _WASTE_FILL
+        self._seen: OrderedDict[str, None] = OrderedDict()  # sha256 of sources uploaded
+        self._prepared: OrderedDict[str, _Prepared] = OrderedDict()  # job key -> upload
 
     # ------------------------------------------------------------------ tips
 
@@ -182,6 +204,61 @@ class OpentronsLiquidHandler:
 
     # ------------------------------------------------------------------ LiquidHandler
 
+    def prepare(self, job_key: str, params: dict[str, Any]) -> None:
+        """Upload the job's protocol now if this robot has not had its contents yet, so it is
+        analysed by the time the job starts (labctl.devices.Preparable). The values are the
+        tips as they stand now; ``start_job`` re-uploads if its own differ. Best effort and
+        silent: a job that cannot be made or uploaded now is left to ``start_job``, which
+        reports why. Nothing moves on the robot."""
+        with self._lock:
+            first = {role: self._full[role] - self._left[role] for role in self._full}
+        try:
+            job = plan_protocol(params, self.layout, self.robot, first_tips=first)
+        except (OutOfTips, GenerationError):
+            return
+        source = job.source.encode()
+        digest = sha256(source).hexdigest()
+        if digest in self._seen or job_key in self._prepared:
+            return
+        values = job.run_time_parameters
+        try:
+            uploaded = self.client.upload_protocol(
+                protocol_filename(job_key), source, run_time_parameters=values
+            )
+        except DeviceError:
+            return
+        self._remember(digest)
+        self._prepared[job_key] = _Prepared(
+            uploaded.protocol_id, uploaded.analysis_id, dict(values or {})
+        )
+        while len(self._prepared) > _PREPARED_MAX:
+            self._prepared.popitem(last=False)  # its job did not come: start_job uploads
+
+    def _remember(self, digest: str) -> None:
+        self._seen[digest] = None
+        self._seen.move_to_end(digest)
+        while len(self._seen) > _SEEN_MAX:
+            self._seen.popitem(last=False)
+
+    def _prepared_analysis(self, job_key: str, values: Mapping[str, Any]) -> _Prepared | None:
+        """The upload ``prepare`` made for the job, if its analysis is of ``values``.
+
+        Waits for that analysis in any case: the robot refuses a new upload of the same file
+        while the last analysis is pending (503 LastAnalysisPending). None if there is none,
+        the values differ, or the robot no longer has it (it deletes unused protocols to make
+        room) or cannot be asked: the job is then uploaded as usual, which reports errors."""
+        prepared = self._prepared.pop(job_key, None)
+        if prepared is None:
+            return None
+        try:
+            analysis = self.client.wait_for_analysis(prepared.protocol_id, prepared.analysis_id)
+        except DeviceError:
+            return None
+        if prepared.values != dict(values) or not analysis.completed:
+            return None
+        self.client.require_ok(analysis)
+        return prepared
+
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:
         """Generate, check, upload and play the job's protocol; return the run id.
 
@@ -233,16 +310,22 @@ class OpentronsLiquidHandler:
             )
         source = job.source.encode()
         values = job.run_time_parameters
-        # The values go with the upload too, so the robot's analysis is of this very run.
-        uploaded = self.client.upload_protocol(filename, source, run_time_parameters=values)
-        self.client.require_ok(
-            self.client.wait_for_analysis(
-                uploaded.protocol_id,
-                uploaded.analysis_id,
-                pending=uploaded.analysis_status == "pending",
+        prepared = self._prepared_analysis(job_key, values or {})
+        if prepared is not None:
+            protocol_id = prepared.protocol_id
+        else:
+            # The values go with the upload too, so the robot's analysis is of this very run.
+            uploaded = self.client.upload_protocol(filename, source, run_time_parameters=values)
+            self._remember(sha256(source).hexdigest())
+            self.client.require_ok(
+                self.client.wait_for_analysis(
+                    uploaded.protocol_id,
+                    uploaded.analysis_id,
+                    pending=uploaded.analysis_status == "pending",
+                )
             )
-        )
-        run_id = self.client.create_run(uploaded.protocol_id, values)
+            protocol_id = uploaded.protocol_id
+        run_id = self.client.create_run(protocol_id, values)
         # From here the run may use tips: count them now, not when it ends.
         self._use(tips, job.waste_ul)
         try:

@@ -93,6 +93,17 @@ class Attendable(Protocol):
 
 
 @runtime_checkable
+class Preparable(Protocol):
+    """A device that can get ready for a job well before it starts (a liquid handler uploads
+    the job's protocol, so the robot has analysed it by then)."""
+
+    def prepare(self, job_key: str, params: dict[str, Any]) -> None:
+        """Best effort, never required: ``start_job`` works without it and reports any
+        problem itself. Must not act physically, and may be called more than once."""
+        ...
+
+
+@runtime_checkable
 class LiquidHandler(Device, Protocol):
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:
         """Start a liquid-handling program (feed, addition, washout) described by ``params``."""

@@ -31,6 +31,7 @@ from labctl.devices import (
     OpState,
     OpStatus,
     PlateMover,
+    Preparable,
     QuietWatch,
 )
 from labctl.errors import (
@@ -73,6 +74,10 @@ class EngineConfig:
     late_margin_s: float = 60.0  # a chain later than planned by this much triggers a re-plan
     learn_last: int = 9  # planned durations follow the median overrun of this many past jobs
     learn_first: int = 3  # ... once this many of the kind have finished (one may be a one-off)
+    # Liquid-handling jobs planned within this are prepared ahead (labctl.devices.Preparable:
+    # a robot gets a new protocol to analyse up to two days before its first use, not as the
+    # plate waits on its deck).
+    prepare_ahead_s: float = 2 * 86400.0
     actor: str = "engine"
 
 
@@ -314,6 +319,7 @@ class Engine:
         # Asked for the next moment something outside the engine will act (a simulated
         # workcell's scripted operator deciding); the loop wakes then.
         self.wakes: list[Callable[[datetime], datetime | None]] = []
+        self._prepared: set[str] = set()  # keys of jobs offered to their device's prepare
 
     # ---- state changes: always store first ----------------------------------------------
 
@@ -573,6 +579,7 @@ class Engine:
         if self._replan:
             self._do_replan(now)
         self._dispatch(now)
+        self._prepare_ahead(now)
         self._complete_runs()
         return self._next_wake()
 
@@ -1480,9 +1487,49 @@ class Engine:
                 pos = c.held.pop(place)
                 self.occupied.pop((place, pos), None)
 
-    def _params(self, c: ChainRec, j: JobRec) -> dict[str, Any]:
-        """The job's parameters with the deck position this chain actually holds."""
-        slot = c.deck_slot()
+    def _prepare_ahead(self, now: datetime) -> None:
+        """Let devices prepare the liquid-handling jobs of running runs planned to begin
+        within ``prepare_ahead_s`` (each once), with the deck position the schedule gives.
+        Never acts physically and never fails the run: start_job reports what prepare met."""
+        horizon = now + timedelta(seconds=self.cfg.prepare_ahead_s)
+        for c in self._order:
+            if self._planned_start(c) > horizon:
+                break  # sorted by planned start
+            if (
+                c.state is not TaskState.PENDING
+                or self.runs[c.run_id].state is not RunState.RUNNING
+            ):
+                continue
+            for j in c.jobs:
+                if j.op is not Op.LH_RUN or j.key in self._prepared:
+                    continue
+                self._prepared.add(j.key)
+                device = self.devices.get(j.device)
+                if j.state is not JobState.PENDING or not isinstance(device, Preparable):
+                    continue
+                slot = c.deck_slot() or next(
+                    (
+                        self._scheduled_position(c, place) or positions[0]
+                        for place, _first, _last, positions in c.holds
+                        if place.endswith(":deck") and positions
+                    ),
+                    None,
+                )
+                try:
+                    device.prepare(j.key, self._params(c, j, slot))
+                except Exception as exc:  # noqa: BLE001 - optional work must not stop feeding
+                    self.store.record(
+                        "prepare-failed",
+                        entity="job",
+                        entity_id=j.id,
+                        actor=self.cfg.actor,
+                        reason=f"{j.device} could not prepare {j.key}: {exc}",
+                        data={"error": type(exc).__name__},
+                    )
+
+    def _params(self, c: ChainRec, j: JobRec, slot: int | None = None) -> dict[str, Any]:
+        """The job's parameters with the deck position this chain holds (or ``slot``)."""
+        slot = c.deck_slot() if slot is None else slot
         if slot is None:
             return j.params
         from labctl.jobs import JobSpec, Role

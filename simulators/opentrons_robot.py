@@ -2024,7 +2024,11 @@ class RobotSimulator:
     a natural end or failure / after a stop. ``action_log`` is a file path (JSON lines are
     appended) or a callable receiving each entry as a dict. ``background_analysis=True``
     answers an upload at once and analyses on a worker thread (real-time use); the default
-    analyses during the upload so virtual-time tests are deterministic. Like robot-server, it
+    analyses during the upload so virtual-time tests are deterministic. ``analysis_overlap=True``
+    (dry runs in virtual time) also answers at once, but judges an analysis pending by the
+    clock alone (``analysis_delay_s``) and, when a reply needs its result, waits for it: as
+    deterministic as the default, while the analysis overlaps with whatever the client does
+    until then (a protocol uploaded ahead of its job, say). Like robot-server, it
     keeps at most ``maximum_runs`` runs and ``maximum_unused_protocols`` protocols no run links
     to, deleting the oldest to make room for a new one (robot-server's defaults: 20 and 5).
     """
@@ -2044,6 +2048,7 @@ class RobotSimulator:
         stop_s: float = 5.0,
         command_durations_s: Mapping[str, float] | None = None,
         background_analysis: bool = False,
+        analysis_overlap: bool = False,
         name: str | None = None,
         maximum_runs: int = 20,
         maximum_unused_protocols: int = 5,
@@ -2067,6 +2072,7 @@ class RobotSimulator:
         self.stop_s = stop_s
         self.durations_s = {**COMMAND_DURATIONS_S, **(command_durations_s or {})}
         self.background_analysis = background_analysis
+        self.analysis_overlap = analysis_overlap
         self.name = name or ("opentrons-dev" if robot == "OT-2" else "opentrons-dev-flex")
         self._faults = self._check_faults(self._as_faults(faults))
         self._action_log = action_log
@@ -2466,7 +2472,7 @@ class RobotSimulator:
         future: Future[ProtocolAnalysis] = _executor().submit(
             analyse_protocol, list(files), dict(values)
         )
-        if not self.background_analysis:
+        if not (self.background_analysis or self.analysis_overlap):
             future.result()  # analysis errors are results, so this only waits
         with self._lock:
             now = self.clock.now()
@@ -2538,7 +2544,9 @@ class RobotSimulator:
             return _Reply(200, {"data": self._analysis_json(protocol, analysis, now)})
 
     def _analysis_done(self, analysis: _Analysis, now: datetime) -> bool:
-        return analysis.future.done() and now >= analysis.ready_at
+        """Whether to report the analysis completed; with ``analysis_overlap`` the clock
+        alone decides (whoever reads the result then waits for it)."""
+        return now >= analysis.ready_at and (self.analysis_overlap or analysis.future.done())
 
     def _protocol_json(self, protocol: _Protocol, now: datetime) -> dict[str, Any]:
         summaries = []

@@ -262,6 +262,9 @@ class SimulatedWorkcell:
             clock,
             robot=robot,
             analysis_delay_s=5.0,
+            # Deterministic in virtual time, and a protocol uploaded ahead of its job
+            # (OpentronsLiquidHandler.prepare) is analysed while the run goes on.
+            analysis_overlap=True,
             name=ROBOT,
             action_log=self.log_dir / "robot_actions.jsonl",
         )

@@ -15,7 +15,7 @@ from labctl.machines import JobState, RunState
 from labctl.protocol.loader import load_protocol, load_text
 from labctl.resolve import resolve
 from labctl.store import Store
-from tests.fakes import FakeOperator, Killer, fake_workcell
+from tests.fakes import FakeLiquidHandler, FakeOperator, Killer, fake_workcell
 from tests.helpers import protocol_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -556,3 +556,56 @@ def test_a_device_that_says_when_to_look_is_polled_then(tmp_path: Path) -> None:
         for j in prompts
         if j.state == "done"
     )
+
+
+class PreparingLH(FakeLiquidHandler):
+    """A liquid handler that can prepare jobs (labctl.devices.Preparable); one whose key
+    holds ``fail_prepare`` fails to."""
+
+    fail_prepare = "d1-"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.prepared: list[tuple[str, dict, datetime]] = []
+        self.started: dict[str, tuple[dict, datetime]] = {}
+
+    def prepare(self, job_key: str, params: dict) -> None:
+        from labctl.errors import DeviceCommunicationError
+
+        self.prepared.append((job_key, dict(params), self.clock.now()))
+        if self.fail_prepare in job_key:
+            raise DeviceCommunicationError(self.name, f"prepare {job_key}", "robot offline")
+
+    def start_job(self, job_key: str, params: dict) -> str:
+        self.started[job_key] = (dict(params), self.clock.now())
+        return super().start_job(job_key, params)
+
+
+def test_liquid_handling_jobs_are_prepared_once_ahead_and_a_failed_prepare_is_only_noted(
+    tmp_path: Path,
+) -> None:
+    from labctl.devices import Preparable
+
+    w = World(tmp_path)
+    lh = PreparingLH("ot2-sim", w.clock, None, Killer(None), {"lh_run": 600.0})
+    assert isinstance(lh, Preparable)
+    w.devices["ot2-sim"] = lh
+    w.engine = Engine(w.store, w.clock, w.devices, EngineConfig(recovery_timeout_s=900))
+    w.engine.step()
+    assert lh.prepared == []  # not before the run starts
+    w.command("start")
+    w.run_until(lambda: w.state == "completed")
+    assert w.state == "completed"
+    keys = [key for key, _, _ in lh.prepared]
+    assert sorted(keys) == sorted(lh.started) and len(set(keys)) == len(keys) == 6
+    for key, params, at in lh.prepared:
+        started_params, started_at = lh.started[key]
+        assert at <= started_at
+        assert params == started_params  # the deck position the schedule gives, too
+    ahead = [lh.started[k][1] - at for k, _, at in lh.prepared]
+    assert max(ahead) <= timedelta(seconds=EngineConfig().prepare_ahead_s) + timedelta(hours=2)
+    assert min(ahead) > timedelta(hours=12)  # a day ahead, not as the plate waits
+    # The day-1 jobs could not be prepared: noted, and they ran all the same.
+    failed = [e for e in w.store.events(run_id=w.run_id) if e.action == "prepare-failed"]
+    assert len(failed) == 2 and all("robot offline" in e.reason for e in failed)
+    assert sum("d1-" in k for k in lh.started) == 2

@@ -270,3 +270,40 @@ def test_protocol_file_names_are_safe_and_distinct() -> None:
     assert len(odd) < 120
     with pytest.raises(ValueError):
         protocol_filename("")
+
+
+def test_prepare_uploads_new_contents_once_and_start_uses_that_upload(rig: Rig) -> None:
+    from labctl.devices import Preparable
+
+    assert isinstance(rig.lh, Preparable)
+    expected = generate(FEED, rig.layout, rig.robot).encode()  # type: ignore[arg-type]
+    rig.lh.prepare(KEY, dict(FEED))
+    assert rig.uploads.sent == [(protocol_filename(KEY), expected)]
+    assert rig.uploads.values == [{"first_tip": 0}]
+    # Contents the robot has had already: nothing is sent for another job.
+    other = KEY.replace("P2", "P3")
+    rig.lh.prepare(other, {**FEED, "plate": "P3"})
+    assert len(rig.uploads.sent) == 1
+    rig.clock.sleep(60)  # the robot analysed it meanwhile
+    # The job starts with the tips the upload was analysed with: that upload is run.
+    op_id = rig.lh.start_job(KEY, dict(FEED))
+    assert len(rig.uploads.sent) == 1 and rig.uploads.run_values == [{"first_tip": 0}]
+    assert rig.run_to_end(op_id).state is OpState.SUCCEEDED
+    # The next job's tips differ from any prepared upload: it is uploaded as usual.
+    second = rig.lh.start_job(other, {**FEED, "plate": "P3"})
+    assert rig.uploads.sent[1] == (protocol_filename(other), expected)
+    assert rig.uploads.values[1] == rig.uploads.run_values[1] == {"first_tip": FEED_TIPS}
+    assert rig.run_to_end(second).state is OpState.SUCCEEDED
+
+
+def test_prepare_is_silent_when_the_robot_is_offline_and_start_reports_it(rig: Rig) -> None:
+    from labctl.errors import DeviceError
+
+    rig.sim.set_faults(offline=True)
+    rig.lh.prepare(KEY, dict(FEED))  # best effort: no error, nothing remembered
+    rig.sim.set_faults(offline=False)
+    op_id = rig.lh.start_job(KEY, dict(FEED))
+    assert rig.run_to_end(op_id).state is OpState.SUCCEEDED
+    rig.sim.set_faults(offline=True)
+    with pytest.raises(DeviceError):
+        rig.lh.start_job(KEY.replace("P2", "P4"), {**FEED, "plate": "P4"})

@@ -1547,3 +1547,29 @@ def test_replacing_ids_shares_what_holds_none() -> None:
     assert new[1]["params"] is params  # nothing replaced inside: shared
     assert commands[0]["result"]["labwareId"] == "old"  # the original is untouched
     assert _replace_ids(params, {"old": "new"}) is params
+
+
+def test_with_analysis_overlap_the_clock_alone_says_when_an_analysis_is_done(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    # Dry runs: the upload is answered at once and the analysis goes on meanwhile; it reads
+    # pending until analysis_delay_s has passed on the clock, however soon it really ends,
+    # and completed from then on, the reply waiting for it if it has to.
+    sim, client = make_sim(analysis_delay_s=5.0, analysis_overlap=True)
+    slow = (
+        tip_protocol("overlap")
+        .replace(b"def run(protocol", b"import time\n\n\ndef run(protocol")
+        .replace(b"    p300 = ", b"    time.sleep(2)\n    p300 = ", 1)
+    )
+    reply = client.upload(("overlap.py", slow))
+    assert reply.status == 201
+    pid, aid = reply.data["id"], reply.data["analysisSummaries"][0]["id"]
+    protocol = sim._protocols[pid]  # noqa: SLF001
+    assert not protocol.analyses[0].future.done()  # answered while it is analysed
+    clock.advance(4.0)
+    protocol.analyses[0].future.result(timeout=60)
+    assert client.get(f"/protocols/{pid}/analyses/{aid}").data["status"] == "pending"
+    clock.advance(1.0)
+    done = client.get(f"/protocols/{pid}/analyses/{aid}").data
+    assert (done["status"], done["result"]) == ("completed", "ok")
+    assert [c["commandType"] for c in done["commands"]].count("pickUpTip") == 3
