@@ -362,8 +362,7 @@ def _pool(kind: str) -> ProcessPoolExecutor:
 _AHEAD_PROCESSES = 2
 _AHEAD_NICENESS = 10  # added to the "ahead" process's nice value: ~1/10 of a shared core
 # What the fork server imports once, before it forks the analysis processes.
-_PRELOAD = ["labctl.simulators.opentrons_robot", "anyio", "opentrons.cli.analyze",
-            "opentrons.protocol_reader"]  # fmt: skip
+_PRELOAD = ["labctl.simulators.analysis_server"]  # runs prepare_fork_server()
 
 
 def _mp_context() -> multiprocessing.context.BaseContext:
@@ -380,6 +379,18 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     # Only heeded before the fork server starts (the first analysis process of a session).
     context.set_forkserver_preload(_PRELOAD)
     return context
+
+
+def prepare_fork_server() -> None:
+    """In the fork server only (its preload imports labctl.simulators.analysis_server):
+    import opentrons once, so every analysis process forked from it starts with it loaded,
+    and end at once when the parent has gone (``os._exit`` at exit). Letting Python free
+    opentrons' modules one by one took ~0.7 s, during which the server still held the
+    parent's stdout and stderr: a caller reading them waited that long after labctl ended.
+    (The forked processes end through ``os._exit`` anyway.)"""
+    with _OT_LOCK:
+        _import_opentrons_locked()
+    atexit.register(_exit_now)
 
 
 def start_fork_server() -> None:

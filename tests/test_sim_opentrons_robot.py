@@ -1573,3 +1573,27 @@ def test_with_analysis_overlap_the_clock_alone_says_when_an_analysis_is_done(
     done = client.get(f"/protocols/{pid}/analyses/{aid}").data
     assert (done["status"], done["result"]) == ("completed", "ok")
     assert [c["commandType"] for c in done["commands"]].count("pickUpTip") == 3
+
+
+def test_the_analysis_fork_server_loads_opentrons_and_ends_without_teardown(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    # What the fork server's preload does, in a process of its own: opentrons is loaded, and
+    # at exit the process ends at once, so a handler registered earlier (Python's own
+    # teardown stands for it here) never runs.
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(print, 'torn down')\n"
+        "import labctl.simulators.analysis_server\n"
+        "print('opentrons' in sys.modules and 'opentrons.cli.analyze' in sys.modules)\n"
+    )
+    env = dict(os.environ, OT_API_CONFIG_DIR=str(tmp_path / "ot"))
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True"]
