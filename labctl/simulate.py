@@ -49,9 +49,10 @@ def simulate(args: argparse.Namespace) -> int:
             " reply can cross the serial line (use virtual time: leave --pace out)"
         )
         return EXIT_INVALID
+    # The simulated robot's slowest start (opentrons' import, ~2 s, in a process of its own)
+    # first, so that it overlaps importing, reading and resolving everything else.
+    load("start_robot_analysis")()
     SimulatedWorkcell = load("simulated_workcell")  # noqa: N806 - a class from a plugin
-    # Its slow start (opentrons' import) overlaps importing, reading and resolving.
-    SimulatedWorkcell.prepare()
     from labctl.engine import Engine, EngineConfig, register_run
     from labctl.jobs import WorkcellRoles
     from labctl.report import batch_record

@@ -383,13 +383,20 @@ def _mp_context() -> multiprocessing.context.BaseContext:
 
 def prepare_fork_server() -> None:
     """In the fork server only (its preload imports labctl.simulators.analysis_server):
-    import opentrons once, so every analysis process forked from it starts with it loaded,
-    and end at once when the parent has gone (``os._exit`` at exit). Letting Python free
-    opentrons' modules one by one took ~0.7 s, during which the server still held the
-    parent's stdout and stderr: a caller reading them waited that long after labctl ended.
-    (The forked processes end through ``os._exit`` anyway.)"""
+    import opentrons and analyse a small protocol once, so every analysis process forked
+    from it starts with opentrons loaded and warm; and end at once when the parent has gone
+    (``os._exit`` at exit). Letting Python free opentrons' modules one by one took ~0.7 s,
+    during which the server still held the parent's stdout and stderr: a caller reading
+    them waited that long after labctl ended. (The forked processes end through
+    ``os._exit`` anyway.)"""
     with _OT_LOCK:
         _import_opentrons_locked()
+    _child_warm()
+    # A fork copies only the forking thread: nothing may be left running (anyio's worker
+    # threads end with their event loop; wait for them).
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread():
+            thread.join(timeout=5.0)
     atexit.register(_exit_now)
 
 
@@ -498,11 +505,18 @@ def run(ctx: protocol_api.ProtocolContext) -> None:
 
 
 def _child_warm() -> bool:
-    """Import opentrons and analyse :data:`_WARM_PROTOCOL` once (in a child)."""
+    """Import opentrons and analyse :data:`_WARM_PROTOCOL` once (in a child, or in the fork
+    server, whose children are then born warm)."""
+    if _WARM:
+        return bool(_OT)
     analysis = _child_analyse([("labctl_warm_up.py", _WARM_PROTOCOL)], {}, "OT-2 Standard")
     if analysis.result != "ok":  # only slower, never wrong: say so and go on
         _log.warning("warming the analysis process: %s", analysis.errors)
+    _WARM.append(True)
     return bool(_OT)
+
+
+_WARM: list[bool] = []  # [True] once this process has analysed the warm-up protocol
 
 
 def _import_opentrons_locked() -> dict[str, Any]:

@@ -39,7 +39,6 @@ from labctl.simulators.opentrons_robot import (
     speculate,
     speculating,
     start_analysers,
-    start_fork_server,
 )
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
 from labctl.simulators.serial_link import PtyLink
@@ -293,13 +292,6 @@ class SimulatedWorkcell:
             for f in self.scenario.robot
             if f.kind == "run_fails" and f.run and f.at_command is not None
         }
-
-    @staticmethod
-    def prepare() -> None:
-        """Start what takes long to start and needs nothing from the run (the robot's
-        opentrons import, in the background): a command calls this before it reads its
-        protocol, so the two overlap."""
-        start_fork_server()
 
     def start(self) -> SimulatedWorkcell:
         # The robot's opentrons starts importing in its own processes while the run is
