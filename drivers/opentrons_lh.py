@@ -72,6 +72,7 @@ _WASTE_FILL = 0.9
 # itself keeps only 5 protocols no run uses; more prepared at once would be deleted unused.
 _SEEN_MAX = 256
 _PREPARED_MAX = 4
+_PREPARE_PAUSE_S = 600.0  # after a failed upload ahead, none is tried for this long
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class OpentronsLiquidHandler:
         self._waste_max_ul = get_labware(layout.waste_labware).capacity_ul * _WASTE_FILL
         self._seen: OrderedDict[str, None] = OrderedDict()  # sha256 of sources uploaded
         self._prepared: OrderedDict[str, _Prepared] = OrderedDict()  # job key -> upload
+        self._prepare_paused_until = float("-inf")  # clock.monotonic() seconds
 
     # ------------------------------------------------------------------ tips
 
@@ -209,7 +211,12 @@ class OpentronsLiquidHandler:
         analysed by the time the job starts (labctl.devices.Preparable). The values are the
         tips as they stand now; ``start_job`` re-uploads if its own differ. Best effort and
         silent: a job that cannot be made or uploaded now is left to ``start_job``, which
-        reports why. Nothing moves on the robot."""
+        reports why. Nothing moves on the robot. After an upload that failed (the robot
+        unreachable, say), none is tried for ``_PREPARE_PAUSE_S``: each try may wait out the
+        client's time-out, and the engine's loop waits with it."""
+        now = self.client.clock.monotonic()
+        if now < self._prepare_paused_until:
+            return
         with self._lock:
             first = {role: self._full[role] - self._left[role] for role in self._full}
         try:
@@ -226,6 +233,7 @@ class OpentronsLiquidHandler:
                 protocol_filename(job_key), source, run_time_parameters=values
             )
         except DeviceError:
+            self._prepare_paused_until = now + _PREPARE_PAUSE_S
             return
         self._remember(digest)
         self._prepared[job_key] = _Prepared(
