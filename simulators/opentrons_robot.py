@@ -391,7 +391,10 @@ def prepare_fork_server() -> None:
     ``os._exit`` anyway.)"""
     with _OT_LOCK:
         _import_opentrons_locked()
-    _child_warm()
+    try:
+        _child_warm()
+    except Exception:  # noqa: BLE001 - the server must come up: its children warm themselves
+        _log.warning("warming the analysis fork server failed", exc_info=True)
     # A fork copies only the forking thread: nothing may be left running (anyio's worker
     # threads end with their event loop; wait for them).
     for thread in threading.enumerate():
