@@ -357,8 +357,8 @@ def _pool(kind: str) -> ProcessPoolExecutor:
         return pool
 
 
-# Analyses ahead run in two processes: each new protocol file needs two or three (the
-# parameter moved by one, the next tip racks), and the next uploads wait for the first.
+# Analyses ahead run in two processes: a day of feeds brings new files in pairs (one per
+# deck position), and the next uploads of each wait for its probe (see _other_rack).
 _AHEAD_PROCESSES = 2
 _AHEAD_NICENESS = 10  # added to the "ahead" process's nice value: ~1/10 of a shared core
 # What the fork server imports once, before it forks the analysis processes.
@@ -432,10 +432,10 @@ def _in_child(kind: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def start_analysers() -> None:
-    """Start the analysis processes without waiting for them: opentrons is imported (~2 s,
-    once, in the fork server) and each process analyses a small protocol, so the first real
-    analysis is as quick as the next ones. Returns at once: starting a process waits until
-    the fork server has imported opentrons, so a thread does that waiting."""
+    """Start the analysis processes without waiting for them: opentrons is imported and
+    warmed on a small protocol (~2 s, once, in the fork server; in each process where there
+    is none), so the first real analysis is as quick as the next ones. Returns at once:
+    starting a process waits until the fork server is ready, so a thread does that."""
 
     def start() -> None:
         for kind in _KINDS:
