@@ -1490,7 +1490,9 @@ def test_analysis_processes_fork_from_one_server_and_analyses_ahead_yield() -> N
 
     module.warm_up()
     pids = {kind: list(module._POOLS[kind]._processes) for kind in module._KINDS}  # noqa: SLF001
-    assert len(pids["ahead"]) == module._AHEAD_PROCESSES and len(pids["now"]) == 1
+    # (A pool starts a process only when none is idle: how many "ahead" ones run depends on
+    # how busy earlier tests kept them.)
+    assert 1 <= len(pids["ahead"]) <= module._AHEAD_PROCESSES and len(pids["now"]) == 1
 
     def parent(pid: int) -> int:
         stat = Path(f"/proc/{pid}/stat").read_text()
