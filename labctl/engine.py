@@ -1507,16 +1507,8 @@ class Engine:
                 device = self.devices.get(j.device)
                 if j.state is not JobState.PENDING or not isinstance(device, Preparable):
                     continue
-                slot = c.deck_slot() or next(
-                    (
-                        self._scheduled_position(c, place) or positions[0]
-                        for place, _first, _last, positions in c.holds
-                        if place.endswith(":deck") and positions
-                    ),
-                    None,
-                )
                 try:
-                    device.prepare(j.key, self._params(c, j, slot))
+                    device.prepare(j.key, self._params(c, j, self._expected_deck_slot(c)))
                 except Exception as exc:  # noqa: BLE001 - optional work must not stop feeding
                     self.store.record(
                         "prepare-failed",
@@ -1526,6 +1518,17 @@ class Engine:
                         reason=f"{j.device} could not prepare {j.key}: {exc}",
                         data={"error": type(exc).__name__},
                     )
+
+    def _expected_deck_slot(self, c: ChainRec) -> int | None:
+        """The deck position the chain holds, or else the one it will most likely take (the
+        schedule's choice, as ``_take`` prefers it, or the place's first position)."""
+        held = c.deck_slot()
+        if held is not None:
+            return held
+        for place, _first, _last, positions in c.holds:
+            if place.endswith(":deck") and positions:
+                return self._scheduled_position(c, place) or positions[0]
+        return None
 
     def _params(self, c: ChainRec, j: JobRec, slot: int | None = None) -> dict[str, Any]:
         """The job's parameters with the deck position this chain holds (or ``slot``)."""
