@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 
 from labctl.clock import RealClock
 from labctl.jobs import Chain, Durations, WorkcellRoles, expand, lh_duration_s, natural_key
-from labctl.protocol.loader import load_text
-from labctl.resolve import Plan, resolve
-from labctl.scheduler import schedule
+from labctl.plan.resolve import Plan, resolve
+from labctl.schedule.scheduler import schedule
+from labctl.validate import load_text
 from labctl.workcell import parse_workcell
 
 WINDOW_H = 2.0

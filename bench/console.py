@@ -36,9 +36,9 @@ from PyQt6.QtWidgets import QApplication  # noqa: E402
 from labctl.clock import RealClock, VirtualClock  # noqa: E402
 from labctl.engine import register_run  # noqa: E402
 from labctl.jobs import WorkcellRoles  # noqa: E402
-from labctl.protocol.loader import load_protocol  # noqa: E402
-from labctl.resolve import resolve  # noqa: E402
+from labctl.plan.resolve import resolve  # noqa: E402
 from labctl.store import Store  # noqa: E402
+from labctl.validate import load_protocol  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TZ = "Europe/Stockholm"

@@ -25,12 +25,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from labctl.cli import _start
+from labctl.cli.common import start_time as _start
 from labctl.clock import RealClock
 from labctl.drivers.opentrons_protocol import DeckLayout, generate
 from labctl.jobs import Op, WorkcellRoles, expand
-from labctl.protocol.loader import load_file
-from labctl.resolve import resolve
+from labctl.plan.resolve import resolve
+from labctl.validate import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "protocols" / "kriks2011_da.yaml"

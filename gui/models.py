@@ -1425,8 +1425,8 @@ def event_page(
 
 
 def batch_record(store: Store, run_id: int) -> str:
-    """The run's batch record as HTML (labctl.report)."""
-    from labctl.report import batch_record as _br
+    """The run's batch record as HTML (labctl.reports.batch)."""
+    from labctl.reports.batch import batch_record as _br
 
     return _br(store, run_id)
 
@@ -1474,8 +1474,8 @@ def _plan_of_text(
     timezone: str,
     file: str = "<locked protocol>",
 ) -> tuple[Any, Any]:
-    from labctl.protocol.loader import load_text
-    from labctl.resolve import resolve
+    from labctl.plan.resolve import resolve
+    from labctl.validate import load_text
 
     res = load_text(text, file)
     if not res.ok or res.protocol is None:
@@ -1530,7 +1530,7 @@ def _conc(d: Mapping[str, Any]) -> str:
 
 def plan_rows(plan: Any) -> tuple[PlanRow, ...]:
     """The plan's tasks day by day, with what goes in and what the well holds after."""
-    from labctl.resolve import plan_to_json
+    from labctl.plan.resolve import plan_to_json
 
     data = plan_to_json(plan)
     rows = []
@@ -1576,8 +1576,8 @@ def plan_rows(plan: Any) -> tuple[PlanRow, ...]:
 
 
 def diagram_png(protocol: Any, plan: Any) -> bytes:
-    """The schedule figure (labctl.diagram) as PNG bytes."""
-    from labctl.diagram import draw
+    """The schedule figure (labctl.reports.diagram) as PNG bytes."""
+    from labctl.reports.diagram import draw
 
     with tempfile.TemporaryDirectory(prefix="labctl-console-") as d:
         path = Path(d) / "diagram.png"
@@ -1651,8 +1651,8 @@ def protocol_info(
 
 
 def prep_html(store: Store, run_id: int, day: int) -> str:
-    """Printable prep sheets (labctl.prep) of ``day`` of the run, from its locked protocol."""
-    from labctl.prep import prep_sheets, render_html
+    """Printable prep sheets (labctl.plan.prep) of ``day`` of the run, from its locked protocol."""
+    from labctl.plan.prep import prep_sheets, render_html
 
     run = store.get_run(run_id)
     protocol, plan = _plan_of_run(run)
@@ -1734,8 +1734,8 @@ class ProtocolCheck:
 
 def check_protocol_text(text: str, file: str) -> ProtocolCheck:
     """Validate a protocol (labctl.protocol.loader.load_text); never raises for bad input."""
-    from labctl.protocol.loader import load_text
     from labctl.units import format_quantity
+    from labctl.validate import load_text
 
     res = load_text(text, file)
     p = res.protocol
@@ -1795,7 +1795,7 @@ class StartSuggestion:
 
 
 def _load_ok(text: str, file: str) -> Any:
-    from labctl.protocol.loader import load_text
+    from labctl.validate import load_text
 
     res = load_text(text, file)
     if not res.ok or res.protocol is None:
@@ -1816,10 +1816,11 @@ def suggest_start_dates(
     operator_hours: Mapping[int, tuple[time, time]] | None = None,
 ) -> list[StartSuggestion]:
     """Rank the ``days`` start dates from ``first`` (at ``at`` local) with
-    :func:`labctl.scheduler.suggest_starts` on the simulated workcell, best first."""
+    :func:`labctl.schedule.suggest.suggest_starts` on the simulated workcell, best first."""
     from labctl.jobs import WorkcellRoles
-    from labctl.resolve import resolve
-    from labctl.scheduler import suggest_starts
+    from labctl.plan.resolve import resolve
+    from labctl.schedule.suggest import suggest_starts
+    from labctl.workcell import OperatorCalendar
 
     proto = _load_ok(text, file)
     labels = [f"P{i + 1}" for i in range(plates)]
@@ -1831,8 +1832,14 @@ def suggest_start_dates(
 
     candidates = [datetime.combine(first + timedelta(days=k), at) for k in range(days)]
     hours = DEFAULT_OPERATOR_HOURS if operator_hours is None else operator_hours
+    # The simulated workcell keeps the run's own zone (training and dry runs have no other).
     scores = suggest_starts(
-        factory, candidates, WorkcellRoles.simulated(labels), hours, timezone, max_out_s=max_out
+        factory,
+        candidates,
+        WorkcellRoles.simulated(labels),
+        OperatorCalendar(dict(hours), timezone),
+        timezone,
+        max_out_s=max_out,
     )
     return [
         StartSuggestion(
@@ -1854,7 +1861,7 @@ def register_new_run(store: Store, clock: Clock, req: NewRunRequest, *, actor: s
     Raises ProtocolError, ParameterError or PlanError when the protocol or the choices do
     not make a plan; nothing is written then.
     """
-    from labctl.resolve import resolve
+    from labctl.plan.resolve import resolve
 
     if not 1 <= req.plates <= 96:
         raise ConsoleInputError(f"plates must be between 1 and 96, not {req.plates}")

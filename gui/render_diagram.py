@@ -1,7 +1,7 @@
 """Draw a run's schedule figure in a child process: ``python -m labctl.gui.render_diagram``.
 
 Reads one JSON object on stdin (``text``: the locked protocol, ``parameters``, ``plates``,
-``start`` ISO-8601, ``timezone``) and writes the PNG (labctl.diagram) to stdout; on a
+``start`` ISO-8601, ``timezone``) and writes the PNG (labctl.reports.diagram) to stdout; on a
 problem, one line on stderr and exit status 1. The console draws diagrams this way because
 matplotlib's rendering holds Python's GIL for long stretches: in the console's own process
 it would stall the GUI thread. Plain Python, no Qt.

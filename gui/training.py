@@ -18,9 +18,9 @@ from typing import Any
 
 import platformdirs
 
+from labctl.cli.simulate import MAX_PACE
 from labctl.clock import Clock
 from labctl.errors import LabctlError
-from labctl.simulate import MAX_PACE
 
 __all__ = ["DAY_A_MINUTE", "TrainingConfig", "TrainingLauncher", "TrainingSession"]
 

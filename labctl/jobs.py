@@ -23,8 +23,7 @@ from enum import Enum
 from typing import Any
 
 from labctl.errors import PlanError
-from labctl.protocol.model import Change
-from labctl.resolve import (
+from labctl.plan.resolve import (
     AdditionSpec,
     EnvSpec,
     EventSpec,
@@ -36,6 +35,7 @@ from labctl.resolve import (
     WashoutSpec,
     WashSpec,
 )
+from labctl.protocol.model import Change
 from labctl.units import format_quantity
 from labctl.workcell import INCUBATOR_DRIVERS, Workcell
 

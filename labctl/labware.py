@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+MIN_ASPIRATE_UL = 10.0  # below this a well volume can't be aspirated/dispensed reliably
+
 __all__ = ["Labware", "LabwareNotFound", "get_labware", "known_load_names"]
 
 

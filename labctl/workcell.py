@@ -45,12 +45,26 @@ class Device:
 
 
 @dataclass(frozen=True)
+class OperatorCalendar:
+    """When a person is at the workcell: weekday (0 = Monday) -> (start, end), wall-clock
+    times in ``timezone`` (the workcell's, not a run's); an end not after its start runs
+    past midnight. No hours at all: someone is always there."""
+
+    hours: dict[int, tuple[time, time]] = field(default_factory=dict)
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class Workcell:
     name: str
     timezone: str
     devices: dict[str, Device]
     operator_hours: dict[int, tuple[time, time]] = field(default_factory=dict)  # weekday 0=Mon
     source_file: str = ""
+
+    def operator_calendar(self) -> OperatorCalendar:
+        """The operators' hours, in the workcell's own time zone."""
+        return OperatorCalendar(dict(self.operator_hours), self.timezone)
 
     def incubators(self) -> list[Device]:
         return [d for d in self.devices.values() if d.driver in INCUBATOR_DRIVERS]

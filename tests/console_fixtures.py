@@ -35,9 +35,9 @@ from labctl.devices import DeviceAlarm
 from labctl.engine import Engine, EngineConfig, register_run
 from labctl.jobs import WorkcellRoles
 from labctl.operator import StoreOperator
-from labctl.protocol.loader import load_protocol
-from labctl.resolve import resolve
+from labctl.plan.resolve import resolve
 from labctl.store import Store
+from labctl.validate import load_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 KRIKS = ROOT / "protocols" / "kriks2011_da.yaml"

@@ -17,9 +17,9 @@ sys.path.insert(0, str(ROOT))
 from labctl.clock import VirtualClock  # noqa: E402
 from labctl.engine import Engine, EngineConfig, register_run  # noqa: E402
 from labctl.jobs import WorkcellRoles  # noqa: E402
-from labctl.protocol.loader import load_protocol  # noqa: E402
-from labctl.resolve import resolve  # noqa: E402
+from labctl.plan.resolve import resolve  # noqa: E402
 from labctl.store import Store  # noqa: E402
+from labctl.validate import load_protocol  # noqa: E402
 from tests.fakes import Killer, fake_workcell  # noqa: E402
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)

@@ -33,6 +33,6 @@ def protocol_text(schedule: str, extra: str = "") -> str:
 
 
 def load(schedule: str, extra: str = ""):  # noqa: ANN201
-    from labctl.protocol.loader import load_text
+    from labctl.validate import load_text
 
     return load_text(protocol_text(schedule, extra), "t.yaml")

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from labctl import conc as cc
+from labctl.plan import conc as cc
 from labctl.units import Q_
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from labctl.cli import main
+from labctl.cli.main import main
 from labctl.errors import Diagnostic
-from labctl.protocol.loader import load_file
+from labctl.validate import load_file
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 CASES = sorted(CORPUS.glob("*.yaml"))

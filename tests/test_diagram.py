@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from labctl.diagram import (
+from labctl.errors import LabctlError
+from labctl.plan.resolve import EnvSpec, resolve
+from labctl.reports.diagram import (
     MarkKind,
     Row,
     RowKind,
@@ -17,9 +19,7 @@ from labctl.diagram import (
     segments,
     short_title,
 )
-from labctl.errors import LabctlError
-from labctl.protocol.loader import load_protocol
-from labctl.resolve import EnvSpec, resolve
+from labctl.validate import load_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 START = datetime(2026, 12, 1, 9, 0)
@@ -138,7 +138,7 @@ schedule:
 
 
 def test_equal_doses_merge_and_gaps_split() -> None:
-    from labctl.protocol.loader import load_text
+    from labctl.validate import load_text
 
     res = load_text(TWO_RULES, "two.yaml")
     assert res.ok and res.protocol is not None, [d.format() for d in res.diagnostics]
@@ -280,7 +280,7 @@ def test_unwritable_path_raises(tmp_path: Path) -> None:
 
 
 def test_cli_diagram(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from labctl.cli import main
+    from labctl.cli.main import main
 
     out = tmp_path / "nolbrant.svg"
     rc = main(

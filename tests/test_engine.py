@@ -10,11 +10,11 @@ import pytest
 from labctl.clock import VirtualClock
 from labctl.devices import DeviceAlarm, OpState, OpStatus
 from labctl.engine import Engine, EngineConfig, register_run
+from labctl.engine.machines import JobState, RunState
 from labctl.jobs import WorkcellRoles
-from labctl.machines import JobState, RunState
-from labctl.protocol.loader import load_protocol, load_text
-from labctl.resolve import resolve
+from labctl.plan.resolve import resolve
 from labctl.store import Store
+from labctl.validate import load_protocol, load_text
 from tests.fakes import FakeLiquidHandler, FakeOperator, Killer, fake_workcell
 from tests.helpers import protocol_text
 
@@ -153,7 +153,7 @@ def test_pause_stops_new_tasks_and_resume_goes_on(world: World) -> None:
 
 
 def test_pause_without_reason_is_refused_by_the_cli(tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    from labctl.cli import main
+    from labctl.cli.main import main
 
     w = World(tmp_path)
     assert main(["pause", str(w.run_id), "--db", str(tmp_path / "run.db")]) == 1
@@ -332,7 +332,7 @@ def test_whole_kriks_run_on_fakes(tmp_path: Path) -> None:
 
 def test_lots_given_with_an_answer_go_into_the_batch_record(tmp_path: Path) -> None:
     from labctl.devices import OpState, OpStatus
-    from labctl.report import batch_record
+    from labctl.reports.batch import batch_record
 
     w = World(tmp_path)
     op = w.devices["operator"]

@@ -19,7 +19,7 @@ from labctl.jobs import (
     natural_key,
     on_deck,
 )
-from labctl.resolve import Plan, resolve
+from labctl.plan.resolve import Plan, resolve
 from labctl.workcell import parse_workcell
 from tests.helpers import load
 

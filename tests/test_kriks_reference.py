@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labctl.protocol.loader import load_protocol
-from labctl.resolve import FeedSpec, TaskKind, resolve
+from labctl.plan.resolve import FeedSpec, TaskKind, resolve
 from labctl.units import Q_
+from labctl.validate import load_protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = yaml.safe_load((ROOT / "tests/fixtures/kriks2011_reference.yaml").read_text())[

@@ -18,8 +18,8 @@ FORBIDDEN_IN_CORE = (
     "labctl.gui",
     "matplotlib",
 )
-# matplotlib is allowed only in labctl/diagram.py (imported lazily by `labctl diagram`).
-CORE_EXCEPTIONS = {"labctl/diagram.py": ("matplotlib",)}
+# matplotlib is allowed only in labctl/reports/diagram.py (imported lazily by `labctl diagram`).
+CORE_EXCEPTIONS = {"labctl/reports/diagram.py": ("matplotlib",)}
 CLOCK_CALLS = {
     ("time", "time"),
     ("time", "sleep"),

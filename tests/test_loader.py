@@ -12,18 +12,11 @@ import yaml
 
 from labctl.errors import Diagnostic, InputFileError, ProtocolError
 from labctl.protocol import source
-from labctl.protocol.loader import (
-    Ctx,
-    LoadResult,
-    did_you_mean,
-    get_time,
-    load_file,
-    load_protocol,
-    load_text,
-    parse_days,
-)
+from labctl.protocol.diagnostics import Ctx, LoadResult, did_you_mean
+from labctl.protocol.loader import get_time, parse_days
 from labctl.protocol.model import Change, Dose, OnFail, ParamRef
 from labctl.units import Q_, Dim, UnitParseError, parse_quantity
+from labctl.validate import load_file, load_protocol, load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "tests" / "data" / "format_example.yaml"

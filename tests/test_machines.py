@@ -9,8 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labctl.clock import VirtualClock
-from labctl.errors import InvalidTransition
-from labctl.machines import (
+from labctl.engine.machines import (
     JOB_MACHINE,
     JOB_TRANSITIONS,
     RUN_MACHINE,
@@ -18,6 +17,7 @@ from labctl.machines import (
     JobState,
     RunState,
 )
+from labctl.errors import InvalidTransition
 from labctl.store import Store
 
 RUN_TRIGGERS = sorted({t for t, _, _ in RUN_TRANSITIONS})

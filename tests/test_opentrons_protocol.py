@@ -25,7 +25,7 @@ from labctl.drivers.opentrons_protocol import (
 )
 from labctl.errors import DeviceFault
 from labctl.jobs import Op, WorkcellRoles, expand
-from labctl.resolve import resolve
+from labctl.plan.resolve import resolve
 from tests.helpers import load
 
 SIX = "corning_6_wellplate_16.8ml_flat"

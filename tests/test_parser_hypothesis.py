@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from labctl.errors import InputFileError
-from labctl.protocol.loader import LoadResult, load_file, load_text
-from labctl.resolve import resolve
+from labctl.plan.resolve import resolve
+from labctl.validate import LoadResult, load_file, load_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SEEDS = sorted((ROOT / "protocols").glob("*.yaml")) + [

@@ -7,9 +7,9 @@ from datetime import datetime
 
 import pytest
 
-from labctl.cli import main
-from labctl.prep import PrepSettings, forecast, prep_sheets, render_html, render_text
-from labctl.resolve import resolve
+from labctl.cli.main import main
+from labctl.plan.prep import PrepSettings, forecast, prep_sheets, render_html, render_text
+from labctl.plan.resolve import resolve
 from tests.helpers import load
 
 SCHED = """

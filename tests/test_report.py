@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labctl.report import batch_record
+from labctl.reports.batch import batch_record
 from tests.test_engine import World
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from labctl.errors import ParameterError, PlanError
-from labctl.resolve import AdditionSpec, FeedSpec, TaskKind, WashoutSpec, resolve
+from labctl.plan.resolve import AdditionSpec, FeedSpec, TaskKind, WashoutSpec, resolve
 from tests.helpers import load
 
 START = datetime(2026, 12, 1, 9, 0)

@@ -1,4 +1,4 @@
-"""The scheduler (labctl.scheduler): invariants, operator hours, re-planning, late chains."""
+"""The scheduler (labctl.schedule.scheduler): invariants, operator hours, re-planning, late chains."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from labctl.cli.protocol_cmds import suggest_start as suggest_starts_cli
 from labctl.errors import ParameterError, PlanError
 from labctl.jobs import Chain, Hold, JobSpec, Op, Role, WorkcellRoles, expand
-from labctl.protocol.loader import load_protocol
-from labctl.resolve import resolve
-from labctl.scheduler import Schedule, Slot, schedule, suggest_starts, suggest_starts_cli
+from labctl.plan.resolve import resolve
+from labctl.schedule.scheduler import Schedule, Slot, schedule
+from labctl.schedule.suggest import suggest_starts
+from labctl.validate import load_protocol
+from labctl.workcell import OperatorCalendar
 from tests.helpers import load, protocol_text
 
 UTC = timezone.utc
@@ -240,10 +243,10 @@ def test_schedule_invariants_hold_for_random_chains(
     chains, hours = data
     now = T0 + s(now_s)
     tz = "Europe/Stockholm"
-    sch = schedule(chains, now=now, operator_hours=hours, tz=tz)
+    sch = schedule(chains, now=now, operators=OperatorCalendar(hours or {}, tz))
     check_invariants(chains, sch, now, hours, tz)
     # deterministic: the same input gives the same schedule
-    assert schedule(chains, now=now, operator_hours=hours, tz=tz) == sch
+    assert schedule(chains, now=now, operators=OperatorCalendar(hours or {}, tz)) == sch
 
 
 @settings(max_examples=100, deadline=None)
@@ -454,12 +457,16 @@ def test_manual_chain_waits_for_operator_hours() -> None:
         "ev/P1", [("op", 600)], ws=local(2027, 3, 1, 7), we=local(2027, 3, 1, 11),
         due=local(2027, 3, 1, 7), manual=True,
     )  # fmt: skip
-    sch = schedule([c], now=T0 - s(86400), operator_hours=WEEKDAYS_8_18, tz=STOCKHOLM)
+    sch = schedule(
+        [c], now=T0 - s(86400), operators=OperatorCalendar(WEEKDAYS_8_18 or {}, STOCKHOLM)
+    )
     assert sch.chains[c.key].main_start == local(2027, 3, 1, 8)
     assert sch.late == ()
     # the same chain without the manual flag ignores the hours
     auto = mk_chain("ev/P1", [("op", 600)], ws=local(2027, 3, 1, 7), we=local(2027, 3, 1, 11))
-    sch = schedule([auto], now=T0 - s(86400), operator_hours=WEEKDAYS_8_18, tz=STOCKHOLM)
+    sch = schedule(
+        [auto], now=T0 - s(86400), operators=OperatorCalendar(WEEKDAYS_8_18 or {}, STOCKHOLM)
+    )
     assert sch.chains[auto.key].main_start == local(2027, 3, 1, 7)
 
 
@@ -469,7 +476,9 @@ def test_manual_chain_must_end_inside_hours() -> None:
         "ev/P1", [("op", 1800)], ws=local(2027, 3, 1, 16), we=local(2027, 3, 1, 19),
         due=local(2027, 3, 1, 17, 50), manual=True,
     )  # fmt: skip
-    sch = schedule([c], now=T0 - s(86400), operator_hours=WEEKDAYS_8_18, tz=STOCKHOLM)
+    sch = schedule(
+        [c], now=T0 - s(86400), operators=OperatorCalendar(WEEKDAYS_8_18 or {}, STOCKHOLM)
+    )
     assert sch.chains[c.key].end == local(2027, 3, 1, 18)
     assert sch.late == ()
 
@@ -479,7 +488,7 @@ def test_weekend_manual_chain_is_late_at_window_start() -> None:
     c = mk_chain(
         "d5-replate/P1", [("op", 600)], ws=sat - s(7200), we=sat + s(7200), due=sat, manual=True
     )
-    sch = schedule([c], now=T0, operator_hours=WEEKDAYS_8_18, tz=STOCKHOLM)
+    sch = schedule([c], now=T0, operators=OperatorCalendar(WEEKDAYS_8_18 or {}, STOCKHOLM))
     cp = sch.chains[c.key]
     assert sch.late == ("d5-replate/P1",)
     assert cp.late_reason == "no operator hours in the window"
@@ -490,7 +499,9 @@ def test_manual_chain_with_hours_but_busy_operator_goes_after_window_inside_hour
     mon = local(2027, 3, 1, 17)
     first = mk_chain("a/P1", [("op", 3600)], ws=mon, we=mon, manual=True)
     second = mk_chain("b/P2", [("op", 600)], ws=mon, we=mon + s(1800), due=mon, manual=True)
-    sch = schedule([first, second], now=T0, operator_hours=WEEKDAYS_8_18, tz=STOCKHOLM)
+    sch = schedule(
+        [first, second], now=T0, operators=OperatorCalendar(WEEKDAYS_8_18 or {}, STOCKHOLM)
+    )
     assert sch.late == ("b/P2",)
     # the operator is busy until 18:00 and then gone: Tuesday 08:00
     assert sch.chains["b/P2"].main_start == local(2027, 3, 2, 8)
@@ -510,7 +521,7 @@ def test_kriks_six_plates_on_the_simulated_workcell_has_no_late_chain() -> None:
     plates = [f"P{i}" for i in range(1, 7)]
     chains, start = kriks_chains(6, WorkcellRoles.simulated(plates))
     now = start - s(86400)
-    sch = schedule(chains, now=now, tz=STOCKHOLM)
+    sch = schedule(chains, now=now)
     assert sch.late == () and sch.warnings == ()
     check_invariants(chains, sch, now)
     # day 20 keeps the protocol's order for each plate: replate, feed into the new plate, seed
@@ -528,7 +539,7 @@ def test_kriks_fifty_plates_stays_consistent() -> None:
     roles = WorkcellRoles("ot2", "inc", "arm", "op", {p: i for i, p in enumerate(plates)}, (1, 3))
     chains, start = kriks_chains(50, roles)
     now = start - s(86400)
-    sch = schedule(chains, now=now, operator_hours=WEEKDAYS_8_18, tz=STOCKHOLM)
+    sch = schedule(chains, now=now, operators=OperatorCalendar(WEEKDAYS_8_18 or {}, STOCKHOLM))
     check_invariants(chains, sch, now, WEEKDAYS_8_18, STOCKHOLM)
     # daily feeds fit (54 LH starts in the 4 h window); day 20's 40 min window does not
     late_tasks = {k.split("/")[0] for k in sch.late}
@@ -561,7 +572,9 @@ def test_suggest_starts_avoids_weekend_events() -> None:
         return resolve(proto, plates=2, start=start, timezone=STOCKHOLM)
 
     candidates = [datetime(2027, 3, 1) + timedelta(days=k) for k in range(7)]  # Mon..Sun
-    scores = suggest_starts(factory, candidates, roles, WEEKDAYS_8_18, STOCKHOLM)
+    scores = suggest_starts(
+        factory, candidates, roles, OperatorCalendar(WEEKDAYS_8_18, STOCKHOLM), STOCKHOLM
+    )
     assert len(scores) == 7
     by_day = {sc.start.date().isoformat(): sc for sc in scores}
     # day 2 falls on Saturday for a Thursday start, on Sunday for a Friday start

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from labctl.cli import build_parser, main
+from labctl.cli.main import build_parser, main
 
 START = "2026-12-01T09:00"
 KRIKS = Path(__file__).resolve().parents[1] / "protocols" / "kriks2011_da.yaml"
@@ -59,7 +59,7 @@ schedule:
 
 def run_simulate(protocol: Path, out: Path, *extra: str, plates: int = 1) -> int:
     """``labctl simulate`` in-process, without the CLI's catch-all: a traceback fails the test."""
-    from labctl.simulate import simulate
+    from labctl.cli.simulate import simulate
 
     args = build_parser().parse_args(
         [
@@ -350,10 +350,10 @@ def test_small_protocol_jobs_carry_the_planned_recipes(small_run: tuple[int, str
 def test_kriks_six_plates_every_well_gets_every_feed_once_with_the_planned_medium(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from labctl.cli import _start
-    from labctl.protocol.loader import load_file
-    from labctl.resolve import FeedSpec, resolve
+    from labctl.cli.common import start_time as _start
+    from labctl.plan.resolve import FeedSpec, resolve
     from labctl.units import format_quantity
+    from labctl.validate import load_file
 
     out = tmp_path / "kriks"
     rc = run_simulate(KRIKS, out, plates=6)

@@ -9,7 +9,7 @@ prompt that says what is needed, never with a traceback; and the devices' own ac
 must show that nothing was done twice: no well fed twice, no plate fetched twice without a
 store between.
 
-Findings in the engine (labctl/engine.py, not this suite's to change) are pinned by
+Findings in the engine (labctl/engine, not this suite's to change) are pinned by
 ``xfail(strict=True)`` tests at the end, each with its reason.
 """
 
@@ -94,7 +94,7 @@ class Outcome:
 
 
 def _outcome(rc: int, text: str, out: Path) -> Outcome:
-    from labctl.simulate import summarize
+    from labctl.cli.simulate import summarize
 
     store = Store.open(out / "run.db", VirtualClock(datetime(2027, 1, 1, tzinfo=UTC)))
     with store:
@@ -517,7 +517,7 @@ def test_robot_door_open_is_refused_on_the_ot2_workcell(tmp_path: Path) -> None:
         SimulatedWorkcell(clock, None, ["P1"], tmp_path / "devices", scenario=scenario)
 
 
-# --- findings in the engine (labctl/engine.py) ----------------------------------------------
+# --- findings in the engine (labctl/engine) ----------------------------------------------
 
 
 def test_a_held_run_has_an_active_alarm(simulated: Callable[..., Outcome]) -> None:

@@ -13,8 +13,8 @@ import platformdirs
 import pytest
 
 from labctl.clock import VirtualClock
+from labctl.engine.machines import RunState
 from labctl.errors import InvalidTransition, StoreError
-from labctl.machines import RunState
 from labctl.store import SCHEMA_VERSION, Store
 from labctl.store.schema import _V1, migrate, read_version
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from labctl.cli import main
+from labctl.cli.main import main
 from labctl.protocol import source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -377,7 +377,7 @@ def test_validate_does_not_import_heavy_libraries() -> None:
 def test_validate_leaves_heavy_modules_out_of_sys_modules() -> None:
     code = (
         "import sys\n"
-        "from labctl.cli import main\n"
+        "from labctl.cli.main import main\n"
         f"rc = main(['validate', '-q', {str(KRIKS)!r}])\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})\n"
         "print(rc, bad)\n"

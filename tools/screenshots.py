@@ -33,8 +33,8 @@ from labctl.engine import register_run  # noqa: E402
 from labctl.gui import theme  # noqa: E402
 from labctl.gui.main_window import MainWindow  # noqa: E402
 from labctl.jobs import WorkcellRoles  # noqa: E402
-from labctl.protocol.loader import load_protocol  # noqa: E402
-from labctl.resolve import resolve  # noqa: E402
+from labctl.plan.resolve import resolve  # noqa: E402
+from labctl.validate import load_protocol  # noqa: E402
 
 SIZE = (1840, 1035)  # a 1920 x 1080 screen less the window frame
 

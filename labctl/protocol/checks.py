@@ -1,8 +1,9 @@
-"""Checks across a protocol's sections (PROTOCOL_FORMAT.md, "What labctl checks").
+"""Checks across a protocol's sections that need only the protocol itself.
 
-Names, units and parameter references first; then the day-by-day checks (media coverage,
-factor windows, feeds per day, stocks, solvents); then a trial resolution with the default
-parameters, which tracks each well and reports volumes and ``dose: well`` targets.
+Names, units and parameter references first; then labware and the day-by-day checks
+(media coverage, factor windows, feeds per day); and, given a workcell, whether its
+incubators can hold each environment. Checks that need a plan (stocks, solvents, the trial
+resolution) are in :mod:`labctl.plan.checks`; :mod:`labctl.validate` runs them all in order.
 """
 
 from __future__ import annotations
@@ -12,49 +13,10 @@ from typing import Any
 
 import pint
 
-from labctl import conc as cc
-from labctl.labware import LabwareNotFound, get_labware, known_load_names
-from labctl.protocol.loader import Ctx, did_you_mean
+from labctl.labware import MIN_ASPIRATE_UL, LabwareNotFound, get_labware, known_load_names
+from labctl.protocol.diagnostics import Ctx, did_you_mean
 from labctl.protocol.model import Change, Compound, Loc, ParamRef, Protocol, Value
 from labctl.units import Q_, Dim, concentration_kind, format_quantity
-
-DMSO_WARN = 0.001  # above 0.1% DMSO is a warning (PROTOCOL_FORMAT.md)
-_LIMITED_SOLVENTS = {"dmso": 0.005, "ethanol": 0.005, "etoh": 0.005}
-MIN_PIPETTE_UL = 1.0
-PREP_DEAD_VOLUME_UL = 5000.0  # reservoir dead volume assumed by the validate-time prep check
-
-
-def check(ctx: Ctx, p: Protocol, *, workcell: Any | None = None) -> None:
-    """Add every cross-section diagnostic of ``p`` to ``ctx``."""
-    _names(ctx, p)
-    if ctx.has_errors:
-        return  # later checks would only repeat the same mistakes in other words
-    _labware(ctx, p)
-    _days(ctx, p)
-    _stocks(ctx, p)
-    if ctx.has_errors:
-        return
-    _solvents_and_trial(ctx, p)
-    if workcell is not None:
-        _environment_vs_workcell(ctx, p, workcell)
-
-
-def solvent_key(name: str) -> str:
-    return name.strip().lower()
-
-
-def solvent_limit(p: Protocol, solvent: str) -> float | None:
-    """The largest final fraction of ``solvent``: the smallest max_solvent given, else default."""
-    key = solvent_key(solvent)
-    given = [
-        c.max_solvent
-        for c in p.compounds.values()
-        if solvent_key(c.solvent) == key and c.max_solvent is not None
-    ]
-    if given:
-        return min(given)
-    return _LIMITED_SOLVENTS.get(key)
-
 
 # --- names and units ----------------------------------------------------------------------
 
@@ -101,7 +63,8 @@ def _medium_ref(ctx: Ctx, p: Protocol, name: str, loc: Loc, what: str) -> None:
         )
 
 
-def _names(ctx: Ctx, p: Protocol) -> None:
+def names(ctx: Ctx, p: Protocol) -> None:
+    """Every name a rule uses is declared; parameters used as values have the right unit."""
     s = p.schedule
     for i, r in enumerate(s.media):
         for name, _ in r.parts:
@@ -126,7 +89,9 @@ def _names(ctx: Ctx, p: Protocol) -> None:
             _medium_ref(ctx, p, a.washout_medium, a.loc, f"the washout in {what}")
 
 
-def _labware(ctx: Ctx, p: Protocol) -> None:
+def labware(ctx: Ctx, p: Protocol) -> None:
+    """Culture labware exists (Opentrons definitions), wells exist, volumes fit a well."""
+
     def one(
         load_name: str,
         wells: tuple[str, ...] | None,
@@ -160,8 +125,6 @@ def _labware(ctx: Ctx, p: Protocol) -> None:
                     loc,
                     f"{what}: volume {format_quantity(volume)} is above the {lw.capacity_ul / 1000:g} mL capacity of a well of {load_name}",
                 )
-            from labctl.resolve import MIN_ASPIRATE_UL
-
             if ul < MIN_ASPIRATE_UL:
                 ctx.error(
                     loc,
@@ -191,7 +154,8 @@ def _labware(ctx: Ctx, p: Protocol) -> None:
 # --- day by day ---------------------------------------------------------------------------
 
 
-def _days(ctx: Ctx, p: Protocol) -> None:
+def days(ctx: Ctx, p: Protocol) -> None:
+    """Day by day: one medium a day, distinct feed times, factors on fed days."""
     s = p.schedule
     medium_day: dict[int, int] = {}
     for i, r in enumerate(s.media):
@@ -283,160 +247,10 @@ def _which_has(days: list[int]) -> str:
     return "which has" if len(days) == 1 else "which have"
 
 
-def _worst(p: Protocol, v: Value) -> pint.Quantity:
-    """The largest value a concentration can take in a run (a parameter's max, else default)."""
-    if isinstance(v, ParamRef):
-        prm = p.parameters[v.name]
-        return prm.max if prm.max is not None else prm.default
-    return v
+# --- the workcell ------------------------------------------------------------------------
 
 
-def _stocks(ctx: Ctx, p: Protocol) -> None:
-    from labctl.resolve import compound_units
-
-    units = compound_units(p)
-    rules = [("schedule.factors", i, r) for i, r in enumerate(p.schedule.factors)] + [
-        ("schedule.additions", i, r) for i, r in enumerate(p.schedule.additions)
-    ]
-    for sect, i, r in rules:
-        comp = p.compounds[r.compound]
-        q = _worst(p, r.conc)
-        try:
-            final = units[r.compound].to_canonical(q)
-        except cc.ConcError as exc:
-            if "mw" in str(exc):
-                ctx.error(
-                    r.loc,
-                    f"{sect} #{i + 1}: {r.compound} is given as {format_quantity(q)} but its stock is {format_quantity(comp.stock)}; add the compound's 'mw' to convert between molar and mass units",
-                )
-            else:
-                ctx.error(
-                    r.loc,
-                    f"{sect} #{i + 1}: {r.compound} at {format_quantity(q)} cannot be made from its stock {format_quantity(comp.stock)} ({exc})",
-                )
-            continue
-        stock = units[r.compound].to_canonical(comp.stock)
-        if final >= stock * (1 - 1e-12) and (
-            sect == "schedule.additions" or final > stock * (1 + 1e-12)
-        ):
-            via = f" (the largest value of ${r.conc.name})" if isinstance(r.conc, ParamRef) else ""
-            ctx.error(
-                r.loc,
-                f"{sect} #{i + 1}: final concentration of {r.compound} {format_quantity(q)}{via} is above its stock {format_quantity(comp.stock)}"
-                if final > stock * (1 + 1e-12)
-                else f"{sect} #{i + 1}: final concentration of {r.compound} {format_quantity(q)}{via} equals its stock; adding stock to a well can only approach it",
-            )
-        elif final <= 0:
-            ctx.error(
-                r.loc, f"{sect} #{i + 1}: the concentration of {r.compound} must be above zero"
-            )
-
-
-# --- solvents, prep and the trial resolution ----------------------------------------------
-
-
-def _solvents_and_trial(ctx: Ctx, p: Protocol) -> None:
-    from labctl.errors import LabctlError
-    from labctl.resolve import AdditionSpec, FeedSpec, WashoutSpec, resolve
-
-    try:
-        plan = resolve(p, None, plates=1, strict=False)
-    except LabctlError as exc:
-        ctx.error(p.culture.loc, str(exc))
-        return
-    for issue in plan.issues:
-        (ctx.error if issue.severity == "error" else ctx.warning)(issue.loc, issue.message)
-    wells = len(plan.tasks[0].wells) if plan.tasks and plan.tasks[0].wells else 1
-    seen: set[tuple] = set()
-    for t in plan.tasks:
-        spec = t.spec
-        recipe = spec.recipe if isinstance(spec, (FeedSpec, WashoutSpec)) else None
-        if recipe is not None:
-            key = (t.loc, recipe.key())
-            if key in seen:
-                continue
-            seen.add(key)
-            _solvent_check(ctx, p, recipe.factors, t.loc, t.day)
-            add = spec.add_ul if isinstance(spec, (FeedSpec, WashoutSpec)) else 0.0
-            total = add * max(1, len(t.wells) or wells) + PREP_DEAD_VOLUME_UL
-            for name, q in recipe.factors:
-                comp = p.compounds[name]
-                v = cc.stock_volume(_canon(p, name, q), _canon(p, name, comp.stock), total)
-                if 0 < v < MIN_PIPETTE_UL:
-                    k = _dilution_factor(v)
-                    how = (
-                        f"prep will use a 1:{k} intermediate dilution (or use a more dilute stock)"
-                        if k is not None
-                        else "use a far more dilute stock"
-                    )
-                    ctx.warning(
-                        t.loc,
-                        f"day {t.day}: {name} needs {v:.3g} uL of stock for one plate's medium ({total / 1000:g} mL), below the {MIN_PIPETTE_UL:g} uL that can be pipetted accurately; {how}",
-                    )
-        elif isinstance(spec, AdditionSpec) and 0 < spec.stock_ul < MIN_PIPETTE_UL:
-            ctx.warning(
-                t.loc,
-                f"day {t.day}: adding {spec.compound} takes {spec.stock_ul:.3g} uL of stock per well, below {MIN_PIPETTE_UL:g} uL; prep will plan an intermediate dilution",
-            )
-
-
-_UNITS_OF: list[tuple[Protocol, dict[str, cc.CompoundUnits]]] = []
-
-
-def _canon(p: Protocol, name: str, q: pint.Quantity) -> float:
-    from labctl.resolve import compound_units
-
-    # compound_units walks every rule; cache it for the protocol at hand (one entry, by
-    # identity) or the solvent checks turn quadratic in the number of factors.
-    entry = _UNITS_OF[0] if _UNITS_OF else None
-    if entry is None or entry[0] is not p:
-        entry = (p, compound_units(p))
-        _UNITS_OF[:] = [entry]
-    return entry[1][name].to_canonical(q)
-
-
-def _dilution_factor(volume_ul: float) -> int | None:
-    """The power of ten that brings ``volume_ul`` of stock to a pipettable volume; None
-    beyond 1:10^9 (no lab dilutes that far in one intermediate)."""
-    k = 10
-    while volume_ul * k < MIN_PIPETTE_UL:
-        if k >= 10**9:
-            return None
-        k *= 10
-    return k
-
-
-def solvent_fractions(
-    p: Protocol, factors: tuple[tuple[str, pint.Quantity], ...]
-) -> dict[str, float]:
-    """Summed volume fraction of each solvent (by lower-cased name) in a fresh medium."""
-    out: dict[str, float] = defaultdict(float)
-    for name, q in factors:
-        comp = p.compounds[name]
-        out[solvent_key(comp.solvent)] += _canon(p, name, q) / _canon(p, name, comp.stock)
-    return dict(out)
-
-
-def _solvent_check(
-    ctx: Ctx, p: Protocol, factors: tuple[tuple[str, pint.Quantity], ...], loc: Loc, day: int
-) -> None:
-    names = {solvent_key(c.solvent): c.solvent for c in p.compounds.values()}
-    for key, frac in solvent_fractions(p, factors).items():
-        limit = solvent_limit(p, key)
-        users = ", ".join(n for n, _ in factors if solvent_key(p.compounds[n].solvent) == key)
-        if limit is not None and frac > limit * (1 + 1e-9):
-            ctx.error(
-                loc,
-                f"day {day}: the fresh medium holds {frac * 100:.3g}% {names[key]} ({users}), above the {limit * 100:g}% limit",
-            )
-        elif key == "dmso" and frac > DMSO_WARN * (1 + 1e-9):
-            ctx.warning(
-                loc,
-                f"day {day}: the fresh medium holds {frac * 100:.3g}% DMSO ({users}), above 0.1%",
-            )
-
-
-def _environment_vs_workcell(ctx: Ctx, p: Protocol, workcell: Any) -> None:
+def environment_vs_workcell(ctx: Ctx, p: Protocol, workcell: Any) -> None:
     """Each environment setpoint must be holdable by some incubator of the workcell."""
     caps = getattr(workcell, "incubator_capabilities", None)
     if caps is None:

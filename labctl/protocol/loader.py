@@ -2,23 +2,21 @@
 
 Every problem becomes a located :class:`~labctl.errors.Diagnostic`; the loader goes on past
 a bad element so that one run reports all problems of a file. Structural checks live here;
-checks across sections (names, units, stocks, solvents, volumes) are in ``checks``.
+checks across sections are in ``checks`` (and, those that need a plan, in
+:mod:`labctl.plan.checks`); :mod:`labctl.validate` reads a file and runs them all.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from collections.abc import Callable, Iterator
 from datetime import time
-from pathlib import Path
 from typing import TypeVar
 
 import pint
 
-from labctl.errors import Diagnostic, ProtocolError
-from labctl.protocol import source
+from labctl.protocol.diagnostics import Ctx, did_you_mean, loc
 from labctl.protocol.model import (
     EVENT_KINDS,
     Addition,
@@ -62,68 +60,6 @@ _RANGE_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:/\s*(\d+)\s*)?)?$")
 _WELL_RE = re.compile(r"^[A-P](?:[1-9]|1\d|2[0-4])$")
 
 T = TypeVar("T")
-
-
-class LoadResult:
-    """The protocol (None when there were errors) and every diagnostic, in file order."""
-
-    def __init__(self, protocol: Protocol | None, diagnostics: list[Diagnostic]) -> None:
-        self.protocol = protocol
-        self.diagnostics = sorted(diagnostics, key=lambda d: (d.line, d.column))
-
-    @property
-    def errors(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Diagnostic]:
-        return [d for d in self.diagnostics if d.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        return self.protocol is not None and not self.errors
-
-
-class Ctx:
-    """Collects diagnostics for one file."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.diags: list[Diagnostic] = []
-        # Names declared per section ("compounds", "media", "parameters"), including those
-        # whose entry had errors: a reference to one of those is not also "unknown".
-        self.declared: dict[str, set[str]] = {}
-        self.well_locs: dict[tuple[Loc, str], Loc] = {}  # (culture's loc, well) -> well's loc
-
-    def error(self, at: Node | Loc, msg: str) -> None:
-        self._add(at, "error", msg)
-
-    def warning(self, at: Node | Loc, msg: str) -> None:
-        self._add(at, "warning", msg)
-
-    def _add(self, at: Node | Loc, sev: str, msg: str) -> None:
-        loc = at if isinstance(at, Loc) else Loc(at.mark.line, at.mark.col)
-        d = Diagnostic(self.file, loc.line, loc.col, sev, source.one_line(msg))
-        if d not in self.diags:
-            self.diags.append(d)
-
-    @property
-    def has_errors(self) -> bool:
-        return any(d.severity == "error" for d in self.diags)
-
-
-def loc(node: Node) -> Loc:
-    return Loc(node.mark.line, node.mark.col)
-
-
-def did_you_mean(word: str, options: list[str] | set[str]) -> str:
-    """' (did you mean 'x'?)' for the closest option, or ''."""
-    close = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.6)
-    if not close:
-        lowered = {o.lower(): o for o in options}
-        if word.lower() in lowered:
-            close = [lowered[word.lower()]]
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 # --- structural helpers -------------------------------------------------------------------
@@ -925,32 +861,3 @@ def build(ctx: Ctx, root: Node, text: str) -> Protocol | None:
         source_text=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
     )
-
-
-def load_text(text: str, file: str = "<protocol>", *, workcell: object | None = None) -> LoadResult:
-    """Parse, build and check a protocol held in ``text``. Never raises for bad input."""
-    from labctl.protocol import checks  # local: checks imports resolve, which imports model
-
-    root, diags = source.parse(text, file)
-    ctx = Ctx(file)
-    ctx.diags.extend(diags)
-    if root is None:
-        return LoadResult(None, ctx.diags)
-    proto = build(ctx, root, text)
-    if proto is not None:
-        checks.check(ctx, proto, workcell=workcell)
-    return LoadResult(proto if not ctx.has_errors else None, ctx.diags)
-
-
-def load_file(path: str | Path, *, workcell: object | None = None) -> LoadResult:
-    """Read and check a protocol file. Raises InputFileError only if it can't be read."""
-    text = source.read_text(path)
-    return load_text(text, str(path), workcell=workcell)
-
-
-def load_protocol(path: str | Path, *, workcell: object | None = None) -> Protocol:
-    """Load a protocol or raise ProtocolError with all of its diagnostics."""
-    res = load_file(path, workcell=workcell)
-    if not res.ok or res.protocol is None:
-        raise ProtocolError(res.diagnostics)
-    return res.protocol

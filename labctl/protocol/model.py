@@ -1,7 +1,7 @@
 """The typed, immutable Protocol model (format version 1, PROTOCOL_FORMAT.md).
 
 Quantities are pint Quantities from :mod:`labctl.units`. A value that may come from a run
-parameter is a :class:`ParamRef` until :func:`labctl.resolve.resolve` binds it. Every
+parameter is a :class:`ParamRef` until :func:`labctl.plan.resolve.resolve` binds it. Every
 element keeps the :class:`Loc` of its YAML node, so later stages (resolution, prep
 checks) can point their messages at the line that caused them.
 """

@@ -34,15 +34,7 @@ from labctl.devices import (
     Preparable,
     QuietWatch,
 )
-from labctl.errors import (
-    DeviceBusy,
-    DeviceError,
-    DeviceNeedsOperator,
-    InvalidTransition,
-    LabctlError,
-)
-from labctl.jobs import Chain, Durations, Hold, Op, WorkcellRoles, expand, on_deck
-from labctl.machines import (
+from labctl.engine.machines import (
     JOB_MACHINE,
     PLATE_MACHINE,
     RUN_MACHINE,
@@ -52,10 +44,19 @@ from labctl.machines import (
     RunState,
     TaskState,
 )
+from labctl.errors import (
+    DeviceBusy,
+    DeviceError,
+    DeviceNeedsOperator,
+    InvalidTransition,
+    LabctlError,
+)
+from labctl.jobs import Chain, Durations, Hold, Op, WorkcellRoles, expand, on_deck
+from labctl.plan.resolve import Plan, plan_to_json
 from labctl.protocol.model import Protocol
-from labctl.resolve import Plan, plan_to_json
-from labctl.scheduler import Schedule, Slot, schedule
+from labctl.schedule.scheduler import Schedule, Slot, schedule
 from labctl.store import Store
+from labctl.workcell import OperatorCalendar, parse_workcell
 
 BLOCKING_ALARMS = {"door", "door-open", "offline", "unreachable", "needs-operator", "estop"}
 ACTIVE_RUNS = (RunState.RUNNING, RunState.PAUSED, RunState.HOLDING, RunState.PLANNED)
@@ -97,7 +98,7 @@ def register_run(
     actor: str,
     durations: Durations | None = None,
     plate_labels: Sequence[str] | None = None,
-    operator_hours: Mapping[int, tuple[Any, Any]] | None = None,
+    operators: OperatorCalendar | None = None,
 ) -> int:
     """Store a new run (state PLANNED) with its plates, tasks (one per plate) and jobs.
 
@@ -128,7 +129,7 @@ def register_run(
         chains = expand(
             plan, labels, roles, durations or Durations(), max_out_s=max_out_s, run=f"r{run.id}"
         )
-        sched = schedule(chains, now=clock.now(), tz=plan.timezone, operator_hours=operator_hours)
+        sched = schedule(chains, now=clock.now(), operators=operators)
         plate_ids = {}
         for label in labels:
             plate_ids[label] = store.insert_plate(
@@ -312,7 +313,7 @@ class Engine:
         self.active: set[int] = set()  # task ids of chains under way
         self.planned_end: dict[str, datetime] = {}  # chain key -> end in the latest schedule
         self.occupied: dict[tuple[str, int], int] = {}  # (place, position) -> task id holding it
-        self.operator_hours: dict[int, tuple[Any, Any]] | None = None
+        self.operators: dict[str, OperatorCalendar] = {}  # run tag ("r7") -> its workcell's
         # Called at the start of every step with the current time (a simulated
         # workcell applies its timed faults and its scripted operator's decisions here).
         self.hooks: list[Callable[[datetime], None]] = []
@@ -391,15 +392,12 @@ class Engine:
             if state not in ACTIVE_RUNS:
                 continue
             rr = RunRec(run.id, run.name, state, run.timezone)
-            if run.workcell_text and self.operator_hours is None:
-                from labctl.workcell import parse_workcell
-
+            if run.workcell_text:
                 try:
-                    self.operator_hours = (
-                        parse_workcell(run.workcell_text, run.workcell_name).operator_hours or None
-                    )
+                    wc = parse_workcell(run.workcell_text, run.workcell_name)
+                    self.operators[f"r{run.id}"] = wc.operator_calendar()
                 except LabctlError:
-                    self.operator_hours = None  # checked when the run was registered
+                    pass  # checked when the run was registered
             plate_rows = self.store.plates(run.id)
             plates = {p.id: p.label for p in plate_rows}
             self.paused_plates.update(
@@ -1277,15 +1275,13 @@ class Engine:
                             fixed[j.key] = Slot(
                                 j.key, j.device, j.started_at, end, c.deck_slot(), None
                             )
-        tz = next(iter(self.runs.values())).timezone if self.runs else "UTC"
         self._schedule = schedule(
             chains,
             now=now,
             busy_until=busy,
             fixed=fixed,
             done_at=done_at,
-            tz=tz,
-            operator_hours=self.operator_hours,
+            operators=self.operators,
         )
         for key, cp in self._schedule.chains.items():
             self.planned_end[key] = cp.end

@@ -27,10 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import pint
 
-from labctl import conc as cc
 from labctl.errors import LabctlError
-from labctl.protocol.model import Change, ParamRef, Protocol, Value
-from labctl.resolve import (
+from labctl.plan import conc as cc
+from labctl.plan.resolve import (
     AdditionSpec,
     EnvSpec,
     EventSpec,
@@ -39,6 +38,7 @@ from labctl.resolve import (
     TaskKind,
     compound_units,
 )
+from labctl.protocol.model import Change, ParamRef, Protocol, Value
 from labctl.units import format_quantity
 
 if TYPE_CHECKING:

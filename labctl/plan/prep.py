@@ -16,10 +16,9 @@ from datetime import datetime
 
 import pint
 
-from labctl import conc as cc
-from labctl.protocol.checks import solvent_fractions, solvent_key, solvent_limit
-from labctl.protocol.model import Protocol
-from labctl.resolve import (
+from labctl.plan import conc as cc
+from labctl.plan.checks import solvent_fractions, solvent_key, solvent_limit
+from labctl.plan.resolve import (
     AdditionSpec,
     FeedSpec,
     Plan,
@@ -28,6 +27,7 @@ from labctl.resolve import (
     WashoutSpec,
     compound_units,
 )
+from labctl.protocol.model import Protocol
 from labctl.units import format_quantity
 
 

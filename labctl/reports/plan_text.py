@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from labctl.resolve import (
+from labctl.plan.resolve import (
     AdditionSpec,
     EnvSpec,
     EventSpec,

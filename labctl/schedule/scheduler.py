@@ -23,36 +23,24 @@ Pure and deterministic: the same input gives the same schedule.
 from __future__ import annotations
 
 import heapq
-import sys
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any
+from datetime import datetime, time, timedelta, timezone
 
 from labctl.clock import utc
-from labctl.errors import ParameterError, PlanError
+from labctl.errors import PlanError
 from labctl.jobs import (
     ALL_PLATES,
     Chain,
-    Durations,
     Hold,
     Op,
-    WorkcellRoles,
-    expand,
     natural_key,
 )
-from labctl.resolve import Plan, zone
+from labctl.plan.resolve import zone
+from labctl.workcell import OperatorCalendar
 
-__all__ = [
-    "ChainPlan",
-    "Schedule",
-    "Slot",
-    "StartScore",
-    "schedule",
-    "suggest_starts",
-    "suggest_starts_cli",
-]
+__all__ = ["ChainPlan", "Schedule", "Slot", "schedule"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
@@ -402,6 +390,30 @@ def _off_hours(hours: Mapping[int, tuple[time, time]], tz: str, lo: int, hi: int
     return tl
 
 
+def _operator_timelines(
+    operators: OperatorCalendar | Mapping[str, OperatorCalendar] | None,
+    chains: Sequence[Chain],
+    now_us: int,
+) -> dict[str, _Timeline]:
+    """Off-hours timelines by run tag ("" for one calendar of every run), laid out from
+    the earliest of ``now`` and the windows to well past the last window."""
+    if not operators or not any(c.manual for c in chains):
+        return {}
+    cals = {"": operators} if isinstance(operators, OperatorCalendar) else dict(operators)
+    lo = min([now_us, *(_us(c.window_start) for c in chains)])
+    hi = max(_us(c.window_end) for c in chains) + _HOURS_HORIZON_DAYS * _DAY_US
+    made: dict[tuple[tuple[tuple[int, tuple[time, time]], ...], str], _Timeline] = {}
+    out: dict[str, _Timeline] = {}
+    for run, cal in sorted(cals.items()):
+        if not cal.hours:
+            continue
+        key = (tuple(sorted(cal.hours.items())), cal.timezone)
+        if key not in made:  # runs on one workcell share one calendar: lay it out once
+            made[key] = _off_hours(cal.hours, cal.timezone, lo, hi)
+        out[run] = made[key]
+    return out
+
+
 # --- the scheduler ------------------------------------------------------------------------
 
 
@@ -412,8 +424,7 @@ def schedule(
     busy_until: Mapping[str, datetime] = {},  # noqa: B006 - read only
     fixed: Mapping[str, Slot] = {},  # noqa: B006 - read only
     done_at: Mapping[str, datetime] = {},  # noqa: B006 - read only
-    operator_hours: Mapping[int, tuple[time, time]] | None = None,
-    tz: str = "UTC",
+    operators: OperatorCalendar | Mapping[str, OperatorCalendar] | None = None,
 ) -> Schedule:
     """Plan start times for ``chains`` (of every active run together).
 
@@ -424,8 +435,10 @@ def schedule(
       its remaining jobs then follow its started ones, back to back, as soon as possible.
     - ``done_at``: chain key -> actual start of its main job, for chains whose main job has
       started or finished (ties of ``after_previous`` chains are measured from it).
-    - ``operator_hours``: weekday (0 = Monday) -> (start, end) local times in ``tz``; manual
-      chains start and end inside them. None or empty: an operator is always there.
+    - ``operators``: when a person is at the workcell; manual chains start and end inside
+      those hours. One calendar for every chain, or one per run (keyed by the chains' run
+      tag, "r7"; a run not in the mapping has someone always there). None or empty hours:
+      an operator is always there.
 
     Returns every chain's plan and every job's slot (fixed ones included). Chains that
     cannot make their window are placed as early as possible after it and listed in
@@ -450,11 +463,7 @@ def schedule(
         slots[jk] = s
     _orphan_fixed(fixed, by_key, st)
 
-    hours_tl: _Timeline | None = None
-    if operator_hours and any(c.manual for c in chains):
-        lo = min([now_us, *(_us(c.window_start) for c in chains)])
-        hi = max(_us(c.window_end) for c in chains) + _HOURS_HORIZON_DAYS * _DAY_US
-        hours_tl = _off_hours(operator_hours, tz, lo, hi)
+    hours_of = _operator_timelines(operators, chains, now_us)
 
     plans: dict[str, ChainPlan] = {}
     late: list[str] = []
@@ -471,7 +480,7 @@ def schedule(
         preps,
         st,
         now_us,
-        hours_tl,
+        hours_of,
         slots,
         plans,
         late,
@@ -630,7 +639,7 @@ def _place_all(
     preps: list[_Prep],
     st: _State,
     now_us: int,
-    hours_tl: _Timeline | None,
+    hours_of: Mapping[str, _Timeline],
     slots: dict[str, Slot],
     plans: dict[str, ChainPlan],
     late: list[str],
@@ -700,6 +709,7 @@ def _place_all(
         pk = p.chain.previous_key
         if pk is not None and pk in end_at:
             lo_t = max(lo_t, end_at[pk])
+        hours_tl = hours_of.get(p.chain.run, hours_of.get("")) if p.chain.manual else None
         t, reason = _place_one(p, lo_t, due, ws, we, hours_tl, now_us)
         chosen = _commit(p, t, p.segs)
         for s in _job_slots(p, t, chosen):
@@ -741,7 +751,7 @@ def _place_one(
     """The chain's start time, and why it is late ("" if it is not)."""
     off = p.main_off
     lo_main = max(ws, lo_t + off)
-    hours = hours_tl if p.chain.manual else None
+    hours = hours_tl
     # even an instant's prompt needs someone there: the segment is at least 1 µs long
     hseg = _Seg((hours,), 0, max(1, p.total)) if hours is not None else None
     segs = [*p.segs, hseg] if hseg is not None else p.segs
@@ -783,165 +793,3 @@ def _found(t: int | None, p: _Prep) -> int:
             f"chain {p.chain.key} cannot be placed at any time (a device busy for ever)"
         )
     return t
-
-
-# --- start date suggestions ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StartScore:
-    """How good a run start is: lower ``penalty`` is better; 0 means everything fits.
-
-    ``feeds_late``: liquid-handling chains (feeds, additions, washouts) missing their
-    window; ``manual_outside``: manual tasks (events) with some plate outside operator hours
-    or late; ``late``: every late chain. ``reasons`` say which tasks and why.
-    """
-
-    start: datetime
-    penalty: float
-    feeds_late: int
-    manual_outside: int
-    late: int
-    reasons: tuple[str, ...]
-
-    @property
-    def ok(self) -> bool:
-        return self.penalty == 0
-
-
-_LH_KINDS = ("feed", "addition", "washout")
-_DEFAULT_DURATIONS = Durations()
-
-
-def suggest_starts(
-    plan_factory: Callable[[datetime], Plan],
-    candidates: Sequence[datetime],
-    roles: WorkcellRoles,
-    operator_hours: Mapping[int, tuple[time, time]] | None,
-    tz: str,
-    *,
-    durations: Durations = _DEFAULT_DURATIONS,
-    max_out_s: float | None = None,
-) -> list[StartScore]:
-    """Score each candidate start (resolve, expand, schedule); best first, then earliest.
-
-    A manual task (an event such as replating) that cannot be done inside operator hours
-    costs most (1000 per task), a late liquid-handling task 100 per task plus 10 per late
-    plate, anything else late 10 per chain; lateness adds a minute-scale tie-breaker.
-    """
-    plates = sorted(roles.slots, key=natural_key)
-    z = zone(tz)
-    out: list[StartScore] = []
-    for start in candidates:
-        plan = plan_factory(start)
-        chains = expand(plan, plates, roles, durations, max_out_s=max_out_s)
-        if not chains:
-            out.append(StartScore(plan.start, 0.0, 0, 0, 0, ()))
-            continue
-        now = min(c.window_start for c in chains)
-        sched = schedule(chains, now=now, operator_hours=operator_hours, tz=tz)
-        by_task: dict[str, list[Chain]] = {}
-        for c in chains:
-            if c.key in sched.late:
-                by_task.setdefault(c.task_key, []).append(c)
-        penalty, feeds_late, manual = 0.0, 0, 0
-        reasons: list[tuple[int, datetime, str]] = []
-        n_per_task: dict[str, int] = {}
-        for c in chains:
-            n_per_task[c.task_key] = n_per_task.get(c.task_key, 0) + 1
-        for tk, cs in by_task.items():
-            c0 = cs[0]
-            plan0 = sched.chains[c0.key]
-            mins = sum(max(0.0, -sched.chains[c.key].slack_s) for c in cs) / 60
-            when = (plan0.due or c0.due).astimezone(z)
-            what = f"day {c0.day} {c0.title or tk} ({when:%a %d %b %H:%M})"
-            if c0.kind in _LH_KINDS:
-                feeds_late += len(cs)
-                penalty += 100 + 10 * len(cs)
-                rank = 1
-            elif c0.manual:
-                manual += 1
-                penalty += 1000
-                rank = 0
-            else:
-                penalty += 10 * len(cs)
-                rank = 2
-            penalty += mins / 1000
-            text = f"{what}: {len(cs)}/{n_per_task[tk]} plate(s) late, {plan0.late_reason}"
-            reasons.append((rank, when, text))
-        reasons.sort(key=lambda r: (r[0], r[1]))  # the worst first, then in time order
-        out.append(
-            StartScore(
-                plan.start,
-                round(penalty, 3),
-                feeds_late,
-                manual,
-                len(sched.late),
-                tuple(r[2] for r in reasons),
-            )
-        )
-    out.sort(key=lambda s: (s.penalty, s.start))
-    return out
-
-
-def suggest_starts_cli(args: Any) -> int:
-    """``labctl plan FILE --suggest-start --workcell W --weeks 4 --plates N``: a ranked table.
-
-    Candidates are the next ``weeks`` x 7 days from tomorrow (in the run's time zone);
-    "today" comes from the real clock. Raises ParameterError without a workcell.
-    """
-    from labctl.clock import RealClock
-    from labctl.protocol.loader import load_protocol
-    from labctl.resolve import parse_param_args, resolve
-    from labctl.workcell import load_workcell
-
-    if not getattr(args, "workcell", None):
-        raise ParameterError(
-            "--suggest-start needs --workcell FILE (devices and operator hours come from it)"
-        )
-    weeks = int(getattr(args, "weeks", 4) or 4)
-    if not 1 <= weeks <= 52:
-        raise ParameterError(f"--weeks must be between 1 and 52, not {weeks}")
-    n = int(getattr(args, "plates", 1) or 1)
-    wc = load_workcell(args.workcell)
-    tz = getattr(args, "tz", None) or wc.timezone
-    z = zone(tz)
-    proto = load_protocol(args.file, workcell=wc)
-    params = parse_param_args(getattr(args, "param", None) or [])
-    plates = [f"P{i}" for i in range(1, n + 1)]
-    roles = WorkcellRoles.from_workcell(wc, plates)
-    mo = proto.timing.max_out_of_incubator
-    max_out = float(mo.to("s").magnitude) if mo is not None else None
-    today: date = RealClock().now().astimezone(z).date()
-    candidates = [
-        datetime.combine(today + timedelta(days=k), time(0, 0)) for k in range(1, weeks * 7 + 1)
-    ]
-
-    def factory(start: datetime) -> Plan:
-        return resolve(proto, params, plates=n, start=start, timezone=tz, strict=True)
-
-    scores = suggest_starts(factory, candidates, roles, wc.operator_hours, tz, max_out_s=max_out)
-    w = sys.stdout.write
-    hours = _hours_text(wc.operator_hours)
-    w(
-        f"Start dates for {proto.id} with {n} plate(s) on {wc.name} "
-        f"(operator hours: {hours}; time zone {tz}), best first:\n\n"
-    )
-    w(f"{'rank':>4}  {'day 0':<15} {'penalty':>8} {'late LH':>8} {'manual out':>10}  notes\n")
-    for r, s in enumerate(scores, 1):
-        note = "everything fits" if s.ok else s.reasons[0]
-        more = f" (+{len(s.reasons) - 1} more)" if len(s.reasons) > 1 else ""
-        w(
-            f"{r:>4}  {s.start.astimezone(z):%a %Y-%m-%d} {s.penalty:>8g} "
-            f"{s.feeds_late:>8} {s.manual_outside:>10}  {note}{more}\n"
-        )
-    return 0
-
-
-_DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-
-
-def _hours_text(hours: Mapping[int, tuple[time, time]] | None) -> str:
-    if not hours:
-        return "always"
-    return ", ".join(f"{_DAY_NAMES[d]} {a:%H:%M}-{b:%H:%M}" for d, (a, b) in sorted(hours.items()))

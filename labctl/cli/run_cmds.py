@@ -14,15 +14,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-from labctl.cli import (
+from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
-    EXTRA_COMMANDS,
-    _err,
-    _load_or_fail,
-    _out,
-    _start,
-    _workcell,
+    err,
+    load_or_fail,
+    out,
+    read_workcell,
+    start_time,
 )
 from labctl.errors import LabctlError, ParameterError
 
@@ -49,16 +48,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labctl.clock import RealClock
     from labctl.engine import register_run
     from labctl.jobs import WorkcellRoles
-    from labctl.resolve import parse_param_args, resolve
+    from labctl.plan.resolve import parse_param_args, resolve
 
-    wc = _workcell(args.workcell) if args.workcell else None
+    wc = read_workcell(args.workcell) if args.workcell else None
     tz = args.tz or (wc.timezone if wc else "UTC")
-    proto = _load_or_fail(args.file, wc)
+    proto = load_or_fail(args.file, wc)
     plan = resolve(
         proto,
         parse_param_args(args.param or []),
         plates=args.plates,
-        start=_start(args.start, tz),
+        start=start_time(args.start, tz),
         timezone=tz,
     )
     labels = [f"P{i + 1}" for i in range(args.plates)]
@@ -75,12 +74,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             workcell_name=wc.name if wc else "simulated",
             workcell_text=Path(args.workcell).read_text() if args.workcell else "",
             actor=_actor(args),
-            operator_hours=wc.operator_hours if wc else None,
+            operators=wc.operator_calendar() if wc else None,
         )
         store.insert_command(
             "start", actor=_actor(args), run_id=run_id, reason="registered with labctl run"
         )
-    _out(
+    out(
         f"run {run_id} registered in {path}: {len(plan.tasks)} tasks on {args.plates} plate(s); the engine starts it (labctl engine)"
     )
     return EXIT_OK
@@ -91,7 +90,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     with store:
         runs = [store.get_run(args.run)] if args.run else store.list_runs()
         if not runs:
-            _out(f"no runs in {path}")
+            out(f"no runs in {path}")
             return EXIT_OK
         for run in runs:
             s = store.run_summary(run.id)
@@ -99,18 +98,18 @@ def cmd_status(args: argparse.Namespace) -> int:
             nxt = next((t for t in tasks if t.state == "pending"), None)
             alarms = store.active_alarms(run.id)
             prompts = store.open_prompts(run.id)
-            _out(
+            out(
                 f"run {run.id} '{run.name}': {run.state}; {run.protocol_id} v{run.protocol_version}, {run.plates} plate(s), day 0 {run.start:%Y-%m-%d}"
             )
-            _out(
+            out(
                 f"  tasks: {json.dumps(getattr(s, 'tasks_by_state', {}))}; jobs: {json.dumps(getattr(s, 'jobs_by_state', {}))}"
             )
             if nxt:
-                _out(f"  next: {nxt.key} due {nxt.due:%Y-%m-%d %H:%M} UTC")
+                out(f"  next: {nxt.key} due {nxt.due:%Y-%m-%d %H:%M} UTC")
             for a in alarms:
-                _out(f"  ALARM [{a.code}] {a.device or ''}: {a.message}")
+                out(f"  ALARM [{a.code}] {a.device or ''}: {a.message}")
             for p in prompts:
-                _out(f"  PROMPT {p.id} ({p.kind}): {p.text}")
+                out(f"  PROMPT {p.id} ({p.kind}): {p.text}")
     return EXIT_OK
 
 
@@ -126,7 +125,7 @@ def _command(args: argparse.Namespace, verb: str, extra: dict[str, Any] | None =
         cmd = store.insert_command(
             verb, actor=_actor(args), run_id=args.run, args=a, reason=args.reason or ""
         )
-    _out(f"command {cmd.id} ({verb}) queued for run {args.run}; the engine applies it")
+    out(f"command {cmd.id} ({verb}) queued for run {args.run}; the engine applies it")
     return EXIT_OK
 
 
@@ -153,7 +152,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     with store:
         prompts = store.open_prompts(args.run)
         if not prompts:
-            _out("no open prompts")
+            out("no open prompts")
         for p in prompts:
             default = (
                 f" default '{p.default_choice}' at {p.deadline:%H:%M} UTC"
@@ -163,7 +162,7 @@ def cmd_prompts(args: argparse.Namespace) -> int:
             choices = ", ".join(
                 c if isinstance(c, str) else c.get("measure", str(c)) for c in p.choices
             )
-            _out(
+            out(
                 f"{p.id} run {p.run_id} [{p.kind}] {p.text}"
                 + (f"\n    choices: {choices}{default}" if choices else "")
             )
@@ -198,7 +197,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
             args={"prompt": p.id, "answer": answer},
             reason=args.reason or "",
         )
-    _out(f"answer to prompt {args.prompt} queued")
+    out(f"answer to prompt {args.prompt} queued")
     return EXIT_OK
 
 
@@ -207,20 +206,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with store:
         rep = store.verify_chain()
     if rep.ok:
-        _out(f"{path}: audit chain verified ({rep.rows_checked} events)")
+        out(f"{path}: audit chain verified ({rep.rows_checked} events)")
         return EXIT_OK
-    _err(f"{path}: audit chain BROKEN: {rep.message}")
+    err(f"{path}: audit chain BROKEN: {rep.message}")
     return EXIT_INVALID
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from labctl.report import batch_record
+    from labctl.reports.batch import batch_record
 
     store, _ = open_store(args)
     with store:
         text = batch_record(store, args.run)
     Path(args.output).write_text(text, encoding="utf-8")
-    _out(f"wrote {args.output}")
+    out(f"wrote {args.output}")
     return EXIT_OK
 
 
@@ -245,10 +244,10 @@ def cmd_engine(args: argparse.Namespace) -> int:
     build_devices = load("build_devices")  # the drivers layer builds devices by name
     store, path = open_store(args)
     clock = RealClock()
-    wc = _workcell(args.workcell) if args.workcell else None
+    wc = read_workcell(args.workcell) if args.workcell else None
     devices = build_devices(wc, store, clock)
     eng = Engine(store, clock, devices, EngineConfig())
-    _out(
+    out(
         f"engine on {path} with devices {', '.join(devices)}; Ctrl-C to stop (runs stay as they are)"
     )
     with store:
@@ -344,6 +343,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True)
     db(p)
     p.set_defaults(func=cmd_report)
-
-
-EXTRA_COMMANDS.append(register)

@@ -15,14 +15,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from labctl.cli import (
+from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
-    EXTRA_COMMANDS,
-    _err,
-    _load_or_fail,
-    _out,
-    _start,
+    err,
+    load_or_fail,
+    out,
+    start_time,
 )
 from labctl.clock import PacedClock, RealClock, VirtualClock
 from labctl.plugins import load
@@ -43,7 +42,7 @@ def _out_dir(args: argparse.Namespace, protocol_id: str) -> Path:
 
 def simulate(args: argparse.Namespace) -> int:
     if args.pace is not None and not 0 < args.pace <= MAX_PACE:
-        _err(
+        err(
             f"labctl simulate: --pace must be above 0 and at most {MAX_PACE:g}, not {args.pace:g}:"
             " faster, the devices' reply time-outs (a second of device time) pass before a"
             " reply can cross the serial line (use virtual time: leave --pace out)"
@@ -55,24 +54,24 @@ def simulate(args: argparse.Namespace) -> int:
     SimulatedWorkcell = load("simulated_workcell")  # noqa: N806 - a class from a plugin
     from labctl.engine import Engine, EngineConfig, register_run
     from labctl.jobs import WorkcellRoles
-    from labctl.report import batch_record
-    from labctl.resolve import parse_param_args, resolve
+    from labctl.plan.resolve import parse_param_args, resolve
+    from labctl.reports.batch import batch_record
     from labctl.store import Store
     from labctl.workcell import parse_workcell
 
     tz = args.tz or "UTC"
-    proto = _load_or_fail(args.file)
+    proto = load_or_fail(args.file)
     plan = resolve(
         proto,
         parse_param_args(args.param or []),
         plates=args.plates,
-        start=_start(args.start, tz),
+        start=start_time(args.start, tz),
         timezone=tz,
     )
     labels = [f"P{i + 1}" for i in range(args.plates)]
-    out = _out_dir(args, proto.id)
-    out.mkdir(parents=True, exist_ok=True)
-    db = Path(args.db) if args.db else out / "run.db"
+    folder = _out_dir(args, proto.id)
+    folder.mkdir(parents=True, exist_ok=True)
+    db = Path(args.db) if args.db else folder / "run.db"
     first = min((t.window_start for t in plan.tasks), default=plan.start)
     t0 = min(first, plan.start.astimezone(first.tzinfo)) - timedelta(hours=1)
     clock: Any = PacedClock(t0, args.pace) if args.pace else VirtualClock(t0)
@@ -82,12 +81,12 @@ def simulate(args: argparse.Namespace) -> int:
     with (
         store,
         SimulatedWorkcell(
-            clock, store, labels, out / "devices", scenario=scenario, timezone=tz
+            clock, store, labels, folder / "devices", scenario=scenario, timezone=tz
         ) as sim,
     ):
         text = sim.workcell_text()
-        (out / "workcell.yaml").write_text(text, encoding="utf-8")
-        wc = parse_workcell(text, str(out / "workcell.yaml"))
+        (folder / "workcell.yaml").write_text(text, encoding="utf-8")
+        wc = parse_workcell(text, str(folder / "workcell.yaml"))
         roles = WorkcellRoles.from_workcell(wc, labels)
         devices = build_devices(wc, store, clock, sim=sim)
         run_id = register_run(
@@ -100,7 +99,7 @@ def simulate(args: argparse.Namespace) -> int:
             workcell_name=wc.name,
             workcell_text=text,
             actor="simulate",
-            operator_hours=wc.operator_hours,
+            operators=wc.operator_calendar(),
         )
         store.insert_command("start", actor="simulate", run_id=run_id, reason="labctl simulate")
         # In virtual time the simulators say when nothing can have changed, and the engine
@@ -117,7 +116,7 @@ def simulate(args: argparse.Namespace) -> int:
         engine.wakes.append(sim.next_decision)  # the scripted operator answers on time
         last = max((t.window_end for t in plan.tasks), default=plan.start)
         give_up = last + timedelta(days=args.grace_days)
-        _out(
+        out(
             f"simulating {proto.id} v{proto.version} on {args.plates} plate(s), day 0 = {plan.start:%Y-%m-%d}"
             + (f", faults from {args.faults}" if args.faults else "")
             + (f", pace {args.pace:g}x" if args.pace else ", virtual time")
@@ -135,11 +134,11 @@ def simulate(args: argparse.Namespace) -> int:
             close = getattr(d, "close", None)
             if callable(close):
                 close()
-        report = out / "batch-record.html"
+        report = folder / "batch-record.html"
         report.write_text(batch_record(store, run_id), encoding="utf-8")
         summary = summarize(store, run_id, clock.now())
         summary["alarm_checks"] = (engine.alarm_checks, engine.alarm_checks_skipped)
-    _print_summary(summary, db, report, out, wall_s)
+    _print_summary(summary, db, report, folder, wall_s)
     return EXIT_OK if summary["state"] == "completed" else EXIT_INVALID
 
 
@@ -206,38 +205,36 @@ def summarize(store: Any, run_id: int, now: datetime | None = None) -> dict[str,
     }
 
 
-def _print_summary(s: dict[str, Any], db: Path, report: Path, out: Path, wall_s: float) -> None:
+def _print_summary(s: dict[str, Any], db: Path, report: Path, folder: Path, wall_s: float) -> None:
     done = s["tasks"].get("done", 0)
-    _out("")
-    _out(
+    out("")
+    out(
         f"run {s['state']}: {done} of {s['total']} tasks done"
         + "".join(f", {n} {k}" for k, n in s["tasks"].items() if k != "done")
         + f"; {s['late']} started after their window; {s['deviations']} deviation(s)"
     )
-    _out(
+    out(
         f"simulated {s['span_days']:.1f} days in {wall_s:.1f} s; audit chain {'verified' if s['audit_ok'] else 'BROKEN'}"
     )
     made, slept = s.get("alarm_checks", (0, 0))
     if slept:
-        _out(
-            f"device alarm checks: {made} made, {slept} slept through (nothing could have changed)"
-        )
-    _out("device utilisation (busy time / run span):")
+        out(f"device alarm checks: {made} made, {slept} slept through (nothing could have changed)")
+    out("device utilisation (busy time / run span):")
     for d, u in s["utilisation"].items():
-        _out(f"  {d:<10} {u * 100:5.1f}%  ({s['busy_h'][d]:.1f} h)")
-    _out("time out of the incubator per plate (longest, mean, times):")
+        out(f"  {d:<10} {u * 100:5.1f}%  ({s['busy_h'][d]:.1f} h)")
+    out("time out of the incubator per plate (longest, mean, times):")
     for p, (mx, mean, n) in s["out_of_incubator"].items():
         still = ", still out when the simulation stopped" if p in s.get("still_out", ()) else ""
-        _out(f"  {p:<4} longest {mx / 60:5.1f} min, mean {mean / 60:5.1f} min, {n} times{still}")
+        out(f"  {p:<4} longest {mx / 60:5.1f} min, mean {mean / 60:5.1f} min, {n} times{still}")
     if s["alarms"]:
-        _out(f"alarms ({len(s['alarms'])}):")
+        out(f"alarms ({len(s['alarms'])}):")
         for code, dev, msg, state in s["alarms"][:20]:
-            _out(f"  [{code}] {dev} {msg} ({state})")
+            out(f"  [{code}] {dev} {msg} ({state})")
     for text in s["open_prompts"][:5]:
-        _out(f"waiting for the operator: {text}")
-    _out(f"run database: {db}")
-    _out(f"batch record: {report}")
-    _out(f"device logs:  {out / 'devices'}")
+        out(f"waiting for the operator: {text}")
+    out(f"run database: {db}")
+    out(f"batch record: {report}")
+    out(f"device logs:  {folder / 'devices'}")
 
 
 def simulators_up(args: argparse.Namespace) -> int:
@@ -246,25 +243,25 @@ def simulators_up(args: argparse.Namespace) -> int:
 
     SimulatedWorkcell = load("simulated_workcell")  # noqa: N806
     clock = RealClock()
-    out = Path(args.out or ".")
-    out.mkdir(parents=True, exist_ok=True)
+    folder = Path(args.out or ".")
+    folder.mkdir(parents=True, exist_ok=True)
     labels = [f"P{i + 1}" for i in range(args.plates)]
-    db = Path(args.db) if args.db else out / "simulators.db"
+    db = Path(args.db) if args.db else folder / "simulators.db"
     with (
         Store.open(db, clock) as store,
-        SimulatedWorkcell(clock, store, labels, out / "devices") as sim,
+        SimulatedWorkcell(clock, store, labels, folder / "devices") as sim,
     ):
-        path = out / "workcell.yaml"
+        path = folder / "workcell.yaml"
         path.write_text(sim.workcell_text(), encoding="utf-8")
-        _out(f"simulated workcell up; workcell file: {path}")
-        _out("  labctl devices check --workcell " + str(path))
-        _out("  labctl run PROTOCOL --workcell " + str(path) + " --plates N --db " + str(db))
-        _out("Ctrl-C stops the simulators.")
+        out(f"simulated workcell up; workcell file: {path}")
+        out("  labctl devices check --workcell " + str(path))
+        out("  labctl run PROTOCOL --workcell " + str(path) + " --plates N --db " + str(db))
+        out("Ctrl-C stops the simulators.")
         try:
             while True:
                 clock.sleep(1.0)
         except KeyboardInterrupt:
-            _out("stopping")
+            out("stopping")
     return EXIT_OK
 
 
@@ -306,6 +303,3 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="folder for the workcell file and logs (default: .)")
     p.add_argument("--db")
     p.set_defaults(func=simulators_up)
-
-
-EXTRA_COMMANDS.append(register)

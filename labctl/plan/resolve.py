@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pint
 
-from labctl import conc as cc
 from labctl.errors import ParameterError, PlanError
-from labctl.labware import LabwareNotFound, get_labware
+from labctl.labware import MIN_ASPIRATE_UL, LabwareNotFound, get_labware
+from labctl.plan import conc as cc
 from labctl.protocol.model import (
     Addition,
     Change,
@@ -42,8 +42,6 @@ from labctl.units import (
     format_quantity,
     parse_quantity,
 )
-
-MIN_ASPIRATE_UL = 10.0  # below this a well volume can't be aspirated/dispensed reliably
 
 
 class TaskKind(str, Enum):
@@ -214,7 +212,7 @@ def bind_parameters(protocol: Protocol, given: dict[str, Any] | None) -> dict[st
     for name, raw in (given or {}).items():
         p = protocol.parameters.get(name)
         if p is None:
-            from labctl.protocol.loader import did_you_mean
+            from labctl.protocol.diagnostics import did_you_mean
 
             known = ", ".join(sorted(protocol.parameters)) or "none"
             raise ParameterError(

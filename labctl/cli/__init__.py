@@ -1,0 +1,1 @@
+"""The ``labctl`` command line (main: the parser and the error handling)."""

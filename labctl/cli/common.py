@@ -1,0 +1,117 @@
+"""What every command of the CLI shares: exit codes, output, and reading its inputs.
+
+Heavy libraries (matplotlib, Qt, opentrons) are imported only by the commands that need
+them, so ``validate`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from labctl.errors import ParameterError, PlanError, ProtocolError
+
+if TYPE_CHECKING:
+    from labctl.plan.resolve import Plan
+    from labctl.protocol.model import Protocol
+    from labctl.workcell import Workcell
+
+EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE, EXIT_INTERNAL = 0, 1, 2, 70
+
+
+def out(text: str = "") -> None:
+    """A line on standard output."""
+    sys.stdout.write(text + "\n")
+
+
+def err(text: str) -> None:
+    """A line on standard error."""
+    sys.stderr.write(text + "\n")
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors exit with EXIT_UNREADABLE and one message."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        err(f"labctl: error: {message}")
+        raise SystemExit(EXIT_UNREADABLE)
+
+
+def load_or_fail(path: str, workcell: Workcell | None = None) -> Protocol:
+    """The protocol in ``path`` (its warnings printed), or ProtocolError with its errors."""
+    from labctl.validate import load_file
+
+    res = load_file(path, workcell=workcell)
+    if not res.ok or res.protocol is None:
+        raise ProtocolError(res.diagnostics)
+    for w in res.warnings:
+        err(w.format())
+    return res.protocol
+
+
+def read_workcell(path: str) -> Workcell:
+    """The workcell file at ``path`` (WorkcellError with file:line:col if it is wrong)."""
+    from labctl.workcell import load_workcell
+
+    return load_workcell(path)
+
+
+def start_time(text: str | None, tz: str) -> datetime:
+    """Day 0 from ``--start`` (naive: local time in ``tz``); default tomorrow at 00:00."""
+    from zoneinfo import ZoneInfo
+
+    from labctl.clock import RealClock
+    from labctl.plan.resolve import zone
+
+    zone(tz)
+    if text is None:
+        # Default: tomorrow, in the run's time zone (the time of day comes from the protocol).
+        now = RealClock().now().astimezone(ZoneInfo(tz))
+        return datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ParameterError(
+            f"--start '{text}' is not a date and time like 2026-12-01T09:00"
+        ) from None
+    return dt
+
+
+def resolve_args(args: argparse.Namespace) -> tuple[Protocol, Plan]:
+    """The protocol and its plan from the options of ``add_plan_options`` (issues printed)."""
+    from labctl.plan.resolve import parse_param_args, resolve
+
+    wc = read_workcell(args.workcell) if getattr(args, "workcell", None) else None
+    tz = args.tz or (wc.timezone if wc is not None else "UTC")
+    proto = load_or_fail(args.file, wc)
+    plan = resolve(
+        proto,
+        parse_param_args(args.param or []),
+        plates=args.plates,
+        start=start_time(args.start, tz),
+        timezone=tz,
+        strict=False,
+    )
+    for i in plan.issues:
+        err(f"{args.file}:{i.loc.line}:{i.loc.col}: {i.severity}: {i.message}")
+    if any(i.severity == "error" for i in plan.issues):
+        raise PlanError("the protocol cannot be run with these parameters (see above)")
+    return proto, plan
+
+
+def add_plan_options(p: argparse.ArgumentParser) -> None:
+    """The options that turn a protocol file into a plan (plan, prep, diagram)."""
+    p.add_argument("file", help="protocol YAML file")
+    p.add_argument("--plates", type=int, default=1, help="number of plates (default 1)")
+    p.add_argument("--start", help="day 0, as 2026-12-01 or 2026-12-01T09:00 (default: tomorrow)")
+    p.add_argument("--tz", help="IANA time zone of the run (default: the workcell's, else UTC)")
+    p.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="override a parameter, e.g. chir=0.8uM",
+    )
+    p.add_argument("--workcell", help="workcell YAML file")

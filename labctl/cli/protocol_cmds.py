@@ -1,0 +1,242 @@
+"""Commands for the scientist's side: validate, plan (and start dates), prep, diagram, schema.
+
+None of them needs a workcell's devices or a run database: each reads a protocol file,
+checks or resolves it and prints (or writes) what a person reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+from labctl.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    add_plan_options,
+    err,
+    load_or_fail,
+    out,
+    read_workcell,
+    resolve_args,
+)
+from labctl.errors import InputFileError, ParameterError
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from labctl.validate import load_file
+
+    workcell = read_workcell(args.workcell) if args.workcell else None
+    worst = EXIT_OK
+    for f in args.files:
+        try:
+            res = load_file(f, workcell=workcell)
+        except InputFileError as exc:
+            msg = str(exc)
+            err(
+                msg
+                if ": error:" in msg
+                else f"{msg.split(': ', 1)[0]}: error: {msg.split(': ', 1)[-1]}"
+            )
+            worst = EXIT_UNREADABLE
+            continue
+        for d in res.diagnostics:
+            out(d.format())
+        ne, nw = len(res.errors), len(res.warnings)
+        if ne:
+            out(f"{f}: {ne} error(s), {nw} warning(s)")
+            worst = max(worst, EXIT_INVALID) if worst != EXIT_UNREADABLE else worst
+        elif not args.quiet:
+            out(f"{f}: valid" + (f" ({nw} warning(s))" if nw else ""))
+    return worst
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from labctl.plan.resolve import plan_to_json
+    from labctl.reports.plan_text import render_plan
+
+    if args.suggest_start:
+        return suggest_start(args)
+    _proto, plan = resolve_args(args)
+    if args.json:
+        out(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False))
+    else:
+        out(render_plan(plan, show_well=args.well))
+    return EXIT_OK
+
+
+def suggest_start(args: argparse.Namespace) -> int:
+    """``labctl plan FILE --suggest-start --workcell W --weeks 4 --plates N``: a ranked table.
+
+    Candidates are the next ``weeks`` x 7 days from tomorrow (in the run's time zone);
+    "today" comes from the real clock. Operator hours are the workcell's, in its own zone.
+    """
+    from labctl.clock import RealClock
+    from labctl.jobs import WorkcellRoles
+    from labctl.plan.resolve import Plan, parse_param_args, resolve, zone
+    from labctl.schedule.suggest import hours_text, suggest_starts
+
+    if not getattr(args, "workcell", None):
+        raise ParameterError(
+            "--suggest-start needs --workcell FILE (devices and operator hours come from it)"
+        )
+    weeks = int(getattr(args, "weeks", 4) or 4)
+    if not 1 <= weeks <= 52:
+        raise ParameterError(f"--weeks must be between 1 and 52, not {weeks}")
+    n = int(getattr(args, "plates", 1) or 1)
+    wc = read_workcell(args.workcell)
+    tz = getattr(args, "tz", None) or wc.timezone
+    z = zone(tz)
+    proto = load_or_fail(args.file, wc)
+    params = parse_param_args(getattr(args, "param", None) or [])
+    plates = [f"P{i}" for i in range(1, n + 1)]
+    roles = WorkcellRoles.from_workcell(wc, plates)
+    mo = proto.timing.max_out_of_incubator
+    max_out = float(mo.to("s").magnitude) if mo is not None else None
+    today: date = RealClock().now().astimezone(z).date()
+    candidates = [
+        datetime.combine(today + timedelta(days=k), time(0, 0)) for k in range(1, weeks * 7 + 1)
+    ]
+
+    def factory(start: datetime) -> Plan:
+        return resolve(proto, params, plates=n, start=start, timezone=tz, strict=True)
+
+    scores = suggest_starts(
+        factory, candidates, roles, wc.operator_calendar(), tz, max_out_s=max_out
+    )
+    w = sys.stdout.write
+    w(
+        f"Start dates for {proto.id} with {n} plate(s) on {wc.name} "
+        f"(operator hours: {hours_text(wc.operator_hours)}, {wc.timezone}; run time zone {tz}), best first:\n\n"
+    )
+    w(f"{'rank':>4}  {'day 0':<15} {'penalty':>8} {'late LH':>8} {'manual out':>10}  notes\n")
+    for r, s in enumerate(scores, 1):
+        note = "everything fits" if s.ok else s.reasons[0]
+        more = f" (+{len(s.reasons) - 1} more)" if len(s.reasons) > 1 else ""
+        w(
+            f"{r:>4}  {s.start.astimezone(z):%a %Y-%m-%d} {s.penalty:>8g} "
+            f"{s.feeds_late:>8} {s.manual_outside:>10}  {note}{more}\n"
+        )
+    return EXIT_OK
+
+
+def cmd_prep(args: argparse.Namespace) -> int:
+    from labctl.plan.prep import (
+        PrepSettings,
+        forecast,
+        prep_sheets,
+        render_forecast,
+        render_html,
+        render_text,
+    )
+
+    proto, plan = resolve_args(args)
+    settings = PrepSettings(
+        dead_volume_ul=args.dead_volume * 1000,
+        overage=args.overage / 100,
+        min_pipette_ul=args.min_pipette,
+    )
+    if args.day is not None and not plan.first_day <= args.day <= plan.last_day:
+        raise ParameterError(
+            f"--day {args.day} is outside the protocol's days {plan.first_day} to {plan.last_day}"
+        )
+    sheets = prep_sheets(proto, plan, args.day, settings)
+    fc = forecast(proto, plan, settings) if args.day is None or args.forecast else None
+    if args.html:
+        Path(args.html).write_text(render_html(proto, plan, sheets, fc), encoding="utf-8")
+        out(f"wrote {args.html}")
+        return EXIT_OK
+    if not sheets:
+        out(f"Nothing to prepare on day {args.day}.")
+    else:
+        out(render_text(proto, sheets))
+    if fc is not None:
+        out(render_forecast(fc))
+    return EXIT_OK
+
+
+def cmd_diagram(args: argparse.Namespace) -> int:
+    from labctl.reports.diagram import draw  # matplotlib: imported only here
+
+    proto, plan = resolve_args(args)
+    draw(proto, plan, args.output)
+    out(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from labctl.protocol.schema import json_schema
+
+    text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text, encoding="utf-8")
+        out(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add validate, plan, prep, diagram and schema to the parser's subcommands."""
+    p = sub.add_parser("validate", help="check protocol files (file:line:col messages)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--workcell", help="also check environment setpoints against this workcell")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", help="resolve a protocol into a day-by-day plan")
+    add_plan_options(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--well", action="store_true", help="show the concentrations in the well after each task"
+    )
+    p.add_argument(
+        "--suggest-start", action="store_true", help="rank start dates (needs a workcell)"
+    )
+    p.add_argument(
+        "--weeks", type=int, default=4, help="with --suggest-start: how far ahead to look"
+    )
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("prep", help="media prep sheets and the consumables forecast")
+    add_plan_options(p)
+    p.add_argument("--day", type=int, help="only this protocol day (default: every day)")
+    p.add_argument("--html", metavar="FILE", help="write a printable HTML page")
+    p.add_argument(
+        "--forecast", action="store_true", help="with --day: also print the whole-run forecast"
+    )
+    p.add_argument(
+        "--dead-volume",
+        type=float,
+        default=5.0,
+        metavar="ML",
+        help="reservoir dead volume per batch, mL (default 5)",
+    )
+    p.add_argument(
+        "--overage",
+        type=float,
+        default=10.0,
+        metavar="PCT",
+        help="extra medium per batch, percent (default 10)",
+    )
+    p.add_argument(
+        "--min-pipette",
+        type=float,
+        default=1.0,
+        metavar="UL",
+        help="smallest accurate stock volume, uL (default 1)",
+    )
+    p.set_defaults(func=cmd_prep)
+
+    p = sub.add_parser("diagram", help="draw the schedule as papers do (PNG or SVG)")
+    add_plan_options(p)
+    p.add_argument("-o", "--output", required=True, help="output file, .png or .svg")
+    p.set_defaults(func=cmd_diagram)
+
+    p = sub.add_parser("schema", help="write the JSON Schema of the protocol format")
+    p.add_argument("-o", "--output", help="output file (default: standard output)")
+    p.set_defaults(func=cmd_schema)

@@ -1,0 +1,1 @@
+"""Plan: a protocol resolved into dated tasks, concentrations and media prep."""

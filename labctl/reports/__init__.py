@@ -1,0 +1,1 @@
+"""What labctl writes for people: the plan as text, the schedule drawing, the batch record."""
