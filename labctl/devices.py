@@ -84,6 +84,7 @@ class Device(Protocol):
         ...
 
 
+@runtime_checkable
 class Attendable(Protocol):
     """A device that asks for a person (DeviceNeedsOperator) and is told when it was done."""
 

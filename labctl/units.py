@@ -28,7 +28,7 @@ def _make_registry() -> pint.UnitRegistry:
     # The on-disk cache makes the registry ~10x faster to build (validate runs on every
     # save); fall back to an uncached registry where the cache folder is not writable.
     try:
-        reg = pint.UnitRegistry(cache_folder=":auto:")
+        reg: pint.UnitRegistry = pint.UnitRegistry(cache_folder=":auto:")
     except Exception:  # noqa: BLE001 - any cache problem just means "no cache"
         reg = pint.UnitRegistry()
     reg.formatter.default_format = "~P"

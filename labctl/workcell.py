@@ -124,8 +124,9 @@ def parse_workcell(text: str, file: str) -> Workcell:
                 k,
                 f"unknown key '{k.text}' in the workcell (expected name, timezone, devices, operators)",
             )
-    name = _plain(root.get("name")) if root.get("name") is not None else Path(file).stem
-    tz = _plain(root.get("timezone")) if root.get("timezone") is not None else "UTC"
+    name_node, tz_node = root.get("name"), root.get("timezone")
+    name = _plain(name_node) if name_node is not None else Path(file).stem
+    tz = _plain(tz_node) if tz_node is not None else "UTC"
     devices: dict[str, Device] = {}
     dn = root.get("devices")
     if not isinstance(dn, Map) or not dn.entries:

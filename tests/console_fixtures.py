@@ -196,7 +196,7 @@ def build_world(
             "co2-low",
             "inc-sim: CO2 4.1 % below its 5.0 % setpoint: check the gas supply",
         )
-        engine._next_alarm_check = None  # check at once rather than within the minute
+        engine.watcher.next_check = None  # check at once rather than within the minute
         engine.step()
     now = clock.now()
     store.close()

@@ -183,7 +183,7 @@ def test_abort_skips_what_has_not_begun(world: World) -> None:
     world.command("start")
     world.engine.step()
     world.command("abort", reason="cells died")
-    world.engine.run(until=lambda: not world.engine.running)
+    world.engine.run(until=lambda: not world.engine.picture.running)
     assert world.state == "aborted"
     assert not [j for j in world.store.jobs(world.run_id) if j.state in ("pending", "ready")]
 
@@ -254,7 +254,7 @@ def test_restart_reconciles_a_job_the_device_finished(tmp_path: Path) -> None:
     w = World(tmp_path)
     w.command("start")
     w.run_until(
-        lambda: any(w.engine.jobs[i].op.value == "lh_run" for i in w.engine.running), limit_days=2
+        lambda: any(w.engine.picture.jobs[i].op.value == "lh_run" for i in w.engine.picture.running), limit_days=2
     )
     # the engine process dies here; a new one starts on the same store and devices
     eng2 = Engine(w.store, w.clock, w.devices)
@@ -267,9 +267,9 @@ def test_restart_reconciles_a_job_the_device_finished(tmp_path: Path) -> None:
 def test_restart_with_a_job_the_device_never_heard_of_retries_it(tmp_path: Path) -> None:
     w = World(tmp_path)
     w.command("start")
-    w.run_until(lambda: bool(w.engine.running), limit_days=2)
-    jid = next(iter(w.engine.running))
-    job = w.engine.jobs[jid]
+    w.run_until(lambda: bool(w.engine.picture.running), limit_days=2)
+    jid = next(iter(w.engine.picture.running))
+    job = w.engine.picture.jobs[jid]
     dev = w.devices[job.device]
     # simulate: committed RUNNING, crashed before the device was told (no op on the device, no op id)
     op_id = job.op_id
@@ -285,7 +285,7 @@ def test_restart_with_a_job_the_device_never_heard_of_retries_it(tmp_path: Path)
     )
     eng2 = Engine(w.store, w.clock, w.devices)
     eng2.recover()
-    assert eng2.jobs[jid].state is JobState.READY
+    assert eng2.picture.jobs[jid].state is JobState.READY
     evs = w.store.events(w.run_id, entity="job", entity_id=jid, action="reconciled", limit=None)
     assert evs and "never started" in evs[0].reason
 
@@ -295,9 +295,9 @@ def test_restart_where_the_device_cannot_tell_asks_the_operator(tmp_path: Path) 
 
     w = World(tmp_path)
     w.command("start")
-    w.run_until(lambda: bool(w.engine.running), limit_days=2)
-    jid = next(iter(w.engine.running))
-    job = w.engine.jobs[jid]
+    w.run_until(lambda: bool(w.engine.picture.running), limit_days=2)
+    jid = next(iter(w.engine.picture.running))
+    job = w.engine.picture.jobs[jid]
     w.store.transition(
         "job",
         jid,
@@ -314,7 +314,7 @@ def test_restart_where_the_device_cannot_tell_asks_the_operator(tmp_path: Path) 
     w.devices[job.device].find_op = cannot_tell  # type: ignore[method-assign]
     eng2 = Engine(w.store, w.clock, w.devices)
     eng2.recover()
-    assert eng2.jobs[jid].state is JobState.INTERRUPTED
+    assert eng2.picture.jobs[jid].state is JobState.INTERRUPTED
     (p,) = [p for p in w.store.open_prompts(w.run_id) if p.kind == "interrupted"]
     assert set(p.choices) == {"done", "retry", "skip"} and p.default_choice is None
 
@@ -422,7 +422,7 @@ def _run_with_door_fault(tmp_path: Path, *, watch: bool) -> tuple[World, list[tu
     w.command("start")
     w.run_until(lambda: w.state == "completed")
     trace = [
-        *((a.code, a.raised_at, a.cleared_at) for a in w.store.alarms(w.run_id)),
+        *((a.code, a.raised_at, a.cleared_at) for a in w.store.alarms_for_run(w.run_id)),
         *((j.seq, j.op, j.state, j.started_at, j.finished_at) for j in w.store.jobs(w.run_id)),
     ]
     return w, trace
@@ -432,22 +432,22 @@ def test_a_quiet_watch_skips_checks_but_the_run_is_the_same(tmp_path: Path) -> N
     periodic, expected = _run_with_door_fault(tmp_path / "periodic", watch=False)
     skipping, got = _run_with_door_fault(tmp_path / "skipping", watch=True)
     assert got == expected
-    [door] = [a for a in skipping.store.alarms(skipping.run_id) if a.code == "door"]
+    [door] = [a for a in skipping.store.alarms_for_run(skipping.run_id) if a.code == "door"]
     # Raised and cleared by the first check on the 10-minute grid at or after each edge.
     day1 = datetime(2026, 12, 2, tzinfo=timezone.utc)
     assert (door.raised_at, door.cleared_at) == (
         day1 + timedelta(hours=7, minutes=10),  # opened 07:03
         day1 + timedelta(hours=9, minutes=20),  # closed 09:14
     )
-    grid = periodic.engine.alarm_checks
+    grid = periodic.engine.watcher.checks_made
     # Most checks were slept through, and none was needed to see the fault.
-    assert skipping.engine.alarm_checks * 3 < grid
+    assert skipping.engine.watcher.checks_made * 3 < grid
     # Every check of the periodic engine was either made or slept through, none lost.
-    assert skipping.engine.alarm_checks + skipping.engine.alarm_checks_skipped == grid
+    assert skipping.engine.watcher.checks_made + skipping.engine.watcher.checks_skipped == grid
 
 
 def _lh_jobs(w: World) -> list:
-    return [j for j in w.engine.jobs.values() if j.op.value == "lh_run"]
+    return [j for j in w.engine.picture.jobs.values() if j.op.value == "lh_run"]
 
 
 @pytest.mark.parametrize("takes_s", [1500.0, 100.0])
@@ -461,7 +461,7 @@ def test_plans_follow_the_pace_the_devices_really_keep(tmp_path: Path, takes_s: 
     assert w.state == "running"
     [estimate] = {j.duration_s for j in _lh_jobs(w)}
     pending = next(j for j in _lh_jobs(w) if j.state is JobState.PENDING)
-    planned = w.engine._planned_duration(pending)
+    planned = w.engine.pace.planned(pending)
     if takes_s > estimate:
         # Learned from when the engine saw them end: within a poll interval of the truth.
         assert takes_s <= planned <= takes_s + w.engine.cfg.poll_max_s
@@ -471,20 +471,20 @@ def test_plans_follow_the_pace_the_devices_really_keep(tmp_path: Path, takes_s: 
     # A restarted engine learns the same from the store.
     again = Engine(w.store, w.clock, w.devices, EngineConfig())
     again.load()
-    assert again._planned_duration(again.jobs[pending.id]) == planned
+    assert again.pace.planned(again.picture.jobs[pending.id]) == planned
 
 
 def test_a_robot_slower_than_estimated_stops_re_planning_once_learned(tmp_path: Path) -> None:
     w = World(tmp_path, plates=3)
     w.devices["ot2-sim"].durations["lh_run"] = 1500.0  # far over the estimate: every chain slips
     replans: list[datetime] = []
-    do_replan = w.engine._do_replan
+    do_replan = w.engine.planner.replan
 
-    def counting(now: datetime) -> None:
+    def counting(now: datetime, blocked: set[str]) -> None:
         replans.append(now)
-        do_replan(now)
+        do_replan(now, blocked)
 
-    w.engine._do_replan = counting  # type: ignore[method-assign]
+    w.engine.planner.replan = counting  # type: ignore[method-assign]
     w.command("start")
     w.run_until(lambda: w.state == "completed")
     lh = sorted(_lh_jobs(w), key=lambda j: j.started_at)

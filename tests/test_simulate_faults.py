@@ -106,7 +106,7 @@ def _outcome(rc: int, text: str, out: Path) -> Outcome:
             out,
             run.state,
             {t.key.split(":", 1)[1]: t.state for t in store.tasks(1)},
-            [(a.code, a.device, a.state) for a in store.alarms(1)],
+            [(a.code, a.device, a.state) for a in store.alarms_for_run(1)],
             store.open_prompts(1),
             sorted(
                 (p for p in prompts if p.kind != "task" and p.state == "answered"),
@@ -569,7 +569,7 @@ def _trace(out: Path) -> dict[str, Any]:
         return {
             "run": store.get_run(1).state,
             "alarms": [
-                (a.device, a.code, a.state, a.raised_at, a.cleared_at) for a in store.alarms(1)
+                (a.device, a.code, a.state, a.raised_at, a.cleared_at) for a in store.alarms_for_run(1)
             ],
             "jobs": [
                 (j.task_id, j.seq, j.op, j.state, j.started_at, j.finished_at, j.attempts)

@@ -96,7 +96,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             s = store.run_summary(run.id)
             tasks = store.tasks(run.id)
             nxt = next((t for t in tasks if t.state == "pending"), None)
-            alarms = store.active_alarms(run.id)
+            alarms = store.alarms_for_run(run.id, active_only=True)
             prompts = store.open_prompts(run.id)
             out(
                 f"run {run.id} '{run.name}': {run.state}; {run.protocol_id} v{run.protocol_version}, {run.plates} plate(s), day 0 {run.start:%Y-%m-%d}"

@@ -137,7 +137,7 @@ def simulate(args: argparse.Namespace) -> int:
         report = folder / "batch-record.html"
         report.write_text(batch_record(store, run_id), encoding="utf-8")
         summary = summarize(store, run_id, clock.now())
-        summary["alarm_checks"] = (engine.alarm_checks, engine.alarm_checks_skipped)
+        summary["alarm_checks"] = (engine.watcher.checks_made, engine.watcher.checks_skipped)
     _print_summary(summary, db, report, folder, wall_s)
     return EXIT_OK if summary["state"] == "completed" else EXIT_INVALID
 
@@ -173,7 +173,7 @@ def summarize(store: Any, run_id: int, now: datetime | None = None) -> dict[str,
         store_j = next((j for j in js if j.op == "store"), None)
         if fetch and fetch.finished_at and fetch.state == "done":
             returned = store_j is not None and store_j.started_at is not None
-            back = store_j.started_at if returned else now
+            back = store_j.started_at if store_j is not None and returned else now
             if back is not None:
                 label = plates.get(t.plate_id, "?")
                 out_of_incubator[label].append((back - fetch.finished_at).total_seconds())
@@ -192,7 +192,9 @@ def summarize(store: Any, run_id: int, now: datetime | None = None) -> dict[str,
         "total": len(tasks),
         "late": len(late),
         "deviations": len(store.events(run_id, action="deviation", limit=None)),
-        "alarms": [(a.code, a.device or "", a.message, a.state) for a in store.alarms(run_id)],
+        "alarms": [
+            (a.code, a.device or "", a.message, a.state) for a in store.alarms_for_run(run_id)
+        ],
         "open_prompts": [p.text for p in store.open_prompts(run_id)],
         "utilisation": {d: (b / span if span else 0.0) for d, b in sorted(busy.items())},
         "busy_h": {d: b / 3600 for d, b in sorted(busy.items())},

@@ -1,5 +1,7 @@
-"""The run engine: registers runs and carries them out on a workcell (see core)."""
+"""The run engine: registers runs and carries them out on a workcell (see ``loop``)."""
 
-from labctl.engine.core import Engine, EngineConfig, register_run
+from labctl.engine.config import EngineConfig
+from labctl.engine.loop import Engine
+from labctl.engine.register import register_run
 
 __all__ = ["Engine", "EngineConfig", "register_run"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from enum import Enum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from transitions import Machine, MachineError
 
@@ -99,19 +99,20 @@ TERMINAL_JOB = {_J.DONE, _J.SKIPPED}
 Commit = Callable[..., None]
 
 
+S = TypeVar("S", bound=Enum)
+
+
 class _Model:
     def __init__(self) -> None:
         self.state: Enum | None = None
 
 
-class StateMachine:
+class StateMachine(Generic[S]):
     """One machine for every entity of a kind. It holds one model, which stands for each
     entity in turn while a trigger fires (set to the entity's state, under a lock):
     attaching a model per firing made transitions build its trigger methods every time."""
 
-    def __init__(
-        self, kind: str, states: type[Enum], table: list[tuple[str, list[Any], Any]]
-    ) -> None:
+    def __init__(self, kind: str, states: type[S], table: list[tuple[str, list[S], S]]) -> None:
         self.kind = kind
         self.states = states
         self.table = table
@@ -128,18 +129,18 @@ class StateMachine:
         self._model = _Model()
         self._machine.add_model(self._model, initial=list(states)[0])
 
-    def triggers_from(self, state: Enum) -> list[str]:
+    def triggers_from(self, state: S) -> list[str]:
         return [t for t, src, _ in self.table if state in src]
 
-    def target(self, state: Enum, trigger: str) -> Enum:
+    def target(self, state: S, trigger: str) -> S:
         for t, src, dst in self.table:
             if t == trigger and state in src:
                 return dst
         raise InvalidTransition(f"{self.kind}: cannot {trigger} from {state.value}")
 
     def fire(
-        self, entity_id: Any, state: Enum | str, trigger: str, commit: Commit, **kwargs: Any
-    ) -> Enum:
+        self, entity_id: Any, state: S | str, trigger: str, commit: Commit, **kwargs: Any
+    ) -> S:
         """Fire ``trigger`` on the entity in ``state``; ``commit`` persists it. Returns the new state."""
         current = self.states(state)
 
@@ -165,8 +166,7 @@ class StateMachine:
             finally:
                 del model._commit  # type: ignore[attr-defined]
             new = model.state
-        assert isinstance(new, Enum)
-        return new
+        return self.states(new)
 
 
 RUN_MACHINE = StateMachine("run", RunState, RUN_TRANSITIONS)

@@ -28,6 +28,7 @@ from labctl.protocol.model import (
     Change,
     Dose,
     Event,
+    FactorRule,
     FeedRule,
     Loc,
     ParamRef,
@@ -257,17 +258,17 @@ def parse_param_args(args: list[str]) -> dict[str, str]:
 def compound_units(protocol: Protocol) -> dict[str, cc.CompoundUnits]:
     """Each compound's canonical conversion and the unit people read it in."""
     display: dict[str, str] = {}
-    for rule in (*protocol.schedule.factors, *protocol.schedule.additions):
+    rules: list[FactorRule | Addition] = [*protocol.schedule.factors, *protocol.schedule.additions]
+    for rule in rules:
         if rule.compound in display:
             continue
-        q = (
-            rule.conc
-            if not isinstance(rule.conc, ParamRef)
-            else protocol.parameters.get(rule.conc.name)
-        )
-        if isinstance(q, ParamRef) or q is None:
-            continue
-        qq = q.default if hasattr(q, "default") else q
+        if isinstance(rule.conc, ParamRef):
+            param = protocol.parameters.get(rule.conc.name)
+            if param is None:
+                continue
+            qq = param.default
+        else:
+            qq = rule.conc
         if concentration_kind(qq) is not None:
             display[rule.compound] = f"{qq.units:~}"
     out = {}

@@ -312,6 +312,12 @@ def each_named(
 # --- sections -----------------------------------------------------------------------------
 
 
+def _text(m: Map, key: str) -> str:
+    """The text of ``m[key]`` as written (empty if absent)."""
+    node = m.get(key)
+    return node.text if isinstance(node, Scalar) else ""
+
+
 def _parameter(ctx: Ctx, name: str, key: Scalar, m: Map) -> Parameter | None:
     what = f"parameter '{name}'"
     check_keys(ctx, m, "parameter", what)
@@ -340,13 +346,13 @@ def _parameter(ctx: Ctx, name: str, key: Scalar, m: Map) -> Parameter | None:
     elif lo is not None and default < lo:
         ctx.error(
             m.get("default") or m,
-            f"default of {what} ({m.get('default').text}) is below its min ({m.get('min').text})",
-        )  # type: ignore[union-attr]
+            f"default of {what} ({_text(m, 'default')}) is below its min ({_text(m, 'min')})",
+        )
     elif hi is not None and default > hi:
         ctx.error(
             m.get("default") or m,
-            f"default of {what} ({m.get('default').text}) is above its max ({m.get('max').text})",
-        )  # type: ignore[union-attr]
+            f"default of {what} ({_text(m, 'default')}) is above its max ({_text(m, 'max')})",
+        )
     return Parameter(name, default, lo, hi, get_str(ctx, m, "description", what), loc(key))
 
 

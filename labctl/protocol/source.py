@@ -109,7 +109,7 @@ def describe(node: Node) -> str:
     ) + f" '{t}'"
 
 
-_ESCAPES = {
+_ESCAPES: dict[str, str | int | None] = {
     "\n": "\\n",
     "\r": "\\r",
     "\t": "\\t",
@@ -117,12 +117,13 @@ _ESCAPES = {
     "\u2028": "\\u2028",
     "\u2029": "\\u2029",
 }
+_ESCAPE_TABLE = str.maketrans(_ESCAPES)
 
 
 def one_line(msg: str) -> str:
     """``msg`` with line breaks escaped: a diagnostic is one FILE:LINE:COL line, even when it
     quotes a key or value that holds a newline."""
-    return msg.translate(str.maketrans(_ESCAPES))
+    return msg.translate(_ESCAPE_TABLE)
 
 
 class _Builder:
@@ -226,7 +227,7 @@ class _LimitedLoader(yaml.SafeLoader):
                         f"document has more than {MAX_NODES} values; a protocol has a few thousand",
                     )
                 raise _TooBig(where, f"nesting deeper than {MAX_DEPTH} levels")
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            return super().compose_node(parent, index)  # type: ignore[arg-type]
         finally:
             self._depth -= 1
 

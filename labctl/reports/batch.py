@@ -31,7 +31,7 @@ def batch_record(store: Store, run_id: int) -> str:
     deviations = store.events(run_id, action="deviation", limit=None)
     qc = store.qc_values(run_id)
     lots = store.reagent_lots(run_id)
-    alarms = store.alarms(run_id)
+    alarms = store.alarms_for_run(run_id)
     report = store.verify_chain()
     head = store.head()
     out = [

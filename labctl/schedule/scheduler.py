@@ -712,8 +712,8 @@ def _place_all(
         hours_tl = hours_of.get(p.chain.run, hours_of.get("")) if p.chain.manual else None
         t, reason = _place_one(p, lo_t, due, ws, we, hours_tl, now_us)
         chosen = _commit(p, t, p.segs)
-        for s in _job_slots(p, t, chosen):
-            slots[s.job_key] = s
+        for slot in _job_slots(p, t, chosen):
+            slots[slot.job_key] = slot
         main_us = t + p.main_off
         if reason:
             late.append(p.chain.key)

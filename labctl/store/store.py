@@ -896,9 +896,25 @@ class Store:
         )
 
     def alarms(self, run_id: int | None = None) -> list[Alarm]:
-        """Every alarm (cleared ones too), oldest first."""
+        """Every alarm (cleared ones too), oldest first; ``run_id``: those filed under it."""
         extra, params = (" WHERE run_id = ?", [run_id]) if run_id is not None else ("", [])
         return self._rows("alarm", f"SELECT * FROM alarms{extra} ORDER BY id", params)
+
+    def alarms_for_run(self, run_id: int, *, active_only: bool = False) -> list[Alarm]:
+        """The alarms that concern a run, oldest first: those filed under it, and the
+        workcell's own (device alarms, filed under no run) that stood while the run was
+        registered and not yet finished: a door left open concerns every run on it."""
+        active = " AND a.state IN ('active', 'acknowledged')" if active_only else ""
+        return self._rows(
+            "alarm",
+            "SELECT a.* FROM alarms a JOIN runs r ON r.id = ? WHERE "
+            "(a.run_id = r.id OR (a.run_id IS NULL"
+            " AND (a.cleared_at IS NULL OR a.cleared_at >= r.created_at)"
+            " AND (r.state NOT IN ('completed', 'aborted', 'failed')"
+            " OR a.raised_at <= r.updated_at)))"
+            f"{active} ORDER BY a.id",
+            [run_id],
+        )
 
     def qc_values(self, run_id: int) -> list[QcValue]:
         return self._rows("qc", "SELECT * FROM qc_values WHERE run_id = ? ORDER BY id", [run_id])

@@ -1,0 +1,220 @@
+"""Starting work: due chains begin in planned order, chains under way take their next step.
+
+A job starts when its device is free and not blocked by an alarm, its run lets it (a held
+run starts no liquid handling, an aborted run none at all), and the places it needs are
+free. Starting follows the rule that keeps runs safe: the job's move to RUNNING is
+committed (with its audit entry) before the device hears anything, and the device's op
+id is recorded after, so a restart can reconcile it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from labctl.devices import Device, Preparable
+from labctl.engine.alarms import Alarms
+from labctl.engine.config import EngineConfig
+from labctl.engine.machines import JobState, RunState, TaskState
+from labctl.engine.ops import start_op
+from labctl.engine.pace import Pace
+from labctl.engine.places import Places
+from labctl.engine.planner import Planner
+from labctl.engine.prompts import Prompts
+from labctl.engine.records import (
+    FINISHED_TASK,
+    ChainRec,
+    Fire,
+    JobRec,
+    Picture,
+    RunRec,
+    Transitions,
+    to_job_spec,
+)
+from labctl.errors import DeviceError, DeviceNeedsOperator
+from labctl.jobs import Op, on_deck
+from labctl.store import Store
+
+
+class Dispatcher:
+    """Begins due chains and advances chains under way, one step at a time."""
+
+    def __init__(
+        self,
+        store: Store,
+        cfg: EngineConfig,
+        picture: Picture,
+        devices: Mapping[str, Device],
+        planner: Planner,
+        places: Places,
+        alarms: Alarms,
+        prompts: Prompts,
+        transitions: Transitions,
+        pace: Pace,
+        fire: Fire,
+    ) -> None:
+        self.store = store
+        self.cfg = cfg
+        self.picture = picture
+        self.devices = devices
+        self.planner = planner
+        self.places = places
+        self.alarms = alarms
+        self.prompts = prompts
+        self.transitions = transitions
+        self.pace = pace
+        self.fire = fire
+        self._prepared: set[str] = set()  # keys of jobs offered to their device's prepare
+
+    def dispatch(self, now: datetime) -> None:
+        """Chains under way first (their next step), then due pending ones in planned order."""
+        busy = {
+            self.picture.jobs[i].device
+            for i in self.picture.running
+            if self.picture.jobs[i].op is not Op.PROMPT  # a person handles several prompts
+        }
+        for tid in sorted(self.picture.active):
+            self._advance(self.picture.chains[tid], now, busy)
+        begun = False
+        for c in self.planner.order:
+            if self.planner.planned_start(c) > now:
+                break  # sorted by planned start: nothing later is due
+            r = self.picture.run_of(c)
+            if (
+                c.state is not TaskState.PENDING
+                or r.state is not RunState.RUNNING
+                or c.plate_id in self.picture.paused_plates
+            ):
+                continue
+            if not self._previous_done(r, c) or self._plate_busy(r, c):
+                continue
+            first = c.jobs[0] if c.jobs else None
+            if first is None or not self._device_free(first, busy):
+                continue
+            self.fire(c, "begin", "its planned time has come", updates={"actual_start": now})
+            self._advance(c, now, busy)
+            begun = True
+        if begun:
+            self.planner.order = [c for c in self.planner.order if c.state is TaskState.PENDING]
+
+    def _device_free(self, j: JobRec, busy: set[str]) -> bool:
+        return (j.op is Op.PROMPT or j.device not in busy) and not self.alarms.blocked(j.device)
+
+    def _advance(self, c: ChainRec, now: datetime, busy: set[str]) -> None:
+        """Start the chain's next step if it may start now."""
+        r = self.picture.run_of(c)
+        nxt = c.next_job()
+        if nxt is None:
+            self.fire(c, "finish", "all jobs done", updates={"actual_end": now})
+            return
+        if nxt.state is JobState.PENDING:
+            if r.state is RunState.ABORTED and nxt.op is Op.LH_RUN:
+                self.fire(nxt, "skip", "run aborted")
+                return
+            self.fire(nxt, "ready", "previous step done")
+        if nxt.state is not JobState.READY or not self._device_free(nxt, busy):
+            return
+        if r.state is RunState.HOLDING and nxt.op is Op.LH_RUN:
+            return
+        if not self.places.acquire(c, nxt, self.planner.scheduled_position):
+            return  # the place it needs (deck position, transfer station) is taken: wait
+        if self._start(nxt, c, now) and nxt.op is not Op.PROMPT:
+            busy.add(nxt.device)
+
+    def _start(self, j: JobRec, c: ChainRec, now: datetime) -> bool:
+        """Start ``j``; False if the device refused it (the job failed and a prompt asks)."""
+        # 1. commit RUNNING (with the audit entry) before the device hears anything
+        self.fire(j, "start", f"dispatch to {j.device}", updates={"started_at": now})
+        j.started_at = now
+        # 2. tell the device
+        try:
+            op_id = start_op(self.devices.get(j.device), j, c, self.params(c, j))
+        except DeviceError as exc:
+            j.needs_operator = str(exc) if isinstance(exc, DeviceNeedsOperator) else None
+            self.fire(
+                j,
+                "fail",
+                f"{exc}",
+                data={"error": str(exc)},
+                updates={"finished_at": now, "result": {"error": str(exc)}},
+            )
+            self.prompts.ask_recovery(j, c, exc, str(exc))
+            return False
+        # 3. record its op id, so a restart can reconcile it
+        self.transitions.set_op(j, op_id, f"{j.device} accepted {j.op.value}")
+        # First poll a little before the expected end: polling only from the plan on would
+        # measure no job as shorter than planned, and the learned pace could only grow.
+        first = self.pace.planned(j) - 2 * self.cfg.poll_s
+        j.next_poll = now + timedelta(seconds=max(first, 1.0) if j.op is not Op.PROMPT else 0)
+        if j.seq == c.main_seq:
+            c.main_start = now
+        return True
+
+    def params(self, c: ChainRec, j: JobRec, slot: int | None = None) -> dict[str, Any]:
+        """The job's parameters with the deck position this chain holds (or ``slot``)."""
+        slot = self.places.deck_slot(c) if slot is None else slot
+        if slot is None:
+            return j.params
+        return on_deck(to_job_spec(c, j), slot).params
+
+    def _previous_done(self, r: RunRec, c: ChainRec) -> bool:
+        if c.previous_key is None:
+            return True
+        prev = r.chains.get(f"{c.previous_key}/{c.plate}") or r.chains.get(c.previous_key)
+        return prev is None or prev.state in FINISHED_TASK
+
+    def _plate_busy(self, r: RunRec, c: ChainRec) -> bool:
+        """A plate takes part in one chain at a time."""
+        if c.plate == "*":
+            return False
+        return any(
+            self.picture.chains[t].plate == c.plate and self.picture.chains[t].run_id == r.id
+            for t in self.picture.active
+            if t != c.task_id
+        )
+
+    # ---- getting devices ready ----------------------------------------------------------
+
+    def prepare_ahead(self, now: datetime) -> None:
+        """Let devices prepare the liquid-handling jobs of running runs planned to begin
+        within ``prepare_ahead_s`` (each once), with the deck position the schedule gives.
+        Never acts physically and never fails the run: start_job reports what prepare met."""
+        horizon = now + timedelta(seconds=self.cfg.prepare_ahead_s)
+        for c in self.planner.order:
+            if self.planner.planned_start(c) > horizon:
+                break  # sorted by planned start
+            if (
+                c.state is not TaskState.PENDING
+                or self.picture.run_of(c).state is not RunState.RUNNING
+            ):
+                continue
+            for j in c.jobs:
+                if j.op is not Op.LH_RUN or j.key in self._prepared:
+                    continue
+                self._prepared.add(j.key)
+                device = self.devices.get(j.device)
+                if j.state is not JobState.PENDING or not isinstance(device, Preparable):
+                    continue
+                try:
+                    device.prepare(j.key, self.params(c, j, self._expected_deck_slot(c)))
+                except Exception as exc:  # noqa: BLE001 - optional work must not stop feeding
+                    self.store.record(
+                        "prepare-failed",
+                        entity="job",
+                        entity_id=j.id,
+                        actor=self.cfg.actor,
+                        reason=f"{j.device} could not prepare {j.key}: {exc}",
+                        data={"error": type(exc).__name__},
+                    )
+
+    def _expected_deck_slot(self, c: ChainRec) -> int | None:
+        """The deck position the chain holds, or else the one it will most likely take (the
+        schedule's choice, as ``Places.acquire`` prefers it, or the place's first position)."""
+        held = self.places.deck_slot(c)
+        if held is not None:
+            return held
+        for h in c.holds:
+            if h.place.endswith(":deck") and h.positions:
+                return self.planner.scheduled_position(c, h.place) or h.positions[0]
+        return None
