@@ -1,8 +1,8 @@
 """SQLite store: runs, tasks, jobs, prompts, alarms, commands and the audit trail.
 
-Open one with ``Store.open(path, clock)``; see :mod:`labctl.store.store` for the rules
-(WAL, IMMEDIATE transactions, one writer module) and :mod:`labctl.store.audit` for the
-hash chain's canonical form.
+Open one with ``Store.open(path, clock)``; see :mod:`labctl.store.store` for how the Store
+is put together, :mod:`labctl.store.core` for the rules (WAL, IMMEDIATE transactions, one
+lock per connection) and :mod:`labctl.store.audit` for the hash chain's canonical form.
 """
 
 from labctl.store.audit import GENESIS, AuditReport, canonical, event_hash

@@ -12,10 +12,13 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from labctl.errors import StoreError
 from labctl.store.codec import from_iso, from_json, parse_date, plain, to_iso, to_json
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "Alarm",
@@ -31,7 +34,20 @@ __all__ = [
     "Task",
     "TableSpec",
     "TABLES",
+    "EVENTS",
+    "RUNS",
+    "PLATES",
+    "TASKS",
+    "JOBS",
+    "PROMPTS",
+    "QC_VALUES",
+    "REAGENT_LOTS",
+    "ALARMS",
+    "COMMANDS",
 ]
+
+#: The dataclass a table's rows decode to.
+M = TypeVar("M", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -219,8 +235,8 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class TableSpec:
-    """How one table maps to its dataclass: which columns hold JSON, times, dates, booleans.
+class TableSpec(Generic[M]):
+    """How one table maps to its dataclass ``M``: which columns hold JSON, times, dates, booleans.
 
     ``kind`` is the entity name used in events and in :meth:`Store.transition`;
     ``run_id_sql`` is an SQL expression giving a row's run id (jobs reach it via their task).
@@ -228,7 +244,7 @@ class TableSpec:
 
     kind: str
     table: str
-    model: type
+    model: type[M]
     json_cols: frozenset[str] = frozenset()
     time_cols: frozenset[str] = frozenset()
     date_cols: frozenset[str] = frozenset()
@@ -267,7 +283,7 @@ class TableSpec:
             raise StoreError(f"{self.table} has no column(s) {', '.join(sorted(unknown))}")
         return {k: self.encode(k, v) for k, v in values.items()}
 
-    def decode(self, row: Mapping[str, Any]) -> Any:
+    def decode(self, row: Mapping[str, Any]) -> M:
         """Build the dataclass from a row mapping (extra keys in ``row`` are ignored)."""
         out: dict[str, Any] = {}
         for col in self.columns:
@@ -286,86 +302,76 @@ class TableSpec:
         return self.model(**out)
 
 
-def _spec(kind: str, table: str, model: type, **kw: Any) -> TableSpec:
+def _spec(kind: str, table: str, model: type[M], **kw: Any) -> TableSpec[M]:
     for key in ("json_cols", "time_cols", "date_cols", "bool_cols"):
         if key in kw:
             kw[key] = frozenset(kw[key])
     return TableSpec(kind=kind, table=table, model=model, **kw)
 
 
+RUNS = _spec(
+    "run",
+    "runs",
+    Run,
+    json_cols={"parameters"},
+    time_cols={"start", "created_at", "updated_at"},
+    run_id_sql="id",
+)
+PLATES = _spec("plate", "plates", Plate)
+TASKS = _spec(
+    "task",
+    "tasks",
+    Task,
+    json_cols={"spec"},
+    time_cols={
+        "due",
+        "window_start",
+        "window_end",
+        "planned_start",
+        "planned_end",
+        "actual_start",
+        "actual_end",
+    },
+)
+JOBS = _spec(
+    "job",
+    "jobs",
+    Job,
+    json_cols={"spec", "result"},
+    time_cols={"scheduled_start", "started_at", "finished_at"},
+    run_id_sql="(SELECT tasks.run_id FROM tasks WHERE tasks.id = jobs.task_id)",
+)
+PROMPTS = _spec(
+    "prompt",
+    "prompts",
+    Prompt,
+    json_cols={"choices", "answer"},
+    time_cols={"deadline", "answered_at", "created_at"},
+)
+QC_VALUES = _spec(
+    "qc", "qc_values", QcValue, time_cols={"recorded_at"}, bool_cols={"passed"}, stateful=False
+)
+REAGENT_LOTS = _spec(
+    "lot",
+    "reagent_lots",
+    ReagentLot,
+    time_cols={"recorded_at"},
+    date_cols={"expiry"},
+    stateful=False,
+)
+ALARMS = _spec("alarm", "alarms", Alarm, time_cols={"raised_at", "acknowledged_at", "cleared_at"})
+COMMANDS = _spec(
+    "command",
+    "commands",
+    Command,
+    json_cols={"args", "result"},
+    time_cols={"created_at", "applied_at"},
+)
+
 #: Entity kind (as used in events and transition()) -> table description.
-TABLES: dict[str, TableSpec] = {
+TABLES: dict[str, TableSpec[Any]] = {
     s.kind: s
-    for s in (
-        _spec(
-            "run",
-            "runs",
-            Run,
-            json_cols={"parameters"},
-            time_cols={"start", "created_at", "updated_at"},
-            run_id_sql="id",
-        ),
-        _spec("plate", "plates", Plate),
-        _spec(
-            "task",
-            "tasks",
-            Task,
-            json_cols={"spec"},
-            time_cols={
-                "due",
-                "window_start",
-                "window_end",
-                "planned_start",
-                "planned_end",
-                "actual_start",
-                "actual_end",
-            },
-        ),
-        _spec(
-            "job",
-            "jobs",
-            Job,
-            json_cols={"spec", "result"},
-            time_cols={"scheduled_start", "started_at", "finished_at"},
-            run_id_sql="(SELECT tasks.run_id FROM tasks WHERE tasks.id = jobs.task_id)",
-        ),
-        _spec(
-            "prompt",
-            "prompts",
-            Prompt,
-            json_cols={"choices", "answer"},
-            time_cols={"deadline", "answered_at", "created_at"},
-        ),
-        _spec(
-            "qc",
-            "qc_values",
-            QcValue,
-            time_cols={"recorded_at"},
-            bool_cols={"passed"},
-            stateful=False,
-        ),
-        _spec(
-            "lot",
-            "reagent_lots",
-            ReagentLot,
-            time_cols={"recorded_at"},
-            date_cols={"expiry"},
-            stateful=False,
-        ),
-        _spec(
-            "alarm",
-            "alarms",
-            Alarm,
-            time_cols={"raised_at", "acknowledged_at", "cleared_at"},
-        ),
-        _spec(
-            "command",
-            "commands",
-            Command,
-            json_cols={"args", "result"},
-            time_cols={"created_at", "applied_at"},
-        ),
-    )
+    for s in (RUNS, PLATES, TASKS, JOBS, PROMPTS, QC_VALUES, REAGENT_LOTS, ALARMS, COMMANDS)
 }
 
 EVENTS = _spec("event", "events", Event, json_cols={"data"}, time_cols={"time"}, stateful=False)
