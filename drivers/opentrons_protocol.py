@@ -452,8 +452,8 @@ def _lit(value: object) -> str:
         if not math.isfinite(value):
             raise GenerationError(f"not a finite number: {value!r}")
         return repr(value)
-    if type(value) in (list, tuple):
-        return "[" + ", ".join(_lit(v) for v in value) + "]"  # type: ignore[union-attr]
+    if type(value) is list or type(value) is tuple:
+        return "[" + ", ".join(_lit(v) for v in value) + "]"
     raise GenerationError(f"cannot put a {type(value).__name__} into a protocol")
 
 

@@ -47,7 +47,7 @@ from .cytomat import CytomatDriver
 from .incubators import SerialIncubator
 from .liconic import LiconicDriver
 from .manual import ManualIncubator
-from .opentrons_http import OpentronsClient
+from .opentrons_http import OpentronsClient, RobotModel
 
 __all__ = [
     "KNOWN_DRIVERS",
@@ -116,9 +116,9 @@ def build_devices(
                 "section 10) to drive real devices, or use `labctl simulate` to run on the "
                 "simulated workcell"
             )
-        devices = dict(sim.devices)
-        _add_operator(devices, store, has_operator="operator" in devices)
-        return devices
+        simulated = dict(sim.devices)
+        _add_operator(simulated, store, has_operator="operator" in simulated)
+        return simulated
     devices: dict[str, Device] = {}
     diags: list[Diagnostic] = []
     for dev in workcell.devices.values():
@@ -208,7 +208,7 @@ def _opentrons_client(dev: WorkcellDevice, clock: Clock) -> OpentronsClient:
         raise _SettingError(str(exc).removeprefix(f"{dev.name}: ")) from exc
 
 
-def _robot(dev: WorkcellDevice) -> str:
+def _robot(dev: WorkcellDevice) -> RobotModel:
     raw = dev.settings.get("robot")
     if raw is None:
         raise _SettingError("'robot' is required (OT-2 or Flex)")

@@ -43,6 +43,8 @@ except ImportError:  # pragma: no cover - Windows
 
 # Everything a port operation can raise when the link or the OS fails.
 PORT_ERRORS: tuple[type[BaseException], ...] = (serial.SerialException, OSError, *_TERMIOS_ERRORS)
+# Opening also refuses settings pyserial does not accept (ValueError).
+_OPEN_ERRORS: tuple[type[BaseException], ...] = (*PORT_ERRORS, ValueError)
 
 # A signal arriving while the kernel drains the output (tcdrain) interrupts it with EINTR;
 # the bytes are already queued, so draining again is safe. Bounded, so a signal storm ends.
@@ -53,8 +55,7 @@ def _interrupted(exc: BaseException) -> bool:
     """Whether ``exc`` is an interrupted system call (EINTR), from termios or the OS."""
     if isinstance(exc, OSError):
         return exc.errno == errno.EINTR
-    args = getattr(exc, "args", ())
-    return bool(args) and args[0] == errno.EINTR
+    return bool(exc.args) and exc.args[0] == errno.EINTR
 
 
 def _drain(port: serial.SerialBase) -> None:
@@ -173,7 +174,7 @@ class SerialLine:
                     write_timeout=self.reply_timeout_s,
                     exclusive=True,
                 )
-            except (*PORT_ERRORS, ValueError) as exc:
+            except _OPEN_ERRORS as exc:
                 raise DeviceCommunicationError(
                     self.device, "open", f"cannot open serial port {self.url}: {exc}"
                 ) from exc

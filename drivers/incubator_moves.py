@@ -1,0 +1,270 @@
+"""The moves of one serial incubator: which is under way and what became of it.
+
+The serial devices do one thing at a time and keep no operation ids or history, so
+:class:`MoveTracker` keeps the current move (job key, kind, slot, start time) and the last
+outcomes itself, and judges a move from one status read. The rules are those of the
+drivers/incubators.py docstring: a latched device error ends the move FAILED (nothing is
+retried), an open Cytomat door holds it in NEEDS_OPERATOR, a LiCONiC gate or user-access
+error ends it FAILED with a DeviceNeedsOperator, an op id from before a restart is FAILED
+(needs the operator) once the device is idle, and no answer is raised until the move's
+time-out has passed, then FAILED.
+
+Not thread-safe by itself: the adapter calls it under its lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from labctl.clock import Clock
+from labctl.devices import OpState, OpStatus
+from labctl.errors import DeviceBusy, DeviceError, DeviceFault, DeviceNeedsOperator, DeviceTimeout
+
+from .incubator_link import IncubatorLink
+from .serial_io import IncubatorStatus
+
+__all__ = ["MoveTracker"]
+
+log = logging.getLogger(__name__)
+
+# LiCONiC DM200 causes (code % 100) that mean a person is at, or must go to, the device:
+# 7 gate open, 10 user access.
+_LICONIC_DOOR_CAUSES = frozenset({7, 10})
+
+
+def _is_liconic_door_code(code: str) -> bool:
+    # DM200 codes are five digits; Cytomat codes are two hex digits.
+    return len(code) == 5 and code.isdigit() and int(code) % 100 in _LICONIC_DOOR_CAUSES
+
+
+@dataclass
+class _Move:
+    """The move this process started and has not seen finish."""
+
+    op_id: str
+    job_key: str
+    kind: str  # "fetch" | "store"
+    slot: int
+    started: float  # clock.monotonic() seconds
+    fault: DeviceError | None = None  # latched device error: the move did not complete
+    unreachable_since: float | None = None
+
+    @property
+    def command(self) -> str:
+        return f"{self.kind} slot {self.slot}"
+
+
+class MoveTracker:
+    """The current move over ``link`` and the outcomes of the last ``history`` operations.
+
+    ``move_timeout_s`` (seconds on ``clock``) bounds a move and an unreachable spell during
+    one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        link: IncubatorLink,
+        clock: Clock,
+        *,
+        move_timeout_s: float,
+        history: int = 200,
+    ) -> None:
+        self.name = name
+        self.link = link
+        self.clock = clock
+        self.move_timeout_s = move_timeout_s
+        self._history = history
+        self._move: _Move | None = None
+        self._results: OrderedDict[str, OpStatus] = OrderedDict()
+        self._foreign: dict[str, OpStatus] = {}  # op ids from before a restart, answered
+
+    def start(self, kind: str, op_id: str, job_key: str, slot: int) -> None:
+        """Start a ``"fetch"`` or ``"store"`` of ``slot`` (nothing if it is under way already).
+
+        Raises DeviceBusy while another move runs, DeviceFault over an error latched by an
+        earlier operation (cleared now), and the driver's DeviceError when the device refuses
+        or does not answer.
+        """
+        command = f"{kind} slot {slot}"
+        current = self._move
+        if current is not None:
+            if current.op_id == op_id and current.kind == kind and current.slot == slot:
+                return  # already under way: starting it again would repeat the move
+            self._poll_move(current)  # it may have finished since the last poll
+            if self._move is not None:
+                raise DeviceBusy(
+                    self.name,
+                    command,
+                    f"busy with the {current.command} of {current.job_key}",
+                )
+        self.link.ensure_ready()
+        self._clear_stale_error(command)
+        self.forget(op_id)
+        self.link.start(kind, slot)
+        self._move = _Move(op_id, job_key, kind, slot, self.clock.monotonic())
+        log.info("%s: started %s for %s", self.name, command, job_key)
+
+    def poll(self, op_id: str) -> OpStatus:
+        """State of ``op_id``: a remembered outcome, the current move, or one from before a
+        restart. Raises DeviceError when the device cannot be asked (until the time-out)."""
+        done = self._results.get(op_id) or self._foreign.get(op_id)
+        if done is not None:
+            return done
+        move = self._move
+        if move is None or move.op_id != op_id:
+            return self._poll_unknown(op_id)
+        return self._poll_move(move)
+
+    def started(self, op_id: str) -> bool:
+        """True if this process started ``op_id`` (under way, or its outcome remembered)."""
+        return op_id in self._results or (self._move is not None and self._move.op_id == op_id)
+
+    def record(self, op_id: str, status: OpStatus) -> None:
+        """Remember the outcome of an operation that ended at once (a setpoint)."""
+        self._results[op_id] = status
+        self._results.move_to_end(op_id)
+        while len(self._results) > self._history:
+            self._results.popitem(last=False)
+
+    def forget(self, op_id: str) -> None:
+        """Drop any outcome remembered for ``op_id`` (it is started anew)."""
+        self._results.pop(op_id, None)
+        self._foreign.pop(op_id, None)
+
+    def _poll_move(self, move: _Move) -> OpStatus:
+        now = self.clock.monotonic()
+        first: IncubatorStatus | None = None
+        err: DeviceError
+        try:
+            st = first = self.link.read_status()
+            if st.error:
+                # The driver reads the error register / DM200, clears it and raises.
+                st = self.link.clear_error()
+        except DeviceNeedsOperator as exc:
+            if exc.device_code is None:
+                return OpStatus(OpState.NEEDS_OPERATOR, exc.detail, exc)
+            # A latched error (cleared now): the move did not complete. While the Cytomat's
+            # door stays open the operator is needed first; then the move counts as failed.
+            move.fault = exc
+            if first is not None and first.door_open:
+                return OpStatus(OpState.NEEDS_OPERATOR, exc.detail, exc)
+            return self._finish(move, OpStatus(OpState.FAILED, exc.detail, exc))
+        except DeviceFault as exc:
+            if exc.device_code is None or not _is_liconic_door_code(exc.device_code):
+                return self._finish(move, OpStatus(OpState.FAILED, exc.detail, exc))
+            err = DeviceNeedsOperator(
+                self.name,
+                exc.command,
+                f"{exc.detail}: check the gate and that nobody is at the device, then retry",
+                device_code=exc.device_code,
+            )
+            return self._finish(move, OpStatus(OpState.FAILED, err.detail, err))
+        except DeviceError as exc:
+            # Not an answer about the move: the link (or the reply) failed.
+            if move.unreachable_since is None:
+                move.unreachable_since = now
+            if now - move.unreachable_since < self.move_timeout_s:
+                raise
+            err = DeviceTimeout(
+                self.name,
+                move.command,
+                f"no answer for {now - move.unreachable_since:g} s during the {move.kind}: "
+                f"whether it completed is unknown ({exc.detail})",
+            )
+            return self._finish(move, OpStatus(OpState.FAILED, err.detail, err))
+        move.unreachable_since = None
+        if st.door_open:
+            err = move.fault or DeviceNeedsOperator(
+                self.name, move.command, "the device door is open: close it"
+            )
+            return OpStatus(OpState.NEEDS_OPERATOR, err.detail, err)
+        if move.fault is not None:
+            return self._finish(move, OpStatus(OpState.FAILED, move.fault.detail, move.fault))
+        if st.busy:
+            if now - move.started > self.move_timeout_s:
+                err = DeviceTimeout(
+                    self.name, move.command, f"still busy {now - move.started:g} s after the start"
+                )
+                return self._finish(move, OpStatus(OpState.FAILED, err.detail, err))
+            return OpStatus(OpState.RUNNING, f"{move.command} under way")
+        return self._finish(move, self._outcome(move, st))
+
+    def _outcome(self, move: _Move, st: IncubatorStatus) -> OpStatus:
+        """A move ended without a device error: check the transfer station sensor agrees."""
+        occupied = st.transfer_station_occupied
+        result = {"slot": move.slot, "transfer_station_occupied": occupied}
+        if move.kind == "fetch":
+            if occupied is False:
+                err = DeviceFault(
+                    self.name,
+                    move.command,
+                    "the move ended but the transfer station sensor sees no plate",
+                )
+                return OpStatus(OpState.FAILED, err.detail, err, result)
+            return OpStatus(
+                OpState.SUCCEEDED,
+                f"plate from slot {move.slot} is on the transfer station",
+                result=result,
+            )
+        if occupied is True:
+            err = DeviceFault(
+                self.name,
+                move.command,
+                "the move ended but a plate is still on the transfer station",
+            )
+            return OpStatus(OpState.FAILED, err.detail, err, result)
+        return OpStatus(OpState.SUCCEEDED, f"plate stored in slot {move.slot}", result=result)
+
+    def _poll_unknown(self, op_id: str) -> OpStatus:
+        """An op id this process did not start (the engine restarted): ask the device."""
+        st = self.link.read_status()
+        if st.busy and not st.error:
+            return OpStatus(
+                OpState.RUNNING, "the device is busy with an operation started before the restart"
+            )
+        note, code = "", None
+        if st.error:
+            try:
+                self.link.clear_error()
+            except DeviceError as exc:
+                note, code = f" (the device reported: {exc.detail})", exc.device_code
+        err = DeviceNeedsOperator(
+            self.name,
+            f"poll {op_id}",
+            "this operation was started before labctl restarted and the device keeps no "
+            f"record of it, so whether it completed cannot be confirmed{note}: check the plate",
+            device_code=code,
+        )
+        status = OpStatus(OpState.FAILED, err.detail, err)
+        # Kept apart from the results of our own moves: find_op must not claim it.
+        self._foreign[op_id] = status
+        return status
+
+    def _clear_stale_error(self, command: str) -> None:
+        """Refuse to start over an error latched by an earlier operation, clearing it.
+
+        Otherwise the new move would be blamed for it (Cytomat) or refused as not ready
+        again and again (LiCONiC keeps its ready flag low until the error is reset).
+        """
+        st = self.link.read_status()
+        if not st.error:
+            return
+        try:
+            self.link.clear_error()
+        except DeviceError as exc:
+            raise DeviceFault(
+                self.name,
+                command,
+                f"an error from an earlier operation was latched ({exc.detail}); it is cleared "
+                "now: check the device and the plate, then retry",
+                device_code=exc.device_code,
+            ) from exc
+
+    def _finish(self, move: _Move, status: OpStatus) -> OpStatus:
+        self._move = None
+        self.record(move.op_id, status)
+        log.info("%s: %s for %s: %s", self.name, move.command, move.job_key, status.state.value)
+        return status
