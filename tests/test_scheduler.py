@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from dataclasses import replace
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -468,6 +469,27 @@ def test_manual_chain_waits_for_operator_hours() -> None:
         [auto], now=T0 - s(86400), operators=OperatorCalendar(WEEKDAYS_8_18 or {}, STOCKHOLM)
     )
     assert sch.chains[auto.key].main_start == local(2027, 3, 1, 7)
+
+
+def test_each_run_follows_its_own_workcells_hours_in_that_workcells_zone() -> None:
+    # Two runs' manual chains with the same all-day window; the first run was registered on
+    # a workcell in Stockholm, the second on one in Tokyo, both staffed 08:00-10:00 local.
+    day = datetime(2027, 3, 1, tzinfo=UTC)
+    chains = [
+        mk_chain(f"r{n}:ev/P1", [("op", 600)], ws=day, we=day + s(86400), manual=True)
+        for n in (1, 2)
+    ]
+    chains = [replace(c, run=f"r{n}") for n, c in zip((1, 2), chains, strict=True)]
+    hours = {d: (time(8), time(10)) for d in range(7)}
+    cal = {"r1": OperatorCalendar(hours, STOCKHOLM), "r2": OperatorCalendar(hours, "Asia/Tokyo")}
+    sch = schedule(chains, now=day, operators=cal)
+    assert sch.late == ()
+    assert sch.chains["r1:ev/P1"].main_start.astimezone(ZoneInfo(STOCKHOLM)).hour == 8
+    # 00:00 UTC is 09:00 in Tokyo (16:00-18:00 there would be Stockholm's hours)
+    assert sch.chains["r2:ev/P1"].main_start == day
+    # Read in one zone for both, the Tokyo run would wait for Stockholm's morning.
+    sch = schedule(chains, now=day, operators=cal["r1"])
+    assert sch.chains["r2:ev/P1"].main_start.astimezone(ZoneInfo(STOCKHOLM)).hour in (8, 9)
 
 
 def test_manual_chain_must_end_inside_hours() -> None:
