@@ -39,7 +39,7 @@ def main(db_path: str | None) -> int:
 
     path = Path(db_path).expanduser() if db_path else Store.default_path()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "labctl"])
-    configure(app)  # type: ignore[arg-type]
+    configure(app)
     setup = PasswordFile()
     win = MainWindow(path, RealClock(), password_setup=setup)
     win.show()

@@ -27,8 +27,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from labctl.gui import models, theme
-from labctl.gui.models import EventFilter, EventPage, EventRow
+from labctl.gui import theme
+from labctl.gui.models.audit import EventFilter, EventPage, EventRow, event_page
+from labctl.gui.models.common import local
 from labctl.gui.widgets import (
     ALIGN,
     DISPLAY,
@@ -38,6 +39,7 @@ from labctl.gui.widgets import (
     RowsModel,
     bold_font,
     button,
+    headers,
     label,
 )
 
@@ -107,7 +109,7 @@ class EventTableModel(RowsModel):
         self.loading = True
         gen, flt = self._generation, self.filter
         self.call(
-            lambda store: models.event_page(store, flt, after_seq=top, limit=self.PAGE),
+            lambda store: event_page(store, flt, after_seq=top, limit=self.PAGE),
             lambda page: self._newer(gen, page),
             lambda msg: self._failed(gen, msg),
         )
@@ -135,7 +137,7 @@ class EventTableModel(RowsModel):
         self.loading = True
         gen, flt, cursor, newest = self._generation, self.filter, self.last_seq, self.newest_first
         self.call(
-            lambda store: models.event_page(
+            lambda store: event_page(
                 store,
                 flt,
                 after_seq=None if newest else cursor,
@@ -168,7 +170,7 @@ class EventTableModel(RowsModel):
             self.page_loaded()
 
     def cells(self, e: EventRow) -> list[dict[int, object]]:  # type: ignore[override]
-        d = models.local(e.time, self.tz)
+        d = local(e.time, self.tz)
         texts = [
             str(e.seq),
             f"{d:%Y-%m-%d %H:%M:%S}" if d else "",
@@ -253,11 +255,10 @@ class AuditView(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
-        vh = self.table.verticalHeader()
+        hh, vh = headers(self.table)
         vh.setVisible(False)
         vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         vh.setDefaultSectionSize(26)
-        hh = self.table.horizontalHeader()
         widths = [64, 150, 84, 50, 90, 170, 100, 260]
         for i, w in enumerate(widths):
             hh.resizeSection(i, w)
@@ -275,7 +276,7 @@ class AuditView(QWidget):
         self.this_run.toggled.connect(self.apply_filter)
         self.newest.toggled.connect(self.apply_filter)
         self.verify_button.clicked.connect(self.verify)
-        self.export_button.clicked.connect(self._export)
+        self.export_button.clicked.connect(self.choose_export)
 
     def current_filter(self) -> EventFilter:
         return EventFilter(
@@ -318,6 +319,7 @@ class AuditView(QWidget):
             not self.model.newest_first
             and self.model.more
             and not self.model.loading
+            and sb is not None
             and sb.value() >= sb.maximum() - 2
         ):
             self.model.fetchMore(QModelIndex())
@@ -336,7 +338,8 @@ class AuditView(QWidget):
             f"<span style='color:{colour}'><b>{'✓' if ok else '✕'} {message}</b></span>"
         )
 
-    def _export(self) -> None:
+    def choose_export(self) -> None:
+        """Ask where to save the run's batch record, then emit ``export`` with the path."""
         if self.run_id is None:
             return
         path, _ = QFileDialog.getSaveFileName(

@@ -16,8 +16,8 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from labctl.gui import models
-from labctl.gui.models import DeviceRow
+from labctl.gui.models.common import duration_text, hhmm, when_text
+from labctl.gui.models.devices import DeviceRow
 from labctl.gui.widgets import Badge, button, label
 
 
@@ -26,25 +26,21 @@ def card_rows(d: DeviceRow, now: datetime) -> list[tuple[str, str]]:
     tz = d.timezone
     rows: list[tuple[str, str]] = []
     if d.current:
-        until = f", until about {models.hhmm(d.until, tz)}" if d.until else ""
-        rows.append(("Now", f"{d.current} (since {models.hhmm(d.since, tz)}{until})"))
+        until = f", until about {hhmm(d.until, tz)}" if d.until else ""
+        rows.append(("Now", f"{d.current} (since {hhmm(d.since, tz)}{until})"))
     else:
         rows.append(
             ("Now", "waiting for the operator" if d.state == "waiting" else "nothing running")
         )
     if d.next_job:
-        rows.append(("Next", f"{d.next_job} at {models.when_text(d.next_at, tz, now)}"))
+        rows.append(("Next", f"{d.next_job} at {when_text(d.next_at, tz, now)}"))
     if d.climate is not None:
-        age = models.duration_text((now - d.climate.at).total_seconds())
-        rows.append(
-            ("Climate", f"{d.climate.text}  ·  read {models.hhmm(d.climate.at, tz)} ({age} ago)")
-        )
+        age = duration_text((now - d.climate.at).total_seconds())
+        rows.append(("Climate", f"{d.climate.text}  ·  read {hhmm(d.climate.at, tz)} ({age} ago)"))
     elif d.role == "incubator":
         rows.append(("Climate", "no readings recorded"))
     if d.last_error:
-        rows.append(
-            ("Last error", f"{d.last_error}  ·  {models.when_text(d.last_error_at, tz, now)}")
-        )
+        rows.append(("Last error", f"{d.last_error}  ·  {when_text(d.last_error_at, tz, now)}"))
     return rows
 
 
@@ -122,7 +118,7 @@ class DeviceCard(QFrame):
             bl = QHBoxLayout(box)
             bl.setContentsMargins(8, 4, 4, 4)
             state = "ALARM" if a.state == "active" else f"acknowledged by {a.acknowledged_by}"
-            raised = models.hhmm(a.raised_at, d.timezone)
+            raised = hhmm(a.raised_at, d.timezone)
             bl.addWidget(
                 label(f"⚠ <b>{a.code}</b> · {state} · raised {raised}: {a.message}", wrap=True), 1
             )
@@ -149,16 +145,16 @@ class DevicesView(QWidget):
         top.addWidget(self.summary)
         top.addStretch(1)
         lay.addLayout(top)
-        self.scroll = QScrollArea()
-        self.scroll.setWidgetResizable(True)
-        self.scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setFrameShape(QFrame.Shape.NoFrame)
         self.inner = QWidget()
         self.grid = QGridLayout(self.inner)
         self.grid.setSpacing(12)
         self.grid.setColumnStretch(0, 1)
         self.grid.setColumnStretch(1, 1)
-        self.scroll.setWidget(self.inner)
-        lay.addWidget(self.scroll, 1)
+        self.scroll_area.setWidget(self.inner)
+        lay.addWidget(self.scroll_area, 1)
         self.cards: list[DeviceCard] = []
         self._key: tuple | None = None
         self._pending: tuple[Sequence[DeviceRow], datetime] | None = None

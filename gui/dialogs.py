@@ -31,9 +31,23 @@ from PyQt6.QtWidgets import (
 
 from labctl.clock import Clock
 from labctl.errors import LabctlError
-from labctl.gui import models, theme
+from labctl.gui import theme
 from labctl.gui.auth import MIN_LENGTH
-from labctl.gui.models import CommandRequest, PromptView, RunRow, SkippableTask
+from labctl.gui.models.commands import (
+    IRREVERSIBLE_VERBS,
+    CommandRequest,
+    SkippableTask,
+    abort,
+    answer,
+    pause,
+    release,
+    resume,
+    skip,
+)
+from labctl.gui.models.common import ConsoleInputError, countdown_text, hhmm, when_text
+from labctl.gui.models.devices import AlarmRow
+from labctl.gui.models.prompts import PromptView, build_answer, parse_number, qc_failures
+from labctl.gui.models.runs import RunRow
 from labctl.gui.widgets import GuardedDialog, button, label
 
 CHOICE_TEXT = {
@@ -84,14 +98,12 @@ class PasswordFields(QWidget):
         """(password, new password or None). Raises ConsoleInputError when they don't fit."""
         pw = self.password.text()
         if not pw:
-            raise models.ConsoleInputError("enter your password to confirm")
+            raise ConsoleInputError("enter your password to confirm")
         if self.first_use:
             if len(pw) < MIN_LENGTH:
-                raise models.ConsoleInputError(
-                    f"the password needs at least {MIN_LENGTH} characters"
-                )
+                raise ConsoleInputError(f"the password needs at least {MIN_LENGTH} characters")
             if pw != self.repeat.text():
-                raise models.ConsoleInputError("the two passwords differ")
+                raise ConsoleInputError("the two passwords differ")
             return pw, pw
         return pw, None
 
@@ -142,7 +154,7 @@ class PromptDialog(GuardedDialog, _Sending):
         top.addWidget(chip)
         where = f"{prompt.run_name} · plate {prompt.plate}" if prompt.plate else prompt.run_name
         top.addWidget(
-            label(f"{where} · asked {models.hhmm(prompt.created_at, prompt.timezone)}", muted=True)
+            label(f"{where} · asked {hhmm(prompt.created_at, prompt.timezone)}", muted=True)
         )
         top.addStretch(1)
         lay.addLayout(top)
@@ -286,11 +298,11 @@ class PromptDialog(GuardedDialog, _Sending):
         left = self.prompt.seconds_left(self.clock.now())
         if left is None:
             return
-        at = models.hhmm(self.prompt.deadline, self.prompt.timezone)
+        at = hhmm(self.prompt.deadline, self.prompt.timezone)
         if left > 0:
             self.countdown.setText(
                 f"◷ If nobody answers, the default '{self.prompt.default_choice}' applies in "
-                f"<b>{models.countdown_text(left)}</b> (at {at})."
+                f"<b>{countdown_text(left)}</b> (at {at})."
             )
         else:
             self.countdown.setText(
@@ -306,7 +318,7 @@ class PromptDialog(GuardedDialog, _Sending):
                 st.setText("")
                 continue
             try:
-                v = models.parse_number(text)
+                v = parse_number(text)
             except LabctlError:
                 st.setText("✕ not a number")
                 st.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
@@ -324,7 +336,7 @@ class PromptDialog(GuardedDialog, _Sending):
         """First step: build the answer (checks the inputs), then ask to confirm."""
         p = self.prompt
         try:
-            ans = models.build_answer(
+            ans = build_answer(
                 p,
                 choice=choice if p.choices else None,
                 qc={m: e.text() for m, e in self.qc_edits.items()},
@@ -334,12 +346,10 @@ class PromptDialog(GuardedDialog, _Sending):
             self._show_error(exc.user_message())
             return
         self._show_error("")
-        requests = [models.answer(p, ans)]
+        requests = [answer(p, ans)]
         if p.kind == "decision" and choice in ("release", "abort"):
             # A decision prompt only records the answer; the run moves on the run command.
-            follow = (
-                models.release(p.run_id, "") if choice == "release" else models.abort(p.run_id, "")
-            )
+            follow = release(p.run_id, "") if choice == "release" else abort(p.run_id, "")
             requests.append(follow)
         self._pending = requests
         irreversible = any(r.irreversible for r in requests)
@@ -348,7 +358,7 @@ class PromptDialog(GuardedDialog, _Sending):
         if p.plate:
             sentence += f" (plate {p.plate})"
         sentence += "?"
-        fails = models.qc_failures(p, ans.get("qc", {}))
+        fails = qc_failures(p, ans.get("qc", {}))
         if fails:
             sentence += " " + "; ".join(
                 f"{g.measure} {v:g} is outside {g.limits_text}: the run will {g.on_fail}"
@@ -470,7 +480,7 @@ class CommandDialog(QDialog, _Sending):
         self.run = run
         self.tasks = list(tasks)
         title, explain = _VERB_TEXT[verb]
-        self.irreversible = verb in models.IRREVERSIBLE_VERBS
+        self.irreversible = verb in IRREVERSIBLE_VERBS
         self.setWindowTitle(f"{title}: {run.name}")
         self.setMinimumWidth(560)
         lay = QVBoxLayout(self)
@@ -493,7 +503,7 @@ class CommandDialog(QDialog, _Sending):
         if verb == "skip":
             for t in self.tasks:
                 self.task.addItem(
-                    f"Day {t.day} · {models.when_text(t.due, t.timezone)} · {t.title}  [{t.task_key}]",
+                    f"Day {t.day} · {when_text(t.due, t.timezone)} · {t.title}  [{t.task_key}]",
                     t.task_key,
                 )
             self.task.currentIndexChanged.connect(self._task_changed)
@@ -553,18 +563,18 @@ class CommandDialog(QDialog, _Sending):
         if self.verb == "skip":
             key = self.task.currentData()
             if key is None:
-                raise models.ConsoleInputError("choose the task to skip")
-            req = models.skip(self.run.id, str(key), reason, plate)
+                raise ConsoleInputError("choose the task to skip")
+            req = skip(self.run.id, str(key), reason, plate)
         elif self.verb == "pause":
-            req = models.pause(self.run.id, reason, plate)
+            req = pause(self.run.id, reason, plate)
         elif self.verb == "resume":
-            req = models.resume(self.run.id, reason, plate)
+            req = resume(self.run.id, reason, plate)
         elif self.verb == "release":
-            req = models.release(self.run.id, reason)
+            req = release(self.run.id, reason)
         else:
-            req = models.abort(self.run.id, reason)
+            req = abort(self.run.id, reason)
         if not reason:
-            raise models.ConsoleInputError("give a reason: it goes into the audit trail")
+            raise ConsoleInputError("give a reason: it goes into the audit trail")
         return req
 
     def _ok(self) -> None:
@@ -595,7 +605,7 @@ class AcknowledgeDialog(QDialog, _Sending):
 
     ready = pyqtSignal(int, str)
 
-    def __init__(self, alarm: models.AlarmRow, tz: str, parent: QWidget | None = None) -> None:
+    def __init__(self, alarm: AlarmRow, tz: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.alarm = alarm
         self.setWindowTitle(f"Acknowledge alarm {alarm.code}")
@@ -604,9 +614,7 @@ class AcknowledgeDialog(QDialog, _Sending):
         lay.addWidget(label(f"⚠ {alarm.code}", heading=True))
         where = f"{alarm.device} · " if alarm.device else ""
         lay.addWidget(
-            label(
-                f"{where}raised {models.hhmm(alarm.raised_at, tz)} · {alarm.severity}", muted=True
-            )
+            label(f"{where}raised {hhmm(alarm.raised_at, tz)} · {alarm.severity}", muted=True)
         )
         lay.addWidget(label(alarm.message, wrap=True))
         lay.addWidget(

@@ -12,7 +12,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from PyQt6.QtCore import QDate, QDateTime, QRect, QSize, Qt, QTime, pyqtSignal
-from PyQt6.QtGui import QColor, QFont, QPainter, QPaintEvent, QResizeEvent, QTextCursor, QTextFormat
+from PyQt6.QtGui import (
+    QColor,
+    QFont,
+    QPainter,
+    QPaintEvent,
+    QResizeEvent,
+    QTextBlock,
+    QTextCursor,
+    QTextFormat,
+)
 from PyQt6.QtWidgets import (
     QComboBox,
     QDateTimeEdit,
@@ -35,9 +44,17 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.clock import Clock
-from labctl.gui import models, theme
-from labctl.gui.models import NewRunRequest, ProtocolCheck, StartSuggestion
-from labctl.gui.widgets import button, label
+from labctl.gui import theme
+from labctl.gui.models.common import ConsoleInputError, local
+from labctl.gui.models.new_run import (
+    NewRunRequest,
+    ProtocolCheck,
+    StartSuggestion,
+    check_protocol_text,
+    register_new_run,
+    suggest_start_dates,
+)
+from labctl.gui.widgets import button, headers, label
 
 Call = Callable[..., int]
 COMMON_ZONES = [
@@ -76,6 +93,11 @@ class CodeView(QPlainTextEdit):
         )
         self.updateRequest.connect(self._scrolled)
         self.setViewportMargins(self.gutter_width(), 0, 0, 0)
+
+    def line_block(self, line: int) -> QTextBlock:
+        """The block of 1-based ``line`` (the first line for 0 or less)."""
+        doc = self.document()
+        return doc.findBlockByLineNumber(max(0, line - 1)) if doc is not None else QTextBlock()
 
     def gutter_width(self) -> int:
         digits = len(str(max(1, self.blockCount())))
@@ -124,7 +146,7 @@ def _read_and_check(path: str) -> Callable[[Any], ProtocolCheck]:
     def fn(_store: Any) -> ProtocolCheck:
         from labctl.protocol.source import read_text
 
-        return models.check_protocol_text(read_text(path), path)
+        return check_protocol_text(read_text(path), path)
 
     return fn
 
@@ -187,7 +209,7 @@ class NewRunDialog(QDialog):
         self.start = QDateTimeEdit()
         self.start.setDisplayFormat("ddd yyyy-MM-dd HH:mm")
         self.start.setCalendarPopup(True)
-        z = models.local(clock.now(), timezone)
+        z = local(clock.now(), timezone)
         assert z is not None
         tomorrow = z.date() + timedelta(days=1)
         self.start.setDateTime(
@@ -199,8 +221,9 @@ class NewRunDialog(QDialog):
         self.tz.setCurrentText(timezone)
         self.params = QTableWidget(0, 3)
         self.params.setHorizontalHeaderLabels(["Parameter", "Value", "Allowed"])
-        self.params.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.params.verticalHeader().setVisible(False)
+        hh, vh = headers(self.params)
+        hh.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        vh.setVisible(False)
         self.suggest_button = button("Suggest start dates")
         self.suggestions = QListWidget()
         self.suggestions.setObjectName("suggestions")
@@ -279,8 +302,7 @@ class NewRunDialog(QDialog):
             sel = QTextEdit.ExtraSelection()
             sel.format.setBackground(QColor("#FBE3D6" if d.severity == "error" else "#FFF4D6"))
             sel.format.setProperty(QTextFormat.Property.FullWidthSelection, True)
-            cur = QTextCursor(self.source.document().findBlockByLineNumber(max(0, d.line - 1)))
-            sel.cursor = cur
+            sel.cursor = QTextCursor(self.source.line_block(d.line))
             marks.append(sel)
         self.source.setExtraSelections(marks)
         self.source.gutter.update()
@@ -321,8 +343,7 @@ class NewRunDialog(QDialog):
         self._goto(int(item.data(Qt.ItemDataRole.UserRole)))
 
     def _goto(self, line: int) -> None:
-        block = self.source.document().findBlockByLineNumber(max(0, line - 1))
-        cur = QTextCursor(block)
+        cur = QTextCursor(self.source.line_block(line))
         self.source.setTextCursor(cur)
         self.source.centerCursor()
 
@@ -349,7 +370,7 @@ class NewRunDialog(QDialog):
 
     def request(self) -> NewRunRequest:
         if self.check is None or not self.check.ok:
-            raise models.ConsoleInputError("validate a protocol without errors first")
+            raise ConsoleInputError("validate a protocol without errors first")
         return NewRunRequest(
             file=self.check.file,
             text=self.check.text,
@@ -371,7 +392,7 @@ class NewRunDialog(QDialog):
         self.suggestions.clear()
         self.suggestions.addItem("Ranking the next 14 start dates…")
         self.call(
-            lambda _s: models.suggest_start_dates(
+            lambda _s: suggest_start_dates(
                 text, file, plates=plates, parameters=params, timezone=tz, first=first, at=at
             ),
             self.set_suggestions,
@@ -404,16 +425,16 @@ class NewRunDialog(QDialog):
     def register(self, *, actor: str | None = None) -> None:
         try:
             req = self.request()
-        except models.ConsoleInputError as exc:
+        except ConsoleInputError as exc:
             self.error.setText(f"✕ {exc.user_message()}")
             return
-        who = actor or getattr(self.parent(), "actor", "operator")
+        who = actor or str(getattr(self.parent(), "actor", "operator"))
         clock = self.clock
         self.error.setText("")
         self.register_button.setEnabled(False)
         self.register_button.setText("Registering…")
         self.call(
-            lambda store: models.register_new_run(store, clock, req, actor=who),
+            lambda store: register_new_run(store, clock, req, actor=who),
             self._registered,
             self._register_failed,
         )

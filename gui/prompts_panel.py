@@ -12,9 +12,10 @@ from PyQt6.QtGui import QColor, QKeyEvent
 from PyQt6.QtWidgets import QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from labctl.clock import Clock
-from labctl.gui import models, theme
+from labctl.gui import theme
 from labctl.gui.dialogs import KIND_TEXT
-from labctl.gui.models import PromptView
+from labctl.gui.models.common import countdown_text, hhmm
+from labctl.gui.models.prompts import PromptView
 from labctl.gui.widgets import button, label
 
 
@@ -74,11 +75,8 @@ class PromptsPanel(QWidget):
             self.answer.emit(int(item.data(Qt.ItemDataRole.UserRole)))
 
     def set_prompts(self, prompts: Sequence[PromptView]) -> None:
-        keep = (
-            self.list.currentItem().data(Qt.ItemDataRole.UserRole)
-            if self.list.currentItem()
-            else None
-        )
+        current = self.list.currentItem()
+        keep = current.data(Qt.ItemDataRole.UserRole) if current is not None else None
         self.prompts = list(prompts)
         self.list.clear()
         for p in self.prompts:
@@ -109,8 +107,8 @@ class PromptsPanel(QWidget):
         lines = [f"{sym} {kind_text} · {where}{p.run_name}", p.heading]
         left = p.seconds_left(self.clock.now())
         if left is not None:
-            lines.append(f"◷ default '{p.default_choice}' in {models.countdown_text(left)}")
-        lines.append(f"asked {models.hhmm(p.created_at, p.timezone)} · #{p.id}")
+            lines.append(f"◷ default '{p.default_choice}' in {countdown_text(left)}")
+        lines.append(f"asked {hhmm(p.created_at, p.timezone)} · #{p.id}")
         return "\n".join(lines)
 
     def _tick(self) -> None:

@@ -19,9 +19,19 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from labctl.gui import models, theme
-from labctl.gui.models import PlanRow, ProtocolInfo
-from labctl.gui.widgets import BACKGROUND, DISPLAY, FONT, TOOLTIP, RowsModel, bold_font, label
+from labctl.gui import theme
+from labctl.gui.models.common import local
+from labctl.gui.models.protocol import PlanRow, ProtocolInfo
+from labctl.gui.widgets import (
+    BACKGROUND,
+    DISPLAY,
+    FONT,
+    TOOLTIP,
+    RowsModel,
+    bold_font,
+    headers,
+    label,
+)
 
 COLUMNS = [
     "Day",
@@ -100,9 +110,8 @@ class ProtocolView(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
         self.table.setWordWrap(True)
-        self.table.verticalHeader().setVisible(False)
-
-        hh = self.table.horizontalHeader()
+        hh, vh = headers(self.table)
+        vh.setVisible(False)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for col, width in enumerate((48, 96, 56, 104, 70, 240, 230, 0, 0, 70)):
             if width:
@@ -143,7 +152,8 @@ class ProtocolView(QWidget):
 
     def diagram_width(self) -> int:
         """The width the diagram is scaled to when it fits the view."""
-        return max(400, self.image_scroll.viewport().width() - 8)
+        viewport = self.image_scroll.viewport()
+        return max(400, (viewport.width() if viewport is not None else 0) - 8)
 
     def set_info(
         self,
@@ -159,7 +169,7 @@ class ProtocolView(QWidget):
         self.meta.setText(
             f"<b>{info.protocol_id} v{info.version}</b> as locked by run {info.run_id} "
             f"(sha256 {info.sha256[:16]}…) · parameters: {params} · {info.plates} plate(s) · "
-            f"day 0 = {models.local(info.start, info.timezone):%a %d %b %Y %H:%M} {info.timezone}"
+            f"day 0 = {local(info.start, info.timezone):%a %d %b %Y %H:%M} {info.timezone}"
         )
         self.model.set_rows(info.rows, today)
         self.table.resizeRowsToContents()  # once per protocol, not on every layout pass

@@ -19,9 +19,9 @@ from labctl.errors import LabctlError
 
 def render(request: dict[str, object]) -> bytes:
     """The PNG bytes for one request (see the module text)."""
-    from labctl.gui.models import _plan_of_text, diagram_png
+    from labctl.gui.models.protocol import diagram_png, plan_of_text
 
-    protocol, plan = _plan_of_text(
+    protocol, plan = plan_of_text(
         str(request["text"]),
         dict(request.get("parameters") or {}),  # type: ignore[call-overload]
         int(request.get("plates") or 1),  # type: ignore[call-overload]

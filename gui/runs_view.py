@@ -19,8 +19,9 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from labctl.gui import models, theme
-from labctl.gui.models import RunRow
+from labctl.gui import theme
+from labctl.gui.models.common import local, when_text
+from labctl.gui.models.runs import RunRow
 from labctl.gui.widgets import (
     DISPLAY,
     FONT,
@@ -33,6 +34,7 @@ from labctl.gui.widgets import (
     RowsModel,
     bold_font,
     button,
+    headers,
     label,
 )
 
@@ -99,7 +101,7 @@ class RunsTableModel(RowsModel):
                 return "—"
             return f"{r.next_task} · {r.next_plates}"
         if c == 6:
-            return models.when_text(r.next_time, r.timezone, self.now) if r.next_time else "—"
+            return when_text(r.next_time, r.timezone, self.now) if r.next_time else "—"
         if c == 7:
             return f"⚠ {r.active_alarms}" if r.active_alarms else "—"
         if c == 8:
@@ -141,9 +143,9 @@ class RunsView(QWidget):
         self.table.setAlternatingRowColors(True)
         self.table.setShowGrid(False)
         self.table.setWordWrap(False)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setDefaultSectionSize(34)
-        hh = self.table.horizontalHeader()
+        hh, vh = headers(self.table)
+        vh.setVisible(False)
+        vh.setDefaultSectionSize(34)
         # Column widths are measured once per change of the rows (set_rows), not on every
         # layout pass: ResizeToContents would re-measure every cell each time.
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -152,7 +154,11 @@ class RunsView(QWidget):
         lay.addWidget(self.table, 3)
         self.details = RunDetails()
         lay.addWidget(self.details, 2)
-        self.table.selectionModel().currentRowChanged.connect(self._current)
+        selection = self.table.selectionModel()
+        if selection is None:
+            raise RuntimeError("a table view with a model has a selection model")
+        self.selection = selection
+        self.selection.currentRowChanged.connect(self._current)
         self.table.doubleClicked.connect(self._current)
         self._selected: int | None = None
 
@@ -183,13 +189,13 @@ class RunsView(QWidget):
         for i, r in enumerate(self.model.rows):
             if r.id == run_id:
                 self._selected = run_id
-                self.table.selectionModel().blockSignals(not emit)
-                self.table.selectionModel().setCurrentIndex(
+                self.selection.blockSignals(not emit)
+                self.selection.setCurrentIndex(
                     self.model.index(i, 0),
                     QItemSelectionModel.SelectionFlag.ClearAndSelect
                     | QItemSelectionModel.SelectionFlag.Rows,
                 )
-                self.table.selectionModel().blockSignals(False)
+                self.selection.blockSignals(False)
                 return
 
     def _current(self, index: QModelIndex, _prev: QModelIndex | None = None) -> None:
@@ -248,7 +254,7 @@ class RunDetails(QFrame):
             self.upcoming.setText("")
             return
         self.title.setText(f"{r.name} · {r.protocol}")
-        day0 = models.local(r.start, r.timezone)
+        day0 = local(r.start, r.timezone)
         self.facts.setText(
             f"Day 0 {day0:%a %d %b %Y %H:%M} ({r.timezone}) · {r.day_text} · "
             f"parameters: {r.parameters} · {len(r.plates)} plate(s)"
@@ -260,7 +266,7 @@ class RunDetails(QFrame):
             self.badges.append(b)
             self.plates_row.insertWidget(len(self.badges) - 1, b)
         rows = "".join(
-            f"<tr><td style='padding:2px 14px 2px 0'>{models.when_text(when, r.timezone, now)}</td>"
+            f"<tr><td style='padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
             f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
             f"<td style='padding:2px 14px 2px 0'>{html.escape(title)}</td>"
             f"<td style='color:{theme.MUTED}'>{html.escape(plates)}</td></tr>"

@@ -21,8 +21,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from labctl.gui import models, theme
-from labctl.gui.models import RunRow, Snapshot, TodayItem
+from labctl.gui import theme
+from labctl.gui.models.common import hhmm, local, tone_of
+from labctl.gui.models.runs import RunRow, TodayItem, today_html
+from labctl.gui.models.snapshot import Snapshot
 from labctl.gui.widgets import (
     DISPLAY,
     FOREGROUND,
@@ -31,6 +33,7 @@ from labctl.gui.widgets import (
     BadgeDelegate,
     RowsModel,
     button,
+    headers,
     label,
 )
 
@@ -45,7 +48,7 @@ class TodayModel(RowsModel):
 
     def cells(self, i: TodayItem) -> list[dict[int, object]]:  # type: ignore[override]
         texts = [
-            models.hhmm(i.when, i.timezone),
+            hhmm(i.when, i.timezone),
             i.run_name,
             i.plate,
             i.what,
@@ -55,7 +58,7 @@ class TodayModel(RowsModel):
         for c, text in enumerate(texts):
             cell: dict[int, object] = {DISPLAY: text, TOOLTIP: i.detail or i.what}
             if c == 4:
-                cell[TONE_ROLE] = "holding" if i.late else models.tone_of(i.state)
+                cell[TONE_ROLE] = "holding" if i.late else tone_of(i.state)
             if i.state in ("done", "skipped"):
                 cell[FOREGROUND] = QColor(theme.MUTED)
             out.append(cell)
@@ -110,12 +113,12 @@ class TodayView(QWidget):
         # One line a row (the full text is the tooltip): uniform rows need no measuring,
         # so hundreds of tasks stay quick to show.
         self.table.setWordWrap(False)
-        self.table.verticalHeader().setVisible(False)
-        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.table.verticalHeader().setDefaultSectionSize(30)
+        hh, vh = headers(self.table)
+        vh.setVisible(False)
+        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        vh.setDefaultSectionSize(30)
         # Sizes are measured once per change of the rows (see set_snapshot), never on every
         # layout pass (ResizeToContents would measure every cell again and again).
-        hh = self.table.horizontalHeader()
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         for col, width in ((0, 58), (1, 170), (2, 90), (4, 110)):
             hh.resizeSection(col, width)
@@ -152,7 +155,7 @@ class TodayView(QWidget):
         elif items != self.model.rows:
             self._rows_stale = items  # filled in when the tab is shown
         self.empty.setVisible(not items)
-        z = models.local(snap.now, run.timezone if run else "UTC")
+        z = local(snap.now, run.timezone if run else "UTC")
         self.title.setText(
             f"Today · {z:%A %d %B %Y}" + (f" · {run.name}, {run.day_text}" if run else "")
         )
@@ -204,7 +207,7 @@ class TodayView(QWidget):
     def document_html(self) -> str:
         """Manual tasks then prep sheets, one printable page."""
         snap = self.snapshot
-        tasks = models.today_html(self.model.rows, self.run, snap.now) if snap else ""
+        tasks = today_html(self.model.rows, self.run, snap.now) if snap else ""
         body = tasks.split("<body>", 1)[-1].rsplit("</body>", 1)[0]
         prep = (
             self.prep_page.split("<body>", 1)[-1].rsplit("</body>", 1)[0] if self.prep_page else ""

@@ -18,17 +18,20 @@ from PyQt6.QtWidgets import (
     QDialog,
     QFrame,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPushButton,
     QSizePolicy,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
+    QTableView,
     QWidget,
 )
 
 from labctl.gui import theme
-from labctl.gui.models import AlarmRow, hhmm
+from labctl.gui.models.common import hhmm
+from labctl.gui.models.devices import AlarmRow
 
 TONE_ROLE = Qt.ItemDataRole.UserRole + 1  # a model's tone name for a state cell
 
@@ -86,9 +89,11 @@ class Badge(QWidget):
 class BadgeDelegate(QStyledItemDelegate):
     """Draws a state cell as a badge; the model gives the text and, in TONE_ROLE, the tone."""
 
-    def paint(self, painter: QPainter, option: QStyleOptionViewItem, index: QModelIndex) -> None:
+    def paint(
+        self, painter: QPainter | None, option: QStyleOptionViewItem, index: QModelIndex
+    ) -> None:
         tone_name = index.data(TONE_ROLE)
-        if not tone_name:
+        if not tone_name or painter is None:
             super().paint(painter, option, index)
             return
         if option.state & QStyle.StateFlag.State_Selected:
@@ -243,6 +248,14 @@ def button(text: str, role: str = "") -> QPushButton:
     if role:
         b.setProperty("role", role)
     return b
+
+
+def headers(table: QTableView) -> tuple[QHeaderView, QHeaderView]:
+    """The (horizontal, vertical) headers of ``table``; a table view always has both."""
+    hh, vh = table.horizontalHeader(), table.verticalHeader()
+    if hh is None or vh is None:
+        raise RuntimeError("a table view without its headers")
+    return hh, vh
 
 
 class RowsModel(QStandardItemModel):

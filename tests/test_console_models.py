@@ -61,12 +61,52 @@ def snapshot(sim: Sim) -> m.Snapshot:
 # --- the layers ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["models.py", "auth.py", "training.py"])
+MODEL_FILES = [f"models/{p.name}" for p in sorted((ROOT / "gui" / "models").glob("*.py"))]
+
+
+@pytest.mark.parametrize("name", [*MODEL_FILES, "auth.py", "training.py"])
 def test_models_know_no_qt(name: str) -> None:
     tree = ast.parse((ROOT / "gui" / name).read_text(encoding="utf-8"))
     mods = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     mods += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [x for x in mods if x.startswith("PyQt")], mods
+
+
+def _gui_imports() -> dict[str, set[str]]:
+    """Each console module (``labctl.gui.x``) and the console modules it imports."""
+    gui = ROOT / "gui"
+    files = {
+        ".".join(("labctl", "gui", *p.relative_to(gui).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        ): p
+        for p in gui.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        deps: set[str] = set()
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.Import):
+                deps |= {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and n.module:
+                deps |= {n.module} | {f"{n.module}.{a.name}" for a in n.names}
+        graph[name] = {d for d in deps if d in files and d != name}
+    return graph
+
+
+def test_console_modules_import_no_circle() -> None:
+    graph = _gui_imports()
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, "import circle: " + " -> ".join((*path, name))
+        if name in done:
+            return
+        for dep in sorted(graph[name]):
+            visit(dep, (*path, name))
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, ())
 
 
 # --- the snapshot ---------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""The current run: picked in the toolbar, shown in one line with its controls.
+
+The console shows one run at a time (the tabs, the strip under the alarm banner); the
+operator picks it here or in the runs table, and the first snapshot picks a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from PyQt6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QSizePolicy, QWidget
+
+from labctl.gui import theme
+from labctl.gui.models.common import when_text
+from labctl.gui.models.runs import RunRow
+from labctl.gui.widgets import Badge, button, label
+
+
+def default_run(runs: Sequence[RunRow]) -> RunRow | None:
+    """The run to show first: one that needs attention, then one under way, then planned."""
+    rank = {"holding": 0, "running": 1, "paused": 1, "planned": 2}
+
+    def key(r: RunRow) -> tuple[int, int, int]:
+        attention = 0 if (r.open_prompts or r.active_alarms) else 1
+        return (rank.get(r.state, 3), attention, -r.id)
+
+    return min(runs, key=key) if runs else None
+
+
+class RunStrip(QFrame):
+    """The current run in one line, with its controls."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("runStrip")
+        self.setStyleSheet(
+            f"#runStrip {{ background: {theme.PAPER}; border-bottom: 1px solid {theme.RULE}; }}"
+        )
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(14, 8, 10, 8)
+        self.name = label("No run selected", sub=True)
+        self.badge = Badge()
+        self.detail = label("", muted=True)
+        # Long details are cut by the window, never widen it.
+        self.detail.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        lay.addWidget(self.name)
+        lay.addWidget(self.badge)
+        lay.addWidget(self.detail, 1)
+        self.pause = button("‖ Pause")
+        self.pause.setToolTip("Pause the run or one plate (Ctrl+P)")
+        self.resume = button("▶ Resume")
+        self.resume.setToolTip("Resume the run or one plate (Ctrl+Shift+P)")
+        self.release = button("Release hold")
+        self.skip = button("↷ Skip task…")
+        self.skip.setToolTip("Skip a task (a deviation; needs your password) (Ctrl+K)")
+        self.abort = button("■ Abort…", "danger")
+        self.abort.setToolTip("Abort the run (cannot be undone; needs your password)")
+        for b in (self.pause, self.resume, self.release, self.skip, self.abort):
+            lay.addWidget(b)
+
+    def set_run(self, r: RunRow | None, now: Any) -> None:
+        if r is None:
+            self.name.setText("No run selected")
+            self.badge.set_state("", "pending")
+            self.detail.setText("")
+            for b in (self.pause, self.resume, self.release, self.skip, self.abort):
+                b.setEnabled(False)
+            return
+        self.name.setText(r.name)
+        self.badge.set_state(r.state, r.tone)
+        nxt = ""
+        if r.next_task:
+            nxt = f" · next: {r.next_task} ({r.next_plates}) at {when_text(r.next_time, r.timezone, now)}"
+        paused = f" · paused plates: {', '.join(r.paused_plates)}" if r.paused_plates else ""
+        self.detail.setText(f"{r.protocol} · {r.day_text}{nxt}{paused}")
+        # The engine pauses a running or holding run, or one plate of it.
+        self.pause.setEnabled(r.state in ("running", "holding"))
+        self.resume.setEnabled(r.state == "paused" or bool(r.paused_plates))
+        self.release.setVisible(r.state == "holding")
+        self.skip.setEnabled(r.active)
+        self.abort.setEnabled(r.active)
+
+
+class RunPicker(QComboBox):
+    """The runs of the latest snapshot, by name, id and state; ``activated`` picks one."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMinimumWidth(320)
+        self.setToolTip("The run the tabs show")
+
+    def fill(self, runs: Sequence[RunRow], run_id: int | None) -> None:
+        """List ``runs`` with ``run_id`` current, without emitting signals."""
+        self.blockSignals(True)
+        self.clear()
+        for r in runs:
+            self.addItem(f"{r.name}  ·  #{r.id}  ·  {r.state}", r.id)
+        self.select(run_id)
+        self.blockSignals(False)
+
+    def select(self, run_id: int | None) -> None:
+        i = self.findData(run_id)
+        if i >= 0:
+            self.setCurrentIndex(i)

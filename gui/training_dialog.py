@@ -1,0 +1,68 @@
+"""The dialog that starts a training run: a protocol, a number of plates, faults to inject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PyQt6.QtCore import pyqtSignal
+from PyQt6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QSpinBox,
+    QWidget,
+)
+
+from labctl.gui.training import TrainingConfig
+from labctl.gui.widgets import button, label
+
+#: The protocol offered first: the shipped Kriks protocol.
+DEFAULT_PROTOCOL = Path(__file__).resolve().parent.parent / "protocols" / "kriks2011_da.yaml"
+
+
+class TrainingDialog(QDialog):
+    """Asks what to practise on; ``start`` carries the :class:`TrainingConfig` chosen."""
+
+    start = pyqtSignal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Training run")
+        form = QFormLayout(self)
+        form.addRow(
+            label(
+                "Practise on the simulated workcell: a whole day passes in a minute. Faults can be injected.",
+                wrap=True,
+            )
+        )
+        self.path = QLineEdit(str(DEFAULT_PROTOCOL))
+        browse = button("Browse…")
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        form.addRow("Protocol", row)
+        self.plates = QSpinBox()
+        self.plates.setRange(1, 12)
+        self.plates.setValue(2)
+        form.addRow("Plates", self.plates)
+        self.faults = QLineEdit()
+        self.faults.setPlaceholderText("e.g. lh-fail-once (see labctl simulate --help)")
+        form.addRow("Faults", self.faults)
+        go = button("Start training", "primary")
+        form.addRow(go)
+        browse.clicked.connect(self._browse)
+        go.clicked.connect(self._start)
+
+    def _browse(self) -> None:
+        path = self.path.text()
+        chosen = QFileDialog.getOpenFileName(self, "Protocol", path, "YAML (*.yaml *.yml)")[0]
+        self.path.setText(chosen or path)
+
+    def _start(self) -> None:
+        cfg = TrainingConfig(
+            Path(self.path.text()), self.plates.value(), self.faults.text().strip() or None
+        )
+        self.accept()
+        self.start.emit(cfg)
