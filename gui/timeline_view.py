@@ -241,9 +241,7 @@ class TimelineView(QWidget):
         self.snapshot = snap
         self.refresh()
 
-    # This shadows QWidget.window() (the top-level widget), which nothing calls on this
-    # view; the name stays because callers (the view tests) use it.
-    def window(self) -> tuple[datetime, datetime]:  # type: ignore[override]
+    def shown_span(self) -> tuple[datetime, datetime]:
         """The span shown: (start, end), aware UTC."""
         span = timedelta(hours=self.span_hours())
         start = self.clock.now() - span / 4 + self.offset
@@ -263,7 +261,7 @@ class TimelineView(QWidget):
             self._stale = True
             return
         self._stale = False
-        start, end = self.window()
+        start, end = self.shown_span()
         bars = snap.bars
         run = snap.run(self.run_id)
         if not self.all_runs.isChecked() and run is not None:

@@ -448,7 +448,7 @@ def test_event_pages_cover_the_trail_in_order(sim: Sim) -> None:
         if not page.more:
             break
         page = m.event_page(sim.store, flt, after_seq=page.last_seq, limit=200)
-    everything = [e.seq for e in sim.store.events(rid, limit=None)]
+    everything = [e.seq for e in sim.store.events(rid, limit=None, with_workcell=True)]
     assert seen == everything and len(seen) > 1000
     newest = m.event_page(sim.store, flt, newest_first=True, limit=5)
     assert [r.seq for r in newest.rows] == everything[::-1][:5]

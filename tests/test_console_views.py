@@ -124,7 +124,7 @@ def test_timeline(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
     win.show_tab(1)
     canvas = win.timeline_view.canvas
     assert [lane.title for lane in canvas.lanes] == ["ot2-sim", "inc-sim", "operator", "P1", "P2"]
-    start, end = win.timeline_view.window()
+    start, end = win.timeline_view.shown_span()
     assert (end - start).total_seconds() == 8 * 3600 and start < sim.clock.now() < end
     assert canvas.start <= sim.clock.now() <= canvas.end
     img = canvas.grab().toImage()
@@ -201,14 +201,14 @@ def test_audit_pages_and_filters(qtbot, win: MainWindow, sim: Sim) -> None:  # n
     audit.newest.setChecked(False)
     model = audit.model
     qtbot.waitUntil(lambda: len(model.rows) == model.PAGE, timeout=10_000)
-    total = len(sim.store.events(sim.world.run_id, limit=None))
+    total = len(sim.store.events(sim.world.run_id, limit=None, with_workcell=True))
     assert model.canFetchMore(QModelIndex())
     while model.canFetchMore(QModelIndex()) or model.loading:
         if not model.loading:
             model.fetchMore(QModelIndex())
         qtbot.waitUntil(lambda: not model.loading, timeout=10_000)
     assert [r.seq for r in model.rows] == [
-        e.seq for e in sim.store.events(sim.world.run_id, limit=None)
+        e.seq for e in sim.store.events(sim.world.run_id, limit=None, with_workcell=True)
     ]
     assert len(model.rows) == total
     audit.entity.setCurrentIndex(audit.entity.findData("prompt"))

@@ -91,6 +91,7 @@ def event_page(
         before_seq=before_seq,
         newest_first=newest_first,
         limit=limit,
+        with_workcell=True,  # a run's view shows the devices' alarms and climate too
     )
     rows = tuple(event_row(e) for e in evs)
     cursor = before_seq if newest_first else after_seq

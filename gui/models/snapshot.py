@@ -212,7 +212,13 @@ class SnapshotLoader:
                     d,
                     now,
                     open_prompts=sum(1 for p in self._prompts if p.run_id == d.run.id),
-                    active_alarms=sum(1 for a in self._alarms if a.run_id == d.run.id),
+                    # Device alarms are the workcell's: they concern every run under way.
+                    active_alarms=sum(
+                        1
+                        for a in self._alarms
+                        if a.run_id == d.run.id
+                        or (a.run_id is None and d.run.state in ACTIVE_RUN_STATES)
+                    ),
                     pending_commands=sum(1 for c in self._pending if c.run_id == d.run.id),
                 )
                 for d in datas

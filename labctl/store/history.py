@@ -37,8 +37,12 @@ class HistoryStore(StoreCore):
         before_seq: int | None = None,
         limit: int | None = 100,
         newest_first: bool = False,
+        with_workcell: bool = False,
     ) -> list[Event]:
         """Audit events, filtered and paged by seq.
+
+        ``with_workcell`` (with ``run_id``): also the workcell's own events, filed under no
+        run (device alarms, climate readings), as a run's audit view shows them.
 
         ``entity`` is the entity kind ('job', 'prompt', ...); ``text`` matches (case-
         insensitively for ASCII) anywhere in action, states, actor, reason or data. Page
@@ -47,8 +51,10 @@ class HistoryStore(StoreCore):
         """
         where: list[str] = []
         params: list[Any] = []
+        if run_id is not None:
+            where.append("(run_id = ? OR run_id IS NULL)" if with_workcell else "run_id = ?")
+            params.append(run_id)
         for column, value in (
-            ("run_id", run_id),
             ("entity", entity),
             ("entity_id", entity_id),
             ("action", action),
