@@ -260,14 +260,14 @@ def _fault_from_mapping(raw: object, index: int) -> Fault:
     try:
         return Fault(
             kind=kind,
-            device=raw.get("device"),  # type: ignore[arg-type]
+            device=raw.get("device"),
             at=at,
             after_commands=_int_field(raw, "after_commands", index),
             duration_s=None if duration is None else parse_duration(duration, index=index),
             count=_int_field(raw, "count", index),
-            code=raw.get("code"),  # type: ignore[arg-type]
+            code=raw.get("code"),
             co2_offset=None if offset is None else float(offset),
-            lost=raw.get("lost") or "request",  # type: ignore[arg-type]
+            lost=raw.get("lost") or "request",
             seed=_int_field(raw, "seed", index) or 0,
         )
     except FaultSpecError as exc:

@@ -32,6 +32,7 @@ logged and kept in ``.failures``; the link keeps serving.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import select
@@ -268,7 +269,9 @@ class SocketLink:
             conn, _ = self._listener.accept()
             # Replies are small and request/response: send each at once.
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._server.spawn(lambda c=conn: self._serve_conn(c), f"socket-conn {self._port}")
+            self._server.spawn(
+                functools.partial(self._serve_conn, conn), f"socket-conn {self._port}"
+            )
 
     def _serve_conn(self, conn: socket.socket) -> None:
         framer = LineFramer()

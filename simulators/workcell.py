@@ -24,22 +24,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from labctl.clock import Clock
+from labctl.clock import Clock, utc
 from labctl.errors import LabctlError
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
-from labctl.simulators.faults import FaultSpecError, parse_duration, parse_faults
-from labctl.simulators.opentrons_robot import (
-    RobotSimulator,
-    speculate,
-    speculating,
-    start_analysers,
-)
+from labctl.simulators.faults import Fault, FaultSpecError, parse_duration, parse_faults
+from labctl.simulators.opentrons_analysis import AnalysisService, default_analysis
+from labctl.simulators.opentrons_robot import RobotSimulator
+from labctl.simulators.opentrons_wire import RobotName
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
 from labctl.simulators.serial_link import PtyLink
 from labctl.store import Store
@@ -62,7 +59,7 @@ class RobotFault:
 
 @dataclass(frozen=True)
 class Scenario:
-    incubator: list[Any]
+    incubator: list[Fault]
     robot: list[RobotFault]
     operator: OperatorScript
     source: str = ""
@@ -133,7 +130,8 @@ def load_scenario(path: str | Path | None) -> Scenario:
     items = data.get("faults") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ScenarioError(f"{path}: a scenario is a list of faults under 'faults:'")
-    inc, robot = [], []
+    inc: list[Fault] = []
+    robot: list[RobotFault] = []
     script = OperatorScript()
     seen: set[str] = set()  # operator entries that may appear once
     for i, f in enumerate(items):
@@ -188,7 +186,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
                         )
                     # Absent for the whole run: an aware minimum, as it is compared with the
                     # clock's aware UTC times.
-                    script.absent_from = datetime.min.replace(tzinfo=UTC)
+                    script.absent_from = utc(datetime.min)
                 else:
                     script.absent_from = _when(f["at"], where)
                     if dur is not None:
@@ -242,8 +240,9 @@ class SimulatedWorkcell:
         log_dir: Path,
         *,
         scenario: Scenario | None = None,
-        robot: str = "OT-2",
+        robot: RobotName = "OT-2",
         timezone: str = "UTC",
+        analysis: AnalysisService | None = None,
     ) -> None:
         self.clock = clock
         self.log_dir = Path(log_dir)
@@ -257,9 +256,12 @@ class SimulatedWorkcell:
                 f"{self.scenario.source or 'scenario'}: {ROBOT} door_open needs a Flex; "
                 f"the simulated robot is an {robot}"
             )
+        # One analysis service for the program (default): its caches outlive this workcell.
+        self.analysis = analysis if analysis is not None else default_analysis()
         self.robot = RobotSimulator(
             clock,
             robot=robot,
+            analysis=self.analysis,
             analysis_delay_s=5.0,
             # Deterministic in virtual time, and a protocol uploaded ahead of its job
             # (OpentronsLiquidHandler.prepare) is analysed while the run goes on.
@@ -296,9 +298,9 @@ class SimulatedWorkcell:
     def start(self) -> SimulatedWorkcell:
         # The robot's opentrons starts importing in its own processes while the run is
         # being set up, and analyses the next values ahead of need on the other core.
-        start_analysers()
-        self._speculated = speculating()
-        speculate(True)
+        self.analysis.start()
+        self._speculated = self.analysis.speculating
+        self.analysis.speculate(True)
         self.robot.start()
         self.link.start()
         return self
@@ -306,7 +308,7 @@ class SimulatedWorkcell:
     def stop(self) -> None:
         self.link.stop()
         self.robot.stop()
-        speculate(self._speculated)  # as it was before this workcell started
+        self.analysis.speculate(self._speculated)  # as it was before this workcell started
 
     def __enter__(self) -> SimulatedWorkcell:
         return self.start()

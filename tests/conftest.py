@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 
 # Set before anything imports Qt or opentrons (pytest imports conftest first).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -34,7 +35,16 @@ def _opentrons_ready(request: pytest.FixtureRequest) -> None:
     """
     if _ready or request.module.__name__.rsplit(".", 1)[-1] not in _ROBOT_MODULES:
         return
-    from labctl.simulators.opentrons_robot import warm_up
+    from labctl.simulators.opentrons_analysis import warm_up
 
     warm_up()
     _ready.append(True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _analysis_service_closed() -> Iterator[None]:
+    """The robot simulator's analysis service (processes, threads) ends with the session."""
+    yield
+    from labctl.simulators.opentrons_analysis import close_default_analysis
+
+    close_default_analysis()

@@ -449,7 +449,7 @@ def picked(analysis: Any) -> list[tuple[str, str]]:
 
 def test_tip_rack_positions_continue_across_racks() -> None:
     """The robot's own analysis (opentrons 8.8.2) with the value the run would get."""
-    from labctl.simulators.opentrons_robot import analyse_protocol
+    from labctl.simulators.opentrons_analysis import analyse_protocol
 
     layout = DeckLayout.default("OT-2")
     job = plan_protocol(feed(), layout, "OT-2", first_tips={"tips": 95})

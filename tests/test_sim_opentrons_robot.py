@@ -22,13 +22,10 @@ from typing import Any
 import pytest
 
 from labctl.clock import VirtualClock
-from labctl.simulators.opentrons_robot import (
-    MAX_PROTOCOL_API,
-    Faults,
-    RobotSimulator,
-    analyse_protocol,
-    warm_up,
-)
+from labctl.simulators.opentrons_analysis import analyse_protocol, default_analysis, warm_up
+from labctl.simulators.opentrons_analysis_data import source_key
+from labctl.simulators.opentrons_robot import Faults, RobotSimulator
+from labctl.simulators.opentrons_wire import MAX_PROTOCOL_API
 
 REF = Path(__file__).parent / "fixtures" / "opentrons-http"
 PROTOCOLS = REF / "protocols"
@@ -1109,8 +1106,7 @@ class Opentrons:
     """Counts the simulator's opentrons analyses (not derived, not cached)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from labctl.simulators import opentrons_robot as module
-
+        module = default_analysis()
         self.calls: list[dict[str, Any]] = []
         real = module._analyse_locked_out
 
@@ -1299,8 +1295,7 @@ class Ahead:
     """Counts the analyses the simulator makes per process ("now": a request waits)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from labctl.simulators import opentrons_robot as module
-
+        module = default_analysis()
         self.module = module
         self.calls: list[tuple[str, dict[str, Any]]] = []
         real = module._analyse_locked_out
@@ -1319,10 +1314,10 @@ class Ahead:
         """Wait until nothing is queued or being analysed ahead for these files (without
         dropping the queued ones, as a request does). An analysis ahead queues the next
         before it counts as done, so an empty look means all are done."""
-        prefix = self.module._source_key(files) + "|"
+        prefix = source_key(files) + "|"
         while True:
-            with self.module._CACHE_LOCK:
-                mine = [f for k, f in self.module._IN_FLIGHT.items() if k.startswith(prefix)]
+            with self.module._lock:
+                mine = [f for k, f in self.module._ahead.in_flight.items() if k.startswith(prefix)]
             if not mine:
                 return
             for future in mine:
@@ -1388,7 +1383,7 @@ def test_a_request_waits_for_the_analysis_ahead_rather_than_start_its_own(
 
 
 def test_renamed_files_are_read_once_and_keep_their_roles() -> None:
-    from labctl.simulators.opentrons_robot import read_protocol
+    from labctl.simulators.opentrons_analysis import read_protocol
 
     data = tip_protocol("names")
     a = read_protocol([("job-a.py", data)])
@@ -1403,12 +1398,12 @@ def test_a_dead_analysis_process_is_replaced(ahead: Ahead) -> None:
 
     module = ahead.module
     module.warm_up()
-    pool = module._POOLS["now"]
+    pool = module._pools.executors["now"]
     for pid in list(pool._processes):  # noqa: SLF001 - killing the child is the point
         os.kill(pid, signal.SIGKILL)
     analysis = analyse_protocol([("dead.py", tip_protocol("dead"))], {"first_tip": 2})
     assert analysis.result == "ok"
-    assert module._POOLS["now"] is not pool
+    assert module._pools.executors["now"] is not pool
 
 
 def test_a_parameter_is_probed_once_when_the_probe_lands_before_the_request(
@@ -1418,14 +1413,14 @@ def test_a_parameter_is_probed_once_when_the_probe_lands_before_the_request(
     # analysis, still under way, maps the parameter: a probe moved by two would repeat it.
     module = ahead.module
     files = [("land.py", tip_protocol("land"))]
-    source = module._source_key(files)
+    source = source_key(files)
     counted = module._analyse_locked_out
 
     def request_lands_last(files: Any, values: Any, pool: str = "now") -> Any:
         if pool == "now":
             for _ in range(1000):  # until the probe's analysis is the reference
-                with module._CACHE_LOCK:
-                    if source in module._TIP_MODELS:
+                with module._lock:
+                    if source in module._tip_models:
                         break
                 threading.Event().wait(0.01)
         return counted(files, values, pool=pool)
@@ -1433,7 +1428,7 @@ def test_a_parameter_is_probed_once_when_the_probe_lands_before_the_request(
     monkeypatch.setattr(module, "_analyse_locked_out", request_lands_last)
     analyse_protocol(files, {"first_tip": 10})
     ahead.settle(files)
-    assert module._TIP_MODELS[source].ref_values["first_tip"] == 96  # the probe was first
+    assert module._tip_models[source].ref_values["first_tip"] == 96  # the probe was first
     # The request's analysis mapped the parameter: no probe moved by one follows it.
     assert [v for pool, v in ahead.calls if pool == "ahead"] == [{"first_tip": 96}]
     derived = analyse_protocol([("land2.py", files[0][1])], {"first_tip": 40})
@@ -1450,17 +1445,17 @@ def test_turning_speculation_off_drops_the_analyses_ahead_still_queued(ahead: Ah
         started.set()
         gate.wait(10)
 
-    module._ensure_ahead_worker()
-    module._AHEAD_QUEUE.put((0, next(module._AHEAD_ORDER), busy, hold))
+    module._ahead.ensure_workers()
+    module._ahead.queue.put((0, next(module._ahead.order), busy, hold))
     assert started.wait(10)
     queued: Future[None] = Future()
-    with module._CACHE_LOCK:
-        module._IN_FLIGHT["some-source|[]"] = queued
-    module._AHEAD_QUEUE.put((1, next(module._AHEAD_ORDER), queued, lambda: None))
+    with module._lock:
+        module._ahead.in_flight["some-source|[]"] = queued
+    module._ahead.queue.put((1, next(module._ahead.order), queued, lambda: None))
     module.speculate(False)
     assert queued.cancelled()
-    assert "some-source|[]" not in module._IN_FLIGHT
-    assert module._AHEAD_QUEUE.empty()
+    assert "some-source|[]" not in module._ahead.in_flight
+    assert module._ahead.queue.empty()
     gate.set()
     busy.result(timeout=10)  # the one under way finishes
 
@@ -1468,28 +1463,30 @@ def test_turning_speculation_off_drops_the_analyses_ahead_still_queued(ahead: Ah
 def test_analysis_processes_warm_on_a_clean_protocol_and_ignore_ctrl_c() -> None:
     import signal
 
-    from labctl.simulators import opentrons_robot as module
+    from labctl.simulators.opentrons_analysis_child import WARM_PROTOCOL, child_analyse
 
-    warm = module._in_child(
+    pools = default_analysis()._pools
+    warm = pools.call(
         "now",
-        module._child_analyse,
-        [("warm.py", module._WARM_PROTOCOL)],
+        child_analyse,
+        [("warm.py", WARM_PROTOCOL)],
         {},
         "OT-2 Standard",
     )
     assert warm.result == "ok" and not warm.errors
     assert any(c["commandType"] == "aspirate" for c in warm.commands)
     for kind in ("now", "ahead"):
-        assert module._in_child(kind, signal.getsignal, signal.SIGINT) == signal.SIG_IGN
+        assert pools.call(kind, signal.getsignal, signal.SIGINT) == signal.SIG_IGN
 
 
 def test_analysis_processes_fork_from_one_server_and_analyses_ahead_yield() -> None:
     import os
 
-    from labctl.simulators import opentrons_robot as module
+    from labctl.simulators import opentrons_analysis as module
 
     module.warm_up()
-    pids = {kind: list(module._POOLS[kind]._processes) for kind in module._KINDS}  # noqa: SLF001
+    pools = module.default_analysis()._pools.executors
+    pids = {kind: list(pools[kind]._processes) for kind in module._KINDS}  # noqa: SLF001
     # (A pool starts a process only when none is idle: how many "ahead" ones run depends on
     # how busy earlier tests kept them.)
     assert 1 <= len(pids["ahead"]) <= module._AHEAD_PROCESSES and len(pids["now"]) == 1
@@ -1507,8 +1504,34 @@ def test_analysis_processes_fork_from_one_server_and_analyses_ahead_yield() -> N
         assert os.getpriority(os.PRIO_PROCESS, pid) == now + module._AHEAD_NICENESS
 
 
+def test_an_analysis_service_of_its_own_ends_its_processes_and_threads_when_closed() -> None:
+    from labctl.simulators.opentrons_analysis import AnalysisService
+
+    files = [("own.py", tip_protocol("a service of its own"))]
+    with AnalysisService() as service:
+        service.speculate(True)
+        assert service.analyse(files, {"first_tip": 1}).result == "ok"
+        pools = service._pools.executors  # noqa: SLF001 - which processes it started
+        pids = [pid for pool in pools.values() for pid in pool._processes]  # noqa: SLF001
+        assert pids
+    with pytest.raises(RuntimeError, match="closed"):
+        service.analyse(files)
+
+    def ended(pid: int) -> bool:
+        stat = Path(f"/proc/{pid}/stat")
+        return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+    for pid in pids:
+        for _ in range(100):
+            if ended(pid):
+                break
+            threading.Event().wait(0.1)
+        assert ended(pid)
+    assert not [t for t in service._ahead._threads if t.is_alive()]  # noqa: SLF001
+
+
 def test_reading_new_files_does_not_wait_behind_an_analysis() -> None:
-    from labctl.simulators import opentrons_robot as module
+    from labctl.simulators import opentrons_analysis as module
 
     # An analysis that takes long (its protocol sleeps while opentrons simulates it).
     slow = (
@@ -1534,7 +1557,7 @@ def test_reading_new_files_does_not_wait_behind_an_analysis() -> None:
 
 
 def test_replacing_ids_shares_what_holds_none() -> None:
-    from labctl.simulators.opentrons_robot import _replace_ids
+    from labctl.simulators.opentrons_wire import replace_ids as _replace_ids
 
     definition = {"wells": {"A1": {"depth": 10}}, "parameters": {"loadName": "old"}}
     params = {"wellName": "A1", "volume": 50}
@@ -1566,7 +1589,7 @@ def test_with_analysis_overlap_the_clock_alone_says_when_an_analysis_is_done(
     reply = client.upload(("overlap.py", slow))
     assert reply.status == 201
     pid, aid = reply.data["id"], reply.data["analysisSummaries"][0]["id"]
-    protocol = sim._protocols[pid]  # noqa: SLF001
+    protocol = sim.protocols.by_id[pid]
     assert not protocol.analyses[0].future.done()  # answered while it is analysed
     clock.advance(4.0)
     protocol.analyses[0].future.result(timeout=60)

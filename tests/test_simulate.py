@@ -407,7 +407,7 @@ def test_kriks_six_plates_every_well_gets_every_feed_once_with_the_planned_mediu
 
 def test_a_workcell_analyses_ahead_only_while_it_runs(tmp_path: Path) -> None:
     from labctl.clock import VirtualClock
-    from labctl.simulators.opentrons_robot import speculating
+    from labctl.simulators.opentrons_analysis import speculating
     from labctl.simulators.workcell import SimulatedWorkcell
 
     before = speculating()
