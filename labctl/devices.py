@@ -5,6 +5,13 @@ an operation id at once and ``poll(op_id)`` tells how it is going. The engine co
 job's transition to the store before calling ``start_*`` and records the op id after, so a
 crash between the two is found on restart and reconciled with ``find_op``.
 
+``start_*`` is idempotent per job key where the device can tell: a driver first asks its
+device whether it already holds an operation for ``job_key`` (the robot's runs of the job's
+protocol, the plate's place for an incubator or an arm) and, if one exists that did not
+fail, answers with its op id and does nothing again. So a store restored from an older copy
+can never make a device act twice; a device that cannot tell relies on its interlocks (a
+fetch onto an occupied transfer station is refused) and the engine asks the operator.
+
 Implementations live in labctl.drivers (real devices and the simulated workcell) and in the
 tests (in-memory fakes); the core imports none of them.
 """

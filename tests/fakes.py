@@ -51,6 +51,10 @@ class FakeDevice:
     fail_next: int = 0  # the next N operations fail
     fail_job: tuple[str, ...] = ()  # the first operation of a job whose key holds all these fails
     partial_failures: bool = False  # failures happen after some liquid moved
+    # As real drivers are (labctl.devices): a job it already holds, not failed, is answered
+    # with that op instead of acting again. Off by default: the crash tests prove the engine
+    # alone never repeats an action.
+    idempotent: bool = False
     alarm: DeviceAlarm | None = None
     ops: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -87,6 +91,10 @@ class FakeDevice:
 
     def _begin(self, job_key: str, kind: str, detail: dict[str, Any]) -> str:
         self.killer.tick()  # a crash here: committed RUNNING, device never told
+        if self.idempotent:
+            for op_id, op in self.ops.items():
+                if op["job"] == job_key and not op["fail"]:
+                    return op_id
         op_id = f"{self.name}-{len(self.ops) + 1}"
         fail = self.fail_next > 0
         if fail:

@@ -254,7 +254,10 @@ def test_restart_reconciles_a_job_the_device_finished(tmp_path: Path) -> None:
     w = World(tmp_path)
     w.command("start")
     w.run_until(
-        lambda: any(w.engine.picture.jobs[i].op.value == "lh_run" for i in w.engine.picture.running), limit_days=2
+        lambda: any(
+            w.engine.picture.jobs[i].op.value == "lh_run" for i in w.engine.picture.running
+        ),
+        limit_days=2,
     )
     # the engine process dies here; a new one starts on the same store and devices
     eng2 = Engine(w.store, w.clock, w.devices)

@@ -569,7 +569,8 @@ def _trace(out: Path) -> dict[str, Any]:
         return {
             "run": store.get_run(1).state,
             "alarms": [
-                (a.device, a.code, a.state, a.raised_at, a.cleared_at) for a in store.alarms_for_run(1)
+                (a.device, a.code, a.state, a.raised_at, a.cleared_at)
+                for a in store.alarms_for_run(1)
             ],
             "jobs": [
                 (j.task_id, j.seq, j.op, j.state, j.started_at, j.finished_at, j.attempts)

@@ -32,6 +32,7 @@ TABLES = {
     "alarms",
     "commands",
     "events",
+    "engines",
 }
 
 
@@ -97,7 +98,7 @@ def test_open_creates_schema_in_wal_with_foreign_keys(store, db_path):
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
         str(SCHEMA_VERSION),
     )
-    assert store.schema_version == SCHEMA_VERSION == 1
+    assert store.schema_version == SCHEMA_VERSION == 2
     # A plate of a run that does not exist violates the foreign key.
     with pytest.raises(StoreError, match="FOREIGN KEY"):
         store.insert_plate(999, "P1", labware="corning_6", actor="planner")
@@ -768,4 +769,47 @@ def test_state_enums_are_stored_as_their_values(store):
     assert type(ev.to_state) is str
     assert store.get_run(run.id).state == "running"
     assert [r.id for r in store.list_runs(state="running")] == [run.id]
+    assert store.verify_chain().ok
+
+
+def test_a_version_1_database_is_brought_to_version_2_with_its_data(tmp_path, clock) -> None:
+    from labctl.store.schema import MIGRATIONS, migrate
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    assert migrate(conn, str(path), MIGRATIONS[:1]) == 1
+    conn.execute(
+        "INSERT INTO commands (verb, args, actor, reason, state, created_at) "
+        "VALUES ('pause', '{}', 'bob', 'r', 'pending', '2026-12-01T09:00:00.000000+00:00')"
+    )
+    conn.close()
+    with Store.open(path, clock) as s:
+        assert s.schema_version == 2
+        assert [c.verb for c in s.pending_commands()] == ["pause"]
+        assert s.last_engine() is None
+
+
+def test_engine_sessions_start_beat_stop_and_a_lost_one_is_named(store, clock) -> None:
+    t = datetime(2026, 12, 6, 9, 0, tzinfo=timezone.utc)
+    first = store.engine_started(pid=11, host="bay", workcell="wc", at=t, actor="engine")
+    store.engine_beat(first.id, t + timedelta(seconds=5), held="store rolled back")
+    seen = store.last_engine()
+    assert seen is not None and seen.heartbeat_at == t + timedelta(seconds=5)
+    assert seen.held == "store rolled back" and seen.state == "running"
+    # It was killed: the next engine finds it still marked running and names it lost.
+    second = store.engine_started(
+        pid=12, host="bay", workcell="wc", at=t + timedelta(minutes=1), actor="engine"
+    )
+    lost = store.engine_sessions(state="lost")
+    assert [x.id for x in lost] == [first.id] and lost[0].stopped_at == seen.heartbeat_at
+    store.engine_stopped(second.id, t + timedelta(minutes=2), reason="Ctrl-C", actor="engine")
+    last = store.last_engine()
+    assert last is not None and (last.state, last.stop_reason) == ("stopped", "Ctrl-C")
+    actions = [(e.entity, e.to_state) for e in store.events(entity="engine", limit=None)]
+    assert actions == [
+        ("engine", "running"),
+        ("engine", "lost"),
+        ("engine", "running"),
+        ("engine", "stopped"),
+    ]
     assert store.verify_chain().ok

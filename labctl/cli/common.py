@@ -7,6 +7,8 @@ them, so ``validate`` is fast.
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
 import sys
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -14,11 +16,16 @@ from typing import TYPE_CHECKING
 from labctl.errors import ParameterError, PlanError, ProtocolError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from labctl.plan.resolve import Plan
     from labctl.protocol.model import Protocol
+    from labctl.store import Store
     from labctl.workcell import Workcell
 
-EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE, EXIT_INTERNAL = 0, 1, 2, 70
+# 0 done; 1 invalid input, a rejected command or a failed operation; 2 a file that cannot be
+# read or a usage error; 3 a command queued that no engine has applied yet; 70 a labctl bug.
+EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE, EXIT_QUEUED, EXIT_INTERNAL = 0, 1, 2, 3, 70
 
 
 def out(text: str = "") -> None:
@@ -115,3 +122,47 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
         help="override a parameter, e.g. chir=0.8uM",
     )
     p.add_argument("--workcell", help="workcell YAML file")
+
+
+def actor(args: argparse.Namespace) -> str:
+    """Who acts: ``--actor``, else the login name."""
+    if getattr(args, "actor", None):
+        return str(args.actor)
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in some containers
+        return "operator"
+
+
+def db_path(args: argparse.Namespace) -> Path:
+    """The run database: ``--db``, else ``$LABCTL_DB``, else the user's data folder."""
+    from pathlib import Path
+
+    from labctl.store import Store
+
+    return Path(args.db) if getattr(args, "db", None) else Store.default_path()
+
+
+def open_store(args: argparse.Namespace, *, create: bool = False) -> tuple[Store, Path]:
+    """The run database of ``args`` and its path. Only a command that registers a run
+    creates one (``create``); others fail clearly on a database that does not exist."""
+    from labctl.clock import RealClock
+    from labctl.store import Store
+
+    path = db_path(args)
+    if not create and not path.exists():
+        raise ParameterError(
+            f"no run database at {path}: register a run first (labctl run ...), or pass the "
+            "right one with --db"
+        )
+    return Store.open(path, RealClock(), create=create), path
+
+
+def add_db_options(p: argparse.ArgumentParser) -> None:
+    """--db and --actor, for commands on a run database."""
+    p.add_argument(
+        "--db",
+        default=os.environ.get("LABCTL_DB"),
+        help="run database (default: $LABCTL_DB, else labctl.db in your data folder)",
+    )
+    p.add_argument("--actor", help="who is acting, for the audit trail (default: your login)")

@@ -1,10 +1,12 @@
 """The ``labctl`` command line: the parser and the one place errors become messages.
 
 Every command turns labctl's own errors into one clear message and an exit code (never a
-traceback): 0 ok, 1 invalid input or failed operation, 2 a file that can't be read or a
-usage error, 70 an internal error (with a pointer to the log). The commands live in
-``protocol_cmds`` (a scientist's), ``run_cmds`` (an operator's) and ``simulate`` (dry runs);
-each module registers its own, explicitly, from :func:`build_parser`.
+traceback): 0 ok, 1 invalid input, a rejected command or a failed operation, 2 a file that
+can't be read or a usage error, 3 a command queued that no engine has applied yet, 70 an
+internal error (with a pointer to the log). The commands live in ``protocol_cmds`` (a
+scientist's), ``run_cmds`` (setting a workcell going), ``operator_cmds`` (an operator's)
+and ``simulate`` (dry runs); each module registers its own, explicitly, from
+:func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from labctl.cli import protocol_cmds, run_cmds, simulate
+from labctl.cli import operator_cmds, protocol_cmds, run_cmds, simulate
 from labctl.cli.common import (
     EXIT_INTERNAL,
     EXIT_INVALID,
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     protocol_cmds.register(sub)
     run_cmds.register(sub)
+    operator_cmds.register(sub)
     simulate.register(sub)
     return parser
 

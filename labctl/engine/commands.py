@@ -7,6 +7,8 @@ the engine has not loaded yet (registered while it runs) loads that run first.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from labctl.engine.machines import JobState, PlateState, TaskState
@@ -16,6 +18,8 @@ from labctl.errors import InvalidTransition, LabctlError
 from labctl.store import Store
 
 RUN_VERBS = ("start", "pause", "resume", "abort", "release")
+# Commands to the engine itself (no run): verb -> handler(actor, reason) -> what it did.
+EngineVerbs = dict[str, Callable[[str, str], dict[str, Any]]]
 
 
 class Commands:
@@ -36,6 +40,7 @@ class Commands:
         self.prompts = prompts
         self.fire = fire
         self.actor = actor
+        self.engine_verbs: EngineVerbs = {}
         self.replan_wanted = False  # a command changed what may run (the engine re-plans)
 
     def apply_pending(self) -> None:
@@ -44,7 +49,9 @@ class Commands:
             try:
                 result = self.apply(cmd.verb, cmd.run_id, cmd.args or {}, cmd.actor, cmd.reason)
             except (LabctlError, KeyError, ValueError) as exc:
-                self.store.mark_command_rejected(cmd.id, reason=str(exc), actor=self.actor)
+                self.store.mark_command_rejected(
+                    cmd.id, reason=str(exc), result={"reason": str(exc)}, actor=self.actor
+                )
                 continue
             self.store.mark_command_applied(cmd.id, result=result, actor=self.actor)
 
@@ -52,6 +59,8 @@ class Commands:
         self, verb: str, run_id: int | None, args: dict[str, Any], actor: str, reason: str
     ) -> dict[str, Any]:
         """Apply one command; returns what it did. Raises LabctlError/ValueError to reject."""
+        if verb in self.engine_verbs:
+            return self.engine_verbs[verb](actor, reason)
         if verb in RUN_VERBS:
             r = self.run_of(run_id)
             plate = args.get("plate")
@@ -96,6 +105,45 @@ class Commands:
                 for j in c.jobs:
                     if j.state in (JobState.PENDING, JobState.READY):
                         self.fire(j, "skip", "run aborted", actor=actor)
+
+    def extend(self, r: RunRec, seconds: float, reason: str, actor: str) -> list[str]:
+        """Shift every task of the run not yet begun by ``seconds`` (its due time and window):
+        the rest of the run happens that much later. Returns the keys of the tasks moved."""
+        shift = timedelta(seconds=seconds)
+        moved = []
+        with self.store.atomic():
+            for c in sorted(r.chains.values(), key=lambda x: x.key):
+                if c.state is not TaskState.PENDING:
+                    continue
+                c.due, c.window_start, c.window_end = (
+                    c.due + shift,
+                    c.window_start + shift,
+                    c.window_end + shift,
+                )
+                self.store.transition(
+                    "task",
+                    c.task_id,
+                    TaskState.PENDING.value,
+                    expected_from=TaskState.PENDING.value,
+                    actor=actor,
+                    reason=reason,
+                    updates={
+                        "due": c.due,
+                        "window_start": c.window_start,
+                        "window_end": c.window_end,
+                    },
+                )
+                moved.append(c.key)
+            self.store.record(
+                "deviation",
+                entity="run",
+                entity_id=r.id,
+                actor=actor,
+                reason=reason,
+                data={"kind": "extended", "seconds": seconds, "tasks": len(moved)},
+            )
+        self.replan_wanted = True
+        return moved
 
     def _plate(self, r: RunRec, label: str, verb: str, actor: str, reason: str) -> dict[str, Any]:
         plates = {p.label: p for p in self.store.plates(r.id)}

@@ -9,7 +9,7 @@ id is recorded after, so a restart can reconcile it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,6 +66,9 @@ class Dispatcher:
         self.pace = pace
         self.fire = fire
         self._prepared: set[str] = set()  # keys of jobs offered to their device's prepare
+        # Called after a job's RUNNING is committed and before its device hears of it (the
+        # daemon marks the store's head there: labctl.engine.presence).
+        self.before_act: list[Callable[[], None]] = []
 
     def dispatch(self, now: datetime) -> None:
         """Chains under way first (their next step), then due pending ones in planned order."""
@@ -127,7 +130,10 @@ class Dispatcher:
         # 1. commit RUNNING (with the audit entry) before the device hears anything
         self.fire(j, "start", f"dispatch to {j.device}", updates={"started_at": now})
         j.started_at = now
-        # 2. tell the device
+        for hook in self.before_act:
+            hook()
+        # 2. tell the device (one that already holds this job's operation answers with it
+        # and does nothing again: labctl.devices, "idempotent per job key")
         try:
             op_id = start_op(self.devices.get(j.device), j, c, self.params(c, j))
         except DeviceError as exc:

@@ -47,6 +47,7 @@ from labctl.engine.records import (
 )
 from labctl.engine.recovery import reconcile
 from labctl.engine.watch import DeviceWatch
+from labctl.errors import InvalidTransition
 from labctl.store import Store
 
 
@@ -91,6 +92,7 @@ class Engine:
             self.pace,
             self.fire,
             self.commands.abort,
+            self.commands.extend,
         )
         self.dispatcher = Dispatcher(
             store,
@@ -111,9 +113,14 @@ class Engine:
         # Asked for the next moment something outside the engine will act (a simulated
         # workcell's scripted operator deciding); the loop wakes then.
         self.wakes: list[Callable[[datetime], datetime | None]] = []
+        self.on_unhold: list[Callable[[], None]] = []  # the daemon re-marks the store's head
         self._maybe_complete = True
         self._blocked: set[str] = set()  # devices a blocking alarm stopped, at the last pass
         self._recovered = False
+        # Why the engine starts no device operation now (None: it does). Set when its store
+        # went backwards; running operations are still followed and commands applied.
+        self.held: str | None = None
+        self.commands.engine_verbs["confirm-store"] = self._confirm_store
 
     # ---- every transition, and what reacts to it ----------------------------------------
 
@@ -183,8 +190,9 @@ class Engine:
             self.planner.invalidate()
         if self.planner.stale:
             self.planner.replan(now, blocked)
-        self.dispatcher.dispatch(now)
-        self.dispatcher.prepare_ahead(now)
+        if self.held is None:
+            self.dispatcher.dispatch(now)
+            self.dispatcher.prepare_ahead(now)
         self._complete_runs()
         return self._next_wake(now)
 
@@ -211,6 +219,31 @@ class Engine:
             self.clock.sleep_until(min(wake, limit) if wake is not None else limit)
             if self.clock.now() <= now:
                 self.clock.sleep(min(self.cfg.poll_s, 1.0))
+
+    # ---- holding: no new device operation until a person says so ------------------------
+
+    def hold(self, reason: str) -> None:
+        """Start no device operation until :meth:`unhold` (a 'confirm-store' command)."""
+        if self.held is None:
+            self.store.record("engine-held", entity="engine", actor=self.cfg.actor, reason=reason)
+        self.held = reason
+        self.alarms.raise_(None, "engine", "held", f"the engine starts nothing: {reason}")
+
+    def unhold(self, actor: str, reason: str) -> None:
+        self.store.record("engine-resumed", entity="engine", actor=actor, reason=reason)
+        self.held = None
+        self.alarms.clear(None, "engine", "held")
+        for hook in self.on_unhold:
+            hook()
+
+    def _confirm_store(self, actor: str, reason: str) -> dict[str, Any]:
+        if self.held is None:
+            raise InvalidTransition("the engine is not held: there is nothing to confirm")
+        if not reason:
+            raise ValueError("confirming the store needs a reason (it goes into the audit trail)")
+        was = self.held
+        self.unhold(actor, reason)
+        return {"resumed": True, "was_held_for": was}
 
     def _complete_runs(self) -> None:
         if not self._maybe_complete:

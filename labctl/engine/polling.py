@@ -25,6 +25,7 @@ from labctl.jobs import Op
 from labctl.store import Store
 
 Abort = Callable[[RunRec, str, str], None]  # (run, reason, actor)
+Extend = Callable[[RunRec, float, str, str], object]  # (run, seconds, reason, actor)
 
 
 def prompt_subject(j: JobRec) -> str:
@@ -46,6 +47,7 @@ class Poller:
         pace: Pace,
         fire: Fire,
         abort: Abort,
+        extend: Extend,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -57,6 +59,7 @@ class Poller:
         self.pace = pace
         self.fire = fire
         self.abort = abort
+        self.extend = extend
 
     def poll_due(self, now: datetime) -> None:
         """Poll every running job whose next poll is due."""
@@ -203,6 +206,9 @@ class Poller:
                 )
             elif action == "abort":
                 self.abort(r, why, self.cfg.actor)
+            elif action == "extend" and gate.get("by_s"):
+                self.extend(r, float(gate["by_s"]), why, self.cfg.actor)
+                self.planner.invalidate()
             else:
                 self.store.record(
                     "deviation",

@@ -24,6 +24,33 @@ from labctl.store import Store
 RECOVERY_KINDS = ("recovery", "interrupted")
 
 
+def check_qc_answer(choices: list[Any], answer: Any) -> None:
+    """A prompt carrying QC gates is answered only with a number for every measure
+    (ValueError naming what is missing): a gate is never passed by saying nothing."""
+    gates = [c for c in choices if isinstance(c, dict) and "measure" in c]
+    if not gates:
+        return
+    given = answer.get("qc") if isinstance(answer, dict) else None
+    given = given if isinstance(given, dict) else {}
+    missing, bad = [], []
+    for g in gates:
+        m = str(g["measure"])
+        if m not in given:
+            missing.append(f"{m} ({g.get('unit') or 'no unit'})")
+            continue
+        try:
+            value = float(given[m])
+        except (TypeError, ValueError):
+            bad.append(f"{m} = {given[m]!r}")
+            continue
+        if value != value or value in (float("inf"), float("-inf")):
+            bad.append(f"{m} = {given[m]!r}")
+    if missing:
+        raise ValueError(f"this step records QC values: give {', '.join(missing)}")
+    if bad:
+        raise ValueError(f"QC values must be numbers: {', '.join(bad)}")
+
+
 class Prompts:
     """Recovery and interruption prompts of jobs, their answers and their deadlines."""
 
@@ -137,6 +164,7 @@ class Prompts:
             return {"choice": choice}
         # Task prompts (manual events, plate moves): the answer completes the job on poll,
         # which comes at once rather than at the job's (growing) poll interval.
+        check_qc_answer(p.choices, answer)
         task_job = self.picture.jobs.get(p.job_id) if p.job_id is not None else None
         if task_job is not None and task_job.state is JobState.RUNNING:
             task_job.next_poll = self.clock.now()

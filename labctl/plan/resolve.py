@@ -819,6 +819,7 @@ def task_to_json(t: Task, tz: ZoneInfo) -> dict[str, Any]:
                     "min": g.min,
                     "max": g.max,
                     "on_fail": g.on_fail.value,
+                    **({"by_s": float(g.by.to("s").magnitude)} if g.by is not None else {}),
                 }
                 for g in s.qc
             ],

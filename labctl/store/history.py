@@ -91,6 +91,12 @@ class HistoryStore(StoreCore):
             ).fetchone()
         return (row[0], row[1]) if row else None
 
+    def event_hash(self, seq: int) -> str | None:
+        """The hash of event ``seq`` (None if there is no such event)."""
+        with self._reading("read an audit hash"):
+            row = self._conn.execute("SELECT hash FROM events WHERE seq = ?", (seq,)).fetchone()
+        return str(row[0]) if row else None
+
     def verify_chain(self) -> AuditReport:
         """Check the whole audit trail's hash chain (see :mod:`labctl.store.audit`)."""
         with self._reading("verify the audit trail"):

@@ -44,6 +44,8 @@ __all__ = [
     "REAGENT_LOTS",
     "ALARMS",
     "COMMANDS",
+    "ENGINES",
+    "EngineSession",
 ]
 
 #: The dataclass a table's rows decode to.
@@ -199,6 +201,27 @@ class Command:
     created_at: datetime
     applied_at: datetime | None
     result: Any
+
+
+@dataclass(frozen=True)
+class EngineSession:
+    """One start of the engine daemon on this database. Times are wall-clock UTC.
+
+    ``state``: 'running' (it beats), 'stopped' (it said why) or 'lost' (it stopped beating
+    without a word: killed, crashed, the machine went down; noticed by the next start).
+    ``held``: why it dispatches nothing now (None while it does).
+    """
+
+    id: int
+    pid: int
+    host: str
+    workcell: str
+    state: str
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
+    stop_reason: str | None
+    held: str | None
 
 
 @dataclass(frozen=True)
@@ -368,10 +391,29 @@ COMMANDS = _spec(
     time_cols={"created_at", "applied_at"},
 )
 
+ENGINES = _spec(
+    "engine",
+    "engines",
+    EngineSession,
+    time_cols={"started_at", "heartbeat_at", "stopped_at"},
+    run_id_sql="NULL",
+)
+
 #: Entity kind (as used in events and transition()) -> table description.
 TABLES: dict[str, TableSpec[Any]] = {
     s.kind: s
-    for s in (RUNS, PLATES, TASKS, JOBS, PROMPTS, QC_VALUES, REAGENT_LOTS, ALARMS, COMMANDS)
+    for s in (
+        RUNS,
+        PLATES,
+        TASKS,
+        JOBS,
+        PROMPTS,
+        QC_VALUES,
+        REAGENT_LOTS,
+        ALARMS,
+        COMMANDS,
+        ENGINES,
+    )
 }
 
 EVENTS = _spec("event", "events", Event, json_cols={"data"}, time_cols={"time"}, stateful=False)

@@ -206,9 +206,28 @@ BEGIN
 END;
 """
 
+# Version 2: the engine daemons that served this database, one row per start. Times are
+# wall-clock (ISO-8601 UTC) even when runs are paced: "seen 3 s ago" is read by people.
+_V2 = """
+CREATE TABLE engines (
+    id           INTEGER PRIMARY KEY,
+    pid          INTEGER NOT NULL,
+    host         TEXT NOT NULL,
+    workcell     TEXT NOT NULL,
+    state        TEXT NOT NULL CHECK (state IN ('running', 'stopped', 'lost')),
+    started_at   TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    stopped_at   TEXT,
+    stop_reason  TEXT,
+    held         TEXT                       -- why it dispatches nothing now (NULL: it does)
+);
+CREATE INDEX engines_state ON engines (state, id);
+"""
+
 #: (version, step) in increasing order. The database's version is the last one applied.
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _V1),
+    (2, _V2),
 ]
 
 #: The newest schema this code understands.

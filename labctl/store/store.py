@@ -8,7 +8,8 @@ package.
 :class:`Store` is put together from one class per subject, all sharing one connection,
 lock and transaction depth: the connection core (core.py: open, transactions, the audit
 append), rows and their events (rows.py: insert, transition, record), then runs, operator
-commands and prompts, alarms, batch-record measurements and the audit trail's reads. They
+commands and prompts, alarms, batch-record measurements, engine sessions and the audit
+trail's reads. They
 are mixins rather than parts held by the Store because every write of every subject must
 join the same ``atomic()`` transaction on the same connection; separate objects would only
 forward to that one connection.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from labctl.store.alarms import AlarmStore
 from labctl.store.commands import OperatorStore
+from labctl.store.engines import EngineStore
 from labctl.store.history import HistoryStore
 from labctl.store.records import RecordStore
 from labctl.store.runs import RunStore
@@ -25,7 +27,7 @@ from labctl.store.runs import RunStore
 __all__ = ["Store"]
 
 
-class Store(RunStore, OperatorStore, AlarmStore, RecordStore, HistoryStore):
+class Store(RunStore, OperatorStore, AlarmStore, RecordStore, EngineStore, HistoryStore):
     """A labctl run database on one SQLite file. Create with :meth:`open`.
 
     Times written are ``clock.now()`` (ISO-8601 UTC text). Methods raise

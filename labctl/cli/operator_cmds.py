@@ -1,0 +1,380 @@
+"""An operator's commands: status, prompts, answer, and start / pause / resume / release /
+skip / abort / confirm-store.
+
+They are clients of the run database: they read it, or queue a command that the engine
+applies (DESIGN.md: one place writes state). A queued command gets a verdict: the command
+waits a few seconds for the engine and prints "applied" (exit 0) or "rejected: why" (exit
+1); with no engine running it says so and the command stays queued (exit 3), to be applied
+when an engine starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from labctl.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    EXIT_QUEUED,
+    actor,
+    add_db_options,
+    err,
+    open_store,
+    out,
+)
+from labctl.clock import RealClock
+from labctl.errors import LabctlError, ParameterError
+from labctl.store import Store
+from labctl.store.models import Command, Prompt
+
+VERDICT_WAIT_S = 10.0  # how long a command waits for the engine's verdict by default
+
+
+def engine_line(store: Store, path: Path) -> tuple[bool, str]:
+    """(whether an engine serves the database, one line saying so)."""
+    from labctl.engine.presence import engine_status
+
+    st = engine_status(path, store, RealClock().now())
+    return st.running, st.text
+
+
+def queue(
+    store: Store,
+    path: Path,
+    verb: str,
+    *,
+    who: str,
+    run_id: int | None,
+    args: dict[str, Any],
+    reason: str,
+    wait_s: float,
+) -> int:
+    """Queue a command, wait for the engine's verdict; print it; return the exit code."""
+    cmd = store.insert_command(verb, actor=who, run_id=run_id, args=args, reason=reason)
+    running, engine = engine_line(store, path)
+    what = f"{verb}" + (f" of run {run_id}" if run_id is not None else "")
+    if not running:
+        out(f"queued (command {cmd.id}, {what}); no engine is applying it now: {engine}")
+        return EXIT_QUEUED
+    wall = RealClock()
+    deadline = wall.monotonic() + wait_s
+    while True:
+        done = store.get_command(cmd.id)
+        if done.state != "pending":
+            return _verdict(done, what)
+        if wall.monotonic() >= deadline:
+            out(
+                f"queued (command {cmd.id}, {what}); the engine has not applied it within "
+                f"{wait_s:g} s ({engine}); labctl status shows when it does"
+            )
+            return EXIT_QUEUED
+        wall.sleep(0.2)
+
+
+def _verdict(cmd: Command, what: str) -> int:
+    if cmd.state == "rejected":
+        why = (cmd.result or {}).get("reason") if isinstance(cmd.result, dict) else None
+        err(f"rejected: {what}: {why or 'the engine gave no reason'}")
+        return EXIT_INVALID
+    result = cmd.result if isinstance(cmd.result, dict) else {}
+    said = ", ".join(f"{k} {v}" for k, v in result.items() if not isinstance(v, (dict, list)))
+    out(f"applied: {what}" + (f" ({said})" if said else ""))
+    return EXIT_OK
+
+
+# ---- run commands ------------------------------------------------------------------------
+
+NEEDS_REASON = ("pause", "abort", "skip", "release", "confirm-store")
+
+
+def _run_command(args: argparse.Namespace, verb: str, extra: dict[str, Any] | None = None) -> int:
+    if verb in NEEDS_REASON and not args.reason:
+        raise ParameterError(f"{verb} needs --reason (it goes into the audit trail)")
+    store, path = open_store(args)
+    with store:
+        run_id: int | None = getattr(args, "run", None)
+        if run_id is not None:
+            store.get_run(run_id)  # fails clearly if there is no such run
+        a = dict(extra or {})
+        if getattr(args, "plate", None):
+            a["plate"] = args.plate
+        return queue(
+            store,
+            path,
+            verb,
+            who=actor(args),
+            run_id=run_id,
+            args=a,
+            reason=args.reason or "",
+            wait_s=args.wait,
+        )
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    return _run_command(args, "start")
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    return _run_command(args, "pause")
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _run_command(args, "resume")
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    return _run_command(args, "release")
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise ParameterError("abort cannot be undone: add --yes to confirm")
+    return _run_command(args, "abort")
+
+
+def cmd_skip(args: argparse.Namespace) -> int:
+    return _run_command(args, "skip", {"task": args.task})
+
+
+def cmd_confirm_store(args: argparse.Namespace) -> int:
+    return _run_command(args, "confirm-store")
+
+
+# ---- prompts -------------------------------------------------------------------------------
+
+
+def _choices(p: Prompt) -> tuple[list[str], list[dict[str, Any]]]:
+    words = [c for c in p.choices if isinstance(c, str)]
+    gates = [c for c in p.choices if isinstance(c, dict) and "measure" in c]
+    return words, gates
+
+
+def describe_prompt(p: Prompt) -> str:
+    """The prompt and how to answer it, as ``labctl prompts`` prints it."""
+    words, gates = _choices(p)
+    lines = [f"{p.id} run {p.run_id} [{p.kind}] {p.text}"]
+    if words:
+        default = (
+            f"; default '{p.default_choice}' at {p.deadline:%Y-%m-%d %H:%M} UTC"
+            if p.deadline and p.default_choice
+            else ""
+        )
+        lines.append(f"    answer: labctl answer {p.id} {'|'.join(words)}{default}")
+    for g in gates:
+        limits = " ".join(
+            s for s in (f">= {g['min']:g}" if g.get("min") is not None else "",
+                        f"<= {g['max']:g}" if g.get("max") is not None else "") if s
+        )  # fmt: skip
+        lines.append(
+            f"    QC value: --value {g['measure']}=NUMBER ({g.get('unit') or 'no unit'}"
+            + (f"; passes {limits}" if limits else "")
+            + ")"
+        )
+    if not words and not gates:
+        lines.append(f"    answer when done: labctl answer {p.id}")
+    return "\n".join(lines)
+
+
+def cmd_prompts(args: argparse.Namespace) -> int:
+    store, _ = open_store(args)
+    with store:
+        prompts = store.open_prompts(args.run)
+        if not prompts:
+            out("no open prompts")
+        for p in prompts:
+            out(describe_prompt(p))
+    return EXIT_OK
+
+
+def build_answer(p: Prompt, args: argparse.Namespace) -> dict[str, Any]:
+    """The answer to ``p`` from the command line, checked as the engine will check it."""
+    from labctl.engine.prompts import check_qc_answer
+
+    if p.state != "open":
+        raise LabctlError(f"prompt {p.id} is {p.state}, not open")
+    words, _gates = _choices(p)
+    answer: dict[str, Any] = {}
+    if args.choice:
+        if words and args.choice not in words:
+            raise ParameterError(
+                f"'{args.choice}' is not an answer to prompt {p.id}: one of {', '.join(words)}"
+            )
+        answer["choice"] = args.choice
+    elif words and p.kind in ("recovery", "interrupted", "decision"):
+        raise ParameterError(f"prompt {p.id} needs a choice: one of {', '.join(words)}")
+    if args.value:
+        qc: dict[str, float] = {}
+        for kv in args.value:
+            k, _, v = kv.partition("=")
+            try:
+                qc[k.strip()] = float(v)
+            except ValueError:
+                raise ParameterError(f"--value {kv}: the value must be a number") from None
+        answer["qc"] = qc
+    try:
+        check_qc_answer(p.choices, answer)
+    except ValueError as exc:
+        raise ParameterError(f"prompt {p.id}: {exc}") from None
+    if args.lot:
+        answer["lots"] = dict(x.partition("=")[::2] for x in args.lot)
+    answer.setdefault("done", True)
+    return answer
+
+
+def cmd_answer(args: argparse.Namespace) -> int:
+    store, path = open_store(args)
+    with store:
+        p = store.get_prompt(args.prompt)
+        answer = build_answer(p, args)
+        if p.kind == "decision":
+            # A held run's decision is taken by releasing or aborting the run itself.
+            verb = answer.get("choice")
+            if verb == "abort" and not args.reason:
+                raise ParameterError("aborting a run needs --reason")
+            return queue(
+                store, path, str(verb), who=actor(args), run_id=p.run_id, args={},
+                reason=args.reason or f"prompt {p.id}: {verb}", wait_s=args.wait,
+            )  # fmt: skip
+        return queue(
+            store,
+            path,
+            "answer",
+            who=actor(args),
+            run_id=p.run_id,
+            args={"prompt": p.id, "answer": answer},
+            reason=args.reason or "",
+            wait_s=args.wait,
+        )
+
+
+# ---- status --------------------------------------------------------------------------------
+
+
+def _counts(by_state: dict[str, int]) -> str:
+    order = ("done", "active", "running", "pending", "ready", "failed", "interrupted", "skipped")
+    keys = [k for k in order if by_state.get(k)] + sorted(k for k in by_state if k not in order)
+    return ", ".join(f"{by_state[k]} {k}" for k in keys) or "none"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    store, path = open_store(args)
+    with store:
+        _running, engine = engine_line(store, path)
+        out(f"{path}: {engine}")
+        runs = [store.get_run(args.run)] if args.run else store.list_runs()
+        if not runs:
+            out("no runs")
+        now = RealClock().now()
+        for run in runs:
+            _print_run(store, run.id, now)
+        if not args.run:
+            for a in store.active_alarms():
+                if a.run_id is None:
+                    out(f"workcell ALARM [{a.code}] {a.device or ''}: {a.message}")
+        pending = [c for c in store.pending_commands() if args.run in (None, c.run_id)]
+        if pending:
+            out(f"{len(pending)} command(s) waiting for the engine")
+    return EXIT_OK
+
+
+def _print_run(store: Store, run_id: int, now: datetime) -> None:
+    from zoneinfo import ZoneInfo
+
+    run = store.get_run(run_id)
+    z = ZoneInfo(run.timezone)
+    s = store.run_summary(run.id)
+    out(
+        f"run {run.id} '{run.name}': {run.state.upper()}; {run.protocol_id} "
+        f"v{run.protocol_version}, {run.plates} plate(s), day 0 {run.start.astimezone(z):%Y-%m-%d} "
+        f"({run.timezone})"
+    )
+    out(f"  tasks (per plate): {_counts(s.tasks_by_state)}; steps: {_counts(s.jobs_by_state)}")
+    nxt = next((t for t in store.tasks(run.id) if t.state == "pending"), None)
+    if nxt:
+        late = " LATE" if nxt.window_end is not None and nxt.window_end < now else ""
+        out(f"  next: {nxt.key} due {nxt.due.astimezone(z):%a %d %b %H:%M %Z}{late}")
+    for a in store.alarms_for_run(run.id, active_only=True):
+        where = f"{a.device}: " if a.device and a.device != f"run {run.id}" else ""
+        out(f"  ALARM [{a.code}] {where}{a.message}")
+    for p in store.open_prompts(run.id):
+        out(f"  PROMPT {p.id} ({p.kind}): {p.text}")
+
+
+# ---- the parser ----------------------------------------------------------------------------
+
+
+def _wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=VERDICT_WAIT_S,
+        metavar="S",
+        help=f"seconds to wait for the engine's verdict (default {VERDICT_WAIT_S:g})",
+    )
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add status, prompts, answer and the run commands to the parser."""
+    p = sub.add_parser("status", help="the engine, runs, next tasks, alarms and prompts")
+    p.add_argument("run", nargs="?", type=int, help="only this run")
+    add_db_options(p)
+    p.set_defaults(func=cmd_status)
+
+    for verb, fn, h in (
+        ("start", cmd_start, "start a registered run (labctl run starts it already)"),
+        ("pause", cmd_pause, "pause a run (or one plate): nothing new begins"),
+        ("resume", cmd_resume, "resume a paused run (or plate)"),
+        ("release", cmd_release, "release a held run (after a QC failure or a fault)"),
+        ("abort", cmd_abort, "abort a run (cannot be undone)"),
+    ):
+        p = sub.add_parser(verb, help=h)
+        p.add_argument("run", type=int, help="run id (labctl status lists them)")
+        p.add_argument("--reason", default="", help="why, for the audit trail")
+        if verb in ("pause", "resume"):
+            p.add_argument("--plate", help="only this plate (e.g. P3)")
+        if verb == "abort":
+            p.add_argument("--yes", action="store_true", help="confirm: abort cannot be undone")
+        _wait(p)
+        add_db_options(p)
+        p.set_defaults(func=fn)
+
+    p = sub.add_parser("skip", help="skip a task not yet begun (recorded as a deviation)")
+    p.add_argument("run", type=int, help="run id")
+    p.add_argument("task", help="task key, e.g. d12-feed-0900 (labctl status shows the next)")
+    p.add_argument("--plate", help="only this plate (default: every plate)")
+    p.add_argument("--reason", default="", help="why (required: it is a deviation)")
+    _wait(p)
+    add_db_options(p)
+    p.set_defaults(func=cmd_skip)
+
+    p = sub.add_parser(
+        "confirm-store",
+        help="let a held engine go on after its database went back (restored or rolled back)",
+    )
+    p.add_argument("--reason", default="", help="what was checked on the devices (required)")
+    _wait(p)
+    add_db_options(p)
+    p.set_defaults(func=cmd_confirm_store, run=None)
+
+    p = sub.add_parser("prompts", help="open operator prompts and how to answer each")
+    p.add_argument("--run", type=int, help="only this run's")
+    add_db_options(p)
+    p.set_defaults(func=cmd_prompts)
+
+    p = sub.add_parser(
+        "answer",
+        help="answer an operator prompt",
+        description="Answer prompt PROMPT. `labctl prompts` lists the open prompts with the "
+        "choices and QC values each takes.",
+    )
+    p.add_argument("prompt", type=int, help="prompt id (labctl prompts lists them)")
+    p.add_argument("choice", nargs="?", help="the choice (retry, skip, hold, done, ...)")
+    p.add_argument("--value", action="append", metavar="MEASURE=NUMBER", help="a QC value")
+    p.add_argument("--lot", action="append", metavar="REAGENT=LOT", help="a reagent lot used")
+    p.add_argument("--reason", default="", help="a note for the audit trail")
+    _wait(p)
+    add_db_options(p)
+    p.set_defaults(func=cmd_answer)

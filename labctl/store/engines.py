@@ -1,0 +1,81 @@
+"""The engine daemons that served this database: started, beating, stopped or lost.
+
+A start, a stop and a loss are audit events; the heartbeat is not (it changes no state,
+and every few seconds would drown the trail). Times here are wall-clock and passed in by
+the caller, who reads them from a real clock even when the runs are paced.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from labctl.store.codec import to_iso
+from labctl.store.models import ENGINES, EngineSession
+from labctl.store.rows import RowStore
+
+__all__ = ["EngineStore"]
+
+
+class EngineStore(RowStore):
+    """Sessions of the engine daemon: one row per start."""
+
+    def engine_started(
+        self, *, pid: int, host: str, workcell: str, at: datetime, actor: str
+    ) -> EngineSession:
+        """A new session; any session still marked running is marked lost first (its
+        process is gone: the caller holds the database's engine lock)."""
+        with self.atomic():
+            for old in self.engine_sessions(state="running"):
+                self.transition(
+                    "engine",
+                    old.id,
+                    "lost",
+                    expected_from="running",
+                    actor=actor,
+                    reason=(
+                        f"engine {old.pid} on {old.host} stopped without a word (killed, crashed "
+                        f"or its machine went down); last seen {old.heartbeat_at:%Y-%m-%d %H:%M:%S} UTC"
+                    ),
+                    updates={"stopped_at": old.heartbeat_at, "stop_reason": "no heartbeat"},
+                )
+            values = {
+                "pid": pid,
+                "host": host,
+                "workcell": workcell,
+                "state": "running",
+                "started_at": at,
+                "heartbeat_at": at,
+            }
+            return self._insert(ENGINES, values, actor=actor, reason="engine started")
+
+    def engine_beat(self, session_id: int, at: datetime, *, held: str | None = None) -> None:
+        """The engine is alive at ``at``; ``held``: why it dispatches nothing (None: it does)."""
+        with self._writing("record the engine's heartbeat"):
+            self._conn.execute(
+                "UPDATE engines SET heartbeat_at = ?, held = ? WHERE id = ?",
+                (to_iso(at), held, session_id),
+            )
+
+    def engine_stopped(self, session_id: int, at: datetime, *, reason: str, actor: str) -> None:
+        """The engine ends, saying why (Ctrl-C, a storage error, ...)."""
+        self.transition(
+            "engine",
+            session_id,
+            "stopped",
+            expected_from="running",
+            actor=actor,
+            reason=reason,
+            updates={"stopped_at": at, "stop_reason": reason, "heartbeat_at": at},
+        )
+
+    def engine_sessions(self, *, state: str | None = None, limit: int = 20) -> list[EngineSession]:
+        """Sessions, newest first."""
+        extra, params = (" WHERE state = ?", [state]) if state else ("", [])
+        return self._rows(
+            ENGINES, f"SELECT * FROM engines{extra} ORDER BY id DESC LIMIT ?", [*params, limit]
+        )
+
+    def last_engine(self) -> EngineSession | None:
+        """The newest session (None if no engine ever served this database)."""
+        rows = self.engine_sessions(limit=1)
+        return rows[0] if rows else None
