@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "PacedClock", "RealClock", "VirtualClock", "utc"]
+__all__ = ["Clock", "Epoch", "PacedClock", "RealClock", "VirtualClock", "utc"]
 
 
 def utc(dt: datetime) -> datetime:
@@ -107,7 +108,9 @@ class PacedClock:
     """Accelerated real time for training: ``pace`` virtual seconds pass per real second.
 
     A pace of 1440 runs a protocol day in a real minute. Sleeping really waits, for the
-    virtual span divided by the pace.
+    virtual span divided by the pace. Made with :meth:`shared`, the clock is a pure
+    function of the wall clock and one epoch, so separate processes (the simulators, the
+    engine daemon, the CLI) that share the epoch agree on the time.
     """
 
     def __init__(self, start: datetime, pace: float) -> None:
@@ -116,12 +119,30 @@ class PacedClock:
         self._start = utc(start)
         self._pace = pace
         self._t0 = time.monotonic()
+        self._wall0: datetime | None = None  # set by shared(): count from the wall clock
+
+    @classmethod
+    def shared(cls, epoch: Epoch) -> PacedClock:
+        """A clock at ``epoch.start`` when the wall clock read ``epoch.wall``."""
+        clock = cls(epoch.start, epoch.pace)
+        clock._wall0 = utc(epoch.wall)
+        return clock
+
+    @property
+    def pace(self) -> float:
+        return self._pace
+
+    def _elapsed(self) -> float:
+        """Real seconds since the start."""
+        if self._wall0 is not None:
+            return (datetime.now(timezone.utc) - self._wall0).total_seconds()
+        return time.monotonic() - self._t0
 
     def now(self) -> datetime:
-        return self._start + timedelta(seconds=(time.monotonic() - self._t0) * self._pace)
+        return self._start + timedelta(seconds=self._elapsed() * self._pace)
 
     def monotonic(self) -> float:
-        return (time.monotonic() - self._t0) * self._pace
+        return self._elapsed() * self._pace
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
@@ -129,3 +150,42 @@ class PacedClock:
 
     def sleep_until(self, when: datetime) -> None:
         self.sleep((utc(when) - self.now()).total_seconds())
+
+
+@dataclass(frozen=True)
+class Epoch:
+    """A paced time scale shared between processes: the virtual time ``start`` was the
+    wall-clock time ``wall``, and ``pace`` virtual seconds pass per wall second."""
+
+    wall: datetime
+    start: datetime
+    pace: float
+
+    def to_json(self) -> dict[str, str | float]:
+        return {
+            "wall": utc(self.wall).isoformat(),
+            "start": utc(self.start).isoformat(),
+            "pace": self.pace,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> Epoch:
+        """Raises ValueError for anything that is not an epoch."""
+        try:
+            pace = float(str(data["pace"]))
+            epoch = cls(
+                datetime.fromisoformat(str(data["wall"])),
+                datetime.fromisoformat(str(data["start"])),
+                pace,
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a clock epoch: {data!r}") from exc
+        if not pace > 0 or epoch.wall.tzinfo is None or epoch.start.tzinfo is None:
+            raise ValueError(f"not a clock epoch: {data!r}")
+        return epoch
+
+    @classmethod
+    def now(cls, pace: float, start: datetime | None = None) -> Epoch:
+        """An epoch beginning now (virtual time ``start``, default the wall time)."""
+        wall = datetime.now(timezone.utc)
+        return cls(wall, utc(start) if start is not None else wall, pace)

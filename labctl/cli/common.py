@@ -18,6 +18,7 @@ from labctl.errors import ParameterError, PlanError, ProtocolError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from labctl.clock import Clock
     from labctl.plan.resolve import Plan
     from labctl.protocol.model import Protocol
     from labctl.store import Store
@@ -66,8 +67,9 @@ def read_workcell(path: str) -> Workcell:
     return load_workcell(path)
 
 
-def start_time(text: str | None, tz: str) -> datetime:
-    """Day 0 from ``--start`` (naive: local time in ``tz``); default tomorrow at 00:00."""
+def start_time(text: str | None, tz: str, clock: Clock | None = None) -> datetime:
+    """Day 0 from ``--start`` (naive: local time in ``tz``); default tomorrow at 00:00 by
+    ``clock`` (the real one, or a practice database's paced one)."""
     from zoneinfo import ZoneInfo
 
     from labctl.clock import RealClock
@@ -76,7 +78,7 @@ def start_time(text: str | None, tz: str) -> datetime:
     zone(tz)
     if text is None:
         # Default: tomorrow, in the run's time zone (the time of day comes from the protocol).
-        now = RealClock().now().astimezone(ZoneInfo(tz))
+        now = (clock or RealClock()).now().astimezone(ZoneInfo(tz))
         return datetime.combine(now.date() + timedelta(days=1), datetime.min.time())
     try:
         dt = datetime.fromisoformat(text)
@@ -155,7 +157,18 @@ def open_store(args: argparse.Namespace, *, create: bool = False) -> tuple[Store
             f"no run database at {path}: register a run first (labctl run ...), or pass the "
             "right one with --db"
         )
-    return Store.open(path, RealClock(), create=create), path
+    store = Store.open(path, RealClock(), create=create)
+    use_database_clock(store)
+    return store, path
+
+
+def use_database_clock(store: Store) -> None:
+    """A practice database keeps its paced time scale: every client then agrees on 'now'."""
+    from labctl.clock import PacedClock
+
+    epoch = store.clock_epoch()
+    if epoch is not None:
+        store.clock = PacedClock.shared(epoch)
 
 
 def add_db_options(p: argparse.ArgumentParser) -> None:

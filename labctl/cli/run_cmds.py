@@ -43,7 +43,6 @@ def slots_in_use(store: Store, incubator: str) -> set[int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from labctl.clock import RealClock
     from labctl.engine import register_run
     from labctl.jobs import WorkcellRoles
     from labctl.plan.resolve import parse_param_args, resolve
@@ -51,16 +50,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     wc = read_workcell(args.workcell) if args.workcell else None
     tz = args.tz or (wc.timezone if wc else "UTC")
     proto = load_or_fail(args.file, wc)
-    plan = resolve(
-        proto,
-        parse_param_args(args.param or []),
-        plates=args.plates,
-        start=start_time(args.start, tz),
-        timezone=tz,
-    )
-    labels = [f"P{i + 1}" for i in range(args.plates)]
     store, path = open_store(args, create=True)
     with store:
+        plan = resolve(
+            proto,
+            parse_param_args(args.param or []),
+            plates=args.plates,
+            start=start_time(args.start, tz, store.clock),
+            timezone=tz,
+        )
+        labels = [f"P{i + 1}" for i in range(args.plates)]
         if wc is not None:
             first = WorkcellRoles.from_workcell(wc, labels)
             taken = slots_in_use(store, first.incubator) if first.incubator else set()
@@ -70,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         who = actor(args)
         run_id = register_run(
             store,
-            RealClock(),
+            store.clock,
             proto,
             plan,
             roles,
@@ -99,18 +98,25 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def cmd_engine(args: argparse.Namespace) -> int:
     from labctl.clock import RealClock
     from labctl.engine import Engine, EngineConfig
-    from labctl.engine.daemon import Daemon
+    from labctl.engine.daemon import Daemon, DaemonConfig
     from labctl.engine.presence import EngineBusy
     from labctl.plugins import load
 
     build_devices = load("build_devices")  # the drivers layer builds devices by name
     wc = read_workcell(args.workcell) if args.workcell else None
     store, path = open_store(args)
-    clock = RealClock()
+    clock = store.clock  # real time, or the practice database's paced time
     with store:
         devices = build_devices(wc, store, clock)
         engine = Engine(store, clock, devices, EngineConfig())
-        daemon = Daemon(engine, path, RealClock(), workcell=wc.name if wc else "")
+        pace = getattr(clock, "pace", 1.0)
+        daemon = Daemon(
+            engine,
+            path,
+            RealClock(),
+            workcell=wc.name if wc else "",
+            config=DaemonConfig(pace=pace),
+        )
         out(
             f"engine on {path} with devices {', '.join(devices)}; Ctrl-C stops it (runs stay as they are)"
         )

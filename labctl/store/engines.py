@@ -7,8 +7,11 @@ the caller, who reads them from a real clock even when the runs are paced.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
+from labctl.clock import Epoch
+from labctl.errors import StoreError
 from labctl.store.codec import to_iso
 from labctl.store.models import ENGINES, EngineSession
 from labctl.store.rows import RowStore
@@ -74,6 +77,42 @@ class EngineStore(RowStore):
         return self._rows(
             ENGINES, f"SELECT * FROM engines{extra} ORDER BY id DESC LIMIT ?", [*params, limit]
         )
+
+    def clock_epoch(self) -> Epoch | None:
+        """The paced time scale of this database's runs (None: they run in real time).
+
+        A practice workcell (``labctl simulators up --pace N``) runs its simulators, its
+        engine and every client on one shared epoch, kept here so each process agrees."""
+        with self._reading("read the clock epoch"):
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'clock_epoch'").fetchone()
+        if row is None:
+            return None
+        try:
+            return Epoch.from_json(json.loads(row[0]))
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: meta.clock_epoch is not an epoch: {exc}") from None
+
+    def set_clock_epoch(self, epoch: Epoch | None, *, actor: str) -> None:
+        """Set (or, with None, remove) the paced time scale of this database."""
+        with self._writing("set the clock epoch"):
+            if epoch is None:
+                self._conn.execute("DELETE FROM meta WHERE key = 'clock_epoch'")
+            else:
+                self._conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('clock_epoch', ?)",
+                    (json.dumps(epoch.to_json(), sort_keys=True),),
+                )
+            self._append_event(
+                entity="engine",
+                entity_id=None,
+                action="clock",
+                from_state=None,
+                to_state=None,
+                actor=actor,
+                reason="paced time" if epoch is not None else "real time",
+                data=epoch.to_json() if epoch is not None else {},
+                run_id=None,
+            )
 
     def last_engine(self) -> EngineSession | None:
         """The newest session (None if no engine ever served this database)."""
