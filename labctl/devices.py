@@ -101,6 +101,17 @@ class Attendable(Protocol):
 
 
 @runtime_checkable
+class Reports(Protocol):
+    """A device that can say, in a few words, what it knows of a job now (where the plate
+    is, the state of the robot's run), for a prompt asking a person what happened."""
+
+    def report(self, job_key: str) -> str:
+        """E.g. "the transfer station holds a plate; slot 3 is empty", or "run 7f3a: failed
+        after 12 of 30 commands". Never raises: a device that cannot be asked says so."""
+        ...
+
+
+@runtime_checkable
 class Preparable(Protocol):
     """A device that can get ready for a job well before it starts (a liquid handler uploads
     the job's protocol, so the robot has analysed it by then)."""

@@ -122,6 +122,28 @@ class DeviceNeedsOperator(DeviceError):
     code = 2005
 
 
+class DeviceInitializing(DeviceBusy):
+    """The device is (re)initialising and takes no command until it is done: wait, do not
+    fail (a Cytomat's ``ll:in`` after power-up takes minutes)."""
+
+    code = 2006
+
+
+class OperationLost(DeviceError):
+    """The device no longer knows an operation it accepted (a robot restarted and forgot its
+    runs): whether it happened cannot be told from the device, so a person decides."""
+
+    code = 2007
+
+
+class PlaceConflict(DeviceError):
+    """Where the plate is contradicts the operation: a fetch onto an occupied transfer
+    station, a store from an empty one. The operation may already have happened (a store
+    restored from an older copy, a lost reply): never retried blindly, a person decides."""
+
+    code = 2008
+
+
 class StoreError(LabctlError):
     """The run database is missing, locked, corrupt or of an unknown schema version."""
 
