@@ -319,7 +319,7 @@ def test_restart_where_the_device_cannot_tell_asks_the_operator(tmp_path: Path) 
     eng2.recover()
     assert eng2.picture.jobs[jid].state is JobState.INTERRUPTED
     (p,) = [p for p in w.store.open_prompts(w.run_id) if p.kind == "interrupted"]
-    assert set(p.choices) == {"done", "retry", "skip"} and p.default_choice is None
+    assert set(p.choices) == {"done", "retry", "skip", "hold"} and p.default_choice is None
 
 
 def test_whole_kriks_run_on_fakes(tmp_path: Path) -> None:

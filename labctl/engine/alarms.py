@@ -48,6 +48,7 @@ class Alarms:
         self.store = store
         self.actor = actor
         self._ids: dict[Key, int] = {}
+        self._sticky: set[Key] = set()  # raised by a failing poll: only a poll clears them
 
     def load(self) -> None:
         """The standing alarms of the store. Device alarms an older engine filed under a run
@@ -58,9 +59,14 @@ class Alarms:
                 run = None if _is_device(a.device) else a.run_id
                 self._ids[(run, a.device, a.code)] = a.id
 
-    def raise_(self, run_id: int | None, subject: str, code: str, message: str) -> None:
-        """Raise the alarm unless it stands already (a late task is a warning, all else an error)."""
+    def raise_(
+        self, run_id: int | None, subject: str, code: str, message: str, *, sticky: bool = False
+    ) -> None:
+        """Raise the alarm unless it stands already (a late task is a warning, all else an
+        error). ``sticky``: a device check that no longer reads it does not clear it."""
         key = (run_id, subject, code)
+        if sticky:
+            self._sticky.add(key)
         if key in self._ids:
             return
         a = self.store.insert_alarm(
@@ -74,6 +80,7 @@ class Alarms:
         self._ids[key] = a.id
 
     def clear(self, run_id: int | None, subject: str, code: str) -> None:
+        self._sticky.discard((run_id, subject, code))
         aid = self._ids.pop((run_id, subject, code), None)
         if aid is not None:
             self.store.clear_alarm(aid, actor=self.actor, reason="condition cleared")
@@ -83,8 +90,13 @@ class Alarms:
         return [(r, s) for (r, s, c) in self._ids if c == code]
 
     def device_codes(self, device: str) -> set[str]:
-        """Codes standing on ``device`` that a device check reads (not the engine's own)."""
-        return {c for (r, s, c) in self._ids if r is None and s == device and c not in _FROM_JOBS}
+        """Codes standing on ``device`` that a device check reads (not the engine's own, not
+        those a failing poll holds raised)."""
+        return {
+            c
+            for (r, s, c) in self._ids
+            if r is None and s == device and c not in _FROM_JOBS and (r, s, c) not in self._sticky
+        }
 
     def blocked(self, device: str) -> bool:
         """Whether a standing alarm stops new operations on ``device``."""

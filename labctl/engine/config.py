@@ -22,4 +22,9 @@ class EngineConfig:
     # a robot gets a new protocol to analyse up to two days before its first use, not as the
     # plate waits on its deck).
     prepare_ahead_s: float = 2 * 86400.0
+    # A device that refuses a job because it is busy or initialising is asked again after
+    # busy_retry_s, doubling up to busy_retry_max_s; after busy_give_up_s a person is asked.
+    busy_retry_s: float = 5.0
+    busy_retry_max_s: float = 120.0
+    busy_give_up_s: float = 1200.0
     actor: str = "engine"

@@ -32,7 +32,7 @@ from labctl.engine.records import (
     Transitions,
     to_job_spec,
 )
-from labctl.errors import DeviceError, DeviceNeedsOperator
+from labctl.errors import DeviceBusy, DeviceError, DeviceNeedsOperator
 from labctl.jobs import Op, on_deck
 from labctl.store import Store
 
@@ -118,6 +118,8 @@ class Dispatcher:
             self.fire(nxt, "ready", "previous step done")
         if nxt.state is not JobState.READY or not self._device_free(nxt, busy):
             return
+        if nxt.not_before is not None and nxt.not_before > now:
+            return  # its device refused it a moment ago (busy, initialising): not yet
         if r.state is RunState.HOLDING and nxt.op is Op.LH_RUN:
             return
         if not self.places.acquire(c, nxt, self.planner.scheduled_position):
@@ -126,7 +128,8 @@ class Dispatcher:
             busy.add(nxt.device)
 
     def _start(self, j: JobRec, c: ChainRec, now: datetime) -> bool:
-        """Start ``j``; False if the device refused it (the job failed and a prompt asks)."""
+        """Start ``j``; False if the device refused it (busy: asked again later; else the job
+        failed and a prompt asks)."""
         # 1. commit RUNNING (with the audit entry) before the device hears anything
         self.fire(j, "start", f"dispatch to {j.device}", updates={"started_at": now})
         j.started_at = now
@@ -136,17 +139,16 @@ class Dispatcher:
         # and does nothing again: labctl.devices, "idempotent per job key")
         try:
             op_id = start_op(self.devices.get(j.device), j, c, self.params(c, j))
-        except DeviceError as exc:
-            j.needs_operator = str(exc) if isinstance(exc, DeviceNeedsOperator) else None
-            self.fire(
-                j,
-                "fail",
-                f"{exc}",
-                data={"error": str(exc)},
-                updates={"finished_at": now, "result": {"error": str(exc)}},
-            )
-            self.prompts.ask_recovery(j, c, exc, str(exc))
+        except DeviceBusy as exc:
+            if self._wait_for(j, exc, now):
+                return False
+            self._failed_to_start(j, c, exc, now)
             return False
+        except DeviceError as exc:
+            self._failed_to_start(j, c, exc, now)
+            return False
+        j.not_before = j.refused_since = None
+        j.refusals = 0
         # 3. record its op id, so a restart can reconcile it
         self.transitions.set_op(j, op_id, f"{j.device} accepted {j.op.value}")
         # First poll a little before the expected end: polling only from the plan on would
@@ -157,12 +159,50 @@ class Dispatcher:
             c.main_start = now
         return True
 
+    def _wait_for(self, j: JobRec, exc: DeviceBusy, now: datetime) -> bool:
+        """A device busy or initialising refused ``j`` (nothing happened): make the job ready
+        again and ask later, backing off, until ``busy_give_up_s``. False once given up."""
+        since = j.refused_since or now
+        if (now - since).total_seconds() >= self.cfg.busy_give_up_s:
+            return False
+        delay = min(self.cfg.busy_retry_max_s, self.cfg.busy_retry_s * 2**j.refusals)
+        self.fire(j, "refused", f"{exc}; asking again in {delay:g} s", updates={"started_at": None})
+        j.started_at = None
+        j.refused_since, j.not_before = since, now + timedelta(seconds=delay)
+        j.refusals += 1
+        return True
+
+    def next_retry(self) -> datetime | None:
+        """When a job a busy device refused is next asked again."""
+        times = [
+            self.picture.jobs[j.id].not_before
+            for tid in self.picture.active
+            for j in self.picture.chains[tid].jobs
+            if j.state is JobState.READY and j.not_before is not None
+        ]
+        return min((t for t in times if t is not None), default=None)
+
+    def _failed_to_start(self, j: JobRec, c: ChainRec, exc: DeviceError, now: datetime) -> None:
+        """The device refused ``j`` for good (or busy for too long): it fails, a person decides."""
+        j.not_before = j.refused_since = None
+        j.refusals = 0
+        j.needs_operator = str(exc) if isinstance(exc, DeviceNeedsOperator) else None
+        self.fire(
+            j,
+            "fail",
+            f"{exc}",
+            data={"error": str(exc)},
+            updates={"finished_at": now, "result": {"error": str(exc)}},
+        )
+        self.prompts.ask_recovery(j, c, exc, str(exc))
+
     def params(self, c: ChainRec, j: JobRec, slot: int | None = None) -> dict[str, Any]:
-        """The job's parameters with the deck position this chain holds (or ``slot``)."""
+        """The job's parameters with the deck position this chain holds (or ``slot``); a
+        liquid handling's also say which attempt it is, so the device tells a retry the
+        operator chose from a repeat it must refuse."""
         slot = self.places.deck_slot(c) if slot is None else slot
-        if slot is None:
-            return j.params
-        return on_deck(to_job_spec(c, j), slot).params
+        params = j.params if slot is None else on_deck(to_job_spec(c, j), slot).params
+        return {**params, "attempt": j.attempts} if j.op is Op.LH_RUN else params
 
     def _previous_done(self, r: RunRec, c: ChainRec) -> bool:
         if c.previous_key is None:

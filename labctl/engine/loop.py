@@ -266,7 +266,13 @@ class Engine:
         polls = (self.picture.jobs[i].next_poll for i in self.picture.running)
         times = [t for t in polls if t is not None]
         times += [
-            t for t in (self.planner.next_start_after(now), self.prompts.next_deadline()) if t
+            t
+            for t in (
+                self.planner.next_start_after(now),
+                self.prompts.next_deadline(),
+                self.dispatcher.next_retry(),
+            )
+            if t
         ]
         times += self.watcher.plates_out_wakes()
         times += [t for t in (wake(now) for wake in self.wakes) if t is not None and t > now]

@@ -56,6 +56,11 @@ JOB_TRANSITIONS: list[tuple[str, list[JobState], JobState]] = [
     ("ready", [_J.PENDING], _J.READY),
     ("unready", [_J.READY], _J.PENDING),  # its run was paused before it started
     ("start", [_J.READY], _J.RUNNING),
+    (
+        "refused",
+        [_J.RUNNING],
+        _J.READY,
+    ),  # the device refused it (busy, initialising): nothing happened
     ("finish", [_J.RUNNING], _J.DONE),
     ("fail", [_J.RUNNING], _J.FAILED),
     ("interrupt", [_J.RUNNING], _J.INTERRUPTED),

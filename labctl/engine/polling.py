@@ -20,7 +20,7 @@ from labctl.engine.pace import Pace
 from labctl.engine.planner import Planner
 from labctl.engine.prompts import Prompts
 from labctl.engine.records import ChainRec, Fire, JobRec, Picture, RunRec
-from labctl.errors import DeviceError
+from labctl.errors import DeviceError, OperationLost
 from labctl.jobs import Op
 from labctl.store import Store
 
@@ -77,8 +77,16 @@ class Poller:
                     if dev is not None
                     else OpStatus(OpState.FAILED, "device gone")
                 )
+            except OperationLost as exc:
+                # The device no longer knows it (it restarted): a person says what happened.
+                self.alarms.clear(None, j.device, "unreachable")
+                self.fire(j, "interrupt", f"{exc}", data={"error": str(exc)})
+                self.prompts.ask_interrupted(j, c, f"{j.device} no longer knows it: {exc.detail}")
+                continue
             except DeviceError as exc:
-                self.alarms.raise_(None, j.device, "unreachable", f"{exc}")
+                # Raised here, cleared only by a poll that gets through (a device check that
+                # reads the device's alarms does not vouch for the operation: no flapping).
+                self.alarms.raise_(None, j.device, "unreachable", f"{exc}", sticky=True)
                 j.next_poll = now + timedelta(seconds=self.cfg.poll_s)
                 continue
             self.alarms.clear(None, j.device, "unreachable")

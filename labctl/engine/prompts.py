@@ -13,11 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from labctl.clock import Clock
-from labctl.devices import Attendable, Device
+from labctl.devices import Attendable, Device, Reports
 from labctl.engine.config import EngineConfig
 from labctl.engine.machines import JobState, RunState
 from labctl.engine.records import ChainRec, Fire, JobRec, Picture, RunRec
-from labctl.errors import DeviceBusy, DeviceError, InvalidTransition
+from labctl.errors import DeviceBusy, DeviceError, InvalidTransition, PlaceConflict
 from labctl.jobs import Op
 from labctl.store import Store
 
@@ -97,7 +97,17 @@ class Prompts:
         / hold, never retry.
         """
         deadline = self.clock.now() + timedelta(seconds=self.cfg.recovery_timeout_s)
-        if partial:
+        if isinstance(error, PlaceConflict):
+            # Where the plate is says the step may already have happened: only a person who
+            # looks can tell, and nobody is expected to guess: no default but holding.
+            text = (
+                f"{c.plate}: {j.op.value} on {j.device} was refused: {detail}. It may already "
+                "have happened. Look at the device: 'done' = it happened; 'retry' = it did not, "
+                "do it now; 'skip' = leave it out (a deviation); 'hold' = hold the run."
+                + self._report(j)
+            )
+            choices, default = ["done", "retry", "skip", "hold"], "hold"
+        elif partial:
             text = (
                 f"{c.plate}: {j.op.value} on {j.device} stopped part-way: {detail}. Some wells may "
                 "already have been fed, so it will not be run again. Check the plate, finish the "
@@ -126,21 +136,46 @@ class Prompts:
         self.deadlines[p.id] = (deadline, default, j.id)
 
     def ask_interrupted(self, j: JobRec, c: ChainRec, why: str) -> None:
-        """A job under way when the engine stopped, that its device cannot vouch for."""
+        """A job under way that its device cannot vouch for (the engine stopped, the device
+        restarted and lost it): done / retry / skip / hold, with what the device says now.
+        A liquid handling that may have moved liquid is never offered 'retry'."""
+        choices = ["done", "retry", "skip", "hold"]
+        if j.op is Op.LH_RUN:
+            choices.remove("retry")
+            how = (
+                "'done' = it happened (or finish the wells by hand first); 'skip' = leave it out "
+                "(a deviation); 'hold' = hold the run. It is never run again by itself: some "
+                "wells may already be fed."
+            )
+        else:
+            how = (
+                "'done' = it happened; 'retry' = it did not happen, do it now; 'skip' = leave it "
+                "out (a deviation); 'hold' = hold the run."
+            )
         text = (
-            f"{c.plate}: {j.op.value} on {j.device} ({j.key}) was under way when the engine "
-            f"stopped, and {why}. Check the plate and the device: did it happen? "
-            "'done' = it happened; 'retry' = it did not happen, do it now; 'skip' = leave it out (deviation)."
+            f"{c.plate}: {j.op.value} on {j.device} ({j.key}) was under way, and {why}. Check "
+            f"the plate and the device: did it happen? {how}" + self._report(j)
         )
         p = self.store.insert_prompt(
             c.run_id,
             kind="interrupted",
             text=text,
             actor=self.cfg.actor,
-            choices=["done", "retry", "skip"],
+            choices=choices,
             job_id=j.id,
         )
         j.prompt_id = p.id
+
+    def _report(self, j: JobRec) -> str:
+        """What the job's device says of it now, as the end of a prompt's text."""
+        dev = self.devices.get(j.device)
+        if not isinstance(dev, Reports):
+            return ""
+        try:
+            said = dev.report(j.key)
+        except Exception as exc:  # noqa: BLE001 - a report must never stop a prompt
+            said = f"it could not be asked ({exc})"
+        return f" {j.device} says: {said}" if said else ""
 
     # ---- answers ------------------------------------------------------------------------
 
@@ -278,7 +313,7 @@ class Prompts:
     def holds(self, r: RunRec) -> bool:
         """Whether a failed job of the run still waits for a decision."""
         return any(
-            j.prompt_id is not None and j.state is JobState.FAILED
+            j.prompt_id is not None and j.state in (JobState.FAILED, JobState.INTERRUPTED)
             for c in r.chains.values()
             for j in c.jobs
         )

@@ -62,6 +62,9 @@ class JobRec:
     prompt_id: int | None = None  # open recovery/interruption prompt
     needs_operator: str | None = None  # why the device wanted a person (tips, waste)
     polls: int = 0  # polls since it passed its expected end (the interval grows with them)
+    not_before: datetime | None = None  # refused by a busy device: ask it again then
+    refused_since: datetime | None = None  # when its device first refused it (busy)
+    refusals: int = 0
 
 
 @dataclass
