@@ -612,3 +612,31 @@ def test_liquid_handling_jobs_are_prepared_once_ahead_and_a_failed_prepare_is_on
     failed = [e for e in w.store.events(run_id=w.run_id) if e.action == "prepare-failed"]
     assert len(failed) == 2 and all("robot offline" in e.reason for e in failed)
     assert sum("d1-" in k for k in lh.started) == 2
+
+
+def test_where_each_plate_is_follows_its_physical_steps(world: World) -> None:
+    from labctl.reports.locations import plate_locations
+
+    locs = {p.plate: p for p in plate_locations(world.store, world.run_id)}
+    assert locs["P1"].where == "inc-sim slot 1" and locs["P2"].where == "inc-sim slot 2"
+    world.command("start")
+    # Until the first liquid handling runs: its plate was fetched and carried to the deck.
+    world.run_until(
+        lambda: any(
+            world.engine.picture.jobs[i].op.value == "lh_run" for i in world.engine.picture.running
+        ),
+        limit_days=3,
+    )
+    [lh] = [
+        world.engine.picture.jobs[i]
+        for i in world.engine.picture.running
+        if world.engine.picture.jobs[i].op.value == "lh_run"
+    ]
+    plate = world.engine.picture.chains[lh.task_id].plate
+    here = {p.plate: p for p in plate_locations(world.store, world.run_id)}[plate]
+    assert here.where.startswith("ot2-sim deck position") and here.certain
+    world.run_until(lambda: world.state == "completed")
+    assert {p.plate: p.where for p in plate_locations(world.store, world.run_id)} == {
+        "P1": "inc-sim slot 1",
+        "P2": "inc-sim slot 2",
+    }

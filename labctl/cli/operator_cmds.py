@@ -296,6 +296,11 @@ def _print_run(store: Store, run_id: int, now: datetime) -> None:
     if nxt:
         late = " LATE" if nxt.window_end is not None and nxt.window_end < now else ""
         out(f"  next: {nxt.key} due {nxt.due.astimezone(z):%a %d %b %H:%M %Z}{late}")
+    if run.state not in ("completed", "aborted", "failed"):
+        from labctl.reports.locations import plate_locations
+
+        for loc in plate_locations(store, run.id):
+            out(f"  plate {loc.text()}")
     for a in store.alarms_for_run(run.id, active_only=True):
         where = f"{a.device}: " if a.device and a.device != f"run {run.id}" else ""
         out(f"  ALARM [{a.code}] {where}{a.message}")

@@ -11,6 +11,7 @@ import html
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from labctl.reports.locations import plate_locations
 from labctl.store import Store
 
 
@@ -88,6 +89,17 @@ def batch_record(store: Store, run_id: int) -> str:
                 ],
             )
             for q in qc
+        ],
+    )
+    out += _section(
+        "Where each plate is",
+        ["Plate", "Place", "Since", "Moving"],
+        [
+            (
+                "" if loc.certain else "bad",
+                [loc.plate, loc.where, _t(loc.since, tz), loc.moving or ""],
+            )
+            for loc in plate_locations(store, run_id)
         ],
     )
     out += _section(
