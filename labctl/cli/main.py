@@ -27,12 +27,23 @@ from labctl.cli.common import (
 from labctl.errors import InputFileError, LabctlError, ProtocolError
 
 
+EXIT_CODES = """exit codes:
+  0   done (a command applied by the engine)
+  1   invalid input, a command the engine rejected, or an operation that failed
+  2   a file that cannot be read, or a usage error
+  3   a command queued that no engine has applied yet (it applies when one runs)
+  70  a labctl bug (the details are in the log file named)"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: every subcommand of every module."""
     from labctl import __version__
 
     parser = Parser(
-        prog="labctl", description="Controller for automated stem-cell differentiation."
+        prog="labctl",
+        description="Controller for automated stem-cell differentiation.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"labctl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
