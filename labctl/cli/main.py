@@ -26,7 +26,6 @@ from labctl.cli.common import (
 )
 from labctl.errors import InputFileError, LabctlError, ProtocolError
 
-
 EXIT_CODES = """exit codes:
   0   done (a command applied by the engine)
   1   invalid input, a command the engine rejected, or an operation that failed
