@@ -186,9 +186,13 @@ class TcsLink:
         return self._sock is not None
 
     def open(self) -> None:
-        """Connect if not connected; raises DeviceCommunicationError when the arm cannot be
-        reached."""
+        """Connect if not connected (or if the arm hung up on an idle connection: it
+        restarted; nothing was sent, so connecting again repeats nothing); raises
+        DeviceCommunicationError when the arm cannot be reached."""
         with self._lock:
+            if self._sock is not None and self._hung_up(self._sock):
+                log.info("%s: the arm closed an idle connection: connecting again", self.device)
+                self.close()
             if self._sock is not None:
                 return
             try:
@@ -203,6 +207,19 @@ class TcsLink:
             self._sock, self.fresh = sock, True
             self._buf.clear()
             log.debug("%s: connected to %s:%s", self.device, self.host, self.port)
+
+    def _hung_up(self, sock: socket.socket) -> bool:
+        """Whether the peer closed this connection while no command was under way (a
+        non-blocking peek: unasked bytes are kept for ``_drop_stale``)."""
+        sock.setblocking(False)
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return True
+        finally:
+            sock.settimeout(self.read_timeout_s)
 
     def close(self) -> None:
         """Close the connection (safe to call twice, and from another thread: a wait for a

@@ -199,7 +199,12 @@ class Tcs:
             raise Hangup(command)
 
     def _sys_state(self) -> int:
-        """DataID 234: 7 power off, 20 power on, 21 attached (AD-SDL pf400_constants.py)."""
+        """DataID 234: 15 hard e-stop asserted, 7 power off, 20 power on, 21 attached
+        (AD-SDL pf400_constants.py; 15 from PyLabRobot's brooks/precise_flex backend, whose
+        tests pin replies recorded from a real PF400: the driver's reading, found by the
+        driver-simulator test)."""
+        if self.arm.estop:
+            return 15
         if not self.arm.powered(self._now()):
             return 7
         return 21 if self.arm.attached else 20

@@ -405,7 +405,7 @@ def test_estop_mid_move_drops_power_until_reset_and_hp(
     talk(
         status,
         "hp -> 0 0",
-        "sysState -> 0 7",
+        "sysState -> 0 15",  # hard e-stop asserted (PyLabRobot brooks; found by the pair test)
         "state -> 0 0",
     )
     assert sim.gripper == "P1" and 3 not in sim.stations
