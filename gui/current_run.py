@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from PyQt6.QtWidgets import QComboBox, QFrame, QHBoxLayout, QSizePolicy, QWidget
+from PyQt6.QtWidgets import QComboBox, QFrame, QSizePolicy, QWidget
 
-from labctl.gui import theme
 from labctl.gui.models.common import when_text
 from labctl.gui.models.runs import RunRow
-from labctl.gui.widgets import Badge, button, label
+from labctl.gui.widgets import Badge, button, label, paper_strip
 
 
 def default_run(runs: Sequence[RunRow]) -> RunRow | None:
@@ -33,12 +32,7 @@ class RunStrip(QFrame):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setObjectName("runStrip")
-        self.setStyleSheet(
-            f"#runStrip {{ background: {theme.PAPER}; border-bottom: 1px solid {theme.RULE}; }}"
-        )
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(14, 8, 10, 8)
+        lay = paper_strip(self, "runStrip")
         self.name = label("No run selected", sub=True)
         self.badge = Badge()
         self.detail = label("", muted=True)
@@ -51,7 +45,10 @@ class RunStrip(QFrame):
         self.pause.setToolTip("Pause the run or one plate (Ctrl+P)")
         self.resume = button("▶ Resume")
         self.resume.setToolTip("Resume the run or one plate (Ctrl+Shift+P)")
-        self.release = button("Release hold")
+        self.release = button("Release run…", "primary")
+        self.release.setToolTip(
+            "The run is held (a QC failure or a fault): release it to go on (needs a reason)"
+        )
         self.skip = button("↷ Skip task…")
         self.skip.setToolTip("Skip a task (a deviation; needs your password) (Ctrl+K)")
         self.abort = button("■ Abort…", "danger")
@@ -78,6 +75,7 @@ class RunStrip(QFrame):
         self.pause.setEnabled(r.state in ("running", "holding"))
         self.resume.setEnabled(r.state == "paused" or bool(r.paused_plates))
         self.release.setVisible(r.state == "holding")
+        self.release.setEnabled(r.state == "holding")
         self.skip.setEnabled(r.active)
         self.abort.setEnabled(r.active)
 

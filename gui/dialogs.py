@@ -5,8 +5,10 @@ skip, a prompt answered with 'skip') ask for a reason and the operator's passwor
 first such command the operator chooses the password (see :mod:`labctl.gui.auth`).
 
 A dialog does not write anything itself: it emits ``ready(requests, password, new_password)``
-and the main window sends the requests on its worker thread, then calls :meth:`sent` or
-:meth:`failed` on the dialog.
+and the main window sends the requests on its worker thread, then calls :meth:`sent` (with
+the first verdicts: waiting for the engine, or queued when none runs) or :meth:`failed` on
+the dialog. A dialog that has sent stays open and shows the engine's verdict on each command
+as it comes (:meth:`show_verdict`): applied, or rejected with the engine's reason.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from PyQt6.QtWidgets import (
     QDialog,
     QFormLayout,
     QFrame,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -37,8 +38,10 @@ from labctl.gui.models.commands import (
     IRREVERSIBLE_VERBS,
     CommandRequest,
     SkippableTask,
+    Verdict,
     abort,
     answer,
+    confirm_store,
     pause,
     release,
     resume,
@@ -46,8 +49,10 @@ from labctl.gui.models.commands import (
 )
 from labctl.gui.models.common import ConsoleInputError, countdown_text, hhmm, when_text
 from labctl.gui.models.devices import AlarmRow
-from labctl.gui.models.prompts import PromptView, build_answer, parse_number, qc_failures
+from labctl.gui.models.prompts import PromptView, build_answer, qc_failures
 from labctl.gui.models.runs import RunRow
+from labctl.gui.qc_form import QcForm
+from labctl.gui.verdicts import VerdictList
 from labctl.gui.widgets import GuardedDialog, button, label
 
 CHOICE_TEXT = {
@@ -109,13 +114,43 @@ class PasswordFields(QWidget):
 
 
 class _Sending:
-    """Shared: show an error, disable while sending, close when sent."""
+    """Shared: show an error; once sent, the engine's verdict on each command."""
 
     error: QLabel
+    verdicts: VerdictList
 
     def _show_error(self, message: str) -> None:
         self.error.setText(f"✕ {message}")
         self.error.setVisible(bool(message))
+
+    def _verdict_box(self) -> VerdictList:
+        box = VerdictList()
+        box.setObjectName("verdicts")
+        box.hide()
+        return box
+
+    @property
+    def has_sent(self) -> bool:
+        return bool(self.verdicts.verdicts)
+
+    @property
+    def engine_rejected(self) -> bool:
+        return any(v.state == "rejected" for v in self.verdicts.verdicts.values())
+
+    def show_verdict(self, v: Verdict) -> None:
+        """The engine's verdict on a command this dialog sent (or that it is still queued)."""
+        self.verdicts.show_verdict(v)
+        self.verdicts.show()
+
+    def verdict_text(self) -> str:
+        return self.verdicts.text()
+
+
+def _repolish(w: QWidget) -> None:
+    style = w.style()
+    if style is not None:
+        style.unpolish(w)
+        style.polish(w)
 
 
 class PromptDialog(GuardedDialog, _Sending):
@@ -138,6 +173,7 @@ class PromptDialog(GuardedDialog, _Sending):
         self.prompt = prompt
         self.clock = clock
         self.first_use = first_use
+        self.withdrawn = False
         self._pending: list[CommandRequest] = []
         self.setWindowTitle(f"Prompt {prompt.id}: {prompt.heading}")
         self.setMinimumWidth(700)
@@ -169,30 +205,10 @@ class PromptDialog(GuardedDialog, _Sending):
             bl.addWidget(label(prompt.instructions, wrap=True))
             lay.addWidget(box)
 
-        self.qc_edits: dict[str, QLineEdit] = {}
-        self.qc_status: dict[str, QLabel] = {}
-        if prompt.gates:
-            g = QGroupBox("QC values (required)")
-            grid = QGridLayout(g)
-            grid.addWidget(label("Measure", muted=True), 0, 0)
-            grid.addWidget(label("Value", muted=True), 0, 1)
-            grid.addWidget(label("Limits", muted=True), 0, 2)
-            grid.addWidget(label("Check", muted=True), 0, 3)
-            for i, gate in enumerate(prompt.gates, start=1):
-                edit = QLineEdit()
-                edit.setObjectName(f"qc:{gate.measure}")
-                edit.setPlaceholderText(gate.unit or "value")
-                edit.textChanged.connect(self._check_qc)
-                status = QLabel("")
-                self.qc_edits[gate.measure] = edit
-                self.qc_status[gate.measure] = status
-                grid.addWidget(
-                    QLabel(f"{gate.measure}" + (f" ({gate.unit})" if gate.unit else "")), i, 0
-                )
-                grid.addWidget(edit, i, 1)
-                grid.addWidget(QLabel(f"{gate.limits_text}; if not: {gate.on_fail}"), i, 2)
-                grid.addWidget(status, i, 3)
-            lay.addWidget(g)
+        self.qc = QcForm(prompt)
+        self.qc.changed.connect(self._qc_ready)
+        self.qc_edits, self.qc_status, self.qc_hint = self.qc.edits, self.qc.status, self.qc.hint
+        lay.addWidget(self.qc)
 
         self.lot_edits: dict[str, QLineEdit] = {}
         if prompt.reagents:
@@ -218,6 +234,8 @@ class PromptDialog(GuardedDialog, _Sending):
         self.error.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
         self.error.setVisible(False)
         lay.addWidget(self.error)
+        self.verdicts = self._verdict_box()
+        lay.addWidget(self.verdicts)
 
         # The confirmation step, shown after a choice.
         self.confirm_box = QFrame()
@@ -285,12 +303,28 @@ class PromptDialog(GuardedDialog, _Sending):
             al.addWidget(b)
         lay.addWidget(self.answers)
 
+        # After sending: the verdicts above, then close (or answer again after a rejection).
+        self.after = QWidget()
+        af = QHBoxLayout(self.after)
+        af.setContentsMargins(0, 0, 0, 0)
+        af.addStretch(1)
+        self.again_button = button("Answer again")
+        self.again_button.setObjectName("again")
+        self.again_button.clicked.connect(self.answer_again)
+        self.close_button = button("Close", "primary")
+        self.close_button.setObjectName("close")
+        self.close_button.clicked.connect(lambda: self.close_by_button(True))
+        af.addWidget(self.again_button)
+        af.addWidget(self.close_button)
+        self.after.setVisible(False)
+        lay.addWidget(self.after)
+
         self.timer = QTimer(self)
         self.timer.setInterval(1000)
         self.timer.timeout.connect(self.tick)
         self.timer.start()
         self.tick()
-        self._check_qc()
+        self._qc_ready(not self.qc.missing())
 
     # --- live feedback ---------------------------------------------------------------------
 
@@ -310,25 +344,10 @@ class PromptDialog(GuardedDialog, _Sending):
                 f"'{self.prompt.default_choice}'."
             )
 
-    def _check_qc(self) -> None:
-        for gate in self.prompt.gates:
-            text = self.qc_edits[gate.measure].text()
-            st = self.qc_status[gate.measure]
-            if not text.strip():
-                st.setText("")
-                continue
-            try:
-                v = parse_number(text)
-            except LabctlError:
-                st.setText("✕ not a number")
-                st.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
-                continue
-            if gate.passes(v):
-                st.setText("✓ within limits")
-                st.setStyleSheet(f"color: {theme.BLUISH_GREEN}; font-weight: bold;")
-            else:
-                st.setText(f"✕ outside: {gate.on_fail}")
-                st.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
+    def _qc_ready(self, ready: bool) -> None:
+        """No answer leaves without a number for every QC value (the engine rejects it)."""
+        for b in self.choice_buttons.values():
+            b.setEnabled(ready)
 
     # --- answering -------------------------------------------------------------------------
 
@@ -339,7 +358,7 @@ class PromptDialog(GuardedDialog, _Sending):
             ans = build_answer(
                 p,
                 choice=choice if p.choices else None,
-                qc={m: e.text() for m, e in self.qc_edits.items()},
+                qc=self.qc.values(),
                 lots={r: e.text() for r, e in self.lot_edits.items()},
             )
         except LabctlError as exc:
@@ -417,10 +436,38 @@ class PromptDialog(GuardedDialog, _Sending):
         self.confirm_text.setText("Sending…")
         self.ready.emit(requests, password, new)
 
-    def sent(self, commands: Sequence[object]) -> None:
-        """The commands are queued: close."""
+    def sent(self, verdicts: Sequence[Verdict]) -> None:
+        """The commands are queued: show what became of them (waiting, queued) until the
+        engine's verdict, which :meth:`show_verdict` brings."""
         self.timer.stop()
-        self.close_by_button(True)
+        self.countdown.setVisible(False)
+        self.confirm_box.setVisible(False)
+        self.answers.setVisible(False)
+        self.qc.setEnabled(False)
+        for e in self.lot_edits.values():
+            e.setEnabled(False)
+        for v in verdicts:
+            self.show_verdict(v)
+        self.again_button.setVisible(False)
+        self.after.setVisible(True)
+        self.close_button.setFocus()
+
+    def show_verdict(self, v: Verdict) -> None:
+        super().show_verdict(v)
+        # A rejected answer leaves the prompt open: the operator may answer it again.
+        self.again_button.setVisible(self.engine_rejected and not self.withdrawn)
+
+    def answer_again(self) -> None:
+        """After a rejection: back to the answers (the verdicts stay shown above)."""
+        self.after.setVisible(False)
+        self.answers.setVisible(True)
+        self.qc.setEnabled(True)
+        for e in self.lot_edits.values():
+            e.setEnabled(True)
+        self.confirm_button.setEnabled(True)
+        self.back_button.setEnabled(True)
+        self._back()
+        self._qc_ready(not self.qc.missing())
 
     def failed(self, message: str) -> None:
         self.confirm_button.setEnabled(True)
@@ -430,14 +477,13 @@ class PromptDialog(GuardedDialog, _Sending):
 
     def withdraw(self, why: str) -> None:
         """The prompt was answered elsewhere (another console, the engine's default)."""
+        self.withdrawn = True
         self.timer.stop()
         self._show_error(f"This prompt is no longer open: {why}")
-        self.answers.setEnabled(False)
+        self.answers.setVisible(False)
         self.confirm_box.setVisible(False)
-        close = button("Close", "primary")
-        close.setObjectName("close")
-        close.clicked.connect(lambda: self.close_by_button(False))
-        self.layout().addWidget(close)  # type: ignore[union-attr]
+        self.again_button.setVisible(False)
+        self.after.setVisible(True)
 
 
 # --- run controls -----------------------------------------------------------------------------
@@ -448,7 +494,11 @@ _VERB_TEXT = {
         "No new task starts on the run (or the plate) until it is resumed. Work already under way finishes.",
     ),
     "resume": ("Resume", "Tasks start again at their planned times (late ones at once)."),
-    "release": ("Release the hold", "The run goes on; the engine starts the work that waited."),
+    "release": (
+        "Release run",
+        "The run was held (a QC value outside its limits, or a fault someone decided to hold "
+        "on). Releasing it lets the run go on: the engine starts the work that waited.",
+    ),
     "skip": (
         "Skip task",
         "The task is left out on the chosen plates and recorded as a deviation. This cannot be undone.",
@@ -457,21 +507,36 @@ _VERB_TEXT = {
         "Abort run",
         "No new liquid handling starts; plates under way go home; the run ends for good. This cannot be undone.",
     ),
+    "confirm-store": (
+        "Confirm the devices were checked",
+        "The engine is held: its run database went back (restored from an older copy, or it "
+        "lost its latest transactions), so the devices may already have done what the database "
+        "says is still to do. Check every device against the database first: plates in the "
+        "incubators and on the deck, liquid-handler runs, open prompts. Confirming lets the "
+        "engine start work again from what the database says. A supervisor's decision; it "
+        "cannot be undone.",
+    ),
+}
+_REASON_HINT = {
+    "confirm-store": "What was checked on the devices? (required; goes into the audit trail)",
 }
 
 
 class CommandDialog(QDialog, _Sending):
-    """Pause, resume, release, skip or abort: a reason always; the password for skip/abort."""
+    """Pause, resume, release, skip or abort a run, or confirm a held engine's store
+    (``run`` None, ``held`` its reason): a reason always; the password for skip, abort and
+    confirm-store. Once sent it stays open with the engine's verdict."""
 
     ready = pyqtSignal(object, object, object)
 
     def __init__(
         self,
         verb: str,
-        run: RunRow,
+        run: RunRow | None,
         *,
         tasks: Sequence[SkippableTask] = (),
         plate: str | None = None,
+        held: str | None = None,
         first_use: bool = False,
         parent: QWidget | None = None,
     ) -> None:
@@ -481,21 +546,26 @@ class CommandDialog(QDialog, _Sending):
         self.tasks = list(tasks)
         title, explain = _VERB_TEXT[verb]
         self.irreversible = verb in IRREVERSIBLE_VERBS
-        self.setWindowTitle(f"{title}: {run.name}")
+        self.setWindowTitle(f"{title}: {run.name}" if run else title)
         self.setMinimumWidth(560)
         lay = QVBoxLayout(self)
         lay.setSpacing(10)
-        lay.addWidget(label(f"{title} · {run.name}", heading=True, wrap=True))
-        lay.addWidget(
-            label(f"Run {run.id} · {run.protocol} · {run.day_text} · {run.state}", muted=True)
-        )
+        lay.addWidget(label(f"{title} · {run.name}" if run else title, heading=True, wrap=True))
+        if run is not None:
+            lay.addWidget(
+                label(f"Run {run.id} · {run.protocol} · {run.day_text} · {run.state}", muted=True)
+            )
+        if held:
+            lay.addWidget(label(f"⚑ The engine starts nothing: {held}", wrap=True))
         warn = label(("⚠ " if self.irreversible else "") + explain, wrap=True)
         if self.irreversible:
             warn.setStyleSheet(
                 f"background: #FBE3D6; border: 1px solid {theme.VERMILLION}; border-radius: 4px; padding: 8px;"
             )
         lay.addWidget(warn)
-        form = QFormLayout()
+        self.inputs = QWidget()
+        form = QFormLayout(self.inputs)
+        form.setContentsMargins(0, 0, 0, 0)
         self.task = QComboBox()
         self.task.setObjectName("task")
         self.plate = QComboBox()
@@ -510,7 +580,7 @@ class CommandDialog(QDialog, _Sending):
             form.addRow("Task", self.task)
             form.addRow("Plates", self.plate)
             self._task_changed()
-        elif verb in ("pause", "resume"):
+        elif verb in ("pause", "resume") and run is not None:
             self.plate.addItem("The whole run", None)
             for p in run.plates:
                 paused = " (paused)" if p in run.paused_plates else ""
@@ -520,9 +590,11 @@ class CommandDialog(QDialog, _Sending):
             form.addRow("Applies to", self.plate)
         self.reason = QLineEdit()
         self.reason.setObjectName("reason")
-        self.reason.setPlaceholderText("Why? (required; goes into the audit trail)")
+        self.reason.setPlaceholderText(
+            _REASON_HINT.get(verb, "Why? (required; goes into the audit trail)")
+        )
         form.addRow("Reason", self.reason)
-        lay.addLayout(form)
+        lay.addWidget(self.inputs)
         self.password = PasswordFields(first_use)
         self.password.setVisible(self.irreversible)
         lay.addWidget(self.password)
@@ -530,9 +602,12 @@ class CommandDialog(QDialog, _Sending):
         self.error.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
         self.error.setVisible(False)
         lay.addWidget(self.error)
+        self.verdicts = self._verdict_box()
+        lay.addWidget(self.verdicts)
         row = QHBoxLayout()
         row.addStretch(1)
         self.cancel_button = button("Cancel")
+        self.cancel_button.setObjectName("cancel")
         self.ok_button = button(title, "danger" if self.irreversible else "primary")
         self.ok_button.setObjectName("ok")
         self.ok_button.setAutoDefault(False)
@@ -560,7 +635,9 @@ class CommandDialog(QDialog, _Sending):
     def request(self) -> CommandRequest:
         reason = self.reason.text().strip()
         plate = self.plate.currentData() if self.plate.count() else None
-        if self.verb == "skip":
+        if self.verb == "confirm-store" or self.run is None:
+            req = confirm_store(reason)
+        elif self.verb == "skip":
             key = self.task.currentData()
             if key is None:
                 raise ConsoleInputError("choose the task to skip")
@@ -591,8 +668,17 @@ class CommandDialog(QDialog, _Sending):
         self.ok_button.setText("Sending…")
         self.ready.emit([req], password, new)
 
-    def sent(self, commands: Sequence[object]) -> None:
-        self.accept()
+    def sent(self, verdicts: Sequence[Verdict]) -> None:
+        """Queued: the inputs are done with; the verdicts show until the operator closes."""
+        self.inputs.setEnabled(False)
+        self.password.setEnabled(False)
+        self.ok_button.hide()
+        self.cancel_button.setText("Close")
+        self.cancel_button.setProperty("role", "primary")
+        _repolish(self.cancel_button)
+        for v in verdicts:
+            self.show_verdict(v)
+        self.cancel_button.setFocus()
 
     def failed(self, message: str) -> None:
         self.ok_button.setEnabled(True)

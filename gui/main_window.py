@@ -1,12 +1,14 @@
-"""The console's main window: tabs, the alarm banner, the prompts panel, the run controls.
+"""The console's main window: the engine strip, tabs, the alarm banner, the prompts panel,
+the run controls.
 
 It owns the worker bridge (all store access off the GUI thread) and a poller that reads a
-snapshot on a timer (:mod:`labctl.gui.poller`); each snapshot is handed to the banner, the
-run strip (:mod:`labctl.gui.current_run`), the prompts panel and the tabs
+snapshot on a timer (:mod:`labctl.gui.poller`); each snapshot is handed to the engine strip
+(always visible: whether an engine carries the runs out, :mod:`labctl.gui.verdicts`), the
+banner, the run strip (:mod:`labctl.gui.current_run`), the prompts panel and the tabs
 (:mod:`labctl.gui.console_tabs`). Commands go through dialogs
 (:mod:`labctl.gui.operator_commands`) and are queued on the worker thread; the engine
-applies them and the next snapshot shows the result. Menus and shortcuts are
-:mod:`labctl.gui.menus`.
+applies or rejects them, and the verdict shows in the dialog that sent the command and in
+the "Your commands" panel. Menus and shortcuts are :mod:`labctl.gui.menus`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
-from labctl.clock import Clock
+from labctl.clock import Clock, RealClock
 from labctl.errors import LabctlError
 from labctl.gui import theme
 from labctl.gui.auth import PasswordFile, Verifier
@@ -45,6 +47,7 @@ from labctl.gui.poller import SnapshotPoller
 from labctl.gui.prompts_panel import PromptsPanel
 from labctl.gui.training import TrainingConfig, TrainingLauncher, TrainingSession
 from labctl.gui.training_dialog import TrainingDialog
+from labctl.gui.verdicts import EngineStrip, VerdictPanel
 from labctl.gui.widgets import AlarmBanner
 from labctl.gui.worker import StoreBridge
 
@@ -79,7 +82,9 @@ class MainWindow(QMainWindow):
     """The operator console on one run database.
 
     ``clock`` gives "now" (countdowns, day numbers, the timeline's now-line) and stamps the
-    commands written; ``verifier`` checks passwords for irreversible commands and
+    commands written; ``wall`` (a real clock by default) reads the engine's heartbeat, a
+    wall-clock time even when ``clock`` is paced; ``verifier`` checks passwords for
+    irreversible commands and
     ``password_setup`` (a :class:`PasswordFile`, or None when the verifier needs no setup)
     lets the operator choose one on first use.
     """
@@ -92,6 +97,7 @@ class MainWindow(QMainWindow):
         clock: Clock,
         *,
         actor: str | None = None,
+        wall: Clock | None = None,
         verifier: Verifier | None = None,
         password_setup: PasswordFile | None = None,
         poll_ms: int = 2000,
@@ -108,7 +114,10 @@ class MainWindow(QMainWindow):
         self.launcher = launcher
         self.snapshot: Snapshot | None = None
         self.run_id: int | None = None
-        self.loader = SnapshotLoader(clock)
+        self.wall = wall or RealClock()
+        self.loader = SnapshotLoader(
+            clock, self.wall, simulating=training.running if training is not None else None
+        )
         self.bridge = StoreBridge(self.db_path, clock, self)
         self.bridge.error.connect(self.show_error)
         self.commands = OperatorCommands(
@@ -126,6 +135,7 @@ class MainWindow(QMainWindow):
         self.commands.error.connect(self.show_error)
         self.commands.written.connect(self.refresh)
         self.commands.registered.connect(self._registered)
+        self.commands.verdict.connect(lambda v: self.verdict_panel.show_verdict(v))
         self.children_windows: list[MainWindow] = []
         self.messages: list[str] = []  # status messages, newest last (tests read them)
 
@@ -148,6 +158,7 @@ class MainWindow(QMainWindow):
                 refresh=self.refresh,
                 training=self.training_dialog,
                 control=self.control,
+                confirm_store=self.confirm_store,
                 answer_first=self.commands.answer_first,
                 export=self.audit_view.choose_export,
                 show_tab=self.show_tab,
@@ -178,7 +189,8 @@ class MainWindow(QMainWindow):
     # --- building ---------------------------------------------------------------------------
 
     def _build_central(self, training: TrainingSession | None) -> None:
-        """The training strip (in training), the alarm banner, the run strip and the tabs."""
+        """The training strip (in training), the engine strip, the alarm banner, the verdicts
+        of this console's commands, the run strip and the tabs."""
         central = QWidget()
         col = QVBoxLayout(central)
         col.setContentsMargins(0, 0, 0, 0)
@@ -193,10 +205,15 @@ class MainWindow(QMainWindow):
                 f"background: {theme.YELLOW}; color: black; font-weight: bold; padding: 6px;"
             )
             col.addWidget(strip)
+        self.engine_strip = EngineStrip()
+        self.engine_strip.confirm.connect(self.confirm_store)
+        col.addWidget(self.engine_strip)
         self.banner = AlarmBanner()
         self.banner.acknowledge.connect(self.commands.acknowledge_dialog)
         self.banner.show_all.connect(lambda: self.show_tab(3))
         col.addWidget(self.banner)
+        self.verdict_panel = VerdictPanel()
+        col.addWidget(self.verdict_panel)
         self.strip = RunStrip()
         col.addWidget(self.strip)
         self.tabs = ConsoleTabs(
@@ -234,6 +251,7 @@ class MainWindow(QMainWindow):
 
     def _on_poll_error(self, message: str) -> None:
         self.status_bar.time.setText("✕ store unreadable")
+        self.engine_strip.set_unknown(message)
         self.show_error(message)
 
     def _tick(self) -> None:
@@ -243,11 +261,16 @@ class MainWindow(QMainWindow):
     def _on_snapshot(self, snap: Snapshot) -> None:
         tz = snap.zone(self.run_id)
         self.status_bar.time.setText(f"updated {local(self.clock.now(), tz):%H:%M:%S}")
-        self.commands.report_finished(snap)
+        if snap.engine is not None:
+            self.engine_strip.set_engine(snap.engine)
+        self.commands.follow(snap)
         if snap is self.snapshot:
             return
         first = self.snapshot is None
+        same = snap.same_data(self.snapshot)
         self.snapshot = snap
+        if same:
+            return  # only the engine's reading moved: the views stay as they are
         if self.run_id is None or snap.run(self.run_id) is None:
             pick = default_run(snap.runs)
             self.run_id = pick.id if pick else None
@@ -303,6 +326,10 @@ class MainWindow(QMainWindow):
         """Open the dialog of a run control (pause, resume, release, skip, abort)."""
         return self.commands.control(verb, plate=plate)
 
+    def confirm_store(self) -> CommandDialog | None:
+        """Open "Confirm the devices were checked" for a held engine (a supervisor's)."""
+        return self.commands.confirm_store()
+
     def open_prompt(self, prompt_id: int) -> PromptDialog | None:
         """Open (or raise) the answer dialog of an open prompt."""
         return self.commands.open_prompt(prompt_id)
@@ -311,7 +338,7 @@ class MainWindow(QMainWindow):
         return self.commands.new_run()
 
     def _registered(self, run_id: int) -> None:
-        self.say(f"Run {run_id} registered; its start command waits for the engine.")
+        self.say(f"Run {run_id} registered; its start command was sent to the engine.")
         self.run_id = run_id
         self.snapshot = None
         self.refresh()
@@ -347,6 +374,7 @@ class MainWindow(QMainWindow):
             session.db,
             self.clock,
             actor=self.actor,
+            wall=self.wall,
             verifier=self.verifier,
             password_setup=self.password_setup,
             training=session,

@@ -19,6 +19,7 @@ class MenuSlots:
     refresh: Callable[[], Any]
     training: Callable[[], Any]
     control: Callable[[str], Any]  # pause, resume, release, skip, abort
+    confirm_store: Callable[[], Any]  # a held engine: the devices were checked
     answer_first: Callable[[], Any]
     export: Callable[[], Any]
     show_tab: Callable[[int], Any]
@@ -77,15 +78,27 @@ def build_menus(
         "quit": action(window, "&Quit", window.close, "Ctrl+Q"),
         "pause": action(window, "&Pause…", lambda: do.control("pause"), "Ctrl+P"),
         "resume": action(window, "&Resume…", lambda: do.control("resume"), "Ctrl+Shift+P"),
-        "release": action(window, "Re&lease hold…", lambda: do.control("release")),
+        "release": action(window, "Re&lease run…", lambda: do.control("release")),
         "skip": action(window, "&Skip task…", lambda: do.control("skip"), "Ctrl+K"),
         "abort": action(window, "&Abort run…", lambda: do.control("abort")),
         "answer": action(window, "Answer the first &prompt", do.answer_first, "Ctrl+Return"),
+        "confirm-store": action(
+            window,
+            "&Confirm the devices were checked…",
+            do.confirm_store,
+            None,
+            "A held engine starts work again (a supervisor's decision)",
+        ),
         "export": action(window, "&Export batch record…", do.export, "Ctrl+E"),
     }
     bar = QMenuBar(window)
     window.setMenuBar(bar)
-    _menu(bar, "&Console", [acts[k] for k in ("new", "refresh", "training", "quit")])
+    _menu(
+        bar,
+        "&Console",
+        [acts["new"], acts["refresh"], acts["training"], None, acts["confirm-store"], None]
+        + [acts["quit"]],
+    )
     run = [acts[k] for k in ("pause", "resume", "release", "skip", "abort")]
     _menu(bar, "&Run", [*run, None, acts["answer"], acts["export"]])
     views = [

@@ -1,23 +1,36 @@
-"""The operator's commands: the dialogs that take them and the worker calls that queue them.
+"""The operator's commands: the dialogs that take them, the worker calls that queue them,
+and the engine's verdict on each, shown where the operator gave it.
 
-:class:`OperatorCommands` opens the run-control, prompt, alarm and new-run dialogs over the
-main window and queues what they send on the worker thread (``bridge.call``); the engine
-applies the commands and the next snapshot shows the result. It knows the window only
+:class:`OperatorCommands` opens the run-control, prompt, alarm, new-run and confirm-store
+dialogs over the main window and queues what they send on the worker thread
+(``bridge.call``). Every command sent is followed until the engine decides: the dialog that
+sent it shows "waiting", or "queued: no engine is running ..." when none runs, then
+"applied" or "rejected: why"; ``verdict`` carries each verdict to the window's panel, and a
+rejection whose dialog was closed meanwhile opens a message box. It knows the window only
 through the callables and signals it is given, so it imports no window.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from PyQt6.QtCore import QObject, pyqtSignal
-from PyQt6.QtWidgets import QDialog, QWidget
+from PyQt6.QtWidgets import QDialog, QMessageBox, QWidget
 
 from labctl.clock import Clock
 from labctl.gui.auth import PasswordFile, Verifier
 from labctl.gui.dialogs import AcknowledgeDialog, CommandDialog, PromptDialog
-from labctl.gui.models.commands import CommandRequest, acknowledge, skippable_tasks, submit_all
+from labctl.gui.models.commands import (
+    CommandRequest,
+    Verdict,
+    acknowledge,
+    run_command,
+    skippable_tasks,
+    submit_all,
+    verdict_of,
+)
 from labctl.gui.models.runs import RunRow
 from labctl.gui.models.snapshot import Snapshot, SnapshotLoader
 from labctl.gui.new_run import NewRunDialog
@@ -30,7 +43,8 @@ class OperatorCommands(QObject):
     ``snapshot`` and ``run_id`` read the window's latest snapshot and current run; commands
     are written as ``actor``, irreversible ones checked with ``verifier`` (or a password
     chosen on first use through ``password_setup``). Each queued command is watched by
-    ``loader``, so the snapshot that follows reports whether the engine applied it.
+    ``loader``, so the snapshot that follows reports whether the engine applied it
+    (:meth:`follow`).
     """
 
     #: A line for the status bar: a command queued or applied, an alarm acknowledged.
@@ -38,6 +52,8 @@ class OperatorCommands(QObject):
     #: An error for the status bar: a command refused by the engine or not offered at all
     #: (no run chosen), a failed acknowledgement.
     error = pyqtSignal(str)
+    #: A command's verdict, new or changed (a :class:`Verdict`).
+    verdict = pyqtSignal(object)
     #: Something was written: read the store again.
     written = pyqtSignal()
     #: A new run was registered (its id).
@@ -68,6 +84,12 @@ class OperatorCommands(QObject):
         self.password_setup = password_setup
         self.prompt_dialogs: dict[int, PromptDialog] = {}
         self.last_dialog: QDialog | None = None  # the dialog opened last (tests, screenshots)
+        # Commands sent from here that the engine has not decided on: their verdict so far
+        # and the dialog that sent them (None: the new-run dialog, closed once registered).
+        self.awaiting: dict[int, tuple[Verdict, Any]] = {}
+        # The latest verdicts published, oldest first (tests, a record of this session).
+        self.verdicts: deque[Verdict] = deque(maxlen=200)
+        self.last_message: QMessageBox | None = None  # the last rejection told in a box
 
     def current_run(self) -> RunRow | None:
         snap = self._snapshot()
@@ -89,39 +111,118 @@ class OperatorCommands(QObject):
         new_password: str | None,
         dialog: Any,
     ) -> None:
-        """Queue ``requests`` on the worker (all or none); tell ``dialog`` how it went."""
+        """Queue ``requests`` on the worker (all or none); tell ``dialog`` how it went and,
+        from then on, the engine's verdict on each."""
         actor, verifier, setup, loader = self.actor, self.verifier, self.password_setup, self.loader
         reqs = list(requests)
 
-        def fn(store: Any) -> list[Any]:
+        def fn(store: Any) -> tuple[list[Any], bool]:
             if new_password and setup is not None:
                 setup.set(new_password)
             cmds = submit_all(store, reqs, actor=actor, verifier=verifier, password=password)
             for c in cmds:
                 loader.watch(c.id)
-            return cmds
+            return cmds, loader.engine(store).applies_commands
 
-        def ok(cmds: list[Any]) -> None:
-            dialog.sent(cmds)
-            self.said.emit(
-                "Queued for the engine: "
-                + "; ".join(
-                    f"{r.describe()} (command {c.id})" for r, c in zip(reqs, cmds, strict=True)
-                )
-            )
+        def ok(result: tuple[list[Any], bool]) -> None:
+            cmds, running = result
+            verdicts = [
+                verdict_of(c, engine_running=running, what=r.describe())
+                for r, c in zip(reqs, cmds, strict=True)
+            ]
+            for v in verdicts:
+                self.awaiting[v.command_id] = (v, dialog)
+            dialog.sent(verdicts)
+            for v in verdicts:
+                self._publish(v, None)
+            self.said.emit("; ".join(v.line() for v in verdicts))
             self.written.emit()
 
         self.bridge.call(fn, ok, dialog.failed)
 
-    def report_finished(self, snap: Snapshot) -> None:
-        """Say which watched commands the engine applied or refused."""
+    def follow(self, snap: Snapshot) -> None:
+        """Take the engine's verdicts in ``snap`` to where the commands were given; a command
+        still pending turns 'queued' when the engine stops (and 'waiting' when one starts)."""
         for c in snap.finished_commands:
-            if c.state == "rejected":
-                self.error.emit(f"The engine refused command {c.id} ({c.verb}): {c.reason}")
-            else:
-                self.said.emit(f"Command {c.id} ({c.verb}) applied by the engine.")
+            if c.id not in self.awaiting:
+                continue
+            before, dialog = self.awaiting.pop(c.id)
+            self._publish(verdict_of(c, engine_running=True, what=before.what), dialog)
+        if snap.engine is None:
+            return
+        state = "waiting" if snap.engine.applies_commands else "queued"
+        for cid, (v, dialog) in list(self.awaiting.items()):
+            if v.state != state:
+                now = Verdict(v.command_id, v.what, state)
+                self.awaiting[cid] = (now, dialog)
+                self._publish(now, dialog)
+
+    def _publish(self, v: Verdict, dialog: Any) -> None:
+        """Show ``v`` in its dialog if still open, the window's panel, and the status bar; a
+        rejection nobody would see otherwise opens a message box."""
+        self.verdicts.append(v)
+        self.verdict.emit(v)
+        if dialog is not None and dialog.isVisible():
+            dialog.show_verdict(v)
+        elif v.state == "rejected":
+            self._tell_rejected(v)
+        if v.state == "rejected":
+            self.error.emit(v.line())
+        elif v.state == "applied":
+            self.said.emit(v.line())
+
+    def _tell_rejected(self, v: Verdict) -> None:
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "The engine rejected a command",
+            f"✕ {v.what}: {v.text}",
+            QMessageBox.StandardButton.Ok,
+            self.window,
+        )
+        box.setInformativeText(f"Command {v.command_id}. Nothing of it was applied.")
+        self.last_message = box
+        box.open()
+
+    def follow_start(self, run_id: int) -> None:
+        """Follow the start command queued with a new run (its dialog has closed)."""
+        loader = self.loader
+
+        def fn(store: Any) -> tuple[Any, bool]:
+            cmd = run_command(store, run_id, "start")
+            if cmd is not None and cmd.state == "pending":
+                loader.watch(cmd.id)
+            return cmd, loader.engine(store).applies_commands
+
+        def ok(result: tuple[Any, bool]) -> None:
+            cmd, running = result
+            if cmd is None:
+                return
+            v = verdict_of(cmd, engine_running=running)
+            if not v.final:
+                self.awaiting[cmd.id] = (v, None)
+            self._publish(v, None)
+
+        self.bridge.call(fn, ok)
 
     # --- run controls -----------------------------------------------------------------------
+
+    def confirm_store(self) -> CommandDialog | None:
+        """Open the supervisor's "Confirm the devices were checked" for a held engine."""
+        snap = self._snapshot()
+        engine = snap.engine if snap else None
+        if engine is None or not engine.can_confirm:
+            self.error.emit("the engine is not held: there is nothing to confirm")
+            return None
+        dlg = CommandDialog(
+            "confirm-store",
+            None,
+            held=engine.held,
+            first_use=self._first_use(),
+            parent=self.window,
+        )
+        dlg.ready.connect(lambda reqs, pw, new: self.send(reqs, pw, new, dlg))
+        self._open(dlg)
+        return dlg
 
     def control(self, verb: str, *, plate: str | None = None) -> CommandDialog | None:
         """Open the dialog of a run control (pause, resume, release, skip, abort).
@@ -178,10 +279,13 @@ class OperatorCommands(QObject):
             self.open_prompt(snap.prompts[0].id)
 
     def withdraw_answered(self, snap: Snapshot) -> None:
-        """Withdraw the open dialogs of prompts no longer open; forget closed dialogs."""
+        """Withdraw the open dialogs of prompts no longer open (but not those showing the
+        verdict on their own answer); forget closed dialogs."""
         open_ids = {p.id for p in snap.prompts}
         for pid, dlg in list(self.prompt_dialogs.items()):
-            if pid not in open_ids and dlg.isVisible():
+            if pid not in open_ids and dlg.isVisible() and not dlg.withdrawn:
+                if dlg.has_sent and not dlg.engine_rejected:
+                    continue  # answered by this dialog: it shows the verdict
                 dlg.withdraw("it has been answered (or its default applied)")
             if not dlg.isVisible():
                 self.prompt_dialogs.pop(pid, None)
@@ -228,5 +332,6 @@ class OperatorCommands(QObject):
             parent=self.window,
         )
         dlg.registered.connect(self.registered)
+        dlg.registered.connect(self.follow_start)
         self._open(dlg)
         return dlg

@@ -223,6 +223,18 @@ class GuardedDialog(QDialog):
             super().reject()
 
 
+def paper_strip(frame: QFrame, name: str, *, margins: int = 8) -> QHBoxLayout:
+    """Make ``frame`` a white strip across the window (named ``name``, a rule below) and
+    return its row layout."""
+    frame.setObjectName(name)
+    frame.setStyleSheet(
+        f"#{name} {{ background: {theme.PAPER}; border-bottom: 1px solid {theme.RULE}; }}"
+    )
+    lay = QHBoxLayout(frame)
+    lay.setContentsMargins(14, margins, 10, margins)
+    return lay
+
+
 def label(
     text: str = "",
     *,

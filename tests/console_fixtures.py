@@ -33,6 +33,7 @@ from fakes import FakeDevice, fake_workcell
 from labctl.clock import VirtualClock
 from labctl.devices import DeviceAlarm
 from labctl.engine import Engine, EngineConfig, register_run
+from labctl.engine.presence import EngineLock
 from labctl.jobs import WorkcellRoles
 from labctl.operator import StoreOperator
 from labctl.plan.resolve import resolve
@@ -267,3 +268,45 @@ def task_state(store: Store, run_id: int, task_key: str, plate: str) -> str:
         if spec.get("task_key") == task_key and plates.get(t.plate_id) == plate:
             return t.state
     raise KeyError(f"run {run_id} has no task {task_key} on {plate}")
+
+
+# --- an engine daemon's traces, for the console's engine strip -----------------------------
+
+WALL_START = datetime(2026, 12, 13, 8, 0, tzinfo=timezone.utc)  # the wall clock of the tests
+ENGINE_PID, ENGINE_HOST = 4242, "bay-pc"
+
+
+@dataclass
+class FakeDaemon:
+    """What a running ``labctl engine`` leaves for its clients: the database's engine lock
+    (held by this process) and a session in the store that beats when told. The engine
+    that applies commands is still the test's own (``Sim.engine``)."""
+
+    store: Store
+    lock: EngineLock
+    session_id: int
+
+    def beat(self, at: datetime, *, held: str | None = None) -> None:
+        self.store.engine_beat(self.session_id, at, held=held)
+
+    def stop(self, at: datetime, reason: str) -> None:
+        self.lock.last_words(
+            {"stopped_at": at.isoformat(timespec="seconds"), "stop_reason": reason}
+        )
+        self.store.engine_stopped(self.session_id, at, reason=reason, actor="engine")
+        self.lock.release()
+
+    def release(self) -> None:
+        self.lock.release()
+
+
+def fake_daemon(db: Path, store: Store, at: datetime, *, held: str | None = None) -> FakeDaemon:
+    """An engine 'running' on ``db`` since ``at`` (wall clock), beaten once then."""
+    lock = EngineLock(db)
+    lock.acquire({"pid": ENGINE_PID, "host": ENGINE_HOST, "since": at.isoformat()})
+    s = store.engine_started(
+        pid=ENGINE_PID, host=ENGINE_HOST, workcell="simulated", at=at, actor="engine"
+    )
+    d = FakeDaemon(store, lock, s.id)
+    d.beat(at, held=held)
+    return d

@@ -18,16 +18,19 @@ import pytest
 from console_fixtures import (
     KRIKS,
     TZ,
+    WALL_START,
     Sim,
     World,
     answer_due_prompts,
     copy_world,
+    fake_daemon,
     fast_dir,
     open_sim,
     shared_world,
     task_state,
 )
 
+from labctl.clock import VirtualClock
 from labctl.errors import ParameterError, ProtocolError
 from labctl.gui import models as m
 from labctl.gui.auth import PasswordFile, PasswordSetupError
@@ -278,6 +281,21 @@ def _task_prompt(**kw: object) -> m.PromptView:
     )  # fmt: skip
     base.update(kw)
     return m.PromptView(**base)  # type: ignore[arg-type]
+
+
+def test_prompt_with_qc_gates_is_never_answered_without_its_values() -> None:
+    task = _task_prompt()
+    assert [g.measure for g in m.missing_qc(task, {})] == ["FOXA2_LMX1A_pct"]
+    assert m.missing_qc(task, {"FOXA2_LMX1A_pct": "n/a"}) == list(task.gates)
+    assert m.missing_qc(task, {"FOXA2_LMX1A_pct": "72"}) == []
+    # Gates count whatever the choice (the engine checks every answer to such a prompt).
+    both = _task_prompt(choices=("done", "skip"))
+    with pytest.raises(m.ConsoleInputError, match=r"enter the FOXA2_LMX1A_pct value"):
+        m.build_answer(both, choice="done")
+    assert m.build_answer(both, choice="done", qc={"FOXA2_LMX1A_pct": "61"}) == {
+        "choice": "done",
+        "qc": {"FOXA2_LMX1A_pct": 61.0},
+    }
 
 
 def test_build_answer() -> None:
@@ -640,3 +658,174 @@ def test_training_launcher_argv(tmp_path: Path) -> None:
     assert launcher.argv(TrainingConfig(KRIKS, plates=1, pace=3600))[-2:] == ["--pace", "3600"]
     with pytest.raises(TrainingError, match="at most 3600"):
         launcher.argv(TrainingConfig(KRIKS, plates=1, pace=86400))
+
+
+# --- the engine and what became of each command --------------------------------------------
+
+
+def _engine(sim: Sim, wall: VirtualClock) -> m.EngineView:
+    return m.engine_view(sim.world.db, sim.store, wall.now())
+
+
+def test_engine_view_when_no_engine_ever_ran(sim: Sim) -> None:
+    e = _engine(sim, VirtualClock(WALL_START))
+    assert (e.level, e.running, e.ever, e.loud, e.applies_commands) == (
+        "down", False, False, True, False,
+    )  # fmt: skip
+    assert e.headline == "ENGINE NOT RUNNING: runs are not being carried out"
+    assert e.text.startswith("no engine has run on this database yet")
+    assert "labctl engine" in e.advice
+
+
+def test_engine_view_running_then_stale(sim: Sim) -> None:
+    wall = VirtualClock(WALL_START)
+    daemon = fake_daemon(sim.world.db, sim.store, wall.now())
+    try:
+        wall.advance(3)
+        e = _engine(sim, wall)
+        assert (e.level, e.running, e.loud, e.applies_commands) == ("running", True, False, True)
+        assert e.text == "engine 4242 on bay-pc running, seen 3 s ago" and e.seen_s == 3.0
+        assert e.headline == "ENGINE RUNNING" and e.tone == "ok" and not e.can_confirm
+        # Three beats missed (15 s): it holds the database but carries nothing out.
+        wall.advance(40)
+        e = _engine(sim, wall)
+        assert (e.level, e.running, e.loud, e.applies_commands) == ("stale", True, True, False)
+        assert e.headline == "ENGINE NOT RESPONDING: runs are not being carried out"
+        assert "has not beaten for 43 s: stuck?" in e.text
+        daemon.beat(wall.now())
+        assert _engine(sim, wall).level == "running"
+        # Held and stuck: said to be stuck, and nothing to confirm until it answers.
+        wall.advance(40)
+        daemon.store.engine_beat(daemon.session_id, wall.now() - timedelta(seconds=40), held="x")
+        e = _engine(sim, wall)
+        assert (e.level, e.held, e.can_confirm) == ("stale", "x", False)
+    finally:
+        daemon.release()
+
+
+def test_engine_view_held_until_a_supervisor_confirms(sim: Sim) -> None:
+    wall = VirtualClock(WALL_START)
+    why = (
+        "the run database ends at event 40, but the engine had acted after event 52: it was "
+        "restored from an older copy; check the devices, then: labctl confirm-store --reason ..."
+    )
+    daemon = fake_daemon(sim.world.db, sim.store, wall.now(), held=why)
+    try:
+        e = _engine(sim, wall)
+        assert (e.level, e.running, e.loud, e.can_confirm, e.applies_commands) == (
+            "held", True, False, True, True,
+        )  # fmt: skip
+        # The console says what to do in its own words, not the CLI's.
+        assert e.held == why.split("; check the devices")[0]
+        assert e.detail == f"Why: {e.held}"
+        assert "Confirm the devices were checked" in e.advice
+        assert "starts NOTHING until confirmed" in e.text
+    finally:
+        daemon.release()
+
+
+def test_engine_view_not_running_since_it_stopped_or_was_lost(sim: Sim) -> None:
+    wall = VirtualClock(WALL_START)
+    daemon = fake_daemon(sim.world.db, sim.store, wall.now())
+    wall.advance(60)
+    daemon.stop(wall.now(), "stopped by the operator (Ctrl-C or SIGTERM)")
+    wall.advance(600)
+    e = _engine(sim, wall)
+    assert (e.level, e.running, e.ever, e.loud) == ("down", False, True, True)
+    assert e.text == (
+        "engine NOT running since 2026-12-13 08:01:00 UTC: stopped by the operator (Ctrl-C or SIGTERM)"
+    )
+    # A session still marked running without its lock: the process died without a word.
+    lost = fake_daemon(sim.world.db, sim.store, wall.now())
+    lost.release()
+    e = _engine(sim, wall)
+    assert e.level == "down" and "stopped without a word" in e.text
+
+
+def test_training_database_engine_is_its_simulation(sim: Sim) -> None:
+    down = _engine(sim, VirtualClock(WALL_START))
+    assert m.training_view(down, True).headline == "TRAINING SIMULATION RUNNING"
+    assert m.training_view(down, True).applies_commands
+    assert m.training_view(down, False).loud
+
+
+def test_snapshot_reads_the_engine_at_every_poll(sim: Sim) -> None:
+    wall = VirtualClock(WALL_START)
+    loader = m.SnapshotLoader(sim.clock, wall)
+    first = loader.load(sim.store)
+    assert first.engine is not None and first.engine.level == "down"
+    assert loader.load(sim.store) is first  # nothing moved, not even the engine
+    daemon = fake_daemon(sim.world.db, sim.store, wall.now())  # its start is an audit event
+    try:
+        running = loader.load(sim.store)
+        assert running.engine.level == "running" and not running.same_data(first)
+        # Heartbeats write no audit event: the runs are not read again, the engine is.
+        wall.advance(4)
+        daemon.beat(wall.now())
+        wall.advance(2)
+        later = loader.load(sim.store)
+        assert later is not running and later.same_data(running)
+        assert later.runs is running.runs and later.engine.text.endswith("seen 2 s ago")
+        wall.advance(60)
+        assert loader.load(sim.store).engine.level == "stale"
+    finally:
+        daemon.release()
+
+
+def test_verdicts_applied_rejected_and_queued(sim: Sim) -> None:
+    rid = sim.world.run_id
+    pause = m.submit(sim.store, m.pause(rid, "CO2 low"), actor="alice")
+    release = m.submit(sim.store, m.release(rid, "go on"), actor="alice")
+    assert m.verdict_of(pause, engine_running=False).text == m.QUEUED_TEXT
+    assert m.QUEUED_TEXT == "queued: no engine is running — it applies when the engine starts"
+    assert m.verdict_of(pause, engine_running=True).state == "waiting"
+    sim.engine.step()
+    applied = m.verdict_of(sim.store.get_command(pause.id), engine_running=False)
+    assert applied.line() == f"command {pause.id} · pause run {rid}: applied (run now paused)"
+    rejected = m.verdict_of(sim.store.get_command(release.id), engine_running=True)
+    assert (rejected.state, rejected.final, rejected.tone) == ("rejected", True, "fault")
+    assert rejected.text.startswith(f"rejected: run {rid}: cannot release while paused")
+
+
+def test_a_qc_answer_without_its_values_is_rejected_by_the_engine(sim: Sim) -> None:
+    """What an older console or a script might send: the engine's reason is the verdict."""
+    rid = sim.world.run_id
+    gate = {"measure": "FOXA2_LMX1A_pct", "unit": "%", "min": 60.0, "on_fail": "hold"}
+    p = sim.store.insert_prompt(rid, kind="task", text="QC", actor="engine", choices=[gate])
+    cmd = sim.store.insert_command(
+        "answer", actor="bob", run_id=rid, args={"prompt": p.id, "answer": {"done": True}}
+    )
+    sim.engine.step()
+    v = m.verdict_of(sim.store.get_command(cmd.id), engine_running=True)
+    assert v.text == "rejected: this step records QC values: give FOXA2_LMX1A_pct (%)"
+    assert sim.store.get_prompt(p.id).state == "open"
+
+
+def test_release_and_confirm_store_queue_their_commands(sim: Sim) -> None:
+    rid = sim.world.run_id
+    with pytest.raises(m.ConsoleInputError, match="give a reason to release run"):
+        m.submit(sim.store, m.release(rid, ""), actor="alice")
+    rel = m.submit(sim.store, m.release(rid, "QC reviewed: FOXA2 58 % accepted"), actor="alice")
+    assert (rel.verb, rel.run_id, rel.reason) == (
+        "release",
+        rid,
+        "QC reviewed: FOXA2 58 % accepted",
+    )
+    req = m.confirm_store("incubator slots and the OT-2 deck checked against the run")
+    assert (req.verb, req.run_id, req.irreversible, req.needs_reason) == (
+        "confirm-store", None, True, True,
+    )  # fmt: skip
+    with pytest.raises(m.PasswordRejected):  # a supervisor's word: their password too
+        m.submit(sim.store, req, actor="carol", verifier=yes, password="guess")
+    with pytest.raises(m.ConsoleInputError, match="give a reason to confirm the devices"):
+        m.submit(sim.store, m.confirm_store(" "), actor="carol", verifier=yes, password="x")
+    cmd = m.submit(sim.store, req, actor="carol", verifier=yes, password="correct horse")
+    assert (cmd.verb, cmd.run_id, cmd.actor, cmd.args) == ("confirm-store", None, "carol", {})
+    assert m.describe_command(cmd) == "confirm the devices were checked (the held engine goes on)"
+
+
+def test_the_start_of_a_new_run_is_found_even_once_applied(sim: Sim) -> None:
+    rid = sim.world.run_id
+    start = m.run_command(sim.store, rid, "start")
+    assert start is not None and start.state == "applied"
+    assert m.run_command(sim.store, rid, "abort") is None

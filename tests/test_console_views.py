@@ -16,9 +16,11 @@ import pytest
 from console_fixtures import (
     KRIKS,
     TZ,
+    WALL_START,
     Sim,
     World,
     copy_world,
+    fake_daemon,
     fast_dir,
     open_sim,
     shared_world,
@@ -27,6 +29,7 @@ from console_fixtures import (
 from PyQt6.QtCore import QModelIndex, Qt
 from PyQt6.QtWidgets import QApplication, QLabel, QLineEdit
 
+from labctl.clock import VirtualClock
 from labctl.gui import models as m
 from labctl.gui import theme
 from labctl.gui.auth import PasswordFile
@@ -55,10 +58,16 @@ def sim(world: World) -> Sim:
 
 
 @pytest.fixture
-def win(qtbot, sim: Sim) -> MainWindow:  # noqa: ANN001 - pytest-qt's fixture
+def wall() -> VirtualClock:
+    """The console's wall clock (the engine's heartbeat is read against it)."""
+    return VirtualClock(WALL_START)
+
+
+@pytest.fixture
+def win(qtbot, sim: Sim, wall: VirtualClock) -> MainWindow:  # noqa: ANN001 - pytest-qt's fixture
     app = QApplication.instance()
     theme.apply(app)  # type: ignore[arg-type]
-    w = MainWindow(sim.world.db, sim.clock, actor="alice", verifier=verifier, poll_ms=50)
+    w = MainWindow(sim.world.db, sim.clock, actor="alice", wall=wall, verifier=verifier, poll_ms=50)
     qtbot.addWidget(w)
     w.resize(1500, 950)
     w.show()
@@ -258,11 +267,21 @@ def test_pause_writes_the_command_and_the_engine_applies_it(
         "alice",
         "CO2 alarm: wait for the gas",
     )
-    qtbot.waitUntil(lambda: not dlg.isVisible())
+    # No engine runs on the test's database: the dialog stays and says so.
+    qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
+    assert dlg.isVisible() and not dlg.ok_button.isVisible()
+    assert f"command {cmd.id} · pause run 1: {m.QUEUED_TEXT}" in dlg.verdict_text()
     sim.engine.step()
     assert sim.store.get_run(sim.world.run_id).state == "paused"
     qtbot.waitUntil(lambda: win.strip.badge.text() == "‖ paused", timeout=10_000)
-    assert any("applied by the engine" in msg for msg in win.messages)
+    qtbot.waitUntil(lambda: "applied (run now paused)" in dlg.verdict_text(), timeout=10_000)
+    assert "✓ applied (run now paused)" in dlg.verdicts.lines[cmd.id].text()
+    assert f"command {cmd.id} · pause run 1: applied" in win.verdict_panel.text()
+    dlg.cancel_button.click()  # now "Close"
+    assert not dlg.isVisible()
+    assert win.verdict_panel.isVisible()  # until dismissed
+    win.verdict_panel.dismiss.click()
+    assert not win.verdict_panel.isVisible()
 
 
 def test_pause_one_plate_with_the_shortcut(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
@@ -379,11 +398,16 @@ def test_recovery_retry_in_the_console_unblocks_the_run(qtbot, win: MainWindow, 
     cmd = wait_for_command(qtbot, sim, "answer")
     assert cmd.args == {"prompt": p.id, "answer": {"choice": "retry"}}
     assert cmd.reason == "tips reseated"
-    qtbot.waitUntil(lambda: not dlg.isVisible(), timeout=10_000)
+    qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
     sim.engine.step()
     assert sim.store.get_prompt(p.id).state == "answered"
     assert sim.store.get_job(p.job_id).state == "running"
     qtbot.waitUntil(lambda: win.prompts.list.count() == 0, timeout=10_000)
+    # The prompt is answered: its dialog shows the verdict, not "answered elsewhere".
+    qtbot.waitUntil(lambda: "applied ('retry' carried out)" in dlg.verdict_text(), timeout=10_000)
+    assert dlg.isVisible() and not dlg.withdrawn and not dlg.error.isVisible()
+    dlg.close_button.click()
+    assert not dlg.isVisible()
 
 
 def test_skip_choice_needs_reason_and_password(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
@@ -446,9 +470,17 @@ def test_qc_prompt_checks_values_against_limits(qtbot, sim: Sim) -> None:  # noq
     dlg.ready.connect(lambda reqs, pw, new: sent.append((reqs, pw, new)))
     dlg.show()
     edit: QLineEdit = dlg.qc_edits["FOXA2_LMX1A_pct"]
+    # No answer without the value: "Done" waits for it, and the hint names it with its limits.
+    assert not dlg.choice_buttons["done"].isEnabled()
+    assert dlg.qc_hint.isVisible()
+    assert "<b>FOXA2_LMX1A_pct</b> (at least 60 %)" in dlg.qc_hint.text()
     dlg.choice_buttons["done"].click()
-    assert dlg.error.text() == "✕ enter the FOXA2_LMX1A_pct value (at least 60 %)"
+    assert not dlg.confirm_box.isVisible() and sent == []
+    edit.setText("many")
+    assert not dlg.choice_buttons["done"].isEnabled()
+    assert dlg.qc_status["FOXA2_LMX1A_pct"].text() == "✕ not a number"
     edit.setText("55")
+    assert dlg.choice_buttons["done"].isEnabled() and not dlg.qc_hint.isVisible()
     assert dlg.qc_status["FOXA2_LMX1A_pct"].text() == "✕ outside: hold"
     dlg.choice_buttons["done"].click()
     assert (
@@ -507,6 +539,11 @@ def test_new_run_from_a_file(qtbot, win: MainWindow, sim: Sim, tmp_path: Path) -
         ),
         timeout=10_000,
     )
+    # Its start command is followed like any other: queued (no engine), then applied.
+    line = f"command {start.id} · start run {new.id}: "
+    qtbot.waitUntil(lambda: line + m.QUEUED_TEXT in win.verdict_panel.text(), timeout=10_000)
+    sim.engine.step()
+    qtbot.waitUntil(lambda: line + "applied" in win.verdict_panel.text(), timeout=10_000)
 
 
 def test_training_window_watches_the_training_database(
@@ -537,8 +574,201 @@ def test_training_window_watches_the_training_database(
         assert child.snapshot.runs == ()
         assert child.runs_view.count.text().startswith("no runs in this database yet")
         assert child.findChild(QLabel, "trainingStrip").text().strip().startswith("TRAINING MODE")
+        # labctl simulate keeps no engine session: its process is the engine (ended here).
+        assert child.engine_strip.headline.text() == "✕ TRAINING SIMULATION ENDED"
     finally:
         child.close()
+
+
+# --- the engine, and what became of each command -------------------------------------------
+
+RESTORED = (
+    "the run database ends at event 40, but the engine had acted after event 52: it was "
+    "restored from an older copy or lost its latest transactions, so devices may already have "
+    "done what it says is still to do; check the devices, then: labctl confirm-store --reason ..."
+)
+
+
+def test_engine_strip_says_whether_an_engine_runs(
+    qtbot, win: MainWindow, sim: Sim, wall: VirtualClock
+) -> None:  # noqa: ANN001
+    strip = win.engine_strip
+    # No engine ever ran on the test's database: loud, in words as well as colour.
+    assert strip.isVisible() and strip.loud and strip.level == "down"
+    assert strip.headline.text() == "✕ ENGINE NOT RUNNING: runs are not being carried out"
+    assert "no engine has run on this database yet" in strip.detail.text()
+    assert "labctl engine" in strip.advice.text() and strip.advice.isVisible()
+    assert not strip.confirm_button.isVisible()
+    daemon = fake_daemon(sim.world.db, sim.store, wall.now())
+    try:
+        qtbot.waitUntil(lambda: strip.level == "running", timeout=10_000)
+        assert not strip.loud and not strip.advice.isVisible()
+        assert strip.text() == "▶ ENGINE RUNNING · engine 4242 on bay-pc running, seen 0 s ago"
+        wall.advance(4)
+        daemon.beat(wall.now())
+        wall.advance(3)
+        qtbot.waitUntil(lambda: strip.detail.text().endswith("seen 3 s ago"), timeout=10_000)
+        # With an engine running, a command waits for its verdict rather than queueing.
+        dlg = win.control("pause")
+        dlg.reason.setText("plates to the microscope")
+        dlg.ok_button.click()
+        qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
+        assert (
+            "◷ sent: waiting for the engine's verdict"
+            in dlg.verdicts.lines[next(iter(dlg.verdicts.verdicts))].text()
+        )
+        # The heartbeat stops: three beats later the strip turns loud, on every tab.
+        wall.advance(30)
+        qtbot.waitUntil(lambda: strip.level == "stale", timeout=10_000)
+        assert strip.loud and "NOT RESPONDING" in strip.headline.text()
+        assert "has not beaten for 33 s: stuck?" in strip.detail.text()
+        for tab in range(6):
+            win.show_tab(tab)
+            assert strip.isVisible()
+        daemon.stop(wall.now(), "storage error, nothing more dispatched: disk full")
+        qtbot.waitUntil(lambda: strip.level == "down", timeout=10_000)
+        assert strip.detail.text() == (
+            "engine NOT running since 2026-12-13 08:00:37 UTC: storage error, nothing more "
+            "dispatched: disk full"
+        )
+        # The command sent meanwhile is queued now, and its dialog says so.
+        qtbot.waitUntil(lambda: m.QUEUED_TEXT in dlg.verdict_text(), timeout=10_000)
+    finally:
+        daemon.release()
+
+
+def test_a_rejected_command_shows_the_engines_reason(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    dlg = win.control("release")  # the run is running, not held: the engine refuses
+    dlg.reason.setText("QC reviewed")
+    dlg.ok_button.click()
+    cmd = wait_for_command(qtbot, sim, "release")
+    qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
+    sim.engine.step()
+    qtbot.waitUntil(lambda: dlg.engine_rejected, timeout=10_000)
+    reason = sim.store.get_command(cmd.id).result["reason"]
+    assert reason.startswith("run 1: cannot release while running")
+    assert f"✕ rejected: {reason}" in dlg.verdicts.lines[cmd.id].text()
+    assert f"command {cmd.id} · release run 1: rejected: {reason}" in win.verdict_panel.text()
+    assert win.commands.last_message is None  # its own dialog showed it
+    dlg.cancel_button.click()
+    # A rejection whose dialog was closed before the verdict: a message box says it.
+    dlg = win.control("resume")
+    dlg.reason.setText("gas back")
+    dlg.ok_button.click()
+    cmd = wait_for_command(qtbot, sim, "resume")
+    qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
+    dlg.cancel_button.click()
+    sim.engine.step()
+    qtbot.waitUntil(lambda: win.commands.last_message is not None, timeout=10_000)
+    box = win.commands.last_message
+    assert box.isVisible() and box.windowTitle() == "The engine rejected a command"
+    assert box.text().startswith("✕ resume run 1: rejected: run 1: cannot resume")
+    box.accept()
+
+
+def send_with_reason(qtbot, sim: Sim, dlg, verb: str, reason: str) -> m.Command:  # noqa: ANN001
+    """OK without a reason is refused (nothing written); with ``reason`` it is queued."""
+    dlg.ok_button.click()
+    assert "give a reason" in dlg.error.text() and sim.store.pending_commands() == []
+    dlg.reason.setText(reason)
+    dlg.ok_button.click()
+    cmd = wait_for_command(qtbot, sim, verb)
+    assert (cmd.reason, cmd.actor) == (reason, "alice")
+    return cmd
+
+
+def _hold_the_run(sim: Sim) -> None:
+    """The operator chose 'hold' on the failed feed: the run waits for a decision."""
+    (p,) = [x for x in sim.store.open_prompts() if x.kind == "recovery"]
+    sim.store.insert_command(
+        "answer", actor="bob", run_id=p.run_id, args={"prompt": p.id, "answer": {"choice": "hold"}}
+    )
+    sim.engine.step()
+    assert sim.store.get_run(sim.world.run_id).state == "holding"
+
+
+def test_release_a_held_run(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+    _hold_the_run(sim)
+    qtbot.waitUntil(lambda: win.strip.release.isVisible(), timeout=10_000)
+    assert win.strip.release.text() == "Release run…"
+    win.strip.release.click()
+    dlg = win.last_dialog
+    assert dlg.verb == "release" and dlg.windowTitle() == "Release run: Kriks DA batch 2x6w"
+    cmd = send_with_reason(qtbot, sim, dlg, "release", "LH tips reseated; feed done by hand")
+    assert cmd.run_id == sim.world.run_id
+    sim.engine.step()
+    qtbot.waitUntil(lambda: "applied (run now running)" in dlg.verdict_text(), timeout=10_000)
+    qtbot.waitUntil(lambda: not win.strip.release.isVisible(), timeout=10_000)
+
+
+def test_a_held_engine_is_confirmed_by_a_supervisor(
+    qtbot, win: MainWindow, sim: Sim, wall: VirtualClock
+) -> None:  # noqa: ANN001
+    sim.engine.hold(RESTORED)
+    daemon = fake_daemon(sim.world.db, sim.store, wall.now(), held=RESTORED)
+    try:
+        strip = win.engine_strip
+        qtbot.waitUntil(lambda: strip.level == "held", timeout=10_000)
+        assert not strip.loud and strip.confirm_button.isVisible()
+        assert (
+            strip.headline.text() == "⚑ ENGINE HELD: it starts nothing until a supervisor confirms"
+        )
+        assert strip.detail.text().startswith("Why: the run database ends at event 40")
+        assert "labctl confirm-store" not in strip.detail.text()
+        assert "Confirm the devices were checked…" in strip.advice.text()
+        strip.confirm_button.click()
+        dlg = win.last_dialog
+        assert dlg.verb == "confirm-store" and dlg.run is None
+        assert dlg.windowTitle() == "Confirm the devices were checked"
+        assert dlg.password.isVisible()  # a supervisor's word: reason and password
+        dlg.password.password.setText(PASSWORD)
+        checked = "incubator slots and the OT-2 deck match the run database"
+        cmd = send_with_reason(qtbot, sim, dlg, "confirm-store", checked)
+        assert (cmd.run_id, cmd.args) == (None, {})
+        qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
+        assert "◷ sent: waiting for the engine's verdict" in dlg.verdicts.lines[cmd.id].text()
+        sim.engine.step()
+        assert sim.engine.held is None
+        daemon.beat(wall.now())
+        qtbot.waitUntil(
+            lambda: "applied (the engine starts work again)" in dlg.verdict_text(), timeout=10_000
+        )
+        qtbot.waitUntil(lambda: strip.level == "running", timeout=10_000)
+        assert not strip.confirm_button.isVisible()
+    finally:
+        daemon.release()
+
+
+def test_a_qc_answer_the_engine_rejects_is_shown_in_its_dialog(
+    qtbot, win: MainWindow, sim: Sim
+) -> None:  # noqa: ANN001
+    gate = {"measure": "FOXA2_LMX1A_pct", "unit": "%", "min": 60.0, "on_fail": "hold"}
+    p = sim.store.insert_prompt(
+        sim.world.run_id, kind="task", text="Plate P1: FOXA2/LMX1A", actor="engine", choices=[gate]
+    )
+    qtbot.waitUntil(lambda: any(x.id == p.id for x in win.snapshot.prompts), timeout=10_000)
+    dlg = win.open_prompt(p.id)
+    assert not dlg.choice_buttons["done"].isEnabled()
+    # An answer without the value, as an older console would send it: the engine refuses.
+    view = next(x for x in win.snapshot.prompts if x.id == p.id)
+    win.commands.send([m.answer(view, {"done": True})], None, None, dlg)
+    qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
+    sim.engine.step()
+    qtbot.waitUntil(lambda: dlg.engine_rejected, timeout=10_000)
+    assert "rejected: this step records QC values: give FOXA2_LMX1A_pct (%)" in dlg.verdict_text()
+    assert dlg.again_button.isVisible()
+    dlg.again_button.click()
+    dlg.qc_edits["FOXA2_LMX1A_pct"].setText("64")
+    dlg.choice_buttons["done"].click()
+    dlg.confirm_button.click()
+    qtbot.waitUntil(lambda: len(dlg.verdicts.verdicts) == 2, timeout=10_000)
+    sim.engine.step()
+    qtbot.waitUntil(lambda: dlg.verdict_text().count(": applied") == 1, timeout=10_000)
+    assert sim.store.get_prompt(p.id).answer == {"done": True, "qc": {"FOXA2_LMX1A_pct": 64.0}}
+
+
+# Keep this test last: once QApplication.quit() has ended main()'s event loop, a window
+# opened by a later test in this process gets no replies from its worker thread.
 
 
 def test_main_opens_the_console_and_returns_when_quit(qtbot, sim: Sim) -> None:  # noqa: ANN001

@@ -13,7 +13,8 @@ One module a subject:
 - :mod:`.timeline`: bars and lanes of the Gantt chart;
 - :mod:`.devices`: device states, climate readings, alarms;
 - :mod:`.prompts`: open prompts and the answers they take;
-- :mod:`.commands`: operator commands (pause, skip, answer, ...) and their checks;
+- :mod:`.commands`: operator commands (pause, skip, answer, ...), their checks and verdicts;
+- :mod:`.engine`: whether an engine carries the runs out (running, held, stale, down);
 - :mod:`.audit`: audit pages and the batch record;
 - :mod:`.protocol`: the run's locked protocol, plan, diagram and prep sheets;
 - :mod:`.new_run`: checking a protocol file, ranking start dates, registering a run;
@@ -35,20 +36,26 @@ from labctl.gui.models.audit import (
 )
 from labctl.gui.models.commands import (
     IRREVERSIBLE_VERBS,
+    QUEUED_TEXT,
     CommandRequest,
     PasswordRejected,
     SkippableTask,
+    Verdict,
     Verifier,
     abort,
     acknowledge,
     answer,
+    confirm_store,
+    describe_command,
     pause,
     release,
     resume,
+    run_command,
     skip,
     skippable_tasks,
     submit,
     submit_all,
+    verdict_of,
 )
 from labctl.gui.models.common import (
     ACTIVE_RUN_STATES,
@@ -73,6 +80,7 @@ from labctl.gui.models.common import (
     when_text,
 )
 from labctl.gui.models.devices import AlarmRow, ClimateReading, DeviceRow, climate_of, device_rows
+from labctl.gui.models.engine import EngineView, engine_view, training_view
 from labctl.gui.models.new_run import (
     DEFAULT_OPERATOR_HOURS,
     NewRunRequest,
@@ -87,9 +95,11 @@ from labctl.gui.models.prompts import (
     PromptView,
     QcGate,
     build_answer,
+    missing_qc,
     parse_number,
     prompt_view,
     qc_failures,
+    qc_values,
 )
 from labctl.gui.models.protocol import (
     PlanRow,
@@ -116,6 +126,7 @@ __all__ = [
     "ConsoleInputError",
     "DEFAULT_OPERATOR_HOURS",
     "DeviceRow",
+    "EngineView",
     "EventFilter",
     "EventPage",
     "EventRow",
@@ -126,6 +137,7 @@ __all__ = [
     "PasswordRejected",
     "PlanRow",
     "PromptView",
+    "QUEUED_TEXT",
     "ProtocolCheck",
     "ProtocolInfo",
     "QcGate",
@@ -137,6 +149,7 @@ __all__ = [
     "StartSuggestion",
     "TERMINAL_JOB_STATES",
     "TodayItem",
+    "Verdict",
     "Verifier",
     "abort",
     "acknowledge",
@@ -145,11 +158,14 @@ __all__ = [
     "build_answer",
     "check_protocol_text",
     "climate_of",
+    "confirm_store",
     "countdown_text",
+    "describe_command",
     "device_rows",
     "diagram_png",
     "diagram_png_isolated",
     "duration_text",
+    "engine_view",
     "event_page",
     "event_row",
     "float_or_none",
@@ -160,6 +176,7 @@ __all__ = [
     "lanes",
     "local",
     "main_job",
+    "missing_qc",
     "parse_number",
     "pause",
     "plan_of_text",
@@ -169,10 +186,12 @@ __all__ = [
     "protocol_day",
     "protocol_info",
     "qc_failures",
+    "qc_values",
     "register_new_run",
     "release",
     "resume",
     "run_bars",
+    "run_command",
     "run_row",
     "skip",
     "skippable_tasks",
@@ -186,6 +205,8 @@ __all__ = [
     "today_html",
     "today_items",
     "tone_of",
+    "training_view",
     "tzinfo",
+    "verdict_of",
     "when_text",
 ]

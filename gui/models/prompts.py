@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from labctl.engine.prompts import check_qc_answer
 from labctl.gui.models.common import (
     ConsoleInputError,
     RunData,
@@ -189,31 +190,57 @@ def build_answer(
     """The ``answer`` of an answer command for ``prompt``.
 
     Prompts with explicit choices take ``{"choice": ...}`` (one of them); task prompts take
-    ``{"done": true, "qc": {measure: value}, "lots": {reagent: lot}}`` with a number for
-    every QC gate (lots are optional). Raises ConsoleInputError naming what is missing.
+    ``{"done": true, "qc": {measure: value}, "lots": {reagent: lot}}`` (lots are optional).
+    A prompt with QC gates needs a number for every gate, whatever the choice: the engine
+    rejects an answer without them (:func:`labctl.engine.prompts.check_qc_answer`, which
+    this also runs). Raises ConsoleInputError naming what is missing.
     """
+    answer: dict[str, Any]
     if prompt.choices:
         if choice not in prompt.choices:
             raise ConsoleInputError(
                 f"choose one of {', '.join(prompt.choices)} for prompt {prompt.id}"
             )
-        return {"choice": choice}
-    answer: dict[str, Any] = {"done": True}
+        answer = {"choice": choice}
+    else:
+        answer = {"done": True}
+    values = qc_values(prompt, qc or {})
+    if values:
+        answer["qc"] = values
+    try:
+        check_qc_answer([{"measure": g.measure, "unit": g.unit} for g in prompt.gates], answer)
+    except ValueError as exc:  # the engine's own rule, in case the two ever part
+        raise ConsoleInputError(str(exc)) from None
+    given = {k: v.strip() for k, v in (lots or {}).items() if v and v.strip()}
+    if given and not prompt.choices:
+        answer["lots"] = given
+    return answer
+
+
+def qc_values(prompt: PromptView, qc: Mapping[str, str]) -> dict[str, float]:
+    """The number typed for every QC gate of ``prompt``; ConsoleInputError naming the first
+    gate without one (and its limits)."""
     values: dict[str, float] = {}
     for g in prompt.gates:
-        raw = (qc or {}).get(g.measure, "")
+        raw = qc.get(g.measure, "")
         if not str(raw).strip():
             raise ConsoleInputError(f"enter the {g.measure} value ({g.limits_text})")
         try:
             values[g.measure] = parse_number(str(raw))
         except ConsoleInputError as exc:
             raise ConsoleInputError(f"{g.measure}: {exc}") from None
-    if values:
-        answer["qc"] = values
-    given = {k: v.strip() for k, v in (lots or {}).items() if v and v.strip()}
-    if given:
-        answer["lots"] = given
-    return answer
+    return values
+
+
+def missing_qc(prompt: PromptView, qc: Mapping[str, str]) -> list[QcGate]:
+    """The gates of ``prompt`` without a number in ``qc`` (what keeps its answer unsent)."""
+    out = []
+    for g in prompt.gates:
+        try:
+            parse_number(str(qc.get(g.measure, "")))
+        except ConsoleInputError:
+            out.append(g)
+    return out
 
 
 def qc_failures(prompt: PromptView, values: Mapping[str, float]) -> list[tuple[QcGate, float]]:

@@ -1,16 +1,19 @@
 """A snapshot of everything the console shows, read from the store and kept up to date
-from its change feed (the audit events after the last one seen)."""
+from its change feed (the audit events after the last one seen), with whether an engine
+carries the runs out (read at every poll: its heartbeat writes no audit event)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
-from labctl.clock import Clock
+from labctl.clock import Clock, RealClock
 from labctl.gui.models.common import ACTIVE_RUN_STATES, RunData
 from labctl.gui.models.devices import AlarmRow, ClimateReading, DeviceRow, climate_of, device_rows
+from labctl.gui.models.engine import EngineView, engine_view, training_view
 from labctl.gui.models.prompts import PromptView, prompt_view
 from labctl.gui.models.runs import RunRow, TodayItem, run_row, today_items
 from labctl.gui.models.timeline import Bar, run_bars
@@ -20,7 +23,13 @@ from labctl.store.models import Alarm, Command, Event, Prompt, Run
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything the console shows, read at ``now`` when the newest event was ``head_seq``."""
+    """Everything the console shows, read at ``now`` when the newest event was ``head_seq``.
+
+    ``engine`` is read at every poll; a snapshot that differs from the previous one only
+    in it keeps the previous ``data_version`` (views of runs need not be redrawn).
+    ``finished_commands``: the watched commands the engine applied or rejected since the
+    previous snapshot.
+    """
 
     now: datetime
     head_seq: int | None
@@ -32,6 +41,13 @@ class Snapshot:
     today: tuple[TodayItem, ...]
     finished_commands: tuple[Command, ...] = ()
     pending_commands: int = 0
+    engine: EngineView | None = None
+    data_version: int = 0
+
+    def same_data(self, other: Snapshot | None) -> bool:
+        """Whether ``other`` shows the same runs, prompts and alarms (only the engine's
+        reading may differ)."""
+        return other is not None and other.data_version == self.data_version
 
     def run(self, run_id: int | None) -> RunRow | None:
         return next((r for r in self.runs if r.id == run_id), None)
@@ -50,7 +66,9 @@ class SnapshotLoader:
     each), and carry the incubators' climate readings. The first read, and any read after
     more than :data:`FEED_LIMIT` events, loads every run whole. Keep one loader per store
     connection (not thread-safe: the console's worker thread owns it). Times come from
-    ``clock``.
+    ``clock``; the engine's heartbeat is read against ``wall`` (a real clock by default:
+    heartbeats are wall-clock times even when the runs' clock is paced). ``simulating``,
+    for a training database, says whether its simulation process still runs.
     """
 
     #: With nothing new in the store, a snapshot is re-derived (late flags, day numbers)
@@ -61,8 +79,16 @@ class SnapshotLoader:
     #: More changed rows than this in one run: reload the run instead of patching it.
     PATCH_LIMIT = 200
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        wall: Clock | None = None,
+        *,
+        simulating: Callable[[], bool] | None = None,
+    ) -> None:
         self.clock = clock
+        self.wall = wall or RealClock()
+        self.simulating = simulating
         self._runs: dict[int, RunData] = {}
         self._last: Snapshot | None = None
         self._seen: int | None = None  # the newest event already taken into account
@@ -73,22 +99,31 @@ class SnapshotLoader:
         self._climate: dict[str, ClimateReading] = {}
         self._derived: dict[int, tuple[Any, tuple[Bar, ...], tuple[TodayItem, ...]]] = {}
         self._version = 0
+        self._data_version = 0
         self.full_reads = 0  # how many times everything was read (for tests and benches)
 
     def watch(self, command_id: int) -> None:
         """Report the command in ``finished_commands`` once the engine applied or rejected it."""
         self._watch.add(command_id)
 
+    def engine(self, store: Store) -> EngineView:
+        """Whether an engine carries the runs out now (see :mod:`.engine`)."""
+        view = engine_view(Path(store.path), store, self.wall.now())
+        return training_view(view, self.simulating()) if self.simulating else view
+
     def load(self, store: Store) -> Snapshot:
         """The current snapshot (the previous object itself when nothing changed)."""
         now = self.clock.now()
+        engine = self.engine(store)
         head = store.head()
         head_seq = head[0] if head else None
         last = self._last
         if last is not None and head_seq == last.head_seq:
             if (now - last.now).total_seconds() < self.REFRESH_S:
+                if engine != last.engine:
+                    last = self._last = replace(last, engine=engine, finished_commands=())
                 return last
-            self._last = self._derive(now, head_seq, (), store)
+            self._last = self._derive(now, head_seq, (), store, engine)
             return self._last
         self._read(store, head_seq)
         finished = []
@@ -97,7 +132,7 @@ class SnapshotLoader:
             if c.state != "pending":
                 finished.append(c)
                 self._watch.discard(cid)
-        self._last = self._derive(now, head_seq, tuple(finished), store)
+        self._last = self._derive(now, head_seq, tuple(finished), store, engine)
         return self._last
 
     # --- reading ------------------------------------------------------------------------------
@@ -194,8 +229,14 @@ class SnapshotLoader:
         return bars, today
 
     def _derive(
-        self, now: datetime, head_seq: int | None, finished: tuple[Command, ...], store: Store
+        self,
+        now: datetime,
+        head_seq: int | None,
+        finished: tuple[Command, ...],
+        store: Store,
+        engine: EngineView,
     ) -> Snapshot:
+        self._data_version += 1
         datas = sorted(self._runs.values(), key=lambda d: d.run.id, reverse=True)
         alarms = tuple(AlarmRow.of(a) for a in self._alarms)
         active = [d for d in datas if d.run.state in ACTIVE_RUN_STATES]
@@ -230,6 +271,8 @@ class SnapshotLoader:
             today=today,
             finished_commands=finished,
             pending_commands=len(self._pending),
+            engine=engine,
+            data_version=self._data_version,
         )
 
 
