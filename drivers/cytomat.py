@@ -10,6 +10,7 @@ command             meaning                                   reply
 ``mv:st NNN``       slot NNN -> transfer station (fetch)      ``ok XX`` / ``er XX``
 ``mv:ts NNN``       transfer station -> slot NNN (store)      ``ok XX`` / ``er XX``
 ``ch:bs``           overview register                         ``bs XX``
+``ch:ba``           action register (target in the high bits)  ``ba XX``
 ``ch:be``           error register                            ``be XX``
 ``rs:be``           clear error register                      ``ok XX``
 ``ch:it|ic|ih|io``  temperature/CO2/humidity/O2               ``it <nominal> <actual>``
@@ -24,6 +25,18 @@ Operations are started, then polled (DESIGN.md): :meth:`CytomatDriver.start_fetc
 soon as the device accepted the move; :meth:`CytomatDriver.poll` reads the status;
 :meth:`CytomatDriver.wait_idle` polls until the move is done and turns a latched error into
 a typed exception (read ``ch:be``, clear with ``rs:be``, raise).
+
+Where the plate is: the Cytomat itself refuses ``mv:st`` onto an occupied transfer station
+(``er 32``) and ``mv:ts`` from an empty one (``er 31``), reading its sensor as it takes the
+command; the driver raises those as :class:`~labctl.errors.PlaceConflict` (the move may have
+happened already: its record lost, a store restored from an older copy).
+
+Initialisation: a move refused with ``er 11`` (handler in wrong position) raises
+:class:`~labctl.drivers.serial_io.NotInitialized`, which is how a Cytomat that was powered on
+and not yet initialised answers (an ASSUMPTION, DEVICES.md 2.4); :meth:`start_initialize`
+starts ``ll:in`` without waiting, and :meth:`CytomatDriver.initializing` tells an
+initialisation from a move while the device is busy (the action register's target is the
+init position, 1).
 """
 
 from __future__ import annotations
@@ -39,9 +52,10 @@ from labctl.errors import (
     DeviceFault,
     DeviceNeedsOperator,
     DeviceTimeout,
+    PlaceConflict,
 )
 
-from .serial_io import IncubatorStatus, SerialLine, SerialSettings, poll_until
+from .serial_io import IncubatorStatus, NotInitialized, SerialLine, SerialSettings, poll_until
 
 __all__ = [
     "ERROR_REGISTER",
@@ -104,6 +118,17 @@ ERROR_REGISTER: dict[str, str] = {
 # Telegram errors that mean "the link or the firmware did not understand us" rather than
 # "the device refused on its merits".
 _COMMUNICATION_CODES = frozenset({"02", "03"})
+# A move refused with this code: the handler is not where a move starts from, as after a
+# power cycle before ``ll:in``.
+_NOT_INITIALIZED_CODE = "11"
+# Moves refused because the transfer station contradicts them: (move, code) -> what the
+# refusal may mean. The Cytomat's message ("transfer station occupied") ends the sentence.
+_PLACE_CONFLICTS = {
+    ("mv:st", "32"): "the plate may have been fetched already, so nothing was moved",
+    ("mv:ts", "31"): "the plate may have been stored already, so nothing was moved",
+}
+# Action register (ch:ba) target of an initialisation: the init position (high 3 bits).
+_TARGET_INIT_POSITION = 1
 
 _OK = re.compile(r"ok\s+([0-9A-Fa-f]{2})")
 _ER = re.compile(r"er\s+([0-9A-Fa-f]{2})")
@@ -228,8 +253,26 @@ class CytomatDriver:
 
         ``timeout_s`` in seconds (default ``init_timeout_s``). Returns the final status.
         """
-        self._start("ll:in")
+        self.start_initialize()
         return self.wait_idle(self.init_timeout_s if timeout_s is None else timeout_s)
+
+    def start_initialize(self) -> None:
+        """Start initialising the handler (``ll:in``) without waiting; poll until idle."""
+        self._start("ll:in")
+
+    def initializing(self) -> bool:
+        """Whether the busy device is initialising (``ch:ba``: its target is the init
+        position) rather than moving a plate. Meaningful only while :meth:`poll` says busy."""
+        reply = self._request("ch:ba")
+        m = re.fullmatch(r"ba\s+([0-9A-Fa-f]{2})", reply)
+        if m is None:
+            raise DeviceCommunicationError(
+                self.name, "ch:ba", f"unexpected reply {reply!r} (expected 'ba XX')"
+            )
+        return int(m.group(1), 16) >> 5 == _TARGET_INIT_POSITION
+
+    def check_started(self) -> None:
+        """Nothing to check: a Cytomat refuses a move it cannot do in its reply."""
 
     def start_fetch(self, slot: int) -> None:
         """Start moving the plate in ``slot`` (1-based) to the transfer station (``mv:st``).
@@ -363,6 +406,13 @@ class CytomatDriver:
 
     def _telegram_error(self, command: str, code: str) -> DeviceError:
         meaning = TELEGRAM_ERRORS.get(code, "unknown telegram error")
+        conflict = _PLACE_CONFLICTS.get((command[:5], code))
+        if conflict is not None:
+            return PlaceConflict(self.name, command, f"{conflict}: {meaning}", device_code=code)
+        if code == _NOT_INITIALIZED_CODE and command.startswith("mv:"):
+            return NotInitialized(
+                self.name, command, f"{meaning}: not initialised", device_code=code
+            )
         if code == "01":
             return DeviceBusy(self.name, command, meaning, device_code=code)
         if code in _COMMUNICATION_CODES:

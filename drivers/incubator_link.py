@@ -1,10 +1,11 @@
 """The command exchange with one serial incubator, as :class:`SerialIncubator` uses it.
 
 :class:`IncubatorLink` wraps a CytomatDriver or LiconicDriver: it opens the port on demand,
-initializes the handler once before the first move, keeps the last status read (an alarm
-check right after a poll then costs nothing), and closes a port whose link broke so that
-the next call reopens it. It decides nothing about operations (drivers/incubator_moves.py
-does).
+keeps the last status read (an alarm check right after a poll then costs nothing), and
+closes a port whose link broke so that the next call reopens it (the same port or URL: a
+restarted device server or USB adapter is reached again). It never initialises a device by
+itself; :meth:`IncubatorLink.start_initialize` is for a device that refused a move as not
+initialised. It decides nothing about operations (drivers/incubator_moves.py does).
 
 Not thread-safe by itself: the adapter calls it under its lock.
 """
@@ -41,7 +42,13 @@ class SerialIncubatorDriver(Protocol):
 
     def initialize(self, timeout_s: float | None = None) -> IncubatorStatus: ...
 
+    def start_initialize(self) -> None: ...
+
+    def initializing(self) -> bool: ...
+
     def start_fetch(self, slot: int) -> None: ...
+
+    def check_started(self) -> None: ...
 
     def start_store(self, slot: int) -> None: ...
 
@@ -59,9 +66,9 @@ class SerialIncubatorDriver(Protocol):
 class IncubatorLink:
     """One incubator's driver, connected on demand.
 
-    ``initialize``: initialize the handler once before the first move (it blocks for the
-    device's init time, up to minutes, on the clock). ``status_max_age_s``: a status read
-    is reused by :meth:`fresh_status` for this long (seconds on ``clock``).
+    ``initialize``: the device may be initialised when it refuses a move as not initialised
+    (False: a person initialises it). ``status_max_age_s``: a status read is reused by
+    :meth:`fresh_status` for this long (seconds on ``clock``).
 
     Every call connects first if needed; a DeviceError from the driver propagates after a
     broken link (not a device answer) has been closed.
@@ -82,15 +89,16 @@ class IncubatorLink:
         self.initialize = initialize
         self.status_max_age_s = status_max_age_s
         self._connected = False
-        self._initialized = False
         self._status: tuple[float, IncubatorStatus] | None = None  # (clock.monotonic(), read)
 
-    def ensure_ready(self) -> None:
-        """Connect, and initialize the handler if that is wanted and not done yet."""
-        self._ensure_connected()
-        if self.initialize and not self._initialized:
-            self._call(self.driver.initialize)
-            self._initialized = True
+    def initializing(self) -> bool:
+        """Whether the busy device is initialising (rather than moving a plate)."""
+        return self._call(self.driver.initializing)
+
+    def start_initialize(self) -> None:
+        """Start initialising the handler, without waiting; the last status read is dropped."""
+        self._call(self.driver.start_initialize)
+        self._status = None
 
     def read_status(self) -> IncubatorStatus:
         """Read the device's status now (and keep it for :meth:`fresh_status`)."""
@@ -112,9 +120,17 @@ class IncubatorLink:
         return self._call(self.driver.wait_idle, 0.0)
 
     def start(self, kind: str, slot: int) -> None:
-        """Start a ``"fetch"`` or ``"store"`` of ``slot``; the last status read is dropped."""
-        self._call(self.driver.start_fetch if kind == "fetch" else self.driver.start_store, slot)
+        """Start a ``"fetch"`` or ``"store"`` of ``slot``; the last status read is dropped.
+
+        Raises NotInitialized when the device refused it as not initialised (nothing moved).
+        """
         self._status = None
+        self._call(self.driver.start_fetch if kind == "fetch" else self.driver.start_store, slot)
+
+    def check_started(self) -> None:
+        """Right after a start was accepted: NotInitialized if the device refused it at once
+        as not initialised (LiCONiC; a Cytomat says so in its reply to the start)."""
+        self._call(self.driver.check_started)
 
     def read_climate(self) -> Climate:
         """Actual climate (degC, percent)."""

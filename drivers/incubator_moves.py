@@ -3,11 +3,13 @@
 The serial devices do one thing at a time and keep no operation ids or history, so
 :class:`MoveTracker` keeps the current move (job key, kind, slot, start time) and the last
 outcomes itself, and judges a move from one status read. The rules are those of the
-drivers/incubators.py docstring: a latched device error ends the move FAILED (nothing is
-retried), an open Cytomat door holds it in NEEDS_OPERATOR, a LiCONiC gate or user-access
-error ends it FAILED with a DeviceNeedsOperator, an op id from before a restart is FAILED
-(needs the operator) once the device is idle, and no answer is raised until the move's
-time-out has passed, then FAILED.
+drivers/incubators.py docstring: the device is asked before a move starts (busy,
+initialising, an error latched), a latched device error ends the move
+FAILED (nothing is retried), an open Cytomat door holds it in NEEDS_OPERATOR, a LiCONiC gate
+or user-access error ends it FAILED with a DeviceNeedsOperator, a move the device no longer
+knows (it initialises, or is idle with the plate not where the move puts it) raises
+OperationLost, an op id from before a restart is FAILED (needs the operator) once the device
+is idle, and no answer is raised until the move's time-out has passed, then FAILED.
 
 Not thread-safe by itself: the adapter calls it under its lock.
 """
@@ -20,10 +22,18 @@ from dataclasses import dataclass
 
 from labctl.clock import Clock
 from labctl.devices import OpState, OpStatus
-from labctl.errors import DeviceBusy, DeviceError, DeviceFault, DeviceNeedsOperator, DeviceTimeout
+from labctl.errors import (
+    DeviceBusy,
+    DeviceError,
+    DeviceFault,
+    DeviceInitializing,
+    DeviceNeedsOperator,
+    DeviceTimeout,
+    OperationLost,
+)
 
 from .incubator_link import IncubatorLink
-from .serial_io import IncubatorStatus
+from .serial_io import IncubatorStatus, NotInitialized
 
 __all__ = ["MoveTracker"]
 
@@ -79,14 +89,21 @@ class MoveTracker:
         self._history = history
         self._move: _Move | None = None
         self._results: OrderedDict[str, OpStatus] = OrderedDict()
+        self._commands: dict[str, str] = {}  # op id -> the move's command, while in _results
+        self._lost: OrderedDict[str, OperationLost] = OrderedDict()  # moves the device lost
         self._foreign: dict[str, OpStatus] = {}  # op ids from before a restart, answered
 
     def start(self, kind: str, op_id: str, job_key: str, slot: int) -> None:
-        """Start a ``"fetch"`` or ``"store"`` of ``slot`` (nothing if it is under way already).
+        """Start a ``"fetch"`` or ``"store"`` of ``slot``; nothing if this very move is under
+        way or has succeeded already (starting it again would repeat it).
 
-        Raises DeviceBusy while another move runs, DeviceFault over an error latched by an
-        earlier operation (cleared now), and the driver's DeviceError when the device refuses
-        or does not answer.
+        The device is asked first (one status read). Raises DeviceBusy while another move
+        runs; DeviceInitializing while the device initialises, or when it refused the move
+        as not initialised (nothing moved) and its initialisation has been started;
+        DeviceFault over an error latched by an earlier operation (cleared now); and the
+        driver's DeviceError when the device refuses or does not answer, PlaceConflict
+        among them: the driver refuses a move the transfer station sensor contradicts (a
+        fetch onto an occupied station, a store from an empty one: it may have happened).
         """
         command = f"{kind} slot {slot}"
         current = self._move
@@ -100,16 +117,47 @@ class MoveTracker:
                     command,
                     f"busy with the {current.command} of {current.job_key}",
                 )
-        self.link.ensure_ready()
-        self._clear_stale_error(command)
+        done = self._results.get(op_id)
+        if done is not None and done.state is OpState.SUCCEEDED:
+            if self._commands.get(op_id) == command:
+                return
+        st = self.link.read_status()
+        if st.busy:
+            if self.link.initializing():
+                raise DeviceInitializing(
+                    self.name, command, "the device is initialising: start again when it is done"
+                )
+            raise DeviceBusy(
+                self.name,
+                command,
+                "the device is busy with an operation this controller did not start "
+                "(from before a restart?)",
+            )
+        if st.error:
+            self._clear_stale_error(command)
         self.forget(op_id)
-        self.link.start(kind, slot)
+        try:
+            self.link.start(kind, slot)
+        except NotInitialized as exc:
+            raise self._initialize(command, exc, st) from exc
         self._move = _Move(op_id, job_key, kind, slot, self.clock.monotonic())
+        try:
+            self.link.check_started()
+        except NotInitialized as exc:
+            self._move = None  # refused at once: nothing moved
+            raise self._initialize(command, exc, st) from exc
+        except DeviceError as exc:
+            # The device accepted the move: its polls will tell how it goes.
+            log.warning("%s: %s: could not check the start: %s", self.name, command, exc)
         log.info("%s: started %s for %s", self.name, command, job_key)
 
     def poll(self, op_id: str) -> OpStatus:
         """State of ``op_id``: a remembered outcome, the current move, or one from before a
-        restart. Raises DeviceError when the device cannot be asked (until the time-out)."""
+        restart. Raises OperationLost for a move the device no longer knows (every time it
+        is asked), and DeviceError when the device cannot be asked (until the time-out)."""
+        lost = self._lost.get(op_id)
+        if lost is not None:
+            raise lost
         done = self._results.get(op_id) or self._foreign.get(op_id)
         if done is not None:
             return done
@@ -119,19 +167,44 @@ class MoveTracker:
         return self._poll_move(move)
 
     def started(self, op_id: str) -> bool:
-        """True if this process started ``op_id`` (under way, or its outcome remembered)."""
-        return op_id in self._results or (self._move is not None and self._move.op_id == op_id)
+        """True if this process started ``op_id`` (under way, its outcome remembered, or
+        lost by the device)."""
+        return (
+            op_id in self._results
+            or op_id in self._lost
+            or (self._move is not None and self._move.op_id == op_id)
+        )
 
-    def record(self, op_id: str, status: OpStatus) -> None:
-        """Remember the outcome of an operation that ended at once (a setpoint)."""
+    def describe(self, op_id: str) -> str:
+        """What this process knows of ``op_id``, in a few words ("" if nothing)."""
+        move = self._move
+        if move is not None and move.op_id == op_id:
+            return f"its {move.command} is under way"
+        lost = self._lost.get(op_id)
+        if lost is not None:
+            return f"its {lost.command} was lost by the device"
+        done = self._results.get(op_id)
+        if done is None:
+            return ""
+        what = self._commands.get(op_id, "operation")
+        return f"its {what} {done.state.value}" + (f" ({done.detail})" if done.detail else "")
+
+    def record(self, op_id: str, status: OpStatus, command: str = "") -> None:
+        """Remember the outcome of an operation (a setpoint ends at once); ``command`` is
+        the move's, e.g. ``fetch slot 3``."""
         self._results[op_id] = status
         self._results.move_to_end(op_id)
+        if command:
+            self._commands[op_id] = command
         while len(self._results) > self._history:
-            self._results.popitem(last=False)
+            old, _ = self._results.popitem(last=False)
+            self._commands.pop(old, None)
 
     def forget(self, op_id: str) -> None:
         """Drop any outcome remembered for ``op_id`` (it is started anew)."""
         self._results.pop(op_id, None)
+        self._commands.pop(op_id, None)
+        self._lost.pop(op_id, None)
         self._foreign.pop(op_id, None)
 
     def _poll_move(self, move: _Move) -> OpStatus:
@@ -184,6 +257,10 @@ class MoveTracker:
         if move.fault is not None:
             return self._finish(move, OpStatus(OpState.FAILED, move.fault.detail, move.fault))
         if st.busy:
+            if self.link.initializing():
+                raise self._lose(
+                    move, "the device is initialising, so it was restarted and lost the move"
+                )
             if now - move.started > self.move_timeout_s:
                 err = DeviceTimeout(
                     self.name, move.command, f"still busy {now - move.started:g} s after the start"
@@ -193,39 +270,81 @@ class MoveTracker:
         return self._finish(move, self._outcome(move, st))
 
     def _outcome(self, move: _Move, st: IncubatorStatus) -> OpStatus:
-        """A move ended without a device error: check the transfer station sensor agrees."""
+        """A move ended without a device error: the transfer station sensor must agree, or
+        the device lost the move (it was power-cycled, say) and raises OperationLost."""
         occupied = st.transfer_station_occupied
         result = {"slot": move.slot, "transfer_station_occupied": occupied}
         if move.kind == "fetch":
             if occupied is False:
-                err = DeviceFault(
-                    self.name,
-                    move.command,
-                    "the move ended but the transfer station sensor sees no plate",
+                raise self._lose(
+                    move, "the device is idle with no error but the transfer station is empty"
                 )
-                return OpStatus(OpState.FAILED, err.detail, err, result)
             return OpStatus(
                 OpState.SUCCEEDED,
                 f"plate from slot {move.slot} is on the transfer station",
                 result=result,
             )
         if occupied is True:
-            err = DeviceFault(
-                self.name,
-                move.command,
-                "the move ended but a plate is still on the transfer station",
+            raise self._lose(
+                move, "the device is idle with no error but a plate is on the transfer station"
             )
-            return OpStatus(OpState.FAILED, err.detail, err, result)
         return OpStatus(OpState.SUCCEEDED, f"plate stored in slot {move.slot}", result=result)
+
+    def _lose(self, move: _Move, why: str) -> OperationLost:
+        """The device no longer knows ``move``: end it, and answer every later poll of it
+        with the same OperationLost."""
+        err = OperationLost(
+            self.name,
+            move.command,
+            f"{why}: the device no longer knows this {move.kind}, and whether the plate moved "
+            "cannot be told from it; check the plate",
+        )
+        self._move = None
+        self._lost[move.op_id] = err
+        while len(self._lost) > self._history:
+            self._lost.popitem(last=False)
+        log.warning("%s: %s for %s lost: %s", self.name, move.command, move.job_key, why)
+        return err
+
+    def _initialize(self, command: str, exc: NotInitialized, st: IncubatorStatus) -> DeviceError:
+        """The device refused a move as not initialised (nothing moved): start its
+        initialisation if that is allowed and safe; the error to raise from the start."""
+        if not self.link.initialize:
+            return DeviceFault(
+                self.name,
+                command,
+                f"{exc.detail}; labctl does not initialise it (initialize: false): initialise "
+                "it at the device, then retry",
+                device_code=exc.device_code,
+            )
+        if st.handler_occupied:
+            return DeviceNeedsOperator(
+                self.name,
+                command,
+                f"{exc.detail}, and a plate is on its handler: take it off, then retry",
+                device_code=exc.device_code,
+            )
+        self.link.start_initialize()
+        log.warning("%s: %s refused (%s): initialising it", self.name, command, exc.detail)
+        return DeviceInitializing(
+            self.name,
+            command,
+            f"{exc.detail}, so nothing moved; its initialisation has started: start again "
+            "when it is done",
+            device_code=exc.device_code,
+        )
 
     def _poll_unknown(self, op_id: str) -> OpStatus:
         """An op id this process did not start (the engine restarted): ask the device."""
         st = self.link.read_status()
-        if st.busy and not st.error:
-            return OpStatus(
-                OpState.RUNNING, "the device is busy with an operation started before the restart"
-            )
         note, code = "", None
+        if st.busy and not st.error:
+            if not self.link.initializing():
+                return OpStatus(
+                    OpState.RUNNING,
+                    "the device is busy with an operation started before the restart",
+                )
+            note = " (the device is initialising now)"
         if st.error:
             try:
                 self.link.clear_error()
@@ -249,9 +368,6 @@ class MoveTracker:
         Otherwise the new move would be blamed for it (Cytomat) or refused as not ready
         again and again (LiCONiC keeps its ready flag low until the error is reset).
         """
-        st = self.link.read_status()
-        if not st.error:
-            return
         try:
             self.link.clear_error()
         except DeviceError as exc:
@@ -265,6 +381,6 @@ class MoveTracker:
 
     def _finish(self, move: _Move, status: OpStatus) -> OpStatus:
         self._move = None
-        self.record(move.op_id, status)
+        self.record(move.op_id, status, move.command)
         log.info("%s: %s for %s: %s", self.name, move.command, move.job_key, status.state.value)
         return status

@@ -7,6 +7,18 @@ Op ids are ``"<device>:<job key>"``, so a retried job polls under the same id.
 
 What the adapter decides, and why:
 
+- Before a move the device is asked (one status read): a move is never started while it is
+  busy (DeviceBusy) or initialising (DeviceInitializing: wait). Nor when the transfer
+  station sensor contradicts it: the drivers raise PlaceConflict for a fetch onto an
+  occupied station or a store from an empty one (the Cytomat refuses those itself, the
+  LiCONiC driver reads the sensor first); the move may have happened already, and a person
+  decides. A move this process started and saw succeed is not started again.
+- A device is never initialised because a new process starts: only when it refuses a move
+  as not initialised (after a power cycle) does the adapter start its initialisation,
+  without waiting, and the start raises DeviceInitializing (nothing moved).
+- A move the device no longer knows raises OperationLost from ``poll``: it initialises
+  during the move (it was restarted), or it is idle with no error while the transfer
+  station shows the move did not happen. Whether the plate moved cannot be told.
 - A device error latched during a move (Cytomat error register, LiCONiC DM200) is read and
   cleared by the driver and ends the move FAILED with the driver's typed error, the device
   code kept. Nothing is retried here: the engine asks the operator.
@@ -20,7 +32,10 @@ What the adapter decides, and why:
   process never started answers FAILED (needs the operator) once the device is idle.
 - No answer: ``poll`` raises the DeviceError (the engine raises an "unreachable" alarm and
   polls again) until the move's time-out has passed, then reports FAILED; ``alarms``
-  reports ``offline``.
+  reports ``offline``. A port that failed is opened again (the same path or URL) by the next
+  call, so a device server or USB adapter that restarted is reached again.
+- ``report`` says what the device shows now (the transfer station, busy or initialising)
+  and what this process knows of the job's move.
 
 Thread-safe: one lock serialises every call (the engine loop and a status check may share
 an adapter). The adapter owns three helpers, each a module: the exchange with the driver
@@ -30,6 +45,7 @@ are applied) and the setpoints with the climate alarm (incubator_climate.py).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 
@@ -44,14 +60,16 @@ from .serial_io import IncubatorStatus
 
 __all__ = ["CLIMATE_TOLERANCE", "SerialIncubator", "SerialIncubatorDriver"]
 
+log = logging.getLogger(__name__)
+
 
 class SerialIncubator:
     """A Cytomat or LiCONiC driver adapted to :class:`labctl.devices.Incubator`.
 
     ``setpoints`` are the workcell's climate setpoints (keys ``temperature`` degC, ``co2``
     and optionally ``o2`` in percent) that the climate alarm compares against.
-    ``initialize``: initialize the handler once before the first move (it blocks for the
-    device's init time, up to minutes, on the clock). ``move_timeout_s`` (seconds, default
+    ``initialize``: start the handler's initialisation when the device refuses a move as
+    not initialised (False: a person does it; the start fails). ``move_timeout_s`` (seconds, default
     the driver's) bounds a move and an unreachable spell during one. ``climate_check_s``:
     climate readings are reused for this long by :meth:`alarms`; ``climate_settle_s``: no
     climate alarm for this long after a setpoint change; ``status_max_age_s``: a status
@@ -95,13 +113,17 @@ class SerialIncubator:
     def start_fetch(self, job_key: str, slot: int) -> str:
         """Start moving the plate in ``slot`` to the transfer station; returns the op id.
 
-        Raises DeviceBusy while another move of this adapter runs, and the driver's
-        DeviceError when the device refuses or does not answer.
+        Asks the device first (see the module docstring): raises DeviceBusy while another
+        move runs, DeviceInitializing while the device initialises, PlaceConflict when the
+        transfer station already holds a plate, and the driver's DeviceError when the device
+        refuses or does not answer.
         """
         return self._start_move("fetch", job_key, slot)
 
     def start_store(self, job_key: str, slot: int) -> str:
-        """Start moving the plate on the transfer station into ``slot``; returns the op id."""
+        """Start moving the plate on the transfer station into ``slot``; returns the op id.
+
+        As :meth:`start_fetch`; PlaceConflict when the transfer station holds no plate."""
         return self._start_move("store", job_key, slot)
 
     def start_setpoint(
@@ -139,7 +161,8 @@ class SerialIncubator:
     def poll(self, op_id: str) -> OpStatus:
         """State of ``op_id`` from one status read (see the module docstring).
 
-        Raises DeviceError when the device cannot be asked (until the move's time-out).
+        Raises OperationLost for a move the device no longer knows, and DeviceError when the
+        device cannot be asked (until the move's time-out).
         """
         with self._lock:
             return self._moves.poll(op_id)
@@ -169,6 +192,40 @@ class SerialIncubator:
             f"{self.name} keeps no record of past operations, so it cannot tell whether "
             f"{job_key} was received{hint}: check the plate"
         )
+
+    def report(self, job_key: str) -> str:
+        """What the device shows now and what this process knows of the job's move, e.g.
+        "inc-1: the transfer station holds a plate; idle; its fetch slot 3 succeeded"
+        (labctl.devices.Reports). Never raises: a device that cannot be asked says so."""
+        with self._lock:
+            known = self._moves.describe(self._op_id(job_key))
+            try:
+                shown = self._shows()
+            except DeviceError as exc:
+                shown = f"it could not be asked ({exc.detail})"
+            except Exception as exc:  # a report must never stop the engine asking a person
+                log.exception("%s: report on %s failed", self.name, job_key)
+                shown = f"its answer could not be read ({exc})"
+        return f"{self.name}: {shown}" + (f"; {known}" if known else "")
+
+    def _shows(self) -> str:
+        """The device's state in a few words (one or two reads)."""
+        st = self._link.read_status()
+        parts = []
+        if st.transfer_station_occupied is not None:
+            held = st.transfer_station_occupied
+            parts.append(
+                "the transfer station holds a plate" if held else "the transfer station is empty"
+            )
+        if st.busy:
+            parts.append("initialising" if self._link.initializing() else "busy with a move")
+        else:
+            parts.append("idle")
+        if st.error:
+            parts.append("an error is latched")
+        if st.door_open:
+            parts.append("the door is open")
+        return "; ".join(parts)
 
     def alarms(self) -> list[DeviceAlarm]:
         """``door`` (Cytomat device door open), ``climate`` (a value off its setpoint by

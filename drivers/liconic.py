@@ -9,6 +9,7 @@ command             meaning                                         reply
 BREAK, ``CR``       open the communication session                  ``CC``
 ``ST 1801``         initialize handling                             ``OK``
 ``RD 1915``         ready flag                                      ``0`` / ``1``
+``RD 1801``         initialisation under way                        ``0`` / ``1``
 ``RD 1814``         handling-error flag                             ``0`` / ``1``
 ``RD 1813``         plate on transfer station                       ``0`` / ``1``
 ``RD DM200``        handling-error code                             ``00513``
@@ -28,6 +29,19 @@ the command; a command answered ``E1`` was not executed, so repeating it is safe
 
 Slots are numbered 1..N across cassettes in order: with ``levels=(22, 22)`` slot 23 is
 cassette 2, level 1.
+
+Where the plate is: before an export (fetch) or import (store) the driver reads the
+transfer station sensor (``RD 1813``) and raises :class:`~labctl.errors.PlaceConflict`
+instead of starting an export onto an occupied station or an import from an empty one (the
+PLC would accept either and fail it only after the transfer time; the move may have
+happened already).
+
+Initialisation: an import or export the PLC refuses as not initialised (DM200 cause 14,
+lift initialisation) raises :class:`~labctl.drivers.serial_io.NotInitialized`;
+:meth:`LiconicDriver.check_started`, called right after a move was accepted, looks for that
+refusal once per session (a session opened anew may mean a power cycle);
+:meth:`LiconicDriver.start_initialize` starts ``ST 1801`` without waiting, and
+:meth:`LiconicDriver.initializing` reads relay 1801, set while it runs.
 """
 
 from __future__ import annotations
@@ -44,9 +58,10 @@ from labctl.errors import (
     DeviceFault,
     DeviceNeedsOperator,
     DeviceTimeout,
+    PlaceConflict,
 )
 
-from .serial_io import IncubatorStatus, SerialLine, SerialSettings, poll_until
+from .serial_io import IncubatorStatus, NotInitialized, SerialLine, SerialSettings, poll_until
 
 __all__ = [
     "HANDLING_ERRORS",
@@ -93,6 +108,8 @@ _HANDLING_PHASES: dict[int, str] = {
 
 # Causes a person has to clear at the device (someone is in it, or it cannot recover).
 _OPERATOR_CAUSES = frozenset({10, 17})
+# The cause a PLC gives for an access before ST 1801 (lift initialisation).
+_NOT_INITIALIZED_CAUSE = 14
 
 _PLC_ERROR = re.compile(r"E\d")
 _DM_VALUE = re.compile(r"[+-]?\d{1,5}")
@@ -183,6 +200,8 @@ class LiconicDriver:
         # The running operation as (command, description); errors are reported against it.
         self._operation: tuple[str, str] | None = None
         self._started_at: float | None = None
+        # No move accepted since the session was opened: the PLC may be freshly powered on.
+        self._session_unproven = True
 
     @property
     def slots(self) -> int:
@@ -229,6 +248,7 @@ class LiconicDriver:
                 raise DeviceCommunicationError(
                     self.name, "CR", f"session not opened: reply {reply!r} (expected 'CC')"
                 )
+            self._session_unproven = True
 
     def close(self) -> None:
         """Close the serial port."""
@@ -248,34 +268,43 @@ class LiconicDriver:
 
         ``timeout_s`` in seconds (default ``init_timeout_s``). Returns the final status.
         """
-        self._start("ST 1801", "initialization", setup=(), check_ready=False)
+        self.start_initialize()
         return self.wait_idle(self.init_timeout_s if timeout_s is None else timeout_s)
 
-    def start_fetch(self, slot: int) -> None:
-        """Start exporting the plate in ``slot`` (1-based) to the transfer station.
+    def start_initialize(self) -> None:
+        """Start initialising handling (``ST 1801``) without waiting; poll until ready."""
+        self._start("ST 1801", "initialization", setup=(), check_ready=False)
 
-        Sends ``WR DM0 <cassette>``, ``WR DM5 <level>``, ``ST 1905``; raises DeviceBusy if the
-        ready flag is not set. Returns once started; follow with :meth:`wait_idle`.
-        """
-        cassette, level = self.slot_position(slot)
-        self._start(
-            "ST 1905",
-            f"export of slot {slot} (cassette {cassette}, level {level})",
-            setup=(f"WR DM0 {cassette}", f"WR DM5 {level}"),
-        )
+    def initializing(self) -> bool:
+        """Whether the PLC is initialising: relay 1801 stays set while ``ST 1801`` runs (an
+        ASSUMPTION, as a PLC relay set by ``ST`` and reset when its operation ends)."""
+        return self._flag("RD 1801")
+
+    def check_started(self) -> None:
+        """Right after an import or export was accepted, once per session: raise
+        NotInitialized (after resetting with ``ST 1900``) if the PLC refused it as not
+        initialised. Any other handling error is left latched for :meth:`poll`. Waits out
+        the settle time first (on the clock)."""
+        if not self._session_unproven or self._operation is None:
+            return
+        self._settle()
+        if self._flag("RD 1814"):
+            if self._dm("RD DM200") % 100 == _NOT_INITIALIZED_CAUSE:
+                self._raise_handling_error()
+            return
+        self._session_unproven = False
+
+    def start_fetch(self, slot: int) -> None:
+        """Start exporting the plate in ``slot`` (1-based) to the transfer station: ``WR DM0
+        <cassette>``, ``WR DM5 <level>``, ``ST 1905``. Raises DeviceBusy if the ready flag is
+        not set, PlaceConflict (sending nothing more) if the transfer station holds a plate.
+        Returns once started; follow with :meth:`wait_idle`."""
+        self._access(slot, "ST 1905", "export of", station=False)
 
     def start_store(self, slot: int) -> None:
-        """Start importing the plate on the transfer station into ``slot`` (1-based).
-
-        Sends ``WR DM0 <cassette>``, ``WR DM5 <level>``, ``ST 1904``; raises DeviceBusy if the
-        ready flag is not set. Returns once started; follow with :meth:`wait_idle`.
-        """
-        cassette, level = self.slot_position(slot)
-        self._start(
-            "ST 1904",
-            f"import to slot {slot} (cassette {cassette}, level {level})",
-            setup=(f"WR DM0 {cassette}", f"WR DM5 {level}"),
-        )
+        """Start importing the plate on the transfer station into ``slot`` (1-based), as
+        :meth:`start_fetch` but with ``ST 1904``; PlaceConflict if the station is empty."""
+        self._access(slot, "ST 1904", "import to", station=True)
 
     def poll(self) -> IncubatorStatus:
         """Read ready (``RD 1915``), error (``RD 1814``) and transfer station (``RD 1813``).
@@ -283,10 +312,7 @@ class LiconicDriver:
         Within ``settle_s`` seconds of starting an operation it first waits out the rest
         (on the clock), as the manual requires. Does not raise on the error flag.
         """
-        if self._started_at is not None:
-            wait = self._started_at + self.settle_s - self._clock.monotonic()
-            if wait > 0:
-                self._clock.sleep(wait)
+        self._settle()
         ready = self._flag("RD 1915")
         error = self._flag("RD 1814")
         occupied = self._flag("RD 1813")
@@ -373,9 +399,23 @@ class LiconicDriver:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _access(self, slot: int, command: str, what: str, *, station: bool) -> None:
+        cassette, level = self.slot_position(slot)
+        where = f"slot {slot} (cassette {cassette}, level {level})"
+        setup = (f"WR DM0 {cassette}", f"WR DM5 {level}")
+        self._start(command, f"{what} {where}", setup=setup, station=station)
+
     def _start(
-        self, command: str, description: str, *, setup: Sequence[str], check_ready: bool = True
+        self,
+        command: str,
+        description: str,
+        *,
+        setup: Sequence[str],
+        check_ready: bool = True,
+        station: bool | None = None,
     ) -> None:
+        """Start an operation; ``station``: the plate the transfer station must (True) or
+        must not (False) hold for it, read first (None: not read)."""
         with self._line.lock:
             if check_ready and not self._flag("RD 1915"):
                 raise DeviceBusy(
@@ -383,11 +423,20 @@ class LiconicDriver:
                     command,
                     f"not ready for {description} (RD 1915 = 0): an operation is running",
                 )
+            if station is not None and self._flag("RD 1813") is not station:
+                raise _station_conflict(self.name, command, description, station)
             for step in setup:
                 self._ok(step)
             self._ok(command)
             self._operation = (command, description)
             self._started_at = self._clock.monotonic()
+
+    def _settle(self) -> None:
+        """Wait out the rest of ``settle_s`` after the start of an operation (manual)."""
+        if self._started_at is not None:
+            wait = self._started_at + self.settle_s - self._clock.monotonic()
+            if wait > 0:
+                self._clock.sleep(wait)
 
     def _send(self, command: str) -> str:
         """One request; re-open the session once on ``E1``; raise typed errors for ``E0..E5``."""
@@ -453,8 +502,8 @@ class LiconicDriver:
             note = f"reset with ST 1900 failed: {exc.detail}"
         self._operation = None
         self._started_at = None
-        cls = DeviceNeedsOperator if code % 100 in _OPERATOR_CAUSES else DeviceFault
         during = f" during {what}" if what else ""
+        cls = _handling_error_class(code)
         raise cls(self.name, command, f"{meaning}{during} ({note})", device_code=f"{code:05d}")
 
     def _climate(self, temperature: int, humidity: int, co2: int, gas: int) -> Climate:
@@ -475,3 +524,23 @@ class LiconicDriver:
 
     def __repr__(self) -> str:
         return f"LiconicDriver({self.name!r}, {self._line.url!r}, levels={self.levels})"
+
+
+def _handling_error_class(code: int) -> type[DeviceError]:
+    """The typed error for a DM200 code: a person's causes, not initialised, or a fault."""
+    if code % 100 in _OPERATOR_CAUSES:
+        return DeviceNeedsOperator
+    if code % 100 == _NOT_INITIALIZED_CAUSE:
+        return NotInitialized
+    return DeviceFault
+
+
+def _station_conflict(device: str, command: str, description: str, wanted: bool) -> PlaceConflict:
+    """The transfer station sensor contradicts an operation wanting a plate there (or none)."""
+    shows, done = ("shows no plate", "stored") if wanted else ("shows a plate", "fetched")
+    return PlaceConflict(
+        device,
+        command,
+        f"{description} not started: the transfer station sensor (RD 1813) {shows}; the "
+        f"plate may have been {done} already",
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from labctl.devices import Climate, DeviceAlarm, Operator, OpState, OpStatus
+from labctl.devices import Climate, DeviceAlarm, NotKnown, Operator, OpState, OpStatus
 from labctl.errors import DeviceError, DeviceFault
 
 __all__ = ["PROBLEM", "ManualIncubator"]
@@ -92,6 +92,20 @@ class ManualIncubator:
         """Whatever the operator device knows of ``job_key`` (may raise NotKnown)."""
         inner = self.operator.find_op(job_key)
         return None if inner is None else f"{self.name}/any/{inner}"
+
+    def report(self, job_key: str) -> str:
+        """What is known of the job: no sensor, only the operator's prompt about it
+        (labctl.devices.Reports). Never raises."""
+        head = f"{self.name}: a manual incubator, no sensors"
+        try:
+            inner = self.operator.find_op(job_key)
+            if inner is None:
+                return f"{head}; the operator was not asked about this job"
+            status = self.operator.poll(inner)
+        except (DeviceError, NotKnown) as exc:
+            return f"{head}; the operator's prompts could not be read ({exc})"
+        answered = "answered" if status.state is not OpState.RUNNING else "not answered yet"
+        return f"{head}; the operator was asked about this job ({answered})"
 
     def alarms(self) -> list[DeviceAlarm]:
         return []

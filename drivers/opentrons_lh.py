@@ -7,7 +7,16 @@ parameter values (drivers/opentrons_uploads.py, which also uploads jobs ahead th
 Identical liquid handling gives identical files whatever the tips, so the local check runs
 once per distinct protocol. ``poll`` maps the run's status to an
 :class:`~labctl.devices.OpStatus`; ``find_op`` finds, after a controller crash, the run made
-from the job's file; ``abort`` stops the run.
+from the job's file; ``abort`` stops the run; ``report`` says what the robot knows of a job.
+
+The robot is asked before anything is started (labctl.devices: ``start_*`` is idempotent per
+job key), from the runs of the job's protocol file (drivers/opentrons_jobruns.py): a run
+under way or succeeded is answered with, never made again; one created but never played is
+played; after a run that failed or was stopped a new one is made only when the engine says
+the operator chose to retry (``params["attempt"]``: the retries asked for so far), as that
+run may have moved liquid. So a store restored from an older copy cannot feed a plate twice.
+A run the robot no longer knows (it was restarted or reset: 404 ``RunNotFound``) raises
+OperationLost from ``poll``: whether it ran cannot be told, a person decides.
 
 Tips and waste (drivers/opentrons_supplies.py): the handler tells each run where its tips
 start and refuses, before anything is uploaded, a job the racks cannot serve ("refill
@@ -20,14 +29,16 @@ Only public methods of :class:`~labctl.drivers.opentrons_http.OpentronsClient` a
 
 from __future__ import annotations
 
+import logging
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import quote
 
-from labctl.devices import DeviceAlarm, NotKnown, OpStatus
-from labctl.errors import DeviceError, DeviceFault
+from labctl.devices import DeviceAlarm, NotKnown, OpState, OpStatus
+from labctl.errors import DeviceError, DeviceFault, OperationLost
 
 from .opentrons_http import OpentronsClient, RunPhase
+from .opentrons_jobruns import JobRun, JobRuns, describe, job_runs, read_run, short_id
 from .opentrons_outcome import DOOR_STATUSES, run_outcome
 from .opentrons_protocol import (
     DeckLayout,
@@ -42,6 +53,11 @@ from .opentrons_supplies import Supplies
 from .opentrons_uploads import ProtocolUploads, protocol_filename
 
 __all__ = ["OpentronsLiquidHandler", "protocol_filename"]
+
+log = logging.getLogger(__name__)
+
+# Runs this handler saw fail, remembered for jobs started without an ``attempt`` (below).
+_FAILED_SEEN_MAX = 512
 
 
 class OpentronsLiquidHandler:
@@ -81,6 +97,7 @@ class OpentronsLiquidHandler:
         )
         self._uploads = ProtocolUploads(client)
         self._in_flight: set[str] = set()  # runs this handler started and has not seen end
+        self._failed_seen: OrderedDict[str, None] = OrderedDict()  # runs poll reported FAILED
 
     # ------------------------------------------------------------------ tips and waste
 
@@ -125,6 +142,15 @@ class OpentronsLiquidHandler:
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:
         """Generate, check, upload and play the job's protocol; return the run id.
 
+        The robot is asked first (see the module docstring): a run of the job under way,
+        waiting for a person or succeeded is returned as it is; one never played is played.
+        ``params["attempt"]`` is how many retries the operator has asked for (0, or missing,
+        on a first start): after a run of the job failed or was stopped a new run is made
+        only while the failed runs are no more than that, else DeviceFault (that run may have
+        moved liquid). An engine that does not pass ``attempt`` gets a new run only after
+        failures this handler itself reported from ``poll`` (it saw them, so the engine's
+        start again is the operator's retry).
+
         Raises DeviceNeedsOperator before any upload if the racks cannot serve the job
         (refill tips) or the waste reservoir would overflow (empty it); DeviceFault if the
         job cannot be made into a protocol or fails the local or the robot's analysis; and
@@ -133,6 +159,9 @@ class OpentronsLiquidHandler:
         """
         command = f"start {job_key}"
         filename = protocol_filename(job_key)
+        found = self._job_run_to_answer(command, filename, params)
+        if found is not None:
+            return found
         try:
             job = self._plan(params)
         except OutOfTips as exc:
@@ -170,47 +199,61 @@ class OpentronsLiquidHandler:
     def poll(self, op_id: str) -> OpStatus:
         """The run's state: RUNNING (idle or running), NEEDS_OPERATOR (paused, door open,
         error recovery), SUCCEEDED with ``{commands, run_id}``, or FAILED with a DeviceFault
-        carrying the robot's error detail and code (a stopped run is FAILED too)."""
-        st = self.client.run_status(op_id)
+        carrying the robot's error detail and code (a stopped run is FAILED too).
+
+        Raises OperationLost when the robot does not know the run (404 RunNotFound: it was
+        restarted or reset), and the client's errors when it cannot be reached."""
+        try:
+            st = self.client.run_status(op_id)
+        except OperationLost as exc:
+            self._in_flight.discard(op_id)
+            raise OperationLost(
+                self.name,
+                f"run {op_id}",
+                "the robot no longer knows this run (it was restarted or reset): whether it "
+                "ran, and how far, cannot be told from the robot; check the plate",
+                device_code=exc.device_code,
+            ) from exc
         if st.phase.terminal:
             self._in_flight.discard(op_id)
-        return run_outcome(self.client, self.name, op_id, st)
+        outcome = run_outcome(self.client, self.name, op_id, st)
+        if outcome.state is OpState.FAILED:
+            self._failed_seen[op_id] = None
+            while len(self._failed_seen) > _FAILED_SEEN_MAX:
+                self._failed_seen.popitem(last=False)
+        return outcome
 
     def find_op(self, job_key: str) -> str | None:
         """The newest run made from the job's protocol file; None if the robot has no run of
-        it or only one never played (so starting it now repeats nothing). Raises NotKnown
-        when the robot cannot be asked."""
-        filename = protocol_filename(job_key)
+        it or only one never played (so starting it now repeats nothing). Runs the robot
+        stopped before they were played do not count. Raises NotKnown when the robot cannot
+        be asked."""
         try:
-            listing = self.client.get("/protocols")
-            runs: list[str] = []
-            for protocol in _items(listing):
-                files = protocol.get("files")
-                if not isinstance(files, list) or not any(
-                    isinstance(f, dict) and f.get("name") == filename and f.get("role") == "main"
-                    for f in files
-                ):
-                    continue
-                pid = protocol.get("id")
-                if not isinstance(pid, str):
-                    continue
-                detail = self.client.get(f"/protocols/{quote(pid, safe='')}")
-                links = detail.get("links") if isinstance(detail, dict) else None
-                refs = links.get("referencingRuns") if isinstance(links, dict) else None
-                for ref in refs if isinstance(refs, list) else []:
-                    if isinstance(ref, dict) and isinstance(ref.get("id"), str):
-                        runs.append(ref["id"])
-            # The robot lists runs oldest first; a job retried after a failed play has several.
-            if not runs:
-                return None
-            newest = runs[-1]
-            # A run created but never played (a crash between create and play) has done
-            # nothing: starting the job again repeats nothing, and its new run replaces it.
-            if self.client.run_status(newest).status == "idle":
-                return None
+            newest = job_runs(self.client, protocol_filename(job_key)).newest
         except DeviceError as exc:
             raise NotKnown(f"{self.name}: cannot ask the robot about {job_key}: {exc}") from exc
-        return newest
+        # A run created but never played (a crash between create and play) has done
+        # nothing: starting the job again plays it (start_job), which repeats nothing.
+        if newest is None or newest.phase is RunPhase.PENDING:
+            return None
+        return newest.run_id
+
+    def report(self, job_key: str) -> str:
+        """What the robot knows of the job now, e.g. "run 7f3a1c2e failed after 12 of 30
+        commands", "no run of this job on the robot" (labctl.devices.Reports). The newest
+        three attempts, newest first. Never raises: a robot that cannot be asked says so."""
+        try:
+            runs = job_runs(self.client, protocol_filename(job_key)).counted
+            if not runs:
+                return f"{self.name}: no run of this job on the robot"
+            words = [describe(self.client, r) for r in reversed(runs[-3:])]
+        except DeviceError as exc:
+            return f"{self.name}: the robot could not be asked ({exc.detail})"
+        except Exception as exc:  # a report must never stop the engine asking a person
+            log.exception("%s: report on %s failed", self.name, job_key)
+            return f"{self.name}: the robot's answer could not be read ({exc})"
+        older = len(runs) - len(words)
+        return f"{self.name}: " + "; ".join(words) + (f" (and {older} older)" if older else "")
 
     def alarms(self) -> list[DeviceAlarm]:
         """``offline`` when /health fails, ``wrong-robot`` when another model answers,
@@ -248,9 +291,11 @@ class OpentronsLiquidHandler:
 
     def abort(self, op_id: str) -> None:
         """Stop the run (the robot passes stop-requested to stopped). A run that has already
-        ended is left as it is."""
+        ended, or that the robot no longer knows, is left as it is."""
         try:
             self.client.stop(op_id)
+        except OperationLost:
+            return  # the robot does not know the run: there is nothing on it to stop
         except DeviceError:
             try:
                 ended = self.client.run_status(op_id).phase.terminal
@@ -261,12 +306,79 @@ class OpentronsLiquidHandler:
 
     # ------------------------------------------------------------------ helpers
 
+    def _job_run_to_answer(
+        self, command: str, filename: str, params: Mapping[str, Any]
+    ) -> str | None:
+        """The run ``start_job`` answers with instead of making one (see its docstring), or
+        None when a new run is to be made. Raises DeviceFault when a failed run forbids one,
+        and the client's errors when the robot cannot be asked."""
+        runs = job_runs(self.client, filename)
+        newest = runs.newest
+        if newest is None:
+            return None
+        if newest.phase is RunPhase.PENDING:
+            return newest.run_id if self._play_found(newest.run_id) else None
+        if not newest.failed:
+            # Under way, waiting for a person, or done: the job is on the robot already.
+            if not newest.phase.terminal:
+                self._in_flight.add(newest.run_id)
+            log.info("%s: %s: run %s is %s", self.name, command, newest.run_id, newest.status)
+            return newest.run_id
+        if len(runs.failures) <= self._retries_asked(params, runs):
+            return None
+        raise DeviceFault(self.name, command, _refusal(newest, runs))
+
+    def _retries_asked(self, params: Mapping[str, Any], runs: JobRuns) -> int:
+        """How many failed runs of the job the operator has chosen to retry after.
+
+        ``params["attempt"]`` when the engine passes it. Without it, as many as the failed
+        runs this handler reported from ``poll`` (the engine saw them fail, so starting the
+        job again is a retry), provided it reported all of them; else 0."""
+        attempt = params.get("attempt")
+        if isinstance(attempt, int) and not isinstance(attempt, bool):
+            return max(attempt, 0)
+        failures = runs.failures
+        if failures and all(r.run_id in self._failed_seen for r in failures):
+            return len(failures)
+        return 0
+
+    def _play_found(self, run_id: str) -> bool:
+        """Play a run of the job that was created but never played; False when the robot
+        cannot play it any more (another run was created since, or it is gone), so a new
+        run is to be made."""
+        try:
+            self.client.play(run_id)
+        except OperationLost:
+            return False
+        except DeviceError:
+            # A refusal (no longer the current run) or an ambiguous failure: ask the robot.
+            try:
+                run = read_run(self.client, run_id)
+            except OperationLost:
+                return False
+            except DeviceError:
+                run = None
+            if run is None or (not run.played and run.current):
+                raise
+            if not run.played:
+                return False  # released without being played (idle, or stopped by the robot)
+        self._in_flight.add(run_id)
+        log.info("%s: played run %s, created earlier but never played", self.name, run_id)
+        return True
+
     def _plan(self, params: Mapping[str, Any]) -> GeneratedProtocol:
         """The job's protocol, its tips starting at the first unused ones."""
         first = self._supplies.first_tips()
         return plan_protocol(params, self.layout, self.robot, first_tips=first)
 
 
-def _items(reply: Any) -> list[dict[str, Any]]:
-    data = reply.get("data") if isinstance(reply, dict) else None
-    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+def _refusal(newest: JobRun, runs: JobRuns) -> str:
+    """Why a job whose run failed is not started again (one sentence for a person)."""
+    ended = "failed" if newest.phase is RunPhase.FAILED else "was stopped"
+    count = len(runs.failures)
+    earlier = f" ({count} runs of it ended so)" if count > 1 else ""
+    return (
+        f"a previous run of this job (run {short_id(newest.run_id)}) {ended} on the robot"
+        f"{earlier} and may have moved liquid, so it is not started again: check the plate; "
+        "running it again is the operator's choice (retry)"
+    )

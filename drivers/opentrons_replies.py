@@ -28,6 +28,7 @@ __all__ = [
     "ShapeError",
     "StartedRun",
     "UploadedProtocol",
+    "phase_of",
 ]
 
 RobotModel = Literal["OT-2", "Flex"]
@@ -289,9 +290,15 @@ def command_position(reply: object) -> tuple[int, int | None, str | None]:
     return total, link[0], link[1]
 
 
+def phase_of(status: str) -> RunPhase:
+    """What a run's raw engine status means (a status this client does not know needs a
+    person: it neither claims success nor failure)."""
+    return _PHASES.get(status, RunPhase.NEEDS_OPERATOR)
+
+
 def run_status(run: RunRecord, position: tuple[int, int | None, str | None]) -> RunStatus:
     """A run and the :func:`command_position` of its commands (paged from cursor 0)."""
-    phase = _PHASES.get(run.status, RunPhase.NEEDS_OPERATOR)
+    phase = phase_of(run.status)
     total, index, command_id = position
     if index is None:
         done = 0

@@ -8,7 +8,8 @@ a dropped connection (DeviceTimeout, DeviceCommunicationError), and 4xx/5xx repl
 by their error ids (DEVICES.md 1.2 and 1.3): another run holds the robot (DeviceBusy),
 door or emergency stop (DeviceNeedsOperator), protocol files refused
 (:class:`ProtocolRejected`), a request the robot did not understand
-(DeviceCommunicationError). ``device_code`` is the robot's ``errorCode``.
+(DeviceCommunicationError), a run the robot does not know (404 ``RunNotFound``: it was
+restarted or reset and forgot it; OperationLost). ``device_code`` is the robot's ``errorCode``.
 
 GETs reuse one kept-alive connection, and a GET whose kept-alive connection had gone stale
 is sent once more on a new one; any other request gets a fresh connection and is never
@@ -34,6 +35,7 @@ from labctl.errors import (
     DeviceFault,
     DeviceNeedsOperator,
     DeviceTimeout,
+    OperationLost,
 )
 
 __all__ = ["DEFAULT_PORT", "ProtocolRejected", "RobotTransport", "compact_json", "multipart"]
@@ -199,6 +201,9 @@ def _http_error(name: str, command: str, status: int, raw: bytes) -> DeviceError
     if not detail:
         detail = f"HTTP {status}: {_snippet(raw)}" if raw.strip() else f"HTTP {status}"
     described = f"{error_id}: {detail}" if error_id else detail
+    if status == 404 and error_id == "RunNotFound":
+        # Not "unreachable, ask again": the robot answered, and it has no such run.
+        return OperationLost(name, command, described, device_code=code)
     if status == 409 and error_id == "RunAlreadyActive":
         return DeviceBusy(name, command, "robot busy with another run", device_code=code)
     if status == 409 and error_id in _BUSY_IDS:

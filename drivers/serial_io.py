@@ -6,6 +6,9 @@ request, one reply: :meth:`SerialLine.transact` writes a command plus its termin
 reads up to the reply terminator under an overall deadline taken from the injected
 :class:`~labctl.clock.Clock`. It never sleeps on the wall clock itself and never does
 fixed-size reads (PyLabRobot's ``read(128)`` makes every command cost a full timeout).
+A port that fails (a USB adapter unplugged, a device server restarted) is closed and the
+same port or URL opened again by the next request, so a link that comes back needs nothing
+from the caller.
 
 :class:`IncubatorStatus` is what both serial incubator drivers (``cytomat``, ``liconic``)
 report when polled; it lives here so the two share one definition (their climate readings
@@ -23,9 +26,9 @@ from dataclasses import dataclass
 import serial
 
 from labctl.clock import Clock
-from labctl.errors import DeviceCommunicationError, DeviceError, DeviceTimeout
+from labctl.errors import DeviceCommunicationError, DeviceError, DeviceFault, DeviceTimeout
 
-__all__ = ["IncubatorStatus", "SerialLine", "SerialSettings", "poll_until"]
+__all__ = ["IncubatorStatus", "NotInitialized", "SerialLine", "SerialSettings", "poll_until"]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,11 @@ def _drain(port: serial.SerialBase) -> None:
         except PORT_ERRORS as exc:
             if not _interrupted(exc) or attempt == _DRAIN_TRIES - 1:
                 raise
+
+
+class NotInitialized(DeviceFault):
+    """The incubator refused a move because its handler is not initialised (after a power
+    cycle): nothing moved, and the move may be started again once it is initialised."""
 
 
 @dataclass(frozen=True)
@@ -116,6 +124,10 @@ class SerialLine:
     interleave their frames. A driver that must send several commands as one unit (set
     registers, then start) holds ``lock`` around them.
 
+    A request that fails at the port closes it, and the next request opens the same
+    ``url`` again (until :meth:`close` is called): a device server or USB adapter that
+    restarted is reached again without the caller doing anything.
+
     ``reply_timeout_s`` (seconds) is the default overall deadline for one reply;
     ``read_timeout_s`` (seconds) is the short pyserial read timeout the read loop uses
     between deadline checks.
@@ -139,6 +151,7 @@ class SerialLine:
         self._clock = clock
         self._port: serial.SerialBase | None = None
         self._lock = threading.RLock()
+        self._reopen = False  # the port failed: open it again on the next request
 
     @property
     def lock(self) -> threading.RLock:
@@ -178,10 +191,16 @@ class SerialLine:
                 raise DeviceCommunicationError(
                     self.device, "open", f"cannot open serial port {self.url}: {exc}"
                 ) from exc
+            self._reopen = False
             log.debug("%s: opened %s (%s)", self.device, self.url, s)
 
     def close(self) -> None:
-        """Close the port (safe to call twice)."""
+        """Close the port (safe to call twice); it stays closed until :meth:`open`."""
+        with self._lock:
+            self._reopen = False
+            self._drop_port()
+
+    def _drop_port(self) -> None:
         with self._lock:
             port, self._port = self._port, None
             if port is not None:
@@ -197,9 +216,7 @@ class SerialLine:
             try:
                 port.reset_input_buffer()
             except PORT_ERRORS as exc:
-                raise DeviceCommunicationError(
-                    self.device, "flush", f"serial port {self.url} failed: {exc}"
-                ) from exc
+                raise self._port_failed("flush", exc) from exc
 
     def send_break(self, seconds: float) -> None:
         """Hold the line in BREAK for ``seconds`` (timed on the clock), then release it.
@@ -216,9 +233,7 @@ class SerialLine:
                 finally:
                     port.break_condition = False
             except PORT_ERRORS as exc:
-                raise DeviceCommunicationError(
-                    self.device, "break", f"serial port {self.url} failed: {exc}"
-                ) from exc
+                raise self._port_failed("break", exc) from exc
 
     def transact(self, command: str, timeout_s: float | None = None) -> str:
         """Send ``command`` + terminator, return the reply without its terminator.
@@ -248,9 +263,7 @@ class SerialLine:
                     self.device, command, f"could not write within {deadline_s:g} s ({exc})"
                 ) from exc
             except PORT_ERRORS as exc:
-                raise DeviceCommunicationError(
-                    self.device, command, f"serial port {self.url} failed: {exc}"
-                ) from exc
+                raise self._port_failed(command, exc) from exc
         log.debug("%s << %r", self.device, raw)
         try:
             reply = raw[: -len(end)].decode("ascii").strip()
@@ -313,7 +326,18 @@ class SerialLine:
                 got = f"; incomplete reply {bytes(buf)!r}" if buf else ""
                 raise DeviceTimeout(self.device, command, f"no reply within {deadline_s:g} s{got}")
 
+    def _port_failed(self, command: str, exc: BaseException) -> DeviceCommunicationError:
+        """The link itself failed: close the port, so the next request opens it anew."""
+        self._drop_port()
+        self._reopen = True
+        return DeviceCommunicationError(
+            self.device, command, f"serial port {self.url} failed: {exc}"
+        )
+
     def _require_port(self, command: str) -> serial.SerialBase:
+        if self._port is None and self._reopen:
+            log.info("%s: opening %s again after it failed", self.device, self.url)
+            self.open()
         if self._port is None or not self._port.is_open:
             raise DeviceCommunicationError(
                 self.device, command, f"serial port {self.url} is not open (call connect first)"

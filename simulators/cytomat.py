@@ -448,6 +448,25 @@ class CytomatSim(TransferStationSide):
                 )
             self._ts = plate
 
+    def power_cycle(self) -> None:
+        """The device is switched off and on again: the operation under way is lost before
+        it took effect (a plate on the handler is back where it came from: ASSUMPTION), the
+        error register is cleared, and with ``require_init`` it must be initialised again.
+        Plates in the slots and on the transfer station stay where they are."""
+        with self._lock:
+            now = self._clock.now()
+            self._update(now)
+            op, self._op = self._op, None
+            if op is not None and op.plate is not None:
+                if op.kind == "retrieve":
+                    assert op.slot is not None
+                    self._slots[op.slot] = op.plate
+                else:
+                    self._ts = op.plate
+            self._error = 0
+            self._initialised = not self.config.require_init
+            self._changed_at = now
+
     @property
     def slots(self) -> dict[int, str]:
         """Occupied slots as of now: slot number -> plate label (a copy)."""

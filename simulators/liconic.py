@@ -398,6 +398,18 @@ class LiconicSim(TransferStationSide):
                 )
             self._ts = plate
 
+    def power_cycle(self) -> None:
+        """The PLC is switched off and on again: the operation under way is lost before it
+        took effect (a plate on the shovel is back where it came from: ASSUMPTION), the
+        handling error is cleared, the session closes and handling must be initialised again
+        (``ST 1801``). Plates in the cassettes and on the transfer station stay."""
+        with self._lock:
+            self._update(self._clock.now())
+            self._reset()
+            self._initialised = False
+            self._session_open = False
+            self._break_seen = False
+
     @property
     def slots(self) -> dict[tuple[int, int], str]:
         """Occupied slots as of now: (cassette, level) -> plate label (a copy)."""

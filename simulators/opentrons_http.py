@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import socket
 import threading
 from collections.abc import Callable, Mapping
 from email.utils import format_datetime
@@ -630,7 +631,30 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], robot: Robot) -> None:
         self.robot = robot
+        self._open: set[socket.socket] = set()  # client connections being served
+        self._open_lock = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Drop every client connection, kept-alive ones too, as a robot that goes down
+        does (its clients then reconnect to whatever answers on the address next)."""
+        with self._open_lock:
+            conns = list(self._open)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by its client
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -706,8 +730,9 @@ class HttpServer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
+        """Stop serving, drop the client connections and close the socket."""
         self._server.shutdown()
+        self._server.close_connections()
         self._server.server_close()
         self._thread.join()
 

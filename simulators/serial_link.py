@@ -5,7 +5,10 @@ line out (Opentrons' emulator pattern). This module puts it on a wire a pyserial
 opens exactly as it would open the real device:
 
 - :class:`PtyLink`: a pseudo-terminal; ``.port`` is the slave path (e.g. ``/dev/pts/5``),
-  which the client opens with the real settings (9600 8N1, or 8E1 with RTS/CTS).
+  which the client opens with the real settings (9600 8N1, or 8E1 with RTS/CTS). Given a
+  ``path``, ``.port`` is that path instead: a symbolic link to the slave, as udev's
+  ``/dev/serial/by-id/...`` names a USB adapter, so a simulator started again on the same
+  path is reached by a client that reopens it (a restarted adapter).
 - :class:`SocketLink`: a TCP server on 127.0.0.1; ``.url`` is ``socket://127.0.0.1:PORT``
   for ``serial.serial_for_url``. Several clients may connect; their lines are served one
   at a time.
@@ -169,10 +172,11 @@ class PtyLink:
     and close it repeatedly without the master seeing a hang-up.
     """
 
-    def __init__(self, device: LineDevice) -> None:
+    def __init__(self, device: LineDevice, *, path: str | os.PathLike[str] | None = None) -> None:
         self._server = _Server(device)
         self._master: int | None = None
         self._slave: int | None = None
+        self._path = None if path is None else os.fspath(path)
         self.port = ""
 
     @property
@@ -189,6 +193,12 @@ class PtyLink:
         tty.setraw(slave)
         self._master, self._slave = master, slave
         self.port = os.ttyname(slave)
+        if self._path is not None:
+            # Point the stable name at this pty in one step (replacing an older link).
+            staging = f"{self._path}.{os.getpid()}.new"
+            os.symlink(self.port, staging)
+            os.replace(staging, self._path)
+            self.port = self._path
         self._server.spawn(self._run, f"pty-link {self.port}")
         return self
 
@@ -204,12 +214,20 @@ class PtyLink:
             self._server.serve(framer, data, lambda out: _write_all(master, out))
 
     def stop(self) -> None:
-        """Stop serving, join the thread and close the pty (idempotent)."""
+        """Stop serving, join the thread and close the pty (idempotent); a ``path`` link to
+        it is removed, as the device's name goes when its adapter does."""
         self._server.shutdown()
+        slave_name = os.ttyname(self._slave) if self._slave is not None else None
         for fd in (self._master, self._slave):
             if fd is not None:
                 os.close(fd)
         self._master = self._slave = None
+        if self._path is not None and slave_name is not None:
+            try:
+                if os.readlink(self._path) == slave_name:
+                    os.unlink(self._path)
+            except OSError:
+                pass  # already gone, or taken over by a newer link
 
     def __enter__(self) -> PtyLink:
         return self.start()

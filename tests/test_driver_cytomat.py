@@ -18,7 +18,7 @@ import pytest
 from labctl.clock import VirtualClock
 from labctl.devices import Climate
 from labctl.drivers.cytomat import CytomatDriver, decode_overview, parse_climate_reply
-from labctl.drivers.serial_io import SerialLine, SerialSettings
+from labctl.drivers.serial_io import NotInitialized, SerialLine, SerialSettings
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,
@@ -26,6 +26,7 @@ from labctl.errors import (
     DeviceFault,
     DeviceNeedsOperator,
     DeviceTimeout,
+    PlaceConflict,
 )
 from tests.serial_peer import CLOSE, ScriptedPeer, Step  # noqa: E402,F401
 
@@ -161,12 +162,27 @@ def test_persistent_er_01_becomes_device_busy_after_the_retries(run) -> None:
     assert info.value.device_code == "01"
 
 
-def test_transfer_station_occupied_is_a_fault_named_after_device_and_command(run) -> None:
+def test_transfer_station_occupied_is_a_place_conflict_named_after_device_and_command(
+    run,
+) -> None:
     driver, _ = run([(b"mv:st 005\r", b"er 32\r")])  # not retried: one frame only
-    with pytest.raises(DeviceFault) as info:
+    with pytest.raises(PlaceConflict) as info:
         driver.start_fetch(5)
-    assert str(info.value) == "inc-1: mv:st 005: transfer station occupied [device code 32]"
+    assert str(info.value) == (
+        "inc-1: mv:st 005: the plate may have been fetched already, so nothing was moved: "
+        "transfer station occupied [device code 32]"
+    )
     assert (info.value.device, info.value.command) == ("inc-1", "mv:st 005")
+
+
+def test_store_from_an_empty_transfer_station_is_a_place_conflict(run) -> None:
+    driver, _ = run([(b"mv:ts 007\r", b"er 31\r")])
+    with pytest.raises(PlaceConflict) as info:
+        driver.start_store(7)
+    assert str(info.value) == (
+        "inc-1: mv:ts 007: the plate may have been stored already, so nothing was moved: "
+        "transfer station empty [device code 31]"
+    )
 
 
 @pytest.mark.parametrize(
@@ -176,10 +192,9 @@ def test_transfer_station_occupied_is_a_fault_named_after_device_and_command(run
         ("03", DeviceCommunicationError, "telegram structure error"),
         ("04", DeviceFault, "bad parameter"),
         ("05", DeviceFault, "unknown location"),
-        ("11", DeviceFault, "handler in wrong position"),
+        ("11", NotInitialized, "handler in wrong position: not initialised"),
         ("21", DeviceFault, "handler occupied"),
         ("22", DeviceFault, "handler empty"),
-        ("31", DeviceFault, "transfer station empty"),
         ("33", DeviceFault, "transfer station not in position"),
         ("42", DeviceFault, "lift door not open"),
         ("52", DeviceFault, "unauthorized (password required)"),
@@ -317,10 +332,13 @@ def test_garbled_move_acknowledgement(run) -> None:
     assert str(info.value) == "inc-1: mv:st 005: unexpected reply 'ok' (expected 'ok XX')"
 
 
-def test_link_dropped_is_a_communication_error(run) -> None:
+def test_link_dropped_is_opened_again_and_asked_again(run, caplog) -> None:
+    # The peer drops the connection: the port is opened again at once and the read asked
+    # again there; this peer answers nothing more, so it ends as "no reply".
     driver, _ = run([(b"ch:bs\r", CLOSE)], tcp=True)
-    with pytest.raises(DeviceCommunicationError, match=r"^inc-1: ch:bs: serial port .* failed"):
+    with pytest.raises(DeviceTimeout, match=r"^inc-1: ch:bs: no reply within 0.3 s"):
         driver.poll()
+    assert "serial port socket://127.0.0.1" in caplog.text and "failed" in caplog.text
 
 
 def test_stale_input_is_flushed_before_each_command(run) -> None:

@@ -24,6 +24,7 @@ from labctl.errors import (
     DeviceFault,
     DeviceNeedsOperator,
     DeviceTimeout,
+    PlaceConflict,
 )
 from tests.serial_peer import CLOSE, ScriptedPeer, Step  # noqa: E402,F401
 
@@ -68,9 +69,11 @@ def poll(ready: str, error: str = "0", station: str = "0") -> list[Step]:
 
 
 def access(cassette: int, level: int, relay: int) -> list[Step]:
-    """Ready check, position registers and start of an import (1904) or export (1905)."""
+    """Ready check, transfer station check (a plate to import, none before an export),
+    position registers and start of an import (1904) or export (1905)."""
     return [
         (b"RD 1915\r", b"1\r\n"),
+        (b"RD 1813\r", b"1\r\n" if relay == 1904 else b"0\r\n"),
         (f"WR DM0 {cassette}\r".encode(), b"OK\r\n"),
         (f"WR DM5 {level}\r".encode(), b"OK\r\n"),
         (f"ST {relay}\r".encode(), b"OK\r\n"),
@@ -189,6 +192,34 @@ def test_initialize_sends_st_1801_without_a_ready_check(run, clock: VirtualClock
 # -- busy, handling errors, timeouts --------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("start", "station", "expected"),
+    [
+        (
+            "fetch",
+            b"1",
+            "inc-hyp: ST 1905: export of slot 25 (cassette 2, level 3) not started: the "
+            "transfer station sensor (RD 1813) shows a plate; the plate may have been fetched "
+            "already",
+        ),
+        (
+            "store",
+            b"0",
+            "inc-hyp: ST 1904: import to slot 25 (cassette 2, level 3) not started: the "
+            "transfer station sensor (RD 1813) shows no plate; the plate may have been stored "
+            "already",
+        ),
+    ],
+)
+def test_a_move_the_transfer_station_contradicts_is_a_place_conflict_sending_nothing(
+    run, start: str, station: bytes, expected: str
+) -> None:
+    driver, _ = run([*SESSION, (b"RD 1915\r", b"1\r\n"), (b"RD 1813\r", station + b"\r\n")])
+    with pytest.raises(PlaceConflict) as info:
+        getattr(driver, f"start_{start}")(25)
+    assert str(info.value) == expected
+
+
 def test_not_ready_refuses_to_start_and_sends_nothing_more(run) -> None:
     driver, _ = run([*SESSION, (b"RD 1915\r", b"0\r\n")])
     with pytest.raises(DeviceBusy) as info:
@@ -300,7 +331,14 @@ def test_not_ready_at_the_deadline_times_out(run) -> None:
     ],
 )
 def test_plc_errors_map_to_faults_with_their_code(run, reply: str, meaning: str) -> None:
-    driver, _ = run([*SESSION, (b"RD 1915\r", b"1\r\n"), (b"WR DM0 1\r", f"{reply}\r\n".encode())])
+    driver, _ = run(
+        [
+            *SESSION,
+            (b"RD 1915\r", b"1\r\n"),
+            (b"RD 1813\r", b"1\r\n"),
+            (b"WR DM0 1\r", f"{reply}\r\n".encode()),
+        ]
+    )
     with pytest.raises(DeviceFault) as info:
         driver.start_store(3)
     assert str(info.value) == f"inc-hyp: WR DM0 1: {meaning} [device code {reply}]"
@@ -341,6 +379,7 @@ def test_garbled_ok_and_dm_replies(run) -> None:
         [
             *SESSION,
             (b"RD 1915\r", b"1\r\n"),
+            (b"RD 1813\r", b"0\r\n"),
             (b"WR DM0 1\r", b"0K\r\n"),
             (b"RD DM982\r", b"37.0\r\n"),
         ]
@@ -353,10 +392,13 @@ def test_garbled_ok_and_dm_replies(run) -> None:
         driver.read_climate()
 
 
-def test_link_dropped_is_a_communication_error(run) -> None:
+def test_link_dropped_is_opened_again_and_asked_again(run, caplog) -> None:
+    # The peer drops the connection: the port is opened again at once and the read asked
+    # again there; this peer answers nothing more, so it ends as "no reply".
     driver, _ = run([*SESSION, (b"RD 1915\r", CLOSE)], tcp=True)
-    with pytest.raises(DeviceCommunicationError, match=r"^inc-hyp: RD 1915: serial port .* failed"):
+    with pytest.raises(DeviceTimeout, match=r"^inc-hyp: RD 1915: no reply within 0.3 s"):
         driver.poll()
+    assert "serial port socket://127.0.0.1" in caplog.text and "failed" in caplog.text
 
 
 # -- climate ---------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from labctl.errors import (
     DeviceFault,
     DeviceNeedsOperator,
     DeviceTimeout,
+    OperationLost,
 )
 
 RECORDINGS = Path(
@@ -458,13 +459,13 @@ def test_post_runs_409_run_already_active_is_busy(
     assert info.value.command == "POST /runs"
 
 
-def test_get_run_404_is_fault_with_robot_detail(
+def test_get_run_404_is_operation_lost_with_robot_detail(
     robot: ScriptedRobot, client: OpentronsClient
 ) -> None:
+    # The robot answered and has no such run: not "unreachable", and not to be asked again.
     robot.expect("GET", "/runs/nope", replay("probe_get_run_404"))
-    with pytest.raises(DeviceFault) as info:
+    with pytest.raises(OperationLost) as info:
         client.run_status("nope")
-    assert type(info.value) is DeviceFault
     assert str(info.value) == (
         "ot2-a: GET /runs/nope: RunNotFound: Error 4000 GENERAL_ERROR (RunNotFoundError): "
         "Run nope was not found. [device code 4000]"

@@ -7,7 +7,7 @@ wait between them. The simulators' state (plates, action log) is the ground trut
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -20,7 +20,13 @@ from labctl.drivers.cytomat import CytomatDriver
 from labctl.drivers.incubators import SerialIncubator
 from labctl.drivers.liconic import LiconicDriver
 from labctl.drivers.manual import ManualIncubator
-from labctl.errors import DeviceError, DeviceFault, DeviceNeedsOperator, DeviceTimeout
+from labctl.errors import (
+    DeviceError,
+    DeviceFault,
+    DeviceInitializing,
+    DeviceNeedsOperator,
+    DeviceTimeout,
+)
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import ClimateConfig, Fault, FaultKind
 from labctl.simulators.liconic import LiconicSim
@@ -64,6 +70,16 @@ def liconic(clock: VirtualClock, sim: LiconicSim) -> Iterator[SerialIncubator]:
         assert link.failures == []
 
 
+def after_init(start: Callable[[], str], clock: VirtualClock, init_s: float) -> str:
+    """``start()`` on a device powered on but not initialised: the first start starts its
+    initialisation and raises DeviceInitializing (nothing moves); once that is done, the
+    start goes through."""
+    with pytest.raises(DeviceInitializing):
+        start()
+    clock.advance(init_s + 1)
+    return start()
+
+
 # --- Cytomat ---------------------------------------------------------------------------
 
 
@@ -71,10 +87,18 @@ def test_cytomat_fetch_and_store_round_trip(clock: VirtualClock) -> None:
     sim = CytomatSim(clock, CytomatConfig(slots=10, move_s=15.0, init_s=30.0), plates={3: "P1"})
     with cytomat(clock, sim) as inc:
         assert isinstance(inc, Incubator)
+        # Powered on, not initialised: the device refuses the move (er 11), the adapter
+        # starts ll:in without waiting, and the start says to wait.
+        with pytest.raises(DeviceInitializing) as exc:
+            inc.start_fetch("d3-feed/P1/0", 3)
+        assert exc.value.device_code == "11" and "nothing moved" in exc.value.detail
+        assert clock.now() == T0  # nothing blocked
+        clock.advance(10)
+        with pytest.raises(DeviceInitializing, match="the device is initialising"):
+            inc.start_fetch("d3-feed/P1/0", 3)  # still initialising: not initialised twice
+        clock.advance(21)
         op = inc.start_fetch("d3-feed/P1/0", 3)
         assert op == "inc-1:d3-feed/P1/0"
-        # The first move initializes the handler once (blocking, on the clock).
-        assert clock.now() - T0 >= timedelta(seconds=30)
         assert inc.poll(op).state is OpState.RUNNING
         assert sim.transfer_station is None
         clock.advance(16)
@@ -314,7 +338,8 @@ def test_liconic_fetch_and_store_round_trip(clock: VirtualClock) -> None:
     sim = LiconicSim(clock, plates={(2, 3): "P7"})
     with liconic(clock, sim) as inc:
         slot = sim.config.levels + 3  # cassette 2, level 3
-        op = inc.start_fetch("job-a", slot)
+        # Not initialised: the PLC refuses the export (DM200 00014); ST 1801 is started.
+        op = after_init(lambda: inc.start_fetch("job-a", slot), clock, sim.config.init_s)
         clock.advance(sim.config.transfer_s + 1)
         st = inc.poll(op)
         assert st.state is OpState.SUCCEEDED, st
@@ -334,7 +359,7 @@ def test_liconic_fetch_and_store_round_trip(clock: VirtualClock) -> None:
 def test_liconic_export_from_empty_slot_fails_with_dm200(clock: VirtualClock) -> None:
     sim = LiconicSim(clock)
     with liconic(clock, sim) as inc:
-        op = inc.start_fetch("job-a", 5)
+        op = after_init(lambda: inc.start_fetch("job-a", 5), clock, sim.config.init_s)
         clock.advance(sim.config.transfer_s + 1)
         st = inc.poll(op)
         assert st.state is OpState.FAILED
@@ -346,7 +371,7 @@ def test_liconic_gate_error_fails_as_needing_the_operator(clock: VirtualClock) -
     gate = Fault(FaultKind.DOOR_OPEN, at=T0 + timedelta(minutes=5), duration_s=600)
     sim = LiconicSim(clock, plates={(1, 1): "P1"}, faults=[gate])
     with liconic(clock, sim) as inc:
-        inc.start_fetch("warm-up", 1)  # initializes before the gate opens
+        after_init(lambda: inc.start_fetch("warm-up", 1), clock, sim.config.init_s)
         clock.advance(sim.config.transfer_s + 1)
         assert inc.poll("inc-hyp:warm-up").state is OpState.SUCCEEDED
         op = inc.start_store("job-a", 1)
@@ -467,3 +492,16 @@ def test_manual_incubator_turns_moves_into_prompts() -> None:
     assert inc.find_op("never-asked") is None
     with pytest.raises(DeviceError):
         inc.poll("other-device/fetch/p1")
+
+
+def test_manual_incubator_reports_the_operators_prompt() -> None:
+    op = ScriptedOperator()
+    inc = ManualIncubator("inc-2", op)
+    head = "inc-2: a manual incubator, no sensors"
+    assert inc.report("d1/P1/0") == f"{head}; the operator was not asked about this job"
+    inc.start_fetch("d1/P1/0", 3)
+    assert (
+        inc.report("d1/P1/0") == f"{head}; the operator was asked about this job (not answered yet)"
+    )
+    op.answers["p1"] = {"done": True}
+    assert inc.report("d1/P1/0") == f"{head}; the operator was asked about this job (answered)"

@@ -173,17 +173,20 @@ def test_find_op_finds_the_run_after_the_op_id_was_lost(rig: Rig) -> None:
         restarted.find_op(KEY)
 
 
-def test_a_run_created_but_never_played_counts_as_not_started(rig: Rig) -> None:
+def test_a_run_created_but_never_played_counts_as_not_started_and_is_played(rig: Rig) -> None:
     # A crash between POST /runs and play: the robot holds an idle run of the job.
     source = generate(FEED, rig.layout, "OT-2").encode()
     uploaded = rig.client.upload_protocol(protocol_filename(KEY), source)
     rig.client.wait_for_analysis(uploaded.protocol_id, uploaded.analysis_id)
     idle = rig.client.create_run(uploaded.protocol_id)
     assert rig.lh.find_op(KEY) is None
+    # Starting the job plays that run: no second run, nothing uploaded.
     op_id = rig.lh.start_job(KEY, dict(FEED))
-    assert op_id != idle
+    assert op_id == idle
+    assert len(rig.uploads.sent) == len(rig.uploads.run_values) == 1  # the test's own
     assert rig.lh.find_op(KEY) == op_id
     assert rig.run_to_end(op_id).state is OpState.SUCCEEDED
+    assert [e["runId"] for e in rig.sim.action_entries() if e["event"] == "run_created"] == [idle]
 
 
 def test_offline_robot_is_an_alarm(rig: Rig) -> None:
