@@ -63,17 +63,28 @@ Physical-side API for the plate mover / operator / tests: :meth:`place_on_transf
 :meth:`take_from_transfer_station`, :attr:`slots`, :attr:`transfer_station`,
 :attr:`actions`. Completed moves are recorded once each in the action log
 (:class:`~labctl.simulators.faults.ActionLog`): ``init``, ``retrieve`` (slot -> transfer
-station), ``store`` (transfer station -> slot), stamped with the virtual completion time.
+station), ``store`` (transfer station -> slot), stamped with the virtual completion time
+and numbered (``seq``: the operation's number, counted from the device's first).
+
+Surviving a restart (a practice workcell's simulator process killed and started again):
+``on_change`` is called, under the lock, with :func:`cytomat_state` after every change of
+state (a command that acts, an operation taking effect, a hand at the transfer station),
+and :func:`restore_cytomat` puts such a state back into a new simulator, an operation under
+way included: it takes effect when its time comes, as it would have, and is logged once
+(one already in the action log takes effect without a second entry). The climate's
+setpoints are part of the state; give them to the new simulator's ``config``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from labctl.clock import Clock
 from labctl.errors import DeviceError
@@ -100,6 +111,8 @@ __all__ = [
     "WARNING",
     "CytomatConfig",
     "CytomatSim",
+    "cytomat_state",
+    "restore_cytomat",
 ]
 
 BUSY = 0x01
@@ -163,6 +176,7 @@ class _Op:
     plate: str | None = None  # the plate on the handler (successful moves only)
     error: str | None = None  # error register code set at ``ends``; nothing moves
     gate_open: bool = False
+    seq: int = 0  # the operation's number on this device (from 1), in the action log
 
 
 class CytomatSim(TransferStationSide):
@@ -183,6 +197,7 @@ class CytomatSim(TransferStationSide):
         plates: Mapping[int, str] | Iterable[int] = (),
         faults: Sequence[Fault] = (),
         action_log: str | Path | None = None,
+        on_change: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config or CytomatConfig()
         self.name = name
@@ -200,6 +215,8 @@ class CytomatSim(TransferStationSide):
         self._gate_open = False
         self._initialised = not self.config.require_init
         self._changed_at: datetime | None = None  # last request or hand that may act
+        self._seq = 0  # operations started, ever (restored across restarts)
+        self._on_change = on_change
         check_codes(
             faults, lambda c: bool(_HEX2.fullmatch(c)), "two upper-case hex digits", "Cytomat"
         )
@@ -263,7 +280,14 @@ class CytomatSim(TransferStationSide):
             return "er 02"
         if self._op is not None:
             return "er 01"
-        return action(params, now, line)
+        reply = action(params, now, line)
+        self._changed()
+        return reply
+
+    def _changed(self) -> None:
+        """Tell ``on_change`` the state now (call with the lock)."""
+        if self._on_change is not None:
+            self._on_change(cytomat_state(self))
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -295,7 +319,8 @@ class CytomatSim(TransferStationSide):
         gate_open: bool = False,
     ) -> str:
         ends = now + timedelta(seconds=seconds)
-        self._op = _Op(kind, command, now, ends, slot, plate, error, gate_open)
+        self._seq += 1
+        self._op = _Op(kind, command, now, ends, slot, plate, error, gate_open, self._seq)
         return self._ok(now)
 
     def _start_move(
@@ -379,6 +404,11 @@ class CytomatSim(TransferStationSide):
         op = self._op
         if op is None or now < op.ends:
             return
+        self._take_effect(op, log=True)
+        self._changed()
+
+    def _take_effect(self, op: _Op, *, log: bool) -> None:
+        """The operation ``op`` has ended: the plate is where it went (call with the lock)."""
         self._op = None
         if op.error is not None:
             self._error = int(op.error, 16)
@@ -393,7 +423,12 @@ class CytomatSim(TransferStationSide):
             self._slots[op.slot] = op.plate
         else:
             self._initialised = True
-        self._log.record(PhysicalAction(op.ends, self.name, op.kind, op.command, op.slot, op.plate))
+        if log:
+            self._log.record(
+                PhysicalAction(
+                    op.ends, self.name, op.kind, op.command, op.slot, op.plate, seq=op.seq
+                )
+            )
 
     def _overview(self, now: datetime) -> int:
         op = self._op
@@ -447,6 +482,14 @@ class CytomatSim(TransferStationSide):
                     f"the transfer station is not free (holds {self._ts or inbound!r})",
                 )
             self._ts = plate
+            self._changed()
+
+    def take_from_transfer_station(self) -> str:
+        """A person or arm takes the plate from the transfer station; returns its label."""
+        with self._lock:
+            plate = super().take_from_transfer_station()
+            self._changed()
+            return plate
 
     def power_cycle(self) -> None:
         """The device is switched off and on again: the operation under way is lost before
@@ -511,3 +554,95 @@ class CytomatSim(TransferStationSide):
         with self._lock:
             self._update(self._clock.now())
             return self._log.entries
+
+
+# -- surviving a restart -------------------------------------------------------------------
+
+STATE_VERSION = 1
+
+
+def cytomat_state(sim: CytomatSim) -> dict[str, Any]:
+    """What a Cytomat keeps across a restart, as JSON-able data: the slot map, the transfer
+    station, the operation under way (it ends on the shared clock), the registers, the gate,
+    whether the handler is initialised, the operations' count and the climate's setpoints."""
+    with sim._lock:
+        op = sim._op
+        return {
+            "version": STATE_VERSION,
+            "device": sim.name,
+            "slots": {str(n): label for n, label in sorted(sim._slots.items())},
+            "transfer_station": sim._ts,
+            "op": None
+            if op is None
+            else {
+                "kind": op.kind,
+                "command": op.command,
+                "started": op.started.isoformat(),
+                "ends": op.ends.isoformat(),
+                "slot": op.slot,
+                "plate": op.plate,
+                "error": op.error,
+                "gate_open": op.gate_open,
+                "seq": op.seq,
+            },
+            "error": sim._error,
+            "warning": sim._warning,
+            "gate_open": sim._gate_open,
+            "initialised": sim._initialised,
+            "seq": sim._seq,
+            "setpoints": {ch: sim._climate.setpoint(ch) for ch in sim._climate.channels},
+        }
+
+
+def restore_cytomat(sim: CytomatSim, state: Mapping[str, Any]) -> None:
+    """Put ``state`` (from :func:`cytomat_state`) back into ``sim``, a new simulator of the
+    same device. An operation under way stays under way until its end; one the action log
+    already holds (it ended before the state was saved again) takes effect unlogged.
+    Raises ValueError for a state of another version or with slots outside the config's."""
+    if state.get("version") != STATE_VERSION:
+        raise ValueError(f"not a Cytomat state of version {STATE_VERSION}")
+    slots = {int(n): str(label) for n, label in dict(state.get("slots") or {}).items()}
+    bad = [n for n in slots if not 1 <= n <= sim.config.slots]
+    if bad:
+        raise ValueError(f"the saved state has slot {bad[0]}, outside 1..{sim.config.slots}")
+    raw = state.get("op")
+    op = None
+    if raw:
+        op = _Op(
+            str(raw["kind"]),
+            str(raw["command"]),
+            datetime.fromisoformat(raw["started"]),
+            datetime.fromisoformat(raw["ends"]),
+            raw.get("slot"),
+            raw.get("plate"),
+            raw.get("error"),
+            bool(raw.get("gate_open")),
+            int(raw.get("seq") or 0),
+        )
+    with sim._lock:
+        sim._slots = slots
+        ts = state.get("transfer_station")
+        sim._ts = None if ts is None else str(ts)
+        sim._error = int(state.get("error") or 0)
+        sim._warning = int(state.get("warning") or 0)
+        sim._gate_open = bool(state.get("gate_open"))
+        sim._initialised = bool(state.get("initialised"))
+        sim._seq = int(state.get("seq") or 0)
+        sim._op = op
+        if op is not None and op.seq <= _last_logged_seq(sim._log):
+            sim._take_effect(op, log=False)
+
+
+def _last_logged_seq(log: ActionLog) -> int:
+    """The highest operation number in the action log's file (0: none)."""
+    if log.path is None or not log.path.exists():
+        return 0
+    last = 0
+    for line in log.path.read_text(encoding="utf-8").splitlines():
+        try:
+            seq = json.loads(line).get("seq")
+        except ValueError:  # a line cut short by a kill: not a logged action
+            continue
+        if isinstance(seq, int):
+            last = max(last, seq)
+    return last

@@ -615,9 +615,11 @@ class PhysicalAction:
     plate: str | None = None
     cassette: int | None = None
     level: int | None = None
+    seq: int | None = None  # the operation's number on its device, where it counts them
 
     def to_json(self) -> str:
-        """One JSON object on one line; keys in a fixed order, cassette/level only if set."""
+        """One JSON object on one line; keys in a fixed order, cassette/level and seq only
+        if set."""
         data: dict[str, object] = {
             "time": self.time.isoformat(),
             "device": self.device,
@@ -629,6 +631,8 @@ class PhysicalAction:
         if self.cassette is not None:
             data["cassette"] = self.cassette
             data["level"] = self.level
+        if self.seq is not None:
+            data["seq"] = self.seq
         return json.dumps(data)
 
 

@@ -132,7 +132,8 @@ class _ProcessPools:
                     max_workers=_workers(kind),
                     mp_context=_mp_context(),
                     initializer=child_init,
-                    initargs=(_AHEAD_NICENESS if kind == "ahead" else 0,),
+                    # The process ends with this one, even killed (SIGKILL).
+                    initargs=(_AHEAD_NICENESS if kind == "ahead" else 0, os.getpid()),
                 )
                 self.executors[kind] = pool
             return pool

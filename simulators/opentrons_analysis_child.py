@@ -13,6 +13,7 @@ import functools
 import hashlib
 import logging
 import os
+import select
 import signal
 import sys
 import tempfile
@@ -105,13 +106,16 @@ def prepare_fork_server() -> None:
     atexit.register(_exit_now)
 
 
-def child_init(niceness: int = 0) -> None:
-    """A new analysis process: ignore Ctrl-C, lower its priority by ``niceness``, load
-    opentrons, and end at once at exit."""
+def child_init(niceness: int = 0, owner: int | None = None) -> None:
+    """A new analysis process: ignore Ctrl-C, lower its priority by ``niceness``, end when
+    process ``owner`` (the program that uses it) ends, load opentrons, and end at once at
+    exit."""
     # Ctrl-C reaches the whole process group: the parent decides what stops, not the child.
     # (Also, asyncio.run would otherwise install and restore its own SIGINT handler on every
     # analysis, and restoring it formats the repr of the whole analysis task: 10% of its time.)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if owner is not None:
+        _end_with(owner)
     if niceness:
         # Analyses ahead of need only save time later; one a request waits for, when both
         # share a core, should not run at half speed behind them.
@@ -121,6 +125,42 @@ def child_init(niceness: int = 0) -> None:
     # live in closed temporary directories): once it is told to stop, end it at once rather
     # than free opentrons' modules one by one, which kept the parent's exit waiting ~0.5 s.
     atexit.register(_exit_now)
+
+
+def _end_with(owner: int) -> None:
+    """End this process as soon as process ``owner`` has ended, however it ended.
+
+    A program closing its analysis service ends its processes; one killed (SIGKILL) cannot.
+    Nothing else would: this process is the fork server's child, not the owner's, and it
+    holds the fork server's "owner alive" pipe open itself (multiprocessing passes it on so
+    that children may fork too), so neither this process nor the fork server would ever
+    learn that the owner is gone. A thread waits for the owner's end (a pidfd on Linux,
+    else a check every second) and then ends the process at once."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(owner)
+        except ProcessLookupError:
+            os._exit(0)
+        except (AttributeError, OSError):  # no pidfd here (macOS, old Linux): check
+            pause = threading.Event()
+            while _alive(owner):
+                pause.wait(1.0)
+        else:
+            select.select([fd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="end-with-owner", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's: a new process under the same number
+        return False
+    return True
 
 
 def _exit_now() -> None:

@@ -213,6 +213,25 @@ def load_scenario(path: str | Path | None) -> Scenario:
     return Scenario(inc, robot, script, str(path))
 
 
+def simulated_robot(
+    clock: Clock, analysis: AnalysisService, log_dir: Path, robot: RobotName = "OT-2"
+) -> RobotSimulator:
+    """The simulated workcell's robot (``ot2-sim``), logging to ``log_dir``: an analysis
+    is pending for 5 s on the clock and, when a reply needs it, waited for. Deterministic in
+    virtual time; at any pace it takes the same clock time however long opentrons takes in
+    real time; and a protocol uploaded ahead of its job (OpentronsLiquidHandler.prepare) is
+    analysed while the run goes on."""
+    return RobotSimulator(
+        clock,
+        robot=robot,
+        analysis=analysis,
+        analysis_delay_s=5.0,
+        analysis_overlap=True,
+        name=ROBOT,
+        action_log=log_dir / "robot_actions.jsonl",
+    )
+
+
 class _CytomatHands(PlateHands):
     def __init__(self, sim: CytomatSim) -> None:
         self.sim = sim
@@ -258,17 +277,7 @@ class SimulatedWorkcell:
             )
         # One analysis service for the program (default): its caches outlive this workcell.
         self.analysis = analysis if analysis is not None else default_analysis()
-        self.robot = RobotSimulator(
-            clock,
-            robot=robot,
-            analysis=self.analysis,
-            analysis_delay_s=5.0,
-            # Deterministic in virtual time, and a protocol uploaded ahead of its job
-            # (OpentronsLiquidHandler.prepare) is analysed while the run goes on.
-            analysis_overlap=True,
-            name=ROBOT,
-            action_log=self.log_dir / "robot_actions.jsonl",
-        )
+        self.robot = simulated_robot(clock, self.analysis, self.log_dir, robot)
         self.incubator = CytomatSim(
             clock,
             CytomatConfig(slots=max(10, len(plates) + 2), require_init=False),

@@ -291,11 +291,11 @@ def test_action_log_has_each_completed_action_once(clock: VirtualClock, tmp_path
     sim.handle_line("ch:bs")
     assert path.read_text().splitlines() == [
         '{"time": "2026-12-01T08:01:00+00:00", "device": "inc-1", "action": "init", '
-        '"slot": null, "plate": null, "command": "ll:in"}',
+        '"slot": null, "plate": null, "command": "ll:in", "seq": 1}',
         '{"time": "2026-12-01T08:01:45+00:00", "device": "inc-1", "action": "retrieve", '
-        '"slot": 5, "plate": "P5", "command": "mv:st 005"}',
+        '"slot": 5, "plate": "P5", "command": "mv:st 005", "seq": 2}',
         '{"time": "2026-12-01T08:03:25+00:00", "device": "inc-1", "action": "store", '
-        '"slot": 7, "plate": "P5", "command": "mv:ts 007"}',
+        '"slot": 7, "plate": "P5", "command": "mv:ts 007", "seq": 3}',
     ]
     assert [a.to_json() for a in sim.actions] == path.read_text().splitlines()
 

@@ -5,8 +5,8 @@ traceback): 0 ok, 1 invalid input, a rejected command or a failed operation, 2 a
 can't be read or a usage error, 3 a command queued that no engine has applied yet, 70 an
 internal error (with a pointer to the log). The commands live in ``protocol_cmds`` (a
 scientist's), ``run_cmds`` (setting a workcell going), ``operator_cmds`` (an operator's)
-and ``simulate`` (dry runs); each module registers its own, explicitly, from
-:func:`build_parser`.
+``simulate`` (dry runs) and ``simulators_cmd`` (a practice workcell); each module
+registers its own, explicitly, from :func:`build_parser`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from labctl.cli import operator_cmds, protocol_cmds, run_cmds, simulate
+from labctl.cli import operator_cmds, protocol_cmds, run_cmds, simulate, simulators_cmd
 from labctl.cli.common import (
     EXIT_INTERNAL,
     EXIT_INVALID,
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmds.register(sub)
     operator_cmds.register(sub)
     simulate.register(sub)
+    simulators_cmd.register(sub)
     return parser
 
 

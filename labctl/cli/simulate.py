@@ -239,34 +239,6 @@ def _print_summary(s: dict[str, Any], db: Path, report: Path, folder: Path, wall
     out(f"device logs:  {folder / 'devices'}")
 
 
-def simulators_up(args: argparse.Namespace) -> int:
-    """Start the simulated workcell in real time and write its workcell file; Ctrl-C stops."""
-    from labctl.store import Store
-
-    SimulatedWorkcell = load("simulated_workcell")  # noqa: N806
-    clock = RealClock()
-    folder = Path(args.out or ".")
-    folder.mkdir(parents=True, exist_ok=True)
-    labels = [f"P{i + 1}" for i in range(args.plates)]
-    db = Path(args.db) if args.db else folder / "simulators.db"
-    with (
-        Store.open(db, clock) as store,
-        SimulatedWorkcell(clock, store, labels, folder / "devices") as sim,
-    ):
-        path = folder / "workcell.yaml"
-        path.write_text(sim.workcell_text(), encoding="utf-8")
-        out(f"simulated workcell up; workcell file: {path}")
-        out("  labctl devices check --workcell " + str(path))
-        out("  labctl run PROTOCOL --workcell " + str(path) + " --plates N --db " + str(db))
-        out("Ctrl-C stops the simulators.")
-        try:
-            while True:
-                clock.sleep(1.0)
-        except KeyboardInterrupt:
-            out("stopping")
-    return EXIT_OK
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate", help="dry-run a protocol on the simulated workcell (virtual time)"
@@ -298,10 +270,3 @@ def register(sub: argparse._SubParsersAction) -> None:
         "nothing can have changed (slower; the result is the same)",
     )
     p.set_defaults(func=simulate)
-
-    p = sub.add_parser("simulators", help="simulated devices for people to try against")
-    p.add_argument("action", choices=["up"])
-    p.add_argument("--plates", type=int, default=6)
-    p.add_argument("--out", help="folder for the workcell file and logs (default: .)")
-    p.add_argument("--db")
-    p.set_defaults(func=simulators_up)

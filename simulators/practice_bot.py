@@ -1,0 +1,387 @@
+"""The practice workcell's operator: a bot that does what the run database's prompts ask,
+truthfully, as a person at the console would.
+
+It reads the open prompts (``Store.open_prompts``) and answers through the same path as a
+person: an ``answer`` command queued for the engine, as ``labctl answer`` and the console
+queue theirs. Before it answers a prompt that asks for a plate to be carried, it carries it
+(:class:`~labctl.simulators.practice_world.PlateWorld`: the incubator's transfer station
+learns that the plate left or arrived). When a person answers such a prompt first, the bot
+is their hands: it carries the plate as soon as it sees their answer.
+
+Recovery and interruption prompts get the answer the devices' own state and logs support:
+
+- a fetch or store: where the plate is now (its slot, the transfer station, the deck);
+- a liquid handling: the robot's action log (runs of the job's protocol: played? moved
+  liquid? how did it end?). One that moved liquid is never retried: ``done`` (the rest
+  finished by hand) or, where ``done`` is not offered, ``hold`` (then ``done``);
+- a carry: whether the plate is on the deck;
+- a device asking for upkeep (new tip racks, an emptied waste): it does it, then ``retry``.
+
+It answers after a person's reaction time (and, for a task, the task's own duration) on
+the shared clock, so a trainee at the console may answer first. What it cannot know it
+leaves to a person, as it does QC decisions. Each decision (what it saw, what it did) is
+written to its log file and echoed.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from labctl.clock import Clock
+from labctl.simulators.practice_world import CannotCarry, PlateWorld, robot_runs
+from labctl.store import Store
+from labctl.store.models import Command, Job, Prompt
+
+__all__ = ["ACTOR", "BotConfig", "OperatorBot"]
+
+ACTOR = "sim-operator"
+CARRIES = ("to_deck", "to_incubator")
+
+
+@dataclass(frozen=True)
+class BotConfig:
+    """How the bot behaves. ``reaction_s``: clock seconds from a prompt to acting on it (a
+    task's own duration comes on top). ``look_every_s``: real seconds between looks at the
+    database. ``answers``: False leaves every answer to people (the bot only carries the
+    plates they say they carried)."""
+
+    answers: bool = True
+    reaction_s: float = 60.0
+    look_every_s: float = 0.05
+    retries_per_job: int = 3
+
+
+class OperatorBot:
+    """Answers prompts of ``store`` on ``clock``; carries plates in ``world``.
+
+    ``robot_log`` is the robot's action log and ``robot_sync`` brings it up to date (the
+    robot writes it lazily); ``robot_status(run_id)`` is the robot's own word on a run it
+    still knows (None: it does not). ``log`` is the bot's decision log; ``echo`` gets each
+    line too. Runs a thread between :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        world: PlateWorld,
+        *,
+        robot_log: Path,
+        robot_sync: Callable[[], None],
+        robot_status: Callable[[str], str | None],
+        log: Path,
+        config: BotConfig | None = None,
+        echo: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.world = world
+        self.cfg = config or BotConfig()
+        self._robot_log = robot_log
+        self._robot_sync = robot_sync
+        self._robot_status = robot_status
+        self._log = log
+        self._echo = echo
+        self._settled: set[int] = set()  # prompts answered or left to a person
+        self._said: set[str] = set()  # lines written once
+        self._mine: dict[int, int] = {}  # command id -> prompt, verdict not seen yet
+        self._watch: set[int] = set()  # task prompts with a carry not yet done
+        self._retries: collections.Counter[int] = collections.Counter()  # job id -> retries
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- life ---------------------------------------------------------------------------
+
+    def start(self) -> OperatorBot:
+        for line in self.world.settle():
+            self._say(line)
+        self._thread = threading.Thread(target=self._run, name="operator-bot", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.cfg.look_every_s):
+            try:
+                self.step()
+            except Exception as exc:  # noqa: BLE001 - the bot keeps going; the log says why
+                self._once(f"error {type(exc).__name__}: {exc}", f"could not look: {exc}")
+
+    # ---- one look at the database -------------------------------------------------------
+
+    def step(self) -> None:
+        """Look at the open prompts once and do what is due."""
+        now = self.clock.now()
+        pending = {}
+        for c in self.store.pending_commands():
+            if c.verb == "answer" and isinstance(c.args, dict) and "prompt" in c.args:
+                pending[int(c.args["prompt"])] = c
+        self._verdicts()
+        prompts = self.store.open_prompts()
+        for p in prompts:
+            job = self.store.get_job(p.job_id) if p.job_id is not None else None
+            if p.kind == "task":
+                self._task(p, job, now, pending.get(p.id))
+            elif p.kind in ("recovery", "interrupted"):
+                self._recovery(p, job, now, pending.get(p.id))
+            else:
+                self._once(f"left {p.id}", f"{_seen(p)}: a decision for a person; left open")
+        for pid in sorted(self._watch - {p.id for p in prompts}):
+            self._watch.discard(pid)
+            p = self.store.get_prompt(pid)
+            if p.state == "answered" and p.answered_by != ACTOR and p.job_id is not None:
+                self._carry_for(p, self.store.get_job(p.job_id), p.answered_by or "someone")
+
+    def _task(self, p: Prompt, job: Job | None, now: datetime, pending: Command | None) -> None:
+        carry = _carry(job)
+        if carry is not None and job is not None and not self.world.carried(p.id):
+            self._watch.add(p.id)
+            if pending is not None and pending.actor != ACTOR:
+                self._carry_for(p, job, pending.actor)  # the person's hands
+        if not self.cfg.answers or pending is not None or p.id in self._settled:
+            return
+        duration = float((job.spec or {}).get("duration_s") or 0.0) if job else 0.0
+        if now < p.created_at + timedelta(seconds=self.cfg.reaction_s + duration):
+            return
+        said = "done"
+        if carry is not None and job is not None:
+            try:
+                said = self.world.carry(p.id, carry, _plate(job), _key(job), _where(p, job))
+            except CannotCarry as exc:
+                self._leave(p, f"cannot carry the plate: {exc}")
+                return
+        answer: dict[str, Any] = {"done": True}
+        qc = _passing_qc(p.choices)
+        if qc:
+            answer["qc"] = qc
+            said += "; QC " + ", ".join(f"{m} = {v:g}" for m, v in qc.items())
+        self._answer(p, answer, said)
+
+    def _carry_for(self, p: Prompt, job: Job, who: str) -> None:
+        step = _carry(job)
+        if step is None or self.world.carried(p.id):
+            return
+        try:
+            said = self.world.carry(p.id, step, _plate(job), _key(job), _where(p, job))
+        except CannotCarry as exc:
+            self._once(f"carry {p.id}", f"{_seen(p)}: {who} answered; cannot carry: {exc}")
+            return
+        self._say(f"{_seen(p)}: {who} answered; {said}")
+
+    def _recovery(self, p: Prompt, job: Job | None, now: datetime, pending: Command | None) -> None:
+        if not self.cfg.answers or pending is not None or p.id in self._settled:
+            return
+        if now < p.created_at + timedelta(seconds=self.cfg.reaction_s):
+            return
+        choice, why = self._decide(p, job)
+        if choice is None:
+            if why:
+                self._leave(p, why)
+            return
+        self._answer(p, {"choice": choice}, f"{why}: answered '{choice}'")
+
+    # ---- deciding from what the devices show --------------------------------------------
+
+    def _decide(self, p: Prompt, job: Job | None) -> tuple[str | None, str]:
+        """(choice, what was seen); choice None: wait (no reason) or leave it (a reason)."""
+        words = [c for c in p.choices if isinstance(c, str)]
+        if job is None:
+            return None, "the prompt names no job"
+        text = p.text.lower()
+        tips, waste = "refill tips" in text, "empty" in text and "waste" in text
+        if tips or waste:
+            did = "put full tip racks in" if tips else "emptied the waste reservoir"
+            if "retry" in words:
+                return "retry", f"the robot asked for upkeep: {did}"
+            return None, f"the robot asked for upkeep ({did}), but 'retry' is not offered"
+        fact, seen = self._truth(job)
+        if fact == "busy":
+            return None, ""
+        if fact == "happened":
+            if "done" in words:
+                return "done", seen
+            if "hold" in words:
+                return "hold", f"{seen}; 'done' is not offered, so hold (it is asked again)"
+            return None, f"{seen}; no answer says so"
+        if fact == "not":
+            if self._retries[job.id] >= self.cfg.retries_per_job:
+                return None, f"{seen}; retried {self.cfg.retries_per_job} times: a person looks"
+            if "retry" in words:
+                self._retries[job.id] += 1
+                return "retry", seen
+            return None, f"{seen}; 'retry' is not offered"
+        return None, seen
+
+    def _truth(self, job: Job) -> tuple[str, str]:
+        """('happened' | 'not' | 'busy' | 'unknown', what shows it) for ``job``."""
+        params = (job.spec or {}).get("params") or {}
+        inc = self.world.incubator
+        if job.op in ("fetch", "store"):
+            if inc.busy:
+                return "busy", f"{inc.name} is moving a plate"
+            slot = int(params.get("slot", 0))
+            slots, ts = inc.slots, inc.transfer_station
+            where = f"slot {slot} of {inc.name}"
+            if job.op == "fetch":
+                if slot in slots:
+                    return (
+                        "not",
+                        f"{where} still holds plate {slots[slot]}: the fetch did not happen",
+                    )
+                if ts is not None or _plate(job) in self.world.on_deck():
+                    return "happened", f"{where} is empty and its plate is out: the fetch happened"
+                return "unknown", f"{where} is empty and the transfer station too"
+            if slot in slots and ts is None:
+                return "happened", f"{where} holds plate {slots[slot]}: the store happened"
+            if slot not in slots and ts is not None:
+                return (
+                    "not",
+                    f"plate {ts} is still on the transfer station: the store did not happen",
+                )
+            return "unknown", f"{where} holds {slots.get(slot)}, the transfer station {ts}"
+        if job.op == "lh_run":
+            return self._liquid_truth(job)
+        if job.op == "prompt" and _carry(job) is not None:
+            on = _plate(job) in self.world.on_deck()
+            happened = on if _carry(job) == "to_deck" else not on
+            what = f"plate {_plate(job)} is {'on' if on else 'not on'} the deck"
+            return ("happened" if happened else "not"), what
+        if job.op == "setpoint":
+            return "not", "setting the incubator's setpoints again changes nothing"
+        return "unknown", f"nothing shows whether {job.op} happened"
+
+    def _liquid_truth(self, job: Job) -> tuple[str, str]:
+        self._robot_sync()
+        runs = robot_runs(self._robot_log, _key(job), job.device_op_id)
+        for r in runs:
+            if self._robot_status(r.run_id) in ("running", "finishing", "paused", "stop-requested"):
+                return "busy", f"robot run {r.run_id} is under way"
+        done = [r for r in runs if r.status == "succeeded"]
+        if done:
+            return "happened", f"robot run {done[-1].run_id} of its protocol succeeded"
+        moved = [r for r in runs if r.moved_liquid or (r.played and r.status is None)]
+        if moved:
+            r = moved[-1]
+            how = "moved liquid" if r.moved_liquid else "was played and its end is unknown"
+            return (
+                "happened",
+                f"robot run {r.run_id} of its protocol {how}: some wells may be fed, "
+                "the rest done by hand",
+            )
+        n = len(runs)
+        return "not", f"the robot's log shows no liquid moved for it ({n} run(s) of its protocol)"
+
+    # ---- answering and saying -----------------------------------------------------------
+
+    def _answer(self, p: Prompt, answer: dict[str, Any], said: str) -> None:
+        cmd = self.store.insert_command(
+            "answer",
+            actor=ACTOR,
+            run_id=p.run_id,
+            args={"prompt": p.id, "answer": answer},
+            reason=f"{ACTOR}: {said}",
+        )
+        self._settled.add(p.id)
+        self._mine[cmd.id] = p.id
+        self._say(f"{_seen(p)}: {said}")
+
+    def _leave(self, p: Prompt, why: str) -> None:
+        self._settled.add(p.id)
+        self._say(f"{_seen(p)}: {why}; left to a person")
+
+    def _verdicts(self) -> None:
+        for cid, pid in list(self._mine.items()):
+            cmd = self.store.get_command(cid)
+            if cmd.state == "pending":
+                continue
+            del self._mine[cid]
+            if cmd.state == "rejected":
+                why = (cmd.result or {}).get("reason") if isinstance(cmd.result, dict) else None
+                self._say(f"the engine rejected the answer to prompt {pid}: {why or 'no reason'}")
+
+    def _once(self, key: str, text: str) -> None:
+        if key not in self._said:
+            self._said.add(key)
+            self._say(text)
+
+    def _say(self, text: str) -> None:
+        line = f"{self.clock.now():%Y-%m-%d %H:%M:%S} {text}"
+        with self._log.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+        if self._echo is not None:
+            try:
+                self._echo(line)
+            except OSError:  # nobody reads the terminal any more: the log file has it
+                self._echo = None
+
+
+def _seen(p: Prompt) -> str:
+    return f"prompt {p.id} ({p.kind}) '{p.text}'"
+
+
+def _key(job: Job) -> str:
+    return str((job.spec or {}).get("key") or job.id)
+
+
+def _params(job: Job) -> dict[str, Any]:
+    return dict((job.spec or {}).get("params") or {})
+
+
+def _plate(job: Job) -> str:
+    """The run plate a job is about, as ``r<run>/<label>`` (labels repeat across runs)."""
+    key = _key(job)
+    run = key.split(":", 1)[0] if ":" in key else "r?"
+    return f"{run}/{_params(job).get('plate', '?')}"
+
+
+def _carry(job: Job | None) -> str | None:
+    """``to_deck`` / ``to_incubator`` for a prompt asking to carry a plate between the
+    incubator's transfer station and the deck; None for anything else."""
+    if job is None or job.op != "prompt":
+        return None
+    params = _params(job)
+    step = params.get("step")
+    ends = (str(params.get("source", "")), str(params.get("destination", "")))
+    if step in CARRIES and any(e.endswith("/transfer") for e in ends):
+        return str(step)
+    return None
+
+
+def _where(p: Prompt, job: Job) -> str:
+    """The deck position, as the prompt says it (the engine may have picked another one
+    than the job's plan): 'deck slot 3 of ot2-sim'."""
+    m = re.search(r"deck slot \d+ of \S+?(?=[ .]|$)", p.text)
+    if m:
+        return m.group(0)
+    params = _params(job)
+    return str(params.get("destination" if _carry(job) == "to_deck" else "source", ""))
+
+
+def _passing_qc(choices: list[Any]) -> dict[str, float]:
+    """A value inside its limits for each QC gate (what a passing measurement reads)."""
+    qc = {}
+    for g in choices:
+        if isinstance(g, dict) and "measure" in g:
+            lo, hi = g.get("min"), g.get("max")
+            if lo is not None and hi is not None:
+                value = (float(lo) + float(hi)) / 2
+            elif lo is not None:
+                value = float(lo) + 1
+            elif hi is not None:
+                value = float(hi) - 1
+            else:
+                value = 0.0
+            qc[str(g["measure"])] = value
+    return qc

@@ -1,0 +1,248 @@
+"""The practice workcell's physical world outside the devices, and what the devices' own
+logs say happened.
+
+:class:`PlateWorld` is where plates are when no device holds them (on the robot's deck) and
+the hands that carry them between the incubator's transfer station and the deck. Each
+carry is made safe against the simulators' process being killed half-way: what is about to
+happen is written down first (with the plate's label), then done, then marked done, in a
+state file; on a new start :meth:`PlateWorld.settle` looks at the incubator to see whether
+an unfinished carry took place and finishes its record (or forgets it, if it did not). Each
+carry is logged once in the operator's action log (one JSON line, with the job key).
+
+:func:`robot_runs` reads the robot's action log for the runs of one job (what a person
+would read in the robot's run history): whether each was played, whether it moved liquid,
+how it ended.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labctl.clock import Clock
+from labctl.errors import DeviceError
+from labctl.simulators.cytomat import CytomatSim
+from labctl.simulators.state_file import load_json, save_json
+
+__all__ = ["CannotCarry", "PlateWorld", "RobotRun", "robot_runs"]
+
+_STATE_VERSION = 1
+# Commands after which liquid has left a tip: the run fed some wells (or emptied some).
+LIQUID_COMMANDS = frozenset(
+    {"aspirate", "aspirateInPlace", "dispense", "dispenseInPlace", "blowout", "blowOutInPlace"}
+)
+
+
+class CannotCarry(Exception):
+    """The plate is not where the carry starts, or its destination is taken."""
+
+
+class PlateWorld:
+    """The robot's deck (which run plate sits there, by the incubator's label for it) and
+    the carries between it and ``incubator``'s transfer station. Thread-safe.
+
+    ``state`` is the JSON file kept up to date; ``action_log`` gets one line per carry.
+    Plates are named ``r<run>/<label>`` (a run's own label, e.g. ``r1/P2``): the incubator
+    knows them by its own labels, which the deck map records.
+    """
+
+    def __init__(
+        self,
+        clock: Clock,
+        incubator: CytomatSim,
+        *,
+        robot: str,
+        state: Path,
+        action_log: Path,
+        name: str = "operator",
+    ) -> None:
+        self.clock = clock
+        self.incubator = incubator
+        self.robot = robot
+        self.name = name
+        self._path = state
+        self._log = action_log
+        self._lock = threading.RLock()
+        data = load_json(state) or {}
+        if data and data.get("version") != _STATE_VERSION:
+            raise CannotCarry(f"{state}: not a state of version {_STATE_VERSION}")
+        self._deck: dict[str, str] = dict(data.get("deck") or {})
+        self._carries: dict[str, dict[str, Any]] = dict(data.get("carries") or {})
+
+    # ---- reading ----------------------------------------------------------------------------
+
+    def on_deck(self) -> dict[str, str]:
+        """Run plate -> the incubator's label of the plate on the robot's deck (a copy)."""
+        with self._lock:
+            return dict(self._deck)
+
+    def carried(self, prompt_id: int) -> bool:
+        """Whether the carry asked by prompt ``prompt_id`` has been done."""
+        with self._lock:
+            return bool(self._carries.get(str(prompt_id), {}).get("done"))
+
+    # ---- carrying ---------------------------------------------------------------------------
+
+    def carry(self, prompt_id: int, step: str, plate: str, job: str, where: str = "") -> str:
+        """Carry run plate ``plate`` for prompt ``prompt_id``: ``to_deck`` takes the plate on
+        the incubator's transfer station to the deck, ``to_incubator`` puts it back on the
+        transfer station. Once per prompt (again: nothing more). Returns what was done, in
+        a few words; raises CannotCarry when the plate is not where the carry starts or the
+        transfer station is taken."""
+        with self._lock:
+            done = self._carries.get(str(prompt_id))
+            if done is not None and done.get("done"):
+                return str(done["said"])
+            if step == "to_deck" and plate in self._deck:  # carried for an earlier prompt
+                label = self._deck[plate]
+                said = f"plate {label} is on the deck already"
+                rec = {"step": step, "plate": plate, "label": label, "job": job, "said": said}
+                self._carries[str(prompt_id)] = {**rec, "done": True}
+                self._save()
+                return said
+            if step == "to_deck":
+                there = self.incubator.transfer_station
+                if there is None:
+                    raise CannotCarry(f"the transfer station of {self.incubator.name} is empty")
+                label = there
+                said = f"took plate {label} from {self.incubator.name}'s transfer station to {where or self.robot}"
+            elif step == "to_incubator":
+                got = self._deck.get(plate)
+                if got is None:
+                    raise CannotCarry(f"plate {plate} is not on the deck of {self.robot}")
+                label = got
+                said = f"put plate {label} from {where or self.robot} on {self.incubator.name}'s transfer station"
+            else:
+                raise CannotCarry(f"no carry is called {step!r}")
+            rec = {"step": step, "plate": plate, "label": label, "job": job, "said": said}
+            self._carries[str(prompt_id)] = {**rec, "done": False}
+            self._save()  # first what is about to happen, so a kill half-way is found
+            try:
+                if step == "to_deck":
+                    self.incubator.take_from_transfer_station()
+                else:
+                    self.incubator.place_on_transfer_station(label)
+            except DeviceError as exc:
+                del self._carries[str(prompt_id)]
+                self._save()
+                raise CannotCarry(exc.detail) from exc
+            self._finish(prompt_id)
+            return said
+
+    def settle(self) -> list[str]:
+        """After a start: finish the record of each carry cut off by a kill, from where the
+        plate is now (done: recorded and logged; not done: forgotten, to be asked again).
+        Returns what was found, one line per carry."""
+        found = []
+        with self._lock:
+            for pid, rec in list(self._carries.items()):
+                if rec.get("done"):
+                    continue
+                label, ts = rec["label"], self.incubator.transfer_station
+                if rec["step"] == "to_deck":
+                    happened = ts != label
+                else:  # on the transfer station, or stored already
+                    happened = ts == label or label in self.incubator.slots.values()
+                if happened:
+                    self._finish(int(pid))
+                    found.append(f"prompt {pid}: the carry cut off by the restart had happened")
+                else:
+                    del self._carries[pid]
+                    found.append(f"prompt {pid}: the carry cut off by the restart had not happened")
+            self._save()
+        return found
+
+    def _finish(self, prompt_id: int) -> None:
+        """The carry of ``prompt_id`` happened: the deck, the record and the log say so."""
+        rec = self._carries[str(prompt_id)]
+        if rec["step"] == "to_deck":
+            self._deck[rec["plate"]] = rec["label"]
+        else:
+            self._deck.pop(rec["plate"], None)
+        rec["done"] = True
+        self._save()
+        if not self._logged(prompt_id):
+            line = {
+                "time": self.clock.now().isoformat(),
+                "device": self.name,
+                "action": "move",
+                "step": rec["step"],
+                "job": rec["job"],
+                "plate": rec["plate"],
+                "label": rec["label"],
+                "prompt": prompt_id,
+            }
+            with self._log.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+
+    def _logged(self, prompt_id: int) -> bool:
+        if not self._log.exists():
+            return False
+        for line in self._log.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("prompt") == prompt_id:
+                    return True
+            except ValueError:  # a line cut short by a kill
+                continue
+        return False
+
+    def _save(self) -> None:
+        save_json(
+            self._path,
+            {"version": _STATE_VERSION, "deck": self._deck, "carries": self._carries},
+        )
+
+
+# ---- the robot's log ----------------------------------------------------------------------
+
+
+@dataclass
+class RobotRun:
+    """One run of a job's protocol on the robot, as its action log tells it."""
+
+    run_id: str
+    played: bool = False
+    moved_liquid: bool = False
+    status: str | None = None  # how it ended (None: the log does not say it ended)
+
+
+def protocol_name_of(job_key: str) -> str:
+    """The start of the file name a job's protocol is uploaded under (the controller names
+    a protocol after its job, as a person would read it in the robot's app): the key with
+    ``[A-Za-z0-9_.-]`` kept and every other character made ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", job_key).lstrip(".")
+
+
+def robot_runs(log: Path, job_key: str, run_id: str | None = None) -> list[RobotRun]:
+    """The runs made from the protocol of job ``job_key`` (by its file name), or run
+    ``run_id``, in the order they were created, from the robot's action log."""
+    name = protocol_name_of(job_key)
+    protocols: set[str] = set()
+    runs: dict[str, RobotRun] = {}
+    if not log.exists():
+        return []
+    for line in log.read_text(encoding="utf-8").splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        event, rid = e.get("event"), e.get("runId")
+        if event == "protocol_upload":
+            files = e.get("files") or []
+            if any(f == f"{name}.py" or str(f).startswith(f"{name}.") for f in files):
+                protocols.add(str(e.get("protocolId")))
+        elif event == "run_created" and (e.get("protocolId") in protocols or rid == run_id):
+            runs[rid] = RobotRun(rid)
+        elif rid not in runs:
+            continue
+        elif event == "run_action" and e.get("actionType") == "play":
+            runs[rid].played = True
+        elif event == "command" and e.get("commandType") in LIQUID_COMMANDS:
+            runs[rid].moved_liquid = True
+        elif event == "run_finished":
+            runs[rid].status = str(e.get("status"))
+    return list(runs.values())
