@@ -59,7 +59,11 @@ class Bay:
         engine = Engine(self.store, self.clock, self.devices, EngineConfig(alarm_check_s=3600))
         # Idle passes may sleep an hour of virtual time (commands here are queued up front).
         return Daemon(
-            engine, self.db, self.clock, workcell="bay", config=DaemonConfig(command_poll_s=3600)
+            engine,
+            self.db,
+            self.clock,
+            workcell="bay",
+            config=DaemonConfig(command_poll_s=3600, max_idle_s=3600),
         )
 
     def serve(self, passes: int, until=lambda: False) -> tuple[Daemon, str]:  # noqa: ANN001

@@ -152,8 +152,9 @@ def _choices(p: Prompt) -> tuple[list[str], list[dict[str, Any]]]:
     return words, gates
 
 
-def describe_prompt(p: Prompt) -> str:
-    """The prompt and how to answer it, as ``labctl prompts`` prints it."""
+def describe_prompt(p: Prompt, db: str = "") -> str:
+    """The prompt and how to answer it, as ``labctl prompts`` prints it (``db``: the
+    ``--db`` option to repeat in the answer lines, when one was given)."""
     words, gates = _choices(p)
     lines = [f"{p.id} run {p.run_id} [{p.kind}] {p.text}"]
     if words:
@@ -162,7 +163,7 @@ def describe_prompt(p: Prompt) -> str:
             if p.deadline and p.default_choice
             else ""
         )
-        lines.append(f"    answer: labctl answer {p.id} {'|'.join(words)}{default}")
+        lines.append(f"    answer: labctl answer {p.id} {'|'.join(words)}{db}{default}")
     for g in gates:
         limits = " ".join(
             s for s in (f">= {g['min']:g}" if g.get("min") is not None else "",
@@ -174,7 +175,7 @@ def describe_prompt(p: Prompt) -> str:
             + ")"
         )
     if not words and not gates:
-        lines.append(f"    answer when done: labctl answer {p.id}")
+        lines.append(f"    answer when done: labctl answer {p.id}{db}")
     return "\n".join(lines)
 
 
@@ -184,8 +185,9 @@ def cmd_prompts(args: argparse.Namespace) -> int:
         prompts = store.open_prompts(args.run)
         if not prompts:
             out("no open prompts")
+        db = f" --db {args.db}" if getattr(args, "db", None) else ""
         for p in prompts:
-            out(describe_prompt(p))
+            out(describe_prompt(p, db))
     return EXIT_OK
 
 
@@ -267,7 +269,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         runs = [store.get_run(args.run)] if args.run else store.list_runs()
         if not runs:
             out("no runs")
-        now = RealClock().now()
+        now = store.clock.now()  # the runs' time: real, or a practice database's paced time
         for run in runs:
             _print_run(store, run.id, now)
         if not args.run:

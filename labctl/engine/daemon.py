@@ -35,7 +35,8 @@ class DaemonConfig:
     (so commands from consoles and the CLI are applied within about this long)."""
 
     heartbeat_s: float = 5.0
-    command_poll_s: float = 1.0
+    command_poll_s: float = 0.1  # how often an idle engine looks for a commit by a client
+    max_idle_s: float = 5.0  # a pass of the loop at least this often, even with nothing due
     pace: float = 1.0  # virtual seconds per wall second of the engine's clock
 
 
@@ -95,10 +96,26 @@ class Daemon:
             self._check_store()
             wake = self.engine.step()
             self._beat()
-            now = self.clock.now()
-            idle = now + timedelta(seconds=self.cfg.command_poll_s * self.cfg.pace)
-            self.clock.sleep_until(min(wake, idle) if wake is not None else idle)
+            self._idle(wake)
         return "stopped on request"
+
+    def _idle(self, wake: datetime | None) -> None:
+        """Sleep until ``wake`` (at most a heartbeat), waking at once when a client commits
+        something (a command, an answer): at a practice pace a second of waiting is many
+        minutes of the run."""
+        step = timedelta(seconds=self.cfg.command_poll_s * self.cfg.pace)
+        until = self.clock.now() + timedelta(seconds=self.cfg.max_idle_s * self.cfg.pace)
+        if wake is not None:
+            until = min(until, wake)
+        seen = self.store.data_version()
+        while True:
+            now = self.clock.now()
+            if now >= until:
+                return
+            self.clock.sleep_until(min(until, now + step))
+            self._beat()
+            if self.store.data_version() != seen:
+                return
 
     def _mark(self) -> None:
         mark_head(self.db, self.store)

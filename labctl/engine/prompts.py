@@ -270,12 +270,11 @@ class Prompts:
             self.fire(r, "hold", f"{c.key}: {reason}", actor=actor)
         # Ask again, without a default: only a person can say what happens next. Same
         # choices as before but 'hold' (it is held now), and 'done' always: the operator may
-        # have finished the step by hand. A step that had moved liquid keeps 'retry' out.
+        # have finished the step by hand. A step that may have moved liquid was never
+        # offered 'retry', and is not now.
         prev = self.store.get_prompt(prev_id) if prev_id else None
         again = [x for x in (prev.choices if prev else ["retry", "skip"]) if x != "hold"]
         again += [] if "done" in again else ["done"]
-        if "retry" in again and again.index("done") < again.index("retry"):
-            again.remove("retry")
         p = self.store.insert_prompt(
             c.run_id,
             kind="recovery",

@@ -91,6 +91,12 @@ class HistoryStore(StoreCore):
             ).fetchone()
         return (row[0], row[1]) if row else None
 
+    def data_version(self) -> int:
+        """A number that changes whenever another connection commits to the database
+        (SQLite's ``PRAGMA data_version``): a cheap way to notice a queued command."""
+        with self._lock, self._guard("read the data version"):
+            return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
     def event_hash(self, seq: int) -> str | None:
         """The hash of event ``seq`` (None if there is no such event)."""
         with self._reading("read an audit hash"):
