@@ -146,7 +146,7 @@ class OperatorBot:
 
     def _task(self, p: Prompt, job: Job | None, now: datetime, pending: Command | None) -> None:
         carry = _carry(job)
-        if carry is not None and job is not None and not self.world.carried(p.id):
+        if carry is not None and job is not None and not self.world.carried(p.id, _key(job)):
             self._watch.add(p.id)
             if pending is not None and pending.actor != ACTOR:
                 self._carry_for(p, job, pending.actor)  # the person's hands
@@ -171,7 +171,7 @@ class OperatorBot:
 
     def _carry_for(self, p: Prompt, job: Job, who: str) -> None:
         step = _carry(job)
-        if step is None or self.world.carried(p.id):
+        if step is None or self.world.carried(p.id, _key(job)):
             return
         try:
             said = self.world.carry(p.id, step, _plate(job), _key(job), _where(p, job))
@@ -190,7 +190,21 @@ class OperatorBot:
             if why:
                 self._leave(p, why)
             return
+        if choice == "done" and job is not None and job.op == "lh_run":
+            why += "; " + self._finish_by_hand(p, job)
         self._answer(p, {"choice": choice}, f"{why}: answered '{choice}'")
+
+    def _finish_by_hand(self, p: Prompt, job: Job) -> str:
+        """A liquid handling answered 'done' that the robot did not finish: feed by hand the
+        wells its runs did not reach (what 'done' means in the prompt)."""
+        runs = robot_runs(self._robot_log, _key(job), job.device_op_id)
+        if any(r.status == "succeeded" for r in runs):
+            return "the robot finished it"
+        params = _params(job)
+        slot = str(params.get("deck_slot", ""))
+        fed = {w for r in runs for (s, w) in r.fed if s == slot}
+        left = [str(w) for w in params.get("wells") or [] if str(w) not in fed]
+        return self.world.finish_by_hand(_key(job), _plate(job), left, p.id)
 
     # ---- deciding from what the devices show --------------------------------------------
 
@@ -221,6 +235,10 @@ class OperatorBot:
             if "retry" in words:
                 self._retries[job.id] += 1
                 return "retry", seen
+            if job.op == "lh_run" and "done" in words:
+                # labctl never runs a liquid handling again by itself: a person feeds the
+                # plate by hand and says so.
+                return "done", f"{seen}; 'retry' is not offered, so the plate is fed by hand"
             return None, f"{seen}; 'retry' is not offered"
         return None, seen
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,11 @@ class PlateWorld:
         if data and data.get("version") != _STATE_VERSION:
             raise CannotCarry(f"{state}: not a state of version {_STATE_VERSION}")
         self._deck: dict[str, str] = dict(data.get("deck") or {})
-        self._carries: dict[str, dict[str, Any]] = dict(data.get("carries") or {})
+        self._carries: dict[str, dict[str, Any]] = {
+            # Records of a first version were keyed by the prompt alone.
+            (k if "/" in k else _ck(int(k), str(v.get("job", "")))): v
+            for k, v in dict(data.get("carries") or {}).items()
+        }
 
     # ---- reading ----------------------------------------------------------------------------
 
@@ -80,10 +84,12 @@ class PlateWorld:
         with self._lock:
             return dict(self._deck)
 
-    def carried(self, prompt_id: int) -> bool:
-        """Whether the carry asked by prompt ``prompt_id`` has been done."""
+    def carried(self, prompt_id: int, job: str) -> bool:
+        """Whether the carry asked by prompt ``prompt_id`` for ``job`` has been done (a
+        database restored from an older copy numbers its prompts again: the job tells them
+        apart)."""
         with self._lock:
-            return bool(self._carries.get(str(prompt_id), {}).get("done"))
+            return bool(self._carries.get(_ck(prompt_id, job), {}).get("done"))
 
     # ---- carrying ---------------------------------------------------------------------------
 
@@ -94,14 +100,15 @@ class PlateWorld:
         a few words; raises CannotCarry when the plate is not where the carry starts or the
         transfer station is taken."""
         with self._lock:
-            done = self._carries.get(str(prompt_id))
+            ck = _ck(prompt_id, job)
+            done = self._carries.get(ck)
             if done is not None and done.get("done"):
                 return str(done["said"])
             if step == "to_deck" and plate in self._deck:  # carried for an earlier prompt
                 label = self._deck[plate]
                 said = f"plate {label} is on the deck already"
                 rec = {"step": step, "plate": plate, "label": label, "job": job, "said": said}
-                self._carries[str(prompt_id)] = {**rec, "done": True}
+                self._carries[ck] = {**rec, "done": True}
                 self._save()
                 return said
             if step == "to_deck":
@@ -119,7 +126,7 @@ class PlateWorld:
             else:
                 raise CannotCarry(f"no carry is called {step!r}")
             rec = {"step": step, "plate": plate, "label": label, "job": job, "said": said}
-            self._carries[str(prompt_id)] = {**rec, "done": False}
+            self._carries[ck] = {**rec, "done": False}
             self._save()  # first what is about to happen, so a kill half-way is found
             try:
                 if step == "to_deck":
@@ -127,10 +134,10 @@ class PlateWorld:
                 else:
                     self.incubator.place_on_transfer_station(label)
             except DeviceError as exc:
-                del self._carries[str(prompt_id)]
+                del self._carries[ck]
                 self._save()
                 raise CannotCarry(exc.detail) from exc
-            self._finish(prompt_id)
+            self._finish(ck)
             return said
 
     def settle(self) -> list[str]:
@@ -139,7 +146,7 @@ class PlateWorld:
         Returns what was found, one line per carry."""
         found = []
         with self._lock:
-            for pid, rec in list(self._carries.items()):
+            for ck, rec in list(self._carries.items()):
                 if rec.get("done"):
                     continue
                 label, ts = rec["label"], self.incubator.transfer_station
@@ -147,25 +154,27 @@ class PlateWorld:
                     happened = ts != label
                 else:  # on the transfer station, or stored already
                     happened = ts == label or label in self.incubator.slots.values()
+                pid = ck.split("/", 1)[0]
                 if happened:
-                    self._finish(int(pid))
+                    self._finish(ck)
                     found.append(f"prompt {pid}: the carry cut off by the restart had happened")
                 else:
-                    del self._carries[pid]
+                    del self._carries[ck]
                     found.append(f"prompt {pid}: the carry cut off by the restart had not happened")
             self._save()
         return found
 
-    def _finish(self, prompt_id: int) -> None:
-        """The carry of ``prompt_id`` happened: the deck, the record and the log say so."""
-        rec = self._carries[str(prompt_id)]
+    def _finish(self, ck: str) -> None:
+        """The carry ``ck`` (prompt/job) happened: the deck, the record and the log say so."""
+        rec = self._carries[ck]
+        prompt_id = int(ck.split("/", 1)[0])
         if rec["step"] == "to_deck":
             self._deck[rec["plate"]] = rec["label"]
         else:
             self._deck.pop(rec["plate"], None)
         rec["done"] = True
         self._save()
-        if not self._logged(prompt_id):
+        if not self._logged(prompt_id, rec["job"]):
             line = {
                 "time": self.clock.now().isoformat(),
                 "device": self.name,
@@ -179,15 +188,35 @@ class PlateWorld:
             with self._log.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(line) + "\n")
 
-    def _logged(self, prompt_id: int) -> bool:
+    def finish_by_hand(self, job: str, plate: str, wells: list[str], prompt_id: int) -> str:
+        """A person fed ``wells`` of ``plate`` by hand for ``job`` (the robot's run stopped
+        part-way or was lost): logged once per prompt, as a physical action."""
+        with self._lock:
+            if self._logged(prompt_id, job):
+                return "already finished by hand"
+            line = {
+                "time": self.clock.now().isoformat(),
+                "device": self.name,
+                "action": "finish_by_hand",
+                "job": job,
+                "plate": plate,
+                "wells": sorted(wells),
+                "prompt": prompt_id,
+            }
+            with self._log.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(line) + "\n")
+        return f"fed {len(wells)} well(s) by hand" if wells else "no well left to feed by hand"
+
+    def _logged(self, prompt_id: int, job: str) -> bool:
         if not self._log.exists():
             return False
         for line in self._log.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line).get("prompt") == prompt_id:
-                    return True
+                e = json.loads(line)
             except ValueError:  # a line cut short by a kill
                 continue
+            if e.get("prompt") == prompt_id and e.get("job") == job:
+                return True
         return False
 
     def _save(self) -> None:
@@ -195,6 +224,11 @@ class PlateWorld:
             self._path,
             {"version": _STATE_VERSION, "deck": self._deck, "carries": self._carries},
         )
+
+
+def _ck(prompt_id: int, job: str) -> str:
+    """A carry's record key: the prompt and its job (prompt ids alone can come again)."""
+    return f"{prompt_id}/{job}"
 
 
 # ---- the robot's log ----------------------------------------------------------------------
@@ -208,6 +242,7 @@ class RobotRun:
     played: bool = False
     moved_liquid: bool = False
     status: str | None = None  # how it ended (None: the log does not say it ended)
+    fed: set[tuple[str, str]] = field(default_factory=set)  # (deck slot, well) dispensed into
 
 
 def protocol_name_of(job_key: str) -> str:
@@ -243,6 +278,8 @@ def robot_runs(log: Path, job_key: str, run_id: str | None = None) -> list[Robot
             runs[rid].played = True
         elif event == "command" and e.get("commandType") in LIQUID_COMMANDS:
             runs[rid].moved_liquid = True
+            if e.get("commandType") in ("dispense", "dispenseInPlace"):
+                runs[rid].fed.add((str(e.get("slot")), str(e.get("well"))))
         elif event == "run_finished":
             runs[rid].status = str(e.get("status"))
     return list(runs.values())

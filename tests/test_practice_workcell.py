@@ -133,7 +133,7 @@ def test_a_carry_is_done_once_and_the_incubator_learns_it(tmp_path: Path) -> Non
         ("to_incubator", 9),
     ]
     # A new process finds the deck where it was.
-    assert world(clock, tmp_path, sim).carried(9)
+    assert world(clock, tmp_path, sim).carried(9, "r1:d0/P1/3")
 
 
 @pytest.mark.parametrize("taken", [True, False])
@@ -155,7 +155,7 @@ def test_a_carry_cut_off_by_a_kill_is_settled_from_where_the_plate_is(
         sim.take_from_transfer_station()
     w = world(clock, tmp_path, sim)
     assert w.settle()
-    assert w.carried(7) is taken
+    assert w.carried(7, "j") is taken
     assert w.on_deck() == ({"r1/P1": "P1"} if taken else {})
     assert len(lines(tmp_path / "operator.jsonl")) == (1 if taken else 0)
 
@@ -246,12 +246,13 @@ def test_the_bot_gives_a_number_for_every_qc_measure(tmp_path: Path) -> None:
 
 def test_a_persons_answer_makes_the_bot_carry_the_plate(tmp_path: Path) -> None:
     bay = Bay(tmp_path)
-    pid = bay.ask(bay.job("prompt", "to_deck"))
+    job = bay.job("prompt", "to_deck")
+    pid = bay.ask(job)
     bay.store.insert_command(
         "answer", actor="ada", run_id=bay.run, args={"prompt": pid, "answer": {"done": True}}
     )
     bay.bot.step()
-    assert bay.sim.transfer_station is None and bay.world.carried(pid)
+    assert bay.sim.transfer_station is None and bay.world.carried(pid, job.spec["key"])
     assert bay.answers() == {}  # the person answered; the bot only carried
 
 
