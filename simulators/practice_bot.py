@@ -136,6 +136,8 @@ class OperatorBot:
                 self._task(p, job, now, pending.get(p.id))
             elif p.kind in ("recovery", "interrupted"):
                 self._recovery(p, job, now, pending.get(p.id))
+            elif p.kind == "in-doubt":
+                self._in_doubt(p, job, now, pending.get(p.id))
             else:
                 self._once(f"left {p.id}", f"{_seen(p)}: a decision for a person; left open")
         for pid in sorted(self._watch - {p.id for p in prompts}):
@@ -160,8 +162,11 @@ class OperatorBot:
             try:
                 said = self.world.carry(p.id, carry, _plate(job), _key(job), _where(p, job))
             except CannotCarry as exc:
-                self._leave(p, f"cannot carry the plate: {exc}")
-                return
+                home, where = self._plate_home(job)
+                if not (home and self._task_fed(job)):
+                    self._leave(p, f"cannot carry the plate: {exc}")
+                    return
+                said = f"{where} and the task's feed is done: nothing to carry"
         answer: dict[str, Any] = {"done": True}
         qc = _passing_qc(p.choices)
         if qc:
@@ -201,10 +206,71 @@ class OperatorBot:
         if any(r.status == "succeeded" for r in runs):
             return "the robot finished it"
         params = _params(job)
-        slot = str(params.get("deck_slot", ""))
-        fed = {w for r in runs for (s, w) in r.fed if s == slot}
+        # Into the culture plate, wherever on the deck the engine put it.
+        labware = str(params.get("labware", ""))
+        fed = {w for r in runs for (lw, w) in r.fed if lw == labware}
         left = [str(w) for w in params.get("wells") or [] if str(w) not in fed]
         return self.world.finish_by_hand(_key(job), _plate(job), left, p.id)
+
+    def _in_doubt(self, p: Prompt, job: Job | None, now: datetime, pending: Command | None) -> None:
+        """A task the database (put back to an older copy) says is still to do: say how far
+        it got, from the robot's log (was it fed?) and where the plate is now."""
+        if not self.cfg.answers or pending is not None or p.id in self._settled or job is None:
+            return
+        if now < p.created_at + timedelta(seconds=self.cfg.reaction_s):
+            return
+        fact, seen = self._liquid_truth(job)
+        if fact == "busy":
+            return
+        place, where = self._plate_place(job)
+        fed = fact == "happened"
+        word = {
+            ("slot", True): "done",
+            ("station", True): "back",
+            ("deck", True): "fed",
+            ("slot", False): "not-done",
+            ("station", False): "fetched",
+            ("deck", False): "on-deck",
+        }.get((place, fed))
+        words = [c for c in p.choices if isinstance(c, str)]
+        if word is None or word not in words:
+            self._leave(p, f"{seen}; {where}: no answer says so")
+            return
+        said = f"{seen}; {where}"
+        if fed:
+            said += "; " + self._finish_by_hand(p, job)
+        self._answer(p, {"choice": word}, f"{said}: answered '{word}'")
+
+    def _plate_place(self, job: Job) -> tuple[str, str]:
+        """Where ``job``'s plate is: 'slot', 'station', 'deck' or 'unknown', and in words."""
+        home, where = self._plate_home(job)
+        if home:
+            return "slot", where
+        if _plate(job) in self.world.on_deck():
+            return "deck", f"plate {_plate(job)} is on the deck of {self.world.robot}"
+        ts = self.world.incubator.transfer_station
+        if ts is not None:
+            return "station", f"{where}; plate {ts} is on the transfer station"
+        return "unknown", f"{where}, and the plate is neither on the deck nor the station"
+
+    def _plate_home(self, job: Job) -> tuple[bool, str]:
+        """Whether the job's plate is in its incubator slot (and in which words)."""
+        fetch = next(
+            (
+                j
+                for j in self.store.jobs(self._run_of(job))
+                if j.task_id == job.task_id and j.op == "fetch"
+            ),
+            None,
+        )
+        slot = int(_params(fetch).get("slot", 0)) if fetch is not None else 0
+        inc = self.world.incubator
+        if slot and slot in inc.slots and _plate(job) not in self.world.on_deck():
+            return True, f"slot {slot} of {inc.name} holds plate {inc.slots[slot]}"
+        return False, f"slot {slot} of {inc.name} is empty" if slot else "no slot is known"
+
+    def _run_of(self, job: Job) -> int:
+        return int(self.store.get_task(job.task_id).run_id)
 
     # ---- deciding from what the devices show --------------------------------------------
 
@@ -253,6 +319,10 @@ class OperatorBot:
             slots, ts = inc.slots, inc.transfer_station
             where = f"slot {slot} of {inc.name}"
             if job.op == "fetch":
+                if slot in slots and self._task_fed(job):
+                    # Back in its slot after the whole task: the database (put back to an
+                    # older copy) lost the task, not the plate's trip.
+                    return "happened", f"{where} holds its plate again and its feed is done"
                 if slot in slots:
                     return (
                         "not",
@@ -279,6 +349,18 @@ class OperatorBot:
         if job.op == "setpoint":
             return "not", "setting the incubator's setpoints again changes nothing"
         return "unknown", f"nothing shows whether {job.op} happened"
+
+    def _task_fed(self, job: Job) -> bool:
+        """Whether the robot's log shows the liquid handling of ``job``'s task happened."""
+        lh = next(
+            (
+                j
+                for j in self.store.jobs(self._run_of(job))
+                if j.task_id == job.task_id and j.op == "lh_run"
+            ),
+            None,
+        )
+        return lh is not None and self._liquid_truth(lh)[0] == "happened"
 
     def _liquid_truth(self, job: Job) -> tuple[str, str]:
         self._robot_sync()

@@ -119,6 +119,17 @@ class PlateWorld:
                 said = f"took plate {label} from {self.incubator.name}'s transfer station to {where or self.robot}"
             elif step == "to_incubator":
                 got = self._deck.get(plate)
+                label = plate.rsplit("/", 1)[-1]
+                back = (
+                    self.incubator.transfer_station == label
+                    or label in self.incubator.slots.values()
+                )
+                if got is None and back:  # carried back for an earlier prompt (or stored)
+                    said = f"plate {label} is back in {self.incubator.name} already"
+                    rec = {"step": step, "plate": plate, "label": label, "job": job, "said": said}
+                    self._carries[ck] = {**rec, "done": True}
+                    self._save()
+                    return said
                 if got is None:
                     raise CannotCarry(f"plate {plate} is not on the deck of {self.robot}")
                 label = got
@@ -194,6 +205,14 @@ class PlateWorld:
         with self._lock:
             if self._logged(prompt_id, job):
                 return "already finished by hand"
+            # Wells fed by hand for this job before (asked again after a restore): not again.
+            before = {
+                str(w)
+                for e in _read_lines(self._log)
+                if e.get("action") == "finish_by_hand" and e.get("job") == job
+                for w in e.get("wells") or []
+            }
+            wells = [w for w in wells if w not in before]
             line = {
                 "time": self.clock.now().isoformat(),
                 "device": self.name,
@@ -226,6 +245,19 @@ class PlateWorld:
         )
 
 
+def _read_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of ``path`` (a line cut short by a kill is left out)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
 def _ck(prompt_id: int, job: str) -> str:
     """A carry's record key: the prompt and its job (prompt ids alone can come again)."""
     return f"{prompt_id}/{job}"
@@ -242,7 +274,7 @@ class RobotRun:
     played: bool = False
     moved_liquid: bool = False
     status: str | None = None  # how it ended (None: the log does not say it ended)
-    fed: set[tuple[str, str]] = field(default_factory=set)  # (deck slot, well) dispensed into
+    fed: set[tuple[str, str]] = field(default_factory=set)  # (labware, well) dispensed into
 
 
 def protocol_name_of(job_key: str) -> str:
@@ -279,7 +311,7 @@ def robot_runs(log: Path, job_key: str, run_id: str | None = None) -> list[Robot
         elif event == "command" and e.get("commandType") in LIQUID_COMMANDS:
             runs[rid].moved_liquid = True
             if e.get("commandType") in ("dispense", "dispenseInPlace"):
-                runs[rid].fed.add((str(e.get("slot")), str(e.get("well"))))
+                runs[rid].fed.add((str(e.get("labware")), str(e.get("well"))))
         elif event == "run_finished":
             runs[rid].status = str(e.get("status"))
     return list(runs.values())

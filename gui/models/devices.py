@@ -128,7 +128,9 @@ def device_rows(
     bar_of = {b.job_id: b for b in bars}
     devices = set(roles) | {a.device for a in alarms if a.device} | set(climate)
     waiting = {
-        p.job_id for p in prompts if p.state == "open" and p.kind in ("recovery", "interrupted")
+        p.job_id
+        for p in prompts
+        if p.state == "open" and p.kind in ("recovery", "interrupted", "in-doubt")
     }
     out = []
     for name in sorted(devices):

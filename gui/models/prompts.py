@@ -140,6 +140,8 @@ def prompt_view(p: Prompt, d: RunData | None, store: Store | None = None) -> Pro
         heading = "A device failed: choose how to go on"
     elif p.kind == "interrupted":
         heading = "Interrupted step: did it happen?"
+    elif p.kind == "in-doubt":
+        heading = "Done before the database went back?"
     elif p.kind == "decision":
         heading = "Decision needed"
     elif step == "event":

@@ -205,7 +205,7 @@ def build_answer(p: Prompt, args: argparse.Namespace) -> dict[str, Any]:
                 f"'{args.choice}' is not an answer to prompt {p.id}: one of {', '.join(words)}"
             )
         answer["choice"] = args.choice
-    elif words and p.kind in ("recovery", "interrupted", "decision"):
+    elif words and p.kind in ("recovery", "interrupted", "decision", "in-doubt"):
         raise ParameterError(f"prompt {p.id} needs a choice: one of {', '.join(words)}")
     if args.value:
         qc: dict[str, float] = {}

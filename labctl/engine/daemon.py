@@ -24,7 +24,7 @@ from pathlib import Path
 
 from labctl.clock import Clock
 from labctl.engine.loop import Engine
-from labctl.engine.presence import EngineLock, mark_head, went_backwards
+from labctl.engine.presence import EngineLock, last_acted, mark_head, went_backwards
 from labctl.errors import StoreError
 from labctl.store import Store
 
@@ -128,7 +128,11 @@ class Daemon:
         if why is not None:
             # What the engine holds in memory may be newer than the store: read it again.
             self.engine.recover()
-            self.engine.hold(why + "; check the devices, then: labctl confirm-store --reason ...")
+            doubted = self.engine.doubt(why, last_acted(self.db) or self.clock.now())
+            more = f"; {doubted} task(s) that may have been done are asked about" if doubted else ""
+            self.engine.hold(
+                why + more + "; check the devices, then: labctl confirm-store --reason ..."
+            )
 
     def _beat(self, *, force: bool = False) -> None:
         now = self.wall.now()

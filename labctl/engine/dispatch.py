@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from labctl.devices import Device, Preparable
+from labctl.devices import Device, NotKnown, Preparable
 from labctl.engine.alarms import Alarms
 from labctl.engine.config import EngineConfig
 from labctl.engine.machines import JobState, RunState, TaskState
@@ -88,6 +88,7 @@ class Dispatcher:
                 c.state is not TaskState.PENDING
                 or r.state is not RunState.RUNNING
                 or c.plate_id in self.picture.paused_plates
+                or c.doubt_prompt is not None  # a person says first whether it was done
             ):
                 continue
             if not self._previous_done(r, c) or self._plate_busy(r, c):
@@ -106,6 +107,8 @@ class Dispatcher:
 
     def _advance(self, c: ChainRec, now: datetime, busy: set[str]) -> None:
         """Start the chain's next step if it may start now."""
+        if c.doubt_prompt is not None:
+            return  # a person says first how far it got
         r = self.picture.run_of(c)
         nxt = c.next_job()
         if nxt is None:
@@ -135,6 +138,8 @@ class Dispatcher:
         j.started_at = now
         for hook in self.before_act:
             hook()
+        if j.in_doubt:
+            return self._settle_doubt(j, c, now)
         # 2. tell the device (one that already holds this job's operation answers with it
         # and does nothing again: labctl.devices, "idempotent per job key")
         try:
@@ -158,6 +163,36 @@ class Dispatcher:
         if j.seq == c.main_seq:
             c.main_start = now
         return True
+
+    def _settle_doubt(self, j: JobRec, c: ChainRec, now: datetime) -> bool:
+        """A job that may have run in the time the store lost: follow the device's own
+        operation if it has one, else a person says what happened (never started again)."""
+        dev = self.devices.get(j.device)
+        try:
+            op_id = dev.find_op(j.key) if dev is not None else None
+        except (NotKnown, DeviceError):
+            op_id = None
+        self.store.record(
+            "in-doubt-settled",
+            entity="job",
+            entity_id=j.id,
+            actor=self.cfg.actor,
+            reason=f"{j.device} has it: followed" if op_id else f"{j.device} cannot tell: asked",
+        )
+        j.in_doubt = False
+        if op_id is not None:
+            self.transitions.set_op(
+                j, op_id, f"{j.device} already had {j.key}: followed, not repeated"
+            )
+            j.next_poll = now
+            return True
+        why = (
+            "the run database was put back to an older copy after it may already have run, "
+            f"and {j.device} keeps no record of it"
+        )
+        self.fire(j, "interrupt", why)
+        self.prompts.ask_interrupted(j, c, why)
+        return False
 
     def _wait_for(self, j: JobRec, exc: DeviceBusy, now: datetime) -> bool:
         """A device busy or initialising refused ``j`` (nothing happened): make the job ready

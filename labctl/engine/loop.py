@@ -30,7 +30,7 @@ from labctl.engine.alarms import Alarms
 from labctl.engine.commands import Commands
 from labctl.engine.config import EngineConfig
 from labctl.engine.dispatch import Dispatcher
-from labctl.engine.machines import RunState
+from labctl.engine.machines import JobState, RunState, TaskState
 from labctl.engine.pace import Pace
 from labctl.engine.places import Places
 from labctl.engine.planner import Planner
@@ -48,6 +48,7 @@ from labctl.engine.records import (
 from labctl.engine.recovery import reconcile
 from labctl.engine.watch import DeviceWatch
 from labctl.errors import InvalidTransition
+from labctl.jobs import Op
 from labctl.store import Store
 
 
@@ -76,7 +77,9 @@ class Engine:
         self.alarms = Alarms(store, actor)
         self.places = Places(store, actor)
         self.planner = Planner(self.cfg, self.picture, self.pace, self.alarms)
-        self.prompts = Prompts(store, clock, self.cfg, self.picture, self.devices, self.fire)
+        self.prompts = Prompts(
+            store, clock, self.cfg, self.picture, self.devices, self.fire, self.places
+        )
         self.commands = Commands(
             store, self.picture, self.transitions, self.prompts, self.fire, actor
         )
@@ -228,6 +231,41 @@ class Engine:
             self.store.record("engine-held", entity="engine", actor=self.cfg.actor, reason=reason)
         self.held = reason
         self.alarms.raise_(None, "engine", "held", f"the engine starts nothing: {reason}")
+
+    def doubt(self, reason: str, acted_until: datetime) -> int:
+        """The store went back: every task with a liquid handling not done whose window had
+        opened by ``acted_until`` (when the engine last told a device to act) may have been
+        done in the time the store lost. A task not begun waits for a person to say whether
+        it was (an 'in-doubt' prompt); in one under way, the liquid handling is marked in
+        doubt (in the trail, so a restart keeps it): the robot is asked before it starts,
+        and where it cannot tell, a person decides. Returns how many tasks."""
+        n = 0
+        for r in self.picture.live_runs():
+            for c in r.chains.values():
+                lh = next((j for j in c.jobs if j.op is Op.LH_RUN), None)
+                if lh is None or lh.state not in (JobState.PENDING, JobState.READY):
+                    continue
+                if c.window_start > acted_until or lh.in_doubt or c.doubt_prompt is not None:
+                    continue
+                running = any(j.state is JobState.RUNNING for j in c.jobs)
+                if c.state is TaskState.PENDING or (c.state is TaskState.ACTIVE and not running):
+                    # Between steps: a person says how far it really got.
+                    self.prompts.ask_in_doubt(c, lh, reason)
+                elif c.state is TaskState.ACTIVE:
+                    # A step under way: its device says how it went; the robot is asked
+                    # before it feeds.
+                    self.store.record(
+                        "in-doubt",
+                        entity="job",
+                        entity_id=lh.id,
+                        actor=self.cfg.actor,
+                        reason=reason,
+                    )
+                    lh.in_doubt = True
+                else:
+                    continue
+                n += 1
+        return n
 
     def unhold(self, actor: str, reason: str) -> None:
         self.store.record("engine-resumed", entity="engine", actor=actor, reason=reason)

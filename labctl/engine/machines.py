@@ -65,7 +65,9 @@ JOB_TRANSITIONS: list[tuple[str, list[JobState], JobState]] = [
     ("fail", [_J.RUNNING], _J.FAILED),
     ("interrupt", [_J.RUNNING], _J.INTERRUPTED),
     ("retry", [_J.FAILED, _J.INTERRUPTED], _J.READY),
-    ("confirm_done", [_J.INTERRUPTED, _J.FAILED], _J.DONE),  # the operator saw that it happened
+    # The operator saw that it happened (also a step not started, after the store went back
+    # to an older copy: the task was done in the time the store lost).
+    ("confirm_done", [_J.INTERRUPTED, _J.FAILED, _J.PENDING, _J.READY], _J.DONE),
     ("skip", [_J.PENDING, _J.READY, _J.FAILED, _J.INTERRUPTED], _J.SKIPPED),
 ]
 

@@ -63,9 +63,11 @@ class Places:
         for h in c.holds:
             # Deck positions are reserved when the chain begins, not when the plate arrives:
             # two chains can then never wait on each other's plate (deck full, transfer
-            # station taken by a plate that is waiting for the deck).
+            # station taken by a plate that is waiting for the deck). A chain that goes on
+            # part-way (its first steps confirmed done by a person) takes what it holds then.
             reserve = opening and h.place.endswith(":deck")
-            if (h.first != j.seq and not reserve) or h.place in held:
+            spans = h.first <= j.seq <= h.last
+            if (not spans and not reserve) or h.place in held:
                 continue
             free = [p for p in h.positions if (h.place, p) not in self.occupied]
             if not free:
@@ -83,6 +85,25 @@ class Places:
             )
             self._take(c, place, pos)
         return True
+
+    def hold_at(self, c: ChainRec, seq: int) -> None:
+        """The chain's plate is where its step ``seq`` left it (a person said so): take the
+        places that step holds, at their first position free (recorded in the trail)."""
+        held = self.held.get(c.task_id, {})
+        for h in c.holds:
+            if not h.first <= seq < h.last or h.place in held:
+                continue
+            free = [p for p in h.positions if (h.place, p) not in self.occupied]
+            if free:
+                self.store.record(
+                    "hold",
+                    entity="task",
+                    entity_id=c.task_id,
+                    actor=self.actor,
+                    reason=f"{c.plate} is on {h.place} position {free[0]}",
+                    data={"task_id": c.task_id, "place": h.place, "position": free[0]},
+                )
+                self._take(c, h.place, free[0])
 
     def react(self, ch: Changed, picture: Picture) -> None:
         """Give back places after a job is done or skipped, or the chain has ended."""

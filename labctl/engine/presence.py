@@ -136,10 +136,21 @@ def read_lock(db: Path) -> LockState:
 
 
 def mark_head(db: Path, store: Store) -> None:
-    """Record the store's last event as one the devices may have acted on."""
+    """Record the store's last event as one the devices may have acted on, and when (the
+    runs' clock): a device is told to act right after."""
     head = store.head()
     if head is not None:
-        _write_json(head_path(db), {"seq": head[0], "hash": head[1]})
+        at = store.clock.now().isoformat()
+        _write_json(head_path(db), {"seq": head[0], "hash": head[1], "at": at})
+
+
+def last_acted(db: Path) -> datetime | None:
+    """When (the runs' clock) the engine last marked the store's head before acting."""
+    at = _read_json(head_path(db)).get("at")
+    try:
+        return datetime.fromisoformat(at) if isinstance(at, str) else None
+    except ValueError:
+        return None
 
 
 def went_backwards(db: Path, store: Store) -> str | None:

@@ -15,13 +15,53 @@ from typing import Any
 from labctl.clock import Clock
 from labctl.devices import Attendable, Device, Reports
 from labctl.engine.config import EngineConfig
-from labctl.engine.machines import JobState, RunState
+from labctl.engine.machines import JobState, RunState, TaskState
+from labctl.engine.places import Places
 from labctl.engine.records import ChainRec, Fire, JobRec, Picture, RunRec
 from labctl.errors import DeviceBusy, DeviceError, InvalidTransition, PlaceConflict
 from labctl.jobs import Op
 from labctl.store import Store
 
 RECOVERY_KINDS = ("recovery", "interrupted")
+IN_DOUBT = "in-doubt"  # a task the store says is to do, that may have been done in the time it lost
+
+
+# How far a task got, one word per step (the plate's place after it), for 'in-doubt' prompts.
+_STEP_WORDS = {
+    "fetch": "fetched",
+    "to_deck": "on-deck",
+    "lh_run": "fed",
+    "to_incubator": "back",
+    "store": "done",
+    "prompt": "done",
+    "setpoint": "done",
+}
+_DOUBT_WORDS = {
+    "not-done": "nothing was done: the plate is in its slot, not fed",
+    "fetched": "the plate is on the incubator's transfer station, not fed",
+    "on-deck": "the plate is on the robot's deck, not fed",
+    "fed": "the plate was fed and is still on the deck",
+    "back": "the plate was fed and is back on the transfer station",
+    "done": "the whole task was done: the plate was fed and is back in its slot",
+}
+
+
+def doubt_steps(c: ChainRec) -> list[JobRec]:
+    """The steps of ``c`` the store does not know were done, in order."""
+    return [j for j in c.jobs if j.state not in (JobState.DONE, JobState.SKIPPED)]
+
+
+def doubt_choices(c: ChainRec) -> list[str]:
+    """'not-done' (nothing beyond what the store says), then the word of each step the store
+    does not know was done, in order (the last is 'done')."""
+    words: list[str] = []
+    for j in doubt_steps(c):
+        step = str(j.params.get("step") or j.op.value)
+        word = _STEP_WORDS.get(step, _STEP_WORDS.get(j.op.value, "done"))
+        words.append(word if word not in words else f"{word}-{j.seq}")
+    if words:
+        words[-1] = "done"
+    return ["not-done", *words]
 
 
 def check_qc_answer(choices: list[Any], answer: Any) -> None:
@@ -62,8 +102,10 @@ class Prompts:
         picture: Picture,
         devices: Mapping[str, Device],
         fire: Fire,
+        places: Places,
     ) -> None:
         self.store = store
+        self.places = places
         self.clock = clock
         self.cfg = cfg
         self.picture = picture
@@ -75,6 +117,8 @@ class Prompts:
         """Link open prompts to their jobs (after the picture was loaded)."""
         self.deadlines.clear()
         for p in self.store.open_prompts():
+            if p.job_id in self.picture.jobs and p.kind == IN_DOUBT:
+                self.picture.chain_of(self.picture.jobs[p.job_id]).doubt_prompt = p.id
             if p.job_id in self.picture.jobs and p.kind in RECOVERY_KINDS:
                 self.picture.jobs[p.job_id].prompt_id = p.id
                 if p.deadline is not None and p.default_choice is not None:
@@ -166,6 +210,23 @@ class Prompts:
         )
         j.prompt_id = p.id
 
+    def ask_in_doubt(self, c: ChainRec, lh: JobRec, why: str) -> None:
+        """A task not begun, whose liquid handling may have run in the time the store lost:
+        the chain waits until a person says how far it got (where the plate is, whether it
+        was fed): 'not-done', then one word per step (:func:`doubt_choices`)."""
+        choices = doubt_choices(c)
+        text = (
+            f"{c.plate}: {c.title or c.task_key} ({c.key}) may already have been done, in part "
+            f"or whole: {why}. Look at the plate and the robot, and say how far it got: "
+            + "; ".join(f"'{w}' = {_DOUBT_WORDS[w]}" for w in choices)
+            + ". What you say was done is not done again; the robot is still asked before it "
+            "feeds." + self._report(lh)
+        )
+        p = self.store.insert_prompt(
+            c.run_id, kind=IN_DOUBT, text=text, actor=self.cfg.actor, choices=choices, job_id=lh.id
+        )
+        c.doubt_prompt = p.id
+
     def _report(self, j: JobRec) -> str:
         """What the job's device says of it now, as the end of a prompt's text."""
         dev = self.devices.get(j.device)
@@ -197,6 +258,8 @@ class Prompts:
             self.deadlines.pop(prompt_id, None)
             self.apply_choice(job, str(choice), actor, reason or f"operator chose {choice}")
             return {"choice": choice}
+        if p.kind == IN_DOUBT:
+            return self._answer_doubt(p.id, p.job_id, answer, actor, reason)
         # Task prompts (manual events, plate moves): the answer completes the job on poll,
         # which comes at once rather than at the job's (growing) poll interval.
         check_qc_answer(p.choices, answer)
@@ -210,6 +273,53 @@ class Prompts:
             reason=reason,
         )
         return {"answered": prompt_id}
+
+    def _answer_doubt(
+        self, prompt_id: int, job_id: int | None, answer: Any, actor: str, reason: str
+    ) -> dict[str, Any]:
+        lh = self.picture.jobs.get(job_id) if job_id is not None else None
+        if lh is None:
+            raise InvalidTransition(f"prompt {prompt_id} is about a task the engine no longer runs")
+        c = self.picture.chain_of(lh)
+        choices = doubt_choices(c)
+        choice = answer.get("choice") if isinstance(answer, dict) else answer
+        if choice not in choices:
+            raise ValueError(f"'{choice}' is not one of {', '.join(choices)}")
+        self.store.answer_prompt(prompt_id, {"choice": choice}, actor=actor, reason=reason)
+        c.doubt_prompt = None
+        why = reason or f"the operator says how far the task got: {_DOUBT_WORDS[str(choice)]}"
+        steps = doubt_steps(c)
+        upto = choices.index(str(choice)) - 1  # the last of those steps that happened
+        if upto < 0:
+            # Go on, asking the robot first: it may have fed the plate already.
+            self.store.record("in-doubt", entity="job", entity_id=lh.id, actor=actor, reason=why)
+            lh.in_doubt = True
+            return {"choice": choice}
+        now = self.clock.now()
+        last = steps[upto]
+        with self.store.atomic():
+            if c.state is TaskState.PENDING:
+                self.fire(c, "begin", why, actor=actor, updates={"actual_start": now})
+            for j in steps[: upto + 1]:
+                if j.state in (JobState.PENDING, JobState.READY):
+                    self.fire(j, "confirm_done", why, actor=actor, updates={"finished_at": now})
+                elif j.state in (JobState.FAILED, JobState.INTERRUPTED):
+                    if j.prompt_id is not None:  # its own question is answered by this one
+                        self.deadlines.pop(j.prompt_id, None)
+                        self.store.answer_prompt(
+                            j.prompt_id, {"choice": "done", "by": f"prompt {prompt_id}"},
+                            actor=actor, reason=why,
+                        )  # fmt: skip
+                        j.prompt_id = None
+                    self.fire(j, "confirm_done", why, actor=actor, updates={"finished_at": now})
+            if last is c.jobs[-1]:
+                self.fire(c, "finish", why, actor=actor, updates={"actual_end": now})
+            else:
+                if lh.seq <= last.seq:
+                    c.main_start = c.main_start or now
+                # The plate is where that step left it: it holds that place now.
+                self.places.hold_at(c, last.seq)
+        return {"choice": choice}
 
     def apply_defaults(self, now: datetime) -> None:
         """Apply the default choice of recovery prompts nobody answered in time."""

@@ -65,6 +65,9 @@ class JobRec:
     not_before: datetime | None = None  # refused by a busy device: ask it again then
     refused_since: datetime | None = None  # when its device first refused it (busy)
     refusals: int = 0
+    # The store went back after this step may have run: the device is asked first, and a
+    # person decides where it cannot tell (never started again on the store's word).
+    in_doubt: bool = False
 
 
 @dataclass
@@ -95,6 +98,7 @@ class ChainRec:
     day: int = 0
     jobs: list[JobRec] = field(default_factory=list)
     main_start: datetime | None = None
+    doubt_prompt: int | None = None  # open 'in-doubt' prompt: not begun until answered
 
     def next_job(self) -> JobRec | None:
         """The first job not done or skipped."""
@@ -199,8 +203,17 @@ class Picture:
             jr = _job_rec(job_row)
             self.jobs[jr.id] = jr
             self.chains[jr.task_id].jobs.append(jr)
+        doubted = {
+            int(e.entity_id or 0) for e in store.events(row.id, action="in-doubt", limit=None)
+        }
+        doubted -= {
+            int(e.entity_id or 0)
+            for e in store.events(row.id, action="in-doubt-settled", limit=None)
+        }
         for c in rr.chains.values():
             c.jobs.sort(key=lambda x: x.seq)
+            for j in c.jobs:
+                j.in_doubt = j.id in doubted and j.state in (JobState.PENDING, JobState.READY)
             main = next((j for j in c.jobs if j.seq == c.main_seq), None)
             if main is not None and main.started_at is not None:
                 c.main_start = main.started_at
