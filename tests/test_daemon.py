@@ -176,6 +176,34 @@ def test_a_store_restored_from_an_older_copy_holds_the_engine_until_confirmed(
     assert len(moves) == len(set(moves)) == 6  # a fetch and a store a day
 
 
+def test_in_doubt_asks_only_the_first_task_of_a_plate_then_the_next_once_it_is_done(
+    tmp_path: Path,
+) -> None:
+    # Where a plate is says nothing of which of its tasks put it there: the later feeds of
+    # a plate cannot have begun before the first was done, so they are asked about in turn.
+    bay = Bay(tmp_path)
+    run_id = register(bay.store, bay.clock, plates=2)
+    bay.store.insert_command("start", actor="tester", run_id=run_id, reason="go")
+    engine = Engine(bay.store, bay.clock, bay.devices, EngineConfig(alarm_check_s=3600))
+    engine.apply_commands()
+    engine.recover()
+    assert engine.doubt("the store went back", T0 + timedelta(days=10)) == 2
+    asked = [p for p in bay.store.open_prompts() if p.kind == "in-doubt"]
+    keys = sorted(bay.store.get_job(p.job_id).spec["key"] for p in asked)
+    assert [k.split("/")[0].split(":")[1][:2] for k in keys] == ["d0", "d0"]
+    assert {k.split("/")[1] for k in keys} == {"P1", "P2"}
+    # P1's first feed was done in whole: the next feed of P1 is asked about, and survives a
+    # restart of the engine (the doubt is kept in the store).
+    p1 = next(p for p in asked if "/P1" in bay.store.get_job(p.job_id).spec["key"])
+    engine.prompts.answer(p1.id, {"choice": "done"}, "tester", "looked at the plate")
+    nxt = [p for p in bay.store.open_prompts() if p.kind == "in-doubt" and p.id != p1.id]
+    p1_next = [p for p in nxt if "/P1" in bay.store.get_job(p.job_id).spec["key"]]
+    assert [bay.store.get_job(p.job_id).spec["key"].split(":")[1][:2] for p in p1_next] == ["d1"]
+    again = Engine(bay.store, bay.clock, bay.devices, EngineConfig(alarm_check_s=3600))
+    again.recover()
+    assert again._doubt is not None and again._doubt[0] == "the store went back"
+
+
 def test_a_storage_error_stops_the_engine_and_is_its_stop_reason(tmp_path: Path) -> None:
     bay = Bay(tmp_path)
     d = bay.daemon()

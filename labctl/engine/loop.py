@@ -123,6 +123,8 @@ class Engine:
         # Why the engine starts no device operation now (None: it does). Set when its store
         # went backwards; running operations are still followed and commands applied.
         self.held: str | None = None
+        # Why and until when the store was last found behind the devices (see doubt()).
+        self._doubt: tuple[str, datetime] | None = None
         self.commands.engine_verbs["confirm-store"] = self._confirm_store
 
     # ---- every transition, and what reacts to it ----------------------------------------
@@ -138,6 +140,8 @@ class Engine:
             self._maybe_complete = True
         elif isinstance(rec, ChainRec) and rec.state in FINISHED_TASK:
             self._maybe_complete = True
+            if self._doubt is not None and ch.before not in FINISHED_TASK:
+                self._doubt_next(rec)
         return ch
 
     # ---- loading and recovery -------------------------------------------------------------
@@ -149,6 +153,7 @@ class Engine:
         self.pace.relearn(self.picture.jobs.values())
         self.alarms.load()
         self.prompts.load()
+        self._doubt = self.store.store_doubt()
         self.planner.invalidate()
         self._maybe_complete = True
 
@@ -233,39 +238,68 @@ class Engine:
         self.alarms.raise_(None, "engine", "held", f"the engine starts nothing: {reason}")
 
     def doubt(self, reason: str, acted_until: datetime) -> int:
-        """The store went back: every task with a liquid handling not done whose window had
-        opened by ``acted_until`` (when the engine last told a device to act) may have been
-        done in the time the store lost. A task not begun waits for a person to say whether
-        it was (an 'in-doubt' prompt); in one under way, the liquid handling is marked in
-        doubt (in the trail, so a restart keeps it): the robot is asked before it starts,
-        and where it cannot tell, a person decides. Returns how many tasks."""
+        """The store went back: the first task of each plate not done, with a liquid
+        handling not done, whose window had opened by ``acted_until`` (when the engine last
+        told a device to act) may have been done in the time the store lost. A task not
+        begun waits for a person to say how far it got (an 'in-doubt' prompt); in one under
+        way, the liquid handling is marked in doubt (in the trail, so a restart keeps it):
+        the robot is asked before it starts, and where it cannot tell, a person decides.
+
+        Only the first task of a plate is asked about: a plate's tasks run one after the
+        other, so a later one cannot have begun before the first was done, and the place
+        the plate is in says nothing of which task put it there. When that first task is
+        done, the next is asked about in turn (:meth:`_doubt_next`; the doubt is kept in
+        the store for an engine that restarts meanwhile). Returns how many tasks."""
+        self.store.set_store_doubt(reason, acted_until)
+        self._doubt = (reason, acted_until)
         n = 0
         for r in self.picture.live_runs():
-            for c in r.chains.values():
-                lh = next((j for j in c.jobs if j.op is Op.LH_RUN), None)
-                if lh is None or lh.state not in (JobState.PENDING, JobState.READY):
-                    continue
-                if c.window_start > acted_until or lh.in_doubt or c.doubt_prompt is not None:
-                    continue
-                running = any(j.state is JobState.RUNNING for j in c.jobs)
-                if c.state is TaskState.PENDING or (c.state is TaskState.ACTIVE and not running):
-                    # Between steps: a person says how far it really got.
-                    self.prompts.ask_in_doubt(c, lh, reason)
-                elif c.state is TaskState.ACTIVE:
-                    # A step under way: its device says how it went; the robot is asked
-                    # before it feeds.
-                    self.store.record(
-                        "in-doubt",
-                        entity="job",
-                        entity_id=lh.id,
-                        actor=self.cfg.actor,
-                        reason=reason,
-                    )
-                    lh.in_doubt = True
-                else:
-                    continue
-                n += 1
+            firsts: dict[str, ChainRec] = {}
+            for c in sorted(r.chains.values(), key=lambda c: (c.window_start, c.due, c.task_id)):
+                if c.state not in FINISHED_TASK:
+                    firsts.setdefault(c.plate, c)
+            n += sum(self._doubt_chain(c, reason, acted_until) for c in firsts.values())
         return n
+
+    def _doubt_next(self, done: ChainRec) -> None:
+        """``done`` is finished while the store is in doubt: the next task of its plate may
+        have begun in the time the store lost; ask about it as :meth:`doubt` would."""
+        if self._doubt is None:
+            return
+        r = self.picture.runs.get(done.run_id)
+        if r is None:
+            return
+        later = sorted(
+            (
+                c
+                for c in r.chains.values()
+                if c.plate == done.plate and c.state not in FINISHED_TASK
+            ),
+            key=lambda c: (c.window_start, c.due, c.task_id),
+        )
+        if later:
+            self._doubt_chain(later[0], *self._doubt)
+
+    def _doubt_chain(self, c: ChainRec, reason: str, acted_until: datetime) -> bool:
+        lh = next((j for j in c.jobs if j.op is Op.LH_RUN), None)
+        if lh is None or lh.state not in (JobState.PENDING, JobState.READY):
+            return False
+        if c.window_start > acted_until or lh.in_doubt or c.doubt_prompt is not None:
+            return False
+        running = any(j.state is JobState.RUNNING for j in c.jobs)
+        if c.state is TaskState.PENDING or (c.state is TaskState.ACTIVE and not running):
+            # Between steps: a person says how far it really got.
+            self.prompts.ask_in_doubt(c, lh, reason)
+        elif c.state is TaskState.ACTIVE:
+            # A step under way: its device says how it went; the robot is asked before it
+            # feeds.
+            self.store.record(
+                "in-doubt", entity="job", entity_id=lh.id, actor=self.cfg.actor, reason=reason
+            )
+            lh.in_doubt = True
+        else:
+            return False
+        return True
 
     def unhold(self, actor: str, reason: str) -> None:
         self.store.record("engine-resumed", entity="engine", actor=actor, reason=reason)

@@ -92,6 +92,30 @@ class EngineStore(RowStore):
         except ValueError as exc:
             raise StoreError(f"{self.path}: meta.clock_epoch is not an epoch: {exc}") from None
 
+    def store_doubt(self) -> tuple[str, datetime] | None:
+        """Why, and until when, the engine last found this store behind its devices (the
+        tasks whose window had opened by then may have begun in the time it lost); None
+        when it never did."""
+        with self._reading("read the store doubt"):
+            row = self._conn.execute("SELECT value FROM meta WHERE key = 'store_doubt'").fetchone()
+        if row is None:
+            return None
+        try:
+            d = json.loads(row[0])
+            return str(d["reason"]), datetime.fromisoformat(d["acted_until"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"{self.path}: meta.store_doubt is not readable: {exc}") from None
+
+    def set_store_doubt(self, reason: str, acted_until: datetime) -> None:
+        """Keep why the store is in doubt and until when the engine had acted (read again by
+        an engine that restarts while tasks behind the first of a plate are still to ask)."""
+        value = {"reason": reason, "acted_until": acted_until.isoformat()}
+        with self._writing("keep the store doubt"):
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('store_doubt', ?)",
+                (json.dumps(value, sort_keys=True),),
+            )
+
     def set_clock_epoch(self, epoch: Epoch | None, *, actor: str) -> None:
         """Set (or, with None, remove) the paced time scale of this database."""
         with self._writing("set the clock epoch"):
