@@ -35,6 +35,7 @@ from labctl.errors import (
     DeviceFault,
     DeviceNeedsOperator,
     DeviceTimeout,
+    DeviceUnreachable,
     OperationLost,
 )
 
@@ -170,11 +171,14 @@ class RobotTransport:
                 self.name, command, f"robot offline: no reply within {self.timeout_s:g} s"
             ) from exc
         except ConnectionRefusedError as exc:
-            raise DeviceCommunicationError(
+            raise DeviceUnreachable(
                 self.name, command, "robot offline: connection refused"
             ) from exc
         except (ConnectionError, http.client.RemoteDisconnected) as exc:
-            raise DeviceCommunicationError(
+            # A request that changes something may have been acted on before the link
+            # broke: only a read is known to have done nothing.
+            error = DeviceUnreachable if reuse else DeviceCommunicationError
+            raise error(
                 self.name, command, "robot offline: connection closed by the robot"
             ) from exc
         except http.client.HTTPException as exc:

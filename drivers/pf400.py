@@ -216,8 +216,9 @@ class PF400Arm:
 
         Raises DeviceFault for a station the workcell does not map, DeviceBusy while
         another move runs, PlaceConflict when this arm already put the plate there,
-        DeviceNeedsOperator when the gripper holds (or may hold) a plate or power cannot
-        be enabled, and the link's errors when the arm cannot be reached.
+        DeviceNeedsOperator when the gripper holds (or may hold) a plate, and the link's
+        errors when the arm cannot be reached. Power that cannot be enabled fails the
+        move (nothing picked).
         """
         op_id = f"{self.name}:{job_key}"
         command = f"move {plate} {source} -> {destination}"
@@ -239,7 +240,8 @@ class PF400Arm:
                     "and has not moved it since; nothing was moved",
                 )
             self._check_gripper(command)
-            self._arm.ensure()
+            # The session (power, attach, home) is set up by the worker: homing takes
+            # up to motion_timeout_s and the caller (the engine's loop) must not wait.
             m = _Move(op_id, job_key, plate, source, destination, a, b)
             self._moves.pop(op_id, None)
             self._moves[op_id] = m

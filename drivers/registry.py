@@ -16,6 +16,9 @@ driver               settings (besides ``driver``)
                      ``move_timeout_s``, ``reply_timeout_s``, ``setpoints``
 ``manual-incubator`` optional ``setpoints`` (prompts through the run database)
 ``operator``         nothing (prompts through the run database)
+``pf400``            ``host``, ``stations`` (name -> station taught on the arm); optional
+                     ``port`` (10100), ``status_port`` (10000; none), ``grasp``
+                     ({width: 85.5 mm, speed: 50 %, force: 10 N}), ``motion_timeout_s``
 ===================  ==================================================================
 
 Nothing is opened while building (ports and robots are reached on first use), so a bad
@@ -60,7 +63,7 @@ __all__ = [
     "store_job_context",
 ]
 
-KNOWN_DRIVERS = ("cytomat", "liconic", "manual-incubator", "opentrons", "operator")
+KNOWN_DRIVERS = ("cytomat", "liconic", "manual-incubator", "opentrons", "operator", "pf400")
 SIM_DRIVERS = ("sim-cytomat", "sim-liconic", "sim-operator")
 _PORT_EXAMPLE = "e.g. /dev/ttyUSB0 or socket://127.0.0.1:5001"
 
@@ -273,12 +276,86 @@ def _build_operator(dev: WorkcellDevice, store: Store, clock: Clock) -> Device:
     return StoreOperator(store, dev.name)
 
 
+def _build_pf400(dev: WorkcellDevice, store: Store, clock: Clock) -> Device:
+    """A PreciseFlex PF400/PF3400: ``host``, ``port`` (10100), ``status_port`` (10000, or
+    none), ``stations`` (name -> number taught on the arm), optional ``grasp``
+    ({width: 85.5 mm, speed: 50 %, force: 10 N}) and ``motion_timeout_s``."""
+    from .pf400 import PF400Arm
+    from .pf400_tcs import Grasp
+
+    host = _str(dev, "host", example="e.g. 10.0.0.20")
+    port = _int(dev, "port", lo=1, hi=65535) if "port" in dev.settings else 10100
+    status: int | None = 10000
+    if "status_port" in dev.settings:
+        raw = dev.settings["status_port"]
+        status = None if raw in (None, False, "none") else _int(dev, "status_port", lo=1, hi=65535)
+    stations = dev.settings.get("stations")
+    if not isinstance(stations, dict) or not stations:
+        raise _SettingError(
+            "'stations' is required: the stations taught on the arm by name, e.g. "
+            "{inc-1/transfer: 1, ot2-a/1: 3}"
+        )
+    bad = [k for k, v in stations.items() if type(v) is not int or not 1 <= v <= 999]
+    if bad:
+        raise _SettingError(f"'stations': {', '.join(map(str, bad))}: a station is a number 1..999")
+    taken: dict[int, str] = {}
+    for k, v in stations.items():
+        if v in taken:
+            raise _SettingError(f"'stations': {taken[v]} and {k} are both station {v}")
+        taken[v] = str(k)
+    kwargs: dict[str, Any] = {}
+    grasp = dev.settings.get("grasp")
+    if grasp is not None:
+        kwargs["grasp"] = _grasp(grasp, Grasp)
+    if "motion_timeout_s" in dev.settings:
+        kwargs["motion_timeout_s"] = _seconds(dev, "motion_timeout_s")
+    return PF400Arm(
+        dev.name,
+        host,
+        port,
+        {str(k): int(v) for k, v in stations.items()},
+        clock,
+        status_port=status,
+        **kwargs,
+    )
+
+
+def _grasp(raw: object, grasp: Callable[..., Any]) -> Any:
+    """``grasp: {width: 85.5 mm, speed: 50 %, force: 10 N}`` as the driver's Grasp."""
+    if not isinstance(raw, dict):
+        raise _SettingError("'grasp' must be a mapping like {width: 85.5 mm, force: 10 N}")
+    units = {"width": ("width_mm", "mm"), "speed": ("speed_pct", "%"), "force": ("force_n", "N")}
+    out: dict[str, float] = {}
+    for key, value in raw.items():
+        if key not in units:
+            raise _SettingError(f"'grasp': unknown key {key!r} (width, speed, force)")
+        field, unit = units[key]
+        text = str(value).strip()
+        if text.endswith(unit):
+            text = text[: -len(unit)].strip()
+        try:
+            out[field] = float(text)
+        except ValueError:
+            raise _SettingError(
+                f"'grasp': {key} must be a number of {unit}, not {value!r}"
+            ) from None
+    limits = {"width_mm": ("width", 0.0, 300.0), "speed_pct": ("speed", 0.0, 100.0)}
+    limits["force_n"] = ("force", 0.0, 100.0)
+    for field, value in out.items():
+        key, lo, hi = limits[field]
+        if not lo < value <= hi:  # NaN fails too
+            unit = units[key][1]
+            raise _SettingError(f"'grasp': {key} must be above {lo:g} and at most {hi:g} {unit}")
+    return grasp(**out)
+
+
 _BUILDERS: dict[str, Callable[[WorkcellDevice, Store, Clock], Device]] = {
     "opentrons": _build_opentrons,
     "cytomat": _build_cytomat,
     "liconic": _build_liconic,
     "manual-incubator": _build_manual_incubator,
     "operator": _build_operator,
+    "pf400": _build_pf400,
 }
 
 

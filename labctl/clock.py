@@ -13,7 +13,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Clock", "Epoch", "PacedClock", "RealClock", "VirtualClock", "utc"]
+__all__ = [
+    "Activity",
+    "Clock",
+    "Epoch",
+    "Gate",
+    "PacedClock",
+    "RealClock",
+    "VirtualClock",
+    "utc",
+]
+
+# A gate (see VirtualClock.add_gate) whose request count has not changed for this many
+# real seconds is taken to have no client at work: real work between two requests (a
+# driver reading a reply and sending the next line) takes well under it.
+GATE_QUIET_S = 0.01
+# At most this many real seconds are spent waiting for one gate to settle, so that a
+# client that never pauses cannot stop virtual time.
+GATE_MAX_WAIT_S = 1.0
+_GATE_POLL_S = 0.0005
 
 
 def utc(dt: datetime) -> datetime:
@@ -21,6 +39,35 @@ def utc(dt: datetime) -> datetime:
     if dt.tzinfo is None:
         return dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a simulated device in this process is doing, for :class:`VirtualClock`.
+
+    ``busy``: a request is being handled in real time (the clock must not move under
+    it). ``requests``: requests begun and ended so far (a change shows a client at work).
+    ``waiting``: a reply waits for virtual time to pass. ``next_event``: the earliest
+    virtual moment the device changes by itself (a motion ends), or None.
+    """
+
+    busy: bool
+    requests: int
+    waiting: bool
+    next_event: datetime | None
+
+
+class Gate(Protocol):
+    """A simulated device whose client runs on another thread, in real time (a driver's
+    worker sending lines that block until the simulated motion ends)."""
+
+    def activity(self) -> Activity:
+        """What it is doing now."""
+        ...
+
+    def moved(self) -> None:
+        """The virtual clock moved: wake replies waiting for virtual time."""
+        ...
 
 
 @runtime_checkable
@@ -67,12 +114,48 @@ class VirtualClock:
     A 25-day run therefore takes no wall time waiting. ``monotonic()`` is the number of
     virtual seconds since the clock's start. Safe to share between threads (a simulator's
     server thread reads it while the engine advances it).
+
+    Gates (:meth:`add_gate`) make it a small discrete-event scheduler for simulated
+    devices served to clients on other threads: before each jump, ``sleep`` waits (in
+    real time, bounded) until every gate has settled (no request in hand, and either a
+    reply waiting for virtual time or its client quiet), and it stops at each gate's
+    next event on the way, so a simulated arm's motion takes its own virtual seconds
+    however fast the sleeper advances.
     """
 
     def __init__(self, start: datetime | None = None) -> None:
         self._start = utc(start or datetime(2026, 1, 1, tzinfo=timezone.utc))
         self._now = self._start
         self._lock = threading.Lock()
+        self._gates: list[Gate] = []
+        self._seen: dict[int, tuple[int, float]] = {}  # id(gate) -> (requests, real s seen)
+
+    def add_gate(self, gate: Gate) -> None:
+        """Settle ``gate`` before every jump (see the class docstring)."""
+        with self._lock:
+            self._gates.append(gate)
+
+    def remove_gate(self, gate: Gate) -> None:
+        with self._lock:
+            if gate in self._gates:
+                self._gates.remove(gate)
+            self._seen.pop(id(gate), None)
+
+    def _settle(self, gate: Gate) -> Activity:
+        """Wait (real time, at most GATE_MAX_WAIT_S) until ``gate`` has settled."""
+        start = time.monotonic()
+        while True:
+            a = gate.activity()
+            t = time.monotonic()
+            count, since = self._seen.get(id(gate), (-1, t))
+            if a.requests != count:
+                since = t
+                self._seen[id(gate)] = (a.requests, t)
+            if not a.busy and (a.waiting or t - since >= GATE_QUIET_S):
+                return a
+            if t - start >= GATE_MAX_WAIT_S:
+                return a
+            time.sleep(_GATE_POLL_S)
 
     def now(self) -> datetime:
         with self._lock:
@@ -84,13 +167,31 @@ class VirtualClock:
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
-            self.advance(seconds)
+            self.sleep_until(self.now() + timedelta(seconds=seconds))
 
     def sleep_until(self, when: datetime) -> None:
         when = utc(when)
         with self._lock:
-            if when > self._now:
-                self._now = when
+            gates = list(self._gates)
+        if not gates:
+            with self._lock:
+                if when > self._now:
+                    self._now = when
+            return
+        while True:
+            now = self.now()
+            if when <= now:
+                return
+            target = when
+            for gate in gates:
+                event = self._settle(gate).next_event
+                if event is not None and now < event < target:
+                    target = event
+            with self._lock:
+                if target > self._now:
+                    self._now = target
+            for gate in gates:
+                gate.moved()
 
     def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds`` (never backwards)."""

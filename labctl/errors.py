@@ -104,6 +104,13 @@ class DeviceCommunicationError(DeviceError):
     code = 2002
 
 
+class DeviceUnreachable(DeviceCommunicationError):
+    """The device could not be reached and nothing that acts was delivered (connection
+    refused, or a request that only reads went unanswered): it may be asked again later."""
+
+    code = 2009
+
+
 class DeviceBusy(DeviceError):
     """The device is doing something else and refused the command."""
 

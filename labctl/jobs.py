@@ -37,7 +37,8 @@ from labctl.plan.resolve import (
 )
 from labctl.protocol.model import Change
 from labctl.units import format_quantity
-from labctl.workcell import INCUBATOR_DRIVERS, Workcell
+from labctl.workcell import INCUBATOR_DRIVERS, MOVER_DRIVERS, Workcell
+from labctl.workcell import Device as WorkcellDevice
 
 __all__ = [
     "Chain",
@@ -189,13 +190,15 @@ class WorkcellRoles:
                 inc = d
             elif op is None and "operator" in tokens:
                 op = d
-            elif mover is None and tokens & {"arm", "mover"}:
+            elif mover is None and (drv in MOVER_DRIVERS or tokens & {"arm", "mover"}):
                 mover = d
         if lh is None:
             raise PlanError(
                 f"workcell '{wc.name}' has no liquid handler "
                 "(a device with driver: opentrons and a 'deck' setting)"
             )
+        if mover is not None and mover.driver in MOVER_DRIVERS:
+            _check_stations(mover, inc, lh)
         capacity = None
         if inc is not None:
             raw = inc.settings.get("slots")
@@ -234,6 +237,28 @@ class WorkcellRoles:
             operator="operator",
             slots={p: i + 1 for i, p in enumerate(plates)},
             deck_slots=(1, 2),
+        )
+
+
+def _check_stations(mover: WorkcellDevice, inc: WorkcellDevice | None, lh: WorkcellDevice) -> None:
+    """A plate mover must reach the incubator's transfer station and every deck position
+    plates go to; raises PlanError naming the stations its ``stations`` lack."""
+    if inc is None:
+        raise PlanError(
+            f"plate mover '{mover.name}' needs an automated incubator (cytomat or liconic) "
+            "to take plates from; with a manual incubator the operator carries plates"
+        )
+    stations = mover.settings.get("stations")
+    if not isinstance(stations, dict):
+        return  # the driver's own check names what is missing
+    needed = [f"{inc.name}/transfer"] + [
+        f"{lh.name}/{p}" for p in _deck_slots(lh.settings.get("deck"))
+    ]
+    missing = [n for n in needed if n not in stations]
+    if missing:
+        raise PlanError(
+            f"plate mover '{mover.name}' has no station for {', '.join(missing)}: "
+            "add them to its 'stations' (the numbers taught on the arm)"
         )
 
 

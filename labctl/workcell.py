@@ -18,6 +18,7 @@ from labctl.protocol.source import Map, Scalar, Seq
 from labctl.units import Dim, UnitParseError, parse_quantity
 
 INCUBATOR_DRIVERS = {"cytomat", "liconic", "manual-incubator", "sim-cytomat", "sim-liconic"}
+MOVER_DRIVERS = {"pf400"}  # plate movers: robot arms that carry plates between stations
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _HOURS_RE = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-4]):([0-5]\d)\s*$")
 

@@ -89,11 +89,13 @@ import signal
 import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from labctl.clock import Clock, Epoch, PacedClock, RealClock
+from labctl.clock import Activity, Clock, Epoch, PacedClock, RealClock
+from labctl.simulators.handover import Spot
 
 from .pf400_arm import HARD_ESTOP, Arm, PF400Config
 from .pf400_tcs import Hangup, Tcs
@@ -117,6 +119,8 @@ class PF400Simulator(Tcs):
     ``device``, ``command``, ``station``, ``plate``, ``result`` (``gripped``,
     ``no_plate``, ``slipped``, ``placed``, ``released_empty``, ``collision``, ``moved``,
     ``homed``, ``halted``, ``estop``, ``power_off``; ``put`` / ``taken`` for ``hand``).
+    ``linked``: stations that are places another simulator owns (station -> :class:`Spot`,
+    e.g. a :class:`~labctl.simulators.handover.TransferSpot` of the incubator simulator).
     Thread-safe.
     """
 
@@ -129,6 +133,7 @@ class PF400Simulator(Tcs):
         plates: Mapping[int, str] | Iterable[int] = (),
         state_dir: str | Path | None = None,
         action_log: str | Path | None = None,
+        linked: Mapping[int, Spot] | None = None,
     ) -> None:
         labels = plates if isinstance(plates, Mapping) else {n: f"plate-{n}" for n in plates}
         arm = Arm(
@@ -138,6 +143,7 @@ class PF400Simulator(Tcs):
             plates=labels,
             state_dir=state_dir,
             action_log=action_log,
+            linked=linked,
         )
         super().__init__(arm)
         self._servers: list[_PortServer] = []
@@ -287,6 +293,46 @@ class PF400Simulator(Tcs):
         with self.arm.lock:
             self.tick()
             return not self.arm.idle()
+
+    def quiet_since(self, since: datetime) -> bool:
+        """Whether nothing the controller can read changed in ``[since, now]``: no motion
+        queued, no physical action logged since ``since``, no e-stop (labctl's QuietWatch)."""
+        with self.arm.lock:
+            self.tick()
+            if not self.arm.idle() or self.arm.estop:
+                return False
+            last = self.arm.actions[-1]["time"] if self.arm.actions else None
+            return last is None or datetime.fromisoformat(last) < since
+
+    def activity(self) -> Activity:
+        """For a :class:`~labctl.clock.VirtualClock` gate: lines in hand, replies waiting,
+        and the next moment the arm changes by itself (a motion step ends, power comes on)."""
+        with self.arm.lock:
+            now = self.clock.now()
+            self.arm.update(now)
+            # A reply whose condition holds is as good as in hand: it is about to go out.
+            due = any(
+                done(now) or (motion and self.arm.pending is not None)
+                for done, motion in self.waits
+            )
+            return Activity(
+                busy=self.lines_busy > 0 or due,
+                requests=self.lines_seen,
+                waiting=bool(self.waits),
+                next_event=self.arm.next_event(now),
+            )
+
+    def moved(self) -> None:
+        """The virtual clock moved: wake the replies that wait for it."""
+        with self.arm.lock:
+            self.arm.cond.notify_all()
+
+    def next_change(self) -> datetime | None:
+        """Now while a motion is queued (it changes the pose), else None: an idle arm
+        changes only on a command."""
+        with self.arm.lock:
+            self.tick()
+            return None if self.arm.idle() else self.clock.now()
 
 
 class _PortServer:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.clock import Clock
+from labctl.simulators.handover import Spot, Stations
 
 __all__ = [
     "ERROR_TEXT",
@@ -190,7 +191,9 @@ class Arm:
     ``state_dir`` holds no saved state. With ``state_dir``, the station map, the gripper
     and the pose are saved there after every change and reloaded on construction; the
     arm then starts as after a power cycle (power off, not attached, not homed).
-    ``action_log`` defaults to ``state_dir/pf400_actions.jsonl``.
+    ``action_log`` defaults to ``state_dir/pf400_actions.jsonl``. ``linked`` stations
+    are places another simulator owns (an incubator's transfer station): the arm reads and
+    changes them through it and never saves them.
     """
 
     def __init__(
@@ -202,6 +205,7 @@ class Arm:
         plates: Mapping[int, str],
         state_dir: str | Path | None,
         action_log: str | Path | None,
+        linked: Mapping[int, Spot] | None = None,
     ) -> None:
         self.clock = clock
         self.config = config
@@ -213,7 +217,7 @@ class Arm:
             action_log = self._dir / _LOG_FILE
         self._log_path = Path(action_log) if action_log is not None else None
         self.actions: list[dict[str, Any]] = []
-        self.stations: dict[int, str] = {}
+        self.stations = Stations(linked)  # linked: places another simulator owns
         self.gripper: str | None = None
         self.lost: list[str] = []
         self.pose: Pose = SAFE_POSE
@@ -241,6 +245,14 @@ class Arm:
     def idle(self) -> bool:
         """No motion queued or in progress (as of the last :meth:`update`)."""
         return not self._steps
+
+    def next_event(self, now: datetime) -> datetime | None:
+        """The next moment after ``now`` the arm changes by itself: the current motion
+        step ends or power comes on (None: nothing until a command)."""
+        events = [s.t1 for s in self._steps[:1] if s.t1 > now]
+        if self.power_on_at is not None and self.power_on_at > now:
+            events.append(self.power_on_at)
+        return min(events) if events else None
 
     def update(self, now: datetime) -> None:
         """Apply every step that has ended by ``now``, in order, with its effect."""
@@ -423,9 +435,14 @@ class Arm:
 
     def _release(self, job: Job, t: datetime) -> None:
         assert job.station is not None
-        plate, self.gripper = self.gripper, None
+        plate = self.gripper
         if plate is not None:
-            self.stations[job.station] = plate
+            try:
+                self.stations[job.station] = plate
+            except ValueError:  # a linked place filled meanwhile (a plate coming out)
+                self._abort(t, "collision", self.config.collision_code)
+                return
+        self.gripper = None
         self._record(t, job.command, job.station, plate, "placed" if plate else "released_empty")
 
     def _done(self, job: Job, t: datetime, result: str) -> None:
@@ -457,7 +474,7 @@ class Arm:
             return
         self._dir.mkdir(parents=True, exist_ok=True)
         data = {
-            "stations": {str(k): v for k, v in sorted(self.stations.items())},
+            "stations": {str(k): v for k, v in sorted(self.stations.own().items())},
             "gripper": self.gripper,
             "lost": self.lost,
             "pose": list(self.pose),
@@ -472,9 +489,9 @@ class Arm:
         if path is None or not path.exists():
             return False
         data = json.loads(path.read_text(encoding="utf-8"))
-        for key, plate in data["stations"].items():
+        for key in data["stations"]:
             self._check_station(int(key))
-            self.stations[int(key)] = str(plate)
+        self.stations.restore({int(k): str(v) for k, v in data["stations"].items()})
         self.gripper = data["gripper"]
         self.lost = [str(p) for p in data.get("lost", [])]
         p = [float(v) for v in data["pose"]]

@@ -70,6 +70,11 @@ class Tcs:
         self.clock: Clock = arm.clock
         self._closing = False  # set when the simulator stops: waiting replies give up
         self._drops: dict[str, int] = {}  # command (lower case) -> links still to drop
+        # For a virtual clock's gate (PF400Simulator.activity): lines in hand, lines
+        # begun and ended, replies waiting for virtual time (their conditions).
+        self.lines_busy = 0
+        self.lines_seen = 0
+        self.waits: list[tuple[Callable[[datetime], bool], bool]] = []
         self._commands: dict[str, _Handler] = {
             "version": lambda a, s: f"0 {self.config.version}",
             "mode": self._mode,
@@ -99,11 +104,16 @@ class Tcs:
         motion port, or on the status port if ``status``. Blocks while the reply waits for
         the arm. None: the simulator is stopping. Raises :class:`Hangup` to hang up."""
         with self.arm.lock:
+            self.lines_busy += 1
+            self.lines_seen += 1
             try:
                 return self._dispatch(line, status)
             except _Refusal as r:
                 text = ERROR_TEXT.get(r.code, "")
                 return f"{r.code} {text}" if self.config.error_text and text else str(r.code)
+            finally:
+                self.lines_busy -= 1
+                self.lines_seen += 1
 
     def _dispatch(self, line: str, status: bool) -> str | None:
         # The TCS robot thread answers the next command with an error the motion raised
@@ -132,13 +142,20 @@ class Tcs:
     def _wait(self, done: Callable[[datetime], bool], *, motion: bool) -> bool:
         """Wait (the lock released meanwhile) until ``done(now)``, or until an error is
         pending for the motion port if ``motion``. False: the simulator is stopping."""
-        while True:
-            now = self._now()
-            if self._closing:
-                return False
-            if done(now) or (motion and self.arm.pending is not None):
-                return True
-            self.arm.cond.wait(_POLL_S)
+        self.lines_busy -= 1
+        waiting = (done, motion)
+        self.waits.append(waiting)
+        try:
+            while True:
+                now = self._now()
+                if self._closing:
+                    return False
+                if done(now) or (motion and self.arm.pending is not None):
+                    return True
+                self.arm.cond.wait(_POLL_S)
+        finally:
+            self.waits.remove(waiting)
+            self.lines_busy += 1
 
     def _await(self, job: Job) -> bool:
         """Wait for ``job`` to reach the moment its reply waits for; raises the error that

@@ -30,18 +30,27 @@ from typing import Any
 
 import yaml
 
-from labctl.clock import Clock, utc
+from labctl.clock import Clock, VirtualClock, utc
 from labctl.errors import LabctlError
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import Fault, FaultSpecError, parse_duration, parse_faults
+from labctl.simulators.handover import TransferSpot
 from labctl.simulators.opentrons_analysis import AnalysisService, default_analysis
 from labctl.simulators.opentrons_robot import RobotSimulator
 from labctl.simulators.opentrons_wire import RobotName
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
+from labctl.simulators.pf400 import PF400Config, PF400Simulator
 from labctl.simulators.serial_link import PtyLink
 from labctl.store import Store
 
-ROBOT, INCUBATOR, OPERATOR = "ot2-sim", "inc-sim", "operator"
+ROBOT, INCUBATOR, OPERATOR, ARM = "ot2-sim", "inc-sim", "operator", "arm-sim"
+DECK_PLATES = (1, 3)  # the simulated robot's culture-plate positions
+# The arm's taught stations: the incubator's transfer station, each deck position, a nest.
+ARM_STATIONS = {
+    f"{INCUBATOR}/transfer": 1,
+    **{f"{ROBOT}/{p}": i + 2 for i, p in enumerate(DECK_PLATES)},
+    "nest": 2 + len(DECK_PLATES),
+}
 
 
 class ScenarioError(LabctlError):
@@ -262,6 +271,7 @@ class SimulatedWorkcell:
         robot: RobotName = "OT-2",
         timezone: str = "UTC",
         analysis: AnalysisService | None = None,
+        arm: bool = True,
     ) -> None:
         self.clock = clock
         self.log_dir = Path(log_dir)
@@ -287,6 +297,17 @@ class SimulatedWorkcell:
             action_log=self.log_dir / "incubator_actions.jsonl",
         )
         self.link = PtyLink(self.incubator)
+        # The plate mover: the arm picks the plate the incubator put on its transfer
+        # station (one physical place both see) and carries it to the deck and back.
+        self.arm: PF400Simulator | None = None
+        if arm:
+            self.arm = PF400Simulator(
+                clock,
+                PF400Config(stations=len(ARM_STATIONS)),
+                name=ARM,
+                linked={ARM_STATIONS[f"{INCUBATOR}/transfer"]: TransferSpot(self.incubator)},
+                action_log=self.log_dir / "arm_actions.jsonl",
+            )
         self._speculated = False
         self.devices: dict[str, Any] = {}
         if store is not None:
@@ -312,9 +333,19 @@ class SimulatedWorkcell:
         self.analysis.speculate(True)
         self.robot.start()
         self.link.start()
+        if self.arm is not None:
+            self.arm.start()
+            if isinstance(self.clock, VirtualClock):
+                # The driver's worker sends the arm lines in real time; virtual time
+                # must wait for them and stop at each motion's end (VirtualClock gates).
+                self.clock.add_gate(self.arm)
         return self
 
     def stop(self) -> None:
+        if self.arm is not None:
+            if isinstance(self.clock, VirtualClock):
+                self.clock.remove_gate(self.arm)
+            self.arm.stop()
         self.link.stop()
         self.robot.stop()
         self.analysis.speculate(self._speculated)  # as it was before this workcell started
@@ -335,7 +366,7 @@ class SimulatedWorkcell:
                     "driver": "opentrons",
                     "url": self.robot.url,
                     "robot": self.robot_model,
-                    "deck": {"plate": [1, 3]},
+                    "deck": {"plate": list(DECK_PLATES)},
                     "check": False,
                 },  # the simulated robot analyses every protocol itself
                 INCUBATOR: {
@@ -344,6 +375,7 @@ class SimulatedWorkcell:
                     "slots": self.incubator.config.slots,
                     "setpoints": {"temperature": "37 degC", "co2": "5%"},
                 },
+                **self._arm_entry(),
                 OPERATOR: {"driver": "sim-operator"},
             },
             "operators": {"hours": {"mon-sun": "00:00-24:00"}},
@@ -352,6 +384,19 @@ class SimulatedWorkcell:
             "# Written by labctl: the simulated workcell (valid while it runs)\n"
             + yaml.safe_dump(wc, sort_keys=False)
         )
+
+    def _arm_entry(self) -> dict[str, Any]:
+        if self.arm is None:
+            return {}
+        return {
+            ARM: {
+                "driver": "pf400",
+                "host": "127.0.0.1",
+                "port": self.arm.port,
+                "status_port": self.arm.status_port,
+                "stations": dict(ARM_STATIONS),
+            }
+        }
 
     def tick(self, run_ids: list[int]) -> None:
         """Apply time-based faults and the scripted operator's decisions (each engine step)."""
@@ -385,6 +430,8 @@ class SimulatedWorkcell:
         alarm-check steps are also when it decides)."""
         if not self.robot.quiet_since(since) or not self.incubator.quiet_since(since):
             return False
+        if self.arm is not None and not self.arm.quiet_since(since):
+            return False
         for at, end in self._robot_fault_windows():
             if at <= now and (end is None or end >= since):
                 return False
@@ -395,7 +442,8 @@ class SimulatedWorkcell:
         ``now`` while anything is under way, a fault window's edge, or None."""
         if self._operator_deciding():
             return now
-        times = [t for t in (self.robot.next_change(), self.incubator.next_change()) if t]
+        arm = self.arm.next_change() if self.arm is not None else None
+        times = [t for t in (self.robot.next_change(), self.incubator.next_change(), arm) if t]
         for at, end in self._robot_fault_windows():
             times.extend(t for t in (at, end) if t is not None and t > now)
         return min(times, default=None)

@@ -284,10 +284,12 @@ def test_a_pick_from_an_empty_station_carries_nothing_and_is_a_place_conflict(ri
 
 def test_power_that_cannot_be_enabled_needs_the_operator(rig) -> None:
     arm, _, _ = rig(CONNECT, GRIPPER_OPEN, "> hp 1 20\n< -1025 *Timeout enabling power*")
-    with pytest.raises(DeviceNeedsOperator) as info:
-        arm.start_move("k", "P1", SRC, DST)
-    err = info.value
+    # The session is set up by the move's worker (homing may take minutes): the move fails.
+    st = settle(arm, arm.start_move("k", "P1", SRC, DST))
+    assert st.state is OpState.FAILED and isinstance(st.error, DeviceNeedsOperator)
+    err = st.error
     assert (err.device, err.command, err.device_code) == ("arm", "hp 1 20", "-1025")
+    assert "nothing was picked" in err.detail
     assert "Timeout enabling power: robot power is off" in err.detail
 
 

@@ -321,3 +321,30 @@ def test_on_deck_moves_the_plate_to_the_chosen_position() -> None:
     assert c.jobs[1].params["deck_slot"] == 1  # the original is not changed
     assert on_deck(c.jobs[0], 2) is c.jobs[0]  # the fetch has no deck position
     assert on_deck(c.jobs[2], 1) is c.jobs[2]
+
+
+_ARM_WC = (
+    "name: x\ndevices:\n  ot2-a: {driver: opentrons, url: 'http://h:31950', robot: OT-2,\n"
+    "          deck: {plate: [1, 3]}}\n  inc-1: {driver: cytomat, port: /dev/ttyUSB0, slots: 4}\n"
+    "  pf: {driver: pf400, host: h, stations: {%s}}\n"
+)
+
+
+def test_a_pf400_carries_when_it_reaches_the_transfer_station_and_every_deck_position() -> None:
+    wc = parse_workcell(_ARM_WC % "inc-1/transfer: 1, ot2-a/1: 2, ot2-a/3: 3", "wc.yaml")
+    r = WorkcellRoles.from_workcell(wc, ["P1", "P2"])
+    assert (r.liquid_handler, r.incubator, r.mover) == ("ot2-a", "inc-1", "pf")
+    assert r.deck_slots == (1, 3)
+
+
+def test_a_pf400_missing_a_station_is_refused_naming_it() -> None:
+    wc = parse_workcell(_ARM_WC % "inc-1/transfer: 1, ot2-a/1: 2", "wc.yaml")
+    with pytest.raises(PlanError, match=r"plate mover 'pf' has no station for ot2-a/3"):
+        WorkcellRoles.from_workcell(wc, ["P1"])
+    manual = parse_workcell(
+        "name: x\ndevices:\n  ot2-a: {driver: opentrons, deck: {plate: 1}}\n"
+        "  box: {driver: manual-incubator}\n  pf: {driver: pf400, host: h, stations: {a: 1}}\n",
+        "wc.yaml",
+    )
+    with pytest.raises(PlanError, match="needs an automated incubator"):
+        WorkcellRoles.from_workcell(manual, ["P1"])

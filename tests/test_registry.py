@@ -129,7 +129,7 @@ def test_unknown_driver_lists_the_known_ones(clock: VirtualClock, store: Store) 
     assert diag.line == 5
     assert diag.message == (
         "inc-9: unknown driver 'cytomatt' "
-        "(known drivers: cytomat, liconic, manual-incubator, opentrons, operator)"
+        "(known drivers: cytomat, liconic, manual-incubator, opentrons, operator, pf400)"
     )
 
 
@@ -302,3 +302,44 @@ def test_devices_check_cli_prints_a_table_and_sets_the_exit_code(
     out = capsys.readouterr().out.splitlines()
     assert out[1].split()[:4] == ["inc-1", "liconic", "FAIL", "unreachable"]
     assert out[-1] == "0 of 1 devices ok; failing: inc-1"
+
+
+# --- the PF400 plate mover -------------------------------------------------------------------
+
+
+def test_pf400_is_built_with_its_named_stations_and_grasp(
+    clock: VirtualClock, store: Store
+) -> None:
+    from labctl.drivers.pf400 import PF400Arm
+
+    wc = workcell(
+        "  arm: {driver: pf400, host: 10.0.0.20, status_port: none,\n"
+        "        stations: {inc-1/transfer: 1, ot2-a/1: 3, nest: 4},\n"
+        "        grasp: {width: 127.8 mm, speed: 40 %, force: 12 N}}\n"
+    )
+    arm = build_devices(wc, store, clock)["arm"]
+    assert isinstance(arm, PF400Arm)
+    assert arm.stations == {"inc-1/transfer": 1, "ot2-a/1": 3, "nest": 4}
+    assert arm.grasp.data_line() == "GraspData 127.8 40 12"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ("host: h", "arm: 'stations' is required: the stations taught on the arm by name"),
+        ("host: h, stations: {a: 1, b: 1}", "arm: 'stations': a and b are both station 1"),
+        ("host: h, stations: {a: 0, b: two}", "arm: 'stations': a, b: a station is a number"),
+        ("host: h, stations: {a: 1}, grasp: {width: -3 mm}", "arm: 'grasp': width must be above"),
+        ("host: h, stations: {a: 1}, grasp: {speed: 150 %}", "arm: 'grasp': speed must be above"),
+        ("host: h, stations: {a: 1}, grasp: {grip: 2}", "arm: 'grasp': unknown key 'grip'"),
+        ("stations: {a: 1}", "arm: 'host' is required"),
+    ],
+)
+def test_pf400_settings_errors_name_the_device_and_setting(
+    clock: VirtualClock, store: Store, settings: str, message: str
+) -> None:
+    with pytest.raises(ProtocolError) as exc:
+        build_devices(workcell(f"  arm: {{driver: pf400, {settings}}}\n"), store, clock)
+    (diag,) = exc.value.diagnostics
+    assert diag.message.startswith(message), diag.message
+    assert diag.line == 4

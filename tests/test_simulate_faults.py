@@ -118,6 +118,11 @@ def _outcome(rc: int, text: str, out: Path) -> Outcome:
         )
 
 
+def _extra(scenario: Path) -> list[str]:
+    """A scenario about people carrying plates says --no-arm in its command."""
+    return ["--no-arm"] if "--no-arm" in scenario.read_text(encoding="utf-8") else []
+
+
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Outcome]:
     """simulated(scenario file or path) -> Outcome; each scenario is simulated once per module."""
@@ -135,7 +140,9 @@ def simulated(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Outcome
             with contextlib.redirect_stdout(buf):
                 # A held run stops 6 h after the last window: long enough for every
                 # prompt default (15 min) to have applied.
-                rc = run_simulate(proto, out, "--faults", str(path), "--grace-days", "0.25")
+                rc = run_simulate(
+                    proto, out, "--faults", str(path), "--grace-days", "0.25", *_extra(path)
+                )
             done[key] = _outcome(rc, buf.getvalue(), out)
         return done[key]
 
@@ -615,6 +622,7 @@ def test_sleeping_through_quiet_alarm_checks_gives_the_same_run(
             "--grace-days",
             "0.25",
             "--check-alarms-always",
+            *_extra(SCENARIOS / scenario),
         )
     assert rc == skipping.rc
     always, skipped = _trace(out), _trace(skipping.out)

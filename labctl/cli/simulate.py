@@ -81,7 +81,13 @@ def simulate(args: argparse.Namespace) -> int:
     with (
         store,
         SimulatedWorkcell(
-            clock, store, labels, folder / "devices", scenario=scenario, timezone=tz
+            clock,
+            store,
+            labels,
+            folder / "devices",
+            scenario=scenario,
+            timezone=tz,
+            arm=not args.no_arm,
         ) as sim,
     ):
         text = sim.workcell_text()
@@ -256,6 +262,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pace",
         type=float,
         help="real-time acceleration instead of virtual time (1440 = a day a minute; at most 3600)",
+    )
+    p.add_argument(
+        "--no-arm",
+        action="store_true",
+        help="leave the plate mover out: the scripted operator carries each plate between "
+        "the incubator's transfer station and the robot's deck (a workcell without an arm)",
     )
     p.add_argument(
         "--grace-days",

@@ -32,7 +32,7 @@ from labctl.engine.records import (
     Transitions,
     to_job_spec,
 )
-from labctl.errors import DeviceBusy, DeviceError, DeviceNeedsOperator
+from labctl.errors import DeviceBusy, DeviceError, DeviceNeedsOperator, DeviceUnreachable
 from labctl.jobs import Op, on_deck
 from labctl.store import Store
 
@@ -144,7 +144,9 @@ class Dispatcher:
         # and does nothing again: labctl.devices, "idempotent per job key")
         try:
             op_id = start_op(self.devices.get(j.device), j, c, self.params(c, j))
-        except DeviceBusy as exc:
+        except (DeviceBusy, DeviceUnreachable) as exc:
+            # Nothing happened (busy, initialising, or not reachable and nothing that
+            # acts was delivered): ask again later, a person only after busy_give_up_s.
             if self._wait_for(j, exc, now):
                 return False
             self._failed_to_start(j, c, exc, now)
@@ -194,8 +196,8 @@ class Dispatcher:
         self.prompts.ask_interrupted(j, c, why)
         return False
 
-    def _wait_for(self, j: JobRec, exc: DeviceBusy, now: datetime) -> bool:
-        """A device busy or initialising refused ``j`` (nothing happened): make the job ready
+    def _wait_for(self, j: JobRec, exc: DeviceError, now: datetime) -> bool:
+        """A device busy, initialising or unreachable refused ``j`` (nothing happened): make the job ready
         again and ask later, backing off, until ``busy_give_up_s``. False once given up."""
         since = j.refused_since or now
         if (now - since).total_seconds() >= self.cfg.busy_give_up_s:
