@@ -473,6 +473,9 @@ class PF400Arm:
             )
             return self._failed(m, _person_needed(err), self._still_held(m))
         self._hold(m, sure=True)
+        slipped = self._slipped(m)
+        if slipped is not None:
+            return slipped
         for phase, line in (("place", g.plate_line("PlacePlate", m.b)), ("settle", "waitForEom")):
             m.phase = phase
             try:
@@ -491,6 +494,34 @@ class PF400Arm:
             self._placed[m.plate] = (m.destination, m.job_key)
         result = {"plate": m.plate, "source": m.source, "destination": m.destination}
         return OpStatus(OpState.SUCCEEDED, f"{m.plate} moved to {m.destination}", result=result)
+
+    def _slipped(self, m: _Move) -> OpStatus | None:
+        """After the pick's retract, the fingers must still hold the plate: a plate that
+        slipped out is never 'placed' (the robot would then feed an empty deck slot).
+        None: it is held; else the failed move, asking a person to find the plate."""
+        arm = self._arm
+        m.phase = "check"
+        try:
+            arm.move("waitForEom")
+            opening = arm.gripper(motion_free=True)
+        except LINK_ERRORS as exc:
+            self._hold(m, sure=False)
+            raise _Lost(self._lost(m, exc, f"it may be in the gripper or on {m.source}")) from exc
+        except DeviceError as exc:
+            return self._failed(m, _person_needed(exc), self._still_held(m))
+        says = self.grasp.reads(opening)
+        if says == "holding" or says == "unknown":
+            return None  # an arm that cannot say is not taken to have dropped it
+        with self._lock:
+            self._held = None
+        err = DeviceNeedsOperator(
+            self.name,
+            "wherej",
+            f"{m.plate} was gripped on {m.source} but is not in the gripper after the "
+            f"retract ({self.grasp.describe(opening)}): it slipped out. Find it (on "
+            f"{m.source}, or fallen), put it back on {m.source}, then retry",
+        )
+        return OpStatus(OpState.FAILED, err.detail, err)
 
     def _nothing_to_pick(self, m: _Move) -> OpStatus:
         """``PickPlate`` felt no plate: the arm retracts empty; nothing was carried."""

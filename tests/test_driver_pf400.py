@@ -51,9 +51,12 @@ SESSION_HOMING = (
     f"> hp 1 20\n< 0\n> attach 1\n< 0\n> pd 2800\n< 0 0\n> home\n< 0\n> wherec\n< {WHERE}"
 )
 GRASP = "> GraspData 85.5 50 10\n< 0"
-PICK_1 = "> PickPlate 1 0 0\n< 0 -1"
+# After the pick, the retract is waited for and the fingers read: the plate must be held.
+PICK_1 = "> PickPlate 1 0 0\n< 0 -1\n> waitForEom\n< 0\n" + GRIPPER_HOLDING
 PLACE_3 = "> PlacePlate 3 0 0\n< 0\n> waitForEom\n< 0"
 MOVE_1_TO_3 = "\n".join([GRASP, PICK_1, PLACE_3])
+# With a status port, the fingers are read there: the motion port sees the rest.
+MOVE_1_TO_3_MOTION = "\n".join([GRASP, "> PickPlate 1 0 0\n< 0 -1\n> waitForEom\n< 0", PLACE_3])
 FIRST_MOVE = "\n".join([CONNECT, GRIPPER_OPEN, SESSION, MOVE_1_TO_3])  # no status port
 
 SILENT, GATE = b"<silent>", b"<gate> "
@@ -215,10 +218,11 @@ def test_queries_go_to_the_status_port_while_motion_has_its_own(rig) -> None:
     arm, _, _ = rig(
         CONNECT,
         SESSION,
-        MOVE_1_TO_3,
+        MOVE_1_TO_3_MOTION,
         status=(
             STATUS_CONNECT,
             GRIPPER_OPEN,
+            GRIPPER_HOLDING,
             "> sysState\n< 0 21",
             f"> wherec\n< {WHERE}",
             GRIPPER_OPEN,
@@ -446,8 +450,11 @@ def test_an_unknown_station_is_refused_before_anything_is_sent(rig) -> None:
 
 def test_alarms_tell_an_estop_and_power_that_dropped(rig) -> None:
     arm, _, _ = rig(
-        CONNECT, SESSION, MOVE_1_TO_3,
-        status=(STATUS_CONNECT, GRIPPER_OPEN, "> sysState\n< 0 15", "> sysState\n< 0 7"),
+        CONNECT, SESSION, MOVE_1_TO_3_MOTION,
+        status=(
+            STATUS_CONNECT, GRIPPER_OPEN, GRIPPER_HOLDING, "> sysState\n< 0 15",
+            "> sysState\n< 0 7",
+        ),
     )  # fmt: skip
     assert settle(arm, arm.start_move("k", "P1", SRC, DST)).state is OpState.SUCCEEDED
     [estop] = arm.alarms()
@@ -478,7 +485,24 @@ def test_grasp_settings_are_sent_as_given(rig) -> None:
     )
     arm, _, _ = rig(
         CONNECT, "> wherej\n< 0 300 0 180 0 80", SESSION, "> GraspData 127.7 30 -15\n< 0",
-        "> PickPlate 5 1 20\n< 0 -1\n> PlacePlate 4 1 20\n< 0\n> waitForEom\n< 0",
+        "> PickPlate 5 1 20\n< 0 -1\n> waitForEom\n< 0",
+        "> wherej\n< 0 300 0 180 0 127.7",
+        "> PlacePlate 4 1 20\n< 0\n> waitForEom\n< 0",
         grasp=grasp,
     )  # fmt: skip
     assert settle(arm, arm.start_move("k", "P1", "nest", "ot2-a/3")).state is OpState.SUCCEEDED
+
+
+def test_a_plate_that_slipped_out_after_the_pick_is_not_placed(rig) -> None:
+    closed = "> wherej\n< 0 300.000 0.000 180.000 0.000 10.000"
+    arm, _, _ = rig(
+        CONNECT, GRIPPER_OPEN, SESSION, GRASP, "> PickPlate 1 0 0\n< 0 -1\n> waitForEom\n< 0",
+        closed,
+        # the next move: the fingers read closed on nothing, so nothing is held
+        closed, SESSION, MOVE_1_TO_3,
+    )  # fmt: skip
+    st = settle(arm, arm.start_move("k", "P1", SRC, DST))
+    assert st.state is OpState.FAILED and isinstance(st.error, DeviceNeedsOperator)
+    assert "P1 was gripped on inc-1/transfer but is not in the gripper" in st.error.detail
+    assert "put it back on inc-1/transfer, then retry" in st.error.detail
+    assert settle(arm, arm.start_move("k", "P1", SRC, DST)).state is OpState.SUCCEEDED

@@ -170,3 +170,16 @@ def test_a_new_driver_process_does_not_know_an_old_move(cell: Cell) -> None:
     with pytest.raises(OperationLost):
         cell.arm.poll(op)
     assert "gripper" in cell.arm.report("a/1").lower() or cell.arm.report("a/1")
+
+
+@pytest.mark.parametrize("lost", [False, True])
+def test_a_plate_that_slips_out_after_the_pick_is_never_placed(cell: Cell, lost: bool) -> None:
+    cell.sim.slip_next_pick(lost=lost)
+    st = cell.wait(cell.arm.start_move("r1:d0-feed/P1/1", "P1", "inc-1/transfer", "ot2-a/1"))
+    assert st.state is OpState.FAILED and isinstance(st.error, DeviceNeedsOperator)
+    assert "is not in the gripper after the retract" in st.detail
+    assert "placed" not in cell.results() and "released_empty" not in cell.results()
+    assert cell.sim.stations == ({} if lost else {1: "P1"}) and cell.sim.gripper is None
+    if not lost:  # it fell back where it was: a retry (the operator's answer) carries it
+        again = cell.wait(cell.arm.start_move("r1:d0-feed/P1/1", "P1", "inc-1/transfer", "ot2-a/1"))
+        assert again.state is OpState.SUCCEEDED and cell.sim.stations == {3: "P1"}
