@@ -246,6 +246,9 @@ class PF400Arm:
             self._moves.pop(op_id, None)
             self._moves[op_id] = m
             self._current = m
+            # The pick takes the plate from wherever this arm last put it: that memory no
+            # longer says where it is (a move whose outcome was lost never updated it).
+            self._placed.pop(plate, None)
             self._forget_old()
             worker = threading.Thread(target=self._run, args=(m,), name=op_id, daemon=True)
             worker.start()

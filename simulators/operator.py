@@ -12,6 +12,7 @@ does is logged, once, like the devices' own.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from labctl.clock import Clock
 from labctl.devices import DeviceAlarm, OpState, OpStatus
 from labctl.errors import DeviceError
 from labctl.store import Store
+from labctl.store.models import Prompt
 
 
 class PlateHands:
@@ -61,7 +63,11 @@ class SimulatedOperator:
         name: str = "operator",
         script: OperatorScript | None = None,
         action_log: Path | None = None,
+        look: Callable[[Prompt], str | None] | None = None,
     ) -> None:
+        # look(prompt): what a person answers after looking at the device (the arm faults'
+        # ArmFaults.look): a choice, "later" (look again next step), or None (the script).
+        self.look = look
         self.store = store
         self.clock = clock
         self.hands = hands
@@ -241,8 +247,13 @@ class SimulatedOperator:
                     and "waste" in p.text.lower()
                 )
                 choice = "retry" if upkeep and "retry" in p.choices else self.script.recovery_choice
+                age = (self.clock.now() - p.created_at).total_seconds()
+                if age >= self.script.reaction_s and self.look is not None:
+                    seen = self.look(p)
+                    if seen == "later":
+                        continue
+                    choice = seen if seen is not None else choice
                 if choice is not None and choice in p.choices:
-                    age = (self.clock.now() - p.created_at).total_seconds()
                     if age >= self.script.reaction_s:
                         self._decided.add(p.id)
                         if p.job_id is not None:

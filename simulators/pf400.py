@@ -258,6 +258,12 @@ class PF400Simulator(Tcs):
             self.arm.update(self.clock.now())
             return self.arm.take_plate(station)
 
+    def take_from_gripper(self) -> str | None:
+        """A person takes the plate out of the gripper (the arm must be at rest)."""
+        with self.arm.lock:
+            self.arm.update(self.clock.now())
+            return self.arm.take_from_gripper()
+
     # -- what the simulator knows (as of now) -----------------------------------------
 
     @property

@@ -369,6 +369,15 @@ class Arm:
         self._record(self.clock.now(), "hand", station, plate, "taken")
         return plate
 
+    def take_from_gripper(self) -> str | None:
+        """A person takes the plate out of the stopped arm's gripper and opens the fingers;
+        returns it (None: the gripper held none)."""
+        plate, self.gripper = self.gripper, None
+        self.width = self.grasp[0] + _OPEN_EXTRA_MM
+        if plate is not None:
+            self._record(self.clock.now(), "hand", None, plate, "taken")
+        return plate
+
     # -- internals ---------------------------------------------------------------------
 
     def _check_station(self, station: int) -> None:

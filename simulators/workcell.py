@@ -23,7 +23,7 @@ operator's ``no_answer`` without ``at`` lasts the whole run; ``qc_value`` takes 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ import yaml
 
 from labctl.clock import Clock, VirtualClock, utc
 from labctl.errors import LabctlError
+from labctl.simulators.arm_faults import ARM_FAULT_KEYS, ArmFault, ArmFaults, arm_fault
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.faults import Fault, FaultSpecError, parse_duration, parse_faults
 from labctl.simulators.handover import TransferSpot
@@ -72,6 +73,7 @@ class Scenario:
     robot: list[RobotFault]
     operator: OperatorScript
     source: str = ""
+    arm: list[ArmFault] = field(default_factory=list)
 
 
 def _when(v: Any, where: str) -> datetime:
@@ -141,6 +143,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
         raise ScenarioError(f"{path}: a scenario is a list of faults under 'faults:'")
     inc: list[Fault] = []
     robot: list[RobotFault] = []
+    arm: list[ArmFault] = []
     script = OperatorScript()
     seen: set[str] = set()  # operator entries that may appear once
     for i, f in enumerate(items):
@@ -215,11 +218,24 @@ def load_scenario(path: str | Path | None) -> Scenario:
                         f"{where}: qc_value needs 'measure' (a QC measure's name) and 'value' (a number)"
                     )
                 script.qc_values[f["measure"]] = float(value)
+        elif dev == ARM:
+            if kind not in ARM_FAULT_KEYS:
+                raise ScenarioError(
+                    f"{where}: arm faults are {', '.join(ARM_FAULT_KEYS)}; not {kind!r}"
+                )
+            _check_keys(f, ARM_FAULT_KEYS[kind], where)
+            if "at" not in f:
+                raise ScenarioError(f"{where}: {kind} needs 'at'")
+            try:
+                arm.append(arm_fault(f, _when(f["at"], where), _duration(f, where), ARM_STATIONS))
+            except ValueError as exc:
+                raise ScenarioError(f"{where}: {exc}") from None
         else:
             raise ScenarioError(
-                f"{where}: unknown device {dev!r} (the simulated workcell has {ROBOT}, {INCUBATOR}, {OPERATOR})"
+                f"{where}: unknown device {dev!r} (the simulated workcell has {ROBOT}, "
+                f"{INCUBATOR}, {ARM}, {OPERATOR})"
             )
-    return Scenario(inc, robot, script, str(path))
+    return Scenario(inc, robot, script, str(path), arm)
 
 
 def simulated_robot(
@@ -308,6 +324,15 @@ class SimulatedWorkcell:
                 linked={ARM_STATIONS[f"{INCUBATOR}/transfer"]: TransferSpot(self.incubator)},
                 action_log=self.log_dir / "arm_actions.jsonl",
             )
+        elif self.scenario.arm:
+            raise ScenarioError(
+                f"{self.scenario.source or 'scenario'}: arm faults need the arm (not --no-arm)"
+            )
+        self.arm_faults = (
+            None
+            if self.arm is None
+            else ArmFaults(self.arm, self.scenario.arm, ARM_STATIONS, clock, store)
+        )
         self._speculated = False
         self.devices: dict[str, Any] = {}
         if store is not None:
@@ -318,6 +343,7 @@ class SimulatedWorkcell:
                 name=OPERATOR,
                 script=self.scenario.operator,
                 action_log=self.log_dir / "operator_actions.jsonl",
+                look=None if self.arm_faults is None else self.arm_faults.look,
             )
         self.robot.failing_runs = {
             f.run: f.at_command
@@ -338,13 +364,13 @@ class SimulatedWorkcell:
             if isinstance(self.clock, VirtualClock):
                 # The driver's worker sends the arm lines in real time; virtual time
                 # must wait for them and stop at each motion's end (VirtualClock gates).
-                self.clock.add_gate(self.arm)
+                self.clock.add_gate(self.arm_faults or self.arm)
         return self
 
     def stop(self) -> None:
         if self.arm is not None:
             if isinstance(self.clock, VirtualClock):
-                self.clock.remove_gate(self.arm)
+                self.clock.remove_gate(self.arm_faults or self.arm)
             self.arm.stop()
         self.link.stop()
         self.robot.stop()
@@ -418,6 +444,8 @@ class SimulatedWorkcell:
             changes["door_open"] = door
         if changes:
             self.robot.set_faults(**changes)
+        if self.arm_faults is not None:
+            self.arm_faults.apply(now)
         op = self.devices.get(OPERATOR)
         if isinstance(op, SimulatedOperator):
             op.answer_recoveries(run_ids)
@@ -449,8 +477,10 @@ class SimulatedWorkcell:
         return min(times, default=None)
 
     def _robot_fault_windows(self) -> list[tuple[datetime, datetime | None]]:
-        """(start, end or None for never) of each timed robot fault (offline, door)."""
-        return [
+        """(start, end or None for never) of each timed robot fault (offline, door) and
+        arm fault."""
+        arm = self.arm_faults.windows() if self.arm_faults is not None else []
+        return arm + [
             (f.at, None if f.duration_s is None else f.at + timedelta(seconds=f.duration_s))
             for f in self.scenario.robot
             if f.at is not None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 
 import pytest
 
+from labctl.cli.main import main
 from labctl.clock import VirtualClock
 from labctl.store import Store
 from tests.test_simulate import (
@@ -422,6 +424,10 @@ def test_every_shipped_scenario_loads_and_explains_itself() -> None:
         "operator_recovery_skip",
         "operator_qc_fail",
         "combined",
+        "arm_estop",
+        "arm_link_lost",
+        "arm_plate_slips",
+        "arm_station_blocked",
     }
     for f in files:
         text = f.read_text(encoding="utf-8")
@@ -430,6 +436,7 @@ def test_every_shipped_scenario_loads_and_explains_itself() -> None:
         assert (
             s.incubator
             or s.robot
+            or s.arm
             or s.operator.recovery_choice
             or s.operator.qc_values
             or s.operator.absent_from
@@ -642,3 +649,94 @@ def test_one_lost_reply_to_a_status_check_is_shrugged_off(
     o = simulated(scenario)
     _completed_cleanly(o)
     assert o.alarms == []
+
+
+# --- the arm ------------------------------------------------------------------------------------
+
+
+def _arm_log(o: Outcome) -> list[dict[str, Any]]:
+    return read_jsonl(o.out / "devices" / "arm_actions.jsonl")
+
+
+def _arm_prompt(o: Outcome) -> Any:
+    """The one recovery or interrupted prompt about an arm move, answered."""
+    import sqlite3
+
+    with sqlite3.connect(o.out / "run.db") as db:
+        rows = db.execute(
+            "select p.kind, p.text, p.answer, p.answered_by from prompts p join jobs j "
+            "on j.id = p.job_id where j.device = 'arm-sim' and p.kind != 'task'"
+        ).fetchall()
+    [row] = rows
+    return row
+
+
+def test_an_arm_estop_mid_move_asks_a_person_who_puts_the_plate_back(
+    simulated: Callable[..., Outcome],
+) -> None:
+    o = simulated("arm_estop.yaml")
+    _completed_cleanly(o)  # every well fed once; every fetch, carry and store paired
+    log = _arm_log(o)
+    [stop] = [e for e in log if e["result"] == "estop"]
+    assert stop["plate"] == "P1"  # it stopped with the plate in the gripper
+    hands = [(e["station"], e["result"]) for e in log if e["command"] == "hand"]
+    assert hands == [(None, "taken"), (1, "put")]
+    kind, text, answer, by = _arm_prompt(o)
+    assert kind == "recovery" and "Hard E-Stop" in text and "P1 is in the gripper" in text
+    assert (json.loads(answer), by) == ({"choice": "retry"}, "sim-operator")
+    # The person waited for the e-stop's release (10 min) before retrying.
+    assert min(e["time"] for e in log if e["command"] == "hand") >= "2026-12-02T09:09:35"
+
+
+def test_a_link_lost_mid_place_is_left_to_a_person_never_moved_again(
+    simulated: Callable[..., Outcome],
+) -> None:
+    o = simulated("arm_link_lost.yaml")
+    _completed_cleanly(o)
+    kind, text, answer, _ = _arm_prompt(o)
+    assert kind == "interrupted" and "the link failed during the place of P1" in text
+    assert json.loads(answer) == {"choice": "done"}  # the plate was found on the deck
+    assert not any(e["command"] == "hand" for e in _arm_log(o))
+
+
+def test_a_plate_that_slips_is_never_placed_and_is_carried_on_retry(
+    simulated: Callable[..., Outcome],
+) -> None:
+    o = simulated("arm_plate_slips.yaml")
+    _completed_cleanly(o)
+    log = _arm_log(o)
+    assert [e["result"] for e in log].count("slipped") == 1
+    assert "released_empty" not in [e["result"] for e in log]
+    kind, text, answer, _ = _arm_prompt(o)
+    assert kind == "recovery" and "is not in the gripper after the retract" in text
+    assert json.loads(answer) == {"choice": "retry"}
+
+
+def test_a_collision_at_a_blocked_station_is_not_retried_blindly(
+    simulated: Callable[..., Outcome],
+) -> None:
+    o = simulated("arm_station_blocked.yaml")
+    _completed_cleanly(o)
+    log = _arm_log(o)
+    assert [e["result"] for e in log].count("collision") == 1
+    hands = [(e["station"], e["plate"], e["result"]) for e in log if e["command"] == "hand"]
+    assert hands == [
+        (2, "stray-plate", "put"),
+        (None, "P1", "taken"),
+        (2, "stray-plate", "taken"),
+        (1, "P1", "put"),
+    ]
+    kind, text, _, _ = _arm_prompt(o)
+    assert kind == "recovery" and "collision" in text
+
+
+def test_arm_faults_are_refused_without_the_arm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    proto = tmp_path / "p.yaml"
+    proto.write_text(PROTOCOL, encoding="utf-8")
+    scenario = str(SCENARIOS / "arm_estop.yaml")
+    rc = main(["simulate", str(proto), "--faults", scenario, "--no-arm", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc != 0 and "arm faults need the arm (not --no-arm)" in err
+    assert "Traceback" not in err

@@ -1,0 +1,203 @@
+"""Faults of the simulated workcell's arm, and the person who sees to them.
+
+A scenario entry with ``device: arm-sim`` (see scenarios/) is one of:
+
+===================  ===========================================  ==============================
+fault                fields                                       what happens
+===================  ===========================================  ==============================
+``estop``            ``at``, optional ``duration``                 the e-stop is pressed; released
+                                                                  after ``duration``
+``link_lost``        ``at``, optional ``command`` (PlacePlate)     the next such command starts
+                                                                  its motion, then the arm hangs
+                                                                  up without a reply
+``plate_slips``      ``at``, optional ``lost`` (false)             the next gripped plate slips
+                                                                  out on the retract: back onto
+                                                                  its station, or off the deck
+``station_blocked``  ``at``, ``station`` (a workcell station       a person leaves a stray plate
+                     name), optional ``duration``                  there; taken away after
+                                                                  ``duration``
+===================  ===========================================  ==============================
+
+:meth:`ArmFaults.look` is the scripted operator going to look at the arm when a recovery
+prompt is about one of its moves: the answer follows from where the plate physically is
+(a plate in the gripper is taken out and put back where it was picked, then 'retry'; one
+on the move's destination is 'done'; a stray plate in the way is removed, then 'retry'),
+and is logged as hand actions in the arm's own log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from labctl.clock import Activity, Clock
+from labctl.simulators.pf400 import PF400Simulator
+from labctl.store import Store
+from labctl.store.models import Prompt
+
+__all__ = ["ARM_FAULT_KEYS", "LATER", "ArmFault", "ArmFaults", "arm_fault"]
+
+LATER = "later"  # look(): the arm still moves, look again on the next step
+STRAY = "stray-plate"
+
+ARM_FAULT_KEYS = {
+    "estop": {"device", "fault", "at", "duration"},
+    "link_lost": {"device", "fault", "at", "command"},
+    "plate_slips": {"device", "fault", "at", "lost"},
+    "station_blocked": {"device", "fault", "at", "station", "duration"},
+}
+
+
+@dataclass(frozen=True)
+class ArmFault:
+    """One arm fault of a scenario (times aware UTC, durations in seconds)."""
+
+    kind: str
+    at: datetime
+    duration_s: float | None = None
+    command: str = "PlacePlate"
+    station: str | None = None
+    lost: bool = False
+
+    @property
+    def end(self) -> datetime:
+        """When it stops acting (a one-shot fault: when it is armed)."""
+        return self.at + timedelta(seconds=self.duration_s or 0.0)
+
+
+def arm_fault(
+    f: Mapping[str, Any], at: datetime, duration_s: float | None, stations: Mapping[str, int]
+) -> ArmFault:
+    """An :class:`ArmFault` from a checked scenario entry; ValueError says what is wrong."""
+    kind = str(f["fault"])
+    command = str(f.get("command", "PlacePlate"))
+    if command not in ("PickPlate", "PlacePlate"):
+        raise ValueError(f"'command' must be PickPlate or PlacePlate, not {command!r}")
+    lost = f.get("lost", False)
+    if not isinstance(lost, bool):
+        raise ValueError(f"'lost' must be true or false, not {lost!r}")
+    station = f.get("station")
+    if kind == "station_blocked" and station not in stations:
+        raise ValueError(f"'station' must be one of {', '.join(sorted(stations))}, not {station!r}")
+    return ArmFault(kind, at, duration_s, command, None if station is None else str(station), lost)
+
+
+class ArmFaults:
+    """Applies ``faults`` to ``arm`` as the clock passes them (:meth:`apply`, each step)."""
+
+    def __init__(
+        self,
+        arm: PF400Simulator,
+        faults: list[ArmFault],
+        stations: Mapping[str, int],
+        clock: Clock,
+        store: Store | None,
+    ) -> None:
+        self.arm = arm
+        self.faults = list(faults)
+        self.stations = dict(stations)
+        self.clock = clock
+        self.store = store
+        self._done: set[tuple[int, str]] = set()
+
+    # -- as the virtual clock's gate: faults land at their moment, even mid-move ----------
+
+    def activity(self) -> Activity:
+        """The arm's activity, with the next fault's moment as an event the clock stops at."""
+        a = self.arm.activity()
+        now = self.clock.now()
+        times = [a.next_event] if a.next_event is not None else []
+        for i, f in enumerate(self.faults):
+            if (i, "start") not in self._done and f.at > now:
+                times.append(f.at)
+            elif f.duration_s is not None and (i, "end") not in self._done and f.end > now:
+                times.append(f.end)
+        return replace(a, next_event=min(times, default=None))
+
+    def moved(self) -> None:
+        """The clock moved: faults due by now act, then the arm's waiting replies wake."""
+        self.apply(self.clock.now())
+        self.arm.moved()
+
+    def windows(self) -> list[tuple[datetime, datetime | None]]:
+        """(start, end) of each fault, for the dry run's quiet watch."""
+        return [(f.at, f.end) for f in self.faults]
+
+    def apply(self, now: datetime) -> None:
+        """Start each fault whose time has come, end each whose duration is over."""
+        for i, f in enumerate(self.faults):
+            if now < f.at:
+                continue
+            if (i, "start") not in self._done and self._start(f):
+                self._done.add((i, "start"))
+            if (
+                f.duration_s is not None
+                and now >= f.end
+                and (i, "start") in self._done
+                and (i, "end") not in self._done
+            ):
+                self._done.add((i, "end"))
+                self._end(f)
+
+    def _start(self, f: ArmFault) -> bool:
+        if f.kind == "estop":
+            self.arm.estop()
+        elif f.kind == "link_lost":
+            self.arm.drop_connection(f.command)
+        elif f.kind == "plate_slips":
+            self.arm.slip_next_pick(lost=f.lost)
+        else:
+            assert f.station is not None
+            if self.stations[f.station] in self.arm.stations:
+                return False  # occupied now: the stray plate goes there once it is free
+            try:
+                self.arm.put_plate(self.stations[f.station], STRAY)
+            except ValueError:
+                return False
+        return True
+
+    def _end(self, f: ArmFault) -> None:
+        if f.kind == "estop":
+            self.arm.reset_estop()
+        elif f.kind == "station_blocked":
+            assert f.station is not None
+            if self.arm.stations.get(self.stations[f.station]) == STRAY:
+                self.arm.take_plate(self.stations[f.station])
+
+    # -- the person who looks --------------------------------------------------------------
+
+    def look(self, p: Prompt) -> str | None:
+        """The answer a person gives to ``p`` after looking at the arm (see the module
+        docstring); None when ``p`` is not about an arm move or the plate is nowhere to be
+        found (the script, or the prompt's default, decides); LATER while the arm moves."""
+        if self.store is None or p.job_id is None:
+            return None
+        job = self.store.get_job(p.job_id)
+        if job.device != self.arm.arm.name:
+            return None
+        if self.arm.moving or self.arm.arm.estop:
+            return LATER  # nobody retries an arm still moving or held by its e-stop
+        params = job.spec.get("params", {}) if isinstance(job.spec, dict) else {}
+        plate = str(params.get("plate", ""))
+        src = self.stations.get(str(params.get("source", "")))
+        dst = self.stations.get(str(params.get("destination", "")))
+        if src is None or dst is None:
+            return None
+        where = self.arm.stations
+        put_back: Callable[[], None] | None = None
+        if self.arm.gripper == plate:
+            put_back = lambda: self.arm.put_plate(src, plate)  # noqa: E731
+            self.arm.take_from_gripper()
+        elif where.get(dst) == plate:
+            if "done" in p.choices:
+                return "done"
+            put_back = lambda: self.arm.put_plate(src, self.arm.take_plate(dst))  # noqa: E731
+        elif where.get(src) != plate:
+            return None  # not where the move could have left it: a person must search
+        if where.get(dst) is not None and where.get(dst) != plate:
+            self.arm.take_plate(dst)  # a stray plate in the way
+        if put_back is not None:
+            put_back()
+        return "retry" if "retry" in p.choices else None
