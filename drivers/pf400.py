@@ -301,22 +301,7 @@ class PF400Arm:
             except DeviceError as exc:
                 log.warning("%s: sysState refused: %s", self.name, exc)
                 return []
-            try:
-                state = int((data or "").split()[0])
-            except (ValueError, IndexError):
-                return []
-            if state == HARD_ESTOP_STATE:
-                self._arm.ready = False
-                text = f"{self.name}: the e-stop is engaged: check the cell, then release it"
-                return [DeviceAlarm(self.name, "estop", text)]
-            if state in POWER_OFF_STATES and self._arm.powered:
-                self._arm.ready = False
-                text = (
-                    f"{self.name}: robot power is off (system state {state}): check the cell; "
-                    "labctl enables power at the next move"
-                )
-                return [DeviceAlarm(self.name, "power-off", text)]
-        return []
+            return _state_alarms(self.name, self._arm, data)
 
     def report(self, job_key: str) -> str:
         """A few words on the job's move, the gripper and the arm's position; never raises."""
@@ -517,13 +502,7 @@ class PF400Arm:
             return None  # an arm that cannot say is not taken to have dropped it
         with self._lock:
             self._held = None
-        err = DeviceNeedsOperator(
-            self.name,
-            "wherej",
-            f"{m.plate} was gripped on {m.source} but is not in the gripper after the "
-            f"retract ({self.grasp.describe(opening)}): it slipped out. Find it (on "
-            f"{m.source}, or fallen), put it back on {m.source}, then retry",
-        )
+        err = _slip_error(self.name, m, self.grasp.describe(opening))
         return OpStatus(OpState.FAILED, err.detail, err)
 
     def _nothing_to_pick(self, m: _Move) -> OpStatus:
@@ -571,6 +550,37 @@ class PF400Arm:
 
     def __repr__(self) -> str:
         return f"PF400Arm({self.name!r}, {self._arm.motion!r})"
+
+
+def _state_alarms(name: str, arm: ArmSession, data: str | None) -> list[DeviceAlarm]:
+    """The alarms a ``sysState`` reply shows (see :meth:`PF400Arm.alarms`); a state that
+    drops power marks the session for setting up again."""
+    try:
+        state = int((data or "").split()[0])
+    except (ValueError, IndexError):
+        return []
+    if state == HARD_ESTOP_STATE:
+        arm.ready = False
+        text = f"{name}: the e-stop is engaged: check the cell, then release it"
+        return [DeviceAlarm(name, "estop", text)]
+    if state in POWER_OFF_STATES and arm.powered:
+        arm.ready = False
+        text = (
+            f"{name}: robot power is off (system state {state}): check the cell; "
+            "labctl enables power at the next move"
+        )
+        return [DeviceAlarm(name, "power-off", text)]
+    return []
+
+
+def _slip_error(name: str, m: _Move, gripper: str) -> DeviceNeedsOperator:
+    return DeviceNeedsOperator(
+        name,
+        "wherej",
+        f"{m.plate} was gripped on {m.source} but is not in the gripper after the retract "
+        f"({gripper}): it slipped out. Find it (on {m.source}, or fallen), put it back on "
+        f"{m.source}, then retry",
+    )
 
 
 def _succeeded(m: _Move) -> bool:

@@ -651,3 +651,35 @@ def test_suggest_starts_cli_prints_ranked_table(
     args.workcell = None
     with pytest.raises(ParameterError, match="needs --workcell"):
         suggest_starts_cli(args)
+
+
+def test_kriks_on_the_automated_example_workcell_has_starts_without_weekend_work() -> None:
+    """The shipped automated workcell (an arm carries; people on weekdays only) has start
+    dates where no manual work falls on a weekend and no feed is late; the same workcell
+    without its arm has none (every weekend feed then needs hands)."""
+    from labctl.validate import load_file
+    from labctl.workcell import parse_workcell
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "docs" / "examples" / "automated-weekdays.yaml").read_text(encoding="utf-8")
+    proto = load_file(str(root / "protocols" / "kriks2011_da.yaml")).protocol
+    assert proto is not None
+    plates = [f"P{i}" for i in range(1, 7)]
+    candidates = [datetime(2027, 3, 1) + timedelta(days=k) for k in range(14)]
+
+    def scores(wc_text: str) -> list:  # noqa: ANN202
+        wc = parse_workcell(wc_text, "wc.yaml")
+        roles = WorkcellRoles.from_workcell(wc, plates)
+
+        def factory(start: datetime):  # noqa: ANN202
+            return resolve(proto, plates=6, start=start, timezone=wc.timezone)
+
+        cal = wc.operator_calendar()
+        return suggest_starts(factory, candidates, roles, cal, wc.timezone, max_out_s=20 * 60)
+
+    automated = scores(text)
+    good = [s for s in automated if s.ok]
+    assert len(good) >= 4, [(s.start, s.reasons[:1]) for s in automated]
+    assert all(s.feeds_late == 0 and s.manual_outside == 0 for s in good)
+    by_hand = scores(text.replace("  arm:\n    driver: pf400", "  arm:\n    driver: none-x"))
+    assert not any(s.ok for s in by_hand)
