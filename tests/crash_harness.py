@@ -1,12 +1,13 @@
 """One engine process of the crash test: run (or resume) a Kriks run on file-backed fakes.
 
-Usage: python tests/crash_harness.py DB STATE_DIR KILL_AT PLATES
-Kills itself with SIGKILL at the KILL_AT-th device call (0 = never). Exits 0 when the run
+Usage: python tests/crash_harness.py DB STATE_DIR KILL_AT PLATES [arm]
+With ``arm``, a plate-moving arm (arm-sim) carries the plates, not the operator. Kills itself with SIGKILL at the KILL_AT-th device call (0 = never). Exits 0 when the run
 has completed, 3 if it stopped for another reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,6 +42,12 @@ class PersistentClock(VirtualClock):
         self.path.write_text(self.now().isoformat())
 
 
+def roles(labels: list[str], arm: bool) -> WorkcellRoles:
+    """The simulated workcell's roles; with ``arm``, arm-sim carries the plates."""
+    r = WorkcellRoles.simulated(labels)
+    return dataclasses.replace(r, mover="arm-sim") if arm else r
+
+
 def main() -> int:
     db, state_dir, kill_at, plates = (
         Path(sys.argv[1]),
@@ -48,6 +55,7 @@ def main() -> int:
         int(sys.argv[3]),
         int(sys.argv[4]),
     )
+    arm = sys.argv[5:6] == ["arm"]
     state_dir.mkdir(parents=True, exist_ok=True)
     clock_file = state_dir / "clock.txt"
     clock = PersistentClock(clock_file, T0)
@@ -71,7 +79,7 @@ def main() -> int:
                 clock,
                 proto,
                 plan,
-                WorkcellRoles.simulated(labels),
+                roles(labels, arm),
                 name="crash",
                 workcell_name="fakes",
                 workcell_text="",
@@ -79,7 +87,7 @@ def main() -> int:
             )
             store.insert_command("start", actor="harness", run_id=rid)
     run_id = store.list_runs()[0].id
-    devices = fake_workcell(clock, state_dir, Killer(kill_at or None))
+    devices = fake_workcell(clock, state_dir, Killer(kill_at or None), arm=arm)
     engine = Engine(store, clock, devices, EngineConfig())
     engine.run(until=lambda: store.get_run(run_id).state in ("completed", "aborted", "failed"))
     return 0 if store.get_run(run_id).state == "completed" else 3

@@ -204,6 +204,14 @@ class FakeIncubator(FakeDevice):
         return Climate(37.0, 5.0, 95.0, None)
 
 
+class FakeMover(FakeDevice):
+    """A plate-moving arm: a move is one operation (pick, carry, place)."""
+
+    def start_move(self, job_key: str, plate: str, source: str, destination: str) -> str:
+        detail = {"plate": plate, "source": source, "destination": destination}
+        return self._begin(job_key, "move", detail)
+
+
 class FakeOperator(FakeDevice):
     """Answers every prompt after its duration, giving ``qc_value`` for every QC gate asked."""
 
@@ -232,10 +240,14 @@ class FakeOperator(FakeDevice):
 
 
 def fake_workcell(
-    clock: Clock, state_dir: Path | None = None, killer: Killer | None = None
+    clock: Clock, state_dir: Path | None = None, killer: Killer | None = None, *, arm: bool = False
 ) -> dict[str, FakeDevice]:
+    """The fakes of the simulated workcell; with ``arm``, also ``arm-sim`` (a plate mover)."""
     k = killer or Killer(None)
-    return {
+    movers: dict[str, FakeDevice] = (
+        {"arm-sim": FakeMover("arm-sim", clock, state_dir, k, {"move": 25.0})} if arm else {}
+    )
+    return movers | {
         "ot2-sim": FakeLiquidHandler("ot2-sim", clock, state_dir, k, {"lh_run": 600.0}),
         "inc-sim": FakeIncubator(
             "inc-sim", clock, state_dir, k, {"fetch": 20.0, "store": 20.0, "setpoint": 5.0}

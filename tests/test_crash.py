@@ -30,10 +30,10 @@ HARNESS = ROOT / "tests" / "crash_harness.py"
 KILLS = 100
 
 
-def _run(db: Path, state: Path, kill_at: int, plates: int) -> int:
+def _run(db: Path, state: Path, kill_at: int, plates: int, *extra: str) -> int:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     p = subprocess.run(
-        [sys.executable, str(HARNESS), str(db), str(state), str(kill_at), str(plates)],
+        [sys.executable, str(HARNESS), str(db), str(state), str(kill_at), str(plates), *extra],
         env=env,
         capture_output=True,
         text=True,
@@ -45,22 +45,31 @@ def _run(db: Path, state: Path, kill_at: int, plates: int) -> int:
 
 
 @pytest.mark.slow
-def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("carrier", "kills_wanted"),
+    [("operator", KILLS), ("arm", 60)],
+)
+def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(
+    tmp_path: Path, carrier: str, kills_wanted: int
+) -> None:
+    """With the operator carrying plates, and with an arm (kills land between its pick
+    and its place: after the move began, before the engine recorded its op id or end)."""
     rng = random.Random(20261126)
     plates = 1
     db, state = tmp_path / "run.db", tmp_path / "devices"
+    extra = ("arm",) if carrier == "arm" else ()
     # A whole 1-plate Kriks run has about 420 crash points: spread 100 kills over it.
     kills = 0
     rc = None
-    while kills < KILLS:
-        rc = _run(db, state, rng.randint(1, 7), plates)
+    while kills < kills_wanted:
+        rc = _run(db, state, rng.randint(1, 7), plates, *extra)
         if rc == 0:
             break
         kills += 1
     if rc != 0:
-        rc = _run(db, state, 0, plates)  # let it finish
+        rc = _run(db, state, 0, plates, *extra)  # let it finish
     assert rc == 0, "the run did not complete after the restarts"
-    assert kills == KILLS, f"only {kills} kills happened before the run completed"
+    assert kills == kills_wanted, f"only {kills} kills happened before the run completed"
 
     store = Store.open(db, VirtualClock(datetime(2030, 1, 1, tzinfo=timezone.utc)))
     run = store.list_runs()[0]
@@ -84,5 +93,7 @@ def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(tmp_path
         assert not {k: n for k, n in started.items() if n > 1}, f"{f.name}: a job started twice"
     lh = [a for a in actions if a["device"] == "ot2-sim"]
     assert len(lh) == 26 * plates
+    moves = [a for a in actions if a["device"] == "arm-sim"]
+    assert len(moves) == (2 * 26 * plates if carrier == "arm" else 0)
     report = store.verify_chain()
     assert report.ok, report.message
