@@ -27,7 +27,7 @@ and is logged as hand actions in the arm's own log.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -181,23 +181,30 @@ class ArmFaults:
             return LATER  # nobody retries an arm still moving or held by its e-stop
         params = job.spec.get("params", {}) if isinstance(job.spec, dict) else {}
         plate = str(params.get("plate", ""))
-        src = self.stations.get(str(params.get("source", "")))
-        dst = self.stations.get(str(params.get("destination", "")))
-        if src is None or dst is None:
-            return None
+        # The deck position a move used is chosen when it starts (not in the stored job):
+        # the plate's own place, the arm's memory of its pick and the strays tell.
         where = self.arm.stations
-        put_back: Callable[[], None] | None = None
+        ends = [str(params.get("source", "")), str(params.get("destination", ""))]
+        transfer = next((self.stations.get(e) for e in ends if e.endswith("/transfer")), None)
+        lh = str(params.get("liquid_handler", ""))
+        deck = {n for name, n in self.stations.items() if name.startswith(f"{lh}/")}
+        for n, there in where.items():
+            if there == STRAY:
+                self.arm.take_plate(n)  # a stray plate in the way
         if self.arm.gripper == plate:
-            put_back = lambda: self.arm.put_plate(src, plate)  # noqa: E731
+            back = self.arm.picked_from
             self.arm.take_from_gripper()
-        elif where.get(dst) == plate:
-            if "done" in p.choices:
-                return "done"
-            put_back = lambda: self.arm.put_plate(src, self.arm.take_plate(dst))  # noqa: E731
-        elif where.get(src) != plate:
+            if back is None or back in self.arm.stations:
+                return None  # nowhere to put it back: a person decides
+            self.arm.put_plate(back, plate)
+            return "retry" if "retry" in p.choices else None
+        on_deck = any(where.get(n) == plate for n in deck)
+        on_transfer = transfer is not None and where.get(transfer) == plate
+        if not (on_deck or on_transfer):
             return None  # not where the move could have left it: a person must search
-        if where.get(dst) is not None and where.get(dst) != plate:
-            self.arm.take_plate(dst)  # a stray plate in the way
-        if put_back is not None:
-            put_back()
+        happened = on_deck if job.op == "to_deck" else on_transfer
+        if happened and "done" in p.choices:
+            return "done"
+        if happened:  # 'done' not offered: undo it by hand, then retry
+            return None
         return "retry" if "retry" in p.choices else None

@@ -281,6 +281,13 @@ class PF400Simulator(Tcs):
             return self.arm.gripper
 
     @property
+    def picked_from(self) -> int | None:
+        """The station the plate now in the gripper was picked from (None: none held)."""
+        with self.arm.lock:
+            self.tick()
+            return self.arm.picked_from if self.arm.gripper is not None else None
+
+    @property
     def lost(self) -> list[str]:
         """Plates that slipped off the deck."""
         with self.arm.lock:

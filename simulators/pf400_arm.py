@@ -219,6 +219,7 @@ class Arm:
         self.actions: list[dict[str, Any]] = []
         self.stations = Stations(linked)  # linked: places another simulator owns
         self.gripper: str | None = None
+        self.picked_from: int | None = None  # the station the plate in the gripper came from
         self.lost: list[str] = []
         self.pose: Pose = SAFE_POSE
         self.width = 85.0 + _OPEN_EXTRA_MM
@@ -422,6 +423,7 @@ class Arm:
             self.width, job.result = _CLOSED_MM, "0"
         else:
             self.gripper, self.width, job.result = plate, self.grasp[0], "-1"
+            self.picked_from = job.station
             job.slip, self.slip_next = self.slip_next, None  # a slip needs a plate to lose
         job.reached = True
         self._record(t, job.command, job.station, plate, "gripped" if plate else "no_plate")
@@ -485,6 +487,7 @@ class Arm:
         data = {
             "stations": {str(k): v for k, v in sorted(self.stations.own().items())},
             "gripper": self.gripper,
+            "picked_from": self.picked_from,
             "lost": self.lost,
             "pose": list(self.pose),
             "width": self.width,
@@ -502,6 +505,7 @@ class Arm:
             self._check_station(int(key))
         self.stations.restore({int(k): str(v) for k, v in data["stations"].items()})
         self.gripper = data["gripper"]
+        self.picked_from = data.get("picked_from")
         self.lost = [str(p) for p in data.get("lost", [])]
         p = [float(v) for v in data["pose"]]
         self.pose = (p[0], p[1], p[2], p[3], p[4], p[5])

@@ -5,8 +5,13 @@ operator's hands.
 - the robot: a simulated Opentrons robot-server (OT-2) on ``http://127.0.0.1:BASE``;
 - the incubator: a simulated Cytomat served on TCP at ``socket://127.0.0.1:BASE+1`` (the
   pyserial URL its real driver opens as it would a serial port);
+- the arm: a simulated PreciseFlex PF400 on TCP ``127.0.0.1:BASE+2`` (motion) and
+  ``BASE+3`` (status), that carries the plates between the incubator's transfer station and
+  the robot's deck (unless made with ``arm=False``: the bot then carries them by hand);
 - the operator: the workcell's ``operator`` driver asks through the run database; the bot
-  (:mod:`~labctl.simulators.practice_bot`) answers there and carries the plates.
+  (:mod:`~labctl.simulators.practice_bot`) answers there, does what needs hands and, when a
+  move of the arm failed, looks at the arm (a plate left in the gripper goes back where it
+  was picked) before it answers.
 
 The workcell file it writes names only real drivers. The addresses never change, so a
 simulator process killed and started again (same command) is found again by a running
@@ -15,7 +20,8 @@ folder's ``devices/``: the Cytomat's slots, transfer station, operation under wa
 setpoints (``inc-sim.state.json``), the plates on the robot's deck and the carries
 (``operator.state.json``). The robot forgets its runs and protocols, as a real robot does
 when it restarts. Each device appends its physical actions to its own log there
-(``robot_actions.jsonl``, ``incubator_actions.jsonl``, ``operator_actions.jsonl``); the bot
+(``robot_actions.jsonl``, ``incubator_actions.jsonl``, ``arm_actions.jsonl``,
+``operator_actions.jsonl``); the arm keeps its stations and gripper in ``pf400_state.json``; the bot
 writes its decisions to ``operator-bot.log`` in the folder.
 
 The folder is locked while it is served: a second ``simulators up`` on it is refused.
@@ -41,12 +47,22 @@ from labctl.simulators.cytomat import (
     restore_cytomat,
 )
 from labctl.simulators.faults import ClimateConfig
+from labctl.simulators.handover import TransferSpot
 from labctl.simulators.opentrons_analysis import AnalysisService
+from labctl.simulators.pf400 import PF400Config, PF400Simulator
 from labctl.simulators.practice_bot import BotConfig, OperatorBot
 from labctl.simulators.practice_world import PlateWorld
 from labctl.simulators.serial_link import SocketLink
 from labctl.simulators.state_file import load_json, save_json
-from labctl.simulators.workcell import INCUBATOR, OPERATOR, ROBOT, simulated_robot
+from labctl.simulators.workcell import (
+    ARM,
+    ARM_STATIONS,
+    INCUBATOR,
+    OPERATOR,
+    ROBOT,
+    arm_entry,
+    simulated_robot,
+)
 from labctl.store import Store
 
 __all__ = ["PracticeConfig", "PracticeError", "PracticeWorkcell", "practice_workcell"]
@@ -73,6 +89,7 @@ class PracticeConfig:
     plates: int = 6
     pace: float = 1.0
     bot: BotConfig = BotConfig()
+    arm: bool = True
 
 
 class PracticeWorkcell:
@@ -126,6 +143,17 @@ class PracticeWorkcell:
         self.link = SocketLink(self.incubator, port=config.port + 1)
         self.analysis = AnalysisService()  # its own: stop() ends its processes
         self.robot = simulated_robot(clock, self.analysis, self.devices_dir)
+        # The arm reaches the incubator's transfer station through the incubator (one place).
+        self.arm: PF400Simulator | None = None
+        if config.arm:
+            self.arm = PF400Simulator(
+                clock,
+                PF400Config(stations=len(ARM_STATIONS)),
+                name=ARM,
+                state_dir=self.devices_dir,
+                action_log=self.devices_dir / "arm_actions.jsonl",
+                linked={ARM_STATIONS[f"{INCUBATOR}/transfer"]: TransferSpot(self.incubator)},
+            )
         self.world = PlateWorld(
             clock,
             self.incubator,
@@ -133,6 +161,9 @@ class PracticeWorkcell:
             state=self.devices_dir / f"{OPERATOR}.state.json",
             action_log=self.devices_dir / "operator_actions.jsonl",
             name=OPERATOR,
+            arm=self.arm,
+            stations=ARM_STATIONS,
+            incubator_log=self.devices_dir / "incubator_actions.jsonl",
         )
         self.bot = OperatorBot(
             store,
@@ -165,12 +196,20 @@ class PracticeWorkcell:
         except OSError as exc:
             self.stop()
             raise PracticeError(self._taken(self.cfg.port + 1, exc)) from None
+        if self.arm is not None:
+            try:
+                self.arm.start(port=self.cfg.port + 2, status_port=self.cfg.port + 3)
+            except OSError as exc:
+                self.stop()
+                raise PracticeError(self._taken(self.cfg.port + 2, exc)) from None
         self.bot.start()
         return self
 
     def stop(self) -> None:
         """Stop the bot, both servers and the analysis processes (idempotent)."""
         self.bot.stop()
+        if self.arm is not None:
+            self.arm.stop()
         self.link.stop()
         self.robot.stop()
         self.analysis.close()
@@ -185,7 +224,8 @@ class PracticeWorkcell:
     def _taken(self, port: int, exc: OSError) -> str:
         return (
             f"cannot listen on 127.0.0.1:{port} ({exc.strerror}): another program uses it; "
-            f"pass --port with another base (it takes {self.cfg.port} and {self.cfg.port + 1})"
+            f"pass --port with another base (it takes {self.cfg.port} to "
+            f"{self.cfg.port + (3 if self.arm is not None else 1)})"
         )
 
     def _lock_folder(self) -> None:
@@ -252,6 +292,7 @@ class PracticeWorkcell:
                     "reply_timeout_s": round(max(1.0, REPLY_S * pace), 3),
                     "move_timeout_s": round(120.0 + RESTART_S * pace, 3),
                 },
+                **self._arm_entry(pace),
                 OPERATOR: {"driver": "operator"},
             },
             "operators": {"hours": {"mon-sun": "00:00-24:00"}},
@@ -264,6 +305,12 @@ class PracticeWorkcell:
         )
         return head + yaml.safe_dump(wc, sort_keys=False)
 
+    def _arm_entry(self, pace: float) -> dict[str, object]:
+        if self.arm is None:
+            return {}
+        timeout = round(120.0 + RESTART_S * pace, 3)
+        return arm_entry(self.cfg.port + 2, self.cfg.port + 3, motion_timeout_s=timeout)
+
 
 def practice_workcell(
     clock: Clock,
@@ -275,8 +322,9 @@ def practice_workcell(
     pace: float = 1.0,
     answers: bool = True,
     echo: Callable[[str], None] | None = None,
+    arm: bool = True,
 ) -> PracticeWorkcell:
     """The ``practice_workcell`` plugin (``labctl simulators up``): a workcell not yet
     started (see :class:`PracticeWorkcell` and :class:`PracticeConfig`)."""
-    config = PracticeConfig(folder, port, plates, pace, BotConfig(answers=answers))
+    config = PracticeConfig(folder, port, plates, pace, BotConfig(answers=answers), arm)
     return PracticeWorkcell(clock, store, config, echo=echo)

@@ -233,6 +233,10 @@ class OperatorBot:
             ("deck", False): "on-deck",
         }.get((place, fed))
         words = [c for c in p.choices if isinstance(c, str)]
+        if word is not None and word not in words and place == "deck":
+            # With an arm the answer names the deck slot the plate sits on.
+            at = self.world.deck_position(self.world.label_of(self._slot_of(job)))
+            word = f"{word}@{at}"
         if word is None or word not in words:
             self._leave(p, f"{seen}; {where}: no answer says so")
             return
@@ -246,7 +250,7 @@ class OperatorBot:
         home, where = self._plate_home(job)
         if home:
             return "slot", where
-        if _plate(job) in self.world.on_deck():
+        if self._on_deck(job):
             return "deck", f"plate {_plate(job)} is on the deck of {self.world.robot}"
         ts = self.world.incubator.transfer_station
         if ts is not None:
@@ -265,9 +269,27 @@ class OperatorBot:
         )
         slot = int(_params(fetch).get("slot", 0)) if fetch is not None else 0
         inc = self.world.incubator
-        if slot and slot in inc.slots and _plate(job) not in self.world.on_deck():
+        if slot and slot in inc.slots and not self._on_deck(job):
             return True, f"slot {slot} of {inc.name} holds plate {inc.slots[slot]}"
         return False, f"slot {slot} of {inc.name} is empty" if slot else "no slot is known"
+
+    def _slot_of(self, job: Job) -> int:
+        """The incubator slot that is the home of ``job``'s plate (0: none known)."""
+        fetch = next(
+            (
+                j
+                for j in self.store.jobs(self._run_of(job))
+                if j.task_id == job.task_id and j.op == "fetch"
+            ),
+            None,
+        )
+        return int(_params(fetch).get("slot", 0)) if fetch is not None else 0
+
+    def _on_deck(self, job: Job) -> bool:
+        """Whether ``job``'s plate is on the robot's deck (carried by hand or by the arm)."""
+        if _plate(job) in self.world.on_deck():
+            return True
+        return self.world.on_arm_deck(self.world.label_of(self._slot_of(job)))
 
     def _run_of(self, job: Job) -> int:
         return int(self.store.get_task(job.task_id).run_id)
@@ -328,7 +350,7 @@ class OperatorBot:
                         "not",
                         f"{where} still holds plate {slots[slot]}: the fetch did not happen",
                     )
-                if ts is not None or _plate(job) in self.world.on_deck():
+                if ts is not None or self._on_deck(job):
                     return "happened", f"{where} is empty and its plate is out: the fetch happened"
                 return "unknown", f"{where} is empty and the transfer station too"
             if slot in slots and ts is None:
@@ -346,6 +368,8 @@ class OperatorBot:
             happened = on if _carry(job) == "to_deck" else not on
             what = f"plate {_plate(job)} is {'on' if on else 'not on'} the deck"
             return ("happened" if happened else "not"), what
+        if job.op in ("to_deck", "to_incubator") and self.world.arm is not None:
+            return self.world.arm_truth(self.world.label_of(self._slot_of(job)), job.op)
         if job.op == "setpoint":
             return "not", "setting the incubator's setpoints again changes nothing"
         return "unknown", f"nothing shows whether {job.op} happened"

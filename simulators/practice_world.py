@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 from labctl.clock import Clock
 from labctl.errors import DeviceError
 from labctl.simulators.cytomat import CytomatSim
+from labctl.simulators.pf400 import PF400Simulator
 from labctl.simulators.state_file import load_json, save_json
 
 __all__ = ["CannotCarry", "PlateWorld", "RobotRun", "robot_runs"]
@@ -59,9 +61,16 @@ class PlateWorld:
         state: Path,
         action_log: Path,
         name: str = "operator",
+        arm: PF400Simulator | None = None,
+        stations: Mapping[str, int] | None = None,
+        incubator_log: Path | None = None,
     ) -> None:
         self.clock = clock
         self.incubator = incubator
+        # A plate-moving arm (its stations by workcell name): it carries instead of hands.
+        self.arm = arm
+        self.stations = dict(stations or {})
+        self._incubator_log = incubator_log
         self.robot = robot
         self.name = name
         self._path = state
@@ -83,6 +92,63 @@ class PlateWorld:
         """Run plate -> the incubator's label of the plate on the robot's deck (a copy)."""
         with self._lock:
             return dict(self._deck)
+
+    def label_of(self, slot: int) -> str | None:
+        """The incubator's label of the plate whose home is ``slot``: the one there, or the
+        one last taken out of it (the incubator's own log says which)."""
+        here = self.incubator.slots.get(slot)
+        if here is not None:
+            return here
+        path = self._incubator_log
+        for e in reversed(_read_lines(path) if path is not None else []):
+            if e.get("action") == "retrieve" and e.get("slot") == slot:
+                return str(e.get("plate"))
+        return None
+
+    def on_arm_deck(self, label: str | None) -> bool:
+        """Whether the arm's stations on the robot's deck hold the plate ``label``."""
+        if self.arm is None or label is None:
+            return False
+        deck = {n for name, n in self.stations.items() if name.startswith(f"{self.robot}/")}
+        return any(self.arm.stations.get(n) == label for n in deck)
+
+    def deck_position(self, label: str | None) -> int | None:
+        """The deck slot of the arm's station that holds plate ``label`` (None: none)."""
+        if self.arm is None or label is None:
+            return None
+        for name, n in self.stations.items():
+            if name.startswith(f"{self.robot}/") and self.arm.stations.get(n) == label:
+                slot = name.rsplit("/", 1)[1]
+                return int(slot) if slot.isdigit() else None
+        return None
+
+    def arm_truth(self, label: str | None, op: str) -> tuple[str, str]:
+        """('happened' | 'not' | 'busy' | 'unknown', what shows it) for an arm move ``op``
+        (``to_deck`` / ``to_incubator``) of plate ``label``, as a person sees it at the
+        arm. A plate left in the gripper is put back where it was picked (then 'not').
+        Which deck position a move used is not taken from the job (the engine chooses it
+        when the move starts): any of the robot's deck stations counts."""
+        arm = self.arm
+        if arm is None or label is None:
+            return "unknown", "no arm, or the plate is not known"
+        if arm.moving:
+            return "busy", f"{arm.arm.name} is moving"
+        transfer = self.stations.get(f"{self.incubator.name}/transfer")
+        where = arm.stations
+        if arm.gripper == label:
+            back = arm.picked_from
+            if back is None or back in where:
+                return "unknown", f"plate {label} is in the gripper and its station is taken"
+            arm.take_from_gripper()
+            arm.put_plate(back, label)
+            return "not", f"plate {label} was in the gripper: put back on station {back} by hand"
+        on_deck = self.on_arm_deck(label)
+        on_transfer = transfer is not None and where.get(transfer) == label
+        if on_deck or on_transfer:
+            happened = on_deck if op == "to_deck" else on_transfer
+            place = "the robot's deck" if on_deck else "the incubator's transfer station"
+            return ("happened" if happened else "not"), f"plate {label} is on {place}"
+        return "unknown", f"plate {label} is neither on the deck nor on the transfer station"
 
     def carried(self, prompt_id: int, job: str) -> bool:
         """Whether the carry asked by prompt ``prompt_id`` for ``job`` has been done (a

@@ -412,17 +412,7 @@ class SimulatedWorkcell:
         )
 
     def _arm_entry(self) -> dict[str, Any]:
-        if self.arm is None:
-            return {}
-        return {
-            ARM: {
-                "driver": "pf400",
-                "host": "127.0.0.1",
-                "port": self.arm.port,
-                "status_port": self.arm.status_port,
-                "stations": dict(ARM_STATIONS),
-            }
-        }
+        return {} if self.arm is None else arm_entry(self.arm.port, self.arm.status_port)
 
     def tick(self, run_ids: list[int]) -> None:
         """Apply time-based faults and the scripted operator's decisions (each engine step)."""
@@ -500,6 +490,12 @@ class SimulatedWorkcell:
     def robot_model(self) -> str:
         """``OT-2`` or ``Flex``: the model the robot simulator plays."""
         return str(self.robot.robot)
+
+
+def arm_entry(port: int, status_port: int, **extra: Any) -> dict[str, Any]:
+    """The workcell file's entry for the simulated arm on 127.0.0.1 (``extra`` settings)."""
+    settings = {"driver": "pf400", "host": "127.0.0.1", "port": port}
+    return {ARM: {**settings, "status_port": status_port, "stations": dict(ARM_STATIONS), **extra}}
 
 
 def read_actions(path: Path) -> list[dict[str, Any]]:

@@ -54,7 +54,7 @@ def free_base_port(rng: random.Random) -> int:
     for _ in range(200):
         port = rng.randrange(max(1024, low - 12000), low - 2)
         try:
-            for p in (port, port + 1):
+            for p in range(port, port + 4):  # robot, incubator, arm motion and status
                 with socket.socket() as s:
                     s.bind(("127.0.0.1", p))
         except OSError:
@@ -119,8 +119,10 @@ class LiveWorkcell:
         pace: float,
         seed: int,
         say: Callable[[str], None] = print,
+        arm: bool = False,
     ) -> None:
         self.folder = folder
+        self.arm = arm  # a PF400 arm carries the plates (else the operator bot does)
         self.wc = folder / "wc"
         self.db = self.wc / "run.db"
         self.snapshots = folder / "snapshots"
@@ -165,6 +167,7 @@ class LiveWorkcell:
     def start_simulators(self) -> None:
         args = ("simulators", "up", "--out", str(self.wc), "--db", str(self.db))
         args += ("--port", str(self.port), "--pace", f"{self.pace:g}", "--plates", str(self.plates))
+        args += () if self.arm else ("--no-arm",)
         self._starts += 1
         name = f"sims-{self._starts}"
         self.sims = self._spawn(name, *args)
@@ -385,6 +388,19 @@ class LiveWorkcell:
                 t.lost.append(f"carry {key}")
             elif carried[key] > 1:
                 t.doubled.append(f"carry {key} ({carried[key]} times)")
+        # The arm: each plate placed on the deck, and back on the transfer station, once
+        # per feed (from its own log; a plate put back by hand is not a place).
+        arm = read_jsonl(logs / "arm_actions.jsonl")
+        placed = [e for e in arm if e.get("command") == "PlacePlate" and e["result"] == "placed"]
+        for slot, want in self.planned.feeds_per_slot.items() if self.arm else ():
+            label = f"P{slot}"  # the practice incubator's label for the plate of slot N
+            back = sum(1 for e in placed if e["plate"] == label and e["station"] == 1)
+            to_deck = sum(1 for e in placed if e["plate"] == label and e["station"] != 1)
+            for what, got in (("arm carry to the deck", to_deck), ("arm carry back", back)):
+                if got < want:
+                    t.lost.append(f"{what} of {label}: {got} of {want}")
+                elif got > want:
+                    t.doubled.append(f"{what} of {label}: {got} for {want}")
         bot = self.wc / "operator-bot.log"
         text = bot.read_text(encoding="utf-8") if bot.exists() else ""
         # Every prompt the simulated operator dealt with (one line each), and the person's.

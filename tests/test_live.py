@@ -17,9 +17,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_kills_crashes_and_a_rollback_lose_and_double_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("arm", [False, True], ids=["hands", "arm"])
+def test_kills_crashes_and_a_rollback_lose_and_double_nothing(tmp_path: Path, arm: bool) -> None:
     lines: list[str] = []
-    live = LiveWorkcell(tmp_path, plates=2, pace=1440.0, seed=20261206, say=lines.append)
+    live = LiveWorkcell(tmp_path, plates=2, pace=1440.0, seed=20261206, say=lines.append, arm=arm)
     try:
         live.start_simulators()
         proto, day0 = short_protocol(live.practice_now(), feeds=4, gap_h=3.0, text=protocol_text)
@@ -35,3 +36,50 @@ def test_kills_crashes_and_a_rollback_lose_and_double_nothing(tmp_path: Path) ->
     assert state == "completed", report
     assert live.kills >= 1 and live.crashes + live.rollbacks >= 1, report
     assert t.lost == [] and t.doubled == [], report
+
+
+@pytest.mark.parametrize("what", ["engine", "devices"])
+def test_a_kill_between_the_arms_pick_and_place_loses_and_doubles_nothing(
+    tmp_path: Path, what: str
+) -> None:
+    """SIGKILL the engine (or crash the simulators) the moment the arm's own log shows a
+    plate gripped and not yet placed. The engine that starts again does not know the move:
+    it asks, and the simulated operator answers from where the plate is (on the deck:
+    'done'; in the gripper: put back, 'retry'); every well is fed once, every plate carried
+    to the deck and back once per feed."""
+    from tests.live_harness import WALL, read_jsonl
+
+    lines: list[str] = []
+    live = LiveWorkcell(tmp_path, plates=1, pace=120.0, seed=7, say=lines.append, arm=True)
+    log = live.wc / "devices" / "arm_actions.jsonl"
+    try:
+        live.start_simulators()
+        proto, day0 = short_protocol(live.practice_now(), feeds=1, gap_h=0.5, text=protocol_text)
+        live.register(proto, day0)
+        live.start_engine()
+        deadline = WALL.monotonic() + 240.0
+        hit = False
+        while WALL.monotonic() < deadline and not hit:
+            results = [e["result"] for e in read_jsonl(log)]
+            if results and results[-1] == "gripped":
+                if what == "engine":
+                    live.kill_engine()
+                else:
+                    live.crash_devices()
+                hit = True
+            WALL.sleep(0.002)
+        assert hit, "the arm never gripped a plate"
+        state = live.run_state()
+        while WALL.monotonic() < deadline and state != "completed":
+            live.person()
+            WALL.sleep(0.5)
+            state = live.run_state()
+    finally:
+        live.stop()
+    t = live.tally()
+    report = "\n".join([*lines, t.line(live.kills, live.crashes, 0), *t.lost, *t.doubled])
+    assert state == "completed", report
+    assert t.lost == [] and t.doubled == [], report
+    # The move was in doubt and a person (the bot) settled it from the arm and stations.
+    bot = (live.wc / "operator-bot.log").read_text(encoding="utf-8")
+    assert "to_deck on arm-sim" in bot and "answered '" in bot, bot

@@ -386,8 +386,14 @@ def test_the_workcell_file_names_real_drivers_and_scales_time_outs_with_the_pace
     assert {d.name: d.driver for d in parsed.devices.values()} == {
         "ot2-sim": "opentrons",
         "inc-sim": "cytomat",
+        "arm-sim": "pf400",
         "operator": "operator",
     }
+    arm = parsed.devices["arm-sim"].settings
+    assert (arm["host"], arm["port"], arm["status_port"]) == ("127.0.0.1", 40002, 40003)
+    assert arm["stations"]["inc-sim/transfer"] == 1 and "ot2-sim/3" in arm["stations"]
+    # A move's time-out leaves the wire the same real time at any pace (30 s beyond it).
+    assert timedelta(seconds=float(arm["motion_timeout_s"]) / 1440) > timedelta(seconds=30)
     inc = parsed.devices["inc-sim"].settings
     assert inc["port"] == "socket://127.0.0.1:40001"
     assert float(inc["reply_timeout_s"]) == 720.0  # half a real second at 1440x

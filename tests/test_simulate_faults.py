@@ -722,8 +722,8 @@ def test_a_collision_at_a_blocked_station_is_not_retried_blindly(
     hands = [(e["station"], e["plate"], e["result"]) for e in log if e["command"] == "hand"]
     assert hands == [
         (2, "stray-plate", "put"),
-        (None, "P1", "taken"),
         (2, "stray-plate", "taken"),
+        (None, "P1", "taken"),
         (1, "P1", "put"),
     ]
     kind, text, _, _ = _arm_prompt(o)

@@ -188,7 +188,7 @@ def test_practice_workcell_runs_feeds_once_through_a_kill_and_leaves_no_process(
     out, db = tmp_path / "wc", tmp_path / "wc" / "run.db"
     port = free_base_port()
     up = ("simulators", "up", "--out", str(out), "--db", str(db), "--port", str(port))
-    up += ("--pace", f"{PACE:g}", "--plates", str(PLATES))
+    up += ("--pace", f"{PACE:g}", "--plates", str(PLATES), "--no-arm")  # people carry here
     sims, sims_out = procs.start("sims", *up)
     wait_for("banner", lambda: "labctl answer PROMPT CHOICE" in sims_out.read_text())
     workcell = out / "workcell.yaml"

@@ -115,6 +115,7 @@ def simulators_up(args: argparse.Namespace) -> int:
             pace=epoch.pace if epoch is not None else 1.0,
             answers=not args.no_answers,
             echo=_echo,
+            arm=not args.no_arm,
         )
         # Ctrl-C even where the shell started us with SIGINT ignored (a background job).
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -155,6 +156,8 @@ def _banner(wc: Any, epoch: Epoch | None, clock: Any, workcell: Path, db: Path, 
     out(f"practice workcell up in {args.out} ({time}):")
     out(f"  ot2-sim   robot      {wc.robot_url}")
     out(f"  inc-sim   incubator  {wc.incubator_url} ({again})")
+    if wc.arm is not None:
+        out(f"  arm-sim   PF400 arm  127.0.0.1:{wc.arm.port} (status {wc.arm.status_port})")
     out(f"  operator  prompts in {db}; {who} (its log: {wc.folder / 'operator-bot.log'})")
     out(f"workcell file: {workcell}")
     out("")
@@ -183,7 +186,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--port",
         type=int,
         default=31950,
-        help="the robot's port; the incubator takes the next one (default 31950)",
+        help="the robot's port; the incubator takes the next one and the arm the two after "
+        "(default 31950)",
     )
     p.add_argument(
         "--pace",
@@ -201,5 +205,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the simulated operator answers nothing: you do (labctl prompts / answer); it "
         "still carries the plates you say you carried",
+    )
+    p.add_argument(
+        "--no-arm",
+        action="store_true",
+        help="no plate-moving arm: the operator carries the plates between the incubator "
+        "and the robot",
     )
     p.set_defaults(func=simulators_up)

@@ -86,14 +86,17 @@ class Places:
             self._take(c, place, pos)
         return True
 
-    def hold_at(self, c: ChainRec, seq: int) -> None:
+    def hold_at(self, c: ChainRec, seq: int, position: int | None = None) -> None:
         """The chain's plate is where its step ``seq`` left it (a person said so): take the
-        places that step holds, at their first position free (recorded in the trail)."""
+        places that step holds, at ``position`` where a person named it (on a place with
+        several), else at their first position free (recorded in the trail)."""
         held = self.held.get(c.task_id, {})
         for h in c.holds:
             if not h.first <= seq < h.last or h.place in held:
                 continue
             free = [p for p in h.positions if (h.place, p) not in self.occupied]
+            if position is not None and position in h.positions and len(h.positions) > 1:
+                free = [position]  # where the plate is, whatever the store believed
             if free:
                 self.store.record(
                     "hold",

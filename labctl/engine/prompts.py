@@ -53,15 +53,57 @@ def doubt_steps(c: ChainRec) -> list[JobRec]:
 
 def doubt_choices(c: ChainRec) -> list[str]:
     """'not-done' (nothing beyond what the store says), then the word of each step the store
-    does not know was done, in order (the last is 'done')."""
-    words: list[str] = []
-    for j in doubt_steps(c):
+    does not know was done, in order (the last is 'done').
+
+    Where an arm carries the plate and the step leaves it on a place with several positions
+    (deck slots), the word names the position (``on-deck@3``): an arm feels no plate on a
+    station, so the engine must learn which slot the plate sits on before it puts another
+    plate down."""
+    return [w for w, _ in doubt_options(c)]
+
+
+def doubt_options(c: ChainRec) -> list[tuple[str, int]]:
+    """Each choice of :func:`doubt_choices` with the index (in :func:`doubt_steps`) of the
+    last step it says happened (-1: none)."""
+    steps = doubt_steps(c)
+    out: list[tuple[str, int]] = [("not-done", -1)]
+    seen: set[str] = set()
+    for i, j in enumerate(steps):
         step = str(j.params.get("step") or j.op.value)
         word = _STEP_WORDS.get(step, _STEP_WORDS.get(j.op.value, "done"))
-        words.append(word if word not in words else f"{word}-{j.seq}")
-    if words:
-        words[-1] = "done"
-    return ["not-done", *words]
+        if i == len(steps) - 1:
+            out.append(("done", i))
+            break
+        word = word if word not in seen else f"{word}-{j.seq}"
+        seen.add(word)
+        positions = _positions_after(c, j.seq)
+        out.extend((f"{word}@{p}", i) for p in positions) if positions else out.append((word, i))
+    return out
+
+
+def _positions_after(c: ChainRec, seq: int) -> list[int]:
+    """The positions the plate may be on after step ``seq`` of an arm-carried chain, when
+    it is on a place with several (else none: the place alone says where it is)."""
+    if not any(j.role == "mover" for j in c.jobs):
+        return []
+    for h in c.holds:
+        if h.first <= seq < h.last and len(h.positions) > 1:
+            return list(h.positions)
+    return []
+
+
+def doubt_meaning(choice: str) -> str:
+    """What a choice of :func:`doubt_choices` says, in words."""
+    word, position = doubt_word(choice)
+    base = word if word in _DOUBT_WORDS else word.rsplit("-", 1)[0]
+    said = _DOUBT_WORDS.get(base, word)
+    return said if position is None else f"{said} (deck position {position})"
+
+
+def doubt_word(choice: str) -> tuple[str, int | None]:
+    """``on-deck@3`` -> (``on-deck``, 3); a word without a position -> (word, None)."""
+    word, _, at = choice.partition("@")
+    return word, int(at) if at.isdigit() else None
 
 
 def check_qc_answer(choices: list[Any], answer: Any) -> None:
@@ -218,7 +260,7 @@ class Prompts:
         text = (
             f"{c.plate}: {c.title or c.task_key} ({c.key}) may already have been done, in part "
             f"or whole: {why}. Look at the plate and the robot, and say how far it got: "
-            + "; ".join(f"'{w}' = {_DOUBT_WORDS[w]}" for w in choices)
+            + "; ".join(f"'{w}' = {doubt_meaning(w)}" for w in choices)
             + ". What you say was done is not done again; the robot is still asked before it "
             "feeds." + self._report(lh)
         )
@@ -287,9 +329,10 @@ class Prompts:
             raise ValueError(f"'{choice}' is not one of {', '.join(choices)}")
         self.store.answer_prompt(prompt_id, {"choice": choice}, actor=actor, reason=reason)
         c.doubt_prompt = None
-        why = reason or f"the operator says how far the task got: {_DOUBT_WORDS[str(choice)]}"
+        _, position = doubt_word(str(choice))
+        why = reason or f"the operator says how far the task got: {doubt_meaning(str(choice))}"
         steps = doubt_steps(c)
-        upto = choices.index(str(choice)) - 1  # the last of those steps that happened
+        upto = dict(doubt_options(c))[str(choice)]  # the last of those steps that happened
         if upto < 0:
             # Go on, asking the robot first: it may have fed the plate already.
             self.store.record("in-doubt", entity="job", entity_id=lh.id, actor=actor, reason=why)
@@ -318,7 +361,7 @@ class Prompts:
                 if lh.seq <= last.seq:
                     c.main_start = c.main_start or now
                 # The plate is where that step left it: it holds that place now.
-                self.places.hold_at(c, last.seq)
+                self.places.hold_at(c, last.seq, position)
         return {"choice": choice}
 
     def apply_defaults(self, now: datetime) -> None:
