@@ -449,3 +449,38 @@ def test_a_pace_the_devices_cannot_keep_up_with_is_refused(
     err = capsys.readouterr().err
     assert f"--pace must be above 0 and at most 3600, not {pace}" in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_where_each_plate_is_follows_the_deck_position_the_engine_chose(
+    small_run: tuple[int, str, Path], tmp_path: Path
+) -> None:
+    """Plates alternate between the deck's two positions; the location a status shows for
+    a plate on the deck is the one the arm put it on (its own log), not the plan's first."""
+    import shutil
+
+    from labctl.clock import VirtualClock
+    from labctl.reports.locations import plate_locations
+    from labctl.store import Store
+
+    _, _, out = small_run
+    arm = read_jsonl(out / "devices" / "arm_actions.jsonl")
+    slot_of_station = {n: name.rsplit("/", 1)[-1] for name, n in ARM_STATIONS.items()}
+    on3 = next(e for e in arm if e["result"] == "placed" and slot_of_station[e["station"]] == "3")
+    db = tmp_path / "copy.db"
+    shutil.copy(out / "run.db", db)
+    # Wind that feed back to the moment its plate was put on the deck: later steps undone.
+    with sqlite3.connect(db) as con:
+        (task_id, seq) = con.execute(
+            "select j.task_id, j.seq from jobs j join tasks t on t.id = j.task_id "
+            "where j.op = 'to_deck' and t.key like ? and j.finished_at >= ? "
+            "order by j.finished_at limit 1",
+            (f"%/{on3['plate']}", on3["time"][:19]),
+        ).fetchone()
+        con.execute(
+            "update jobs set state = 'pending', started_at = null, finished_at = null "
+            "where (task_id = ? and seq > ?) or task_id > ?",
+            (task_id, seq, task_id),
+        )
+    with Store.open(db, VirtualClock(datetime(2030, 1, 1, tzinfo=UTC)), create=False) as store:
+        where = {loc.plate: loc.where for loc in plate_locations(store, 1)}
+    assert where[on3["plate"]] == "ot2-sim deck position 3"

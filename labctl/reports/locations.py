@@ -51,13 +51,15 @@ def _step(job: Job) -> str | None:
     return None
 
 
-def _place_after(step: str, params: dict[str, Any]) -> str:
+def _place_after(step: str, params: dict[str, Any], deck: int | None = None) -> str:
+    """Where ``step`` leaves the plate; ``deck``: the deck position the engine chose for
+    it when the move started (the stored job names the plan's first choice)."""
     inc = params.get("incubator")
     if step == "fetch":
         return f"{inc} transfer station" if inc else "out of the incubator, with the operator"
     if step == "to_deck":
         lh = params.get("liquid_handler", "the liquid handler")
-        return f"{lh} deck position {params.get('deck_slot', '?')}"
+        return f"{lh} deck position {deck if deck is not None else params.get('deck_slot', '?')}"
     if step == "to_incubator":
         dest = str(params.get("destination", ""))
         if dest.endswith("/transfer"):
@@ -77,13 +79,19 @@ def plate_locations(store: Store, run_id: int) -> list[PlateLocation]:
         if t is None or t.plate_id not in plates or _step(j) is None:
             continue
         by_plate[plates[t.plate_id]].append(j)
+    # The deck position each task's plate took, as the engine recorded it ('hold' events).
+    deck: dict[int, int] = {}
+    for e in store.events(run_id, entity="task", action="hold", limit=None):
+        data = e.data or {}
+        if str(data.get("place", "")).endswith(":deck") and "position" in data:
+            deck[int(data.get("task_id", e.entity_id or 0))] = int(data["position"])
     out = []
     for label, jobs in sorted(by_plate.items()):
-        out.append(_locate(label, jobs))
+        out.append(_locate(label, jobs, deck))
     return out
 
 
-def _locate(label: str, jobs: list[Job]) -> PlateLocation:
+def _locate(label: str, jobs: list[Job], deck: dict[int, int] | None = None) -> PlateLocation:
     # Where a plate is before its first step: in the slot its first fetch names.
     first = next(
         (j for j in sorted(jobs, key=lambda x: (x.task_id, x.seq)) if _step(j) == "fetch"), None
@@ -99,7 +107,8 @@ def _locate(label: str, jobs: list[Job]) -> PlateLocation:
         params = (j.spec or {}).get("params") or {}
         assert step is not None
         if j.state == "done":
-            where, since, certain = _place_after(step, params), j.finished_at, True
+            at = (deck or {}).get(j.task_id)
+            where, since, certain = _place_after(step, params, at), j.finished_at, True
             moving = None
         elif j.state == "running":
             moving = (
