@@ -66,7 +66,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from labctl.clock import Clock
+from labctl.clock import Clock, Work
 from labctl.devices import DeviceAlarm, NotKnown, OpState, OpStatus
 from labctl.errors import (
     DeviceBusy,
@@ -249,8 +249,11 @@ class PF400Arm:
             # The pick takes the plate from wherever this arm last put it: that memory no
             # longer says where it is (a move whose outcome was lost never updated it).
             self._placed.pop(plate, None)
-            self._forget_old()
-            worker = threading.Thread(target=self._run, args=(m,), name=op_id, daemon=True)
+            _forget_old(self._moves, self.history)
+            # A virtual clock waits for the worker's lines (labctl.clock.Work); from here, so
+            # no jump falls between this call and the worker's first line.
+            work = Work(self.clock)
+            worker = threading.Thread(target=self._run, args=(m, work), name=op_id, daemon=True)
             worker.start()
         log.info("%s: started %s for %s", self.name, command, job_key)
         return op_id
@@ -387,15 +390,11 @@ class PF400Arm:
             f"{self.grasp.describe(opening)}"
         )
 
-    def _forget_old(self) -> None:
-        ended = [k for k, m in self._moves.items() if not m.under_way]
-        for k in ended[: max(0, len(self._moves) - self.history)]:
-            del self._moves[k]
-
     # -- the worker ----------------------------------------------------------------------
 
-    def _run(self, m: _Move) -> None:
-        """Carry ``m`` out and record how it ended (the worker thread's body)."""
+    def _run(self, m: _Move, work: Work) -> None:
+        """Carry ``m`` out and record how it ended (the worker thread's body); the line
+        work is then over for the clock."""
         status: OpStatus | None = None
         lost: OperationLost | None = None
         try:
@@ -410,6 +409,8 @@ class PF400Arm:
             else:
                 self._hold(m, sure=False)
                 lost = self._lost(m, err, "the plate may be anywhere on the way")
+        finally:
+            work.release()
         with self._lock:
             if status is None or status.state is not OpState.SUCCEEDED:
                 self._arm.ready = False  # never assume: the next move sets the session up again
@@ -550,6 +551,13 @@ class PF400Arm:
 
     def __repr__(self) -> str:
         return f"PF400Arm({self.name!r}, {self._arm.motion!r})"
+
+
+def _forget_old(moves: OrderedDict[str, _Move], history: int) -> None:
+    """Keep at most ``history`` ended moves (the oldest go first)."""
+    ended = [k for k, m in moves.items() if not m.under_way]
+    for k in ended[: max(0, len(moves) - history)]:
+        del moves[k]
 
 
 def _state_alarms(name: str, arm: ArmSession, data: str | None) -> list[DeviceAlarm]:

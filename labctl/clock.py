@@ -21,13 +21,10 @@ __all__ = [
     "PacedClock",
     "RealClock",
     "VirtualClock",
+    "Work",
     "utc",
 ]
 
-# A gate (see VirtualClock.add_gate) whose request count has not changed for this many
-# real seconds is taken to have no client at work: real work between two requests (a
-# driver reading a reply and sending the next line) takes well under it.
-GATE_QUIET_S = 0.01
 # At most this many real seconds are spent waiting for one gate to settle, so that a
 # client that never pauses cannot stop virtual time.
 GATE_MAX_WAIT_S = 1.0
@@ -46,13 +43,11 @@ class Activity:
     """What a simulated device in this process is doing, for :class:`VirtualClock`.
 
     ``busy``: a request is being handled in real time (the clock must not move under
-    it). ``requests``: requests begun and ended so far (a change shows a client at work).
-    ``waiting``: a reply waits for virtual time to pass. ``next_event``: the earliest
+    it). ``waiting``: a reply waits for virtual time to pass. ``next_event``: the earliest
     virtual moment the device changes by itself (a motion ends), or None.
     """
 
     busy: bool
-    requests: int
     waiting: bool
     next_event: datetime | None
 
@@ -118,9 +113,9 @@ class VirtualClock:
     Gates (:meth:`add_gate`) make it a small discrete-event scheduler for simulated
     devices served to clients on other threads: before each jump, ``sleep`` waits (in
     real time, bounded) until every gate has settled (no request in hand, and either a
-    reply waiting for virtual time or its client quiet), and it stops at each gate's
-    next event on the way, so a simulated arm's motion takes its own virtual seconds
-    however fast the sleeper advances.
+    reply waiting for virtual time or no client holding a :class:`Work` token), and it
+    stops at each gate's next event on the way, so a simulated arm's motion takes its own
+    virtual seconds however fast the sleeper advances.
     """
 
     def __init__(self, start: datetime | None = None) -> None:
@@ -128,7 +123,7 @@ class VirtualClock:
         self._now = self._start
         self._lock = threading.Lock()
         self._gates: list[Gate] = []
-        self._seen: dict[int, tuple[int, float]] = {}  # id(gate) -> (requests, real s seen)
+        self._working = 0  # Work tokens held: clients at work on other threads
 
     def add_gate(self, gate: Gate) -> None:
         """Settle ``gate`` before every jump (see the class docstring)."""
@@ -139,23 +134,24 @@ class VirtualClock:
         with self._lock:
             if gate in self._gates:
                 self._gates.remove(gate)
-            self._seen.pop(id(gate), None)
 
     def _settle(self, gate: Gate) -> Activity:
-        """Wait (real time, at most GATE_MAX_WAIT_S) until ``gate`` has settled."""
+        """Wait (real time, at most GATE_MAX_WAIT_S) until ``gate`` has settled: no request
+        in hand, and a reply waiting for virtual time or no client at :class:`Work`."""
         start = time.monotonic()
         while True:
             a = gate.activity()
-            t = time.monotonic()
-            count, since = self._seen.get(id(gate), (-1, t))
-            if a.requests != count:
-                since = t
-                self._seen[id(gate)] = (a.requests, t)
-            if not a.busy and (a.waiting or t - since >= GATE_QUIET_S):
+            with self._lock:
+                working = self._working
+            if not a.busy and (a.waiting or working == 0):
                 return a
-            if t - start >= GATE_MAX_WAIT_S:
+            if time.monotonic() - start >= GATE_MAX_WAIT_S:
                 return a
             time.sleep(_GATE_POLL_S)
+
+    def _work(self, delta: int) -> None:
+        with self._lock:
+            self._working += delta
 
     def now(self) -> datetime:
         with self._lock:
@@ -203,6 +199,23 @@ class VirtualClock:
     def set(self, when: datetime) -> None:
         """Jump to ``when`` if it is later than now (tests use it to pin a moment)."""
         self.sleep_until(when)
+
+
+class Work:
+    """Real work on another thread that a :class:`VirtualClock` with gates waits for (a
+    driver's worker carrying out a move line by line): held from when the work is handed
+    over until :meth:`release`. Any other clock ignores it."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock if isinstance(clock, VirtualClock) else None
+        if self._clock is not None:
+            self._clock._work(+1)
+
+    def release(self) -> None:
+        """The work is over (idempotent)."""
+        clock, self._clock = self._clock, None
+        if clock is not None:
+            clock._work(-1)
 
 
 class PacedClock:

@@ -330,7 +330,6 @@ class PF400Simulator(Tcs):
             )
             return Activity(
                 busy=self.lines_busy > 0 or due,
-                requests=self.lines_seen,
                 waiting=bool(self.waits),
                 next_event=self.arm.next_event(now),
             )

@@ -70,10 +70,9 @@ class Tcs:
         self.clock: Clock = arm.clock
         self._closing = False  # set when the simulator stops: waiting replies give up
         self._drops: dict[str, int] = {}  # command (lower case) -> links still to drop
-        # For a virtual clock's gate (PF400Simulator.activity): lines in hand, lines
-        # begun and ended, replies waiting for virtual time (their conditions).
+        # For a virtual clock's gate (PF400Simulator.activity): lines in hand, replies
+        # waiting for virtual time (their conditions).
         self.lines_busy = 0
-        self.lines_seen = 0
         self.waits: list[tuple[Callable[[datetime], bool], bool]] = []
         self._commands: dict[str, _Handler] = {
             "version": lambda a, s: f"0 {self.config.version}",
@@ -105,7 +104,6 @@ class Tcs:
         the arm. None: the simulator is stopping. Raises :class:`Hangup` to hang up."""
         with self.arm.lock:
             self.lines_busy += 1
-            self.lines_seen += 1
             try:
                 return self._dispatch(line, status)
             except _Refusal as r:
@@ -113,7 +111,6 @@ class Tcs:
                 return f"{r.code} {text}" if self.config.error_text and text else str(r.code)
             finally:
                 self.lines_busy -= 1
-                self.lines_seen += 1
 
     def _dispatch(self, line: str, status: bool) -> str | None:
         # The TCS robot thread answers the next command with an error the motion raised

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta, timezone
 
-from labctl.clock import Activity, VirtualClock
+from labctl.clock import Activity, RealClock, VirtualClock, Work
 
 T0 = datetime(2026, 12, 7, 9, 0, tzinfo=timezone.utc)
 
@@ -18,13 +18,12 @@ class _Device:
         self.clock = clock
         self.events = events
         self.busy = False
-        self.requests = 0
         self.seen: list[datetime] = []  # the clock's time at each moved()
 
     def activity(self) -> Activity:
         now = self.clock.now()
         later = [e for e in self.events if e > now]
-        return Activity(self.busy, self.requests, bool(later), min(later, default=None))
+        return Activity(self.busy, bool(later), min(later, default=None))
 
     def moved(self) -> None:
         self.seen.append(self.clock.now())
@@ -66,3 +65,24 @@ def test_without_gates_a_sleep_jumps_at_once() -> None:
     clock = VirtualClock(T0)
     clock.sleep(3600)
     assert clock.now() == T0 + timedelta(hours=1)
+
+
+def test_the_clock_waits_while_a_client_holds_work_and_its_device_waits_for_nothing() -> None:
+    clock = VirtualClock(T0)
+    dev = _Device(clock, [])
+    clock.add_gate(dev)
+    work = Work(clock)  # a driver's worker between two lines: the device does not wait
+    during: list[datetime] = []
+
+    def finish() -> None:
+        threading.Event().wait(0.05)
+        during.append(clock.now())
+        work.release()
+        work.release()  # idempotent
+
+    t = threading.Thread(target=finish)
+    t.start()
+    clock.sleep(600)
+    t.join()
+    assert during == [T0] and clock.now() == T0 + timedelta(minutes=10)
+    Work(RealClock()).release()  # other clocks ignore it
