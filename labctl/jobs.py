@@ -163,6 +163,8 @@ class WorkcellRoles:
     between the incubator and the deck. ``slots`` maps plate label -> incubator slot;
     ``deck_slots`` are the liquid handler's deck positions that can take a culture plate
     (two let a mover load the next plate while the current one is being fed).
+    ``more_handlers`` are further liquid handlers (name, deck slots): the plates are
+    shared between all of them in turn, in the order of ``slots`` (:meth:`handler_for`).
     """
 
     liquid_handler: str
@@ -171,6 +173,16 @@ class WorkcellRoles:
     operator: str
     slots: dict[str, int]
     deck_slots: tuple[int, ...] = (1,)
+    more_handlers: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def handler_for(self, plate: str) -> tuple[str, tuple[int, ...]]:
+        """The liquid handler (name, deck slots) that feeds ``plate``: every handler of
+        the workcell in turn, by the plate's place in ``slots`` (a plate keeps its
+        handler for the whole run, so its robot's tips and media stay its own)."""
+        handlers = ((self.liquid_handler, self.deck_slots), *self.more_handlers)
+        order = list(self.slots)
+        i = order.index(plate) if plate in order else 0
+        return handlers[i % len(handlers)]
 
     @classmethod
     def from_workcell(
@@ -181,11 +193,13 @@ class WorkcellRoles:
         Raises PlanError when the workcell has no liquid handler or too few slots.
         """
         lh = inc = mover = op = None
+        handlers: list[WorkcellDevice] = []
         for d in wc.devices.values():
             drv = d.driver.lower()
             tokens = set(re.split(r"[-_.]", drv))
-            if lh is None and ("deck" in d.settings or _is_liquid_handler(drv)):
-                lh = d
+            if "deck" in d.settings or _is_liquid_handler(drv):
+                handlers.append(d)
+                lh = lh or d
             elif inc is None and drv in INCUBATOR_DRIVERS and drv != "manual-incubator":
                 inc = d
             elif op is None and "operator" in tokens:
@@ -198,7 +212,8 @@ class WorkcellRoles:
                 "(a device with driver: opentrons and a 'deck' setting)"
             )
         if mover is not None and mover.driver in MOVER_DRIVERS:
-            _check_stations(mover, inc, lh)
+            for h in handlers:
+                _check_stations(mover, inc, h)
         capacity = None
         if inc is not None:
             raw = inc.settings.get("slots")
@@ -221,6 +236,9 @@ class WorkcellRoles:
             operator=op.name if op is not None else "operator",
             slots=slots,
             deck_slots=_deck_slots(lh.settings.get("deck")),
+            more_handlers=tuple(
+                (h.name, _deck_slots(h.settings.get("deck"))) for h in handlers[1:]
+            ),
         )
 
     @classmethod
@@ -446,8 +464,9 @@ def _lh_chain(
     run: str,
 ) -> Chain:
     b = _Builder(_chain_key(prefix, task.key, plate), task, plate)
-    lh, inc, op = roles.liquid_handler, roles.incubator, roles.operator
-    deck = roles.deck_slots[0]
+    inc, op = roles.incubator, roles.operator
+    lh, deck_slots = roles.handler_for(plate)
+    deck = deck_slots[0]
     slot = roles.slots.get(plate)
     if inc is not None and slot is None:
         raise PlanError(f"plate {plate} has no incubator slot in the workcell roles")
@@ -465,7 +484,7 @@ def _lh_chain(
         "source": f"{inc}/transfer" if inc is not None else "bench",
         "destination": f"{lh}/{deck}",
         "deck_slot": deck,
-        "deck_positions": list(roles.deck_slots),
+        "deck_positions": list(deck_slots),
         "liquid_handler": lh,
     }
     if roles.mover is not None:
@@ -491,7 +510,7 @@ def _lh_chain(
             **common,
             **lh_params,
             "deck_slot": deck,
-            "deck_positions": list(roles.deck_slots),
+            "deck_positions": list(deck_slots),
             "liquid_handler": lh,
         },
         lh_duration_s(task, d),
@@ -518,7 +537,7 @@ def _lh_chain(
         text = f"Put plate {plate} back into the incubator and close the door."
         b.add(Role.OPERATOR, op, Op.PROMPT, {**common, "step": "store", "text": text}, d.store)
 
-    holds = [Hold(f"{lh}:deck", 1, 3, roles.deck_slots)]
+    holds = [Hold(f"{lh}:deck", 1, 3, deck_slots)]
     if inc is not None:
         # The transfer station holds one plate: from the fetch until the move takes it
         # away, and from the move that brings it back until the store.
