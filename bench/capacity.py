@@ -20,7 +20,8 @@ whatever the scheduler does. ``late / bound`` near 1 means the schedule loses no
 beyond what the robot's one-plate runs make unavoidable.
 
 It prints figures only; nothing is asserted. The last line reads
-``capacity: NN% of bound (first-come: MM%); Kriks 24/48 plates: late A/B (bound C/D)``.
+``capacity: NN% of bound (first-come: MM%); Kriks 24/48 plates: late A/B (bound C/D); 48
+plates on two robots: late E`` (``--robots 2`` of the simulated workcell).
 """
 
 from __future__ import annotations
@@ -172,9 +173,11 @@ def main() -> None:
         f"{math.floor(window / chain_s) + 1}"
     )
     kriks = {n: kriks_dry_run(n) for n in (24, 48)}
-    for n, k in kriks.items():
+    two = kriks_dry_run(48, robots=2)
+    for (n, robots), k in [*(((n, 1), k) for n, k in kriks.items()), ((48, 2), two)]:
         print(
-            f"Kriks on {n} plates (one plate per robot run): {k['late']} of {k['feeds']} feeds "
+            f"Kriks on {n} plates, {robots} robot(s) (one plate per robot run): "
+            f"{k['late']} of {k['feeds']} feeds "
             f"late; robot busy {k['busy_h']:.1f} h; the bound makes {k['bound']} late "
             f"(windows that need more robot time than they hold: {k['tight']}); "
             f"late / bound = {k['late'] / max(1, k['bound']):.2f}; dry run {k['wall_s']:.0f} s"
@@ -182,13 +185,15 @@ def main() -> None:
     print(
         f"capacity: {round(100 * n_sched / bound)}% of bound "
         f"(first-come: {round(100 * n_naive / bound)}%); Kriks 24/48 plates: late "
-        f"{kriks[24]['late']}/{kriks[48]['late']} (bound {kriks[24]['bound']}/{kriks[48]['bound']})"
+        f"{kriks[24]['late']}/{kriks[48]['late']} (bound {kriks[24]['bound']}/{kriks[48]['bound']}); "
+        f"48 plates on two robots: late {two['late']}"
     )
 
 
-def kriks_dry_run(n: int) -> dict[str, float]:
-    """``labctl simulate`` of the shipped Kriks protocol on ``n`` plates, read back from its
-    run database: late feeds, robot busy hours, and the late feeds the bound makes certain."""
+def kriks_dry_run(n: int, robots: int = 1) -> dict[str, float]:
+    """``labctl simulate`` of the shipped Kriks protocol on ``n`` plates and ``robots``
+    robots, read back from its run database: late feeds, robot busy hours, and the late
+    feeds the bound makes certain."""
     kriks = Path(__file__).resolve().parents[1] / "protocols" / "kriks2011_da.yaml"
     clock = RealClock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +201,7 @@ def kriks_dry_run(n: int) -> dict[str, float]:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             rc = labctl_main(
                 ["simulate", str(kriks), "--plates", str(n), "--start", "2027-01-04T09:00",
-                 "--out", tmp]
+                 "--out", tmp, "--robots", str(robots)]
             )  # fmt: skip
         wall = clock.monotonic() - t0
         if rc != 0:
@@ -221,7 +226,7 @@ def kriks_dry_run(n: int) -> dict[str, float]:
             datetime.fromisoformat(rows[0][2]) - datetime.fromisoformat(rows[0][1])
         ).total_seconds()
         run_s = sorted(span[r[0]] for r in rows)[len(rows) // 2]  # the median run
-        fits = math.floor(window / run_s) + 1
+        fits = robots * (math.floor(window / run_s) + 1)
         bound += max(0, len(rows) - fits)
         tight += len(rows) > fits
         late += sum(1 for r in rows if r[3] is not None and r[3] > r[2])

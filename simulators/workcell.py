@@ -52,6 +52,22 @@ ARM_STATIONS = {
     **{f"{ROBOT}/{p}": i + 2 for i, p in enumerate(DECK_PLATES)},
     "nest": 2 + len(DECK_PLATES),
 }
+MAX_ROBOTS = 4
+
+
+def robot_name(k: int) -> str:
+    """The name of the simulated workcell's k-th robot (0: ``ot2-sim``, 1: ``ot2-sim-2``)."""
+    return ROBOT if k == 0 else f"{ROBOT}-{k + 1}"
+
+
+def arm_stations(robots: int) -> dict[str, int]:
+    """The arm's stations for a workcell of ``robots`` robots: :data:`ARM_STATIONS`, then
+    each further robot's deck positions."""
+    out = dict(ARM_STATIONS)
+    for k in range(1, robots):
+        for p in DECK_PLATES:
+            out[f"{robot_name(k)}/{p}"] = len(out) + 1
+    return out
 
 
 class ScenarioError(LabctlError):
@@ -239,7 +255,11 @@ def load_scenario(path: str | Path | None) -> Scenario:
 
 
 def simulated_robot(
-    clock: Clock, analysis: AnalysisService, log_dir: Path, robot: RobotName = "OT-2"
+    clock: Clock,
+    analysis: AnalysisService,
+    log_dir: Path,
+    robot: RobotName = "OT-2",
+    name: str = ROBOT,
 ) -> RobotSimulator:
     """The simulated workcell's robot (``ot2-sim``), logging to ``log_dir``: an analysis
     is pending for 5 s on the clock and, when a reply needs it, waited for. Deterministic in
@@ -252,8 +272,8 @@ def simulated_robot(
         analysis=analysis,
         analysis_delay_s=5.0,
         analysis_overlap=True,
-        name=ROBOT,
-        action_log=log_dir / "robot_actions.jsonl",
+        name=name,
+        action_log=log_dir / ("robot_actions.jsonl" if name == ROBOT else f"{name}_actions.jsonl"),
     )
 
 
@@ -288,6 +308,7 @@ class SimulatedWorkcell:
         timezone: str = "UTC",
         analysis: AnalysisService | None = None,
         arm: bool = True,
+        robots: int = 1,
     ) -> None:
         self.clock = clock
         self.log_dir = Path(log_dir)
@@ -303,7 +324,17 @@ class SimulatedWorkcell:
             )
         # One analysis service for the program (default): its caches outlive this workcell.
         self.analysis = analysis if analysis is not None else default_analysis()
+        if not 1 <= robots <= MAX_ROBOTS:
+            raise ScenarioError(f"robots must be 1 to {MAX_ROBOTS}, not {robots}")
+        if robots > 1 and not arm:
+            raise ScenarioError("several robots need the arm (not --no-arm)")
         self.robot = simulated_robot(clock, self.analysis, self.log_dir, robot)
+        # Further robots share the analysis service; faults act on the first only.
+        self.more_robots = [
+            simulated_robot(clock, self.analysis, self.log_dir, robot, robot_name(k))
+            for k in range(1, robots)
+        ]
+        self.stations = arm_stations(robots)
         self.incubator = CytomatSim(
             clock,
             CytomatConfig(slots=max(10, len(plates) + 2), require_init=False),
@@ -319,7 +350,7 @@ class SimulatedWorkcell:
         if arm:
             self.arm = PF400Simulator(
                 clock,
-                PF400Config(stations=len(ARM_STATIONS)),
+                PF400Config(stations=len(self.stations)),
                 name=ARM,
                 linked={ARM_STATIONS[f"{INCUBATOR}/transfer"]: TransferSpot(self.incubator)},
                 action_log=self.log_dir / "arm_actions.jsonl",
@@ -331,7 +362,7 @@ class SimulatedWorkcell:
         self.arm_faults = (
             None
             if self.arm is None
-            else ArmFaults(self.arm, self.scenario.arm, ARM_STATIONS, clock, store)
+            else ArmFaults(self.arm, self.scenario.arm, self.stations, clock, store)
         )
         self._speculated = False
         self.devices: dict[str, Any] = {}
@@ -358,6 +389,8 @@ class SimulatedWorkcell:
         self._speculated = self.analysis.speculating
         self.analysis.speculate(True)
         self.robot.start()
+        for r in self.more_robots:
+            r.start()
         self.link.start()
         if self.arm is not None:
             self.arm.start()
@@ -374,6 +407,8 @@ class SimulatedWorkcell:
             self.arm.stop()
         self.link.stop()
         self.robot.stop()
+        for r in self.more_robots:
+            r.stop()
         self.analysis.speculate(self._speculated)  # as it was before this workcell started
 
     def __enter__(self) -> SimulatedWorkcell:
@@ -395,6 +430,16 @@ class SimulatedWorkcell:
                     "deck": {"plate": list(DECK_PLATES)},
                     "check": False,
                 },  # the simulated robot analyses every protocol itself
+                **{
+                    r.name: {
+                        "driver": "opentrons",
+                        "url": r.url,
+                        "robot": self.robot_model,
+                        "deck": {"plate": list(DECK_PLATES)},
+                        "check": False,
+                    }
+                    for r in self.more_robots
+                },
                 INCUBATOR: {
                     "driver": "cytomat",
                     "port": self.link.port,
@@ -412,7 +457,11 @@ class SimulatedWorkcell:
         )
 
     def _arm_entry(self) -> dict[str, Any]:
-        return {} if self.arm is None else arm_entry(self.arm.port, self.arm.status_port)
+        if self.arm is None:
+            return {}
+        entry = arm_entry(self.arm.port, self.arm.status_port)
+        entry[ARM]["stations"] = dict(self.stations)
+        return entry
 
     def tick(self, run_ids: list[int]) -> None:
         """Apply time-based faults and the scripted operator's decisions (each engine step)."""
@@ -448,6 +497,8 @@ class SimulatedWorkcell:
         alarm-check steps are also when it decides)."""
         if not self.robot.quiet_since(since) or not self.incubator.quiet_since(since):
             return False
+        if not all(r.quiet_since(since) for r in self.more_robots):
+            return False
         if self.arm is not None and not self.arm.quiet_since(since):
             return False
         for at, end in self._robot_fault_windows():
@@ -461,7 +512,8 @@ class SimulatedWorkcell:
         if self._operator_deciding():
             return now
         arm = self.arm.next_change() if self.arm is not None else None
-        times = [t for t in (self.robot.next_change(), self.incubator.next_change(), arm) if t]
+        robots = [r.next_change() for r in (self.robot, *self.more_robots)]
+        times = [t for t in (*robots, self.incubator.next_change(), arm) if t]
         for at, end in self._robot_fault_windows():
             times.extend(t for t in (at, end) if t is not None and t > now)
         return min(times, default=None)

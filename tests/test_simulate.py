@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from labctl.cli.main import build_parser, main
-from labctl.simulators.workcell import ARM_STATIONS, INCUBATOR
+from labctl.simulators.workcell import ARM_STATIONS, INCUBATOR, arm_stations
 
 START = "2026-12-01T09:00"
 KRIKS = Path(__file__).resolve().parents[1] / "protocols" / "kriks2011_da.yaml"
@@ -156,14 +156,15 @@ class RobotRun:
     plate_slots: set[str] = field(default_factory=set)  # deck slots the culture plate sat on
 
 
-def robot_runs(out: Path) -> list[RobotRun]:
-    """Robot runs in creation order, each with its LH job and the volumes per culture well."""
+def robot_runs(out: Path, log: str = "robot_actions.jsonl") -> list[RobotRun]:
+    """Robot runs in creation order, each with its LH job and the volumes per culture well
+    (``log``: the robot's action log in the devices folder)."""
     from labctl.drivers.opentrons_lh import protocol_filename
 
     jobs = {protocol_filename(j.key): j for j in db_jobs(out / "run.db") if j.op == "lh_run"}
     files: dict[str, str] = {}
     runs: dict[str, RobotRun] = {}
-    for e in read_jsonl(out / "devices" / "robot_actions.jsonl"):
+    for e in read_jsonl(out / "devices" / log):
         ev = e["event"]
         if ev == "protocol_upload" and e.get("status") in (200, 201):
             files[e["protocolId"]] = e["files"][0]
@@ -484,3 +485,34 @@ def test_where_each_plate_is_follows_the_deck_position_the_engine_chose(
     with Store.open(db, VirtualClock(datetime(2030, 1, 1, tzinfo=UTC)), create=False) as store:
         where = {loc.plate: loc.where for loc in plate_locations(store, 1)}
     assert where[on3["plate"]] == "ot2-sim deck position 3"
+
+
+def test_two_robots_share_the_plates_each_well_fed_once(tmp_path: Path) -> None:
+    """``--robots 2``: the second robot is a simulator of its own with its own log; each
+    plate is fed by one robot all run long, every well once, judged from both logs."""
+    proto = tmp_path / "small.yaml"
+    proto.write_text(SMALL, encoding="utf-8")
+    out = tmp_path / "out"
+    assert run_simulate(proto, out, "--robots", "2", plates=2) == 0
+    first, second = robot_runs(out), robot_runs(out, "ot2-sim-2_actions.jsonl")
+    assert {r.job.plate for r in first if r.job} == {"P1"}
+    assert {r.job.plate for r in second if r.job} == {"P2"}
+    assert len(first) == len(second) == 4
+    assert_feeds_exact(out, first + second)
+    assert_moves_paired(plate_timeline(out, first + second))
+    placed = [
+        e for e in read_jsonl(out / "devices" / "arm_actions.jsonl") if e["result"] == "placed"
+    ]
+    stations = arm_stations(2)
+    robot_of = {n: name.split("/")[0] for name, n in stations.items() if "/" in name}
+    assert {robot_of[e["station"]] for e in placed if e["plate"] == "P2"} == {
+        "ot2-sim-2",
+        "inc-sim",
+    }
+
+
+def test_several_robots_need_the_arm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    proto = tmp_path / "small.yaml"
+    proto.write_text(SMALL, encoding="utf-8")
+    rc = main(["simulate", str(proto), "--robots", "2", "--no-arm", "--out", str(tmp_path / "o")])
+    assert rc != 0 and "several robots need the arm" in capsys.readouterr().err

@@ -88,6 +88,7 @@ def simulate(args: argparse.Namespace) -> int:
             scenario=scenario,
             timezone=tz,
             arm=not args.no_arm,
+            robots=args.robots,
         ) as sim,
     ):
         text = sim.workcell_text()
@@ -262,6 +263,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--pace",
         type=float,
         help="real-time acceleration instead of virtual time (1440 = a day a minute; at most 3600)",
+    )
+    p.add_argument(
+        "--robots",
+        type=int,
+        default=1,
+        help="liquid handlers in the simulated workcell, 1-4 (default 1); the plates are "
+        "shared between them",
     )
     p.add_argument(
         "--no-arm",
