@@ -101,3 +101,19 @@ def test_a_run_on_two_robots_feeds_every_plate_once_and_overlaps_them(tmp_path: 
     moves = Counter(x["destination"] for x in devices["arm-sim"].actions)
     assert moves["ot2-b/1"] + moves["ot2-b/3"] == 26 * 2
     store.close()
+
+
+@pytest.mark.parametrize("name", ["two-robots.yaml", "automated-weekdays.yaml"])
+def test_the_shipped_example_workcells_are_valid_and_use_every_robot(
+    name: str, tmp_path: Path
+) -> None:
+    from labctl.drivers.registry import build_devices
+
+    path = ROOT / "docs" / "examples" / name
+    wc = parse_workcell(path.read_text(encoding="utf-8"), str(path))
+    roles = WorkcellRoles.from_workcell(wc, [f"P{i}" for i in range(1, 7)])
+    handlers = {roles.handler_for(f"P{i}")[0] for i in range(1, 7)}
+    assert handlers == {d.name for d in wc.devices.values() if d.driver == "opentrons"}
+    clock = VirtualClock(T0)
+    with Store.open(tmp_path / "s.db", clock) as store:
+        assert set(build_devices(wc, store, clock)) >= {d for d in wc.devices}
