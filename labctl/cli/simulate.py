@@ -268,6 +268,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--robots",
         type=int,
         default=1,
+        choices=range(1, 5),
+        metavar="N",
         help="liquid handlers in the simulated workcell, 1-4 (default 1); the plates are "
         "shared between them",
     )
