@@ -124,6 +124,7 @@ class VirtualClock:
         self._lock = threading.Lock()
         self._gates: list[Gate] = []
         self._working = 0  # Work tokens held: clients at work on other threads
+        self._changed = threading.Condition()  # poked when a gate's activity changes
 
     def add_gate(self, gate: Gate) -> None:
         """Settle ``gate`` before every jump (see the class docstring)."""
@@ -147,11 +148,19 @@ class VirtualClock:
                 return a
             if time.monotonic() - start >= GATE_MAX_WAIT_S:
                 return a
-            time.sleep(_GATE_POLL_S)
+            with self._changed:  # woken by poke(); the timeout covers a poke just missed
+                self._changed.wait(_GATE_POLL_S)
+
+    def poke(self) -> None:
+        """A gate's activity changed (a line answered, a reply began to wait): a sleeper
+        waiting for it to settle looks again at once. Never blocks for long."""
+        with self._changed:
+            self._changed.notify_all()
 
     def _work(self, delta: int) -> None:
         with self._lock:
             self._working += delta
+        self.poke()
 
     def now(self) -> datetime:
         with self._lock:

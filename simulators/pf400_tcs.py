@@ -73,6 +73,8 @@ class Tcs:
         # For a virtual clock's gate (PF400Simulator.activity): lines in hand, replies
         # waiting for virtual time (their conditions).
         self.lines_busy = 0
+        # A virtual clock waiting for this arm to settle is told at once (else it polls).
+        self._poke: Callable[[], None] = getattr(self.clock, "poke", lambda: None)
         self.waits: list[tuple[Callable[[datetime], bool], bool]] = []
         self._commands: dict[str, _Handler] = {
             "version": lambda a, s: f"0 {self.config.version}",
@@ -111,6 +113,7 @@ class Tcs:
                 return f"{r.code} {text}" if self.config.error_text and text else str(r.code)
             finally:
                 self.lines_busy -= 1
+                self._poke()
 
     def _dispatch(self, line: str, status: bool) -> str | None:
         # The TCS robot thread answers the next command with an error the motion raised
@@ -142,6 +145,7 @@ class Tcs:
         self.lines_busy -= 1
         waiting = (done, motion)
         self.waits.append(waiting)
+        self._poke()
         try:
             while True:
                 now = self._now()
