@@ -54,11 +54,11 @@ def test_a_kill_between_the_arms_pick_and_place_loses_and_doubles_nothing(
     log = live.wc / "devices" / "arm_actions.jsonl"
     try:
         live.start_simulators()
-        proto, day0 = short_protocol(live.practice_now(), feeds=1, gap_h=0.5, text=protocol_text)
+        proto, day0 = short_protocol(live.practice_now(), feeds=2, gap_h=0.25, text=protocol_text)
         live.register(proto, day0)
         live.start_engine()
         deadline = WALL.monotonic() + 240.0
-        hit = False
+        hit = False  # two feeds: four moves in which to catch a plate in the gripper
         while WALL.monotonic() < deadline and not hit:
             results = [e["result"] for e in read_jsonl(log)]
             if results and results[-1] == "gripped":
