@@ -178,11 +178,6 @@ class VirtualClock:
         when = utc(when)
         with self._lock:
             gates = list(self._gates)
-        if not gates:
-            with self._lock:
-                if when > self._now:
-                    self._now = when
-            return
         while True:
             now = self.now()
             if when <= now:

@@ -212,8 +212,7 @@ class WorkcellRoles:
                 "(a device with driver: opentrons and a 'deck' setting)"
             )
         if mover is not None and mover.driver in MOVER_DRIVERS:
-            for h in handlers:
-                _check_stations(mover, inc, h)
+            _check_stations(mover, inc, handlers)
         capacity = None
         if inc is not None:
             raw = inc.settings.get("slots")
@@ -258,9 +257,12 @@ class WorkcellRoles:
         )
 
 
-def _check_stations(mover: WorkcellDevice, inc: WorkcellDevice | None, lh: WorkcellDevice) -> None:
+def _check_stations(
+    mover: WorkcellDevice, inc: WorkcellDevice | None, handlers: list[WorkcellDevice]
+) -> None:
     """A plate mover must reach the incubator's transfer station and every deck position
-    plates go to; raises PlanError naming the stations its ``stations`` lack."""
+    plates go to, on every liquid handler; raises PlanError naming the stations its
+    ``stations`` lack."""
     if inc is None:
         raise PlanError(
             f"plate mover '{mover.name}' needs an automated incubator (cytomat or liconic) "
@@ -270,7 +272,7 @@ def _check_stations(mover: WorkcellDevice, inc: WorkcellDevice | None, lh: Workc
     if not isinstance(stations, dict):
         return  # the driver's own check names what is missing
     needed = [f"{inc.name}/transfer"] + [
-        f"{lh.name}/{p}" for p in _deck_slots(lh.settings.get("deck"))
+        f"{lh.name}/{p}" for lh in handlers for p in _deck_slots(lh.settings.get("deck"))
     ]
     missing = [n for n in needed if n not in stations]
     if missing:

@@ -37,7 +37,7 @@ from labctl.simulators.pf400 import PF400Simulator
 from labctl.store import Store
 from labctl.store.models import Prompt
 
-__all__ = ["ARM_FAULT_KEYS", "LATER", "ArmFault", "ArmFaults", "arm_fault"]
+__all__ = ["ARM_FAULT_KEYS", "LATER", "ArmFault", "ArmFaults", "arm_fault", "look_at_arm"]
 
 LATER = "later"  # look(): the arm still moves, look again on the next step
 STRAY = "stray-plate"
@@ -177,34 +177,53 @@ class ArmFaults:
         job = self.store.get_job(p.job_id)
         if job.device != self.arm.arm.name:
             return None
-        if self.arm.moving or self.arm.arm.estop:
+        if arm_busy(self.arm):
             return LATER  # nobody retries an arm still moving or held by its e-stop
         params = job.spec.get("params", {}) if isinstance(job.spec, dict) else {}
-        plate = str(params.get("plate", ""))
-        # The deck position a move used is chosen when it starts (not in the stored job):
-        # the plate's own place, the arm's memory of its pick and the strays tell.
-        where = self.arm.stations
         ends = [str(params.get("source", "")), str(params.get("destination", ""))]
         transfer = next((self.stations.get(e) for e in ends if e.endswith("/transfer")), None)
         lh = str(params.get("liquid_handler", ""))
         deck = {n for name, n in self.stations.items() if name.startswith(f"{lh}/")}
-        for n, there in where.items():
+        for n, there in self.arm.stations.items():
             if there == STRAY:
                 self.arm.take_plate(n)  # a stray plate in the way
-        if self.arm.gripper == plate:
-            back = self.arm.picked_from
-            self.arm.take_from_gripper()
-            if back is None or back in self.arm.stations:
-                return None  # nowhere to put it back: a person decides
-            self.arm.put_plate(back, plate)
+        fact, _ = look_at_arm(self.arm, str(params.get("plate", "")), job.op, deck, transfer)
+        if fact == "not":
             return "retry" if "retry" in p.choices else None
-        on_deck = any(where.get(n) == plate for n in deck)
-        on_transfer = transfer is not None and where.get(transfer) == plate
-        if not (on_deck or on_transfer):
-            return None  # not where the move could have left it: a person must search
-        happened = on_deck if job.op == "to_deck" else on_transfer
-        if happened and "done" in p.choices:
+        if fact == "happened" and "done" in p.choices:
             return "done"
-        if happened:  # 'done' not offered: undo it by hand, then retry
-            return None
-        return "retry" if "retry" in p.choices else None
+        return None  # nowhere to be found, or 'done' not offered: a person decides
+
+
+def arm_busy(arm: PF400Simulator) -> bool:
+    """Whether the arm still moves or is held by its e-stop (nobody touches it then)."""
+    return arm.moving or arm.arm.estop
+
+
+def look_at_arm(
+    arm: PF400Simulator, plate: str, op: str, deck: set[int], transfer: int | None
+) -> tuple[str, str]:
+    """What a person at the arm finds of its move ``op`` (``to_deck`` / ``to_incubator``)
+    of ``plate``: ('happened' | 'not' | 'busy' | 'unknown', in words). ``deck``: the
+    stations on the robot's deck, ``transfer``: the incubator's transfer station. A plate
+    left in the gripper is put back on the station it was picked from (then 'not').
+
+    Which deck position a move used is not taken from the job (the engine chooses it when
+    the move starts): any of the robot's deck stations counts."""
+    if arm_busy(arm):
+        return "busy", f"{arm.arm.name} is moving or held by its e-stop"
+    where = arm.stations
+    if arm.gripper == plate:
+        back = arm.picked_from
+        if back is None or back in where:
+            return "unknown", f"plate {plate} is in the gripper and its station is taken"
+        arm.take_from_gripper()
+        arm.put_plate(back, plate)
+        return "not", f"plate {plate} was in the gripper: put back on station {back} by hand"
+    on_deck = any(where.get(n) == plate for n in deck)
+    on_transfer = transfer is not None and where.get(transfer) == plate
+    if not (on_deck or on_transfer):
+        return "unknown", f"plate {plate} is neither on the deck nor on the transfer station"
+    happened = on_deck if op == "to_deck" else on_transfer
+    place = "the robot's deck" if on_deck else "the incubator's transfer station"
+    return ("happened" if happened else "not"), f"plate {plate} is on {place}"

@@ -324,10 +324,7 @@ class PF400Simulator(Tcs):
             now = self.clock.now()
             self.arm.update(now)
             # A reply whose condition holds is as good as in hand: it is about to go out.
-            due = any(
-                done(now) or (motion and self.arm.pending is not None)
-                for done, motion in self.waits
-            )
+            due = any(ready(now) for ready in self.waits)
             return Activity(
                 busy=self.lines_busy > 0 or due,
                 waiting=bool(self.waits),

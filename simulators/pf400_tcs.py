@@ -75,7 +75,7 @@ class Tcs:
         self.lines_busy = 0
         # A virtual clock waiting for this arm to settle is told at once (else it polls).
         self._poke: Callable[[], None] = getattr(self.clock, "poke", lambda: None)
-        self.waits: list[tuple[Callable[[datetime], bool], bool]] = []
+        self.waits: list[Callable[[datetime], bool]] = []  # ready(now) of each waiting reply
         self._commands: dict[str, _Handler] = {
             "version": lambda a, s: f"0 {self.config.version}",
             "mode": self._mode,
@@ -142,20 +142,23 @@ class Tcs:
     def _wait(self, done: Callable[[datetime], bool], *, motion: bool) -> bool:
         """Wait (the lock released meanwhile) until ``done(now)``, or until an error is
         pending for the motion port if ``motion``. False: the simulator is stopping."""
+
+        def ready(now: datetime) -> bool:
+            return done(now) or (motion and self.arm.pending is not None)
+
         self.lines_busy -= 1
-        waiting = (done, motion)
-        self.waits.append(waiting)
+        self.waits.append(ready)
         self._poke()
         try:
             while True:
                 now = self._now()
                 if self._closing:
                     return False
-                if done(now) or (motion and self.arm.pending is not None):
+                if ready(now):
                     return True
                 self.arm.cond.wait(_POLL_S)
         finally:
-            self.waits.remove(waiting)
+            self.waits.remove(ready)
             self.lines_busy += 1
 
     def _await(self, job: Job) -> bool:

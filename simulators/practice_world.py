@@ -26,6 +26,7 @@ from typing import Any
 
 from labctl.clock import Clock
 from labctl.errors import DeviceError
+from labctl.simulators.arm_faults import look_at_arm
 from labctl.simulators.cytomat import CytomatSim
 from labctl.simulators.pf400 import PF400Simulator
 from labctl.simulators.state_file import load_json, save_json
@@ -105,50 +106,38 @@ class PlateWorld:
                 return str(e.get("plate"))
         return None
 
+    def _deck_station(self, label: str | None) -> str | None:
+        """The name of the arm's station on the robot's deck that holds ``label``."""
+        if self.arm is None or label is None:
+            return None
+        where = self.arm.stations
+        return next(
+            (n for n, k in self.stations.items() if n in self._arm_deck and where.get(k) == label),
+            None,
+        )
+
+    @property
+    def _arm_deck(self) -> set[str]:
+        """The arm's stations on the robot's deck, by name."""
+        return {n for n in self.stations if n.startswith(f"{self.robot}/")}
+
     def on_arm_deck(self, label: str | None) -> bool:
         """Whether the arm's stations on the robot's deck hold the plate ``label``."""
-        if self.arm is None or label is None:
-            return False
-        deck = {n for name, n in self.stations.items() if name.startswith(f"{self.robot}/")}
-        return any(self.arm.stations.get(n) == label for n in deck)
+        return self._deck_station(label) is not None
 
     def deck_position(self, label: str | None) -> int | None:
         """The deck slot of the arm's station that holds plate ``label`` (None: none)."""
-        if self.arm is None or label is None:
-            return None
-        for name, n in self.stations.items():
-            if name.startswith(f"{self.robot}/") and self.arm.stations.get(n) == label:
-                slot = name.rsplit("/", 1)[1]
-                return int(slot) if slot.isdigit() else None
-        return None
+        slot = (self._deck_station(label) or "").rsplit("/", 1)[-1]
+        return int(slot) if slot.isdigit() else None
 
     def arm_truth(self, label: str | None, op: str) -> tuple[str, str]:
         """('happened' | 'not' | 'busy' | 'unknown', what shows it) for an arm move ``op``
-        (``to_deck`` / ``to_incubator``) of plate ``label``, as a person sees it at the
-        arm. A plate left in the gripper is put back where it was picked (then 'not').
-        Which deck position a move used is not taken from the job (the engine chooses it
-        when the move starts): any of the robot's deck stations counts."""
-        arm = self.arm
-        if arm is None or label is None:
+        of plate ``label``, as a person sees it at the arm (see look_at_arm)."""
+        if self.arm is None or label is None:
             return "unknown", "no arm, or the plate is not known"
-        if arm.moving:
-            return "busy", f"{arm.arm.name} is moving"
+        deck = {self.stations[n] for n in self._arm_deck}
         transfer = self.stations.get(f"{self.incubator.name}/transfer")
-        where = arm.stations
-        if arm.gripper == label:
-            back = arm.picked_from
-            if back is None or back in where:
-                return "unknown", f"plate {label} is in the gripper and its station is taken"
-            arm.take_from_gripper()
-            arm.put_plate(back, label)
-            return "not", f"plate {label} was in the gripper: put back on station {back} by hand"
-        on_deck = self.on_arm_deck(label)
-        on_transfer = transfer is not None and where.get(transfer) == label
-        if on_deck or on_transfer:
-            happened = on_deck if op == "to_deck" else on_transfer
-            place = "the robot's deck" if on_deck else "the incubator's transfer station"
-            return ("happened" if happened else "not"), f"plate {label} is on {place}"
-        return "unknown", f"plate {label} is neither on the deck nor on the transfer station"
+        return look_at_arm(self.arm, label, op, deck, transfer)
 
     def carried(self, prompt_id: int, job: str) -> bool:
         """Whether the carry asked by prompt ``prompt_id`` for ``job`` has been done (a

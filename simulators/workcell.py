@@ -388,8 +388,7 @@ class SimulatedWorkcell:
         self.analysis.start()
         self._speculated = self.analysis.speculating
         self.analysis.speculate(True)
-        self.robot.start()
-        for r in self.more_robots:
+        for r in self.robots:
             r.start()
         self.link.start()
         if self.arm is not None:
@@ -406,8 +405,7 @@ class SimulatedWorkcell:
                 self.clock.remove_gate(self.arm_faults or self.arm)
             self.arm.stop()
         self.link.stop()
-        self.robot.stop()
-        for r in self.more_robots:
+        for r in self.robots:
             r.stop()
         self.analysis.speculate(self._speculated)  # as it was before this workcell started
 
@@ -423,22 +421,15 @@ class SimulatedWorkcell:
             "name": "simulated",
             "timezone": self.timezone,
             "devices": {
-                ROBOT: {
-                    "driver": "opentrons",
-                    "url": self.robot.url,
-                    "robot": self.robot_model,
-                    "deck": {"plate": list(DECK_PLATES)},
-                    "check": False,
-                },  # the simulated robot analyses every protocol itself
                 **{
                     r.name: {
                         "driver": "opentrons",
                         "url": r.url,
                         "robot": self.robot_model,
                         "deck": {"plate": list(DECK_PLATES)},
-                        "check": False,
+                        "check": False,  # the simulated robot analyses every protocol itself
                     }
-                    for r in self.more_robots
+                    for r in self.robots
                 },
                 INCUBATOR: {
                     "driver": "cytomat",
@@ -459,9 +450,7 @@ class SimulatedWorkcell:
     def _arm_entry(self) -> dict[str, Any]:
         if self.arm is None:
             return {}
-        entry = arm_entry(self.arm.port, self.arm.status_port)
-        entry[ARM]["stations"] = dict(self.stations)
-        return entry
+        return arm_entry(self.arm.port, self.arm.status_port, stations=dict(self.stations))
 
     def tick(self, run_ids: list[int]) -> None:
         """Apply time-based faults and the scripted operator's decisions (each engine step)."""
@@ -495,13 +484,13 @@ class SimulatedWorkcell:
         """Whether no simulated device can have changed what an alarm check reads in
         ``[since, now]``, and the scripted operator has no decision to make (the engine's
         alarm-check steps are also when it decides)."""
-        if not self.robot.quiet_since(since) or not self.incubator.quiet_since(since):
+        if not self.incubator.quiet_since(since):
             return False
-        if not all(r.quiet_since(since) for r in self.more_robots):
+        if not all(r.quiet_since(since) for r in self.robots):
             return False
         if self.arm is not None and not self.arm.quiet_since(since):
             return False
-        for at, end in self._robot_fault_windows():
+        for at, end in self._fault_windows():
             if at <= now and (end is None or end >= since):
                 return False
         return not self._operator_deciding()
@@ -512,13 +501,13 @@ class SimulatedWorkcell:
         if self._operator_deciding():
             return now
         arm = self.arm.next_change() if self.arm is not None else None
-        robots = [r.next_change() for r in (self.robot, *self.more_robots)]
+        robots = [r.next_change() for r in self.robots]
         times = [t for t in (*robots, self.incubator.next_change(), arm) if t]
-        for at, end in self._robot_fault_windows():
+        for at, end in self._fault_windows():
             times.extend(t for t in (at, end) if t is not None and t > now)
         return min(times, default=None)
 
-    def _robot_fault_windows(self) -> list[tuple[datetime, datetime | None]]:
+    def _fault_windows(self) -> list[tuple[datetime, datetime | None]]:
         """(start, end or None for never) of each timed robot fault (offline, door) and
         arm fault."""
         arm = self.arm_faults.windows() if self.arm_faults is not None else []
@@ -537,6 +526,11 @@ class SimulatedWorkcell:
         """Whether a recovery or interruption prompt waits for the scripted operator."""
         op = self.devices.get(OPERATOR)
         return isinstance(op, SimulatedOperator) and op.has_decisions_pending()
+
+    @property
+    def robots(self) -> list[RobotSimulator]:
+        """Every robot of the workcell, the first (``ot2-sim``, where faults act) first."""
+        return [self.robot, *self.more_robots]
 
     @property
     def robot_model(self) -> str:

@@ -197,8 +197,9 @@ class Dispatcher:
         return False
 
     def _wait_for(self, j: JobRec, exc: DeviceError, now: datetime) -> bool:
-        """A device busy, initialising or unreachable refused ``j`` (nothing happened): make the job ready
-        again and ask later, backing off, until ``busy_give_up_s``. False once given up."""
+        """A device busy, initialising or unreachable refused ``j`` (nothing happened): make
+        the job ready again and ask later, backing off, until ``busy_give_up_s``. False once
+        given up."""
         since = j.refused_since or now
         if (now - since).total_seconds() >= self.cfg.busy_give_up_s:
             return False

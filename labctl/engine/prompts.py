@@ -77,7 +77,10 @@ def doubt_options(c: ChainRec) -> list[tuple[str, int]]:
         word = word if word not in seen else f"{word}-{j.seq}"
         seen.add(word)
         positions = _positions_after(c, j.seq)
-        out.extend((f"{word}@{p}", i) for p in positions) if positions else out.append((word, i))
+        if positions:
+            out.extend((f"{word}@{p}", i) for p in positions)
+        else:
+            out.append((word, i))
     return out
 
 

@@ -91,7 +91,9 @@ def plate_locations(store: Store, run_id: int) -> list[PlateLocation]:
     return out
 
 
-def _locate(label: str, jobs: list[Job], deck: dict[int, int] | None = None) -> PlateLocation:
+def _locate(label: str, jobs: list[Job], deck: dict[int, int]) -> PlateLocation:
+    """Where plate ``label`` is after ``jobs``; ``deck``: task id -> the deck position the
+    engine chose for it."""
     # Where a plate is before its first step: in the slot its first fetch names.
     first = next(
         (j for j in sorted(jobs, key=lambda x: (x.task_id, x.seq)) if _step(j) == "fetch"), None
@@ -107,7 +109,7 @@ def _locate(label: str, jobs: list[Job], deck: dict[int, int] | None = None) -> 
         params = (j.spec or {}).get("params") or {}
         assert step is not None
         if j.state == "done":
-            at = (deck or {}).get(j.task_id)
+            at = deck.get(j.task_id)
             where, since, certain = _place_after(step, params, at), j.finished_at, True
             moving = None
         elif j.state == "running":
