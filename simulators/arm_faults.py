@@ -200,26 +200,38 @@ def arm_busy(arm: PF400Simulator) -> bool:
     return arm.moving or arm.arm.estop
 
 
+def put_back_from_gripper(arm: PF400Simulator) -> int | None:
+    """A person takes the plate out of the stopped arm's gripper and puts it back on the
+    station it was picked from; returns that station (None: nothing held, or the station
+    is taken: the plate stays in the gripper for a person to decide)."""
+    plate, back = arm.gripper, arm.picked_from
+    if plate is None or back is None or back in arm.stations:
+        return None
+    arm.take_from_gripper()
+    arm.put_plate(back, plate)
+    return back
+
+
 def look_at_arm(
     arm: PF400Simulator, plate: str, op: str, deck: set[int], transfer: int | None
 ) -> tuple[str, str]:
     """What a person at the arm finds of its move ``op`` (``to_deck`` / ``to_incubator``)
     of ``plate``: ('happened' | 'not' | 'busy' | 'unknown', in words). ``deck``: the
     stations on the robot's deck, ``transfer``: the incubator's transfer station. A plate
-    left in the gripper is put back on the station it was picked from (then 'not').
+    left in the gripper (this one or another, which blocks the arm) is put back on the
+    station it was picked from; this one is then 'not' moved.
 
     Which deck position a move used is not taken from the job (the engine chooses it when
     the move starts): any of the robot's deck stations counts."""
     if arm_busy(arm):
         return "busy", f"{arm.arm.name} is moving or held by its e-stop"
-    where = arm.stations
-    if arm.gripper == plate:
-        back = arm.picked_from
-        if back is None or back in where:
+    held = arm.gripper
+    back = put_back_from_gripper(arm)
+    if held == plate:
+        if back is None:
             return "unknown", f"plate {plate} is in the gripper and its station is taken"
-        arm.take_from_gripper()
-        arm.put_plate(back, plate)
         return "not", f"plate {plate} was in the gripper: put back on station {back} by hand"
+    where = arm.stations
     on_deck = any(where.get(n) == plate for n in deck)
     on_transfer = transfer is not None and where.get(transfer) == plate
     if not (on_deck or on_transfer):

@@ -246,7 +246,11 @@ class OperatorBot:
         self._answer(p, {"choice": word}, f"{said}: answered '{word}'")
 
     def _plate_place(self, job: Job) -> tuple[str, str]:
-        """Where ``job``'s plate is: 'slot', 'station', 'deck' or 'unknown', and in words."""
+        """Where ``job``'s plate is: 'slot', 'station', 'deck' or 'unknown', and in words.
+        A plate left in the arm's gripper is first put back where it was picked."""
+        cleared = self.world.clear_gripper()
+        if cleared:
+            self._say(cleared)
         home, where = self._plate_home(job)
         if home:
             return "slot", where

@@ -26,7 +26,7 @@ from typing import Any
 
 from labctl.clock import Clock
 from labctl.errors import DeviceError
-from labctl.simulators.arm_faults import look_at_arm
+from labctl.simulators.arm_faults import arm_busy, look_at_arm, put_back_from_gripper
 from labctl.simulators.cytomat import CytomatSim
 from labctl.simulators.pf400 import PF400Simulator
 from labctl.simulators.state_file import load_json, save_json
@@ -129,6 +129,17 @@ class PlateWorld:
         """The deck slot of the arm's station that holds plate ``label`` (None: none)."""
         slot = (self._deck_station(label) or "").rsplit("/", 1)[-1]
         return int(slot) if slot.isdigit() else None
+
+    def clear_gripper(self) -> str:
+        """A person puts a plate left in the stopped arm's gripper back where it was
+        picked (a few words on it; empty when there was nothing to do)."""
+        if self.arm is None or self.arm.gripper is None or arm_busy(self.arm):
+            return ""
+        plate = self.arm.gripper
+        back = put_back_from_gripper(self.arm)
+        if back is None:
+            return f"plate {plate} is in the gripper and its station is taken"
+        return f"plate {plate} was in the gripper: put back on station {back} by hand"
 
     def arm_truth(self, label: str | None, op: str) -> tuple[str, str]:
         """('happened' | 'not' | 'busy' | 'unknown', what shows it) for an arm move ``op``
