@@ -2,8 +2,11 @@
 
 A task done to a plate becomes a :class:`Chain` of :class:`JobSpec` run back to back: for a
 medium change FETCH (incubator), TO_DECK (plate mover or operator), LH_RUN (liquid
-handler), TO_INCUBATOR, STORE; for a manual event one operator PROMPT; for an incubator
-setpoint change one SETPOINT. Which device does what comes from :class:`WorkcellRoles`.
+handler), TO_INCUBATOR, STORE; for a manual event one operator PROMPT; for a change of
+environment either one SETPOINT (a workcell with one automated incubator) or, where
+another incubator holds the new climate, a move of each plate there: FETCH from the one,
+CARRY (mover or operator), STORE into the other. Which device does what comes from
+:class:`WorkcellRoles`.
 Durations are estimates in seconds (:class:`Durations`); the scheduler places the chains.
 
 Besides its jobs a chain occupies *places*: the incubator's transfer station and the
@@ -16,7 +19,6 @@ Pure functions of their inputs: no clock, no devices.
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
@@ -36,9 +38,8 @@ from labctl.plan.resolve import (
     WashSpec,
 )
 from labctl.protocol.model import Change
+from labctl.roles import AMBIENT, Climate, WorkcellRoles, climate_text
 from labctl.units import format_quantity
-from labctl.workcell import INCUBATOR_DRIVERS, MOVER_DRIVERS, Workcell
-from labctl.workcell import Device as WorkcellDevice
 
 __all__ = [
     "Chain",
@@ -48,7 +49,10 @@ __all__ = [
     "Op",
     "Role",
     "WorkcellRoles",
+    "climates",
     "expand",
+    "homes",
+    "seeded_climate",
     "lh_duration_s",
     "natural_key",
     "on_deck",
@@ -72,6 +76,7 @@ class Op(str, Enum):
     STORE = "store"  # incubator: transfer station -> slot
     PROMPT = "prompt"  # operator: do what params["text"] says, confirm on the console
     SETPOINT = "setpoint"  # incubator: change temperature / CO2 / O2
+    CARRY = "carry"  # mover: one incubator's transfer station -> another's
 
 
 @dataclass(frozen=True)
@@ -152,150 +157,6 @@ class Chain:
         if len(self.jobs) < 3:
             return None
         return sum(j.duration_s for j in self.jobs[1:-1])
-
-
-@dataclass(frozen=True)
-class WorkcellRoles:
-    """Which workcell device plays which role, and where each plate lives.
-
-    ``incubator`` is None when plates are kept in a manual incubator (the operator takes
-    them out and puts them back); ``mover`` is None when the operator carries plates
-    between the incubator and the deck. ``slots`` maps plate label -> incubator slot;
-    ``deck_slots`` are the liquid handler's deck positions that can take a culture plate
-    (two let a mover load the next plate while the current one is being fed).
-    ``more_handlers`` are further liquid handlers (name, deck slots): the plates are
-    shared between all of them in turn, in the order of ``slots`` (:meth:`handler_for`).
-    """
-
-    liquid_handler: str
-    incubator: str | None
-    mover: str | None
-    operator: str
-    slots: dict[str, int]
-    deck_slots: tuple[int, ...] = (1,)
-    more_handlers: tuple[tuple[str, tuple[int, ...]], ...] = ()
-
-    def handler_for(self, plate: str) -> tuple[str, tuple[int, ...]]:
-        """The liquid handler (name, deck slots) that feeds ``plate``: every handler of
-        the workcell in turn, by the plate's place in ``slots`` (a plate keeps its
-        handler for the whole run, so its robot's tips and media stay its own)."""
-        handlers = ((self.liquid_handler, self.deck_slots), *self.more_handlers)
-        order = list(self.slots)
-        i = order.index(plate) if plate in order else 0
-        return handlers[i % len(handlers)]
-
-    @classmethod
-    def from_workcell(
-        cls, wc: Workcell, plates: list[str], *, taken: Collection[int] = ()
-    ) -> WorkcellRoles:
-        """Roles from a workcell file; plates get the lowest incubator slots not in ``taken``.
-
-        Raises PlanError when the workcell has no liquid handler or too few slots.
-        """
-        lh = inc = mover = op = None
-        handlers: list[WorkcellDevice] = []
-        for d in wc.devices.values():
-            drv = d.driver.lower()
-            tokens = set(re.split(r"[-_.]", drv))
-            if "deck" in d.settings or _is_liquid_handler(drv):
-                handlers.append(d)
-                lh = lh or d
-            elif inc is None and drv in INCUBATOR_DRIVERS and drv != "manual-incubator":
-                inc = d
-            elif op is None and "operator" in tokens:
-                op = d
-            elif mover is None and (drv in MOVER_DRIVERS or tokens & {"arm", "mover"}):
-                mover = d
-        if lh is None:
-            raise PlanError(
-                f"workcell '{wc.name}' has no liquid handler "
-                "(a device with driver: opentrons and a 'deck' setting)"
-            )
-        if mover is not None and mover.driver in MOVER_DRIVERS:
-            _check_stations(mover, inc, handlers)
-        capacity = None
-        if inc is not None:
-            raw = inc.settings.get("slots")
-            capacity = raw if isinstance(raw, int) and raw > 0 else None
-        used = set(taken)
-        free = (s for s in range(1, 100_000) if s not in used)
-        slots: dict[str, int] = {}
-        for p in plates:
-            s = next(free)
-            if capacity is not None and s > capacity:
-                raise PlanError(
-                    f"incubator '{inc.name if inc else ''}' has {capacity} slots; "
-                    f"{len(plates)} plates do not fit next to the {len(taken)} already taken"
-                )
-            slots[p] = s
-        return cls(
-            liquid_handler=lh.name,
-            incubator=inc.name if inc is not None else None,
-            mover=mover.name if mover is not None else None,
-            operator=op.name if op is not None else "operator",
-            slots=slots,
-            deck_slots=_deck_slots(lh.settings.get("deck")),
-            more_handlers=tuple(
-                (h.name, _deck_slots(h.settings.get("deck"))) for h in handlers[1:]
-            ),
-        )
-
-    @classmethod
-    def simulated(cls, plates: list[str]) -> WorkcellRoles:
-        """The built-in simulated workcell: ot2-sim, inc-sim, the operator carries plates.
-
-        The simulated OT-2 takes culture plates on deck slots 1 and 2, so the operator can
-        put the next plate down while the current one is being fed.
-        """
-        return cls(
-            liquid_handler="ot2-sim",
-            incubator="inc-sim",
-            mover=None,
-            operator="operator",
-            slots={p: i + 1 for i, p in enumerate(plates)},
-            deck_slots=(1, 2),
-        )
-
-
-def _check_stations(
-    mover: WorkcellDevice, inc: WorkcellDevice | None, handlers: list[WorkcellDevice]
-) -> None:
-    """A plate mover must reach the incubator's transfer station and every deck position
-    plates go to, on every liquid handler; raises PlanError naming the stations its
-    ``stations`` lack."""
-    if inc is None:
-        raise PlanError(
-            f"plate mover '{mover.name}' needs an automated incubator (cytomat or liconic) "
-            "to take plates from; with a manual incubator the operator carries plates"
-        )
-    stations = mover.settings.get("stations")
-    if not isinstance(stations, dict):
-        return  # the driver's own check names what is missing
-    needed = [f"{inc.name}/transfer"] + [
-        f"{lh.name}/{p}" for lh in handlers for p in _deck_slots(lh.settings.get("deck"))
-    ]
-    missing = [n for n in needed if n not in stations]
-    if missing:
-        raise PlanError(
-            f"plate mover '{mover.name}' has no station for {', '.join(missing)}: "
-            "add them to its 'stations' (the numbers taught on the arm)"
-        )
-
-
-def _is_liquid_handler(driver: str) -> bool:
-    return any(w in driver for w in ("opentrons", "ot2", "ot-2", "flex", "liquid"))
-
-
-def _deck_slots(deck: object) -> tuple[int, ...]:
-    """The culture-plate positions of a deck setting ``{plate: 1}`` or ``{plate: [1, 3]}``."""
-    plate = deck.get("plate") if isinstance(deck, dict) else None
-    if isinstance(plate, int) and not isinstance(plate, bool):
-        return (plate,)
-    if isinstance(plate, list):
-        out = tuple(p for p in plate if isinstance(p, int) and not isinstance(p, bool))
-        if out:
-            return out
-    return (1,)
 
 
 @dataclass(frozen=True)
@@ -390,18 +251,68 @@ def expand(
     prefix = f"{run}:" if run else ""
     chains: list[Chain] = []
     prev_volume: float | None = None  # the well's volume before the current task
-    for task in plan.tasks:
+    where = homes(plan, roles)
+    for i, task in enumerate(plan.tasks):
+        inc = where[i]
         if task.kind is TaskKind.ENVIRONMENT:
-            chains.append(_env_chain(task, roles, durations, prefix, run))
+            before = where[i - 1] if i > 0 else inc
+            if roles.incubator_for(_climate(task)) is None:  # no incubator holds it: set it
+                chains.append(_env_chain(task, roles, inc, durations, prefix, run))
+            elif inc != before and any(t.kind is not TaskKind.ENVIRONMENT for t in plan.tasks[:i]):
+                # (before the plates' first task they are seeded where they belong)
+                for p in plates:
+                    chains.append(_move_chain(task, p, roles, before, inc, durations, prefix, run))
         elif task.kind is TaskKind.EVENT:
             for p in plates:
                 chains.append(_event_chain(task, p, len(plates), roles, durations, prefix, run))
         else:
             lh = _lh_params(task, prev_volume)
             for p in plates:
-                chains.append(_lh_chain(task, p, lh, roles, durations, max_out_s, prefix, run))
+                chains.append(_lh_chain(task, p, lh, roles, inc, durations, max_out_s, prefix, run))
         prev_volume = task.well_after.volume_ul
     return chains
+
+
+def _climate(task: Task) -> Climate:
+    s = task.spec
+    assert isinstance(s, EnvSpec)
+    return (s.temperature_c, s.co2_pct, s.o2_pct)
+
+
+def climates(plan: Plan) -> list[Climate]:
+    """Every climate ``plan`` keeps its plates in: the default, and each environment's."""
+    return [AMBIENT, *(_climate(t) for t in plan.tasks if t.kind is TaskKind.ENVIRONMENT)]
+
+
+def seeded_climate(plan: Plan) -> Climate:
+    """The climate the plates are in at their first task (where they are seeded)."""
+    here = AMBIENT
+    for t in plan.tasks:
+        if t.kind is not TaskKind.ENVIRONMENT:
+            break
+        here = _climate(t)
+    return here
+
+
+def homes(plan: Plan, roles: WorkcellRoles) -> list[str | None]:
+    """The incubator the plates live in at each task of ``plan`` (None: a manual one).
+
+    Where the workcell has several automated incubators, an environment task sends them
+    to the incubator that holds its climate (if one does); before their first task they
+    are where the first environment puts them, so plates are seeded straight into a
+    hypoxic incubator when day 0 asks for low O2. Otherwise they stay in
+    ``roles.incubator`` (whose setpoints an environment task changes)."""
+    here = roles.incubator_for(AMBIENT) or roles.incubator
+    for t in plan.tasks:
+        if t.kind is not TaskKind.ENVIRONMENT:
+            break
+        here = roles.incubator_for(_climate(t)) or here
+    out: list[str | None] = []
+    for t in plan.tasks:
+        if t.kind is TaskKind.ENVIRONMENT:
+            here = roles.incubator_for(_climate(t)) or here
+        out.append(here)
+    return out
 
 
 # --- chain builders -----------------------------------------------------------------------
@@ -460,18 +371,18 @@ def _lh_chain(
     plate: str,
     lh_params: dict[str, Any],
     roles: WorkcellRoles,
+    inc: str | None,
     d: Durations,
     max_out_s: float | None,
     prefix: str,
     run: str,
 ) -> Chain:
+    """Feed ``plate`` (kept in incubator ``inc``; None: a manual one) on its robot."""
     b = _Builder(_chain_key(prefix, task.key, plate), task, plate)
-    inc, op = roles.incubator, roles.operator
+    op = roles.operator
     lh, deck_slots = roles.handler_for(plate)
     deck = deck_slots[0]
-    slot = roles.slots.get(plate)
-    if inc is not None and slot is None:
-        raise PlanError(f"plate {plate} has no incubator slot in the workcell roles")
+    slot = _slot(roles, inc, plate)
     where = f"the transfer station of {inc}" if inc is not None else "the incubator"
     on_deck = f"deck slot {deck} of {lh}"
     common = {"plate": plate, "task": task.key}
@@ -595,7 +506,17 @@ def _event_chain(
     return _base_chain(b, run, max_out_s=None, after_previous_s=None, previous_key=None)
 
 
-def _env_chain(task: Task, roles: WorkcellRoles, d: Durations, prefix: str, run: str) -> Chain:
+def _slot(roles: WorkcellRoles, inc: str | None, plate: str) -> int | None:
+    slot = roles.slot_in(inc, plate)
+    if inc is not None and slot is None:
+        raise PlanError(f"plate {plate} has no slot in incubator {inc} in the workcell roles")
+    return slot
+
+
+def _env_chain(
+    task: Task, roles: WorkcellRoles, inc: str | None, d: Durations, prefix: str, run: str
+) -> Chain:
+    """Change the setpoints of incubator ``inc`` (None: a person changes a manual one)."""
     s = task.spec
     assert isinstance(s, EnvSpec)
     b = _Builder(_chain_key(prefix, task.key, ALL_PLATES), task, ALL_PLATES)
@@ -605,13 +526,77 @@ def _env_chain(task: Task, roles: WorkcellRoles, d: Durations, prefix: str, run:
         "co2_pct": s.co2_pct,
         "o2_pct": s.o2_pct,
     }
-    if roles.incubator is not None:
-        b.add(Role.INCUBATOR, roles.incubator, Op.SETPOINT, params, d.setpoint)
+    if inc is not None:
+        b.add(Role.INCUBATOR, inc, Op.SETPOINT, params, d.setpoint)
     else:
         text = f"Set the incubator to {task.title.removeprefix('incubator ')}."
         params = {**params, "plate": ALL_PLATES, "step": "setpoint", "text": text}
         b.add(Role.OPERATOR, roles.operator, Op.PROMPT, params, d.prompt)
     return _base_chain(b, run, max_out_s=None, after_previous_s=None, previous_key=None)
+
+
+def _move_chain(
+    task: Task,
+    plate: str,
+    roles: WorkcellRoles,
+    source: str | None,
+    target: str | None,
+    d: Durations,
+    prefix: str,
+    run: str,
+) -> Chain:
+    """Move ``plate`` from incubator ``source`` to ``target``, which holds the climate its
+    protocol now asks for: FETCH, CARRY (the arm, or a person), STORE."""
+    assert source is not None and target is not None
+    b = _Builder(_chain_key(prefix, task.key, plate), task, plate)
+    climate = climate_text(_climate(task))
+    common = {"plate": plate, "task": task.key, "climate": climate}
+    here, there = _slot(roles, source, plate), _slot(roles, target, plate)
+    b.add(
+        Role.INCUBATOR,
+        source,
+        Op.FETCH,
+        {**common, "slot": here, "incubator": source, "step": "leave"},
+        d.fetch,
+    )
+    carry = {
+        **common,
+        "source": f"{source}/transfer",
+        "destination": f"{target}/transfer",
+        "from_incubator": source,
+        "to_incubator": target,
+    }
+    if roles.mover is not None:
+        main = b.add(Role.MOVER, roles.mover, Op.CARRY, carry, d.move_arm)
+    else:
+        text = (
+            f"Take plate {plate} from the transfer station of {source} and put it on the "
+            f"transfer station of {target} ({climate})."
+        )
+        main = b.add(
+            Role.OPERATOR,
+            roles.operator,
+            Op.PROMPT,
+            {**carry, "step": "carry", "text": text},
+            d.move_operator,
+        )
+    b.add(
+        Role.INCUBATOR,
+        target,
+        Op.STORE,
+        {**common, "slot": there, "incubator": target, "step": "arrive"},
+        d.store,
+    )
+    holds = (Hold(f"{source}:transfer", 0, 1), Hold(f"{target}:transfer", 1, 2))
+    return _base_chain(
+        b,
+        run,
+        max_out_s=None,
+        after_previous_s=None,
+        previous_key=None,
+        main_seq=main,
+        holds=holds,
+    )
 
 
 # --- liquid-handling parameters -----------------------------------------------------------

@@ -37,7 +37,15 @@ from labctl.simulators.pf400 import PF400Simulator
 from labctl.store import Store
 from labctl.store.models import Prompt
 
-__all__ = ["ARM_FAULT_KEYS", "LATER", "ArmFault", "ArmFaults", "arm_fault", "look_at_arm"]
+__all__ = [
+    "ARM_FAULT_KEYS",
+    "LATER",
+    "ArmFault",
+    "ArmFaults",
+    "arm_fault",
+    "look_at_arm",
+    "look_at_move",
+]
 
 LATER = "later"  # look(): the arm still moves, look again on the next step
 STRAY = "stray-plate"
@@ -181,13 +189,18 @@ class ArmFaults:
             return LATER  # nobody retries an arm still moving or held by its e-stop
         params = job.spec.get("params", {}) if isinstance(job.spec, dict) else {}
         ends = [str(params.get("source", "")), str(params.get("destination", ""))]
-        transfer = next((self.stations.get(e) for e in ends if e.endswith("/transfer")), None)
         lh = str(params.get("liquid_handler", ""))
         deck = {n for name, n in self.stations.items() if name.startswith(f"{lh}/")}
         for n, there in self.arm.stations.items():
             if there == STRAY:
                 self.arm.take_plate(n)  # a stray plate in the way
-        fact, _ = look_at_arm(self.arm, str(params.get("plate", "")), job.op, deck, transfer)
+        plate = str(params.get("plate", ""))
+        if job.op == "carry":  # one transfer station to another
+            src, dst = ({self.stations[e]} if e in self.stations else set() for e in ends)
+            fact, _ = look_at_move(self.arm, plate, src, dst)
+        else:
+            transfer = next((self.stations.get(e) for e in ends if e.endswith("/transfer")), None)
+            fact, _ = look_at_arm(self.arm, plate, job.op, deck, transfer)
         if fact == "not":
             return "retry" if "retry" in p.choices else None
         if fact == "happened" and "done" in p.choices:
@@ -223,6 +236,18 @@ def look_at_arm(
 
     Which deck position a move used is not taken from the job (the engine chooses it when
     the move starts): any of the robot's deck stations counts."""
+    transfers = {transfer} if transfer is not None else set()
+    src, dst = (transfers, deck) if op == "to_deck" else (deck, transfers)
+    return look_at_move(arm, plate, src, dst)
+
+
+def look_at_move(
+    arm: PF400Simulator, plate: str, source: set[int], destination: set[int]
+) -> tuple[str, str]:
+    """What a person at the arm finds of a move of ``plate`` from one of the ``source``
+    stations to one of the ``destination`` stations: ('happened' | 'not' | 'busy' |
+    'unknown', in words); a plate left in the gripper is put back where it was picked
+    (see :func:`look_at_arm`)."""
     if arm_busy(arm):
         return "busy", f"{arm.arm.name} is moving or held by its e-stop"
     held = arm.gripper
@@ -232,10 +257,10 @@ def look_at_arm(
             return "unknown", f"plate {plate} is in the gripper and its station is taken"
         return "not", f"plate {plate} was in the gripper: put back on station {back} by hand"
     where = arm.stations
-    on_deck = any(where.get(n) == plate for n in deck)
-    on_transfer = transfer is not None and where.get(transfer) == plate
-    if not (on_deck or on_transfer):
-        return "unknown", f"plate {plate} is neither on the deck nor on the transfer station"
-    happened = on_deck if op == "to_deck" else on_transfer
-    place = "the robot's deck" if on_deck else "the incubator's transfer station"
-    return ("happened" if happened else "not"), f"plate {plate} is on {place}"
+    there = next((n for n in destination if where.get(n) == plate), None)
+    here = next((n for n in source if where.get(n) == plate), None)
+    if there is not None:
+        return "happened", f"plate {plate} is on station {there}, where it was going"
+    if here is not None:
+        return "not", f"plate {plate} is on station {here}, where it was picked"
+    return "unknown", f"plate {plate} is on neither end of its move"

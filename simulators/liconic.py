@@ -192,6 +192,7 @@ class LiconicSim(TransferStationSide):
             climate = dataclasses.replace(climate, o2=_AMBIENT_O2)
         self._climate = Climate(climate, clock.now(), self._faults)
         self._log = ActionLog(action_log)
+        self._changed_at: datetime | None = None  # last request or hand that may act
 
     # -- the wire --------------------------------------------------------------------------
 
@@ -217,6 +218,8 @@ class LiconicSim(TransferStationSide):
             return "CC"
         if not self._session_open:
             return "E1"
+        if not line.startswith("RD "):  # a read changes nothing; anything else may act
+            self._changed_at = now
         if m := _RELAY.fullmatch(line):
             return self._relay(m.group(1), int(m.group(2)), now)
         if m := _RD_DM.fullmatch(line):
@@ -397,6 +400,38 @@ class LiconicSim(TransferStationSide):
                     self.name, "place plate on transfer station", "the transfer station is not free"
                 )
             self._ts = plate
+            self._changed_at = self._clock.now()
+
+    def take_from_transfer_station(self) -> str:
+        """A person or arm takes the plate from the transfer station; returns its label."""
+        with self._lock:
+            plate = super().take_from_transfer_station()
+            self._changed_at = self._clock.now()
+            return plate
+
+    def quiet_since(self, since: datetime) -> bool:
+        """Whether an alarm check (status, climate, a reply at all) can only read now what
+        it read at ``since``: no operation under way, no request but reads since then, no
+        fault able to act, the climate settled (see labctl.devices.QuietWatch)."""
+        with self._lock:
+            now = self._clock.now()
+            self._update(now)
+            if self._op is not None or not self._faults.quiet(since, now):
+                return False
+            if self._changed_at is not None and self._changed_at >= since:
+                return False
+            settled = self._climate.settled_since(now)
+            return settled is not None and settled <= since
+
+    def next_change(self) -> datetime | None:
+        """Now while an operation runs, a fault acts or the climate drifts; else the next
+        fault window edge (None: nothing changes before a request)."""
+        with self._lock:
+            now = self._clock.now()
+            self._update(now)
+            if self._op is not None or self._climate.settled_since(now) is None:
+                return now
+            return self._faults.next_change(now)
 
     def power_cycle(self) -> None:
         """The PLC is switched off and on again: the operation under way is lost before it
@@ -409,6 +444,7 @@ class LiconicSim(TransferStationSide):
             self._initialised = False
             self._session_open = False
             self._break_seen = False
+            self._changed_at = self._clock.now()
 
     @property
     def slots(self) -> dict[tuple[int, int], str]:

@@ -26,13 +26,14 @@ from labctl.store.models import Prompt
 
 
 class PlateHands:
-    """The physical side the operator touches: an incubator's transfer station."""
+    """The physical side the operator touches: the incubators' transfer stations, named
+    ``<incubator>/transfer`` as in a move's source and destination."""
 
-    def take(self, plate: str) -> None:  # pragma: no cover - interface
-        """Take ``plate`` from the transfer station."""
+    def take(self, plate: str, place: str) -> None:  # pragma: no cover - interface
+        """Take ``plate`` from the transfer station ``place``."""
 
-    def put(self, plate: str) -> None:  # pragma: no cover - interface
-        """Put ``plate`` on the transfer station."""
+    def put(self, plate: str, place: str) -> None:  # pragma: no cover - interface
+        """Put ``plate`` on the transfer station ``place``."""
 
 
 @dataclass
@@ -179,18 +180,14 @@ class SimulatedOperator:
         data = self._asked.get(op_id, (0, self.clock.now(), {}))[2]
         step = data.get("step")
         plate = str(data.get("plate", ""))
-        if (
-            self.hands is not None
-            and step == "to_deck"
-            and str(data.get("source", "")).endswith("/transfer")
-        ):
-            self.hands.take(plate)
-        elif (
-            self.hands is not None
-            and step == "to_incubator"
-            and str(data.get("destination", "")).endswith("/transfer")
-        ):
-            self.hands.put(plate)
+        source, destination = str(data.get("source", "")), str(data.get("destination", ""))
+        if self.hands is not None:
+            # to_deck takes the plate off a transfer station, to_incubator puts it on one,
+            # carry (to another incubator) does both
+            if step in ("to_deck", "carry") and source.endswith("/transfer"):
+                self.hands.take(plate, source)
+            if step in ("to_incubator", "carry") and destination.endswith("/transfer"):
+                self.hands.put(plate, destination)
         if self.action_log is not None and step:
             rec = {
                 "time": self.clock.now().isoformat(),

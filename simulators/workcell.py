@@ -23,6 +23,7 @@ operator's ``no_answer`` without ``at`` lasts the whole run; ``qc_value`` takes 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,10 +33,18 @@ import yaml
 
 from labctl.clock import Clock, VirtualClock, utc
 from labctl.errors import LabctlError
+from labctl.roles import AMBIENT, Climate, same_climate
 from labctl.simulators.arm_faults import ARM_FAULT_KEYS, ArmFault, ArmFaults, arm_fault
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
-from labctl.simulators.faults import Fault, FaultSpecError, parse_duration, parse_faults
+from labctl.simulators.faults import (
+    ClimateConfig,
+    Fault,
+    FaultSpecError,
+    parse_duration,
+    parse_faults,
+)
 from labctl.simulators.handover import TransferSpot
+from labctl.simulators.liconic import LiconicConfig, LiconicSim
 from labctl.simulators.opentrons_analysis import AnalysisService, default_analysis
 from labctl.simulators.opentrons_robot import RobotSimulator
 from labctl.simulators.opentrons_wire import RobotName
@@ -45,6 +54,7 @@ from labctl.simulators.serial_link import PtyLink
 from labctl.store import Store
 
 ROBOT, INCUBATOR, OPERATOR, ARM = "ot2-sim", "inc-sim", "operator", "arm-sim"
+HYPOXIC = "inc-hyp"  # a LiCONiC fed with N2, added when a protocol asks for low O2
 DECK_PLATES = (1, 3)  # the simulated robot's culture-plate positions
 # The arm's taught stations: the incubator's transfer station, each deck position, a nest.
 ARM_STATIONS = {
@@ -277,17 +287,28 @@ def simulated_robot(
     )
 
 
-class _CytomatHands(PlateHands):
-    def __init__(self, sim: CytomatSim) -> None:
-        self.sim = sim
+class _TransferHands(PlateHands):
+    """The operator's hands on the incubators' transfer stations (name -> simulator)."""
 
-    def take(self, plate: str) -> None:
-        if self.sim.transfer_station is not None:
-            self.sim.take_from_transfer_station()
+    def __init__(self, incubators: dict[str, CytomatSim | LiconicSim]) -> None:
+        self.incubators = incubators
 
-    def put(self, plate: str) -> None:
-        if self.sim.transfer_station is None:
-            self.sim.place_on_transfer_station(plate)
+    def take(self, plate: str, place: str) -> None:
+        sim = self.incubators.get(place.removesuffix("/transfer"))
+        if sim is not None and sim.transfer_station is not None:
+            sim.take_from_transfer_station()
+
+    def put(self, plate: str, place: str) -> None:
+        sim = self.incubators.get(place.removesuffix("/transfer"))
+        if sim is not None and sim.transfer_station is None:
+            sim.place_on_transfer_station(plate)
+
+
+def hypoxic_climate(climates: Iterable[Climate]) -> Climate | None:
+    """The climate of the hypoxic incubator a workcell needs for ``climates`` (the first
+    that asks for an O2 level: no serial protocol sets O2, so it is held by an incubator of
+    its own), or None when none asks for one."""
+    return next((c for c in climates if c[2] is not None), None)
 
 
 class SimulatedWorkcell:
@@ -309,7 +330,11 @@ class SimulatedWorkcell:
         analysis: AnalysisService | None = None,
         arm: bool = True,
         robots: int = 1,
+        climates: Sequence[Climate] = (),
+        start: Climate = AMBIENT,
     ) -> None:
+        """``climates``: those the run asks for (a hypoxic LiCONiC, ``inc-hyp``, joins the
+        Cytomat when one asks for O2); ``start``: the climate the plates are seeded in."""
         self.clock = clock
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -335,15 +360,36 @@ class SimulatedWorkcell:
             for k in range(1, robots)
         ]
         self.stations = arm_stations(robots)
+        self.hypoxic_climate = hypoxic_climate(climates)
+        seeded_hypoxic = self.hypoxic_climate is not None and same_climate(
+            start, self.hypoxic_climate
+        )
         self.incubator = CytomatSim(
             clock,
             CytomatConfig(slots=max(10, len(plates) + 2), require_init=False),
             name=INCUBATOR,
-            plates={i + 1: p for i, p in enumerate(plates)},
+            plates={} if seeded_hypoxic else {i + 1: p for i, p in enumerate(plates)},
             faults=self.scenario.incubator,
             action_log=self.log_dir / "incubator_actions.jsonl",
         )
         self.link = PtyLink(self.incubator)
+        self.hypoxic: LiconicSim | None = None
+        self.hypoxic_link: PtyLink | None = None
+        if self.hypoxic_climate is not None:
+            t, co2, o2 = self.hypoxic_climate
+            self.hypoxic = LiconicSim(
+                clock,
+                LiconicConfig(
+                    cassettes=1,
+                    levels=max(10, len(plates) + 2),
+                    climate=ClimateConfig(temperature=t, co2=co2, o2=o2, humidity=90.0),
+                ),
+                name=HYPOXIC,
+                plates={(1, i + 1): p for i, p in enumerate(plates)} if seeded_hypoxic else {},
+                action_log=self.log_dir / "hypoxic_actions.jsonl",
+            )
+            self.hypoxic_link = PtyLink(self.hypoxic)
+            self.stations[f"{HYPOXIC}/transfer"] = len(self.stations) + 1
         # The plate mover: the arm picks the plate the incubator put on its transfer
         # station (one physical place both see) and carries it to the deck and back.
         self.arm: PF400Simulator | None = None
@@ -352,7 +398,10 @@ class SimulatedWorkcell:
                 clock,
                 PF400Config(stations=len(self.stations)),
                 name=ARM,
-                linked={ARM_STATIONS[f"{INCUBATOR}/transfer"]: TransferSpot(self.incubator)},
+                linked={
+                    self.stations[f"{inc.name}/transfer"]: TransferSpot(inc)
+                    for inc in self.incubators
+                },
                 action_log=self.log_dir / "arm_actions.jsonl",
             )
         elif self.scenario.arm:
@@ -370,7 +419,7 @@ class SimulatedWorkcell:
             self.devices[OPERATOR] = SimulatedOperator(
                 store,
                 clock,
-                _CytomatHands(self.incubator),
+                _TransferHands({inc.name: inc for inc in self.incubators}),
                 name=OPERATOR,
                 script=self.scenario.operator,
                 action_log=self.log_dir / "operator_actions.jsonl",
@@ -391,6 +440,8 @@ class SimulatedWorkcell:
         for r in self.robots:
             r.start()
         self.link.start()
+        if self.hypoxic_link is not None:
+            self.hypoxic_link.start()
         if self.arm is not None:
             self.arm.start()
             if isinstance(self.clock, VirtualClock):
@@ -405,6 +456,8 @@ class SimulatedWorkcell:
                 self.clock.remove_gate(self.arm_faults or self.arm)
             self.arm.stop()
         self.link.stop()
+        if self.hypoxic_link is not None:
+            self.hypoxic_link.stop()
         for r in self.robots:
             r.stop()
         self.analysis.speculate(self._speculated)  # as it was before this workcell started
@@ -437,6 +490,7 @@ class SimulatedWorkcell:
                     "slots": self.incubator.config.slots,
                     "setpoints": {"temperature": "37 degC", "co2": "5%"},
                 },
+                **self._hypoxic_entry(),
                 **self._arm_entry(),
                 OPERATOR: {"driver": "sim-operator"},
             },
@@ -446,6 +500,20 @@ class SimulatedWorkcell:
             "# Written by labctl: the simulated workcell (valid while it runs)\n"
             + yaml.safe_dump(wc, sort_keys=False)
         )
+
+    def _hypoxic_entry(self) -> dict[str, Any]:
+        if self.hypoxic is None or self.hypoxic_link is None or self.hypoxic_climate is None:
+            return {}
+        t, co2, o2 = self.hypoxic_climate
+        return {
+            HYPOXIC: {
+                "driver": "liconic",
+                "port": self.hypoxic_link.port,
+                "levels": self.hypoxic.config.levels,
+                "n2_register_is_o2": True,  # this (simulated) unit shows O2 in DM985
+                "setpoints": {"temperature": f"{t:g} degC", "co2": f"{co2:g}%", "o2": f"{o2:g}%"},
+            }
+        }
 
     def _arm_entry(self) -> dict[str, Any]:
         if self.arm is None:
@@ -484,7 +552,7 @@ class SimulatedWorkcell:
         """Whether no simulated device can have changed what an alarm check reads in
         ``[since, now]``, and the scripted operator has no decision to make (the engine's
         alarm-check steps are also when it decides)."""
-        if not self.incubator.quiet_since(since):
+        if not all(inc.quiet_since(since) for inc in self.incubators):
             return False
         if not all(r.quiet_since(since) for r in self.robots):
             return False
@@ -502,7 +570,8 @@ class SimulatedWorkcell:
             return now
         arm = self.arm.next_change() if self.arm is not None else None
         robots = [r.next_change() for r in self.robots]
-        times = [t for t in (*robots, self.incubator.next_change(), arm) if t]
+        incubators = [inc.next_change() for inc in self.incubators]
+        times = [t for t in (*robots, *incubators, arm) if t]
         for at, end in self._fault_windows():
             times.extend(t for t in (at, end) if t is not None and t > now)
         return min(times, default=None)
@@ -526,6 +595,11 @@ class SimulatedWorkcell:
         """Whether a recovery or interruption prompt waits for the scripted operator."""
         op = self.devices.get(OPERATOR)
         return isinstance(op, SimulatedOperator) and op.has_decisions_pending()
+
+    @property
+    def incubators(self) -> list[CytomatSim | LiconicSim]:
+        """Every incubator of the workcell: the Cytomat, then the hypoxic LiCONiC if any."""
+        return [self.incubator] + ([self.hypoxic] if self.hypoxic is not None else [])
 
     @property
     def robots(self) -> list[RobotSimulator]:

@@ -263,7 +263,7 @@ def test_expand_rejects_bad_plate_lists() -> None:
         expand(plan, [], arm_roles())
     with pytest.raises(PlanError, match="unique"):
         expand(plan, ["P1", "P1"], arm_roles())
-    with pytest.raises(PlanError, match="plate P3 has no incubator slot"):
+    with pytest.raises(PlanError, match="plate P3 has no slot in incubator inc"):
         expand(plan, ["P1", "P3"], arm_roles())
 
 

@@ -145,6 +145,9 @@ _STEP_LABELS = {
     "lh_run": "liquid handling",
     "to_incubator": "to incubator",
     "store": "store",
+    "carry": "to other incubator",
+    "leave": "fetch",
+    "arrive": "store",
     "setpoint": "setpoint",
     "event": "manual event",
     "prompt": "operator",
@@ -164,12 +167,12 @@ def job_label(j: Job) -> str:
 
 def main_job(jobs: Sequence[Job]) -> Job | None:
     """The job the task's window constrains: the LH run, the setpoint, or the event prompt."""
-    for want in ("lh_run", "setpoint"):
+    for want in ("lh_run", "setpoint", "carry"):
         for j in jobs:
             if j.op == want:
                 return j
     for j in jobs:
-        if j.op == "prompt" and job_params(j).get("step") in ("event", "setpoint"):
+        if j.op == "prompt" and job_params(j).get("step") in ("event", "setpoint", "carry"):
             return j
     return jobs[0] if jobs else None
 

@@ -85,6 +85,7 @@ _HEADINGS = {
     "to_incubator": "Take the plate off the deck",
     "store": "Put the plate back into the incubator",
     "setpoint": "Set the incubator",
+    "carry": "Move the plate to the other incubator",
 }
 
 

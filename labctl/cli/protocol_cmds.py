@@ -75,7 +75,7 @@ def suggest_start(args: argparse.Namespace) -> int:
     "today" comes from the real clock. Operator hours are the workcell's, in its own zone.
     """
     from labctl.clock import RealClock
-    from labctl.jobs import WorkcellRoles
+    from labctl.jobs import WorkcellRoles, climates
     from labctl.plan.resolve import Plan, parse_param_args, resolve, zone
     from labctl.schedule.suggest import hours_text, suggest_starts
 
@@ -93,7 +93,6 @@ def suggest_start(args: argparse.Namespace) -> int:
     proto = load_or_fail(args.file, wc)
     params = parse_param_args(getattr(args, "param", None) or [])
     plates = [f"P{i}" for i in range(1, n + 1)]
-    roles = WorkcellRoles.from_workcell(wc, plates)
     mo = proto.timing.max_out_of_incubator
     max_out = float(mo.to("s").magnitude) if mo is not None else None
     today: date = RealClock().now().astimezone(z).date()
@@ -104,6 +103,9 @@ def suggest_start(args: argparse.Namespace) -> int:
     def factory(start: datetime) -> Plan:
         return resolve(proto, params, plates=n, start=start, timezone=tz, strict=True)
 
+    # The climates a plan asks for do not depend on its start: any candidate's plan says.
+    first = resolve(proto, params, plates=n, start=candidates[0], timezone=tz)
+    roles = WorkcellRoles.from_workcell(wc, plates, climates=climates(first))
     scores = suggest_starts(
         factory, candidates, roles, wc.operator_calendar(), tz, max_out_s=max_out
     )

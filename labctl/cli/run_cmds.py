@@ -44,7 +44,7 @@ def slots_in_use(store: Store, incubator: str) -> set[int]:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from labctl.engine import register_run
-    from labctl.jobs import WorkcellRoles
+    from labctl.jobs import WorkcellRoles, climates, seeded_climate
     from labctl.plan.resolve import parse_param_args, resolve
 
     wc = read_workcell(args.workcell) if args.workcell else None
@@ -61,9 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         labels = [f"P{i + 1}" for i in range(args.plates)]
         if wc is not None:
-            first = WorkcellRoles.from_workcell(wc, labels)
-            taken = slots_in_use(store, first.incubator) if first.incubator else set()
-            roles = WorkcellRoles.from_workcell(wc, labels, taken=taken)
+            taken = {d.name: slots_in_use(store, d.name) for d in wc.incubators()}
+            roles = WorkcellRoles.from_workcell(wc, labels, taken_in=taken, climates=climates(plan))
         else:
             roles = WorkcellRoles.simulated(labels)
         who = actor(args)
@@ -86,6 +85,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"run {run_id} registered in {path}: {len(plan.tasks)} protocol tasks, {n_tasks} on "
         f"{args.plates} plate(s) (one per plate); its start is queued for the engine"
     )
+    seeded = roles.incubator_for(seeded_climate(plan)) or roles.incubator
+    if seeded is not None:
+        where = ", ".join(f"{p} slot {roles.slot_in(seeded, p)}" for p in labels)
+        out(f"  the plates start in {seeded}: {where}")
     out(f"  {engine}" if running else f"  {engine}: labctl engine --workcell ... --db {path}")
     return EXIT_OK
 

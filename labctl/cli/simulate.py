@@ -53,7 +53,7 @@ def simulate(args: argparse.Namespace) -> int:
     load("start_robot_analysis")()
     SimulatedWorkcell = load("simulated_workcell")  # noqa: N806 - a class from a plugin
     from labctl.engine import Engine, EngineConfig, register_run
-    from labctl.jobs import WorkcellRoles
+    from labctl.jobs import WorkcellRoles, climates, seeded_climate
     from labctl.plan.resolve import parse_param_args, resolve
     from labctl.reports.batch import batch_record
     from labctl.store import Store
@@ -89,12 +89,14 @@ def simulate(args: argparse.Namespace) -> int:
             timezone=tz,
             arm=not args.no_arm,
             robots=args.robots,
+            climates=climates(plan),
+            start=seeded_climate(plan),
         ) as sim,
     ):
         text = sim.workcell_text()
         (folder / "workcell.yaml").write_text(text, encoding="utf-8")
         wc = parse_workcell(text, str(folder / "workcell.yaml"))
-        roles = WorkcellRoles.from_workcell(wc, labels)
+        roles = WorkcellRoles.from_workcell(wc, labels, climates=climates(plan))
         devices = build_devices(wc, store, clock, sim=sim)
         run_id = register_run(
             store,

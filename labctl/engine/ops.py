@@ -77,6 +77,7 @@ WAYS: Mapping[Op, tuple[Way[Any], ...]] = {
     Op.SETPOINT: (Way(Incubator, _setpoint), _BY_HAND),
     Op.TO_DECK: (Way(PlateMover, _move), _BY_HAND),
     Op.TO_INCUBATOR: (Way(PlateMover, _move), _BY_HAND),
+    Op.CARRY: (Way(PlateMover, _move), _BY_HAND),
     Op.PROMPT: (_BY_HAND,),
 }
 

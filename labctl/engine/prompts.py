@@ -35,6 +35,9 @@ _STEP_WORDS = {
     "store": "done",
     "prompt": "done",
     "setpoint": "done",
+    "leave": "out",  # a move to another incubator: out of the one it leaves
+    "carry": "moved",
+    "arrive": "done",
 }
 _DOUBT_WORDS = {
     "not-done": "nothing was done: the plate is in its slot, not fed",
@@ -44,6 +47,18 @@ _DOUBT_WORDS = {
     "back": "the plate was fed and is back on the transfer station",
     "done": "the whole task was done: the plate was fed and is back in its slot",
 }
+# The same words for a plate moved from one incubator to another (a change of climate).
+_MOVE_WORDS = {
+    "not-done": "nothing was done: the plate is in its slot in the incubator it leaves",
+    "out": "the plate is on the transfer station of the incubator it leaves",
+    "moved": "the plate is on the transfer station of the incubator it moves to",
+    "done": "the whole move was done: the plate is in its slot in the incubator it moves to",
+}
+
+
+def is_move(c: ChainRec) -> bool:
+    """Whether ``c`` moves its plate from one incubator to another."""
+    return any(j.op is Op.CARRY or j.params.get("step") == "carry" for j in c.jobs)
 
 
 def doubt_steps(c: ChainRec) -> list[JobRec]:
@@ -95,11 +110,12 @@ def _positions_after(c: ChainRec, seq: int) -> list[int]:
     return []
 
 
-def doubt_meaning(choice: str) -> str:
-    """What a choice of :func:`doubt_choices` says, in words."""
+def doubt_meaning(choice: str, c: ChainRec | None = None) -> str:
+    """What a choice of :func:`doubt_choices` for chain ``c`` says, in words."""
     word, position = doubt_word(choice)
-    base = word if word in _DOUBT_WORDS else word.rsplit("-", 1)[0]
-    said = _DOUBT_WORDS.get(base, word)
+    words = _MOVE_WORDS if c is not None and is_move(c) else _DOUBT_WORDS
+    base = word if word in words else word.rsplit("-", 1)[0]
+    said = words.get(base, word)
     return said if position is None else f"{said} (deck position {position})"
 
 
@@ -263,7 +279,7 @@ class Prompts:
         text = (
             f"{c.plate}: {c.title or c.task_key} ({c.key}) may already have been done, in part "
             f"or whole: {why}. Look at the plate and the robot, and say how far it got: "
-            + "; ".join(f"'{w}' = {doubt_meaning(w)}" for w in choices)
+            + "; ".join(f"'{w}' = {doubt_meaning(w, c)}" for w in choices)
             + ". What you say was done is not done again; the robot is still asked before it "
             "feeds." + self._report(lh)
         )
@@ -333,7 +349,7 @@ class Prompts:
         self.store.answer_prompt(prompt_id, {"choice": choice}, actor=actor, reason=reason)
         c.doubt_prompt = None
         _, position = doubt_word(str(choice))
-        why = reason or f"the operator says how far the task got: {doubt_meaning(str(choice))}"
+        why = reason or f"the operator says how far the task got: {doubt_meaning(str(choice), c)}"
         steps = doubt_steps(c)
         upto = dict(doubt_options(c))[str(choice)]  # the last of those steps that happened
         if upto < 0:
@@ -459,10 +475,11 @@ class Prompts:
                 data={"kind": "skipped", "job": j.key, "op": j.op.value},
             )
             # A plate never fetched needs nothing more; otherwise it still goes home, but no
-            # liquid handling happens after a skipped step.
+            # liquid handling happens after a skipped step. A move to another incubator
+            # that is skipped part-way stops there: the plate is not where the rest expects.
             for later in c.jobs:
                 if later.seq > j.seq and later.state in (JobState.PENDING, JobState.READY):
-                    if j.op is Op.FETCH or later.op is Op.LH_RUN:
+                    if j.op is Op.FETCH or later.op is Op.LH_RUN or is_move(c):
                         self.fire(later, "skip", f"follows skipped {j.op.value}", actor=actor)
 
     def holds(self, r: RunRec) -> bool:

@@ -265,3 +265,13 @@ def environment_vs_workcell(ctx: Ctx, p: Protocol, workcell: Any) -> None:
                     r.loc,
                     f"schedule.environment #{i + 1} sets {qty} to {format_quantity(val)}, but no incubator of workcell '{workcell.name}' controls {qty}",
                 )
+            elif qty == "o2":
+                # No serial protocol sets O2: an incubator must already hold that level.
+                pct = float(val.to("percent").magnitude)
+                held = [(n, a["o2"]) for n, a in abilities if "o2" in a]
+                if not any(abs(v - pct) <= 0.05 for _, v in held):
+                    have = ", ".join(f"{n} holds {v:g}%" for n, v in held)
+                    ctx.error(
+                        r.loc,
+                        f"schedule.environment #{i + 1} asks for {pct:g}% O2, but no incubator of workcell '{workcell.name}' holds it ({have}; O2 is set at the incubator, not by labctl)",
+                    )

@@ -15,7 +15,7 @@ from typing import Any
 from labctl.store import Store
 from labctl.store.models import Job
 
-_MOVES = ("fetch", "to_deck", "to_incubator", "store")
+_MOVES = ("fetch", "to_deck", "to_incubator", "store", "carry")
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _place_after(step: str, params: dict[str, Any], deck: int | None = None) -> 
     if step == "to_deck":
         lh = params.get("liquid_handler", "the liquid handler")
         return f"{lh} deck position {deck if deck is not None else params.get('deck_slot', '?')}"
-    if step == "to_incubator":
+    if step in ("to_incubator", "carry"):
         dest = str(params.get("destination", ""))
         if dest.endswith("/transfer"):
             return f"{dest.removesuffix('/transfer')} transfer station"

@@ -272,7 +272,14 @@ def _normalise(c: Chain) -> Chain:
         None,
     )
     holds: list[Hold] = []
-    if to_deck is not None and back is not None and to_deck <= back:
+    carry = next((k for k in range(len(ops)) if ops[k] is Op.CARRY or steps[k] == "carry"), None)
+    if (
+        carry is not None and 0 < carry < len(ops) - 1
+    ):  # FETCH, CARRY, STORE: incubator to incubator
+        main = carry
+        holds.append(Hold(f"{c.jobs[carry - 1].device}:transfer", carry - 1, carry))
+        holds.append(Hold(f"{c.jobs[carry + 1].device}:transfer", carry, carry + 1))
+    elif to_deck is not None and back is not None and to_deck <= back:
         p = c.jobs[to_deck].params
         lh = p.get("liquid_handler") or next(
             (j.device for j in c.jobs if j.op is Op.LH_RUN), "liquid-handler"
