@@ -1,7 +1,9 @@
 """One engine process of the crash test: run (or resume) a Kriks run on file-backed fakes.
 
-Usage: python tests/crash_harness.py DB STATE_DIR KILL_AT PLATES [arm]
-With ``arm``, a plate-moving arm (arm-sim) carries the plates, not the operator. Kills itself with SIGKILL at the KILL_AT-th device call (0 = never). Exits 0 when the run
+Usage: python tests/crash_harness.py DB STATE_DIR KILL_AT PLATES [arm|hypoxic]
+With ``arm``, a plate-moving arm (arm-sim) carries the plates, not the operator. With
+``hypoxic``, the arm also moves them between two incubators every day: a short protocol
+asks for 4% O2 on even days, which a second incubator (inc-hyp) holds. Kills itself with SIGKILL at the KILL_AT-th device call (0 = never). Exits 0 when the run
 has completed, 3 if it stopped for another reason.
 """
 
@@ -19,6 +21,7 @@ from labctl.clock import VirtualClock  # noqa: E402
 from labctl.engine import Engine, EngineConfig, register_run  # noqa: E402
 from labctl.jobs import WorkcellRoles  # noqa: E402
 from labctl.plan.resolve import resolve  # noqa: E402
+from labctl.roles import AMBIENT  # noqa: E402
 from labctl.store import Store  # noqa: E402
 from labctl.validate import load_protocol  # noqa: E402
 from tests.fakes import Killer, fake_workcell  # noqa: E402
@@ -42,10 +45,42 @@ class PersistentClock(VirtualClock):
         self.path.write_text(self.now().isoformat())
 
 
-def roles(labels: list[str], arm: bool) -> WorkcellRoles:
-    """The simulated workcell's roles; with ``arm``, arm-sim carries the plates."""
+# Daily feeds, 4% O2 on even days: the plates change incubator every day.
+HYPOXIC = """\
+labctl: 1
+id: crash-hypoxic
+title: plates that change incubator every day
+version: 1.0.0
+compounds:
+  A: {stock: 10 mM, solvent: DMSO}
+media:
+  M1: {description: base}
+culture: {labware: corning_6_wellplate_16.8ml_flat, volume: 2 mL}
+timing: {feed_at: "09:00", window: 2 h}
+schedule:
+  media:
+    - {days: "0-7", medium: M1}
+  factors:
+    - {compound: A, conc: 1 uM, days: "0-7"}
+  feeds:
+    - {days: "0-7", change: full}
+  environment:
+    - {days: "0-7/2", o2: 4%}
+"""
+
+
+def roles(labels: list[str], arm: bool, hypoxic: bool = False) -> WorkcellRoles:
+    """The simulated workcell's roles; with ``arm``, arm-sim carries the plates; with
+    ``hypoxic``, inc-hyp holds 4% O2 next to inc-sim."""
     r = WorkcellRoles.simulated(labels)
-    return dataclasses.replace(r, mover="arm-sim") if arm else r
+    r = dataclasses.replace(r, mover="arm-sim") if arm or hypoxic else r
+    if hypoxic:
+        r = dataclasses.replace(
+            r,
+            climates=(("inc-sim", AMBIENT), ("inc-hyp", (37.0, 5.0, 4.0))),
+            more_slots={"inc-hyp": {p: i + 1 for i, p in enumerate(labels)}},
+        )
+    return r
 
 
 def main() -> int:
@@ -55,7 +90,8 @@ def main() -> int:
         int(sys.argv[3]),
         int(sys.argv[4]),
     )
-    arm = sys.argv[5:6] == ["arm"]
+    hypoxic = sys.argv[5:6] == ["hypoxic"]
+    arm = sys.argv[5:6] == ["arm"] or hypoxic
     state_dir.mkdir(parents=True, exist_ok=True)
     clock_file = state_dir / "clock.txt"
     clock = PersistentClock(clock_file, T0)
@@ -68,7 +104,11 @@ def main() -> int:
     # The restart itself takes a while: 10 s to a few minutes of downtime.
     clock.advance(10.0 + 20.0 * (kill_at % 10))
     if not store.list_runs():
-        proto = load_protocol(ROOT / "protocols/kriks2011_da.yaml")
+        if hypoxic:
+            (state_dir / "hypoxic.yaml").write_text(HYPOXIC, encoding="utf-8")
+        proto = load_protocol(
+            state_dir / "hypoxic.yaml" if hypoxic else ROOT / "protocols/kriks2011_da.yaml"
+        )
         plan = resolve(
             proto, plates=plates, start=datetime(2026, 12, 1, 9, 0), timezone="Europe/Stockholm"
         )
@@ -79,7 +119,7 @@ def main() -> int:
                 clock,
                 proto,
                 plan,
-                roles(labels, arm),
+                roles(labels, arm, hypoxic),
                 name="crash",
                 workcell_name="fakes",
                 workcell_text="",
@@ -87,7 +127,7 @@ def main() -> int:
             )
             store.insert_command("start", actor="harness", run_id=rid)
     run_id = store.list_runs()[0].id
-    devices = fake_workcell(clock, state_dir, Killer(kill_at or None), arm=arm)
+    devices = fake_workcell(clock, state_dir, Killer(kill_at or None), arm=arm, hypoxic=hypoxic)
     engine = Engine(store, clock, devices, EngineConfig())
     engine.run(until=lambda: store.get_run(run_id).state in ("completed", "aborted", "failed"))
     return 0 if store.get_run(run_id).state == "completed" else 3

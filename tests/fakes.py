@@ -240,13 +240,23 @@ class FakeOperator(FakeDevice):
 
 
 def fake_workcell(
-    clock: Clock, state_dir: Path | None = None, killer: Killer | None = None, *, arm: bool = False
+    clock: Clock,
+    state_dir: Path | None = None,
+    killer: Killer | None = None,
+    *,
+    arm: bool = False,
+    hypoxic: bool = False,
 ) -> dict[str, FakeDevice]:
-    """The fakes of the simulated workcell; with ``arm``, also ``arm-sim`` (a plate mover)."""
+    """The fakes of the simulated workcell; with ``arm``, also ``arm-sim`` (a plate mover);
+    with ``hypoxic``, also ``inc-hyp`` (a second incubator)."""
     k = killer or Killer(None)
     movers: dict[str, FakeDevice] = (
         {"arm-sim": FakeMover("arm-sim", clock, state_dir, k, {"move": 25.0})} if arm else {}
     )
+    if hypoxic:
+        movers["inc-hyp"] = FakeIncubator(
+            "inc-hyp", clock, state_dir, k, {"fetch": 15.0, "store": 15.0}
+        )
     return movers | {
         "ot2-sim": FakeLiquidHandler("ot2-sim", clock, state_dir, k, {"lh_run": 600.0}),
         "inc-sim": FakeIncubator(

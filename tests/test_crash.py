@@ -47,17 +47,18 @@ def _run(db: Path, state: Path, kill_at: int, plates: int, *extra: str) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("carrier", "kills_wanted"),
-    [("operator", KILLS), ("arm", 60)],
+    [("operator", KILLS), ("arm", 60), ("hypoxic", 30)],
 )
 def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(
     tmp_path: Path, carrier: str, kills_wanted: int
 ) -> None:
-    """With the operator carrying plates, and with an arm (kills land between its pick
-    and its place: after the move began, before the engine recorded its op id or end)."""
+    """With the operator carrying plates, with an arm (kills land between its pick and
+    its place: after the move began, before the engine recorded its op id or end), and
+    with an arm that also moves two plates between two incubators every day."""
     rng = random.Random(20261126)
-    plates = 1
+    plates = 2 if carrier == "hypoxic" else 1
     db, state = tmp_path / "run.db", tmp_path / "devices"
-    extra = ("arm",) if carrier == "arm" else ()
+    extra = (carrier,) if carrier != "operator" else ()
     # A whole 1-plate Kriks run has about 420 crash points: spread 100 kills over it.
     kills = 0
     rc = None
@@ -92,8 +93,44 @@ def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(
         started = Counter(op["job"] for op in ops.values())
         assert not {k: n for k, n in started.items() if n > 1}, f"{f.name}: a job started twice"
     lh = [a for a in actions if a["device"] == "ot2-sim"]
-    assert len(lh) == 26 * plates
     moves = [a for a in actions if a["device"] == "arm-sim"]
-    assert len(moves) == (2 * 26 * plates if carrier == "arm" else 0)
+    if carrier == "hypoxic":  # 8 daily feeds, and a move to the other incubator each night
+        assert len(lh) == 8 * plates
+        assert len(moves) == (2 * 8 + 7) * plates
+        _assert_slots_consistent(actions, seeded={"inc-hyp": {1, 2}})
+        # and kills did land in the moves between incubators (reconciled after a restart)
+        keys = {j.id: j.spec["key"] for j in jobs}
+        settled = [
+            e
+            for e in store.events(run.id, entity="job", limit=None)
+            if "environment" in keys.get(e.entity_id or 0, "")
+            and ("restart" in (e.reason or "") or "never received" in (e.reason or ""))
+        ]
+        assert len(settled) >= 3, settled
+    else:
+        assert len(lh) == 26 * plates
+        assert len(moves) == (2 * 26 * plates if carrier == "arm" else 0)
     report = store.verify_chain()
     assert report.ok, report.message
+
+
+def _assert_slots_consistent(actions: list[dict], seeded: dict[str, set[int]]) -> None:
+    """Every incubator's own record, in time order: a slot is fetched from only while a
+    plate is in it and stored into only while it is empty (``seeded``: the slots full at
+    the start); at the end every plate is back in a slot."""
+    full = {dev: set(slots) for dev, slots in seeded.items()}
+    for a in sorted(actions, key=lambda a: a["time"]):
+        if a["kind"] not in ("fetch", "store"):
+            continue
+        slots = full.setdefault(a["device"], set())
+        if a["kind"] == "fetch":
+            assert a["slot"] in slots, (
+                f"{a['job']}: fetch from empty {a['device']} slot {a['slot']}"
+            )
+            slots.discard(a["slot"])
+        else:
+            assert a["slot"] not in slots, (
+                f"{a['job']}: store into full {a['device']} slot {a['slot']}"
+            )
+            slots.add(a["slot"])
+    assert sum(len(s) for s in full.values()) == sum(len(s) for s in seeded.values())

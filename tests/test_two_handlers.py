@@ -103,9 +103,7 @@ def test_a_run_on_two_robots_feeds_every_plate_once_and_overlaps_them(tmp_path: 
     store.close()
 
 
-@pytest.mark.parametrize(
-    "name", ["two-robots.yaml", "automated-weekdays.yaml", "hypoxic-bay.yaml"]
-)
+@pytest.mark.parametrize("name", ["two-robots.yaml", "automated-weekdays.yaml", "hypoxic-bay.yaml"])
 def test_the_shipped_example_workcells_are_valid_and_use_every_robot(
     name: str, tmp_path: Path
 ) -> None:
