@@ -13,15 +13,17 @@ and sets both next to the bound the liquid handler's busy time allows.
 
 Then it dry-runs the shipped Kriks protocol (26 feeds) on 24 and 48 plates on the default
 simulated workcell (a Cytomat, an OT-2 with plates on slots 1 and 3, a PF400 arm: no person
-carries) with one plate per robot run, and reports the late tasks, the robot's busy time and
-the bound: in each feed window the robot's runs must START inside the window, so a window of
-W s fits at most floor(W / run) + 1 runs of one plate; the plates beyond that are late
-whatever the scheduler does. ``late / bound`` near 1 means the schedule loses nothing
-beyond what the robot's one-plate runs make unavoidable.
+carries) with one plate per robot run, and with two plates per run (``--batch 2``), and
+reports the late tasks, the robot's busy time and the bound: in each feed window the robot's
+runs must START inside the window, so a window of W s fits at most floor(W / run) + 1 runs
+(of one plate, or of two); the plates beyond that are late whatever the scheduler does.
+``late / bound`` near 1 means the schedule loses nothing beyond what the robot's runs make
+unavoidable.
 
 It prints figures only; nothing is asserted. The last line reads
 ``capacity: NN% of bound (first-come: MM%); Kriks 24/48 plates: late A/B (bound C/D); 48
-plates on two robots: late E`` (``--robots 2`` of the simulated workcell).
+plates on two robots: late E; two plates a run: late F/G (bound H/I), robot busy J h vs K h
+at 48`` (``--robots 2`` and ``--batch 2`` of the simulated workcell).
 """
 
 from __future__ import annotations
@@ -174,9 +176,16 @@ def main() -> None:
     )
     kriks = {n: kriks_dry_run(n) for n in (24, 48)}
     two = kriks_dry_run(48, robots=2)
-    for (n, robots), k in [*(((n, 1), k) for n, k in kriks.items()), ((48, 2), two)]:
+    paired = {n: kriks_dry_run(n, batch=2) for n in (24, 48)}
+    runs = [
+        *(((n, 1, 1), k) for n, k in kriks.items()),
+        ((48, 2, 1), two),
+        *(((n, 1, 2), k) for n, k in paired.items()),
+    ]
+    for (n, robots, batch), k in runs:
+        per = "one plate per robot run" if batch == 1 else f"{batch} plates per robot run"
         print(
-            f"Kriks on {n} plates, {robots} robot(s) (one plate per robot run): "
+            f"Kriks on {n} plates, {robots} robot(s) ({per}): "
             f"{k['late']} of {k['feeds']} feeds "
             f"late; robot busy {k['busy_h']:.1f} h; the bound makes {k['bound']} late "
             f"(windows that need more robot time than they hold: {k['tight']}); "
@@ -186,14 +195,16 @@ def main() -> None:
         f"capacity: {round(100 * n_sched / bound)}% of bound "
         f"(first-come: {round(100 * n_naive / bound)}%); Kriks 24/48 plates: late "
         f"{kriks[24]['late']}/{kriks[48]['late']} (bound {kriks[24]['bound']}/{kriks[48]['bound']}); "
-        f"48 plates on two robots: late {two['late']}"
+        f"48 plates on two robots: late {two['late']}; two plates a run: late "
+        f"{paired[24]['late']}/{paired[48]['late']} (bound {paired[24]['bound']}/{paired[48]['bound']}), "
+        f"robot busy {paired[48]['busy_h']:.0f} h vs {kriks[48]['busy_h']:.0f} h at 48"
     )
 
 
-def kriks_dry_run(n: int, robots: int = 1) -> dict[str, float]:
+def kriks_dry_run(n: int, robots: int = 1, batch: int = 1) -> dict[str, float]:
     """``labctl simulate`` of the shipped Kriks protocol on ``n`` plates and ``robots``
-    robots, read back from its run database: late feeds, robot busy hours, and the late
-    feeds the bound makes certain."""
+    robots, ``batch`` plates per robot run, read back from its run database: late feeds,
+    robot busy hours, and the late feeds the bound makes certain."""
     kriks = Path(__file__).resolve().parents[1] / "protocols" / "kriks2011_da.yaml"
     clock = RealClock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,7 +212,7 @@ def kriks_dry_run(n: int, robots: int = 1) -> dict[str, float]:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             rc = labctl_main(
                 ["simulate", str(kriks), "--plates", str(n), "--start", "2027-01-04T09:00",
-                 "--out", tmp, "--robots", str(robots)]
+                 "--out", tmp, "--robots", str(robots), "--batch", str(batch)]
             )  # fmt: skip
         wall = clock.monotonic() - t0
         if rc != 0:
@@ -211,9 +222,11 @@ def kriks_dry_run(n: int, robots: int = 1) -> dict[str, float]:
                 "select key, window_start, window_end, actual_start from tasks "
                 "where key like '%feed%'"
             ).fetchall()
+            # a job that rode in another's robot run took no robot time of its own
             runs = db.execute(
                 "select t.key, j.started_at, j.finished_at from jobs j join tasks t "
-                "on t.id = j.task_id where j.op = 'lh_run' and j.state = 'done'"
+                "on t.id = j.task_id where j.op = 'lh_run' and j.state = 'done' "
+                "and coalesce(j.device_op_id, '') not like 'ride:%'"
             ).fetchall()
     span = {k: (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
             for k, a, b in runs}  # fmt: skip
@@ -225,8 +238,9 @@ def kriks_dry_run(n: int, robots: int = 1) -> dict[str, float]:
         window = (
             datetime.fromisoformat(rows[0][2]) - datetime.fromisoformat(rows[0][1])
         ).total_seconds()
-        run_s = sorted(span[r[0]] for r in rows)[len(rows) // 2]  # the median run
-        fits = robots * (math.floor(window / run_s) + 1)
+        mine = sorted(span[r[0]] for r in rows if r[0] in span)
+        run_s = mine[len(mine) // 2]  # the median run
+        fits = robots * batch * (math.floor(window / run_s) + 1)
         bound += max(0, len(rows) - fits)
         tight += len(rows) > fits
         late += sum(1 for r in rows if r[3] is not None and r[3] > r[2])

@@ -3,7 +3,8 @@
 :func:`plan_protocol` (and its short form :func:`generate`) turns an LH_RUN job's parameters
 (labctl.jobs ``_lh_params``: kind, labware, wells, remove_ul, add_ul, wash, stock_ul, ...;
 volumes in µL per well) into the source of an Opentrons Protocol API v2 protocol for one
-culture plate on a :class:`DeckLayout`, and counts the tips it uses.
+culture plate on a :class:`DeckLayout` (or for several, ``batch``: the same steps on each
+plate in turn), and counts the tips it uses.
 :func:`check_locally` runs a protocol through the installed ``opentrons`` package's
 simulator (8.8.2, DEVICES.md 1.7), once per distinct source.
 
@@ -643,18 +644,8 @@ def plan_protocol(
     if plate_lw.is_tiprack:
         raise GenerationError(f"{load_name} is a tip rack, not a culture plate")
     wells = _wells(params, plate_lw.wells)
-    deck_slot = params.get("deck_slot")
-    if deck_slot is None:
-        plate_slot = layout.plates[0]
-    else:
-        try:
-            plate_slot = normalize_slot(deck_slot, robot)
-        except DeckLayoutError as exc:
-            raise GenerationError(str(exc)) from None
-        if plate_slot not in layout.plates:
-            raise GenerationError(
-                f"deck slot {deck_slot} is not a culture plate slot ({', '.join(layout.plates)})"
-            )
+    plate_slots = _plate_slots(params, layout, robot)
+    k = len(plate_slots)
 
     capacity = layout.tip_capacity()
     starts = {role: 0 for role in capacity}
@@ -709,6 +700,13 @@ def plan_protocol(
             parts.append(f"add {_ul(add_ul):g} uL {recipe}")
         summary = "; ".join(parts) + " per well" if parts else "nothing to do"
 
+    if k > 1:
+        # Every plate of a batch gets the same steps, one plate after the other: k times
+        # the tips and liquids of one plate.
+        b.tips = {role: used * k for role, used in b.tips.items()}
+        b.medium_ul, b.wash_ul = b.medium_ul * k, b.wash_ul * k
+        b.stock_ul, b.waste_ul = b.stock_ul * k, b.waste_ul * k
+        b.lines = ["for plate in plates:", *("    " + line for line in b.lines)]
     for role, used in sorted(b.tips.items()):
         if used > capacity.get(role, 0):
             raise GenerationError(
@@ -733,15 +731,16 @@ def plan_protocol(
     if b.stock_ul > get_labware(layout.stocks_labware).capacity_ul:
         raise GenerationError(f"stock: {b.stock_ul:g} µL does not fit one tube")
 
+    on = f" on each of {k} plates" if k > 1 else ""
     source = _render(
         b,
         layout,
         robot,
         load_name,
-        plate_slot,
+        plate_slots,
         pips,
         title=title,
-        description=f"{kind} of {n} well{'s' if n != 1 else ''}: {summary}",
+        description=f"{kind} of {n} well{'s' if n != 1 else ''}{on}: {summary}",
     )
     # Only the racks the protocol uses have a parameter (see _render).
     used_roles = [p.role for p in pips if p.var in b.used]
@@ -757,6 +756,33 @@ def plan_protocol(
         waste_ul=_ul(b.waste_ul),
         run_time_parameters={TIP_PARAMETERS[r]: starts[r] for r in sorted(used_roles)},
     )
+
+
+def _plate_slots(params: Mapping[str, Any], layout: DeckLayout, robot: Robot) -> list[str]:
+    """The culture plates' deck slots: ``batch`` (several plates that get the same steps,
+    in that order: a list of deck slots), else ``deck_slot``, else the layout's first."""
+    batch = params.get("batch")
+    if batch is not None:
+        if not isinstance(batch, list | tuple) or not batch:
+            raise GenerationError(f"batch must list the plates' deck slots, not {batch!r}")
+        wanted = list(batch)
+    else:
+        deck_slot = params.get("deck_slot")
+        wanted = [layout.plates[0] if deck_slot is None else deck_slot]
+    out: list[str] = []
+    for deck_slot in wanted:
+        try:
+            slot = normalize_slot(deck_slot, robot)
+        except DeckLayoutError as exc:
+            raise GenerationError(str(exc)) from None
+        if slot not in layout.plates:
+            raise GenerationError(
+                f"deck slot {deck_slot} is not a culture plate slot ({', '.join(layout.plates)})"
+            )
+        if slot in out:
+            raise GenerationError(f"deck slot {deck_slot} is named twice in the batch")
+        out.append(slot)
+    return out
 
 
 def _tip_ul(rack: str) -> float:
@@ -974,7 +1000,7 @@ def _render(
     layout: DeckLayout,
     robot: Robot,
     load_name: str,
-    plate_slot: str,
+    plate_slots: Sequence[str],
     pips: Sequence[_Pip],
     *,
     title: str,
@@ -990,7 +1016,19 @@ def _render(
         clearance=_lit(CLEARANCE_MM),
     )
     params: list[str] = []
-    lines = [f"plate = ctx.load_labware({_lit(load_name)}, {_lit(plate_slot)}, 'culture plate')"]
+    if len(plate_slots) == 1:
+        lines = [
+            f"plate = ctx.load_labware({_lit(load_name)}, {_lit(plate_slots[0])}, 'culture plate')"
+        ]
+    else:  # a batch: the steps below loop over the plates (the helpers read ``plate``)
+        lines = [
+            "plates = ["
+            + ", ".join(
+                f"ctx.load_labware({_lit(load_name)}, {_lit(slot)}, {_lit(f'culture plate {slot}')})"
+                for slot in plate_slots
+            )
+            + "]"
+        ]
     for role, label in _OTHER_LABWARE:
         if role in b.used:
             lw, slot = getattr(layout, f"{role}_labware"), getattr(layout, role)

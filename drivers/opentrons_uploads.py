@@ -7,8 +7,9 @@ had yet, so the robot analyses new contents while other work goes on;
 :meth:`ProtocolUploads.analysed` then uses that upload when its analysis is of the very
 values the job starts with (the plate does not wait on the deck for an analysis, which takes
 tens of seconds on an OT-2), and uploads again otherwise: a run's analysis must be of its own
-tips. Identical liquid handling gives identical files whatever the tips; the job key in the
-file name keeps jobs apart on the robot.
+tips, and of its own source (a job may start on another deck position than expected, or
+feed more plates). Identical liquid handling gives identical files whatever the tips; the
+job key in the file name keeps jobs apart on the robot.
 
 Not thread-safe by itself: the engine prepares and starts jobs from its one loop.
 """
@@ -60,6 +61,7 @@ class _Prepared:
     protocol_id: str
     analysis_id: str
     values: dict[str, Any]  # the run-time parameter values it was analysed with
+    digest: str  # sha256 of the source uploaded
 
 
 class ProtocolUploads:
@@ -98,7 +100,7 @@ class ProtocolUploads:
             return
         self._remember(digest)
         self._prepared[job_key] = _Prepared(
-            uploaded.protocol_id, uploaded.analysis_id, dict(values or {})
+            uploaded.protocol_id, uploaded.analysis_id, dict(values or {}), digest
         )
         while len(self._prepared) > _PREPARED_MAX:
             self._prepared.popitem(last=False)  # its job did not come: analysed() uploads
@@ -111,7 +113,7 @@ class ProtocolUploads:
         """
         source = job.source.encode()
         values = job.run_time_parameters
-        prepared = self._prepared_analysis(job_key, values or {})
+        prepared = self._prepared_analysis(job_key, values or {}, sha256(source).hexdigest())
         if prepared is not None:
             return prepared.protocol_id
         # The values go with the upload too, so the robot's analysis is of this very run.
@@ -132,13 +134,18 @@ class ProtocolUploads:
         while len(self._seen) > _SEEN_MAX:
             self._seen.popitem(last=False)
 
-    def _prepared_analysis(self, job_key: str, values: Mapping[str, Any]) -> _Prepared | None:
-        """The upload ``prepare`` made for the job, if its analysis is of ``values``.
+    def _prepared_analysis(
+        self, job_key: str, values: Mapping[str, Any], digest: str
+    ) -> _Prepared | None:
+        """The upload ``prepare`` made for the job, if it is of the source with sha256
+        ``digest`` and its analysis is of ``values``.
 
         Waits for that analysis in any case: the robot refuses a new upload of the same file
         while the last analysis is pending (503 LastAnalysisPending). None if there is none,
-        the values differ, or the robot no longer has it (it deletes unused protocols to make
-        room) or cannot be asked: the job is then uploaded as usual, which reports errors."""
+        the source or the values differ (the job starts on another deck position than was
+        expected, or with more plates), or the robot no longer has it (it deletes unused
+        protocols to make room) or cannot be asked: the job is then uploaded as usual, which
+        reports errors."""
         prepared = self._prepared.pop(job_key, None)
         if prepared is None:
             return None
@@ -146,7 +153,9 @@ class ProtocolUploads:
             analysis = self.client.wait_for_analysis(prepared.protocol_id, prepared.analysis_id)
         except DeviceError:
             return None
-        if prepared.values != dict(values) or not analysis.completed:
+        if prepared.digest != digest or prepared.values != dict(values):
+            return None
+        if not analysis.completed:
             return None
         self.client.require_ok(analysis)
         return prepared

@@ -6,7 +6,8 @@
 driver               settings (besides ``driver``)
 ===================  ==================================================================
 ``opentrons``        ``url`` (http://host:31950), ``robot`` (OT-2 or Flex), ``deck``;
-                     optional ``api_version``, ``timeout_s``, ``tip_capacity``, ``check``
+                     optional ``api_version``, ``timeout_s``, ``tip_capacity``, ``check``,
+                     ``batch`` (plates fed in one run, up to its plate positions)
 ``cytomat``          ``port`` or ``url`` (a pyserial URL), ``slots``; optional
                      ``terminator`` (CR or CRLF), ``baudrate``, ``initialize``,
                      ``move_timeout_s``, ``reply_timeout_s``, ``setpoints``
@@ -185,6 +186,8 @@ def _build_opentrons(dev: WorkcellDevice, store: Store, clock: Clock) -> Device:
         layout = DeckLayout.from_deck(deck, robot)
     except (LabctlError, ValueError, TypeError, KeyError) as exc:
         raise _SettingError(f"'deck': {exc}") from exc
+    if "batch" in dev.settings:  # read by the planner (labctl.roles); checked here
+        _int(dev, "batch", lo=1, hi=len(layout.plates))
     kwargs: dict[str, Any] = {}
     if "check" in dev.settings:
         kwargs["check"] = _bool(dev, "check", True)

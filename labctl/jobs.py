@@ -142,6 +142,9 @@ class Chain:
     title: str = ""
     day: int = 0
     run: str = ""  # the run's id when chains of several runs are scheduled together
+    # Further plates this chain occupies: a batch merged into one chain for the scheduler
+    # (labctl.schedule.batches); expand never sets it.
+    also_plates: tuple[str, ...] = ()
 
     @property
     def main(self) -> JobSpec:
@@ -182,9 +185,10 @@ class Durations:
     min_event_prompt: float = 60
 
 
-def lh_duration_s(task: Task, d: Durations = Durations()) -> float:
-    """Estimated liquid-handler run time (s) for one plate of a feed/addition/washout task."""
-    n = len(task.wells) or 1
+def lh_duration_s(task: Task, d: Durations = Durations(), plates: int = 1) -> float:
+    """Estimated liquid-handler run time (s) of a feed/addition/washout task for ``plates``
+    plates fed in one robot run (the overhead of a run is paid once)."""
+    n = (len(task.wells) or 1) * plates
     s = task.spec
     if isinstance(s, FeedSpec):
         per = d.lh_per_well_full if s.change is Change.FULL else d.lh_per_well_partial
@@ -267,8 +271,12 @@ def expand(
                 chains.append(_event_chain(task, p, len(plates), roles, durations, prefix, run))
         else:
             lh = _lh_params(task, prev_volume)
-            for p in plates:
-                chains.append(_lh_chain(task, p, lh, roles, inc, durations, max_out_s, prefix, run))
+            for group in roles.batches(plates):
+                members = [
+                    _lh_chain(task, p, lh, roles, inc, durations, max_out_s, prefix, run, group)
+                    for p in group
+                ]
+                chains.extend(_batch(members))
         prev_volume = task.well_after.volume_ul
     return chains
 
@@ -376,11 +384,16 @@ def _lh_chain(
     max_out_s: float | None,
     prefix: str,
     run: str,
+    group: list[str],
 ) -> Chain:
-    """Feed ``plate`` (kept in incubator ``inc``; None: a manual one) on its robot."""
+    """Feed ``plate`` (kept in incubator ``inc``; None: a manual one) on its robot, in one
+    robot run with the other plates of ``group`` (a batch; each then has a deck position
+    of its own)."""
     b = _Builder(_chain_key(prefix, task.key, plate), task, plate)
     op = roles.operator
     lh, deck_slots = roles.handler_for(plate)
+    if len(group) > 1:
+        deck_slots = (deck_slots[group.index(plate)],)
     deck = deck_slots[0]
     slot = _slot(roles, inc, plate)
     where = f"the transfer station of {inc}" if inc is not None else "the incubator"
@@ -426,7 +439,7 @@ def _lh_chain(
             "deck_positions": list(deck_slots),
             "liquid_handler": lh,
         },
-        lh_duration_s(task, d),
+        lh_duration_s(task, d, len(group)),
     )
     back = {**move, "source": move["destination"], "destination": move["source"]}
     if roles.mover is not None:
@@ -464,6 +477,26 @@ def _lh_chain(
         main_seq=main,
         holds=tuple(holds),
     )
+
+
+def _batch(members: list[Chain]) -> list[Chain]:
+    """Tie the chains of one batch together: the first plate's LH job (the leader) names
+    the others' (``riders``), each rider names the leader (``rides``). The engine runs
+    one robot run for the plates on the deck when the leader starts; a rider not there
+    then is fed by a run of its own (labctl.engine.batches)."""
+    if len(members) < 2:
+        return members
+    lead = members[0]
+    riders = [c.main.key for c in members[1:]]
+    out = [_with_main_params(lead, riders=riders)]
+    out += [_with_main_params(c, rides=lead.main.key) for c in members[1:]]
+    return out
+
+
+def _with_main_params(c: Chain, **more: Any) -> Chain:
+    jobs = list(c.jobs)
+    jobs[c.main_seq] = replace(c.main, params={**c.main.params, **more})
+    return replace(c, jobs=tuple(jobs))
 
 
 def _event_chain(

@@ -63,6 +63,8 @@ class WorkcellRoles:
     ``climates`` lists every automated incubator (name, climate its setpoints declare)
     when the workcell has more than one, and ``more_slots`` each plate's slot in the
     incubators other than ``incubator`` it may live in (incubator -> plate -> slot).
+    ``batch`` maps a liquid handler to how many plates it feeds in one robot run (the
+    plates of a task then share one generated protocol: :meth:`batches`).
     """
 
     liquid_handler: str
@@ -74,6 +76,27 @@ class WorkcellRoles:
     more_handlers: tuple[tuple[str, tuple[int, ...]], ...] = ()
     climates: tuple[tuple[str, Climate], ...] = ()
     more_slots: dict[str, dict[str, int]] = field(default_factory=dict)
+    batch: dict[str, int] = field(default_factory=dict)
+
+    def batch_of(self, handler: str) -> int:
+        """How many plates ``handler`` feeds in one robot run (its ``batch`` setting, at
+        most its culture-plate positions; 1 when not set)."""
+        positions = dict(((self.liquid_handler, self.deck_slots), *self.more_handlers))
+        return max(1, min(self.batch.get(handler, 1), len(positions.get(handler, (1,)))))
+
+    def batches(self, plates: list[str]) -> list[list[str]]:
+        """``plates`` in the groups fed together: the plates of each liquid handler (see
+        :meth:`handler_for`), in order, in runs of :meth:`batch_of` (the last may be
+        smaller). Without batching every plate is a group of its own."""
+        by_handler: dict[str, list[str]] = {}
+        for p in plates:
+            by_handler.setdefault(self.handler_for(p)[0], []).append(p)
+        out: list[list[str]] = []
+        for handler, mine in by_handler.items():
+            n = self.batch_of(handler)
+            out.extend(mine[i : i + n] for i in range(0, len(mine), n))
+        order = {p: i for i, p in enumerate(plates)}
+        return sorted(out, key=lambda g: order[g[0]])
 
     def handler_for(self, plate: str) -> tuple[str, tuple[int, ...]]:
         """The liquid handler (name, deck slots) that feeds ``plate``: every handler of
@@ -164,6 +187,7 @@ class WorkcellRoles:
             ),
             climates=tuple(named),
             more_slots=more,
+            batch={h.name: _batch(h) for h in handlers if _batch(h) > 1},
         )
 
     @classmethod
@@ -238,6 +262,14 @@ def _check_stations(
             f"plate mover '{mover.name}' has no station for {', '.join(missing)}: "
             "add them to its 'stations' (the numbers taught on the arm)"
         )
+
+
+def _batch(handler: WorkcellDevice) -> int:
+    """A liquid handler's ``batch`` setting: plates fed in one robot run (1 if unset or
+    not a whole number; the registry reports a bad value, naming the device)."""
+    raw = handler.settings.get("batch", 1)
+    n = raw if isinstance(raw, int) and not isinstance(raw, bool) else 1
+    return max(1, min(n, len(_deck_slots(handler.settings.get("deck")))))
 
 
 def _is_liquid_handler(driver: str) -> bool:

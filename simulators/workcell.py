@@ -332,9 +332,14 @@ class SimulatedWorkcell:
         robots: int = 1,
         climates: Sequence[Climate] = (),
         start: Climate = AMBIENT,
+        batch: int = 1,
     ) -> None:
         """``climates``: those the run asks for (a hypoxic LiCONiC, ``inc-hyp``, joins the
-        Cytomat when one asks for O2); ``start``: the climate the plates are seeded in."""
+        Cytomat when one asks for O2); ``start``: the climate the plates are seeded in;
+        ``batch``: plates each robot feeds in one run (its ``batch`` setting)."""
+        if not 1 <= batch <= len(DECK_PLATES):
+            raise ScenarioError(f"batch must be 1 to {len(DECK_PLATES)}, not {batch}")
+        self.batch = batch
         self.clock = clock
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -481,6 +486,7 @@ class SimulatedWorkcell:
                         "robot": self.robot_model,
                         "deck": {"plate": list(DECK_PLATES)},
                         "check": False,  # the simulated robot analyses every protocol itself
+                        **({"batch": self.batch} if self.batch > 1 else {}),
                     }
                     for r in self.robots
                 },

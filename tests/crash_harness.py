@@ -1,9 +1,10 @@
 """One engine process of the crash test: run (or resume) a Kriks run on file-backed fakes.
 
-Usage: python tests/crash_harness.py DB STATE_DIR KILL_AT PLATES [arm|hypoxic]
+Usage: python tests/crash_harness.py DB STATE_DIR KILL_AT PLATES [arm|hypoxic|batch]
 With ``arm``, a plate-moving arm (arm-sim) carries the plates, not the operator. With
 ``hypoxic``, the arm also moves them between two incubators every day: a short protocol
-asks for 4% O2 on even days, which a second incubator (inc-hyp) holds. Kills itself with SIGKILL at the KILL_AT-th device call (0 = never). Exits 0 when the run
+asks for 4% O2 on even days, which a second incubator (inc-hyp) holds. With ``batch``,
+the arm carries and the robot feeds two plates in one run (deck positions 1 and 3). Kills itself with SIGKILL at the KILL_AT-th device call (0 = never). Exits 0 when the run
 has completed, 3 if it stopped for another reason.
 """
 
@@ -69,11 +70,15 @@ schedule:
 """
 
 
-def roles(labels: list[str], arm: bool, hypoxic: bool = False) -> WorkcellRoles:
+def roles(
+    labels: list[str], arm: bool, hypoxic: bool = False, batch: bool = False
+) -> WorkcellRoles:
     """The simulated workcell's roles; with ``arm``, arm-sim carries the plates; with
-    ``hypoxic``, inc-hyp holds 4% O2 next to inc-sim."""
+    ``hypoxic``, inc-hyp holds 4% O2 next to inc-sim; with ``batch``, two plates a run."""
     r = WorkcellRoles.simulated(labels)
-    r = dataclasses.replace(r, mover="arm-sim") if arm or hypoxic else r
+    r = dataclasses.replace(r, mover="arm-sim") if arm or hypoxic or batch else r
+    if batch:
+        r = dataclasses.replace(r, deck_slots=(1, 3), batch={"ot2-sim": 2})
     if hypoxic:
         r = dataclasses.replace(
             r,
@@ -91,7 +96,8 @@ def main() -> int:
         int(sys.argv[4]),
     )
     hypoxic = sys.argv[5:6] == ["hypoxic"]
-    arm = sys.argv[5:6] == ["arm"] or hypoxic
+    batch = sys.argv[5:6] == ["batch"]
+    arm = sys.argv[5:6] == ["arm"] or hypoxic or batch
     state_dir.mkdir(parents=True, exist_ok=True)
     clock_file = state_dir / "clock.txt"
     clock = PersistentClock(clock_file, T0)
@@ -119,7 +125,7 @@ def main() -> int:
                 clock,
                 proto,
                 plan,
-                roles(labels, arm, hypoxic),
+                roles(labels, arm, hypoxic, batch),
                 name="crash",
                 workcell_name="fakes",
                 workcell_text="",

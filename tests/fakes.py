@@ -174,7 +174,17 @@ class FakeLiquidHandler(FakeDevice):
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:
         keep = {
             k: params.get(k)
-            for k in ("kind", "labware", "add_ul", "remove_ul", "recipe", "compound")
+            for k in (
+                "kind",
+                "labware",
+                "add_ul",
+                "remove_ul",
+                "recipe",
+                "compound",
+                "deck_slot",
+                "batch",
+                "batch_plates",
+            )
             if k in params
         }
         return self._begin(job_key, "lh_run", keep)

@@ -47,7 +47,7 @@ def _run(db: Path, state: Path, kill_at: int, plates: int, *extra: str) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("carrier", "kills_wanted"),
-    [("operator", KILLS), ("arm", 60), ("hypoxic", 30)],
+    [("operator", KILLS), ("arm", 60), ("hypoxic", 30), ("batch", 40)],
 )
 def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(
     tmp_path: Path, carrier: str, kills_wanted: int
@@ -56,7 +56,7 @@ def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(
     its place: after the move began, before the engine recorded its op id or end), and
     with an arm that also moves two plates between two incubators every day."""
     rng = random.Random(20261126)
-    plates = 2 if carrier == "hypoxic" else 1
+    plates = 2 if carrier in ("hypoxic", "batch") else 1
     db, state = tmp_path / "run.db", tmp_path / "devices"
     extra = (carrier,) if carrier != "operator" else ()
     # A whole 1-plate Kriks run has about 420 crash points: spread 100 kills over it.
@@ -84,9 +84,18 @@ def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(
     per_job = Counter(a["job"] for a in actions)
     twice = {k: n for k, n in per_job.items() if n > 1}
     assert not twice, f"physical actions done twice: {twice}"
-    # every job happened exactly once on its device
+    # every job happened exactly once on its device (a job that rode in another's robot
+    # run happened in that run: below, every plate is fed once per feed)
     job_keys = {j.spec["key"] for j in jobs}
-    assert set(per_job) == job_keys
+    rode = {j.spec["key"] for j in jobs if str(j.device_op_id or "").startswith("ride:")}
+    assert set(per_job) == job_keys - rode
+    fed = Counter(
+        (a["job"].split("/")[0], plate)
+        for a in actions
+        if a["device"] == "ot2-sim"
+        for plate in a.get("batch_plates") or [a["job"].split("/")[1]]
+    )
+    assert set(fed.values()) == {1}, {k: n for k, n in fed.items() if n != 1}
     # and no device ever received the same job twice (an op started twice is a doubled action)
     for f in state.glob("*.ops.json"):
         ops = json.loads(f.read_text())
@@ -107,6 +116,10 @@ def test_sigkill_at_100_random_points_loses_nothing_and_repeats_nothing(
             and ("restart" in (e.reason or "") or "never received" in (e.reason or ""))
         ]
         assert len(settled) >= 3, settled
+    elif carrier == "batch":  # two plates fed in one robot run, mostly
+        assert len(fed) == 26 * plates
+        assert len(rode) >= 15, f"only {len(rode)} feeds rode in a shared robot run"
+        assert len(moves) == 2 * 26 * plates
     else:
         assert len(lh) == 26 * plates
         assert len(moves) == (2 * 26 * plates if carrier == "arm" else 0)

@@ -317,3 +317,19 @@ def test_prepare_is_silent_when_the_robot_is_offline_and_start_reports_it(rig: R
     rig.sim.set_faults(offline=True)
     with pytest.raises(DeviceError):
         rig.lh.start_job(KEY.replace("P2", "P4"), {**FEED, "plate": "P4"})
+
+
+def test_a_job_that_starts_with_other_contents_than_were_prepared_is_uploaded_anew(
+    rig: Rig,
+) -> None:
+    """Prepared with the parameters expected ahead, started with others (another deck
+    position, more plates in a batch; here fewer wells) and the same tips: the run is of
+    the job's protocol as it starts, never of the one prepared ahead."""
+    rig.lh.prepare(KEY, dict(FEED))
+    rig.clock.sleep(60)
+    changed = {**FEED, "wells": ["A1"]}
+    op_id = rig.lh.start_job(KEY, changed)
+    expected = generate(changed, rig.layout, rig.robot).encode()  # type: ignore[arg-type]
+    assert len(rig.uploads.sent) == 2
+    assert rig.uploads.sent[-1] == (protocol_filename(KEY), expected)
+    assert rig.run_to_end(op_id).state is OpState.SUCCEEDED

@@ -560,3 +560,33 @@ def test_a_failing_protocol_is_a_device_fault_naming_the_device_and_is_cached() 
     first = check_locally(good)
     assert check_locally(good) is first
     assert first.sha256 == op.hashlib.sha256(good.encode()).hexdigest()
+
+
+# --- several plates in one run (a batch) --------------------------------------------------
+
+
+def test_a_batch_feeds_each_plate_in_turn_and_counts_k_times_the_tips_and_liquids() -> None:
+    layout = DeckLayout.from_deck({"plate": [1, 3]}, "OT-2")
+    one = plan_protocol(feed(), layout, "OT-2")
+    two = plan_protocol(feed(batch=[1, 3]), layout, "OT-2")
+    assert two.tips["tips"] == 2 * one.tips["tips"]
+    assert (two.medium_ul, two.waste_ul) == (2 * one.medium_ul, 2 * one.waste_ul)
+    assert (
+        "plates = [ctx.load_labware('corning_6_wellplate_16.8ml_flat', '1', 'culture plate 1'), "
+        "ctx.load_labware('corning_6_wellplate_16.8ml_flat', '3', 'culture plate 3')]"
+    ) in two.source
+    assert "    for plate in plates:\n" in two.source
+    # opentrons' own simulator runs it: every well of both plates, twice the tips
+    result = check_locally(two.source)
+    assert result.tips_total == two.tips["tips"] + two.tips.get("small_tips", 0)
+    assert check_locally(one.source).commands < result.commands
+
+
+def test_a_batch_names_only_culture_plate_slots_each_once() -> None:
+    layout = DeckLayout.from_deck({"plate": [1, 3]}, "OT-2")
+    with pytest.raises(GenerationError, match="named twice"):
+        plan_protocol(feed(batch=[1, 1]), layout, "OT-2")
+    with pytest.raises(GenerationError, match="not a culture plate slot"):
+        plan_protocol(feed(batch=[1, 2]), layout, "OT-2")
+    with pytest.raises(GenerationError, match="batch must list"):
+        plan_protocol(feed(batch=[]), layout, "OT-2")

@@ -89,6 +89,7 @@ def simulate(args: argparse.Namespace) -> int:
             timezone=tz,
             arm=not args.no_arm,
             robots=args.robots,
+            batch=args.batch,
             climates=climates(plan),
             start=seeded_climate(plan),
         ) as sim,
@@ -169,7 +170,8 @@ def summarize(store: Any, run_id: int, now: datetime | None = None) -> dict[str,
     by_task: dict[int, list[Any]] = defaultdict(list)
     for j in jobs:
         by_task[j.task_id].append(j)
-        if j.started_at and j.finished_at:
+        # A job that rode in another's robot run took no robot time of its own.
+        if j.started_at and j.finished_at and not str(j.device_op_id or "").startswith("ride:"):
             busy[j.device] += (j.finished_at - j.started_at).total_seconds()
     span = (last - first).total_seconds() if first and last else 0.0
     out_of_incubator: dict[str, list[float]] = defaultdict(list)
@@ -274,6 +276,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="liquid handlers in the simulated workcell, 1-4 (default 1); the plates are "
         "shared between them",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        choices=range(1, 3),
+        metavar="N",
+        help="plates each robot feeds in one run, 1-2 (default 1): the plates of a feed that "
+        "share a robot are put on its two culture-plate positions and one generated protocol "
+        "feeds them both",
     )
     p.add_argument(
         "--no-arm",

@@ -27,4 +27,7 @@ class EngineConfig:
     busy_retry_s: float = 5.0
     busy_retry_max_s: float = 120.0
     busy_give_up_s: float = 1200.0
+    # A batch's leader waits this long for a rider's plate still on its way to the deck
+    # (and a rider on the deck this long for its leader) before each goes alone.
+    batch_wait_s: float = 300.0
     actor: str = "engine"

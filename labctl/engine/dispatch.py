@@ -15,6 +15,7 @@ from typing import Any
 
 from labctl.devices import Device, NotKnown, Preparable
 from labctl.engine.alarms import Alarms
+from labctl.engine.batches import RIDE, Batches
 from labctl.engine.config import EngineConfig
 from labctl.engine.machines import JobState, RunState, TaskState
 from labctl.engine.ops import start_op
@@ -53,6 +54,7 @@ class Dispatcher:
         transitions: Transitions,
         pace: Pace,
         fire: Fire,
+        batches: Batches,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -65,6 +67,7 @@ class Dispatcher:
         self.transitions = transitions
         self.pace = pace
         self.fire = fire
+        self.batches = batches
         self._prepared: set[str] = set()  # keys of jobs offered to their device's prepare
         # Called after a job's RUNNING is committed and before its device hears of it (the
         # daemon marks the store's head there: labctl.engine.presence).
@@ -125,25 +128,59 @@ class Dispatcher:
             return  # its device refused it a moment ago (busy, initialising): not yet
         if r.state is RunState.HOLDING and nxt.op is Op.LH_RUN:
             return
+        riders: list[tuple[ChainRec, JobRec]] = []
+        if nxt.op is Op.LH_RUN and not nxt.in_doubt:
+            if self.batches.rider_waits(nxt, c, now):
+                return  # its leader will feed it with its own plate
+            taken = self.batches.take(nxt, c, now)
+            if taken is None:
+                return  # a plate of its batch is on its way to the deck
+            riders = [(rc, rj) for rc, rj in taken if self.places.deck_slot(rc) is not None]
         if not self.places.acquire(c, nxt, self.planner.scheduled_position):
             return  # the place it needs (deck position, transfer station) is taken: wait
-        if self._start(nxt, c, now) and nxt.op is not Op.PROMPT:
+        if self._start(nxt, c, now, riders) and nxt.op is not Op.PROMPT:
             busy.add(nxt.device)
 
-    def _start(self, j: JobRec, c: ChainRec, now: datetime) -> bool:
-        """Start ``j``; False if the device refused it (busy: asked again later; else the job
-        failed and a prompt asks)."""
-        # 1. commit RUNNING (with the audit entry) before the device hears anything
-        self.fire(j, "start", f"dispatch to {j.device}", updates={"started_at": now})
+    def _start(
+        self,
+        j: JobRec,
+        c: ChainRec,
+        now: datetime,
+        riders: list[tuple[ChainRec, JobRec]] | None = None,
+    ) -> bool:
+        """Start ``j`` (a leader with the ``riders`` it takes into its robot run); False if
+        the device refused it (busy: asked again later; else the job failed and a prompt
+        asks)."""
+        riders = riders or []
+        # 1. commit RUNNING (with the audit entry) before the device hears anything; the
+        # riders' too, in the same transaction: after a crash they are known to ride
+        with self.store.atomic():
+            self.fire(j, "start", f"dispatch to {j.device}", updates={"started_at": now})
+            for rc, rj in riders:
+                if rj.state is JobState.READY:
+                    self.fire(rj, "start", f"rides in {j.key}", updates={"started_at": now})
+                    rj.started_at = now
+                    self.transitions.set_op(rj, RIDE + j.key, f"fed in the robot run of {j.key}")
+                    if rj.seq == rc.main_seq:
+                        rc.main_start = now
         j.started_at = now
+        self.batches.forget(j)
+        for _, rj in riders:
+            self.batches.forget(rj)
         for hook in self.before_act:
             hook()
         if j.in_doubt:
             return self._settle_doubt(j, c, now)
         # 2. tell the device (one that already holds this job's operation answers with it
         # and does nothing again: labctl.devices, "idempotent per job key")
+        params = self.params(c, j)
+        if riders:  # one robot run for every plate of the batch on the deck, leader first
+            params["batch"] = [self.places.deck_slot(c)] + [
+                self.places.deck_slot(rc) for rc, _ in riders
+            ]
+            params["batch_plates"] = [c.plate] + [rc.plate for rc, _ in riders]
         try:
-            op_id = start_op(self.devices.get(j.device), j, c, self.params(c, j))
+            op_id = start_op(self.devices.get(j.device), j, c, params)
         except (DeviceBusy, DeviceUnreachable) as exc:
             # Nothing happened (busy, initialising, or not reachable and nothing that
             # acts was delivered): ask again later, a person only after busy_give_up_s.
@@ -280,8 +317,16 @@ class Dispatcher:
                 device = self.devices.get(j.device)
                 if j.state is not JobState.PENDING or not isinstance(device, Preparable):
                     continue
+                if j.params.get("rides"):
+                    continue  # fed in its leader's run, which is prepared with it
+                params = self.params(c, j, self._expected_deck_slot(c))
+                riders = [self.batches.find(c, str(k)) for k in j.params.get("riders") or []]
+                if riders:  # the run as it will most likely start: every plate of the batch
+                    found = [(rc, self._expected_deck_slot(rc)) for rc, _ in filter(None, riders)]
+                    params["batch"] = [params.get("deck_slot")] + [s for _, s in found]
+                    params["batch_plates"] = [c.plate] + [rc.plate for rc, _ in found]
                 try:
-                    device.prepare(j.key, self.params(c, j, self._expected_deck_slot(c)))
+                    device.prepare(j.key, params)
                 except Exception as exc:  # noqa: BLE001 - optional work must not stop feeding
                     self.store.record(
                         "prepare-failed",

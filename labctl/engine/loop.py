@@ -27,6 +27,7 @@ from typing import Any
 from labctl.clock import Clock
 from labctl.devices import Device, QuietWatch
 from labctl.engine.alarms import Alarms
+from labctl.engine.batches import Batches
 from labctl.engine.commands import Commands
 from labctl.engine.config import EngineConfig
 from labctl.engine.dispatch import Dispatcher
@@ -84,6 +85,7 @@ class Engine:
             store, self.picture, self.transitions, self.prompts, self.fire, actor
         )
         self.watcher = DeviceWatch(store, self.cfg, self.devices, self.alarms, self.picture, watch)
+        self.batches = Batches(self.picture, self.cfg)
         self.poller = Poller(
             store,
             self.cfg,
@@ -96,6 +98,7 @@ class Engine:
             self.fire,
             self.commands.abort,
             self.commands.extend,
+            self.batches,
         )
         self.dispatcher = Dispatcher(
             store,
@@ -109,6 +112,7 @@ class Engine:
             self.transitions,
             self.pace,
             self.fire,
+            self.batches,
         )
         # Called at the start of every step with the current time (a simulated workcell
         # applies its timed faults and its scripted operator's decisions here).
@@ -343,6 +347,7 @@ class Engine:
                 self.planner.next_start_after(now),
                 self.prompts.next_deadline(),
                 self.dispatcher.next_retry(),
+                self.batches.next_wake(),
             )
             if t
         ]

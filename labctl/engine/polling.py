@@ -14,6 +14,7 @@ from typing import Any
 
 from labctl.devices import Device, OpState, OpStatus
 from labctl.engine.alarms import Alarms
+from labctl.engine.batches import Batches, riding
 from labctl.engine.config import EngineConfig
 from labctl.engine.machines import JobState, RunState, TaskState
 from labctl.engine.pace import Pace
@@ -48,6 +49,7 @@ class Poller:
         fire: Fire,
         abort: Abort,
         extend: Extend,
+        batches: Batches,
     ) -> None:
         self.store = store
         self.cfg = cfg
@@ -60,6 +62,7 @@ class Poller:
         self.fire = fire
         self.abort = abort
         self.extend = extend
+        self.batches = batches
 
     def poll_due(self, now: datetime) -> None:
         """Poll every running job whose next poll is due."""
@@ -70,6 +73,10 @@ class Poller:
             if j.next_poll is not None and j.next_poll > now:
                 continue
             c = self.picture.chain_of(j)
+            lead = riding(j)
+            if lead is not None:
+                self._follow(j, c, lead, now)
+                continue
             dev = self.devices.get(j.device)
             try:
                 st = (
@@ -103,6 +110,37 @@ class Poller:
                 self._finish(j, c, st, now)
             else:
                 self._failed(j, c, st, now)
+
+    def _follow(self, j: JobRec, c: ChainRec, key: str, now: datetime) -> None:
+        """A job riding in the robot run of job ``key`` ends as that run ends."""
+        found = self.batches.find(c, key)
+        if found is None:
+            why = f"the robot run of {key} it was fed in is not known"
+            self.fire(j, "interrupt", why)
+            self.prompts.ask_interrupted(j, c, why)
+            return
+        lead_c, lead = found
+        if lead.state in (JobState.PENDING, JobState.READY, JobState.RUNNING):
+            j.next_poll = max(now + timedelta(seconds=self.cfg.poll_s), lead.next_poll or now)
+            return
+        if lead.state is JobState.DONE:
+            detail = f"fed with {lead_c.plate} in the robot run of {key}"
+            self._finish(j, c, OpStatus(OpState.SUCCEEDED, detail, result={"rode": key}), now)
+            return
+        why = f"the robot run it shared with {lead_c.plate} ({key}) is {lead.state.value}"
+        if lead.state is JobState.INTERRUPTED:
+            self.fire(j, "interrupt", why)
+            self.prompts.ask_interrupted(j, c, why)
+            return
+        # failed or skipped: liquid may have moved into this plate's wells too
+        self.fire(
+            j,
+            "fail",
+            why,
+            data={"error": why},
+            updates={"finished_at": now, "result": {"error": why}},
+        )
+        self.prompts.ask_recovery(j, c, None, why, partial=True)
 
     def _still_running(self, j: JobRec, c: ChainRec, st: OpStatus, now: datetime) -> None:
         if j.op is Op.PROMPT and j.started_at is not None:

@@ -38,6 +38,9 @@ from labctl.jobs import (
     natural_key,
 )
 from labctl.plan.resolve import zone
+from labctl.schedule.batches import merge, split
+from labctl.schedule.batches import out_s as batch_out_s
+from labctl.schedule.model import ChainPlan, Schedule, Slot
 from labctl.workcell import OperatorCalendar
 
 __all__ = ["ChainPlan", "Schedule", "Slot", "schedule"]
@@ -48,46 +51,6 @@ _INF = 1 << 62  # "for ever" in microseconds
 _FAR = 1 << 61  # a search that slides past this has given up
 _DAY_US = 86_400_000_000
 _HOURS_HORIZON_DAYS = 60  # operator hours are laid out this far past the last window
-
-
-@dataclass(frozen=True)
-class Slot:
-    """When one job runs, on which device. ``deck_slot`` is the deck position the
-    scheduler chose for the plate (TO_DECK, LH_RUN and TO_INCUBATOR jobs): it overrides
-    ``params["deck_slot"]`` when the liquid handler has more than one plate position."""
-
-    job_key: str
-    device: str
-    start: datetime
-    end: datetime
-    deck_slot: int | None = None
-    deck_device: str | None = None
-
-
-@dataclass(frozen=True)
-class ChainPlan:
-    """A chain's planned span and main start. ``slack_s`` = window_end - main_start in
-    seconds (negative = late). ``due``/``window_*`` are the effective ones (moved with the
-    actual time of the previous feed for tied chains)."""
-
-    chain_key: str
-    start: datetime
-    end: datetime
-    main_start: datetime
-    slack_s: float
-    due: datetime | None = None
-    window_start: datetime | None = None
-    window_end: datetime | None = None
-    late_reason: str = ""
-    deck_slot: int | None = None
-
-
-@dataclass(frozen=True)
-class Schedule:
-    slots: dict[str, Slot]
-    chains: dict[str, ChainPlan]
-    late: tuple[str, ...]  # chain keys that cannot meet their window
-    warnings: tuple[str, ...] = ()  # e.g. a plate out of the incubator longer than allowed
 
 
 # --- timelines ----------------------------------------------------------------------------
@@ -218,6 +181,11 @@ def _plate_res(run: str, plate: str) -> tuple[str, str, str]:
     return ("plate", run, plate)
 
 
+def _plates(c: Chain) -> list[tuple[str, str, str]]:
+    """The plate timelines ``c`` occupies: its plate's, and a merged batch's others."""
+    return [_plate_res(c.run, p) for p in (c.plate, *c.also_plates) if p != ALL_PLATES]
+
+
 def _deck_device(place: str) -> str | None:
     return place[: -len(":deck")] if place.endswith(":deck") else None
 
@@ -308,8 +276,8 @@ def _prep(c: Chain, idx: int, st: _State) -> _Prep:
     for h_i, h in enumerate(c.holds):
         tls = tuple(st.get(("place", h.place, p)) for p in h.positions)
         segs.append(_Seg(tls, offs[h.first], offs[h.last] + durs[h.last], h.positions, h_i))
-    if c.plate != ALL_PLATES:
-        segs.append(_Seg((st.get(_plate_res(c.run, c.plate)),), 0, acc))
+    for res in _plates(c):
+        segs.append(_Seg((st.get(res),), 0, acc))
     main_off = offs[c.main_seq] if c.jobs else 0
     return _Prep(
         c, idx, offs, durs, acc, main_off, segs, _us(c.due), _us(c.window_start), _us(c.window_end)
@@ -459,6 +427,9 @@ def schedule(
         dup = sorted({k for k in keys if keys.count(k) > 1})
         raise PlanError(f"duplicate chain keys passed to the scheduler: {', '.join(dup[:3])}")
     chains = [_normalise(c) for c in chains]
+    # A batch not yet begun is one unit: its plates' steps, one robot run (see batches).
+    singles = chains
+    chains, groups = merge(chains, fixed)
     by_key = {c.key: c for c in chains}
 
     for dev, until in sorted(busy_until.items()):
@@ -497,9 +468,11 @@ def schedule(
         {c.key: c for c in pinned},
     )
 
-    for c in chains:
+    split(slots, plans, late, groups)
+    batched = {m.key for ms in groups.values() for m in ms}
+    for c in singles:
         lim = c.max_out_s
-        out = c.out_s()
+        out = batch_out_s(c, slots) if c.key in batched else c.out_s()
         if lim is not None and out is not None and out > lim + 1e-6:
             warnings.append(
                 f"{c.key}: plate {c.plate} is out of the incubator {out / 60:.1f} min, "
@@ -661,15 +634,15 @@ def _place_all(
     # Chains of one plate keep their plan order; a tied chain waits for its previous one.
     by_plate: dict[tuple, list[int]] = {}
     for i, p in enumerate(preps):
-        if p.chain.plate != ALL_PLATES:
-            by_plate.setdefault(_plate_res(p.chain.run, p.chain.plate), []).append(i)
+        for res in _plates(p.chain):
+            by_plate.setdefault(res, []).append(i)
     preds: list[set[int]] = [set() for _ in range(n)]
-    plate_pred: list[int | None] = [None] * n
+    plate_preds: list[list[int]] = [[] for _ in range(n)]
     for idxs in by_plate.values():
         idxs.sort(key=lambda i: (preps[i].due, preps[i].idx))
         for a, b in zip(idxs, idxs[1:], strict=False):
             preds[b].add(a)
-            plate_pred[b] = a
+            plate_preds[b].append(a)
     for i, p in enumerate(preps):
         pk = p.chain.previous_key
         if pk is not None and pk in pos and pk not in done_at and pos[pk] != i:
@@ -682,8 +655,7 @@ def _place_all(
     pinned_end: dict[tuple, int] = {}
     for k, e in end_at.items():
         c = pinned_chains.get(k)
-        if c is not None and c.plate != ALL_PLATES:
-            res = _plate_res(c.run, c.plate)
+        for res in _plates(c) if c is not None else []:
             pinned_end[res] = max(pinned_end.get(res, e), e)
     nat = [natural_key(p.chain.key) for p in preps]
     heap: list[tuple] = []
@@ -708,10 +680,9 @@ def _place_all(
         p = preps[i]
         due, ws, we = eff[i]
         lo_t = now_us
-        if p.chain.plate != ALL_PLATES:  # after the plate's chains that are under way
-            lo_t = max(lo_t, pinned_end.get(_plate_res(p.chain.run, p.chain.plate), lo_t))
-        pp = plate_pred[i]
-        if pp is not None:
+        for res in _plates(p.chain):  # after the plate's chains that are under way
+            lo_t = max(lo_t, pinned_end.get(res, lo_t))
+        for pp in plate_preds[i]:
             lo_t = max(lo_t, end_at.get(preps[pp].chain.key, lo_t))
         pk = p.chain.previous_key
         if pk is not None and pk in end_at:

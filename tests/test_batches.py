@@ -1,0 +1,222 @@
+"""Several plates fed in one robot run (a batch): expand ties their LH jobs, the scheduler
+places a batch as one unit, the engine takes the plates on the deck into the leader's run
+(and feeds a late one by a run of its own), and a dry run through the real driver feeds
+every well of every plate exactly once, judged from the simulated robot's own log."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from labctl.clock import VirtualClock
+from labctl.engine import Engine, EngineConfig, register_run
+from labctl.jobs import Op, WorkcellRoles, expand
+from labctl.plan.resolve import resolve
+from labctl.schedule.scheduler import schedule
+from labctl.store import Store
+from labctl.validate import load_protocol
+from labctl.workcell import parse_workcell
+from tests.fakes import fake_workcell
+from tests.test_simulate import SMALL, read_jsonl, run_simulate
+
+ROOT = Path(__file__).resolve().parent.parent
+T0 = datetime(2026, 11, 30, 0, 0, tzinfo=timezone.utc)
+WORKCELL = """
+name: bay
+timezone: UTC
+devices:
+  ot2-sim: {driver: opentrons, deck: {plate: [1, 3]}, batch: 2}
+  inc-sim: {driver: cytomat, slots: 40}
+  arm-sim: {driver: pf400, host: h, stations: {inc-sim/transfer: 1, ot2-sim/1: 2, ot2-sim/3: 3}}
+  operator: {driver: operator}
+"""
+
+
+def kriks(plates: int):  # noqa: ANN201 - a Plan
+    proto = load_protocol(ROOT / "protocols" / "kriks2011_da.yaml")
+    return proto, resolve(proto, plates=plates, start=datetime(2026, 12, 1, 9, 0), timezone="UTC")
+
+
+def roles(plates: int) -> WorkcellRoles:
+    wc = parse_workcell(WORKCELL, "bay.yaml")
+    return WorkcellRoles.from_workcell(wc, [f"P{i}" for i in range(1, plates + 1)])
+
+
+# --- expand and the schedule ---------------------------------------------------------------
+
+
+def test_the_plates_of_a_robot_are_fed_two_at_a_time_each_on_its_own_deck_position() -> None:
+    r = roles(5)
+    assert r.batch == {"ot2-sim": 2}
+    assert r.batches([f"P{i}" for i in range(1, 6)]) == [["P1", "P2"], ["P3", "P4"], ["P5"]]
+    _, plan = kriks(5)
+    chains = {c.key: c for c in expand(plan, [f"P{i}" for i in range(1, 6)], r)}
+    lead, rider, alone = (chains[f"d0-feed-0900/P{i}"] for i in (1, 2, 5))
+    assert lead.main.params["riders"] == [rider.main.key]
+    assert rider.main.params["rides"] == lead.main.key
+    assert "riders" not in alone.main.params and "rides" not in alone.main.params
+    decks = [
+        next(h.positions for h in c.holds if h.place.endswith(":deck"))
+        for c in (lead, rider, alone)
+    ]
+    assert decks == [(1,), (3,), (1, 3)]
+    assert rider.jobs[1].params["destination"] == "ot2-sim/3"
+    # one run's overhead for two plates
+    assert lead.main.duration_s == rider.main.duration_s < 2 * alone.main.duration_s
+
+
+def test_a_batch_is_scheduled_as_one_robot_run_and_needs_less_robot_time() -> None:
+    _, plan = kriks(4)
+    plates = [f"P{i}" for i in range(1, 5)]
+    batched = expand(plan, plates, roles(4))
+    single = expand(plan, plates, dataclasses.replace(roles(4), batch={}))
+    sb, ss = schedule(batched, now=plan.start), schedule(single, now=plan.start)
+    by_key = {c.key: c for c in batched}
+    for c in batched:
+        rides = c.main.params.get("rides") if c.kind == "feed" else None
+        if rides:  # the rider's LH job is in its leader's slot, on its own deck position
+            lead, mine = sb.slots[rides], sb.slots[c.main.key]
+            assert (lead.start, lead.end) == (mine.start, mine.end)
+            assert mine.deck_slot == 3 and lead.deck_slot == 1
+            assert (
+                sb.chains[c.key].main_start
+                == sb.chains[by_key[rides.rsplit("/", 1)[0]].key].main_start
+            )
+
+    def robot_s(s, chains) -> float:  # noqa: ANN001
+        spans = {
+            (x.start, x.end)
+            for c in chains
+            for j in c.jobs
+            if j.op is Op.LH_RUN
+            for x in [s.slots[j.key]]
+        }
+        return sum((b - a).total_seconds() for a, b in spans)
+
+    assert robot_s(sb, batched) < 0.8 * robot_s(ss, single)
+    # no device does two things at once, counting a shared run once
+    busy: dict[str, set[tuple[datetime, datetime]]] = defaultdict(set)
+    for s in sb.slots.values():
+        busy[s.device].add((s.start, s.end))
+    for dev, spans in busy.items():
+        ordered = sorted(spans)
+        for (_, b0), (a1, _) in zip(ordered, ordered[1:], strict=False):
+            assert a1 >= b0, f"{dev} double-booked at {a1}"
+
+
+# --- the engine ---------------------------------------------------------------------------
+
+
+def _engine_run(tmp_path: Path, plates: int, cfg: EngineConfig, **fake_kw: object):  # noqa: ANN202
+    clock = VirtualClock(T0)
+    store = Store.open(tmp_path / "run.db", clock, durable=False)
+    proto, plan = kriks(plates)
+    rid = register_run(
+        store, clock, proto, plan, roles(plates), name="batch", workcell_name="bay",
+        workcell_text=WORKCELL, actor="tester",
+    )  # fmt: skip
+    devices = fake_workcell(clock, arm=True)
+    for k, v in fake_kw.items():
+        setattr(devices["arm-sim"], k, v)
+    store.insert_command("start", actor="tester", run_id=rid, reason="go")
+    engine = Engine(store, clock, devices, cfg)
+    end = clock.now() + timedelta(days=40)
+    engine.run(until=lambda: store.get_run(rid).state == "completed" or clock.now() > end)
+    return store, rid, devices
+
+
+def _fed(devices) -> Counter:  # noqa: ANN001
+    """(task, plate) -> robot runs that fed it, from the fake robot's own record."""
+    return Counter(
+        (a["job"].split("/")[0], plate)
+        for a in devices["ot2-sim"].actions
+        for plate in a.get("batch_plates") or [a["job"].split("/")[1]]
+    )
+
+
+def test_the_engine_feeds_each_pair_in_one_robot_run(tmp_path: Path) -> None:
+    store, rid, devices = _engine_run(tmp_path, 4, EngineConfig())
+    assert store.get_run(rid).state == "completed"
+    fed = _fed(devices)
+    assert len(fed) == 26 * 4 and set(fed.values()) == {1}
+    runs = devices["ot2-sim"].actions
+    assert len(runs) == 26 * 2
+    assert Counter(tuple(a["batch_plates"]) for a in runs) == {("P1", "P2"): 26, ("P3", "P4"): 26}
+    assert all(a["batch"] == [1, 3] for a in runs)
+    rode = [j for j in store.jobs(rid) if str(j.device_op_id or "").startswith("ride:")]
+    assert len(rode) == 52 and all(j.state == "done" for j in rode)
+
+
+def test_a_rider_late_for_its_leader_is_fed_by_a_run_of_its_own(tmp_path: Path) -> None:
+    """The arm is slow (10 min a move): the leader waits 2 min at most, then goes alone;
+    the rider, on the deck later, is fed by a run of its own. Nothing is fed twice."""
+    store, rid, devices = _engine_run(
+        tmp_path, 2, EngineConfig(batch_wait_s=120.0), durations={"move": 600.0}
+    )
+    assert store.get_run(rid).state == "completed"
+    fed = _fed(devices)
+    assert len(fed) == 26 * 2 and set(fed.values()) == {1}
+    alone = [a for a in devices["ot2-sim"].actions if not a.get("batch_plates")]
+    assert alone, "the slow arm never made a rider miss its leader's run"
+
+
+# --- a dry run on the simulated robot, through the real driver -----------------------------
+
+
+def test_a_dry_run_with_batches_feeds_every_well_of_every_plate_once(tmp_path: Path) -> None:
+    proto = tmp_path / "small.yaml"
+    proto.write_text(SMALL, encoding="utf-8")
+    out = tmp_path / "out"
+    assert run_simulate(proto, out, "--batch", "2", plates=4) == 0
+    assert "batch: 2" in (out / "workcell.yaml").read_text(encoding="utf-8")
+    con = sqlite3.connect(out / "run.db")
+    jobs = {
+        json.loads(spec)["key"]: (tid, opid, state)
+        for tid, spec, opid, state in con.execute(
+            "SELECT task_id, spec, device_op_id, state FROM jobs WHERE op = 'lh_run'"
+        )
+    }
+    plates = dict(
+        con.execute(
+            "SELECT tasks.id, plates.label FROM tasks JOIN plates ON plates.id = tasks.plate_id"
+        )
+    )
+    deck: dict[int, int] = {}
+    for data in con.execute("SELECT data FROM events WHERE action = 'hold'"):
+        d = json.loads(data[0])
+        if str(d["place"]).endswith(":deck"):
+            deck[int(d["task_id"])] = int(d["position"])
+    con.close()
+    assert all(state == "done" for _, _, state in jobs.values())
+    # the robot's own log: each run's dispenses by (deck slot, well)
+    files: dict[str, str] = {}
+    run_job: dict[str, str] = {}
+    dispensed: dict[str, dict[tuple[str, str], float]] = defaultdict(lambda: defaultdict(float))
+    for e in read_jsonl(out / "devices" / "robot_actions.jsonl"):
+        if e["event"] == "protocol_upload" and e.get("status") in (200, 201):
+            files[e["protocolId"]] = e["files"][0]
+        elif e["event"] == "run_created":
+            run_job[e["runId"]] = files[e["protocolId"]]
+        elif e["event"] == "command" and e["commandType"] == "dispense":
+            if str(e.get("labware", "")).startswith("corning_6"):
+                dispensed[e["runId"]][(str(e["slot"]), e["well"])] += float(e["volume"])
+    from labctl.drivers.opentrons_lh import protocol_filename
+
+    by_file = {protocol_filename(k): k for k in jobs}
+    fed: Counter[tuple[str, str, str]] = Counter()  # (task, plate, well)
+    for run, per_well in dispensed.items():
+        lead = by_file[run_job[run]]
+        riders = [k for k, (_, opid, _) in jobs.items() if opid == f"ride:{lead}"]
+        on_slot = {str(deck[jobs[k][0]]): plates[jobs[k][0]] for k in (lead, *riders)}
+        for (slot, well), ul in per_well.items():
+            assert ul == pytest.approx(2000.0, abs=0.1)
+            fed[(lead.split("/")[0], on_slot[slot], well)] += 1
+    assert len(dispensed) == 4 * 2  # four days, two runs of two plates each
+    assert set(fed.values()) == {1}
+    assert len(fed) == 4 * 4 * 6  # every day, every plate, every well
