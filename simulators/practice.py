@@ -90,6 +90,7 @@ class PracticeConfig:
     pace: float = 1.0
     bot: BotConfig = BotConfig()
     arm: bool = True
+    batch: int = 1  # plates the robot feeds in one run (its workcell ``batch`` setting)
 
 
 class PracticeWorkcell:
@@ -283,6 +284,7 @@ class PracticeWorkcell:
                     "robot": "OT-2",
                     "deck": {"plate": [1, 3]},
                     "check": False,  # the simulated robot analyses every protocol itself
+                    **({"batch": self.cfg.batch} if self.cfg.batch > 1 else {}),
                 },
                 INCUBATOR: {
                     "driver": "cytomat",
@@ -323,8 +325,9 @@ def practice_workcell(
     answers: bool = True,
     echo: Callable[[str], None] | None = None,
     arm: bool = True,
+    batch: int = 1,
 ) -> PracticeWorkcell:
     """The ``practice_workcell`` plugin (``labctl simulators up``): a workcell not yet
     started (see :class:`PracticeWorkcell` and :class:`PracticeConfig`)."""
-    config = PracticeConfig(folder, port, plates, pace, BotConfig(answers=answers), arm)
+    config = PracticeConfig(folder, port, plates, pace, BotConfig(answers=answers), arm, batch)
     return PracticeWorkcell(clock, store, config, echo=echo)

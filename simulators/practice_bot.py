@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.clock import Clock
-from labctl.simulators.practice_world import CannotCarry, PlateWorld, robot_runs
+from labctl.simulators.practice_world import CannotCarry, PlateWorld, RobotRun, robot_runs
 from labctl.store import Store
 from labctl.store.models import Command, Job, Prompt
 
@@ -199,16 +199,34 @@ class OperatorBot:
             why += "; " + self._finish_by_hand(p, job)
         self._answer(p, {"choice": choice}, f"{why}: answered '{choice}'")
 
+    def _lh_runs(self, job: Job) -> tuple[list[RobotRun], str | None]:
+        """The robot runs that may have fed ``job``'s plate, and the deck slot to read them
+        at (None: anywhere on the deck). A job of a batch (two plates in one run) is read at
+        its own deck position, in its own runs and its leader's."""
+        params = _params(job)
+        lead = params.get("rides")
+        own_op = None if str(job.device_op_id or "").startswith("ride:") else job.device_op_id
+        runs = robot_runs(self._robot_log, _key(job), own_op)
+        if not lead and not params.get("riders"):
+            return runs, None
+        if lead:
+            runs += robot_runs(self._robot_log, str(lead))
+        return runs, str(params.get("deck_slot"))
+
     def _finish_by_hand(self, p: Prompt, job: Job) -> str:
         """A liquid handling answered 'done' that the robot did not finish: feed by hand the
         wells its runs did not reach (what 'done' means in the prompt)."""
-        runs = robot_runs(self._robot_log, _key(job), job.device_op_id)
-        if any(r.status == "succeeded" for r in runs):
-            return "the robot finished it"
+        runs, slot = self._lh_runs(job)
         params = _params(job)
-        # Into the culture plate, wherever on the deck the engine put it.
+        # Into the culture plate, wherever on the deck the engine put it (at its own
+        # position when a run fed two plates).
         labware = str(params.get("labware", ""))
-        fed = {w for r in runs for (lw, w) in r.fed if lw == labware}
+        fed = {w for r in runs for (lw, s, w) in r.fed_at if lw == labware and slot in (None, s)}
+        if any(
+            r.status == "succeeded" and (slot is None or any(x == slot for _, x, _ in r.fed_at))
+            for r in runs
+        ):
+            return "the robot finished it"
         left = [str(w) for w in params.get("wells") or [] if str(w) not in fed]
         return self.world.finish_by_hand(_key(job), _plate(job), left, p.id)
 
@@ -373,7 +391,13 @@ class OperatorBot:
             what = f"plate {_plate(job)} is {'on' if on else 'not on'} the deck"
             return ("happened" if happened else "not"), what
         if job.op in ("to_deck", "to_incubator") and self.world.arm is not None:
-            return self.world.arm_truth(self.world.label_of(self._slot_of(job)), job.op)
+            fact, seen = self.world.arm_truth(self.world.label_of(self._slot_of(job)), job.op)
+            home, where = self._plate_home(job)
+            if fact == "unknown" and job.op == "to_incubator" and home:
+                # Neither on the deck nor on the station: stored since, in time the
+                # database lost (put back to an older copy). The move happened.
+                return "happened", f"{seen}; {where}: it was carried back, and stored since"
+            return fact, seen
         if job.op == "setpoint":
             return "not", "setting the incubator's setpoints again changes nothing"
         return "unknown", f"nothing shows whether {job.op} happened"
@@ -392,10 +416,16 @@ class OperatorBot:
 
     def _liquid_truth(self, job: Job) -> tuple[str, str]:
         self._robot_sync()
-        runs = robot_runs(self._robot_log, _key(job), job.device_op_id)
+        runs, slot = self._lh_runs(job)
         for r in runs:
             if self._robot_status(r.run_id) in ("running", "finishing", "paused", "stop-requested"):
                 return "busy", f"robot run {r.run_id} is under way"
+        if slot is not None:  # a run of two plates fed this one only if it reached its slot
+            runs = [
+                r
+                for r in runs
+                if any(s == slot for _, s, _ in r.fed_at) or (r.played and r.status is None)
+            ]
         done = [r for r in runs if r.status == "succeeded"]
         if done:
             return "happened", f"robot run {done[-1].run_id} of its protocol succeeded"

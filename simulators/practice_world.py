@@ -341,6 +341,7 @@ class RobotRun:
     moved_liquid: bool = False
     status: str | None = None  # how it ended (None: the log does not say it ended)
     fed: set[tuple[str, str]] = field(default_factory=set)  # (labware, well) dispensed into
+    fed_at: set[tuple[str, str, str]] = field(default_factory=set)  # (labware, deck slot, well)
 
 
 def protocol_name_of(job_key: str) -> str:
@@ -378,6 +379,9 @@ def robot_runs(log: Path, job_key: str, run_id: str | None = None) -> list[Robot
             runs[rid].moved_liquid = True
             if e.get("commandType") in ("dispense", "dispenseInPlace"):
                 runs[rid].fed.add((str(e.get("labware")), str(e.get("well"))))
+                runs[rid].fed_at.add(
+                    (str(e.get("labware")), str(e.get("slot")), str(e.get("well")))
+                )
         elif event == "run_finished":
             runs[rid].status = str(e.get("status"))
     return list(runs.values())

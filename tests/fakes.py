@@ -19,7 +19,7 @@ from typing import Any
 
 from labctl.clock import Clock
 from labctl.devices import Climate, DeviceAlarm, OpState, OpStatus
-from labctl.errors import DeviceFault
+from labctl.errors import DeviceBusy, DeviceFault
 
 
 class Killer:
@@ -171,7 +171,12 @@ class FakeDevice:
 
 
 class FakeLiquidHandler(FakeDevice):
+    refuse_next: int = 0  # the next N starts are refused as busy (nothing happens)
+
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            raise DeviceBusy(self.name, f"start {job_key}", "another run holds the robot")
         keep = {
             k: params.get(k)
             for k in (

@@ -91,6 +91,8 @@ class Planned:
     feeds: dict[str, tuple[str, tuple[str, ...]]]  # lh job key -> (culture labware, wells)
     carries: tuple[str, ...]  # prompt job keys of plate carries
     feeds_per_slot: dict[int, int]
+    riders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # batch leader -> riders
+    deck_of: dict[str, str] = field(default_factory=dict)  # lh job key of a batch -> deck slot
 
 
 @dataclass
@@ -120,9 +122,11 @@ class LiveWorkcell:
         seed: int,
         say: Callable[[str], None] = print,
         arm: bool = False,
+        batch: int = 1,
     ) -> None:
         self.folder = folder
         self.arm = arm  # a PF400 arm carries the plates (else the operator bot does)
+        self.batch = batch  # plates the robot feeds in one run
         self.wc = folder / "wc"
         self.db = self.wc / "run.db"
         self.snapshots = folder / "snapshots"
@@ -168,6 +172,7 @@ class LiveWorkcell:
         args = ("simulators", "up", "--out", str(self.wc), "--db", str(self.db))
         args += ("--port", str(self.port), "--pace", f"{self.pace:g}", "--plates", str(self.plates))
         args += () if self.arm else ("--no-arm",)
+        args += ("--batch", str(self.batch))
         self._starts += 1
         name = f"sims-{self._starts}"
         self.sims = self._spawn(name, *args)
@@ -277,16 +282,21 @@ class LiveWorkcell:
         feeds: dict[str, tuple[str, tuple[str, ...]]] = {}
         carries: list[str] = []
         per_slot: Counter[int] = Counter()
+        riders: dict[str, tuple[str, ...]] = {}
+        deck_of: dict[str, str] = {}
         for j in jobs:
             p = (j.spec or {}).get("params") or {}
             key = (j.spec or {})["key"]
             if j.op == "lh_run":
                 feeds[key] = (str(p.get("labware")), tuple(str(w) for w in p.get("wells") or ()))
+                if p.get("riders") or p.get("rides"):  # a batch: each plate on its own slot
+                    deck_of[key] = str(p.get("deck_slot"))
+                    riders[key] = tuple(str(k) for k in p.get("riders") or ())
             elif j.op == "prompt" and p.get("step") in ("to_deck", "to_incubator"):
                 carries.append(key)
             elif j.op == "fetch":
                 per_slot[int(p["slot"])] += 1
-        self.planned = Planned(feeds, tuple(carries), dict(per_slot))
+        self.planned = Planned(feeds, tuple(carries), dict(per_slot), riders, deck_of)
 
     def run_state(self) -> str:
         try:
@@ -325,6 +335,17 @@ class LiveWorkcell:
 
     # ---- the verdict, from the devices ------------------------------------------------
 
+    def shared_runs(self) -> int:
+        """Robot runs that dispensed into the culture plates on two deck slots."""
+        slots: dict[str, set[str]] = defaultdict(set)
+        for e in read_jsonl(self.wc / "devices" / "robot_actions.jsonl"):
+            if e.get("event") == "command" and e.get("commandType") in LIQUID_IN:
+                if str(e.get("labware", "")) in {
+                    lw for lw, _ in (self.planned.feeds.values() if self.planned else ())
+                }:
+                    slots[str(e.get("runId"))].add(str(e.get("slot")))
+        return sum(1 for s in slots.values() if len(s) > 1)
+
     def tally(self) -> Tally:
         assert self.planned is not None
         logs = self.wc / "devices"
@@ -352,9 +373,19 @@ class LiveWorkcell:
             ):
                 key = job_of_run[rid]
                 labware, _wells = self.planned.feeds[key]
-                # Into the culture plate (wherever the engine put it on the deck).
-                if str(e.get("labware")) == labware:
-                    fed_by[(key, str(e.get("well")))].add(rid)
+                # Into the culture plate (wherever the engine put it on the deck; a run of
+                # a batch's leader feeds each plate of the batch at its own deck slot).
+                if str(e.get("labware")) != labware:
+                    continue
+                group = (key, *self.planned.riders.get(key, ()))
+                if len(group) > 1:
+                    slot = str(e.get("slot"))
+                    mine = [k for k in group if self.planned.deck_of.get(k) == slot]
+                    if not mine:
+                        t.doubled.append(f"run {rid} of {key} fed deck slot {slot}: no plate of it")
+                        continue
+                    key = mine[0]
+                fed_by[(key, str(e.get("well")))].add(rid)
         hands: Counter[tuple[str, str]] = Counter()
         for e in read_jsonl(logs / "operator_actions.jsonl"):
             if e.get("action") == "finish_by_hand":

@@ -22,7 +22,7 @@ from labctl.schedule.scheduler import schedule
 from labctl.store import Store
 from labctl.validate import load_protocol
 from labctl.workcell import parse_workcell
-from tests.fakes import fake_workcell
+from tests.fakes import FakeLiquidHandler, fake_workcell
 from tests.test_simulate import SMALL, read_jsonl, run_simulate
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +164,30 @@ def test_a_rider_late_for_its_leader_is_fed_by_a_run_of_its_own(tmp_path: Path) 
     assert len(fed) == 26 * 2 and set(fed.values()) == {1}
     alone = [a for a in devices["ot2-sim"].actions if not a.get("batch_plates")]
     assert alone, "the slow arm never made a rider miss its leader's run"
+
+
+def test_a_leader_refused_by_a_busy_robot_starts_again_with_its_rider(tmp_path: Path) -> None:
+    """The robot refuses the shared run once (busy): the rider stays riding, holds no
+    device of its own, and the leader's next try feeds both plates in one run."""
+    clock = VirtualClock(T0)
+    store = Store.open(tmp_path / "run.db", clock, durable=False)
+    proto, plan = kriks(2)
+    rid = register_run(
+        store, clock, proto, plan, roles(2), name="batch", workcell_name="bay",
+        workcell_text=WORKCELL, actor="tester",
+    )  # fmt: skip
+    devices = fake_workcell(clock, arm=True)
+    lh = devices["ot2-sim"]
+    assert isinstance(lh, FakeLiquidHandler)
+    lh.refuse_next = 1
+    store.insert_command("start", actor="tester", run_id=rid, reason="go")
+    engine = Engine(store, clock, devices, EngineConfig())
+    end = clock.now() + timedelta(days=3)
+    engine.run(until=lambda: len(lh.actions) >= 2 or clock.now() > end)
+    first = lh.actions[0]
+    assert first["batch_plates"] == ["P1", "P2"], first
+    refused = store.events(rid, entity="job", limit=None)
+    assert any("asking again" in (e.reason or "") for e in refused)
 
 
 # --- a dry run on the simulated robot, through the real driver -----------------------------

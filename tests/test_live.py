@@ -38,6 +38,34 @@ def test_kills_crashes_and_a_rollback_lose_and_double_nothing(tmp_path: Path, ar
     assert t.lost == [] and t.doubled == [], report
 
 
+def test_two_plates_a_robot_run_with_kills_crashes_and_a_rollback(tmp_path: Path) -> None:
+    """Two plates fed in one robot run (``--batch 2``), carried by the arm, in separate
+    processes: engine kills, a crash of the simulators and a rollback of the database;
+    every well of each plate fed once, counted from the robot's own log at each plate's
+    deck position."""
+    lines: list[str] = []
+    live = LiveWorkcell(
+        tmp_path, plates=2, pace=1440.0, seed=20261207, say=lines.append, arm=True, batch=2
+    )
+    try:
+        live.start_simulators()
+        proto, day0 = short_protocol(live.practice_now(), feeds=4, gap_h=3.0, text=protocol_text)
+        live.register(proto, day0)
+        live.start_engine()
+        state = chaos(live, kills=3, crashes=1, rollbacks=1, limit_s=150.0)
+    finally:
+        live.stop()
+    t = live.tally()
+    report = "\n".join(
+        [*lines, t.line(live.kills, live.crashes, live.rollbacks), *t.lost, *t.doubled]
+    )
+    assert state == "completed", report
+    assert live.planned is not None and live.planned.riders, "the run has no batches"
+    assert t.lost == [] and t.doubled == [], report
+    shared = live.shared_runs()
+    assert shared >= 1, f"no robot run fed two plates\n{report}"
+
+
 @pytest.mark.parametrize("what", ["engine", "devices"])
 def test_a_kill_between_the_arms_pick_and_place_loses_and_doubles_nothing(
     tmp_path: Path, what: str

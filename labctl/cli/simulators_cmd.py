@@ -116,6 +116,7 @@ def simulators_up(args: argparse.Namespace) -> int:
             answers=not args.no_answers,
             echo=_echo,
             arm=not args.no_arm,
+            batch=args.batch,
         )
         # Ctrl-C even where the shell started us with SIGINT ignored (a background job).
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -211,5 +212,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no plate-moving arm: the operator carries the plates between the incubator "
         "and the robot",
+    )
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        choices=range(1, 3),
+        metavar="N",
+        help="plates the robot feeds in one run, 1-2 (default 1; its deck takes two)",
     )
     p.set_defaults(func=simulators_up)

@@ -15,7 +15,7 @@ from typing import Any
 
 from labctl.devices import Device, NotKnown, Preparable
 from labctl.engine.alarms import Alarms
-from labctl.engine.batches import RIDE, Batches
+from labctl.engine.batches import RIDE, Batches, riding
 from labctl.engine.config import EngineConfig
 from labctl.engine.machines import JobState, RunState, TaskState
 from labctl.engine.ops import start_op
@@ -78,7 +78,9 @@ class Dispatcher:
         busy = {
             self.picture.jobs[i].device
             for i in self.picture.running
-            if self.picture.jobs[i].op is not Op.PROMPT  # a person handles several prompts
+            # a person handles several prompts; a job riding in another's robot run holds
+            # no device of its own (its leader, when running, holds the robot)
+            if self.picture.jobs[i].op is not Op.PROMPT and riding(self.picture.jobs[i]) is None
         }
         for tid in sorted(self.picture.active):
             self._advance(self.picture.chains[tid], now, busy)
