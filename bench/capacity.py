@@ -21,7 +21,7 @@ runs must START inside the window, so a window of W s fits at most floor(W / run
 unavoidable.
 
 It prints figures only; nothing is asserted. The last line reads
-``capacity: NN% of bound (first-come: MM%); Kriks 24/48 plates: late A/B (bound C/D); 48
+``capacity: NN% of bound (two plates a run: P plates, Q on 4 positions) (first-come: MM%); Kriks 24/48 plates: late A/B (bound C/D); 48
 plates on two robots: late E; two plates a run: late F/G (bound H/I), robot busy J h vs K h
 at 48`` (``--robots 2`` and ``--batch 2`` of the simulated workcell).
 """
@@ -70,11 +70,14 @@ schedule:
 
 
 def workcell_text(deck: str) -> str:
+    """``deck``: the culture-plate positions, then ``x2`` for two plates a robot run."""
+    plates, _, batch = deck.partition("x")
+    more = f", batch: {batch}" if batch else ""
     return f"""\
 name: bench
 timezone: UTC
 devices:
-  ot2: {{driver: opentrons, url: "http://127.0.0.1:31950", deck: {{plate: {deck}, reservoir: 2}}}}
+  ot2: {{driver: opentrons, url: "http://127.0.0.1:31950", deck: {{plate: {plates}, reservoir: 2}}{more}}}
   inc: {{driver: cytomat, port: /dev/null, slots: 400}}
   arm: {{driver: arm}}
 """
@@ -155,6 +158,8 @@ def main() -> None:
     elapsed = clock.monotonic() - t0
     n_naive = largest(first_come_ok, "[1, 3]", hi)
     n_one = largest(labctl_ok, "1", hi)
+    n_pairs = largest(labctl_ok, "[1, 3]x2", hi)
+    n_pairs4 = largest(labctl_ok, "[1, 3, 4, 6]x2", hi)
     plan_n, chains = chains_for(n_sched, "[1, 3]")
     t1 = clock.monotonic()
     schedule(chains, now=plan_n.start - timedelta(days=1))
@@ -173,6 +178,12 @@ def main() -> None:
         "transfer station holds one plate and the plate on the deck must pass through it), "
         f"so chains cannot overlap: floor({window:g} s / {chain_s:g} s) + 1 = "
         f"{math.floor(window / chain_s) + 1}"
+    )
+    print(
+        f"two plates a robot run ({d.lh_overhead:g} s of overhead once per run): labctl "
+        f"{n_pairs} plates on a deck of 2 culture positions (one batch on the deck at a "
+        f"time), {n_pairs4} on a deck of 4 (the next batch is put down while the robot "
+        "feeds this one)"
     )
     kriks = {n: kriks_dry_run(n) for n in (24, 48)}
     two = kriks_dry_run(48, robots=2)
@@ -193,6 +204,7 @@ def main() -> None:
         )
     print(
         f"capacity: {round(100 * n_sched / bound)}% of bound "
+        f"(two plates a run: {n_pairs} plates, {n_pairs4} on 4 positions) "
         f"(first-come: {round(100 * n_naive / bound)}%); Kriks 24/48 plates: late "
         f"{kriks[24]['late']}/{kriks[48]['late']} (bound {kriks[24]['bound']}/{kriks[48]['bound']}); "
         f"48 plates on two robots: late {two['late']}; two plates a run: late "

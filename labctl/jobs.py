@@ -387,12 +387,13 @@ def _lh_chain(
     group: list[str],
 ) -> Chain:
     """Feed ``plate`` (kept in incubator ``inc``; None: a manual one) on its robot, in one
-    robot run with the other plates of ``group`` (a batch; each then has a deck position
-    of its own)."""
+    robot run with the other plates of ``group`` (a batch)."""
     b = _Builder(_chain_key(prefix, task.key, plate), task, plate)
     op = roles.operator
     lh, deck_slots = roles.handler_for(plate)
-    if len(group) > 1:
+    if len(group) > 1 and len(deck_slots) < 2 * roles.batch_of(lh):
+        # Room for one batch: each plate of it has its own position. (With room for two,
+        # positions are chosen as for single plates: the next batch goes where it fits.)
         deck_slots = (deck_slots[group.index(plate)],)
     deck = deck_slots[0]
     slot = _slot(roles, inc, plate)

@@ -8,14 +8,11 @@ queue theirs. Before it answers a prompt that asks for a plate to be carried, it
 learns that the plate left or arrived). When a person answers such a prompt first, the bot
 is their hands: it carries the plate as soon as it sees their answer.
 
-Recovery and interruption prompts get the answer the devices' own state and logs support:
-
-- a fetch or store: where the plate is now (its slot, the transfer station, the deck);
-- a liquid handling: the robot's action log (runs of the job's protocol: played? moved
-  liquid? how did it end?). One that moved liquid is never retried: ``done`` (the rest
-  finished by hand) or, where ``done`` is not offered, ``hold`` (then ``done``);
-- a carry: whether the plate is on the deck;
-- a device asking for upkeep (new tip racks, an emptied waste): it does it, then ``retry``.
+Recovery and interruption prompts get the answer the devices' own state and logs support
+(:class:`~labctl.simulators.practice_evidence.Evidence`). A liquid handling that moved
+liquid is never retried: ``done`` (the rest finished by hand) or, where ``done`` is not
+offered, ``hold`` (then ``done``). A device asking for upkeep (new tip racks, an emptied
+waste): it does it, then ``retry``.
 
 It answers after a person's reaction time (and, for a task, the task's own duration) on
 the shared clock, so a trainee at the console may answer first. What it cannot know it
@@ -35,14 +32,20 @@ from pathlib import Path
 from typing import Any
 
 from labctl.clock import Clock
-from labctl.simulators.practice_world import CannotCarry, PlateWorld, RobotRun, robot_runs
+from labctl.simulators.practice_evidence import (
+    Evidence,
+    carry_step,
+    job_key,
+    job_params,
+    job_plate,
+)
+from labctl.simulators.practice_world import CannotCarry, PlateWorld
 from labctl.store import Store
 from labctl.store.models import Command, Job, Prompt
 
 __all__ = ["ACTOR", "BotConfig", "OperatorBot"]
 
 ACTOR = "sim-operator"
-CARRIES = ("to_deck", "to_incubator")
 
 
 @dataclass(frozen=True)
@@ -84,9 +87,7 @@ class OperatorBot:
         self.clock = clock
         self.world = world
         self.cfg = config or BotConfig()
-        self._robot_log = robot_log
-        self._robot_sync = robot_sync
-        self._robot_status = robot_status
+        self.evidence = Evidence(store, world, robot_log, robot_sync, robot_status)
         self._log = log
         self._echo = echo
         self._settled: set[int] = set()  # prompts answered or left to a person
@@ -147,8 +148,8 @@ class OperatorBot:
                 self._carry_for(p, self.store.get_job(p.job_id), p.answered_by or "someone")
 
     def _task(self, p: Prompt, job: Job | None, now: datetime, pending: Command | None) -> None:
-        carry = _carry(job)
-        if carry is not None and job is not None and not self.world.carried(p.id, _key(job)):
+        carry = carry_step(job)
+        if carry is not None and job is not None and not self.world.carried(p.id, job_key(job)):
             self._watch.add(p.id)
             if pending is not None and pending.actor != ACTOR:
                 self._carry_for(p, job, pending.actor)  # the person's hands
@@ -160,10 +161,10 @@ class OperatorBot:
         said = "done"
         if carry is not None and job is not None:
             try:
-                said = self.world.carry(p.id, carry, _plate(job), _key(job), _where(p, job))
+                said = self.world.carry(p.id, carry, job_plate(job), job_key(job), _where(p, job))
             except CannotCarry as exc:
-                home, where = self._plate_home(job)
-                if not (home and self._task_fed(job)):
+                home, where = self.evidence.plate_home(job)
+                if not (home and self.evidence.task_fed(job)):
                     self._leave(p, f"cannot carry the plate: {exc}")
                     return
                 said = f"{where} and the task's feed is done: nothing to carry"
@@ -175,11 +176,11 @@ class OperatorBot:
         self._answer(p, answer, said)
 
     def _carry_for(self, p: Prompt, job: Job, who: str) -> None:
-        step = _carry(job)
-        if step is None or self.world.carried(p.id, _key(job)):
+        step = carry_step(job)
+        if step is None or self.world.carried(p.id, job_key(job)):
             return
         try:
-            said = self.world.carry(p.id, step, _plate(job), _key(job), _where(p, job))
+            said = self.world.carry(p.id, step, job_plate(job), job_key(job), _where(p, job))
         except CannotCarry as exc:
             self._once(f"carry {p.id}", f"{_seen(p)}: {who} answered; cannot carry: {exc}")
             return
@@ -199,25 +200,11 @@ class OperatorBot:
             why += "; " + self._finish_by_hand(p, job)
         self._answer(p, {"choice": choice}, f"{why}: answered '{choice}'")
 
-    def _lh_runs(self, job: Job) -> tuple[list[RobotRun], str | None]:
-        """The robot runs that may have fed ``job``'s plate, and the deck slot to read them
-        at (None: anywhere on the deck). A job of a batch (two plates in one run) is read at
-        its own deck position, in its own runs and its leader's."""
-        params = _params(job)
-        lead = params.get("rides")
-        own_op = None if str(job.device_op_id or "").startswith("ride:") else job.device_op_id
-        runs = robot_runs(self._robot_log, _key(job), own_op)
-        if not lead and not params.get("riders"):
-            return runs, None
-        if lead:
-            runs += robot_runs(self._robot_log, str(lead))
-        return runs, str(params.get("deck_slot"))
-
     def _finish_by_hand(self, p: Prompt, job: Job) -> str:
         """A liquid handling answered 'done' that the robot did not finish: feed by hand the
         wells its runs did not reach (what 'done' means in the prompt)."""
-        runs, slot = self._lh_runs(job)
-        params = _params(job)
+        runs, slot = self.evidence.lh_runs(job)
+        params = job_params(job)
         # Into the culture plate, wherever on the deck the engine put it (at its own
         # position when a run fed two plates).
         labware = str(params.get("labware", ""))
@@ -228,7 +215,7 @@ class OperatorBot:
         ):
             return "the robot finished it"
         left = [str(w) for w in params.get("wells") or [] if str(w) not in fed]
-        return self.world.finish_by_hand(_key(job), _plate(job), left, p.id)
+        return self.world.finish_by_hand(job_key(job), job_plate(job), left, p.id)
 
     def _in_doubt(self, p: Prompt, job: Job | None, now: datetime, pending: Command | None) -> None:
         """A task the database (put back to an older copy) says is still to do: say how far
@@ -237,11 +224,15 @@ class OperatorBot:
             return
         if now < p.created_at + timedelta(seconds=self.cfg.reaction_s):
             return
-        fact, seen = self._liquid_truth(job)
+        fact, seen = self.evidence.liquid_truth(job)
         if fact == "busy":
             return
         place, where = self._plate_place(job)
         fed = fact == "happened"
+        if fed and place != "slot" and self.evidence.stored_since(job):
+            # The plate seen out now is out for a later task: this one ended with the plate
+            # stored again after its feed (the incubator's own log says so).
+            place, where = "slot", f"{where}, but it was stored after this feed"
         word = {
             ("slot", True): "done",
             ("station", True): "back",
@@ -253,7 +244,7 @@ class OperatorBot:
         words = [c for c in p.choices if isinstance(c, str)]
         if word is not None and word not in words and place == "deck":
             # With an arm the answer names the deck slot the plate sits on.
-            at = self.world.deck_position(self.world.label_of(self._slot_of(job)))
+            at = self.world.deck_position(self.world.label_of(self.evidence.slot_of(job)))
             word = f"{word}@{at}"
         if word is None or word not in words:
             self._leave(p, f"{seen}; {where}: no answer says so")
@@ -269,54 +260,15 @@ class OperatorBot:
         cleared = self.world.clear_gripper()
         if cleared:
             self._say(cleared)
-        home, where = self._plate_home(job)
+        home, where = self.evidence.plate_home(job)
         if home:
             return "slot", where
-        if self._on_deck(job):
-            return "deck", f"plate {_plate(job)} is on the deck of {self.world.robot}"
+        if self.evidence.on_deck(job):
+            return "deck", f"plate {job_plate(job)} is on the deck of {self.world.robot}"
         ts = self.world.incubator.transfer_station
         if ts is not None:
             return "station", f"{where}; plate {ts} is on the transfer station"
         return "unknown", f"{where}, and the plate is neither on the deck nor the station"
-
-    def _plate_home(self, job: Job) -> tuple[bool, str]:
-        """Whether the job's plate is in its incubator slot (and in which words)."""
-        fetch = next(
-            (
-                j
-                for j in self.store.jobs(self._run_of(job))
-                if j.task_id == job.task_id and j.op == "fetch"
-            ),
-            None,
-        )
-        slot = int(_params(fetch).get("slot", 0)) if fetch is not None else 0
-        inc = self.world.incubator
-        if slot and slot in inc.slots and not self._on_deck(job):
-            return True, f"slot {slot} of {inc.name} holds plate {inc.slots[slot]}"
-        return False, f"slot {slot} of {inc.name} is empty" if slot else "no slot is known"
-
-    def _slot_of(self, job: Job) -> int:
-        """The incubator slot that is the home of ``job``'s plate (0: none known)."""
-        fetch = next(
-            (
-                j
-                for j in self.store.jobs(self._run_of(job))
-                if j.task_id == job.task_id and j.op == "fetch"
-            ),
-            None,
-        )
-        return int(_params(fetch).get("slot", 0)) if fetch is not None else 0
-
-    def _on_deck(self, job: Job) -> bool:
-        """Whether ``job``'s plate is on the robot's deck (carried by hand or by the arm)."""
-        if _plate(job) in self.world.on_deck():
-            return True
-        return self.world.on_arm_deck(self.world.label_of(self._slot_of(job)))
-
-    def _run_of(self, job: Job) -> int:
-        return int(self.store.get_task(job.task_id).run_id)
-
-    # ---- deciding from what the devices show --------------------------------------------
 
     def _decide(self, p: Prompt, job: Job | None) -> tuple[str | None, str]:
         """(choice, what was seen); choice None: wait (no reason) or leave it (a reason)."""
@@ -330,7 +282,7 @@ class OperatorBot:
             if "retry" in words:
                 return "retry", f"the robot asked for upkeep: {did}"
             return None, f"the robot asked for upkeep ({did}), but 'retry' is not offered"
-        fact, seen = self._truth(job)
+        fact, seen = self.evidence.truth(job)
         if fact == "busy":
             return None, ""
         if fact == "happened":
@@ -351,97 +303,6 @@ class OperatorBot:
                 return "done", f"{seen}; 'retry' is not offered, so the plate is fed by hand"
             return None, f"{seen}; 'retry' is not offered"
         return None, seen
-
-    def _truth(self, job: Job) -> tuple[str, str]:
-        """('happened' | 'not' | 'busy' | 'unknown', what shows it) for ``job``."""
-        params = (job.spec or {}).get("params") or {}
-        inc = self.world.incubator
-        if job.op in ("fetch", "store"):
-            if inc.busy:
-                return "busy", f"{inc.name} is moving a plate"
-            slot = int(params.get("slot", 0))
-            slots, ts = inc.slots, inc.transfer_station
-            where = f"slot {slot} of {inc.name}"
-            if job.op == "fetch":
-                if slot in slots and self._task_fed(job):
-                    # Back in its slot after the whole task: the database (put back to an
-                    # older copy) lost the task, not the plate's trip.
-                    return "happened", f"{where} holds its plate again and its feed is done"
-                if slot in slots:
-                    return (
-                        "not",
-                        f"{where} still holds plate {slots[slot]}: the fetch did not happen",
-                    )
-                if ts is not None or self._on_deck(job):
-                    return "happened", f"{where} is empty and its plate is out: the fetch happened"
-                return "unknown", f"{where} is empty and the transfer station too"
-            if slot in slots and ts is None:
-                return "happened", f"{where} holds plate {slots[slot]}: the store happened"
-            if slot not in slots and ts is not None:
-                return (
-                    "not",
-                    f"plate {ts} is still on the transfer station: the store did not happen",
-                )
-            return "unknown", f"{where} holds {slots.get(slot)}, the transfer station {ts}"
-        if job.op == "lh_run":
-            return self._liquid_truth(job)
-        if job.op == "prompt" and _carry(job) is not None:
-            on = _plate(job) in self.world.on_deck()
-            happened = on if _carry(job) == "to_deck" else not on
-            what = f"plate {_plate(job)} is {'on' if on else 'not on'} the deck"
-            return ("happened" if happened else "not"), what
-        if job.op in ("to_deck", "to_incubator") and self.world.arm is not None:
-            fact, seen = self.world.arm_truth(self.world.label_of(self._slot_of(job)), job.op)
-            home, where = self._plate_home(job)
-            if fact == "unknown" and job.op == "to_incubator" and home:
-                # Neither on the deck nor on the station: stored since, in time the
-                # database lost (put back to an older copy). The move happened.
-                return "happened", f"{seen}; {where}: it was carried back, and stored since"
-            return fact, seen
-        if job.op == "setpoint":
-            return "not", "setting the incubator's setpoints again changes nothing"
-        return "unknown", f"nothing shows whether {job.op} happened"
-
-    def _task_fed(self, job: Job) -> bool:
-        """Whether the robot's log shows the liquid handling of ``job``'s task happened."""
-        lh = next(
-            (
-                j
-                for j in self.store.jobs(self._run_of(job))
-                if j.task_id == job.task_id and j.op == "lh_run"
-            ),
-            None,
-        )
-        return lh is not None and self._liquid_truth(lh)[0] == "happened"
-
-    def _liquid_truth(self, job: Job) -> tuple[str, str]:
-        self._robot_sync()
-        runs, slot = self._lh_runs(job)
-        for r in runs:
-            if self._robot_status(r.run_id) in ("running", "finishing", "paused", "stop-requested"):
-                return "busy", f"robot run {r.run_id} is under way"
-        if slot is not None:  # a run of two plates fed this one only if it reached its slot
-            runs = [
-                r
-                for r in runs
-                if any(s == slot for _, s, _ in r.fed_at) or (r.played and r.status is None)
-            ]
-        done = [r for r in runs if r.status == "succeeded"]
-        if done:
-            return "happened", f"robot run {done[-1].run_id} of its protocol succeeded"
-        moved = [r for r in runs if r.moved_liquid or (r.played and r.status is None)]
-        if moved:
-            r = moved[-1]
-            how = "moved liquid" if r.moved_liquid else "was played and its end is unknown"
-            return (
-                "happened",
-                f"robot run {r.run_id} of its protocol {how}: some wells may be fed, "
-                "the rest done by hand",
-            )
-        n = len(runs)
-        return "not", f"the robot's log shows no liquid moved for it ({n} run(s) of its protocol)"
-
-    # ---- answering and saying -----------------------------------------------------------
 
     def _answer(self, p: Prompt, answer: dict[str, Any], said: str) -> None:
         cmd = self.store.insert_command(
@@ -489,42 +350,14 @@ def _seen(p: Prompt) -> str:
     return f"prompt {p.id} ({p.kind}) '{p.text}'"
 
 
-def _key(job: Job) -> str:
-    return str((job.spec or {}).get("key") or job.id)
-
-
-def _params(job: Job) -> dict[str, Any]:
-    return dict((job.spec or {}).get("params") or {})
-
-
-def _plate(job: Job) -> str:
-    """The run plate a job is about, as ``r<run>/<label>`` (labels repeat across runs)."""
-    key = _key(job)
-    run = key.split(":", 1)[0] if ":" in key else "r?"
-    return f"{run}/{_params(job).get('plate', '?')}"
-
-
-def _carry(job: Job | None) -> str | None:
-    """``to_deck`` / ``to_incubator`` for a prompt asking to carry a plate between the
-    incubator's transfer station and the deck; None for anything else."""
-    if job is None or job.op != "prompt":
-        return None
-    params = _params(job)
-    step = params.get("step")
-    ends = (str(params.get("source", "")), str(params.get("destination", "")))
-    if step in CARRIES and any(e.endswith("/transfer") for e in ends):
-        return str(step)
-    return None
-
-
 def _where(p: Prompt, job: Job) -> str:
     """The deck position, as the prompt says it (the engine may have picked another one
     than the job's plan): 'deck slot 3 of ot2-sim'."""
     m = re.search(r"deck slot \d+ of \S+?(?=[ .]|$)", p.text)
     if m:
         return m.group(0)
-    params = _params(job)
-    return str(params.get("destination" if _carry(job) == "to_deck" else "source", ""))
+    params = job_params(job)
+    return str(params.get("destination" if carry_step(job) == "to_deck" else "source", ""))
 
 
 def _passing_qc(choices: list[Any]) -> dict[str, float]:

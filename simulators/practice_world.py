@@ -342,6 +342,7 @@ class RobotRun:
     status: str | None = None  # how it ended (None: the log does not say it ended)
     fed: set[tuple[str, str]] = field(default_factory=set)  # (labware, well) dispensed into
     fed_at: set[tuple[str, str, str]] = field(default_factory=set)  # (labware, deck slot, well)
+    finished_at: str | None = None  # ISO time of its run_finished event
 
 
 def protocol_name_of(job_key: str) -> str:
@@ -384,4 +385,5 @@ def robot_runs(log: Path, job_key: str, run_id: str | None = None) -> list[Robot
                 )
         elif event == "run_finished":
             runs[rid].status = str(e.get("status"))
+            runs[rid].finished_at = str(e.get("time") or "") or None
     return list(runs.values())

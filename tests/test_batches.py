@@ -244,3 +244,63 @@ def test_a_dry_run_with_batches_feeds_every_well_of_every_plate_once(tmp_path: P
     assert len(dispensed) == 4 * 2  # four days, two runs of two plates each
     assert set(fed.values()) == {1}
     assert len(fed) == 4 * 4 * 6  # every day, every plate, every well
+
+
+@pytest.mark.slow
+def test_24_plates_of_kriks_two_to_a_deck_each_fed_once_in_half_the_runs(tmp_path: Path) -> None:
+    """24 plates on one robot, two to a run: 12 robot runs a feed instead of 24, every
+    plate fed once per feed (from the fake robot's own record), and less robot time."""
+    store, rid, devices = _engine_run(tmp_path, 24, EngineConfig())
+    assert store.get_run(rid).state == "completed"
+    fed = _fed(devices)
+    assert len(fed) == 26 * 24 and set(fed.values()) == {1}
+    runs = devices["ot2-sim"].actions
+    shared = [a for a in runs if len(a.get("batch_plates") or []) == 2]
+    assert len(shared) >= 0.9 * 26 * 12, f"{len(shared)} of {26 * 12} runs fed two plates"
+    assert len(runs) < 0.6 * 26 * 24
+
+
+def test_on_a_deck_of_four_the_next_pair_is_put_down_while_the_robot_feeds(
+    tmp_path: Path,
+) -> None:
+    """A deck with room for two batches: positions are chosen as for single plates, the
+    next pair goes onto the free ones while the robot feeds this pair, and the robot runs
+    back to back (from the fake robot's own record)."""
+    text = WORKCELL.replace("plate: [1, 3]", "plate: [1, 3, 4, 6]").replace(
+        "ot2-sim/3: 3}", "ot2-sim/3: 3, ot2-sim/4: 4, ot2-sim/6: 5}"
+    )
+    wc = parse_workcell(text, "bay.yaml")
+    plates = [f"P{i}" for i in range(1, 9)]
+    r = WorkcellRoles.from_workcell(wc, plates)
+    clock = VirtualClock(T0)
+    store = Store.open(tmp_path / "run.db", clock, durable=False)
+    proto, plan = kriks(8)
+    rid = register_run(
+        store, clock, proto, plan, r, name="four", workcell_name="bay", workcell_text=text,
+        actor="tester",
+    )  # fmt: skip
+    devices = fake_workcell(clock, arm=True)
+    store.insert_command("start", actor="tester", run_id=rid, reason="go")
+    Engine(store, clock, devices, EngineConfig()).run(
+        until=lambda: (
+            store.get_run(rid).state == "completed" or clock.now() > T0 + timedelta(days=40)
+        )
+    )
+    assert store.get_run(rid).state == "completed"
+    fed = _fed(devices)
+    assert len(fed) == 26 * 8 and set(fed.values()) == {1}
+    runs = devices["ot2-sim"].actions
+    assert len(runs) == 26 * 4
+    # every run fed two plates on two distinct positions, and pairs of runs that follow
+    # each other used all four (the next pair was put down during the run)
+    assert all(len(set(a["batch"])) == 2 for a in runs)
+    assert len({p for a in runs for p in a["batch"]}) == 4
+    ops = sorted(
+        (datetime.fromisoformat(o["start"]), o["duration"]) for o in devices["ot2-sim"].ops.values()
+    )
+    gaps = [
+        (s1 - (s0 + timedelta(seconds=d0))).total_seconds()
+        for (s0, d0), (s1, _) in zip(ops, ops[1:], strict=False)
+        if (s1 - s0) < timedelta(hours=2)  # within one feed
+    ]
+    assert sorted(gaps)[len(gaps) // 2] < 30, sorted(gaps)

@@ -18,6 +18,7 @@ riding job keeps riding: a leader the robot never received starts again with it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from labctl.engine.config import EngineConfig
@@ -37,9 +38,13 @@ def riding(j: JobRec) -> str | None:
 class Batches:
     """Which riders a leader takes, and when a rider stops waiting for its leader."""
 
-    def __init__(self, picture: Picture, cfg: EngineConfig) -> None:
+    def __init__(
+        self, picture: Picture, cfg: EngineConfig, planned: Callable[[ChainRec], datetime]
+    ) -> None:
+        """``planned``: when a chain not begun is planned to begin (the engine's plan)."""
         self.picture = picture
         self.cfg = cfg
+        self.planned = planned
         self._waiting: dict[int, datetime] = {}  # job id -> when it began to wait
 
     def find(self, c: ChainRec, key: str) -> tuple[ChainRec, JobRec] | None:
@@ -49,6 +54,50 @@ class Batches:
             return None
         j = next((x for x in other.jobs if x.key == key), None)
         return None if j is None else (other, j)
+
+    def may_begin(self, c: ChainRec, taken: Callable[[str, int], bool]) -> bool:
+        """Whether chain ``c`` may begin now as far as its batch goes: a rider only once its
+        leader has begun (or will not: then it goes alone), a leader only when every
+        rider's deck position is free (``taken(place, position)``), so that two batches
+        never each hold one position the other needs."""
+        lh = next((j for j in c.jobs if j.seq == c.main_seq), None)
+        if lh is None:
+            return True
+        lead_key = lh.params.get("rides")
+        if isinstance(lead_key, str):
+            found = self.find(c, lead_key)
+            if found is None:
+                return True
+            lead_c, _ = found
+            return lead_c.state is not TaskState.PENDING or not self._may_come(lead_c)
+        if not lh.params.get("riders"):
+            return True
+        # Every plate of the batch still to come needs a position of its own on the deck.
+        need: dict[str, set[int]] = {}  # deck place -> positions the batch may use
+        count: dict[str, int] = {}
+        coming = [c]
+        for key in lh.params.get("riders") or []:
+            found = self.find(c, str(key))
+            if found is not None and found[0].state is TaskState.PENDING:
+                coming.append(found[0])
+        for other in coming:
+            for h in other.holds:
+                if h.place.endswith(":deck"):
+                    need.setdefault(h.place, set()).update(h.positions)
+                    count[h.place] = count.get(h.place, 0) + 1
+        return all(
+            sum(1 for p in positions if not taken(place, p)) >= count[place]
+            for place, positions in need.items()
+        )
+
+    def _may_come(self, c: ChainRec) -> bool:
+        """Whether a chain not begun may still begin (its run runs, its plate is not
+        paused, nobody has to say first how far it got)."""
+        return (
+            c.doubt_prompt is None
+            and c.plate_id not in self.picture.paused_plates
+            and self.picture.run_of(c).state is RunState.RUNNING
+        )
 
     def rider_waits(self, j: JobRec, c: ChainRec, now: datetime) -> bool:
         """Whether the LH job ``j`` (READY, plate on the deck) waits for its leader to take
@@ -106,9 +155,8 @@ class Batches:
             return False
         if rc.state is TaskState.ACTIVE:
             return True
-        planned = rc.planned_start
         horizon = now + timedelta(seconds=self.cfg.batch_wait_s)
-        return rc.state is TaskState.PENDING and (planned is None or planned <= horizon)
+        return rc.state is TaskState.PENDING and self.planned(rc) <= horizon
 
     def _within(self, j: JobRec, now: datetime) -> bool:
         since = self._waiting.setdefault(j.id, now)

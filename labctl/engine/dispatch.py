@@ -98,6 +98,8 @@ class Dispatcher:
                 continue
             if not self._previous_done(r, c) or self._plate_busy(r, c):
                 continue
+            if not self.batches.may_begin(c, self.places.taken):
+                continue  # its batch takes the deck together
             first = c.jobs[0] if c.jobs else None
             if first is None or not self._device_free(first, busy):
                 continue

@@ -85,7 +85,7 @@ class Engine:
             store, self.picture, self.transitions, self.prompts, self.fire, actor
         )
         self.watcher = DeviceWatch(store, self.cfg, self.devices, self.alarms, self.picture, watch)
-        self.batches = Batches(self.picture, self.cfg)
+        self.batches = Batches(self.picture, self.cfg, self.planner.planned_start)
         self.poller = Poller(
             store,
             self.cfg,

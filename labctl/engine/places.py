@@ -47,6 +47,10 @@ class Places:
                     if started and not released:
                         self._take(c, h.place, chosen.get((c.task_id, h.place), h.positions[0]))
 
+    def taken(self, place: str, position: int) -> bool:
+        """Whether a chain holds ``position`` of ``place`` now."""
+        return (place, position) in self.occupied
+
     def deck_slot(self, c: ChainRec) -> int | None:
         """The deck position the chain holds, if any."""
         for place, pos in self.held.get(c.task_id, {}).items():

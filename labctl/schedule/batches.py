@@ -92,7 +92,12 @@ def split(
             continue
         main = slots[members[0].main.key]
         for m in members:
-            deck = next((h.positions[0] for h in m.holds if h.place.endswith(":deck")), None)
+            # The position the schedule chose for this plate: its move onto the deck's
+            # (the first job of its deck hold: no other plate's hold begins there).
+            hold = next((h for h in m.holds if h.place.endswith(":deck")), None)
+            deck = None
+            if hold is not None:
+                deck = slots[m.jobs[hold.first].key].deck_slot or hold.positions[0]
             mine = []
             for j in m.jobs:
                 s = main if j.seq == m.main_seq else slots[j.key]
