@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import shutil
 import sqlite3
 import tempfile
 from collections import defaultdict
@@ -221,14 +222,20 @@ def kriks_dry_run(n: int, robots: int = 1, batch: int = 1) -> dict[str, float]:
     clock = RealClock()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = clock.monotonic()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
             rc = labctl_main(
                 ["simulate", str(kriks), "--plates", str(n), "--start", "2027-01-04T09:00",
                  "--out", tmp, "--robots", str(robots), "--batch", str(batch)]
             )  # fmt: skip
         wall = clock.monotonic() - t0
         if rc != 0:
-            raise SystemExit(f"the {n}-plate dry run ended with exit code {rc}")
+            kept = Path(tempfile.mkdtemp(prefix=f"capacity-{n}-failed-"))
+            shutil.copytree(tmp, kept, dirs_exist_ok=True)
+            tail = "\n".join(said.getvalue().splitlines()[-15:])
+            raise SystemExit(
+                f"the {n}-plate dry run ended with exit code {rc} (its folder: {kept}):\n{tail}"
+            )
         with sqlite3.connect(Path(tmp) / "run.db") as db:
             tasks = db.execute(
                 "select key, window_start, window_end, actual_start from tasks "

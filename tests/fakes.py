@@ -19,7 +19,7 @@ from typing import Any
 
 from labctl.clock import Clock
 from labctl.devices import Climate, DeviceAlarm, OpState, OpStatus
-from labctl.errors import DeviceBusy, DeviceFault
+from labctl.errors import DeviceBusy, DeviceFault, DeviceNeedsOperator
 
 
 class Killer:
@@ -172,11 +172,15 @@ class FakeDevice:
 
 class FakeLiquidHandler(FakeDevice):
     refuse_next: int = 0  # the next N starts are refused as busy (nothing happens)
+    needs_tips_next: int = 0  # the next N starts are refused until a person refills tips
 
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:
         if self.refuse_next > 0:
             self.refuse_next -= 1
             raise DeviceBusy(self.name, f"start {job_key}", "another run holds the robot")
+        if self.needs_tips_next > 0:
+            self.needs_tips_next -= 1
+            raise DeviceNeedsOperator(self.name, f"start {job_key}", "refill tips, then confirm")
         keep = {
             k: params.get(k)
             for k in (

@@ -190,6 +190,39 @@ def test_a_leader_refused_by_a_busy_robot_starts_again_with_its_rider(tmp_path: 
     assert any("asking again" in (e.reason or "") for e in refused)
 
 
+def test_a_shared_run_the_robot_refuses_for_tips_leaves_its_rider_unfed_and_waiting(
+    tmp_path: Path,
+) -> None:
+    """The robot refuses the shared run until tips are refilled: nothing moved, so the
+    rider goes back to waiting on the deck (not 'failed, finish by hand'), and after the
+    person's retry one run feeds both plates."""
+    clock = VirtualClock(T0)
+    store = Store.open(tmp_path / "run.db", clock, durable=False)
+    proto, plan = kriks(2)
+    rid = register_run(
+        store, clock, proto, plan, roles(2), name="batch", workcell_name="bay",
+        workcell_text=WORKCELL, actor="tester",
+    )  # fmt: skip
+    devices = fake_workcell(clock, arm=True)
+    lh = devices["ot2-sim"]
+    assert isinstance(lh, FakeLiquidHandler)
+    lh.needs_tips_next = 1
+    store.insert_command("start", actor="tester", run_id=rid, reason="go")
+    engine = Engine(store, clock, devices, EngineConfig())
+    end = clock.now() + timedelta(days=3)
+    engine.run(until=lambda: bool(store.open_prompts(rid)) or clock.now() > end)
+    (prompt,) = store.open_prompts(rid)
+    jobs = {j.spec["key"]: j for j in store.jobs(rid)}
+    lead, rider = jobs["r1:d0-feed-0900/P1/2"], jobs["r1:d0-feed-0900/P2/2"]
+    assert (lead.state, rider.state, rider.device_op_id) == ("failed", "ready", None)
+    store.insert_command(
+        "answer", actor="tester", run_id=rid, args={"prompt": prompt.id,
+        "answer": {"choice": "retry"}}, reason="tips refilled",
+    )  # fmt: skip
+    engine.run(until=lambda: len(lh.actions) >= 1 or clock.now() > end)
+    assert lh.actions[0]["batch_plates"] == ["P1", "P2"]
+
+
 # --- a dry run on the simulated robot, through the real driver -----------------------------
 
 

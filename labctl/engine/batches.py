@@ -109,9 +109,11 @@ class Batches:
         if found is None:
             return False
         lead_c, lead = found
-        coming = lead.state in (JobState.PENDING, JobState.READY) and lead_c.state not in (
-            FINISHED_TASK
-        )
+        # A leader the robot refused until a person acts (tips, waste) may start again soon.
+        refused = lead.state is JobState.FAILED and lead.needs_operator is not None
+        coming = (
+            lead.state in (JobState.PENDING, JobState.READY) or refused
+        ) and lead_c.state not in FINISHED_TASK
         return coming and self._within(j, now)
 
     def take(

@@ -266,14 +266,29 @@ class Dispatcher:
         j.not_before = j.refused_since = None
         j.refusals = 0
         j.needs_operator = str(exc) if isinstance(exc, DeviceNeedsOperator) else None
-        self.fire(
-            j,
-            "fail",
-            f"{exc}",
-            data={"error": str(exc)},
-            updates={"finished_at": now, "result": {"error": str(exc)}},
-        )
+        with self.store.atomic():
+            # Nothing happened on the device: plates that were to ride in this run are on
+            # the deck, not fed, and wait for its next try (or go alone).
+            self._release_riders(j, c, f"{j.device} refused the run they were to ride in")
+            self.fire(
+                j,
+                "fail",
+                f"{exc}",
+                data={"error": str(exc)},
+                updates={"finished_at": now, "result": {"error": str(exc)}},
+            )
         self.prompts.ask_recovery(j, c, exc, str(exc))
+
+    def _release_riders(self, j: JobRec, c: ChainRec, why: str) -> None:
+        """Jobs riding in ``j``'s run, which the device never started, are READY again."""
+        for key in j.params.get("riders") or []:
+            found = self.batches.find(c, str(key))
+            if found is None:
+                continue
+            rj = found[1]
+            if rj.state is JobState.RUNNING and riding(rj) == j.key:
+                self.fire(rj, "refused", why, updates={"started_at": None, "device_op_id": None})
+                rj.started_at, rj.op_id = None, None
 
     def params(self, c: ChainRec, j: JobRec, slot: int | None = None) -> dict[str, Any]:
         """The job's parameters with the deck position this chain holds (or ``slot``); a
