@@ -285,7 +285,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="plates each robot feeds in one run, 1-2 (default 1): the plates of a feed that "
         "share a robot are put on its two culture-plate positions and one generated protocol "
-        "feeds them both",
+        "feeds them both (to try the mechanism: on two positions fewer feeds are on time)",
     )
     p.add_argument(
         "--no-arm",
