@@ -310,11 +310,9 @@ def homes(plan: Plan, roles: WorkcellRoles) -> list[str | None]:
     are where the first environment puts them, so plates are seeded straight into a
     hypoxic incubator when day 0 asks for low O2. Otherwise they stay in
     ``roles.incubator`` (whose setpoints an environment task changes)."""
-    here = roles.incubator_for(AMBIENT) or roles.incubator
-    for t in plan.tasks:
-        if t.kind is not TaskKind.ENVIRONMENT:
-            break
-        here = roles.incubator_for(_climate(t)) or here
+    here = (
+        roles.incubator_for(seeded_climate(plan)) or roles.incubator_for(AMBIENT) or roles.incubator
+    )
     out: list[str | None] = []
     for t in plan.tasks:
         if t.kind is TaskKind.ENVIRONMENT:

@@ -187,7 +187,7 @@ class WorkcellRoles:
             ),
             climates=tuple(named),
             more_slots=more,
-            batch={h.name: _batch(h) for h in handlers if _batch(h) > 1},
+            batch={h.name: n for h in handlers if (n := _batch(h)) > 1},
         )
 
     @classmethod

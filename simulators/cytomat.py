@@ -517,30 +517,6 @@ class CytomatSim(TransferStationSide):
             self._update(self._clock.now())
             return dict(self._slots)
 
-    def quiet_since(self, since: datetime) -> bool:
-        """Whether an alarm check (status, climate, a reply at all) can only read now what
-        it read at ``since``: no operation under way, no request but checks since then, no
-        fault able to act, the climate settled (see labctl.devices.QuietWatch)."""
-        with self._lock:
-            now = self._clock.now()
-            self._update(now)
-            if self._op is not None or not self._faults.quiet(since, now):
-                return False
-            if self._changed_at is not None and self._changed_at >= since:
-                return False
-            settled = self._climate.settled_since(now)
-            return settled is not None and settled <= since
-
-    def next_change(self) -> datetime | None:
-        """Now while an operation runs, a fault acts or the climate drifts; else the next
-        fault window edge (None: nothing changes before a request)."""
-        with self._lock:
-            now = self._clock.now()
-            self._update(now)
-            if self._op is not None or self._climate.settled_since(now) is None:
-                return now
-            return self._faults.next_change(now)
-
     @property
     def busy(self) -> bool:
         """Whether an operation is in progress now."""

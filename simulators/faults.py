@@ -671,14 +671,45 @@ def check_codes(
 
 
 class TransferStationSide:
-    """The physical side of an incubator's transfer station, shared by both simulators.
+    """What both incubator simulators share: the physical side of the transfer station,
+    and what a dry run may sleep through (labctl.devices.QuietWatch).
 
-    Needs ``name``, ``_lock``, ``_clock``, ``_ts`` (the plate there, or None) and
-    ``_update(now)`` (brings the simulated state up to ``now``) on the class using it.
+    Needs ``name``, ``_lock``, ``_clock``, ``_ts`` (the plate there, or None), ``_op`` (the
+    operation under way, or None), ``_faults``, ``_climate``, ``_changed_at`` (the last
+    request or hand that may act) and ``_update(now)`` (brings the simulated state up to
+    ``now``) on the class using it.
     """
 
     name: str
     _ts: str | None
+    _op: object | None
+    _faults: FaultInjector
+    _climate: Climate
+    _changed_at: datetime | None
+
+    def quiet_since(self, since: datetime) -> bool:
+        """Whether an alarm check (status, climate, a reply at all) can only read now what
+        it read at ``since``: no operation under way, no request but reads since then, no
+        fault able to act, the climate settled."""
+        with self._lock:  # type: ignore[attr-defined]
+            now = self._clock.now()  # type: ignore[attr-defined]
+            self._update(now)  # type: ignore[attr-defined]
+            if self._op is not None or not self._faults.quiet(since, now):
+                return False
+            if self._changed_at is not None and self._changed_at >= since:
+                return False
+            settled = self._climate.settled_since(now)
+            return settled is not None and settled <= since
+
+    def next_change(self) -> datetime | None:
+        """Now while an operation runs, a fault acts or the climate drifts; else the next
+        fault window edge (None: nothing changes before a request)."""
+        with self._lock:  # type: ignore[attr-defined]
+            now = self._clock.now()  # type: ignore[attr-defined]
+            self._update(now)  # type: ignore[attr-defined]
+            if self._op is not None or self._climate.settled_since(now) is None:
+                return now
+            return self._faults.next_change(now)
 
     def take_from_transfer_station(self) -> str:
         """A person or arm takes the plate from the transfer station; returns its label."""

@@ -113,7 +113,25 @@ def test_a_batch_is_scheduled_as_one_robot_run_and_needs_less_robot_time() -> No
 # --- the engine ---------------------------------------------------------------------------
 
 
-def _engine_run(tmp_path: Path, plates: int, cfg: EngineConfig, **fake_kw: object):  # noqa: ANN202
+@dataclasses.dataclass
+class Bay:
+    """A Kriks run of some plates on the batching bay's fakes, started, not yet run."""
+
+    clock: VirtualClock
+    store: Store
+    rid: int
+    devices: dict
+    engine: Engine
+
+    def run(self, until, days: float = 40) -> None:  # noqa: ANN001 - a predicate
+        end = self.clock.now() + timedelta(days=days)
+        self.engine.run(until=lambda: until() or self.clock.now() > end)
+
+    def completed(self) -> bool:
+        return self.store.get_run(self.rid).state == "completed"
+
+
+def _bay(tmp_path: Path, plates: int, cfg: EngineConfig, **arm_kw: object) -> Bay:
     clock = VirtualClock(T0)
     store = Store.open(tmp_path / "run.db", clock, durable=False)
     proto, plan = kriks(plates)
@@ -122,13 +140,16 @@ def _engine_run(tmp_path: Path, plates: int, cfg: EngineConfig, **fake_kw: objec
         workcell_text=WORKCELL, actor="tester",
     )  # fmt: skip
     devices = fake_workcell(clock, arm=True)
-    for k, v in fake_kw.items():
+    for k, v in arm_kw.items():
         setattr(devices["arm-sim"], k, v)
     store.insert_command("start", actor="tester", run_id=rid, reason="go")
-    engine = Engine(store, clock, devices, cfg)
-    end = clock.now() + timedelta(days=40)
-    engine.run(until=lambda: store.get_run(rid).state == "completed" or clock.now() > end)
-    return store, rid, devices
+    return Bay(clock, store, rid, devices, Engine(store, clock, devices, cfg))
+
+
+def _engine_run(tmp_path: Path, plates: int, cfg: EngineConfig, **arm_kw: object):  # noqa: ANN202
+    bay = _bay(tmp_path, plates, cfg, **arm_kw)
+    bay.run(bay.completed)
+    return bay.store, bay.rid, bay.devices
 
 
 def _fed(devices) -> Counter:  # noqa: ANN001
@@ -169,21 +190,11 @@ def test_a_rider_late_for_its_leader_is_fed_by_a_run_of_its_own(tmp_path: Path) 
 def test_a_leader_refused_by_a_busy_robot_starts_again_with_its_rider(tmp_path: Path) -> None:
     """The robot refuses the shared run once (busy): the rider stays riding, holds no
     device of its own, and the leader's next try feeds both plates in one run."""
-    clock = VirtualClock(T0)
-    store = Store.open(tmp_path / "run.db", clock, durable=False)
-    proto, plan = kriks(2)
-    rid = register_run(
-        store, clock, proto, plan, roles(2), name="batch", workcell_name="bay",
-        workcell_text=WORKCELL, actor="tester",
-    )  # fmt: skip
-    devices = fake_workcell(clock, arm=True)
-    lh = devices["ot2-sim"]
+    bay = _bay(tmp_path, 2, EngineConfig())
+    store, rid, lh = bay.store, bay.rid, bay.devices["ot2-sim"]
     assert isinstance(lh, FakeLiquidHandler)
     lh.refuse_next = 1
-    store.insert_command("start", actor="tester", run_id=rid, reason="go")
-    engine = Engine(store, clock, devices, EngineConfig())
-    end = clock.now() + timedelta(days=3)
-    engine.run(until=lambda: len(lh.actions) >= 2 or clock.now() > end)
+    bay.run(lambda: len(lh.actions) >= 2, days=3)
     first = lh.actions[0]
     assert first["batch_plates"] == ["P1", "P2"], first
     refused = store.events(rid, entity="job", limit=None)
@@ -196,21 +207,11 @@ def test_a_shared_run_the_robot_refuses_for_tips_leaves_its_rider_unfed_and_wait
     """The robot refuses the shared run until tips are refilled: nothing moved, so the
     rider goes back to waiting on the deck (not 'failed, finish by hand'), and after the
     person's retry one run feeds both plates."""
-    clock = VirtualClock(T0)
-    store = Store.open(tmp_path / "run.db", clock, durable=False)
-    proto, plan = kriks(2)
-    rid = register_run(
-        store, clock, proto, plan, roles(2), name="batch", workcell_name="bay",
-        workcell_text=WORKCELL, actor="tester",
-    )  # fmt: skip
-    devices = fake_workcell(clock, arm=True)
-    lh = devices["ot2-sim"]
+    bay = _bay(tmp_path, 2, EngineConfig())
+    store, rid, lh = bay.store, bay.rid, bay.devices["ot2-sim"]
     assert isinstance(lh, FakeLiquidHandler)
     lh.needs_tips_next = 1
-    store.insert_command("start", actor="tester", run_id=rid, reason="go")
-    engine = Engine(store, clock, devices, EngineConfig())
-    end = clock.now() + timedelta(days=3)
-    engine.run(until=lambda: bool(store.open_prompts(rid)) or clock.now() > end)
+    bay.run(lambda: bool(store.open_prompts(rid)), days=3)
     (prompt,) = store.open_prompts(rid)
     jobs = {j.spec["key"]: j for j in store.jobs(rid)}
     lead, rider = jobs["r1:d0-feed-0900/P1/2"], jobs["r1:d0-feed-0900/P2/2"]
@@ -219,7 +220,7 @@ def test_a_shared_run_the_robot_refuses_for_tips_leaves_its_rider_unfed_and_wait
         "answer", actor="tester", run_id=rid, args={"prompt": prompt.id,
         "answer": {"choice": "retry"}}, reason="tips refilled",
     )  # fmt: skip
-    engine.run(until=lambda: len(lh.actions) >= 1 or clock.now() > end)
+    bay.run(lambda: len(lh.actions) >= 1, days=3)
     assert lh.actions[0]["batch_plates"] == ["P1", "P2"]
 
 
