@@ -56,11 +56,12 @@ from labctl.simulators.serial_link import SocketLink
 from labctl.simulators.state_file import load_json, save_json
 from labctl.simulators.workcell import (
     ARM,
-    ARM_STATIONS,
     INCUBATOR,
     OPERATOR,
     ROBOT,
     arm_entry,
+    arm_stations,
+    deck_plates,
     simulated_robot,
 )
 from labctl.store import Store
@@ -146,14 +147,15 @@ class PracticeWorkcell:
         self.robot = simulated_robot(clock, self.analysis, self.devices_dir)
         # The arm reaches the incubator's transfer station through the incubator (one place).
         self.arm: PF400Simulator | None = None
+        self.stations = arm_stations(1, config.batch)
         if config.arm:
             self.arm = PF400Simulator(
                 clock,
-                PF400Config(stations=len(ARM_STATIONS)),
+                PF400Config(stations=len(self.stations)),
                 name=ARM,
                 state_dir=self.devices_dir,
                 action_log=self.devices_dir / "arm_actions.jsonl",
-                linked={ARM_STATIONS[f"{INCUBATOR}/transfer"]: TransferSpot(self.incubator)},
+                linked={self.stations[f"{INCUBATOR}/transfer"]: TransferSpot(self.incubator)},
             )
         self.world = PlateWorld(
             clock,
@@ -163,7 +165,7 @@ class PracticeWorkcell:
             action_log=self.devices_dir / "operator_actions.jsonl",
             name=OPERATOR,
             arm=self.arm,
-            stations=ARM_STATIONS,
+            stations=self.stations,
             incubator_log=self.devices_dir / "incubator_actions.jsonl",
         )
         self.bot = OperatorBot(
@@ -282,7 +284,7 @@ class PracticeWorkcell:
                     "driver": "opentrons",
                     "url": self.robot_url,
                     "robot": "OT-2",
-                    "deck": {"plate": [1, 3]},
+                    "deck": {"plate": list(deck_plates(self.cfg.batch))},
                     "check": False,  # the simulated robot analyses every protocol itself
                     **({"batch": self.cfg.batch} if self.cfg.batch > 1 else {}),
                 },
@@ -311,7 +313,9 @@ class PracticeWorkcell:
         if self.arm is None:
             return {}
         timeout = round(120.0 + RESTART_S * pace, 3)
-        return arm_entry(self.cfg.port + 2, self.cfg.port + 3, motion_timeout_s=timeout)
+        return arm_entry(
+            self.cfg.port + 2, self.cfg.port + 3, motion_timeout_s=timeout, stations=self.stations
+        )
 
 
 def practice_workcell(

@@ -56,6 +56,11 @@ from labctl.store import Store
 ROBOT, INCUBATOR, OPERATOR, ARM = "ot2-sim", "inc-sim", "operator", "arm-sim"
 HYPOXIC = "inc-hyp"  # a LiCONiC fed with N2, added when a protocol asks for low O2
 DECK_PLATES = (1, 3)  # the simulated robot's culture-plate positions
+# With two plates a run the deck takes two pairs, so the arm puts the next pair down while
+# the robot feeds this one (an OT-2 deck is then full: 4 plates, 2 liquids, waste, stocks,
+# 3 tip racks).
+BATCH_PLATES = (6, 9)
+MAX_BATCH = 2
 # The arm's taught stations: the incubator's transfer station, each deck position, a nest.
 ARM_STATIONS = {
     f"{INCUBATOR}/transfer": 1,
@@ -70,12 +75,22 @@ def robot_name(k: int) -> str:
     return ROBOT if k == 0 else f"{ROBOT}-{k + 1}"
 
 
-def arm_stations(robots: int) -> dict[str, int]:
+def deck_plates(batch: int = 1) -> tuple[int, ...]:
+    """The simulated robot's culture-plate positions with ``batch`` plates a run: room for
+    two batches (:data:`DECK_PLATES`, then :data:`BATCH_PLATES` when batching)."""
+    return DECK_PLATES if batch <= 1 else DECK_PLATES + BATCH_PLATES
+
+
+def arm_stations(robots: int, batch: int = 1) -> dict[str, int]:
     """The arm's stations for a workcell of ``robots`` robots: :data:`ARM_STATIONS`, then
-    each further robot's deck positions."""
+    each further robot's deck positions, then the positions batching adds to each robot
+    (appended, so a station's number does not depend on the batch)."""
     out = dict(ARM_STATIONS)
     for k in range(1, robots):
         for p in DECK_PLATES:
+            out[f"{robot_name(k)}/{p}"] = len(out) + 1
+    for k in range(robots):
+        for p in deck_plates(batch)[len(DECK_PLATES) :]:
             out[f"{robot_name(k)}/{p}"] = len(out) + 1
     return out
 
@@ -337,8 +352,8 @@ class SimulatedWorkcell:
         """``climates``: those the run asks for (a hypoxic LiCONiC, ``inc-hyp``, joins the
         Cytomat when one asks for O2); ``start``: the climate the plates are seeded in;
         ``batch``: plates each robot feeds in one run (its ``batch`` setting)."""
-        if not 1 <= batch <= len(DECK_PLATES):
-            raise ScenarioError(f"batch must be 1 to {len(DECK_PLATES)}, not {batch}")
+        if not 1 <= batch <= MAX_BATCH:
+            raise ScenarioError(f"batch must be 1 to {MAX_BATCH}, not {batch}")
         self.batch = batch
         self.clock = clock
         self.log_dir = Path(log_dir)
@@ -364,7 +379,7 @@ class SimulatedWorkcell:
             simulated_robot(clock, self.analysis, self.log_dir, robot, robot_name(k))
             for k in range(1, robots)
         ]
-        self.stations = arm_stations(robots)
+        self.stations = arm_stations(robots, batch)
         self.hypoxic_climate = hypoxic_climate(climates)
         seeded_hypoxic = self.hypoxic_climate is not None and same_climate(
             start, self.hypoxic_climate
@@ -484,7 +499,7 @@ class SimulatedWorkcell:
                         "driver": "opentrons",
                         "url": r.url,
                         "robot": self.robot_model,
-                        "deck": {"plate": list(DECK_PLATES)},
+                        "deck": {"plate": list(deck_plates(self.batch))},
                         "check": False,  # the simulated robot analyses every protocol itself
                         **({"batch": self.batch} if self.batch > 1 else {}),
                     }

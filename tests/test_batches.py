@@ -174,6 +174,24 @@ def test_the_engine_feeds_each_pair_in_one_robot_run(tmp_path: Path) -> None:
     assert len(rode) == 52 and all(j.state == "done" for j in rode)
 
 
+def test_the_leader_starts_as_soon_as_its_rider_is_on_the_deck(tmp_path: Path) -> None:
+    """The rider's plate reaches the deck after the leader began to wait: the shared run
+    starts then, not when the (long) wait runs out."""
+    store, rid, devices = _engine_run(tmp_path, 2, EngineConfig(batch_wait_s=3600.0))
+    assert store.get_run(rid).state == "completed"
+    jobs = {j.spec["key"]: j for j in store.jobs(rid)}
+    waits = []
+    for key, j in jobs.items():
+        if j.op != "lh_run" or not j.spec.get("params", {}).get("riders"):
+            continue
+        day, _ = key.split("/", 1)
+        placed = jobs[f"{day}/P2/1"].finished_at
+        assert placed is not None and j.started_at is not None
+        waits.append((j.started_at - placed).total_seconds())
+    assert len(waits) == 26
+    assert max(waits) < 60, f"the leader waited {max(waits):.0f} s for a rider on the deck"
+
+
 def test_a_rider_late_for_its_leader_is_fed_by_a_run_of_its_own(tmp_path: Path) -> None:
     """The arm is slow (10 min a move): the leader waits 2 min at most, then goes alone;
     the rider, on the deck later, is fed by a run of its own. Nothing is fed twice."""
@@ -276,6 +294,9 @@ def test_a_dry_run_with_batches_feeds_every_well_of_every_plate_once(tmp_path: P
             assert ul == pytest.approx(2000.0, abs=0.1)
             fed[(lead.split("/")[0], on_slot[slot], well)] += 1
     assert len(dispensed) == 4 * 2  # four days, two runs of two plates each
+    # the simulated deck has room for two pairs, and the next pair is put down on the others
+    slots = {slot for per_well in dispensed.values() for slot, _ in per_well}
+    assert slots == {"1", "3", "6", "9"}, slots
     assert set(fed.values()) == {1}
     assert len(fed) == 4 * 4 * 6  # every day, every plate, every well
 

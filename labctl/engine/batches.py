@@ -164,6 +164,10 @@ class Batches:
         since = self._waiting.setdefault(j.id, now)
         return (now - since).total_seconds() < self.cfg.batch_wait_s
 
+    def waiting(self, j: JobRec) -> bool:
+        """Whether ``j`` (a leader) is waiting for a rider's plate."""
+        return j.id in self._waiting
+
     def next_wake(self) -> datetime | None:
         """When the first wait ends (the loop looks again then)."""
         ends = [t + timedelta(seconds=self.cfg.batch_wait_s) for t in self._waiting.values()]

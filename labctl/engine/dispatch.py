@@ -84,6 +84,13 @@ class Dispatcher:
         }
         for tid in sorted(self.picture.active):
             self._advance(self.picture.chains[tid], now, busy)
+        # A rider whose plate reached the deck in this pass (its chain came after its
+        # leader's) lets the waiting leader start now, not when its wait runs out.
+        for tid in sorted(self.picture.active):
+            c = self.picture.chains[tid]
+            nxt = c.next_job()
+            if nxt is not None and nxt.state is JobState.READY and self.batches.waiting(nxt):
+                self._advance(c, now, busy)
         begun = False
         for c in self.planner.order:
             if self.planner.planned_start(c) > now:
