@@ -364,7 +364,7 @@ def test_liconic_export_from_empty_slot_fails_with_dm200(clock: VirtualClock) ->
         st = inc.poll(op)
         assert st.state is OpState.FAILED
         assert isinstance(st.error, DeviceFault)
-        assert st.error.device_code == f"{sim.config.export_source_empty_code:05d}" == "00216"
+        assert st.error.device_code == f"{sim.config.export_source_empty_code:05d}" == "00016"
 
 
 def test_liconic_gate_error_fails_as_needing_the_operator(clock: VirtualClock) -> None:

@@ -193,16 +193,108 @@ def test_operations_need_ready_but_reset_does_not(clock: VirtualClock) -> None:
     assert sim.transfer_station is None and sim.actions[1:] == ()
 
 
+def test_every_relay_of_the_plc_answers(clock: VirtualClock) -> None:
+    """A KV PLC answers for every relay it has, used by LiCONiC's program or not (PyLabRobot
+    reads 1807/1912, sets 1901/1902/1911/1912/1913); E0 only outside its relay space."""
+    sim = open_sim(clock)
+    assert ask_all(sim, "RD 1807", "RD 1912", "RD 1914", "RD 1901") == ["0"] * 4
+    assert ask_all(sim, "ST 1912", "RD 1912", "RS 1912", "RD 1912") == ["OK", "1", "OK", "0"]
+    assert ask_all(sim, "ST 1911", "ST 1910", "RS 1910", "ST 1901", "ST 1902") == ["OK"] * 5
+    assert ask_all(sim, "RD 1915", "RD 1812") == ["1", "0"]  # nothing moved for them
+    assert ask_all(sim, "ST 1807", "RD 1916", "ST 3000", "RD 0099") == ["E4", "E0", "E0", "E0"]
+    assert ask_all(sim, "RD DM25", "RD DM29") == ["00011", "00002"]  # levels, cassettes
+
+
+def test_cq_ends_the_session(clock: VirtualClock) -> None:
+    sim = open_sim(clock)
+    assert ask_all(sim, "CQ", "RD 1915", "CQ", "CR", "RD 1915") == ["CF", "E1", "E1", "CC", "1"]
+
+
+def test_shaker_relay_and_speed_register(clock: VirtualClock) -> None:
+    sim = open_sim(clock)
+    assert ask_all(sim, "WR DM39 00250", "ST 1913", "RD 1913", "RD DM39") == [
+        "OK",
+        "OK",
+        "1",
+        "00250",
+    ]
+    assert sim.shaking and sim.handle_line("RD 1915") == "1"  # shaking keeps it ready
+    assert ask_all(sim, "RS 1913", "RD 1913") == ["OK", "0"]
+    assert not sim.shaking
+    sim.handle_line("ST 1913")
+    sim.power_cycle()
+    assert not sim.shaking
+
+
+def test_pick_and_place_move_a_plate_between_slots(clock: VirtualClock, tmp_path: Path) -> None:
+    log = tmp_path / "actions.jsonl"
+    sim = open_sim(clock, action_log=log)
+    assert ask_all(sim, "WR DM0 1", "WR DM5 5", "ST 1908") == ["OK"] * 3
+    assert ask_all(sim, "RD 1915", "RD 1908", "RD 1812") == ["0", "1", "1"]
+    assert sim.slots == {(2, 3): "P23"} and sim.shovel is None  # in motion
+    clock.advance(sim.config.shovel_s)
+    assert ask_all(sim, "RD 1915", "RD 1908", "RD 1812") == ["1", "0", "1"]
+    assert sim.shovel == "P15"
+    assert ask_all(sim, "WR DM0 2", "WR DM5 4", "ST 1909", "RD 1909") == ["OK"] * 3 + ["1"]
+    clock.advance(sim.config.shovel_s)
+    assert ask_all(sim, "RD 1915", "RD 1812", "ST 1903") == ["1", "0", "OK"]
+    assert sim.slots == {(2, 3): "P23", (2, 4): "P15"} and sim.shovel is None
+    assert [(a.action, a.command, a.slot, a.plate) for a in sim.actions] == [
+        ("init", "ST 1801", None, None),
+        ("pick", "ST 1908", 5, "P15"),
+        ("place", "ST 1909", 15, "P15"),
+    ]
+    assert len(log.read_text().splitlines()) == 3
+
+
+def test_reset_puts_a_moving_plate_back_and_a_picked_plate_stays_on_the_shovel(
+    clock: VirtualClock,
+) -> None:
+    sim = open_sim(clock)
+    assert ask_all(sim, "WR DM0 1", "WR DM5 5", "ST 1908", "ST 1900") == ["OK"] * 4
+    assert sim.slots[(1, 5)] == "P15" and sim.shovel is None
+    ask_all(sim, "ST 1908")
+    clock.advance(sim.config.shovel_s)
+    assert ask_all(sim, "WR DM5 6", "ST 1909", "ST 1900", "RD 1812") == ["OK"] * 3 + ["1"]
+    assert sim.shovel == "P15" and (1, 6) not in sim.slots
+    sim.power_cycle()
+    assert sim.shovel == "P15"
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "code"),
+    [
+        ([], ["WR DM5 7", "ST 1908"], "00316"),  # pick from an empty slot
+        ([], ["WR DM5 7", "ST 1909"], "00516"),  # place with nothing on the shovel
+        (["ST 1908"], ["WR DM0 2", "WR DM5 3", "ST 1908"], "00315"),  # shovel already full
+        (["ST 1908"], ["WR DM0 2", "WR DM5 3", "ST 1909"], "00511"),  # slot occupied
+        (["ST 1908"], ["WR DM5 7", "ST 1905"], "00015"),  # export with a plate on the shovel
+    ],
+)
+def test_pick_and_place_errors(
+    clock: VirtualClock, first: list[str], then: list[str], code: str
+) -> None:
+    sim = open_sim(clock)
+    assert ask_all(sim, "WR DM0 1", "WR DM5 5", *first) == ["OK"] * (2 + len(first))
+    clock.advance(sim.config.shovel_s)
+    assert ask_all(sim, *then) == ["OK"] * len(then)
+    clock.advance(sim.config.transfer_s)
+    assert ask_all(sim, "RD 1915", "RD 1814", "RD DM200") == ["0", "1", code]
+    assert sim.slots[(2, 3)] == "P23"  # nothing moved
+
+
 # -- handling errors -----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("setup", "lines", "code"),
     [
-        ("", ["WR DM0 1", "WR DM5 7", "ST 1905"], "00216"),  # export from empty slot
-        ("PX", ["WR DM0 1", "WR DM5 5", "ST 1905"], "00213"),  # transfer station occupied
-        ("", ["WR DM0 1", "WR DM5 7", "ST 1904"], "00116"),  # import, transfer station empty
-        ("PX", ["WR DM0 2", "WR DM5 3", "ST 1904"], "00111"),  # import into occupied slot
+        # Codes of the real table (V0712 1.4 as PyLabRobot transcribes it), not 002xx/001xx
+        # "phase + cause" codes: 001xx/002xx are the steps of an import/export.
+        ("", ["WR DM0 1", "WR DM5 7", "ST 1905"], "00016"),  # export from empty slot
+        ("PX", ["WR DM0 1", "WR DM5 5", "ST 1905"], "00013"),  # transfer station occupied
+        ("", ["WR DM0 1", "WR DM5 7", "ST 1904"], "00016"),  # import, transfer station empty
+        ("PX", ["WR DM0 2", "WR DM5 3", "ST 1904"], "00107"),  # import into occupied slot
     ],
 )
 def test_handling_errors_after_the_operation(
@@ -233,7 +325,7 @@ def test_immediate_handling_errors(clock: VirtualClock) -> None:
     clock.advance(20)
     assert ask_all(sim, "WR DM0 3", "ST 1905", "RD DM200") == ["OK", "OK", "00011"]
     assert ask_all(sim, "ST 1900", "WR DM0 1", "WR DM5 12", "ST 1904") == ["OK"] * 4
-    assert ask_all(sim, "RD 1814", "RD DM200") == ["1", "00011"]
+    assert ask_all(sim, "RD 1814", "RD DM200") == ["1", "00012"]  # level beyond DM25
 
 
 # -- climate -------------------------------------------------------------------------------
