@@ -4,66 +4,97 @@
 ``handle_line("mv:st 005") -> "ok 11"``. Serve it with :mod:`labctl.simulators.serial_link`
 (9600 8N1, replies end with CR, or CRLF if configured). Its state is computed from the
 injected clock: a move started at t is busy until t + duration, and every request first
-brings the state up to ``clock.now()``; no thread advances it.
+brings the state up to ``clock.now()``; no thread advances it. The wire tables (models,
+registers, error codes, location formats) are in :mod:`labctl.simulators.cytomat_codes`;
+the corrections to DEVICES.md and their sources in /work/notes/devices-cytomat.md.
+Checked against a client written for the real device: tests/test_third_party_cytomat.py
+runs PyLabRobot's ``CytomatBackend`` against this simulator over a pseudo-terminal.
 
-Commands emulated (anything else, valid on a real Cytomat or not, answers ``er 02``):
+Commands emulated (anything else answers ``er 02``). ``LOC`` is a storage location: a
+three-digit absolute slot ``NNN`` (1-based), or on a rack/site model (C2C_425) rack and
+site ``RR SS`` (two digits each, both from 0); see :func:`cytomat_codes.parse_location`.
 
 ==============  ========================================================================
-``mv:st NNN``   slot NNN -> transfer station (``config.move_s``)
-``mv:ts NNN``   transfer station -> slot NNN (``config.move_s``)
+``mv:st LOC``   slot -> transfer station ("retrieve"); ``mv:ts LOC`` the reverse ("store")
+``mv:sw LOC``   slot -> handler at the wait position; ``mv:ws LOC`` the reverse
+``mv:wt``       wait position -> transfer station; ``mv:tw`` the reverse
+``mv:wh``       wait -> exposed (held out through the opened gate); ``mv:hw`` the reverse
+``mv:sh LOC``   slot -> exposed; ``mv:hs LOC`` exposed -> slot (gate closed again)
+                (each move takes ``config.move_s``)
+``mv:sn A B``   read the barcodes of slots A..B (three digits each; ``config.move_s``;
+                the simulator has no barcodes: nothing changes)
 ``ll:in``       initialise the handler (``config.init_s``)
 ``ll:gp 001``   close / ``002`` open the automatic lift door (gate) (``config.gate_s``)
+``ll:sp 001``   retract / ``002`` extend the shovel (``config.gate_s``); moves are refused
+                (``er 12``) while it is extended
 ``ll:it TT.T``  temperature setpoint, degC (0.0-50.0); ``ll:ic CC.C`` CO2 setpoint, %vol
                 (0.0-20.0); one or two integer digits and one decimal, e.g. ``05.0``
+``ll:vi``       initialise shakers; ``ll:va [NNN]`` start, ``ll:vd [NNN]`` stop (all or
+                shaker NNN); ``se:pb 2N FFFF`` frequency of shaker N+1; ``ch:pb 2N``
+                reads it (``pb FFFF``). Only with ``config.shaker_units`` > 0.
 ``rs:be``       clear the error register
 ``ch:bs``       overview register ``bs XX``; ``ch:be``/``ch:bw``/``ch:ba`` error, warning,
-                action registers; ``ch:ts`` sensor register
+                action registers (two hex digits); ``ch:ts`` sensor register (four hex
+                digits); ``ch:sw`` transfer (swap) station ``sw PFU``
 ``ch:it``       ``it <setpoint> <actual>`` temperature; ``ch:ic`` CO2, ``ch:ih`` humidity,
                 ``ch:io`` O2 (only when the climate has O2, else ``er 02``)
 ==============  ========================================================================
 
 Replies: actions answer ``ok XX`` (overview register after the command took effect) or
-``er XX``; checks echo their two letters and a value. Registers are two upper-case hex
-digits. Checks are answered while busy; any action while busy gets ``er 01``.
+``er XX``; checks echo their two letters and a value. Checks are answered while busy; any
+action while busy gets ``er 01``.
 
 Validation order: telegram shape (``er 03``: not ``tt:cc`` with single-space separated
 parameters, or wrong number of parameters), known command (``er 02``), busy (``er 01``),
-parameter shape (``er 04``: slot not three digits, gate not 001/002, number malformed or
-out of range), slot number outside 1..slots (``er 05``), not initialised
-(``config.not_initialised_code``), transfer station empty on ``mv:ts`` (``er 31``) or
-occupied on ``mv:st`` (``er 32``).
+parameter shape (``er 04``), location outside the racks (``er 05``), not initialised
+(``config.not_initialised_code``), shovel extended (``er 12``), handler not where the move
+starts (``er 11``: held out while the move starts inside, or the reverse), transfer
+station empty (``er 31``) or occupied (``er 32``), handler occupied (``er 21``) or empty
+(``er 22``).
 
-Overview register bits (DEVICES.md 2.3): 0x01 busy, 0x02 ready, 0x04 warning register set,
-0x08 error register set, 0x10 handler occupied, 0x20 gate open, 0x40 device door open,
-0x80 transfer station occupied.
+Registers (bit n = value ``1 << n``):
+
+- Overview: 0x01 busy, 0x02 ready, 0x04 warning register set, 0x08 error register set,
+  0x10 handler occupied, 0x20 gate open, 0x40 device door open, 0x80 transfer station
+  occupied.
+- Action: bits 7-5 target (1 init position, 2 wait position, 3 stacker, 4 transfer
+  station), bits 4-0 the step (0x01 height motor, 0x05 rotate, 0x07/0x0A extend/retract
+  shovel, 0x0C/0x0E close/open gate). A move's target switches from its source to its
+  destination half-way through.
+- Sensor: the vendor's 15 sensor bits (:data:`cytomat_codes.SENSOR_BITS`): shovel
+  retracted/extended/occupied, gate opened/closed, transfer station occupied and in
+  position 1, inner (device) door open, handler towards the stacker or the gate.
+- Swap station ``sw PFU``: P the position in front of the gate (1 or 2), F / U the plate
+  in front of the gate / at the user side (0 empty, 1 occupied). The simulated transfer
+  station does not turn: ``sw 1F0``.
 
 ASSUMPTIONS (not in the sources; each configurable in :class:`CytomatConfig` where it is a
 value):
 
 - Ready (0x02) is set whenever the device is not busy, and clear while busy.
-- Moving from an empty slot (``mv:st``) ends after the move duration with error register
-  ``02`` (MTP not loaded on shovel); moving into an occupied slot (``mv:ts``) ends with
-  ``03`` (MTP not unloaded). The device checks before it picks, so the plate stays where
-  it was. The error register (and bit 0x08) stays until ``rs:be``; moves are still
-  accepted while it is set.
+- Moving from an empty slot ends after the move duration with error register ``02`` (MTP
+  not loaded on shovel); moving into an occupied slot ends with ``03`` (MTP not
+  unloaded). The device checks before it picks, so the plate stays where it was. The
+  error register (and bit 0x08) stays until ``rs:be``; moves are still accepted while it
+  is set.
 - Moves before ``ll:in`` after power-up are refused with ``er 11`` (wrong handler
   position); ``require_init=False`` starts initialised.
 - A move or ``ll:in`` started while the device door is open fails at once with error
   register ``05``. A move under way when the door opens completes.
 - The plate is on the handler (0x10) for the whole of a successful move: it leaves its
   source when the move starts and reaches its destination when the move ends.
+- The action register keeps its last value when an operation ends (``21`` after an
+  initialisation); it reads ``00`` only before the first operation after power-up (a
+  simulator started initialised reads ``21``).
 - Climate replies use ``{:+05.1f}`` for both numbers: ``it +37.0 +36.9``, ``ic +05.0 +04.9``.
-- Action register: high 3 bits target (1 init, 3 stacker, 4 transfer station), low 5 bits
-  action (0x01 init, 0x05 move, 0x0C/0x0E close/open door); the target switches from the
-  source to the destination half-way through a move. ``00`` when idle.
-- Sensor register (``ch:ts``): 0x01 plate on transfer station, 0x02 plate on handler.
 - The warning register is always ``00`` (nothing the simulator does raises a warning).
 
 Physical-side API for the plate mover / operator / tests: :meth:`place_on_transfer_station`,
 :meth:`take_from_transfer_station`, :attr:`slots`, :attr:`transfer_station`,
-:attr:`actions`. Completed moves are recorded once each in the action log
+:attr:`handler`, :attr:`actions`. Completed moves are recorded once each in the action log
 (:class:`~labctl.simulators.faults.ActionLog`): ``init``, ``retrieve`` (slot -> transfer
-station), ``store`` (transfer station -> slot), stamped with the virtual completion time
+station), ``store`` (transfer station -> slot), and the handler's moves by their path
+(``slot_to_wait``, ``wait_to_transfer``, ...), stamped with the virtual completion time
 and numbered (``seq``: the operation's number, counted from the device's first).
 
 Surviving a restart (a practice workcell's simulator process killed and started again):
@@ -81,18 +112,41 @@ import json
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from labctl.clock import Clock
 from labctl.errors import DeviceError
 
+from .cytomat_codes import (
+    ACT_CLOSE_GATE,
+    ACT_EXTEND_SHOVEL,
+    ACT_HEIGHT_MINUS,
+    ACT_OPEN_GATE,
+    ACT_RETRACT_SHOVEL,
+    ACT_ROTATE,
+    BUSY,
+    DEVICE_DOOR_OPEN,
+    ERROR,
+    GATE_OPEN,
+    HANDLER_OCCUPIED,
+    READY,
+    SENSOR_BITS,
+    TARGET_INIT,
+    TARGET_STACKER,
+    TARGET_TRANSFER,
+    TARGET_WAIT,
+    TRANSFER_STATION_OCCUPIED,
+    WARNING,
+    CytomatConfig,
+    parse_location,
+)
 from .faults import (
     ActionLog,
     Climate,
-    ClimateConfig,
     Fault,
     FaultInjector,
     PhysicalAction,
@@ -115,68 +169,144 @@ __all__ = [
     "restore_cytomat",
 ]
 
-BUSY = 0x01
-READY = 0x02
-WARNING = 0x04
-ERROR = 0x08
-HANDLER_OCCUPIED = 0x10
-GATE_OPEN = 0x20
-DEVICE_DOOR_OPEN = 0x40
-TRANSFER_STATION_OCCUPIED = 0x80
-
 _HEX2 = re.compile(r"[0-9A-F]{2}")
 # Two-character type and command, then parameters each preceded by exactly one space.
 _TELEGRAM = re.compile(r"([^\s:]{2}):([^\s:]{2})((?: [^\s]+)*)")
 _SETPOINT = re.compile(r"\d{1,2}\.\d")
 
-# Action register targets (high 3 bits) and actions (low 5 bits).
-_TARGET_INIT, _TARGET_STACKER, _TARGET_TRANSFER = 1, 3, 4
-_ACT_INIT, _ACT_MOVE, _ACT_CLOSE_DOOR, _ACT_OPEN_DOOR = 0x01, 0x05, 0x0C, 0x0E
-
-
-@dataclass(frozen=True)
-class CytomatConfig:
-    """The simulated model: geometry, timing (seconds), reply format and assumed codes."""
-
-    slots: int = 42
-    move_s: float = 15.0
-    init_s: float = 60.0
-    gate_s: float = 3.0
-    require_init: bool = True
-    terminator: bytes = b"\r"
-    climate: ClimateConfig = field(default_factory=ClimateConfig)
-    climate_format: str = "{:+05.1f}"
-    slot_empty_code: str = "02"
-    slot_occupied_code: str = "03"
-    door_open_code: str = "05"
-    not_initialised_code: str = "11"
-
-    def __post_init__(self) -> None:
-        if self.slots < 1 or self.slots > 999:
-            raise ValueError(f"slots must be 1..999, got {self.slots}")
-        if self.terminator not in (b"\r", b"\r\n"):
-            raise ValueError(f"terminator must be CR or CRLF, got {self.terminator!r}")
-        if min(self.move_s, self.init_s, self.gate_s) < 0:
-            raise ValueError("durations must be >= 0 s")
-        codes = ("slot_empty_code", "slot_occupied_code", "door_open_code", "not_initialised_code")
-        for name in codes:
-            if not _HEX2.fullmatch(getattr(self, name)):
-                raise ValueError(f"{name} must be two upper-case hex digits")
+# Moves ("mv:" + two letters) -> (action-log name, from, to). Places: "slot", "ts" (the
+# transfer station), "wait" (on the handler, inside), "exposed" (on the handler, held out
+# through the open gate).
+_MOVES: dict[str, tuple[str, str, str]] = {
+    "st": ("retrieve", "slot", "ts"),
+    "ts": ("store", "ts", "slot"),
+    "sw": ("slot_to_wait", "slot", "wait"),
+    "ws": ("wait_to_slot", "wait", "slot"),
+    "wt": ("wait_to_transfer", "wait", "ts"),
+    "tw": ("transfer_to_wait", "ts", "wait"),
+    "wh": ("wait_to_exposed", "wait", "exposed"),
+    "hw": ("exposed_to_wait", "exposed", "wait"),
+    "sh": ("slot_to_exposed", "slot", "exposed"),
+    "hs": ("exposed_to_slot", "exposed", "slot"),
+}
+_PATHS = {kind: (src, dst) for kind, src, dst in _MOVES.values()}
+# The action register's target for each place.
+_TARGET = {"slot": TARGET_STACKER, "ts": TARGET_TRANSFER, "wait": TARGET_WAIT}
+_TARGET["exposed"] = TARGET_TRANSFER
+# The register after an initialisation: target init position, height motor step.
+_AFTER_INIT = TARGET_INIT << 5 | ACT_HEIGHT_MINUS
 
 
 @dataclass(frozen=True)
 class _Op:
     """An operation in progress: it takes effect at ``ends``."""
 
-    kind: str  # "retrieve" | "store" | "init" | "gate"
+    kind: str  # "init" | "gate" | "shovel" | "scan" | a move's name (_MOVES)
     command: str
     started: datetime
     ends: datetime
     slot: int | None = None
     plate: str | None = None  # the plate on the handler (successful moves only)
     error: str | None = None  # error register code set at ``ends``; nothing moves
-    gate_open: bool = False
+    gate_open: bool = False  # "gate": opens it; "shovel": extends it
     seq: int = 0  # the operation's number on this device (from 1), in the action log
+
+
+class _Shakers:
+    """The shaker units (``se:pb``, ``ll:vi/va/vd``, ``ch:pb``): their frequencies and
+    which run. Each method returns an error reply, or None when the command is accepted."""
+
+    def __init__(self, units: int) -> None:
+        self.units = units
+        self.frequency = dict.fromkeys(range(units), 0)
+        self.running: set[int] = set()
+
+    def _unit(self, param: str) -> int | None:
+        """The unit ``2N`` (se:pb, ch:pb) names, None if there is none."""
+        m = re.fullmatch(r"2(\d)", param)
+        return int(m.group(1)) if m and int(m.group(1)) < self.units else None
+
+    def set_frequency(self, params: list[str]) -> str | None:
+        if len(params) != 2:
+            return "er 03"
+        unit = self._unit(params[0])
+        if unit is None or not re.fullmatch(r"\d{4}", params[1]):
+            return "er 04"
+        self.frequency[unit] = int(params[1])
+        return None
+
+    def switch(self, params: list[str], on: bool) -> str | None:
+        if len(params) > 1:
+            return "er 03"
+        units = set(range(self.units))
+        if params:
+            if not re.fullmatch(r"\d{3}", params[0]) or not 1 <= int(params[0]) <= self.units:
+                return "er 04"
+            units = {int(params[0]) - 1}
+        self.running = self.running | units if on else self.running - units
+        return None
+
+    def read(self, params: list[str]) -> str:
+        unit = self._unit(params[0]) if len(params) == 1 else None
+        return "er 04" if unit is None else f"pb {self.frequency[unit]:04d}"
+
+
+def _action_of(op: _Op, *, second_half: bool) -> int:
+    """The action register during the first or second half of ``op``."""
+    if op.kind == "init":
+        return _AFTER_INIT
+    if op.kind == "gate":
+        return TARGET_TRANSFER << 5 | (ACT_OPEN_GATE if op.gate_open else ACT_CLOSE_GATE)
+    if op.kind == "shovel":
+        return TARGET_WAIT << 5 | (ACT_EXTEND_SHOVEL if op.gate_open else ACT_RETRACT_SHOVEL)
+    if op.kind == "scan":
+        return TARGET_STACKER << 5 | ACT_ROTATE
+    src, dst = _PATHS[op.kind]
+    return _TARGET[dst if second_half else src] << 5 | ACT_ROTATE
+
+
+def _sensors(
+    *,
+    carrying: bool,
+    shovel_out: bool,
+    gate_open: bool,
+    ts_occupied: bool,
+    door_open: bool,
+    target: int | None,
+    exposed: bool,
+) -> list[str]:
+    """The sensors (:data:`cytomat_codes.SENSOR_BITS` names) that read "on" in that state;
+    ``target`` is the action register's target while an operation runs, else None."""
+    sensors = {
+        "shovel_retracted": not shovel_out,
+        "shovel_extended": shovel_out,
+        "shovel_occupied": carrying,
+        "gate_opened": gate_open,
+        "gate_closed": not gate_open,
+        "transfer_station_occupied": ts_occupied,
+        "transfer_station_position_1": True,  # a transfer station that does not turn
+        "inner_door_opened": door_open,
+        "handler_towards_stacker": target == TARGET_STACKER,
+        "handler_towards_gate": target == TARGET_TRANSFER or exposed,
+    }
+    return [name for name, on in sensors.items() if on]
+
+
+def _move_refusal(
+    src: str, dst: str, shovel_out: bool, exposed: bool, ts: str | None, handler: str | None
+) -> str | None:
+    """Why a move from ``src`` to ``dst`` cannot start in that state (its reply), or None."""
+    if shovel_out:
+        return "er 12"
+    if exposed != (src == "exposed"):
+        return "er 11"
+    if src == "ts" and ts is None:
+        return "er 31"
+    if dst == "ts" and ts is not None:
+        return "er 32"
+    if src in ("wait", "exposed"):
+        return "er 22" if handler is None else None
+    return "er 21" if handler is not None else None
 
 
 class CytomatSim(TransferStationSide):
@@ -209,14 +339,19 @@ class CytomatSim(TransferStationSide):
                 raise ValueError(f"plate slot {slot} is outside 1..{self.config.slots}")
         self._slots: dict[int, str] = dict(labels)
         self._ts: str | None = None
+        self._handler: str | None = None  # the plate on the handler at rest
+        self._exposed = False  # the handler holds its plate out through the gate
+        self._shovel_out = False  # extended by ll:sp 002
         self._op: _Op | None = None
         self._error = 0
         self._warning = 0
         self._gate_open = False
         self._initialised = not self.config.require_init
+        self._last_action = _AFTER_INIT if self._initialised else 0
         self._changed_at: datetime | None = None  # last request or hand that may act
         self._seq = 0  # operations started, ever (restored across restarts)
         self._on_change = on_change
+        self._shakers = _Shakers(self.config.shaker_units)
         check_codes(
             faults, lambda c: bool(_HEX2.fullmatch(c)), "two upper-case hex digits", "Cytomat"
         )
@@ -224,20 +359,29 @@ class CytomatSim(TransferStationSide):
         self._climate = Climate(self.config.climate, clock.now(), self._faults)
         self._log = ActionLog(action_log)
         self._actions: dict[str, Callable[[list[str], datetime, str], str]] = {
-            "mv:st": self._mv_st,
-            "mv:ts": self._mv_ts,
+            **{f"mv:{code}": partial(self._mv, code) for code in _MOVES},
+            "mv:sn": self._mv_sn,
             "ll:in": self._ll_in,
-            "ll:gp": self._ll_gp,
+            "ll:gp": partial(self._ll_two_way, "gate"),
+            "ll:sp": partial(self._ll_two_way, "shovel"),
             "ll:it": lambda p, now, _c: self._ll_setpoint("temperature", 50.0, p, now),
             "ll:ic": lambda p, now, _c: self._ll_setpoint("co2", 20.0, p, now),
             "rs:be": self._rs_be,
         }
+        if self._shakers.units:
+            self._actions |= {
+                "se:pb": lambda p, now, _c: self._now(self._shakers.set_frequency(p), now),
+                "ll:vi": lambda p, now, _c: self._now("er 03" if p else None, now),
+                "ll:va": lambda p, now, _c: self._now(self._shakers.switch(p, True), now),
+                "ll:vd": lambda p, now, _c: self._now(self._shakers.switch(p, False), now),
+            }
         self._checks: dict[str, Callable[[datetime], str]] = {
             "bs": lambda now: f"{self._overview(now):02X}",
             "be": lambda now: f"{self._error:02X}",
             "bw": lambda now: f"{self._warning:02X}",
             "ba": lambda now: f"{self._action_register(now):02X}",
-            "ts": lambda now: f"{self._sensor_register():02X}",
+            "ts": lambda now: f"{self._sensor_register(now):04X}",
+            "sw": lambda now: f"1{int(self._ts is not None)}0",
             "it": lambda now: self._climate_reply("temperature", now),
             "ic": lambda now: self._climate_reply("co2", now),
             "ih": lambda now: self._climate_reply("humidity", now),
@@ -269,6 +413,8 @@ class CytomatSim(TransferStationSide):
         if kind != "ch":
             self._changed_at = now
         if kind == "ch":
+            if cmd == "pb" and self._shakers.units:  # the one check with a parameter
+                return self._shakers.read(params)
             check = self._checks.get(cmd)
             if check is None or (cmd == "io" and "o2" not in self._climate.channels):
                 return "er 02"
@@ -295,16 +441,9 @@ class CytomatSim(TransferStationSide):
         self._update(now)  # a zero-length operation has already taken effect
         return f"ok {self._overview(now):02X}"
 
-    def _slot_param(self, params: list[str]) -> int | str:
-        """The slot number, or the error reply."""
-        if len(params) != 1:
-            return "er 03"
-        if not re.fullmatch(r"\d{3}", params[0]):
-            return "er 04"
-        slot = int(params[0])
-        if not 1 <= slot <= self.config.slots:
-            return "er 05"
-        return slot
+    def _now(self, refusal: str | None, now: datetime) -> str:
+        """The reply to an action that takes effect at once: its refusal, or ``ok XX``."""
+        return refusal or self._ok(now)
 
     def _start(
         self,
@@ -323,16 +462,31 @@ class CytomatSim(TransferStationSide):
         self._op = _Op(kind, command, now, ends, slot, plate, error, gate_open, self._seq)
         return self._ok(now)
 
-    def _start_move(
-        self,
-        now: datetime,
-        kind: str,
-        command: str,
-        slot: int,
-        plate: str | None,
-        failure: str | None,
-    ) -> str:
-        """Start a move; ``failure`` is the error it ends with (then nothing moves)."""
+    def _refusal(self, src: str, dst: str) -> str | None:
+        """Why a move from ``src`` to ``dst`` cannot start now (its reply), or None."""
+        return _move_refusal(src, dst, self._shovel_out, self._exposed, self._ts, self._handler)
+
+    def _mv(self, code: str, params: list[str], now: datetime, command: str) -> str:
+        kind, src, dst = _MOVES[code]
+        slot = None
+        if "slot" in (src, dst):
+            location = parse_location(params, self.config)
+            if isinstance(location, str):
+                return location
+            slot = location
+        elif params:
+            return "er 03"
+        if not self._initialised:
+            return f"er {self.config.not_initialised_code}"
+        refusal = self._refusal(src, dst)
+        if refusal is not None:
+            return refusal
+        plate = {"slot": self._slots.get(slot or 0), "ts": self._ts}.get(src, self._handler)
+        failure = None
+        if src == "slot" and plate is None:
+            failure = self.config.slot_empty_code
+        elif dst == "slot" and slot in self._slots:
+            failure = self.config.slot_occupied_code
         if self._faults.door_open(now):
             return self._start(now, kind, command, 0.0, slot=slot, error=self.config.door_open_code)
         if failure is None:
@@ -340,34 +494,27 @@ class CytomatSim(TransferStationSide):
         if failure is not None:
             return self._start(now, kind, command, self.config.move_s, slot=slot, error=failure)
         # The handler takes the plate now; it arrives when the move ends.
-        if kind == "retrieve":
-            del self._slots[slot]
-        else:
+        if src == "slot":
+            del self._slots[slot or 0]
+        elif src == "ts":
             self._ts = None
+        else:
+            self._handler, self._exposed = None, False
         return self._start(now, kind, command, self.config.move_s, slot=slot, plate=plate)
 
-    def _mv_st(self, params: list[str], now: datetime, command: str) -> str:
-        slot = self._slot_param(params)
-        if isinstance(slot, str):
-            return slot
+    def _mv_sn(self, params: list[str], now: datetime, command: str) -> str:
+        if len(params) != 2:
+            return "er 03"
+        if not all(re.fullmatch(r"\d{3}", p) for p in params):
+            return "er 04"
+        if not all(1 <= int(p) <= self.config.slots for p in params):
+            return "er 05"
         if not self._initialised:
             return f"er {self.config.not_initialised_code}"
-        if self._ts is not None:
-            return "er 32"
-        plate = self._slots.get(slot)
-        failure = self.config.slot_empty_code if plate is None else None
-        return self._start_move(now, "retrieve", command, slot, plate, failure)
-
-    def _mv_ts(self, params: list[str], now: datetime, command: str) -> str:
-        slot = self._slot_param(params)
-        if isinstance(slot, str):
-            return slot
-        if not self._initialised:
-            return f"er {self.config.not_initialised_code}"
-        if self._ts is None:
-            return "er 31"
-        failure = self.config.slot_occupied_code if slot in self._slots else None
-        return self._start_move(now, "store", command, slot, self._ts, failure)
+        refusal = self._refusal("slot", "wait")
+        if refusal is not None:
+            return refusal
+        return self._start(now, "scan", command, self.config.move_s)
 
     def _ll_in(self, params: list[str], now: datetime, command: str) -> str:
         if params:
@@ -376,12 +523,16 @@ class CytomatSim(TransferStationSide):
             return self._start(now, "init", command, 0.0, error=self.config.door_open_code)
         return self._start(now, "init", command, self.config.init_s)
 
-    def _ll_gp(self, params: list[str], now: datetime, command: str) -> str:
+    def _ll_two_way(self, kind: str, params: list[str], now: datetime, command: str) -> str:
+        """``ll:gp`` (kind "gate": 001 close, 002 open) and ``ll:sp`` ("shovel": 001
+        retract, 002 extend; not while the handler holds a plate out)."""
         if len(params) != 1:
             return "er 03"
         if params[0] not in ("001", "002"):
             return "er 04"
-        return self._start(now, "gate", command, self.config.gate_s, gate_open=params[0] == "002")
+        if kind == "shovel" and self._exposed:
+            return "er 11"
+        return self._start(now, kind, command, self.config.gate_s, gate_open=params[0] == "002")
 
     def _ll_setpoint(self, channel: str, top: float, params: list[str], now: datetime) -> str:
         if len(params) != 1:
@@ -410,19 +561,29 @@ class CytomatSim(TransferStationSide):
     def _take_effect(self, op: _Op, *, log: bool) -> None:
         """The operation ``op`` has ended: the plate is where it went (call with the lock)."""
         self._op = None
+        self._last_action = _action_of(op, second_half=True)
         if op.error is not None:
             self._error = int(op.error, 16)
             return
-        if op.kind == "gate":
-            self._gate_open = op.gate_open
+        if op.kind in ("gate", "shovel", "scan"):
+            if op.kind == "gate":
+                self._gate_open = op.gate_open
+            elif op.kind == "shovel":
+                self._shovel_out = op.gate_open
             return
-        if op.kind == "retrieve":
-            self._ts = op.plate
-        elif op.kind == "store":
-            assert op.slot is not None and op.plate is not None
-            self._slots[op.slot] = op.plate
+        if op.kind == "init":
+            self._initialised, self._shovel_out, self._exposed = True, False, False
         else:
-            self._initialised = True
+            src, dst = _PATHS[op.kind]
+            if dst == "slot":
+                assert op.slot is not None and op.plate is not None
+                self._slots[op.slot] = op.plate
+            elif dst == "ts":
+                self._ts = op.plate
+            else:
+                self._handler, self._exposed = op.plate, dst == "exposed"
+            if "exposed" in (src, dst):  # the gate opens to hold a plate out, closes after
+                self._gate_open = dst == "exposed"
         if log:
             self._log.record(
                 PhysicalAction(
@@ -437,7 +598,7 @@ class CytomatSim(TransferStationSide):
             bits |= WARNING
         if self._error:
             bits |= ERROR
-        if op is not None and op.plate is not None:
+        if self._handler is not None or (op is not None and op.plate is not None):
             bits |= HANDLER_OCCUPIED
         if self._gate_open:
             bits |= GATE_OPEN
@@ -450,18 +611,22 @@ class CytomatSim(TransferStationSide):
     def _action_register(self, now: datetime) -> int:
         op = self._op
         if op is None:
-            return 0
-        if op.kind == "init":
-            return _TARGET_INIT << 5 | _ACT_INIT
-        if op.kind == "gate":
-            return _TARGET_TRANSFER << 5 | (_ACT_OPEN_DOOR if op.gate_open else _ACT_CLOSE_DOOR)
+            return self._last_action
         second_half = now >= op.started + (op.ends - op.started) / 2
-        to_transfer = (op.kind == "retrieve") == second_half
-        return (_TARGET_TRANSFER if to_transfer else _TARGET_STACKER) << 5 | _ACT_MOVE
+        return _action_of(op, second_half=second_half)
 
-    def _sensor_register(self) -> int:
-        on_handler = self._op is not None and self._op.plate is not None
-        return (0x01 if self._ts is not None else 0) | (0x02 if on_handler else 0)
+    def _sensor_register(self, now: datetime) -> int:
+        op = self._op
+        on = _sensors(
+            carrying=self._handler is not None or (op is not None and bool(op.plate)),
+            shovel_out=self._shovel_out or self._exposed,
+            gate_open=self._gate_open,
+            ts_occupied=self._ts is not None,
+            door_open=self._faults.door_open(now),
+            target=self._action_register(now) >> 5 if op is not None else None,
+            exposed=self._exposed,
+        )
+        return sum(1 << SENSOR_BITS[name] for name in on)
 
     def _climate_reply(self, channel: str, now: datetime) -> str:
         fmt = self.config.climate_format.format
@@ -474,7 +639,9 @@ class CytomatSim(TransferStationSide):
         """A person or arm puts ``plate`` on the transfer station (it must be free)."""
         with self._lock:
             self._update(self._clock.now())
-            inbound = self._op is not None and self._op.kind == "retrieve" and self._op.plate
+            op = self._op
+            to_ts = op is not None and _PATHS.get(op.kind, ("", ""))[1] == "ts"
+            inbound = op.plate if op is not None and to_ts else None
             if self._ts is not None or inbound:
                 raise DeviceError(
                     self.name,
@@ -495,19 +662,23 @@ class CytomatSim(TransferStationSide):
         """The device is switched off and on again: the operation under way is lost before
         it took effect (a plate on the handler is back where it came from: ASSUMPTION), the
         error register is cleared, and with ``require_init`` it must be initialised again.
-        Plates in the slots and on the transfer station stay where they are."""
+        Plates in the slots, on the transfer station and resting on the handler stay."""
         with self._lock:
             now = self._clock.now()
             self._update(now)
             op, self._op = self._op, None
             if op is not None and op.plate is not None:
-                if op.kind == "retrieve":
+                src = _PATHS[op.kind][0]
+                if src == "slot":
                     assert op.slot is not None
                     self._slots[op.slot] = op.plate
-                else:
+                elif src == "ts":
                     self._ts = op.plate
+                else:
+                    self._handler = op.plate
             self._error = 0
             self._initialised = not self.config.require_init
+            self._last_action = _AFTER_INIT if self._initialised else 0
             self._changed_at = now
 
     @property
@@ -516,6 +687,13 @@ class CytomatSim(TransferStationSide):
         with self._lock:
             self._update(self._clock.now())
             return dict(self._slots)
+
+    @property
+    def handler(self) -> str | None:
+        """Label of the plate resting on the handler (wait or exposed position), as of now."""
+        with self._lock:
+            self._update(self._clock.now())
+            return self._handler
 
     @property
     def busy(self) -> bool:
@@ -539,8 +717,10 @@ STATE_VERSION = 1
 
 def cytomat_state(sim: CytomatSim) -> dict[str, Any]:
     """What a Cytomat keeps across a restart, as JSON-able data: the slot map, the transfer
-    station, the operation under way (it ends on the shared clock), the registers, the gate,
-    whether the handler is initialised, the operations' count and the climate's setpoints."""
+    station, the plate resting on the handler (and whether it is held out, the shovel out),
+    the operation under way (it ends on the shared clock), the registers, the gate, whether
+    the handler is initialised, the operations' count and the climate's setpoints. (The
+    shakers' frequencies are not kept.)"""
     with sim._lock:
         op = sim._op
         return {
@@ -561,6 +741,10 @@ def cytomat_state(sim: CytomatSim) -> dict[str, Any]:
                 "gate_open": op.gate_open,
                 "seq": op.seq,
             },
+            "handler": sim._handler,
+            "exposed": sim._exposed,
+            "shovel_out": sim._shovel_out,
+            "action_register": sim._last_action,
             "error": sim._error,
             "warning": sim._warning,
             "gate_open": sim._gate_open,
@@ -599,10 +783,16 @@ def restore_cytomat(sim: CytomatSim, state: Mapping[str, Any]) -> None:
         sim._slots = slots
         ts = state.get("transfer_station")
         sim._ts = None if ts is None else str(ts)
+        handler = state.get("handler")
+        sim._handler = None if handler is None else str(handler)
+        sim._exposed = bool(state.get("exposed"))
+        sim._shovel_out = bool(state.get("shovel_out"))
         sim._error = int(state.get("error") or 0)
         sim._warning = int(state.get("warning") or 0)
         sim._gate_open = bool(state.get("gate_open"))
         sim._initialised = bool(state.get("initialised"))
+        default_action = _AFTER_INIT if sim._initialised else 0
+        sim._last_action = int(state.get("action_register", default_action))
         sim._seq = int(state.get("seq") or 0)
         sim._op = op
         if op is not None and op.seq <= _last_logged_seq(sim._log):

@@ -18,7 +18,7 @@ import serial
 
 from labctl.clock import VirtualClock
 from labctl.errors import DeviceError
-from labctl.simulators.cytomat import CytomatConfig, CytomatSim
+from labctl.simulators.cytomat import CytomatConfig, CytomatSim, cytomat_state, restore_cytomat
 from labctl.simulators.faults import (
     ClimateConfig,
     Fault,
@@ -94,16 +94,22 @@ def test_retrieve_and_store_cycle_over_the_wire(clock: VirtualClock, link_kind: 
         assert wire.ask(b"ch:bs\r") == b"bs 01\r"
         clock.advance(0.1)
         assert wire.ask(b"ch:bs\r") == b"bs 02\r"
-        assert wire.ask(b"ch:ba\r") == b"ba 00\r"
+        # The register keeps the last step when the operation ends (ba 00 made
+        # PyLabRobot's decoder fail: target 0 is no target).
+        assert wire.ask(b"ch:ba\r") == b"ba 21\r"
 
         assert wire.ask(b"mv:st 005\r") == b"ok 11\r"  # busy, plate on the handler
         assert wire.ask(b"ch:ba\r") == b"ba 65\r"  # stacker, moving
-        assert wire.ask(b"ch:ts\r") == b"ts 02\r"
+        # Sensors: shovel retracted (bit 2) and occupied (4), gate closed (6), transfer
+        # station in position 1 (8), handler towards the stacker (12).
+        assert wire.ask(b"ch:ts\r") == b"ts 1154\r"
         clock.advance(7.5)
         assert wire.ask(b"ch:ba\r") == b"ba 85\r"  # transfer station, moving
         clock.advance(7.5)
         assert wire.ask(b"ch:bs\r") == b"bs 82\r"  # ready, transfer station occupied
-        assert wire.ask(b"ch:ts\r") == b"ts 01\r"
+        # Transfer station occupied (bit 7), shovel retracted and empty, gate closed.
+        assert wire.ask(b"ch:ts\r") == b"ts 01C4\r"
+        assert wire.ask(b"ch:ba\r") == b"ba 85\r"  # the last step, kept
         assert sim.transfer_station == "P5" and sim.slots == {}
 
         assert wire.ask(b"mv:ts 010\r") == b"ok 11\r"
@@ -143,7 +149,8 @@ ERROR_FRAMES = [
     (b"ll:it\r", b"er 03\r"),
     (b"mv:zz 005\r", b"er 02\r"),
     (b"MV:ST 005\r", b"er 02\r"),
-    (b"mv:sw 005\r", b"er 02\r"),  # real command, not emulated
+    (b"mv:xx 005\r", b"er 02\r"),
+    (b"ll:va\r", b"er 02\r"),  # no shaker on this model
     (b"ch:zz\r", b"er 02\r"),
     (b"ch:io\r", b"er 02\r"),  # no O2 configured
     (b"mv:st 5\r", b"er 04\r"),
@@ -239,6 +246,188 @@ def test_gate_open_and_close(clock: VirtualClock) -> None:
     assert sim.handle_line("ll:gp 001") == "ok 21"
     clock.advance(3)
     assert sim.handle_line("ch:bs") == "bs 02"
+
+
+def test_the_action_register_reads_00_only_before_the_first_operation(clock: VirtualClock) -> None:
+    cold = CytomatSim(clock, plates={5: "P5"})
+    assert cold.handle_line("ch:ba") == "ba 00"  # nothing done since power-up
+    assert ready_sim(clock).handle_line("ch:ba") == "ba 21"  # started initialised
+    sim = ready_sim(clock)
+    sim.handle_line("ll:gp 002")
+    clock.advance(3)
+    assert sim.handle_line("ch:ba") == "ba 8E"  # kept: transfer station, open gate
+    sim.power_cycle()
+    assert sim.handle_line("ch:ba") == "ba 21"
+
+
+# -- the handler's wait and exposed positions, the shovel ---------------------------------
+
+
+def test_slot_to_wait_and_back_keeps_the_plate_on_the_handler(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("mv:ws 007") == "er 22"  # nothing on the handler
+    assert sim.handle_line("mv:sw 005") == "ok 11"
+    assert sim.handle_line("ch:ba") == "ba 65"  # stacker first ...
+    clock.advance(15)
+    assert sim.handle_line("ch:ba") == "ba 45"  # ... then the wait position
+    assert sim.handle_line("ch:bs") == "bs 12"  # ready, handler occupied
+    assert sim.handler == "P5" and sim.slots == {6: "P6"}
+    assert sim.handle_line("mv:st 006") == "er 21"  # the handler is taken
+    assert sim.handle_line("mv:sw 006") == "er 21"
+    assert sim.handle_line("mv:ws 006") == "ok 11"  # into an occupied slot: fails at the end
+    clock.advance(15)
+    assert sim.handle_line("ch:be") == "be 03" and sim.handler == "P5"
+    sim.handle_line("rs:be")
+    assert sim.handle_line("mv:ws 009") == "ok 11"
+    clock.advance(15)
+    assert sim.handler is None and sim.slots == {6: "P6", 9: "P5"}
+    assert [a.action for a in sim.actions] == ["slot_to_wait", "wait_to_slot"]
+
+
+def test_wait_to_transfer_station_and_back(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("mv:tw") == "er 31"
+    sim.handle_line("mv:sw 005")
+    clock.advance(15)
+    assert sim.handle_line("mv:wt 001") == "er 03"  # takes no location
+    assert sim.handle_line("mv:wt") == "ok 11"
+    with pytest.raises(DeviceError, match="not free"):
+        sim.place_on_transfer_station("PX")  # a plate is on its way there
+    clock.advance(15)
+    assert sim.transfer_station == "P5" and sim.handler is None
+    assert sim.handle_line("mv:tw") == "ok 11"  # the station is empty once the move starts
+    clock.advance(15)
+    assert sim.handler == "P5" and sim.transfer_station is None
+
+
+def test_exposed_position_opens_the_gate_and_holds_the_plate_out(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("mv:hw") == "er 11"  # nothing held out
+    assert sim.handle_line("mv:sh 005") == "ok 11"
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 32"  # ready, handler occupied, gate open
+    assert sim.handle_line("ch:ts") == "ts 2138"  # shovel out and occupied, gate opened
+    assert sim.handle_line("mv:st 006") == "er 11"  # the handler is outside
+    assert sim.handle_line("ll:sp 001") == "er 11"
+    assert sim.handle_line("mv:hs 006") == "ok 31"  # occupied: fails, the plate stays out
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 3A"
+    sim.handle_line("rs:be")
+    assert sim.handle_line("mv:hw") == "ok 31"  # the gate closes behind it
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 12"  # back inside, gate closed
+    assert sim.handle_line("mv:wh") == "ok 11"
+    clock.advance(15)
+    assert sim.handle_line("mv:hs 009") == "ok 31"
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 02" and sim.slots == {6: "P6", 9: "P5"}
+
+
+def test_an_extended_shovel_refuses_moves_until_retracted(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("ll:sp 003") == "er 04"
+    assert sim.handle_line("ll:sp 002") == "ok 01"
+    assert sim.handle_line("ch:ba") == "ba 47"  # wait position, extend shovel
+    clock.advance(3)
+    assert sim.handle_line("ch:ts") == "ts 0148"  # extended, gate closed, position 1
+    assert sim.handle_line("mv:st 005") == "er 12"
+    assert sim.handle_line("ll:sp 001") == "ok 01"
+    clock.advance(3)
+    assert sim.handle_line("mv:st 005") == "ok 11"
+
+
+def test_barcode_scan_of_a_range_changes_nothing(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    for frame, reply in [
+        ("mv:sn 001", "er 03"),
+        ("mv:sn 1 2", "er 04"),
+        ("mv:sn 001 043", "er 05"),
+    ]:
+        assert sim.handle_line(frame) == reply, frame
+    assert sim.handle_line("mv:sn 001 010") == "ok 01"
+    clock.advance(15)
+    assert sim.handle_line("ch:bs") == "bs 02" and sim.slots == {5: "P5", 6: "P6"}
+
+
+def test_swap_station_register_reports_the_transfer_station(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    assert sim.handle_line("ch:sw") == "sw 100"  # position 1 at the gate, both sides empty
+    sim.place_on_transfer_station("PX")
+    assert sim.handle_line("ch:sw") == "sw 110"
+
+
+# -- models: rack/site addressing, shakers ------------------------------------------------
+
+
+def test_c2c_425_addresses_rack_and_site_from_zero(clock: VirtualClock) -> None:
+    config = CytomatConfig(slots=7, racks=(3, 4), model="C2C_425", require_init=False)
+    sim = CytomatSim(clock, config, plates={6: "P6"})
+    for frame, reply in [
+        ("mv:st 006", "er 03"),  # one absolute number is not this model's form
+        ("mv:st 1 2", "er 04"),
+        ("mv:st 00 03", "er 05"),  # rack 0 has sites 00..02
+        ("mv:st 02 00", "er 05"),  # two racks: 00 and 01
+    ]:
+        assert sim.handle_line(frame) == reply, frame
+    assert sim.handle_line("mv:st 01 02") == "ok 11"  # rack 1 site 2 = slot 3 + 2 + 1
+    clock.advance(15)
+    assert sim.transfer_station == "P6"
+    assert sim.handle_line("mv:ts 00 00") == "ok 11"
+    clock.advance(15)
+    assert sim.slots == {1: "P6"}
+    assert sim.actions[-1].slot == 1 and sim.actions[-1].command == "mv:ts 00 00"
+
+
+def test_slot_models_keep_three_digit_addresses(clock: VirtualClock) -> None:
+    sim = CytomatSim(clock, CytomatConfig(model="C6000", require_init=False), plates={5: "P5"})
+    assert sim.handle_line("mv:st 00 04") == "er 03"
+    assert sim.handle_line("mv:st 005") == "ok 11"
+
+
+def test_shakers_of_a_shaking_model(clock: VirtualClock) -> None:
+    sim = CytomatSim(clock, CytomatConfig(model="C2C_450_SHAKE", require_init=False))
+    assert sim.handle_line("se:pb 20 0400") == "ok 02"
+    assert sim.handle_line("se:pb 21 0350") == "ok 02"
+    assert sim.handle_line("ch:pb 20") == "pb 0400"
+    assert sim.handle_line("ch:pb 21") == "pb 0350"
+    for frame, reply in [
+        ("se:pb 22 0400", "er 04"),  # two shakers: 20 and 21
+        ("se:pb 20 400", "er 04"),
+        ("se:pb 20", "er 03"),
+        ("ll:va 003", "er 04"),
+        ("ll:vi 001", "er 03"),
+        ("ch:pb", "er 04"),
+    ]:
+        assert sim.handle_line(frame) == reply, frame
+    assert [sim.handle_line(c) for c in ("ll:vi", "ll:va", "ll:vd 002", "ll:vd")] == ["ok 02"] * 4
+    assert sim._shakers.running == set()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"model": "C2C_50"}, "model must be one of"),
+        ({"addressing": "level"}, "addressing must be"),
+        ({"slots": 7, "racks": (3, 3)}, "7 in all"),
+        ({"slots": 100, "racks": (100,)}, "1..99 sites"),
+    ],
+)
+def test_config_refuses_an_unknown_model_or_racks_that_do_not_add_up(
+    kwargs: dict[str, object], match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        CytomatConfig(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_plate_on_the_handler_survives_a_restart(clock: VirtualClock) -> None:
+    sim = ready_sim(clock)
+    sim.handle_line("mv:sh 005")
+    clock.advance(15)
+    back = ready_sim(clock, plates={})
+    restore_cytomat(back, cytomat_state(sim))
+    assert back.handler == "P5" and back.handle_line("ch:bs") == "bs 32"
+    assert back.handle_line("ch:ba") == "ba 85"
+    assert back.handle_line("mv:hw") == "ok 31"
 
 
 def test_physical_side_guards_the_transfer_station(clock: VirtualClock) -> None:
