@@ -60,6 +60,7 @@ from .opentrons_replies import (
 )
 from .opentrons_transport import (
     DEFAULT_PORT,
+    NotFound,
     ProtocolRejected,
     RobotTransport,
     compact_json,
@@ -71,6 +72,7 @@ __all__ = [
     "Analysis",
     "EngineError",
     "FailedCommand",
+    "NotFound",
     "OpentronsClient",
     "ParameterValue",
     "ProtocolRejected",
@@ -354,6 +356,12 @@ class OpentronsClient:
     def close(self) -> None:
         """Close the kept-alive connection (a later request opens a new one)."""
         self._http.close()
+
+    @property
+    def link_losses(self) -> int:
+        """Requests so far that failed for want of a link (refused, timed out, dropped): when
+        it grew, the robot may have been restarted (and its pipettes changed) since."""
+        return self._http.link_losses
 
     @property
     def _conn(self) -> http.client.HTTPConnection | None:

@@ -18,6 +18,13 @@ run may have moved liquid. So a store restored from an older copy cannot feed a 
 A run the robot no longer knows (it was restarted or reset: 404 ``RunNotFound``) raises
 OperationLost from ``poll``: whether it ran cannot be told, a person decides.
 
+Pipettes (drivers/opentrons_instruments.py): before a protocol is generated (for a start or
+an upload ahead) the robot is asked what is attached (``GET /instruments``, or the older
+``GET /pipettes``; the reading is kept until the link fails, a run fails for a pipette, the
+robot forgets a run or a person fitted pipettes) and each pipette the deck names is loaded
+on the mount where it is. A job whose pipettes are not attached is refused before anything
+is uploaded (PipettesNotFitted, a DeviceNeedsOperator naming what is attached and needed).
+
 Tips and waste (drivers/opentrons_supplies.py): the handler tells each run where its tips
 start and refuses, before anything is uploaded, a job the racks cannot serve ("refill
 tips") or that would overfill the waste reservoir ("empty" it); :meth:`refilled` and
@@ -38,6 +45,7 @@ from labctl.devices import DeviceAlarm, NotKnown, OpState, OpStatus
 from labctl.errors import DeviceError, DeviceFault, OperationLost
 
 from .opentrons_http import OpentronsClient, RunPhase
+from .opentrons_instruments import FITTED_MARK, PIPETTE_ERROR_CODES, AttachedInstruments
 from .opentrons_jobruns import JobRun, JobRuns, describe, job_runs, read_run, short_id
 from .opentrons_outcome import DOOR_STATUSES, run_outcome
 from .opentrons_protocol import (
@@ -96,6 +104,7 @@ class OpentronsLiquidHandler:
             name, layout, tip_capacity=tip_capacity, store_tips=store_tips, waste_ul=waste_ul
         )
         self._uploads = ProtocolUploads(client)
+        self._instruments = AttachedInstruments(client)
         self._in_flight: set[str] = set()  # runs this handler started and has not seen end
         self._failed_seen: OrderedDict[str, None] = OrderedDict()  # runs poll reported FAILED
 
@@ -110,6 +119,9 @@ class OpentronsLiquidHandler:
         """The operator confirmed what a DeviceNeedsOperator asked for (labctl.devices.Attendable):
         new tip racks (all racks of the role named, full), or an emptied waste reservoir."""
         text = detail.lower()
+        if FITTED_MARK in text:
+            self._instruments.forget()  # the operator fitted pipettes: read them again
+            return
         if "tip" in text:
             for role in list(self.tips_left):
                 self.refilled(None, role)
@@ -136,8 +148,12 @@ class OpentronsLiquidHandler:
         """Upload the job's protocol now if this robot has not had its contents yet, so it is
         analysed by the time the job starts (labctl.devices.Preparable). The values are the
         tips as they stand now; ``start_job`` re-uploads if its own differ. Best effort and
-        silent; nothing moves on the robot (see ProtocolUploads.prepare)."""
-        self._uploads.prepare(job_key, lambda: self._plan(params))
+        silent; nothing moves on the robot (see ProtocolUploads.prepare). The pipettes are
+        loaded where the robot last said they are attached."""
+        command = f"prepare {job_key}"
+        self._uploads.prepare(
+            job_key, lambda: self._plan(params, self._instruments.fitted(self.layout, command))
+        )
 
     def start_job(self, job_key: str, params: dict[str, Any]) -> str:
         """Generate, check, upload and play the job's protocol; return the run id.
@@ -151,7 +167,9 @@ class OpentronsLiquidHandler:
         failures this handler itself reported from ``poll`` (it saw them, so the engine's
         start again is the operator's retry).
 
-        Raises DeviceNeedsOperator before any upload if the racks cannot serve the job
+        Raises PipettesNotFitted (a DeviceNeedsOperator) before any upload if the robot does
+        not carry the pipettes the deck names (each is loaded on the mount where it is
+        attached), DeviceNeedsOperator if the racks cannot serve the job
         (refill tips) or the waste reservoir would overflow (empty it); DeviceFault if the
         job cannot be made into a protocol or fails the local or the robot's analysis; and
         the client's errors (DeviceBusy when another run holds the robot,
@@ -162,8 +180,9 @@ class OpentronsLiquidHandler:
         found = self._job_run_to_answer(command, filename, params)
         if found is not None:
             return found
+        layout = self._instruments.fitted(self.layout, command)
         try:
-            job = self._plan(params)
+            job = self._plan(params, layout)
         except OutOfTips as exc:
             raise self._supplies.out_of_tips(command, exc) from exc
         except GenerationError as exc:
@@ -174,7 +193,7 @@ class OpentronsLiquidHandler:
             # The simulator's count is the truth; ours must agree (both are tested), but
             # never risk reusing a tip on a disagreement.
             for mount, count in result.tips.items():
-                role = self.layout.role_of_mount(mount)
+                role = layout.role_of_mount(mount)
                 if role is not None and count > tips.get(role, 0):
                     tips[role] = count
             self._supplies.require_tips(command, tips)
@@ -207,6 +226,7 @@ class OpentronsLiquidHandler:
             st = self.client.run_status(op_id)
         except OperationLost as exc:
             self._in_flight.discard(op_id)
+            self._instruments.forget()  # restarted: its pipettes may have changed too
             raise OperationLost(
                 self.name,
                 f"run {op_id}",
@@ -218,6 +238,8 @@ class OpentronsLiquidHandler:
             self._in_flight.discard(op_id)
         outcome = run_outcome(self.client, self.name, op_id, st)
         if outcome.state is OpState.FAILED:
+            if _pipette_failure(outcome):
+                self._instruments.forget()  # the robot's pipettes are not what was read
             self._failed_seen[op_id] = None
             while len(self._failed_seen) > _FAILED_SEEN_MAX:
                 self._failed_seen.popitem(last=False)
@@ -366,10 +388,21 @@ class OpentronsLiquidHandler:
         log.info("%s: played run %s, created earlier but never played", self.name, run_id)
         return True
 
-    def _plan(self, params: Mapping[str, Any]) -> GeneratedProtocol:
-        """The job's protocol, its tips starting at the first unused ones."""
+    def _plan(self, params: Mapping[str, Any], layout: DeckLayout) -> GeneratedProtocol:
+        """The job's protocol on ``layout`` (the deck with its pipettes' mounts), its tips
+        starting at the first unused ones."""
         first = self._supplies.first_tips()
-        return plan_protocol(params, self.layout, self.robot, first_tips=first)
+        return plan_protocol(params, layout, self.robot, first_tips=first)
+
+
+def _pipette_failure(outcome: OpStatus) -> bool:
+    """Whether a failed run failed for a pipette (not attached, another model, firmware)."""
+    error = outcome.error
+    if error is None:
+        return False
+    return error.device_code in PIPETTE_ERROR_CODES or any(
+        name in outcome.detail for name in ("FailedToLoadPipette", "PipetteNotAttached")
+    )
 
 
 def _refusal(newest: JobRun, runs: JobRuns) -> str:

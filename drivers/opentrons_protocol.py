@@ -253,8 +253,10 @@ class DeckLayout:
     plate positions (a job's ``deck_slot`` picks one; the first by default). One fresh
     medium per job sits in ``medium`` (loaded by the operator per the prep sheet), the wash
     medium in ``wash``, aspirated liquid goes to ``waste``, stocks and intermediates are in
-    tube A1 of the rack in ``stocks``. ``tips`` feed ``pipette`` (right mount),
-    ``small_tips`` feed ``small_pipette`` (left mount; None if the robot has none).
+    tube A1 of the rack in ``stocks``. ``tips`` feed ``pipette`` (on ``pipette_mount``),
+    ``small_tips`` feed ``small_pipette`` (on ``small_pipette_mount``; None if the robot has
+    none). The mounts default to right and left; the driver sets them to where the robot
+    says each pipette is attached (drivers/opentrons_instruments.py).
     ``trash`` is the Flex trash bin's slot (None on an OT-2: fixed trash).
     """
 
@@ -275,6 +277,8 @@ class DeckLayout:
     tip_rack: str
     small_pipette: str | None
     small_tip_rack: str | None
+    pipette_mount: str = "right"
+    small_pipette_mount: str = "left"
 
     def __post_init__(self) -> None:
         if self.robot not in ROBOTS:
@@ -283,6 +287,9 @@ class DeckLayout:
             raise DeckLayoutError("the deck needs at least one culture plate slot")
         if not self.tips:
             raise DeckLayoutError("the deck needs at least one tip rack slot")
+        mounts = (self.pipette_mount, self.small_pipette_mount)
+        if any(m not in ("left", "right") for m in mounts) or len(set(mounts)) != 2:
+            raise DeckLayoutError(f"pipette mounts must be left and right, not {mounts}")
         if self.small_pipette is not None and not self.small_tips:
             raise DeckLayoutError(f"{self.small_pipette} needs a small_tips slot")
         used: dict[str, str] = {}
@@ -418,10 +425,11 @@ class DeckLayout:
         return out
 
     def role_of_mount(self, mount: str) -> str | None:
-        """The tip role of the pipette on ``mount`` ("right": tips, "left": small_tips)."""
-        if mount == "right":
+        """The tip role of the pipette on ``mount`` ("tips" on ``pipette_mount``,
+        "small_tips" on ``small_pipette_mount``)."""
+        if mount == self.pipette_mount:
             return "tips"
-        if mount == "left" and self.small_pipette is not None:
+        if mount == self.small_pipette_mount and self.small_pipette is not None:
             return "small_tips"
         return None
 
@@ -1058,10 +1066,10 @@ def _render(
             )
         )
         m = pip.model
+        mount = layout.pipette_mount if big else layout.small_pipette_mount
         lines += [
             f"{var}_racks = [ctx.load_labware({_lit(rack)}, s) for s in {_lit(list(slots))}]",
-            f"{var} = ctx.load_instrument("
-            f"{_lit(m.name)}, {_lit('right' if big else 'left')}, tip_racks={var}_racks)",
+            f"{var} = ctx.load_instrument({_lit(m.name)}, {_lit(mount)}, tip_racks={var}_racks)",
             # The robot checks the value against the parameter's range before the run.
             f"{var}_first = ctx.params.{name}",
             f"{var}.starting_tip = {var}_racks[{var}_first // {_lit(per_rack)}]"

@@ -9,7 +9,10 @@ by their error ids (DEVICES.md 1.2 and 1.3): another run holds the robot (Device
 door or emergency stop (DeviceNeedsOperator), protocol files refused
 (:class:`ProtocolRejected`), a request the robot did not understand
 (DeviceCommunicationError), a run the robot does not know (404 ``RunNotFound``: it was
-restarted or reset and forgot it; OperationLost). ``device_code`` is the robot's ``errorCode``.
+restarted or reset and forgot it; OperationLost), any other 404 (:class:`NotFound`: an
+unknown id, or a route this robot-server does not serve). ``device_code`` is the robot's
+``errorCode``. :attr:`RobotTransport.link_losses` counts the requests the link failed on, so
+a caller can tell that the robot may have been restarted since it last read something.
 
 GETs reuse one kept-alive connection, and a GET whose kept-alive connection had gone stale
 is sent once more on a new one; any other request gets a fresh connection and is never
@@ -39,7 +42,14 @@ from labctl.errors import (
     OperationLost,
 )
 
-__all__ = ["DEFAULT_PORT", "ProtocolRejected", "RobotTransport", "compact_json", "multipart"]
+__all__ = [
+    "DEFAULT_PORT",
+    "NotFound",
+    "ProtocolRejected",
+    "RobotTransport",
+    "compact_json",
+    "multipart",
+]
 
 DEFAULT_PORT = 31950
 
@@ -69,6 +79,13 @@ class ProtocolRejected(DeviceFault):
         self.error_id = error_id
 
 
+class NotFound(DeviceFault):
+    """404 other than ``RunNotFound``: the robot has no such resource, or does not serve the
+    route at all (robot-server answers an unknown route with 404 ``BadRequest`` "Not Found",
+    robot-server/robot_server/errors/exception_handlers.py): an older robot software may lack
+    an endpoint a newer one has."""
+
+
 class RobotTransport:
     """Requests to the robot-server at ``base_url`` (``http[s]://host[:port][/prefix]``,
     port 31950 if none is given), checked by the caller.
@@ -88,6 +105,7 @@ class RobotTransport:
         self._host = parts.hostname or ""
         self._port = parts.port or DEFAULT_PORT
         self._prefix = parts.path.rstrip("/")
+        self._losses = 0  # requests the link failed on (see link_losses)
 
     def request(
         self,
@@ -123,6 +141,14 @@ class RobotTransport:
         """The connection kept alive for the next GET, if any."""
         return self._conn
 
+    @property
+    def link_losses(self) -> int:
+        """How many requests failed for want of a link (refused, timed out, dropped, broken):
+        when it grew, the robot may have been restarted since (a kept-alive connection the
+        robot had closed while idle and that a resent GET replaced is not counted)."""
+        with self._conn_lock:
+            return self._losses
+
     def close(self) -> None:
         """Close the kept-alive connection (a later request opens a new one)."""
         with self._conn_lock:
@@ -138,7 +164,40 @@ class RobotTransport:
         body: bytes | None,
         headers: dict[str, str],
     ) -> tuple[int, bytes]:
-        """(status, raw body) of one request; no reply or a broken link raises."""
+        """(status, raw body) of one request; no reply or a broken link raises a DeviceError
+        (and counts in :attr:`link_losses`)."""
+        reuse = method == "GET"
+        try:
+            return self._send_once(method, target, body, headers)
+        except (OSError, http.client.HTTPException) as exc:  # TimeoutError is an OSError
+            with self._conn_lock:
+                self._losses += 1
+            raise self._link_error(command, exc, reuse=reuse) from exc
+
+    def _link_error(self, command: str, exc: Exception, *, reuse: bool) -> DeviceError:
+        """The typed error for a request the link failed on."""
+        if isinstance(exc, TimeoutError):
+            return DeviceTimeout(
+                self.name, command, f"robot offline: no reply within {self.timeout_s:g} s"
+            )
+        if isinstance(exc, ConnectionRefusedError):
+            return DeviceUnreachable(self.name, command, "robot offline: connection refused")
+        if isinstance(exc, (ConnectionError, http.client.RemoteDisconnected)):
+            # A request that changes something may have been acted on before the link
+            # broke: only a read is known to have done nothing.
+            error = DeviceUnreachable if reuse else DeviceCommunicationError
+            return error(self.name, command, "robot offline: connection closed by the robot")
+        if isinstance(exc, http.client.HTTPException):
+            return DeviceCommunicationError(
+                self.name, command, f"garbled HTTP reply ({type(exc).__name__})"
+            )
+        assert isinstance(exc, OSError)
+        return DeviceCommunicationError(self.name, command, f"robot offline: {exc.strerror or exc}")
+
+    def _send_once(
+        self, method: str, target: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """(status, raw body) of one request; the link's own exceptions pass through."""
         conn_cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
         # GETs reuse one kept-alive connection (polls are most of the traffic); a request
         # that changes something always gets a fresh one and is never sent twice.
@@ -166,29 +225,6 @@ class RobotTransport:
             status = resp.status
             raw = resp.read()
             keep = reuse and not resp.will_close
-        except TimeoutError as exc:
-            raise DeviceTimeout(
-                self.name, command, f"robot offline: no reply within {self.timeout_s:g} s"
-            ) from exc
-        except ConnectionRefusedError as exc:
-            raise DeviceUnreachable(
-                self.name, command, "robot offline: connection refused"
-            ) from exc
-        except (ConnectionError, http.client.RemoteDisconnected) as exc:
-            # A request that changes something may have been acted on before the link
-            # broke: only a read is known to have done nothing.
-            error = DeviceUnreachable if reuse else DeviceCommunicationError
-            raise error(
-                self.name, command, "robot offline: connection closed by the robot"
-            ) from exc
-        except http.client.HTTPException as exc:
-            raise DeviceCommunicationError(
-                self.name, command, f"garbled HTTP reply ({type(exc).__name__})"
-            ) from exc
-        except OSError as exc:
-            raise DeviceCommunicationError(
-                self.name, command, f"robot offline: {exc.strerror or exc}"
-            ) from exc
         finally:
             if keep:
                 with self._conn_lock:
@@ -208,6 +244,9 @@ def _http_error(name: str, command: str, status: int, raw: bytes) -> DeviceError
     if status == 404 and error_id == "RunNotFound":
         # Not "unreachable, ask again": the robot answered, and it has no such run.
         return OperationLost(name, command, described, device_code=code)
+    if status == 404:
+        # An unknown id, or a route this robot software does not serve (an older one).
+        return NotFound(name, command, described, device_code=code)
     if status == 409 and error_id == "RunAlreadyActive":
         return DeviceBusy(name, command, "robot busy with another run", device_code=code)
     if status == 409 and error_id in _BUSY_IDS:

@@ -75,16 +75,20 @@ class ProtocolUploads:
 
     def prepare(self, job_key: str, plan: Callable[[], GeneratedProtocol]) -> None:
         """Upload the protocol ``plan()`` makes for the job, unless the robot has had its
-        contents already. Best effort and silent: a job that cannot be planned (GenerationError)
-        or uploaded now is left to :meth:`analysed`, which reports why. After an upload that
-        failed (the robot unreachable, say), none is tried for ``_PREPARE_PAUSE_S``: each try
-        may wait out the client's time-out, and the engine's loop waits with it."""
+        contents already. Best effort and silent: a job that cannot be planned (GenerationError,
+        or a DeviceError when planning asks the robot, e.g. its attached pipettes) or uploaded
+        now is left to the job's start, which reports why. After a DeviceError (the robot
+        unreachable, say), none is tried for ``_PREPARE_PAUSE_S``: each try may wait out the
+        client's time-out, and the engine's loop waits with it."""
         now = self.client.clock.monotonic()
         if now < self._paused_until:
             return
         try:
             job = plan()
         except GenerationError:
+            return
+        except DeviceError:
+            self._paused_until = now + _PREPARE_PAUSE_S
             return
         source = job.source.encode()
         digest = sha256(source).hexdigest()

@@ -499,7 +499,8 @@ def _setpoints(dev: WorkcellDevice) -> dict[str, float]:
 def check_devices(workcell: Workcell, store: Store | None, clock: Clock) -> list[DeviceCheck]:
     """Reach each device once and report its state; one device's failure never raises.
 
-    Robots: ``GET /health`` (model, software, protocol API range). Serial incubators:
+    Robots: ``GET /health`` (model, software, protocol API range), the pipettes per mount
+    and the modules (failing when they do not fit the workcell's deck). Serial incubators:
     connect (no initialization), status and climate. Operators: prompts pending in
     ``store`` (None: no run database yet).
     """
@@ -534,6 +535,7 @@ def _check_one(dev: WorkcellDevice, store: Store | None, clock: Clock) -> Device
 
 
 def _check_opentrons(dev: WorkcellDevice, clock: Clock) -> DeviceCheck:
+    """Health, then the pipettes per mount and the modules, against the workcell's deck."""
     client = _opentrons_client(dev, clock)
     robot = _robot(dev)
     h = client.health()
@@ -547,7 +549,17 @@ def _check_opentrons(dev: WorkcellDevice, clock: Clock) -> DeviceCheck:
             f"{h.robot_model}, not {robot}",
             f"the workcell says {robot}; {detail}",
         )
-    return DeviceCheck(dev.name, dev.driver, True, f"{h.robot_model} healthy", detail)
+    from .opentrons_instruments import check_words
+    from .opentrons_protocol import DeckLayout
+
+    deck = dev.settings.get("deck")
+    try:
+        layout = DeckLayout.from_deck(deck if isinstance(deck, dict) else None, robot)
+    except (LabctlError, ValueError, TypeError, KeyError) as exc:
+        return DeviceCheck(dev.name, dev.driver, False, "bad settings", f"'deck': {exc}")
+    fits, words = check_words(client, layout)
+    state = f"{h.robot_model} healthy" if fits else "does not fit the deck"
+    return DeviceCheck(dev.name, dev.driver, fits, state, f"{detail}; {words}")
 
 
 def _check_incubator(dev: WorkcellDevice, inc: SerialIncubator) -> DeviceCheck:
