@@ -33,20 +33,19 @@ from labctl.errors import (
 )
 
 from .incubator_link import IncubatorLink
+from .liconic_errors import GATE_OR_ACCESS_CAUSES, handling_cause
 from .serial_io import IncubatorStatus, NotInitialized
 
 __all__ = ["MoveTracker"]
 
 log = logging.getLogger(__name__)
 
-# LiCONiC DM200 causes (code % 100) that mean a person is at, or must go to, the device:
-# 7 gate open, 10 user access.
-_LICONIC_DOOR_CAUSES = frozenset({7, 10})
-
 
 def _is_liconic_door_code(code: str) -> bool:
+    """A LiCONiC DM200 code whose cause means a person is at, or must go to, the device
+    (gate open, user access). Not ``code % 100``: 00107/00110 are import steps."""
     # DM200 codes are five digits; Cytomat codes are two hex digits.
-    return len(code) == 5 and code.isdigit() and int(code) % 100 in _LICONIC_DOOR_CAUSES
+    return len(code) == 5 and code.isdigit() and handling_cause(int(code)) in GATE_OR_ACCESS_CAUSES
 
 
 @dataclass

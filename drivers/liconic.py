@@ -1,7 +1,9 @@
 """Driver for LiCONiC StoreX STX automated incubators (PLC host-link protocol), RS-232.
 
-Written from shared DEVICES.md section 3 only. Wire summary (9600 baud, 8E1, RTS/CTS, ASCII;
-commands end with ``\\r``, replies with ``\\r\\n``):
+Written from shared DEVICES.md section 3, checked against LiCONiC's "StoreX Series Remote
+Operation V0712" and PyLabRobot 0.2.2's backend run against the simulator (see
+notes/devices-liconic.md). Wire summary (9600 baud, 8E1, RTS/CTS, ASCII; commands end with
+``\\r``, replies with ``\\r\\n``):
 
 ==================  ==============================================  ===============
 command             meaning                                         reply
@@ -22,6 +24,10 @@ BREAK, ``CR``       open the communication session                  ``CC``
 ``RD DM985``        actual N2 register (see ``n2_register_is_o2``)  5 digits
 ``WR DM890|3|4 v``  temperature/humidity/CO2 setpoints              ``OK``
 ==================  ==============================================  ===============
+
+DM200 codes are read in both encodings real units use (V0712's decimal table and a newer
+firmware's hex cause byte, e.g. ``06163``): :mod:`.liconic_errors`. Every error raised names
+the device and the command, and carries the raw code as ``device_code``.
 
 PLC errors ``E0``..``E5`` may answer any command. ``E1`` also means "session not open" (the
 PLC lost it, e.g. after a power cycle), so the driver re-opens the session once and repeats
@@ -61,70 +67,23 @@ from labctl.errors import (
     PlaceConflict,
 )
 
+from .liconic_errors import HANDLING_CAUSES, PLC_ERRORS, describe_handling_error, handling_cause
 from .serial_io import IncubatorStatus, NotInitialized, SerialLine, SerialSettings, poll_until
 
 __all__ = [
-    "HANDLING_ERRORS",
+    "HANDLING_CAUSES",
     "PLC_ERRORS",
     "LiconicDriver",
     "describe_handling_error",
 ]
 
-PLC_ERRORS: dict[str, str] = {
-    "E0": "relay or address error (bad address)",
-    "E1": "command error (session not open, bad syntax or interrupted)",
-    "E2": "PLC program error",
-    "E3": "PLC hardware error",
-    "E4": "write protected",
-    "E5": "PLC base unit error",
-}
-
-# DM200 handling-error causes (codes below 100; DEVICES.md 3.3).
-HANDLING_ERRORS: dict[int, str] = {
-    1: "general handling error",
-    7: "gate open error",
-    8: "gate close error",
-    9: "lift positioning error",
-    10: "user access error",
-    11: "stacker slot error",
-    12: "remote access level error",
-    13: "plate transfer detection error",
-    14: "lift initialization error",
-    15: "plate on shovel",
-    16: "no plate on shovel",
-    17: "no recovery possible",
-}
-
-# DM200 hundreds: the operation during which the cause occurred (00513 = place, 13).
-_HANDLING_PHASES: dict[int, str] = {
-    1: "import",
-    2: "export",
-    3: "plate remove",
-    4: "barcode read",
-    5: "place",
-    6: "set",
-    7: "get",
-}
-
-# Causes a person has to clear at the device (someone is in it, or it cannot recover).
+# DM200 causes a person has to clear at the device (someone is in it, or it cannot recover).
 _OPERATOR_CAUSES = frozenset({10, 17})
 # The cause a PLC gives for an access before ST 1801 (lift initialisation).
 _NOT_INITIALIZED_CAUSE = 14
 
 _PLC_ERROR = re.compile(r"E\d")
 _DM_VALUE = re.compile(r"[+-]?\d{1,5}")
-
-
-def describe_handling_error(code: int) -> str:
-    """Meaning of a DM200 handling-error code, e.g. ``513 -> 'place: plate transfer ...'``."""
-    if code < 100:
-        return HANDLING_ERRORS.get(code, "unknown handling error")
-    phase, cause = divmod(code, 100)
-    if phase not in _HANDLING_PHASES:
-        return "unknown handling error"
-    if cause == 0:
-        return f"{_HANDLING_PHASES[phase]} error"
-    return f"{_HANDLING_PHASES[phase]}: {HANDLING_ERRORS.get(cause, 'unknown cause')}"
 
 
 class LiconicDriver:
@@ -289,7 +248,7 @@ class LiconicDriver:
             return
         self._settle()
         if self._flag("RD 1814"):
-            if self._dm("RD DM200") % 100 == _NOT_INITIALIZED_CAUSE:
+            if handling_cause(self._dm("RD DM200")) == _NOT_INITIALIZED_CAUSE:
                 self._raise_handling_error()
             return
         self._session_unproven = False
@@ -528,9 +487,10 @@ class LiconicDriver:
 
 def _handling_error_class(code: int) -> type[DeviceError]:
     """The typed error for a DM200 code: a person's causes, not initialised, or a fault."""
-    if code % 100 in _OPERATOR_CAUSES:
+    cause = handling_cause(code)
+    if cause in _OPERATOR_CAUSES:
         return DeviceNeedsOperator
-    if code % 100 == _NOT_INITIALIZED_CAUSE:
+    if cause == _NOT_INITIALIZED_CAUSE:
         return NotInitialized
     return DeviceFault
 

@@ -17,6 +17,7 @@ import pytest
 from labctl.clock import VirtualClock
 from labctl.devices import Climate
 from labctl.drivers.liconic import LiconicDriver, describe_handling_error
+from labctl.drivers.liconic_errors import handling_cause
 from labctl.errors import (
     DeviceBusy,
     DeviceCommunicationError,
@@ -237,7 +238,7 @@ def test_handling_error_reads_dm200_resets_and_raises_fault(run) -> None:
             *access(2, 3, 1905),
             *poll("0"),
             *poll("0", error="1"),
-            (b"RD DM200\r", b"00216\r\n"),
+            (b"RD DM200\r", b"00016\r\n"),
             (b"ST 1900\r", b"OK\r\n"),
         ]
     )
@@ -245,12 +246,56 @@ def test_handling_error_reads_dm200_resets_and_raises_fault(run) -> None:
     with pytest.raises(DeviceFault) as info:
         driver.wait_idle()
     assert str(info.value) == (
-        "inc-hyp: ST 1905: export: no plate on shovel during export of slot 25 "
-        "(cassette 2, level 3) (reset with ST 1900) [device code 00216]"
+        "inc-hyp: ST 1905: no plate on shovel: no plate on the shovel to remove or place "
+        "during export of slot 25 (cassette 2, level 3) (reset with ST 1900) "
+        "[device code 00016]"
     )
 
 
-@pytest.mark.parametrize("code", ["00010", "00110", "00017"])
+def test_a_newer_firmware_code_is_read_from_its_hex_cause_byte(run) -> None:
+    """06163 (0x1813) is what a real STX reported for a load into an occupied slot: not in
+    V0712's table; its low byte 0x13 is "shovel OUT time out" (open-liconic-stx)."""
+    driver, _ = run(
+        [
+            *SESSION,
+            *access(1, 4, 1904),
+            *poll("0", error="1"),
+            (b"RD DM200\r", b"06163\r\n"),
+            (b"ST 1900\r", b"OK\r\n"),
+        ]
+    )
+    driver.start_store(4)
+    with pytest.raises(DeviceFault) as info:
+        driver.wait_idle()
+    assert type(info.value) is DeviceFault and info.value.device_code == "06163"
+    assert str(info.value) == (
+        "inc-hyp: ST 1904: cause 0x13: shovel OUT time out: the shovel could not be extended "
+        "during import to slot 4 (cassette 1, level 4) (reset with ST 1900) "
+        "[device code 06163]"
+    )
+
+
+@pytest.mark.parametrize("code", ["00110", "00210", "00107", "00111"])
+def test_import_and_export_steps_are_faults_not_causes(run, code: str) -> None:
+    """001ss/002ss name the step that failed: 00110 is not "user access" (10) and 00111 is
+    not "stacker slot" (11) nor a reason to initialise again."""
+    driver, _ = run(
+        [
+            *SESSION,
+            *access(1, 1, 1904),
+            *poll("0", error="1"),
+            (b"RD DM200\r", f"{code}\r\n".encode()),
+            (b"ST 1900\r", b"OK\r\n"),
+        ]
+    )
+    driver.start_store(1)
+    with pytest.raises(DeviceFault) as info:
+        driver.wait_idle()
+    assert type(info.value) is DeviceFault and info.value.device_code == code
+    assert "port failed: " in str(info.value)  # import or export step
+
+
+@pytest.mark.parametrize("code", ["00010", "00310", "00017"])
 def test_user_access_and_no_recovery_need_the_operator(run, code: str) -> None:
     driver, _ = run(
         [
@@ -275,37 +320,52 @@ def test_failed_reset_still_reports_the_handling_error(run) -> None:
         driver.wait_idle()
     assert info.value.device_code == "00013"
     assert str(info.value) == (
-        "inc-hyp: RD 1814: plate transfer detection error (reset with ST 1900 failed: "
-        "PLC hardware error) [device code 00013]"
+        "inc-hyp: RD 1814: plate transfer detection error: export while a plate is on the "
+        "transfer station (reset with ST 1900 failed: PLC hardware error (switch the "
+        "controller off and on)) [device code 00013]"
     )
 
 
 @pytest.mark.parametrize(
-    ("code", "meaning"),
+    ("code", "meaning", "cause"),
     [
-        (1, "general handling error"),
-        (7, "gate open error"),
-        (8, "gate close error"),
-        (9, "lift positioning error"),
-        (11, "stacker slot error"),
-        (12, "remote access level error"),
-        (14, "lift initialization error"),
-        (15, "plate on shovel"),
-        (16, "no plate on shovel"),
-        (99, "unknown handling error"),
-        (111, "import: stacker slot error"),
-        (216, "export: no plate on shovel"),
-        (300, "plate remove error"),
-        (409, "barcode read: lift positioning error"),
-        (513, "place: plate transfer detection error"),
-        (615, "set: plate on shovel"),
-        (707, "get: gate open error"),
-        (750, "get: unknown cause"),
-        (900, "unknown handling error"),
+        (1, "general handling error: the handling action could not be performed in time", 1),
+        (7, "gate open error: the gate did not reach its upper position in time", 7),
+        (
+            10,
+            "user access error: unauthorised user access with manual rotation of the carrousel",
+            10,
+        ),
+        (13, "plate transfer detection error: export while a plate is on the transfer station", 13),
+        (16, "no plate on shovel: no plate on the shovel to remove or place", 16),
+        (17, "no recovery possible", 17),
+        (100, "import failed: carrousel or lift could not reach the transfer position", None),
+        (107, "import failed: shovel could not reach the stacker's front position", None),
+        (111, "import failed: lift could not be initialised after the import", None),
+        (201, "export failed: shovel could not reach the stacker's front position", None),
+        (210, "export failed: lift could not reach zero position", None),
+        (316, "plate remove: no plate on shovel: no plate on the shovel to remove or place", 16),
+        (
+            409,
+            "barcode read: lift positioning error: the handler lift could not reach the "
+            "level or does not move",
+            9,
+        ),
+        (507, "place: gate open error: the gate did not reach its upper position in time", 7),
+        (717, "get: no recovery possible", 17),
+        (2, "cause 0x02: general time out after a previous time out", None),
+        (19, "cause 0x13: shovel OUT time out: the shovel could not be extended", None),
+        (6163, "cause 0x13: shovel OUT time out: the shovel could not be extended", None),
+        (0x1807, "cause 0x07: gate open time out", 7),
+        (99, "unknown handling error", None),
+        (216, "unknown handling error", None),
+        (750, "unknown handling error", None),
     ],
 )
-def test_handling_error_codes(code: int, meaning: str) -> None:
+def test_handling_error_codes(code: int, meaning: str, cause: int | None) -> None:
+    """V0712's table (as PyLabRobot transcribes it), then a newer firmware's hex cause byte."""
     assert describe_handling_error(code) == meaning
+    assert handling_cause(code) == cause
 
 
 def test_not_ready_at_the_deadline_times_out(run) -> None:
@@ -322,11 +382,11 @@ def test_not_ready_at_the_deadline_times_out(run) -> None:
 @pytest.mark.parametrize(
     ("reply", "meaning"),
     [
-        ("E0", "relay or address error (bad address)"),
-        ("E2", "PLC program error"),
-        ("E3", "PLC hardware error"),
-        ("E4", "write protected"),
-        ("E5", "PLC base unit error"),
+        ("E0", "relay error: undefined relay, timer, counter or data memory address"),
+        ("E2", "PLC program error (firmware lost)"),
+        ("E3", "PLC hardware error (switch the controller off and on)"),
+        ("E4", "write protected (unauthorised access)"),
+        ("E5", "PLC base unit error (unauthorised access)"),
         ("E9", "unknown PLC error"),
     ],
 )

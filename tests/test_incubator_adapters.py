@@ -367,6 +367,22 @@ def test_liconic_export_from_empty_slot_fails_with_dm200(clock: VirtualClock) ->
         assert st.error.device_code == f"{sim.config.export_source_empty_code:05d}" == "00016"
 
 
+def test_liconic_import_step_error_is_a_fault_not_the_gate(clock: VirtualClock) -> None:
+    """00107 (import: the shovel could not reach the stacker's front position, here an
+    occupied slot) is a step code: its last two digits are not the gate cause 7."""
+    sim = LiconicSim(clock, plates={(1, 1): "P1", (1, 2): "P2"})
+    with liconic(clock, sim) as inc:
+        after_init(lambda: inc.start_fetch("job-a", 1), clock, sim.config.init_s)
+        clock.advance(sim.config.transfer_s + 1)
+        assert inc.poll("inc-hyp:job-a").state is OpState.SUCCEEDED
+        op = inc.start_store("job-b", 2)
+        clock.advance(sim.config.transfer_s + 1)
+        st = inc.poll(op)
+        assert st.state is OpState.FAILED
+        assert type(st.error) is DeviceFault and st.error.device_code == "00107"
+    assert sim.transfer_station == "P1"
+
+
 def test_liconic_gate_error_fails_as_needing_the_operator(clock: VirtualClock) -> None:
     gate = Fault(FaultKind.DOOR_OPEN, at=T0 + timedelta(minutes=5), duration_s=600)
     sim = LiconicSim(clock, plates={(1, 1): "P1"}, faults=[gate])
