@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from labctl.simulators.opentrons_instruments import instruments_body, pipettes_body
 from labctl.simulators.opentrons_refusals import ActionNotAllowed, Refusal, Refused
 from labctl.simulators.opentrons_robot_model import Robot
 from labctl.simulators.opentrons_runs import ACTION_TYPES
@@ -239,6 +240,22 @@ _REFUSAL_BODIES: Mapping[Refused, tuple[int, str, str, str, str]] = {
         "Run {} is not the current run",
         "4000",
     ),
+    # robot-server 8.x update_run: RunDataManager.update's RunNotCurrentError, and the
+    # run orchestrator's RunConflictError, each as its detail.
+    Refused.UPDATE_NOT_CURRENT: (
+        409,
+        "RunStopped",
+        "Run Stopped",
+        "Cannot update {} because it is not the current run.",
+        "4000",
+    ),
+    Refused.UPDATE_NOT_IDLE: (
+        409,
+        "RunNotIdle",
+        "Run is not idle.",
+        "Current run is not idle or stopped.",
+        "4001",
+    ),
 }
 _REFUSAL_REPLIES: Mapping[Refused, Callable[[str, Robot], Reply]] = {
     Refused.PROTOCOL_NOT_FOUND: lambda s, _: _protocol_not_found(s),
@@ -399,6 +416,22 @@ def _get_health(robot: Robot, req: Request) -> Reply:
     )
 
 
+def _get_instruments(robot: Robot, req: Request) -> Reply:
+    return Reply(200, instruments_body(robot.robot, robot.instruments))
+
+
+def _get_pipettes(robot: Robot, req: Request) -> Reply:
+    # The legacy router: a FastAPI response_model, nulls sent.
+    return Reply(200, pipettes_body(robot.robot, robot.instruments))
+
+
+def _get_modules(robot: Robot, req: Request) -> Reply:
+    # No modules attached. HTTP API 2 and below get the legacy router's shape.
+    if req.version <= 2:
+        return Reply(200, {"modules": []})
+    return Reply(200, {"data": [], "meta": {"cursor": 0, "totalLength": 0}})
+
+
 def _post_protocols(robot: Robot, req: Request) -> Reply:
     try:
         files, fields = _parse_multipart(req.headers.get("content-type", ""), req.body)
@@ -541,12 +574,15 @@ class Route:
     method: str
     pattern: re.Pattern[str]
     handler: Handler
-    legacy_errors: bool = False  # the /health router's own error shape
+    legacy_errors: bool = False  # the error shape of robot-server's V1-tagged routes
 
 
 #: The API: method and path pattern (groups are the handler's ``Request.args``) -> handler.
 ROUTES: tuple[Route, ...] = (
     Route("GET", re.compile(r"^/health$"), _get_health, legacy_errors=True),
+    Route("GET", re.compile(r"^/instruments$"), _get_instruments),
+    Route("GET", re.compile(r"^/pipettes$"), _get_pipettes, legacy_errors=True),
+    Route("GET", re.compile(r"^/modules$"), _get_modules),
     Route("POST", re.compile(r"^/protocols$"), _post_protocols),
     Route("GET", re.compile(r"^/protocols$"), _get_protocols),
     Route("GET", re.compile(r"^/protocols/([^/]+)$"), _get_protocol),

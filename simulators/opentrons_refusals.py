@@ -23,6 +23,9 @@ class Refused(enum.Enum):
     RUN_ALREADY_ACTIVE = "run already active"
     RUN_NOT_CURRENT = "run not current"  # (run id)
     RUN_NOT_IDLE = "run not idle"
+    # PATCH /runs/{id} words these two its own way (robot-server's RunDataManager.update)
+    UPDATE_NOT_CURRENT = "run to update not current"  # (run id)
+    UPDATE_NOT_IDLE = "run to update not idle"
 
 
 class Refusal(Exception):

@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from labctl.clock import Clock
 from labctl.simulators.opentrons_analysis import AnalysisService, default_analysis
 from labctl.simulators.opentrons_analysis_data import Files, ProtocolAnalysis, rtp_values_match
+from labctl.simulators.opentrons_instruments import InstrumentConfig, attach, load_failure
 from labctl.simulators.opentrons_protocols import (
     AnalysisRecord,
     ProtocolRecord,
@@ -43,6 +44,7 @@ from labctl.simulators.opentrons_runs import (
     RunResult,
     RunStore,
     checked_faults,
+    fail_at_load,
     new_run,
 )
 from labctl.simulators.opentrons_views import (
@@ -116,6 +118,10 @@ class Robot:
     ``maximum_unused_protocols`` protocols no run links to, deleting the oldest to make room
     for a new one (robot-server's defaults: 20 and 5). ``analysis`` is the service that reads
     and analyses protocols (default: the program's, :func:`default_analysis`).
+    ``instruments``: the pipette on each mount, e.g. ``{"left": "p20_single_gen2", "right":
+    "p1000_single_gen2"}`` (None: what labctl's protocols load, see
+    :mod:`~labctl.simulators.opentrons_instruments`); a run that loads a pipette they do not
+    serve fails at that ``loadPipette`` as robot-server's does.
     """
 
     def __init__(
@@ -136,6 +142,7 @@ class Robot:
         maximum_runs: int = 20,
         maximum_unused_protocols: int = 5,
         analysis: AnalysisService | None = None,
+        instruments: InstrumentConfig | None = None,
     ) -> None:
         if robot not in ROBOT_TYPES:
             raise ValueError(f"robot must be 'OT-2' or 'Flex', not {robot!r}")
@@ -146,6 +153,7 @@ class Robot:
         self.clock = clock
         self.robot: RobotName = robot
         self.robot_type = ROBOT_TYPES[robot]
+        self.instruments = attach(robot, instruments)  # mount -> pipette, fixed for life
         self.analysis_delay_s = analysis_delay_s
         self.time_scale = time_scale
         self.finishing_s = finishing_s
@@ -351,6 +359,7 @@ class Robot:
         """``POST /runs``: a new current run of the protocol with run-time parameter
         ``values`` (None: a run without a protocol)."""
         analysis: ProtocolAnalysis | None = None
+        files: Files = []
         if protocol_id is not None:
             with self._lock:
                 protocol = self.protocols.get(protocol_id)
@@ -379,6 +388,10 @@ class Robot:
                 self._release(current, now)
             self._arm_scenario_faults()
             run = new_run(protocol_id, analysis, labware_offsets, now)
+            # The analysis loads virtual pipettes; the run loads the robot's own.
+            failure = load_failure(run.templates, self.instruments, files)
+            if failure is not None:
+                fail_at_load(run, failure)
             run.door_blocking = self.robot == "Flex" and self._faults.door_open
             self.runs.add(run)
             extra = {"runTimeParameterValues": dict(values)} if values else {}
@@ -424,15 +437,17 @@ class Robot:
 
     def patch_run(self, run_id: str, current: bool | None) -> dict[str, Any]:
         """``PATCH /runs/{id}``: ``current=False`` makes the run not current (refused while it
-        is active); None changes nothing."""
+        is active); None changes nothing. Like robot-server, any run but the current one,
+        one that does not exist too, is refused as not current (409, not 404)."""
         with self._lock:
             now = self.clock.now()
-            run = self._run(run_id, now)
-            if not run.current:
-                raise Refusal(Refused.RUN_NOT_CURRENT, run_id)
+            self._sync_locked(now)
+            if self.runs.current_id != run_id:
+                raise Refusal(Refused.UPDATE_NOT_CURRENT, run_id)
+            run = self.runs.get(run_id)
             if current is False:
                 if not run.okay_to_clear:
-                    raise Refusal(Refused.RUN_NOT_IDLE)
+                    raise Refusal(Refused.UPDATE_NOT_IDLE)
                 self._release(run, now)
             return {"data": run_json(run)}
 

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from labctl.simulators.opentrons_analysis_data import ProtocolAnalysis
+from labctl.simulators.opentrons_instruments import LoadFailure
 from labctl.simulators.opentrons_refusals import Refusal, Refused
 from labctl.simulators.opentrons_wire import RobotName, iso, new_id, replace_ids
 
@@ -278,6 +279,18 @@ def new_run(
         run_time_parameters=[dict(p) for p in analysis.run_time_parameters] if analysis else [],
         id_map=id_map,
     )
+
+
+def fail_at_load(run: Run, failure: LoadFailure) -> None:
+    """Make ``run`` fail at the ``loadPipette`` of ``failure`` as the analysis makes a
+    command fail: that command fails with its error, the protocol raises there (nothing
+    after it is issued) and the run fails with the run error."""
+    template = run.templates[failure.index]
+    failed = {k: v for k, v in template.items() if k != "result"}
+    failed["status"] = "failed"
+    failed["error"] = failure.command_error
+    run.templates = [*run.templates[: failure.index], failed]
+    run.analysis_errors = [failure.run_error]
 
 
 class RunStore:

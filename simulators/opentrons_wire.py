@@ -47,8 +47,9 @@ def error_occurrence(
     error_id: str | None = None,
     defined: bool = False,
     wrapped: Sequence[Mapping[str, Any]] = (),
+    info: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """An ``ErrorOccurrence`` in robot-server's key order."""
+    """An ``ErrorOccurrence`` in robot-server's key order (``info``: its ``errorInfo``)."""
     return {
         "id": error_id or new_id(),
         "createdAt": iso(at),
@@ -56,20 +57,26 @@ def error_occurrence(
         "errorType": error_type,
         "errorCode": code,
         "detail": detail,
-        "errorInfo": {},
+        "errorInfo": dict(info or {}),
         "wrappedErrors": list(wrapped),
     }
 
 
-def protocol_failure(inner: Mapping[str, Any], at: datetime) -> dict[str, Any]:
-    """Wrap a command error the way a Python protocol's run error is nested (recordings)."""
+def protocol_failure(
+    inner: Mapping[str, Any], at: datetime, line: int | None = None
+) -> dict[str, Any]:
+    """Wrap a command error the way a Python protocol's run error is nested (recordings):
+    ExceptionInProtocolError wrapping ProtocolCommandFailedError (the two share one id)
+    wrapping ``inner``; ``line``: the protocol's line that issued the command, if known."""
     outer_id = new_id()
     text = f"{inner['errorType']}: {inner['detail']}"
     middle = error_occurrence(
         "ProtocolCommandFailedError", "4000", text, at, error_id=outer_id, wrapped=[inner]
     )
+    where = f" [line {line}]" if line is not None else ""
     detail = (
-        "ProtocolCommandFailedError: Error 4000 GENERAL_ERROR (ProtocolCommandFailedError): " + text
+        f"ProtocolCommandFailedError{where}: Error 4000 GENERAL_ERROR"
+        f" (ProtocolCommandFailedError): {text}"
     )
     return error_occurrence(
         "ExceptionInProtocolError", "4000", detail, at, error_id=outer_id, wrapped=[middle]

@@ -24,6 +24,7 @@ import pytest
 from labctl.clock import VirtualClock
 from labctl.simulators.opentrons_analysis import analyse_protocol, default_analysis, warm_up
 from labctl.simulators.opentrons_analysis_data import source_key
+from labctl.simulators.opentrons_instruments import STOCK_OT2_INSTRUMENTS
 from labctl.simulators.opentrons_robot import Faults, RobotSimulator
 from labctl.simulators.opentrons_wire import MAX_PROTOCOL_API
 
@@ -152,6 +153,9 @@ def make_sim(clock: VirtualClock) -> Iterator[Callable[..., tuple[RobotSimulator
     started: list[RobotSimulator] = []
 
     def make(robot: str = "OT-2", **kwargs: Any) -> tuple[RobotSimulator, Client]:
+        if robot == "OT-2":
+            # The recordings' robot: robot-server's stock simulated OT-2 (p300 GEN1 right).
+            kwargs.setdefault("instruments", STOCK_OT2_INSTRUMENTS)
         sim = RobotSimulator(clock, robot, **kwargs).start()  # type: ignore[arg-type]
         started.append(sim)
         return sim, Client(sim)
@@ -1120,7 +1124,8 @@ class Opentrons:
 def test_run_time_parameter_values_of_a_run_are_echoed_and_honoured(
     make_sim: Any, clock: VirtualClock
 ) -> None:
-    sim, client = make_sim(time_scale=0.01)
+    # TIP_PROTOCOL loads a GEN2 p300, which a GEN1 one cannot stand in for.
+    sim, client = make_sim(time_scale=0.01, instruments={"right": "p300_single_gen2"})
     upload = client.upload(("tips.py", tip_protocol("echo")))
     assert upload.status == 201
     pid, aid = upload.data["id"], upload.data["analysisSummaries"][0]["id"]
