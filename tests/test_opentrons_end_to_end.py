@@ -13,6 +13,7 @@ import pytest
 from labctl.clock import VirtualClock
 from labctl.drivers.opentrons_http import OpentronsClient, RunPhase
 from labctl.errors import DeviceBusy, DeviceError
+from labctl.simulators.opentrons_instruments import STOCK_OT2_INSTRUMENTS
 from labctl.simulators.opentrons_robot import RobotSimulator
 
 PROTOCOLS = Path(__file__).parent / "fixtures" / "opentrons-http" / "protocols"
@@ -36,7 +37,11 @@ def run_to_end(client: OpentronsClient, clock: VirtualClock, run_id: str, limit_
 def test_good_protocol_runs_to_success(
     clock: VirtualClock, tmp_path, robot: str, name: str
 ) -> None:
-    with RobotSimulator(clock, robot=robot, action_log=tmp_path / "a.jsonl") as sim:
+    # ot2_ok.py loads a p300 GEN1: the recordings' robot (robot-server's stock simulated OT-2).
+    fitted = STOCK_OT2_INSTRUMENTS if robot == "OT-2" else None
+    with RobotSimulator(
+        clock, robot=robot, action_log=tmp_path / "a.jsonl", instruments=fitted
+    ) as sim:
         client = OpentronsClient("lh", sim.url, clock, poll_interval_s=1.0)
         health = client.health()
         assert health.robot_model == robot
@@ -109,7 +114,7 @@ def run(protocol: protocol_api.ProtocolContext) -> None:
 
 
 def test_run_time_parameters_reach_the_run(clock: VirtualClock) -> None:
-    with RobotSimulator(clock, robot="OT-2") as sim:
+    with RobotSimulator(clock, robot="OT-2", instruments=STOCK_OT2_INSTRUMENTS) as sim:
         client = OpentronsClient("lh", sim.url, clock)
         for first_tip, well in ((0, "A1"), (10, "C2"), (95, "H12")):
             started = client.start_protocol(
