@@ -1,7 +1,10 @@
 """Driver for Thermo Fisher Cytomat automated incubators (2 C425/C450, 5C, 6000/6002), RS-232.
 
-Written from shared DEVICES.md section 2 only. Wire summary (9600 8N1, no handshake, ASCII;
-commands end with ``\\r`` (``\\r\\n`` on some models), replies end with ``\\r``):
+Written from shared DEVICES.md section 2, corrected where PyLabRobot's backend (written
+against real Cytomats) and open-cytomat say otherwise (/work/notes/devices-cytomat.md);
+tests/test_third_party_cytomat.py runs PyLabRobot against the simulator this driver is
+tested on. Wire summary (9600 8N1, no handshake, ASCII; commands end with ``\\r``
+(``\\r\\n`` on some models), replies end with ``\\r``):
 
 ==================  ========================================  ===================
 command             meaning                                   reply
@@ -18,8 +21,11 @@ command             meaning                                   reply
 ``ll:ic CC.C``      set CO2 (%)                               ``ok XX``
 ==================  ========================================  ===================
 
-``XX`` in ``ok XX`` is the overview register (hex), in ``er XX`` an immediate telegram error
-code (hex). Slots ``NNN`` are 1-based, three digits.
+``XX`` in ``ok XX`` is the overview register (one byte in hex: two digits, accepted with
+four, either case), in ``er XX`` an immediate telegram error code (hex, :data:`TELEGRAM_ERRORS`).
+Slots ``NNN`` are 1-based, three digits; a rack/site model (PyLabRobot's C2C_425) takes
+``RR SS`` instead, rack and site counted from 0 (:data:`MODELS`, the ``model`` and
+``racks`` arguments).
 
 Operations are started, then polled (DESIGN.md): :meth:`CytomatDriver.start_fetch` returns as
 soon as the device accepted the move; :meth:`CytomatDriver.poll` reads the status;
@@ -42,6 +48,7 @@ init position, 1).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from labctl.clock import Clock
 from labctl.devices import Climate
@@ -59,6 +66,7 @@ from .serial_io import IncubatorStatus, NotInitialized, SerialLine, SerialSettin
 
 __all__ = [
     "ERROR_REGISTER",
+    "MODELS",
     "TELEGRAM_ERRORS",
     "CytomatDriver",
     "decode_overview",
@@ -75,44 +83,61 @@ GATE_OPEN = 0x20
 DOOR_OPEN = 0x40
 TRANSFER_STATION_OCCUPIED = 0x80
 
-# Immediate telegram errors (reply ``er XX``).
+# Immediate telegram errors (reply ``er XX``): the vendor's table as PyLabRobot
+# (storage/cytomat/errors.py) and open-cytomat (errors.py) copied it; 61 only in the latter.
 TELEGRAM_ERRORS: dict[str, str] = {
-    "01": "device busy, command refused",
+    "01": "device busy, new command not accepted",
     "02": "command unknown",
     "03": "telegram structure error",
-    "04": "bad parameter",
-    "05": "unknown location",
-    "11": "handler in wrong position",
-    "12": "shovel extended",
-    "21": "handler occupied",
+    "04": "incorrect parameter in telegram",
+    "05": "unknown location number",
+    "11": "incorrect handler (start) position",
+    "12": "command cannot be executed as the shovel is extended",
+    "21": "handler already occupied",
     "22": "handler empty",
     "31": "transfer station empty",
     "32": "transfer station occupied",
     "33": "transfer station not in position",
-    "41": "lift door not configured",
-    "42": "lift door not open",
-    "51": "memory access error",
-    "52": "unauthorized (password required)",
+    "41": "automatic lift door not configured",
+    "42": "automatic lift door not open",
+    "51": "error while accessing internal memory",
+    "52": "incorrect password / unauthorised access",
     "61": "shaker not active",
 }
 
-# Error register (``ch:be``), latched during execution and flagged by overview bit 0x08.
+# Error register (``ch:be``), latched during execution and flagged by overview bit 0x08
+# (PyLabRobot constants.ErrorRegister; the shaker codes 0E-14 from open-cytomat status.py).
 ERROR_REGISTER: dict[str, str] = {
     "00": "no error",
-    "01": "motor communication error",
-    "02": "plate not loaded on shovel",
-    "03": "plate not unloaded from shovel",
-    "04": "shovel not extended",
+    "01": "communication with motor controllers interrupted",
+    "02": "MTP not loaded on handler shovel",
+    "03": "MTP not unloaded from handler shovel",
+    "04": "shovel not extended (automatic unit position error)",
     "05": "process timeout",
-    "06": "lift door not open",
-    "07": "lift door not closed",
+    "06": "automatic lift door not open",
+    "07": "automatic lift door not closed",
     "08": "shovel not retracted",
-    "0A": "stepper motor over temperature",
-    "0B": "stepper motor error",
+    "0A": "stepper motor controller temperature too high",
+    "0B": "other stepper motor controller error",
     "0C": "transfer station not rotated",
-    "0D": "heating/CO2 controller communication error",
-    **{f"{c:02X}": "shaker fault" for c in range(0x0E, 0x15)},
-    "FF": "fatal error",
+    "0D": "communication with heating controllers and gas supply disturbed",
+    "0E": "shaker communication disrupted",
+    "0F": "shaker configuration out of order",
+    "10": "shaker not started",
+    "13": "shaker clamp not open",
+    "14": "shaker clamp not closed",
+    "FF": "fatal error during the error routine",
+}
+
+# The models PyLabRobot drives (its CytomatType names) and how each names a storage
+# location: "slot" = one absolute 1-based number, three digits (``mv:st 005``);
+# "rack_site" = rack and site, two digits each, both counted from 0 (``mv:st 00 04``).
+MODELS: dict[str, str] = {
+    "C6000": "slot",
+    "C6002": "slot",
+    "C2C_425": "rack_site",
+    "C2C_450_SHAKE": "slot",
+    "C5C": "slot",
 }
 
 # Telegram errors that mean "the link or the firmware did not understand us" rather than
@@ -130,8 +155,10 @@ _PLACE_CONFLICTS = {
 # Action register (ch:ba) target of an initialisation: the init position (high 3 bits).
 _TARGET_INIT_POSITION = 1
 
-_OK = re.compile(r"ok\s+([0-9A-Fa-f]{2})")
-_ER = re.compile(r"er\s+([0-9A-Fa-f]{2})")
+# A one-byte register in hex: two digits, or four with leading zeros (either case). The
+# error code of "er X" or "er XX".
+_BYTE = r"([0-9A-Fa-f]{2}|00[0-9A-Fa-f]{2})"
+_ER = re.compile(r"er\s+([0-9A-Fa-f]{1,2})")
 _NUMBER = r"[+-]?\s*(?:\d+(?:\.\d*)?|\.\d+)"
 # Two numbers, separated by blanks or by the second one's sign ("+37.0+36.9").
 _CLIMATE = re.compile(rf"\s*({_NUMBER})(?:\s+|(?=[+-]))({_NUMBER})\s*")
@@ -170,7 +197,11 @@ class CytomatDriver:
     """A Cytomat on a serial line: start moves, poll, read and set climate.
 
     ``name`` is the workcell's name for the device (used in every error message), ``url`` a
-    pyserial URL, ``slots`` the number of plate slots (1-based). Durations are seconds:
+    pyserial URL, ``slots`` the number of plate slots (1-based, numbered rack after rack).
+    ``model`` is PyLabRobot's name for it (:data:`MODELS`; None: a Cytomat that takes
+    absolute slot numbers); a rack/site model (C2C_425) needs ``racks``, the sites per
+    rack, adding up to ``slots``, and is sent ``RR SS`` (both from 0) for slot N. A wrong
+    model or racks raise DeviceError (command ``configure``). Durations are seconds:
     ``poll_interval_s`` between status polls, ``move_timeout_s`` for a move to finish,
     ``init_timeout_s`` for ``ll:in``, ``reply_timeout_s`` per request. ``er 01`` (busy) and
     ``er 02`` (unknown) are retried ``busy_retries`` times, ``busy_retry_interval_s`` apart,
@@ -199,11 +230,15 @@ class CytomatDriver:
         busy_retry_interval_s: float = 0.1,
         query_retries: int = 2,
         baudrate: int = 9600,
+        model: str | None = None,
+        racks: Sequence[int] | None = None,
     ) -> None:
         if slots < 1 or slots > 999:
             raise DeviceError(name, "configure", f"slots must be 1..999, not {slots}")
         self.name = name
         self.slots = slots
+        self.model = model
+        self.racks = _racks(name, model, racks, slots)
         self.poll_interval_s = poll_interval_s
         self.move_timeout_s = move_timeout_s
         self.init_timeout_s = init_timeout_s
@@ -263,13 +298,8 @@ class CytomatDriver:
     def initializing(self) -> bool:
         """Whether the busy device is initialising (``ch:ba``: its target is the init
         position) rather than moving a plate. Meaningful only while :meth:`poll` says busy."""
-        reply = self._request("ch:ba")
-        m = re.fullmatch(r"ba\s+([0-9A-Fa-f]{2})", reply)
-        if m is None:
-            raise DeviceCommunicationError(
-                self.name, "ch:ba", f"unexpected reply {reply!r} (expected 'ba XX')"
-            )
-        return int(m.group(1), 16) >> 5 == _TARGET_INIT_POSITION
+        register = self._byte("ch:ba", "ba", self._request("ch:ba"))
+        return register >> 5 == _TARGET_INIT_POSITION
 
     def check_started(self) -> None:
         """Nothing to check: a Cytomat refuses a move it cannot do in its reply."""
@@ -290,13 +320,7 @@ class CytomatDriver:
 
     def poll(self) -> IncubatorStatus:
         """Read the overview register (``ch:bs``) once. Does not raise on the error bit."""
-        reply = self._request("ch:bs")
-        m = re.fullmatch(r"bs\s+([0-9A-Fa-f]{2})", reply)
-        if m is None:
-            raise DeviceCommunicationError(
-                self.name, "ch:bs", f"unexpected reply {reply!r} (expected 'bs XX')"
-            )
-        return decode_overview(int(m.group(1), 16))
+        return decode_overview(self._byte("ch:bs", "bs", self._request("ch:bs")))
 
     def wait_idle(self, timeout_s: float | None = None) -> IncubatorStatus:
         """Poll every ``poll_interval_s`` until the busy bit clears; return that status.
@@ -360,10 +384,19 @@ class CytomatDriver:
     # -- internals -----------------------------------------------------------------------
 
     def _move(self, code: str, slot: int) -> str:
-        command = f"mv:{code} {slot:03d}"
+        """The move telegram for ``slot`` (1-based): ``mv:st 005``, or ``mv:st 01 02`` on a
+        rack/site model (slot 3 + 2 + 1 with racks [3, ...])."""
         if not 1 <= slot <= self.slots:
-            raise DeviceError(self.name, command, f"slot {slot} is outside 1..{self.slots}")
-        return command
+            raise DeviceError(
+                self.name, f"mv:{code} {slot:03d}", f"slot {slot} is outside 1..{self.slots}"
+            )
+        if MODELS.get(self.model or "") != "rack_site":
+            return f"mv:{code} {slot:03d}"
+        rack, site = 0, slot - 1
+        while site >= self.racks[rack]:
+            site -= self.racks[rack]
+            rack += 1
+        return f"mv:{code} {rack:02d} {site:02d}"
 
     def _start(self, command: str) -> IncubatorStatus:
         with self._line.lock:
@@ -374,12 +407,17 @@ class CytomatDriver:
     def _action(self, command: str) -> IncubatorStatus:
         """Send an action telegram; expect ``ok XX`` and return the decoded register."""
         reply = self._request(command)
-        m = _OK.fullmatch(reply)
+        return decode_overview(self._byte(command, "ok", reply))
+
+    def _byte(self, command: str, echo: str, reply: str) -> int:
+        """The one-byte register of a reply ``<echo> XX`` (two hex digits, or four with
+        leading zeros; either case). Raises DeviceCommunicationError for another shape."""
+        m = re.fullmatch(rf"{echo}\s+{_BYTE}", reply)
         if m is None:
             raise DeviceCommunicationError(
-                self.name, command, f"unexpected reply {reply!r} (expected 'ok XX')"
+                self.name, command, f"unexpected reply {reply!r} (expected '{echo} XX')"
             )
-        return decode_overview(int(m.group(1), 16))
+        return int(m.group(1), 16)
 
     def _request(self, command: str, retry_codes: frozenset[str] = frozenset({"01", "02"})) -> str:
         """Send one telegram; raise the typed error for ``er XX`` (after the short retries)."""
@@ -397,7 +435,7 @@ class CytomatDriver:
                 raise DeviceCommunicationError(
                     self.name, command, f"unexpected reply {reply!r} (expected 'er XX')"
                 )
-            code = m.group(1).upper()
+            code = f"{int(m.group(1), 16):02X}"
             if code in retry_codes and attempt < self.busy_retries:
                 attempt += 1
                 self._clock.sleep(self.busy_retry_interval_s)
@@ -422,13 +460,7 @@ class CytomatDriver:
     def _raise_error_register(self, status: IncubatorStatus) -> None:
         """Read the error register, clear it, and raise the matching typed error."""
         command = self._operation or "ch:bs"
-        reply = self._request("ch:be")
-        m = re.fullmatch(r"be\s+([0-9A-Fa-f]{2})", reply)
-        if m is None:
-            raise DeviceCommunicationError(
-                self.name, "ch:be", f"unexpected reply {reply!r} (expected 'be XX')"
-            )
-        code = m.group(1).upper()
+        code = f"{self._byte('ch:be', 'be', self._request('ch:be')):02X}"
         meaning = ERROR_REGISTER.get(code, "unknown error")
         try:
             self._action("rs:be")
@@ -474,4 +506,36 @@ class CytomatDriver:
         return Climate(**values)
 
     def __repr__(self) -> str:
-        return f"CytomatDriver({self.name!r}, {self._line.url!r}, slots={self.slots})"
+        model = f", model={self.model!r}" if self.model else ""
+        return f"CytomatDriver({self.name!r}, {self._line.url!r}, slots={self.slots}{model})"
+
+
+def _racks(name: str, model: str | None, racks: Sequence[int] | None, slots: int) -> list[int]:
+    """Sites per rack for ``model`` (one rack of ``slots`` when not given); raises
+    DeviceError naming the device and the setting for an unknown model or racks that are
+    missing (rack/site models) or do not add up to ``slots``."""
+    if model is not None and model not in MODELS:
+        raise DeviceError(
+            name,
+            "configure",
+            f"model must be one of {', '.join(MODELS)} (PyLabRobot's names), not {model!r}",
+        )
+    if racks is None:
+        if model is not None and MODELS[model] == "rack_site":
+            raise DeviceError(
+                name,
+                "configure",
+                f"model {model} names a location by rack and site: give racks, the sites of "
+                "each rack in order (e.g. racks: [21, 21])",
+            )
+        return [slots]
+    sizes = list(racks) if isinstance(racks, (list, tuple)) else []
+    if not sizes or any(isinstance(n, bool) or not isinstance(n, int) for n in sizes):
+        raise DeviceError(name, "configure", f"racks must list whole numbers, not {racks!r}")
+    if any(not 1 <= n <= 99 for n in sizes) or len(sizes) > 99:
+        raise DeviceError(name, "configure", f"racks must hold 1..99 sites each, not {sizes}")
+    if sum(sizes) != slots:
+        raise DeviceError(
+            name, "configure", f"racks {sizes} hold {sum(sizes)} sites but slots is {slots}"
+        )
+    return sizes

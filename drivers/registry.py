@@ -10,7 +10,10 @@ driver               settings (besides ``driver``)
                      ``batch`` (plates fed in one run, up to its plate positions)
 ``cytomat``          ``port`` or ``url`` (a pyserial URL), ``slots``; optional
                      ``terminator`` (CR or CRLF), ``baudrate``, ``initialize``,
-                     ``move_timeout_s``, ``reply_timeout_s``, ``setpoints``
+                     ``move_timeout_s``, ``reply_timeout_s``, ``setpoints``, ``model``
+                     (PyLabRobot's name: C6000, C6002, C2C_425, C2C_450_SHAKE, C5C) with
+                     ``racks`` (sites per rack; required by C2C_425, which is sent rack
+                     and site)
 ``liconic``          ``port`` or ``url``, ``levels`` (per cassette: a number with
                      ``cassettes``, or a list), optional ``slots`` (checked against
                      them), ``n2_register_is_o2``, ``baudrate``, ``initialize``,
@@ -238,7 +241,12 @@ def _cytomat_adapter(dev: WorkcellDevice, clock: Clock) -> SerialIncubator:
         raise _SettingError(f"'terminator' must be CR or CRLF, not {terminator!r}")
     kwargs: dict[str, Any] = {"terminator": "\r" if terminator == "CR" else "\r\n"}
     kwargs.update(_serial_options(dev))
-    driver = CytomatDriver(dev.name, url, clock, slots, **kwargs)
+    # PyLabRobot's model name and the sites per rack: the driver checks them.
+    kwargs.update({k: dev.settings[k] for k in ("model", "racks") if k in dev.settings})
+    try:
+        driver = CytomatDriver(dev.name, url, clock, slots, **kwargs)
+    except DeviceError as exc:
+        raise _SettingError(exc.detail) from exc
     return _adapter(dev, driver, clock)
 
 

@@ -142,6 +142,99 @@ def test_poll_accepts_lowercase_hex(run) -> None:
     assert driver.poll().register == 0xC5
 
 
+def test_registers_are_read_with_two_or_four_hex_digits(run) -> None:
+    driver, _ = run(
+        [
+            (b"mv:st 005\r", b"ok 0011\r"),
+            (b"ch:ba\r", b"ba 0065\r"),
+            *polls("0088"),
+            (b"ch:be\r", b"be 0002\r"),
+            (b"rs:be\r", b"ok 0080\r"),
+        ]
+    )
+    driver.start_fetch(5)
+    assert driver.initializing() is False  # target 3: the stacker
+    with pytest.raises(DeviceFault) as info:
+        driver.wait_idle()
+    assert info.value.device_code == "02"
+    assert "MTP not loaded on handler shovel" in str(info.value)
+
+
+@pytest.mark.parametrize("reply", [b"bs 01C5\r", b"bs 5\r", b"bs 0C5\r"])
+def test_a_register_of_another_width_is_a_communication_error(run, reply: bytes) -> None:
+    driver, _ = run([(b"ch:bs\r", reply)])
+    with pytest.raises(DeviceCommunicationError, match=r"inc-1: ch:bs: unexpected reply"):
+        driver.poll()
+
+
+def test_initializing_reads_the_init_target_of_the_action_register(run) -> None:
+    driver, _ = run([(b"ch:ba\r", b"ba 21\r"), (b"ch:ba\r", b"ba 85\r")])
+    assert driver.initializing() is True
+    assert driver.initializing() is False
+
+
+# -- models and their location formats ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("slot", "frame"),
+    [(1, b"mv:st 00 00\r"), (21, b"mv:st 00 20\r"), (22, b"mv:st 01 00\r"), (42, b"mv:st 01 20\r")],
+)
+def test_c2c_425_is_sent_rack_and_site_from_zero(run, slot: int, frame: bytes) -> None:
+    driver, _ = run([(frame, b"ok 01\r")], model="C2C_425", racks=[21, 21])
+    driver.start_fetch(slot)
+
+
+def test_slot_models_are_sent_three_digit_slots(run) -> None:
+    driver, _ = run([(b"mv:ts 042\r", b"ok 81\r")], model="C6002")
+    driver.start_store(42)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "C2C_50"}, "model must be one of C6000, C6002, C2C_425, C2C_450_SHAKE, C5C"),
+        ({"model": "C2C_425"}, "model C2C_425 names a location by rack and site: give racks"),
+        ({"model": "C2C_425", "racks": [21, 20]}, "racks [21, 20] hold 41 sites but slots is 42"),
+        ({"racks": "21,21"}, "racks must list whole numbers, not '21,21'"),
+        ({"racks": [42, 0]}, "racks must hold 1..99 sites each"),
+    ],
+)
+def test_a_wrong_model_or_racks_is_refused_naming_the_device(
+    clock: VirtualClock, kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(DeviceError) as info:
+        CytomatDriver("inc-1", "loop://", clock, 42, **kwargs)  # type: ignore[arg-type]
+    assert str(info.value).startswith(f"inc-1: configure: {message}")
+
+
+def test_the_workcell_model_setting_reaches_the_driver_or_fails_clearly(
+    clock: VirtualClock, tmp_path
+) -> None:
+    from labctl.drivers.registry import build_devices
+    from labctl.errors import ProtocolError
+    from labctl.store import Store
+    from labctl.workcell import parse_workcell
+
+    def workcell(entry: str):
+        return parse_workcell(f"name: bay-1\ntimezone: UTC\ndevices:\n  inc-1: {entry}\n", "w.yaml")
+
+    store = Store.open(tmp_path / "runs.sqlite", clock)
+    try:
+        cytomat = "{driver: cytomat, port: /dev/null, slots: 42, model: C2C_425"
+        devices = build_devices(workcell(cytomat + ", racks: [21, 21]}"), store, clock)
+        driver = devices["inc-1"].driver  # type: ignore[attr-defined]
+        assert (driver.model, driver.racks) == ("C2C_425", [21, 21])
+        with pytest.raises(ProtocolError) as info:
+            build_devices(workcell(cytomat + "}"), store, clock)
+        assert [d.message for d in info.value.diagnostics] == [
+            "inc-1: model C2C_425 names a location by rack and site: give racks, the sites of "
+            "each rack in order (e.g. racks: [21, 21])"
+        ]
+    finally:
+        store.close()
+
+
 # -- immediate telegram errors ------------------------------------------------------------
 
 
@@ -158,7 +251,7 @@ def test_persistent_er_01_becomes_device_busy_after_the_retries(run) -> None:
     driver, peer = run([(b"mv:st 005\r", b"er 01\r")] * 4, busy_retries=3)
     with pytest.raises(DeviceBusy) as info:
         driver.start_fetch(5)
-    assert str(info.value) == "inc-1: mv:st 005: device busy, command refused [device code 01]"
+    assert str(info.value) == "inc-1: mv:st 005: device busy, new command not accepted [device code 01]"
     assert info.value.device_code == "01"
 
 
@@ -190,14 +283,16 @@ def test_store_from_an_empty_transfer_station_is_a_place_conflict(run) -> None:
     [
         ("02", DeviceCommunicationError, "command unknown"),
         ("03", DeviceCommunicationError, "telegram structure error"),
-        ("04", DeviceFault, "bad parameter"),
-        ("05", DeviceFault, "unknown location"),
-        ("11", NotInitialized, "handler in wrong position: not initialised"),
-        ("21", DeviceFault, "handler occupied"),
+        ("04", DeviceFault, "incorrect parameter in telegram"),
+        ("05", DeviceFault, "unknown location number"),
+        ("11", NotInitialized, "incorrect handler (start) position: not initialised"),
+        ("21", DeviceFault, "handler already occupied"),
+        ("12", DeviceFault, "command cannot be executed as the shovel is extended"),
         ("22", DeviceFault, "handler empty"),
         ("33", DeviceFault, "transfer station not in position"),
-        ("42", DeviceFault, "lift door not open"),
-        ("52", DeviceFault, "unauthorized (password required)"),
+        ("42", DeviceFault, "automatic lift door not open"),
+        ("61", DeviceFault, "shaker not active"),
+        ("52", DeviceFault, "incorrect password / unauthorised access"),
         ("7E", DeviceFault, "unknown telegram error"),
     ],
 )
@@ -225,14 +320,16 @@ def test_error_bit_reads_error_register_clears_it_and_raises_fault(run) -> None:
     with pytest.raises(DeviceFault) as info:
         driver.wait_idle()
     assert str(info.value) == (
-        "inc-1: mv:st 005: shovel not extended (error register cleared with rs:be) [device code 04]"
+        "inc-1: mv:st 005: shovel not extended (automatic unit position error) "
+        "(error register cleared with rs:be) [device code 04]"
     )
 
 
 @pytest.mark.parametrize(
     ("code", "meaning"),
-    [("02", "plate not loaded on shovel"), ("0C", "transfer station not rotated"),
-     ("10", "shaker fault"), ("FF", "fatal error"), ("99", "unknown error")],
+    [("02", "MTP not loaded on handler shovel"), ("0C", "transfer station not rotated"),
+     ("10", "shaker not started"), ("13", "shaker clamp not open"),
+     ("FF", "fatal error during the error routine"), ("99", "unknown error")],
 )  # fmt: skip
 def test_error_register_codes_carry_their_meaning(run, code: str, meaning: str) -> None:
     driver, _ = run(
