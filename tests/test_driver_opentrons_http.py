@@ -29,6 +29,7 @@ from labctl.drivers.opentrons_http import (
     Analysis,
     EngineError,
     FailedCommand,
+    NotFound,
     OpentronsClient,
     ProtocolRejected,
     RobotHealth,
@@ -585,6 +586,48 @@ def test_503_is_busy_and_non_json_500_is_fault(
     with pytest.raises(DeviceFault) as info:
         client.health()
     assert str(info.value) == "ot2-a: GET /health: HTTP 500: 'Internal Server Error'"
+
+
+def test_a_route_the_robot_does_not_serve_is_not_found(
+    robot: ScriptedRobot, client: OpentronsClient
+) -> None:
+    """robot-server answers an unknown route with its framework 404 (BadRequest "Not Found",
+    robot_server/errors/exception_handlers.py): an older robot software lacks the route."""
+    error = {"id": "BadRequest", "title": "Bad Request", "detail": "Not Found", "errorCode": "4000"}
+    robot.expect("GET", "/instruments", json_reply(404, {"errors": [error]}))
+    with pytest.raises(NotFound) as info:
+        client.get("/instruments")
+    assert str(info.value) == ("ot2-a: GET /instruments: BadRequest: Not Found [device code 4000]")
+    assert isinstance(info.value, DeviceFault)
+
+
+def test_link_losses_count_requests_the_link_failed_on(
+    robot: ScriptedRobot, clock: VirtualClock
+) -> None:
+    """A refused, dropped or unanswered request may mean the robot restarted; an answer,
+    even an error, does not."""
+    client = OpentronsClient("ot2-a", robot.url, clock, timeout_s=0.2)
+    robot.expect("GET", "/health", Reply(0, b"", close=True))
+    robot.expect("GET", "/health", replay("ot2_ok_01_health"))
+    robot.expect("POST", "/runs", replay("probe_post_runs_bad_protocol"))
+    robot.expect("GET", "/health", Reply(0, b"", hang=True))
+    with pytest.raises(DeviceCommunicationError):
+        client.health()  # on a new connection: not a stale kept-alive one, sent once
+    assert client.link_losses == 1
+    client.health()
+    with pytest.raises(DeviceFault):
+        client.create_run("nope")
+    assert client.link_losses == 1
+    with pytest.raises(DeviceTimeout):
+        client.health()
+    assert client.link_losses == 2
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    refused = OpentronsClient("ot2-a", f"http://127.0.0.1:{port}", clock)
+    with pytest.raises(DeviceCommunicationError):
+        refused.health()
+    assert refused.link_losses == 1
 
 
 # ---------------------------------------------------------------------- transport failures

@@ -7,6 +7,7 @@ Every generated protocol here also runs through opentrons 8.8.2's own simulator
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from datetime import datetime
 from typing import Any
@@ -590,3 +591,23 @@ def test_a_batch_names_only_culture_plate_slots_each_once() -> None:
         plan_protocol(feed(batch=[1, 2]), layout, "OT-2")
     with pytest.raises(GenerationError, match="batch must list"):
         plan_protocol(feed(batch=[]), layout, "OT-2")
+
+
+@pytest.mark.parametrize("robot", ["OT-2", "Flex"])
+def test_pipettes_are_loaded_on_the_mounts_the_layout_names(robot: str) -> None:
+    """The driver sets the mounts to where the robot carries each pipette: the protocol loads
+    them there, the opentrons simulator runs it, and its tips per mount count for the right
+    racks."""
+    default = DeckLayout.default(robot)  # type: ignore[arg-type]
+    swapped = dataclasses.replace(default, pipette_mount="left", small_pipette_mount="right")
+    gen = plan_protocol(JOBS["addition"], swapped, robot)  # type: ignore[arg-type]
+    loads = [(c[0], c[1]) for c in calls(gen.source.replace("ctx.", ""), "load_instrument")]
+    assert loads == [(default.pipette, "left"), (default.small_pipette, "right")]
+    result = check_locally(gen.source)
+    assert set(result.tips) == {"left", "right"}
+    assert tips_by_role(swapped, result) == gen.tips == EXPECTED_TIPS["addition"]
+    assert swapped.role_of_mount("left") == "tips"
+    assert swapped.role_of_mount("right") == "small_tips"
+    for mounts in (("left", "left"), ("right", "middle")):
+        with pytest.raises(DeckLayoutError, match="pipette mounts must be left and right"):
+            dataclasses.replace(default, pipette_mount=mounts[0], small_pipette_mount=mounts[1])
