@@ -12,6 +12,10 @@ in a module of its own:
 - :mod:`~labctl.simulators.opentrons_analysis`: the analysis service (opentrons in child
   processes, the caches and the tip model), one per program unless a robot is given its own.
 
+Attached pipettes: ``instruments`` (``--pipette`` on the command line) names the pipette on
+each mount; ``GET /instruments`` shows them and a run that loads another fails at that
+``loadPipette`` (see :mod:`~labctl.simulators.opentrons_instruments`).
+
 Run-time parameters (Protocol API 2.18+): values sent at upload (form field
 ``runTimeParameterValues``) are analysed with, and re-uploading the same files with other values
 appends a new analysis, as robot-server does; values sent with ``POST /runs`` are the run's: it
@@ -29,6 +33,7 @@ from pathlib import Path
 
 from labctl.clock import RealClock
 from labctl.simulators.opentrons_http import HttpServer, Reply, handle_request
+from labctl.simulators.opentrons_instruments import DEFAULT_INSTRUMENTS, MOUNTS, attach
 from labctl.simulators.opentrons_robot_model import Robot
 from labctl.simulators.opentrons_runs import Faults
 from labctl.simulators.opentrons_wire import ROBOT_TYPES
@@ -106,16 +111,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--analysis-delay", type=float, default=2.0, help="seconds a new analysis stays pending"
     )
     parser.add_argument(
+        "--pipette",
+        action="append",
+        default=[],
+        metavar="MOUNT=NAME",
+        help="the pipette on a mount, e.g. right=p300_single_v1 or left=none (repeatable;"
+        " mounts not named keep the default: p20_single_gen2 left, p1000_single_gen2 right"
+        " on an OT-2, flex_1channel_50 and flex_1channel_1000 on a Flex)",
+    )
+    parser.add_argument(
         "--action-log",
         type=Path,
         default=None,
         help="append completed physical commands here as JSON lines",
     )
     args = parser.parse_args(argv)
+    instruments: dict[str, str | None] = dict(DEFAULT_INSTRUMENTS[args.robot])
+    for item in args.pipette:
+        mount, sep, name = item.partition("=")
+        if not sep or mount not in MOUNTS or not name:
+            parser.error(f"--pipette {item!r}: expected left=NAME or right=NAME")
+        instruments[mount] = None if name.lower() == "none" else name
+    try:
+        attach(args.robot, instruments)
+    except ValueError as exc:
+        parser.error(f"--pipette: {exc}")
     clock = RealClock()
     sim = RobotSimulator(
         clock,
         args.robot,
+        instruments=instruments,
         analysis_delay_s=args.analysis_delay,
         action_log=args.action_log,
         time_scale=args.time_scale,

@@ -49,6 +49,7 @@ from labctl.simulators.cytomat import (
 from labctl.simulators.faults import ClimateConfig
 from labctl.simulators.handover import TransferSpot
 from labctl.simulators.opentrons_analysis import AnalysisService
+from labctl.simulators.opentrons_instruments import InstrumentConfig
 from labctl.simulators.pf400 import PF400Config, PF400Simulator
 from labctl.simulators.practice_bot import BotConfig, OperatorBot
 from labctl.simulators.practice_world import PlateWorld
@@ -92,6 +93,7 @@ class PracticeConfig:
     bot: BotConfig = BotConfig()
     arm: bool = True
     batch: int = 1  # plates the robot feeds in one run (its workcell ``batch`` setting)
+    instruments: InstrumentConfig | None = None  # the robot's pipette per mount (None: default)
 
 
 class PracticeWorkcell:
@@ -144,7 +146,9 @@ class PracticeWorkcell:
             ) from None
         self.link = SocketLink(self.incubator, port=config.port + 1)
         self.analysis = AnalysisService()  # its own: stop() ends its processes
-        self.robot = simulated_robot(clock, self.analysis, self.devices_dir)
+        self.robot = simulated_robot(
+            clock, self.analysis, self.devices_dir, instruments=config.instruments
+        )
         # The arm reaches the incubator's transfer station through the incubator (one place).
         self.arm: PF400Simulator | None = None
         self.stations = arm_stations(1, config.batch)
@@ -330,8 +334,11 @@ def practice_workcell(
     echo: Callable[[str], None] | None = None,
     arm: bool = True,
     batch: int = 1,
+    instruments: InstrumentConfig | None = None,
 ) -> PracticeWorkcell:
     """The ``practice_workcell`` plugin (``labctl simulators up``): a workcell not yet
     started (see :class:`PracticeWorkcell` and :class:`PracticeConfig`)."""
-    config = PracticeConfig(folder, port, plates, pace, BotConfig(answers=answers), arm, batch)
+    config = PracticeConfig(
+        folder, port, plates, pace, BotConfig(answers=answers), arm, batch, instruments
+    )
     return PracticeWorkcell(clock, store, config, echo=echo)

@@ -46,6 +46,7 @@ from labctl.simulators.faults import (
 from labctl.simulators.handover import TransferSpot
 from labctl.simulators.liconic import LiconicConfig, LiconicSim
 from labctl.simulators.opentrons_analysis import AnalysisService, default_analysis
+from labctl.simulators.opentrons_instruments import InstrumentConfig
 from labctl.simulators.opentrons_robot import RobotSimulator
 from labctl.simulators.opentrons_wire import RobotName
 from labctl.simulators.operator import OperatorScript, PlateHands, SimulatedOperator
@@ -285,12 +286,14 @@ def simulated_robot(
     log_dir: Path,
     robot: RobotName = "OT-2",
     name: str = ROBOT,
+    instruments: InstrumentConfig | None = None,
 ) -> RobotSimulator:
     """The simulated workcell's robot (``ot2-sim``), logging to ``log_dir``: an analysis
     is pending for 5 s on the clock and, when a reply needs it, waited for. Deterministic in
     virtual time; at any pace it takes the same clock time however long opentrons takes in
     real time; and a protocol uploaded ahead of its job (OpentronsLiquidHandler.prepare) is
-    analysed while the run goes on."""
+    analysed while the run goes on. ``instruments``: its pipette per mount (None: those
+    labctl's protocols load, see opentrons_instruments.DEFAULT_INSTRUMENTS)."""
     return RobotSimulator(
         clock,
         robot=robot,
@@ -298,6 +301,7 @@ def simulated_robot(
         analysis_delay_s=5.0,
         analysis_overlap=True,
         name=name,
+        instruments=instruments,
         action_log=log_dir / ("robot_actions.jsonl" if name == ROBOT else f"{name}_actions.jsonl"),
     )
 
@@ -348,10 +352,12 @@ class SimulatedWorkcell:
         climates: Sequence[Climate] = (),
         start: Climate = AMBIENT,
         batch: int = 1,
+        instruments: InstrumentConfig | None = None,
     ) -> None:
         """``climates``: those the run asks for (a hypoxic LiCONiC, ``inc-hyp``, joins the
         Cytomat when one asks for O2); ``start``: the climate the plates are seeded in;
-        ``batch``: plates each robot feeds in one run (its ``batch`` setting)."""
+        ``batch``: plates each robot feeds in one run (its ``batch`` setting);
+        ``instruments``: every robot's pipette per mount (None: the robot's default)."""
         if not 1 <= batch <= MAX_BATCH:
             raise ScenarioError(f"batch must be 1 to {MAX_BATCH}, not {batch}")
         self.batch = batch
@@ -373,10 +379,12 @@ class SimulatedWorkcell:
             raise ScenarioError(f"robots must be 1 to {MAX_ROBOTS}, not {robots}")
         if robots > 1 and not arm:
             raise ScenarioError("several robots need the arm (not --no-arm)")
-        self.robot = simulated_robot(clock, self.analysis, self.log_dir, robot)
+        self.robot = simulated_robot(
+            clock, self.analysis, self.log_dir, robot, instruments=instruments
+        )
         # Further robots share the analysis service; faults act on the first only.
         self.more_robots = [
-            simulated_robot(clock, self.analysis, self.log_dir, robot, robot_name(k))
+            simulated_robot(clock, self.analysis, self.log_dir, robot, robot_name(k), instruments)
             for k in range(1, robots)
         ]
         self.stations = arm_stations(robots, batch)

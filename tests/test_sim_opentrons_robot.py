@@ -748,7 +748,7 @@ def test_fail_at_command(make_sim: Any, clock: VirtualClock) -> None:
     sim, client = make_sim(faults=Faults(fail_at_command=5), action_log=log.append)
     run_id = new_run(client, ready_protocol(client, clock, "ot2_ok.py"))
     client.action(run_id, "play")
-    assert run_to_end(client, clock, run_id) == ["running", "finishing", "failed"]
+    assert run_to_end(client, clock, run_id, step=0.01)[-2:] == ["finishing", "failed"]
     run = client.get(f"/runs/{run_id}").data
     inner = run["errors"][0]["wrappedErrors"][0]["wrappedErrors"][0]
     assert inner["errorType"] == "TipNotAttachedError"
@@ -1627,3 +1627,306 @@ def test_the_analysis_fork_server_loads_opentrons_and_ends_without_teardown(
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True"]
+
+
+# --------------------------------------------------------------------------------------------
+# Attached instruments (notes/devices-opentrons-sim.md)
+# --------------------------------------------------------------------------------------------
+
+# The pipettes labctl's generated feed protocols load on an OT-2 (one load_instrument a line).
+FEED_PIPETTES = b"""from opentrons import protocol_api
+
+requirements = {"robotType": "OT-2", "apiLevel": "2.18"}
+
+
+def run(ctx: protocol_api.ProtocolContext) -> None:
+    tips = ctx.load_labware("opentrons_96_filtertiprack_1000ul", "10")
+    small = ctx.load_labware("opentrons_96_filtertiprack_20ul", "7")
+    pip = ctx.load_instrument("p1000_single_gen2", "right", tip_racks=[tips])
+    small_pip = ctx.load_instrument("p20_single_gen2", "left", tip_racks=[small])
+    pip.pick_up_tip()
+    pip.drop_tip()
+    small_pip.pick_up_tip()
+    small_pip.drop_tip()
+"""
+OT2_INSTRUMENTS = {
+    "data": [
+        {
+            "mount": "left",
+            "instrumentType": "pipette",
+            "instrumentModel": "p20_single_v2.2",
+            "serialNumber": "P20SV2220230101A01",
+            "subsystem": "pipette_left",
+            "ok": True,
+            "data": {"channels": 1, "min_volume": 1.0, "max_volume": 20.0},
+            "instrumentName": "p20_single_gen2",
+        },
+        {
+            "mount": "right",
+            "instrumentType": "pipette",
+            "instrumentModel": "p1000_single_v2.2",
+            "serialNumber": "P1KSV2220230101A02",
+            "subsystem": "pipette_right",
+            "ok": True,
+            "data": {"channels": 1, "min_volume": 100.0, "max_volume": 1000.0},
+            "instrumentName": "p1000_single_gen2",
+        },
+    ],
+    "meta": {"cursor": 0, "totalLength": 2},
+}
+
+
+def test_instruments_are_served_as_robot_server_serves_them(make_sim: Any) -> None:
+    sim, client = make_sim(instruments=None)  # the default: labctl's OT-2 pipettes
+    reply = client.get("/instruments")
+    assert reply.status == 200
+    assert reply.body == OT2_INSTRUMENTS
+    assert list(reply.body["data"][0]) == list(OT2_INSTRUMENTS["data"][0])  # key order too
+    assert client.get("/instruments?refresh=true").body == OT2_INSTRUMENTS
+    assert client.get("/instruments", version=None).status == 422
+    legacy = client.get("/pipettes")
+    assert legacy.body == {
+        "left": {
+            "model": "p20_single_v2.2",
+            "name": "p20_single_gen2",
+            "tip_length": 0.0,
+            "mount_axis": "z",
+            "plunger_axis": "b",
+            "id": "P20SV2220230101A01",
+        },
+        "right": {
+            "model": "p1000_single_v2.2",
+            "name": "p1000_single_gen2",
+            "tip_length": 0.0,
+            "mount_axis": "a",
+            "plunger_axis": "c",
+            "id": "P1KSV2220230101A02",
+        },
+    }
+    assert client.get("/pipettes", version=None).body == {
+        "message": "header.opentrons-version: field required",
+        "errorCode": "4000",
+    }
+    assert client.get("/modules").body == {"data": [], "meta": {"cursor": 0, "totalLength": 0}}
+    # robot-server's stock simulated OT-2, one mount emptied: the left one is not listed.
+    stock, stock_client = make_sim(instruments={"right": "p300_single_v1"})
+    body = stock_client.get("/instruments").body
+    assert body["meta"] == {"cursor": 0, "totalLength": 1}
+    assert [(i["mount"], i["instrumentName"], i["instrumentModel"]) for i in body["data"]] == [
+        ("right", "p300_single", "p300_single_v1")
+    ]
+    assert body["data"][0]["serialNumber"] == "P300S20230101A02"  # a GEN1 v1 barcode
+    assert stock_client.get("/pipettes").body["left"] == {
+        "model": None,
+        "name": None,
+        "tip_length": None,
+        "mount_axis": "z",
+        "plunger_axis": "b",
+        "id": None,
+    }
+
+
+def test_a_flex_reports_firmware_offset_and_tip_state(make_sim: Any) -> None:
+    sim, client = make_sim("Flex")
+    data = client.get("/instruments").data
+    assert [(i["mount"], i["instrumentName"], i["instrumentModel"]) for i in data] == [
+        ("left", "p50_single_flex", "p50_single_v3.6"),
+        ("right", "p1000_single_flex", "p1000_single_v3.7"),
+    ]
+    right = data[1]
+    assert list(right) == [
+        "mount",
+        "instrumentType",
+        "instrumentModel",
+        "serialNumber",
+        "subsystem",
+        "ok",
+        "firmwareVersion",
+        "data",
+        "instrumentName",
+        "state",
+    ]
+    assert right["serialNumber"] == "P1KSV3720230101A02"
+    assert right["data"] == {
+        "channels": 1,
+        "min_volume": 5.0,
+        "max_volume": 1000.0,
+        "calibratedOffset": {"offset": {"x": 0.0, "y": 0.0, "z": 0.0}, "source": "default"},
+    }
+    assert right["state"] == {"tipDetected": False}
+    assert client.get("/pipettes").body["right"]["mount_axis"] == "z_r"
+
+
+def test_pipette_names_models_and_volumes_are_those_of_opentrons() -> None:
+    from opentrons_shared_data.pipette import load_data
+    from opentrons_shared_data.pipette import pipette_load_name_conversions as names
+    from opentrons_shared_data.pipette.types import PIPETTE_API_NAMES_MAP, LiquidClasses
+
+    from labctl.simulators.opentrons_instruments import FLEX_LOAD_NAMES, PIPETTES
+
+    for spec in PIPETTES.values():
+        model = names.convert_pipette_name(spec.name)  # type: ignore[arg-type]
+        assert str(model) == spec.model
+        d = load_data.load_definition(
+            model.pipette_type, model.pipette_channels, model.pipette_version, model.oem_type
+        )
+        liquid = d.liquid_properties[LiquidClasses.default]
+        assert (d.channels.value, liquid.min_volume, liquid.max_volume) == (
+            spec.channels,
+            spec.min_volume,
+            spec.max_volume,
+        ), spec.name
+        assert tuple(d.pipette_backcompat_names) == spec.back_compat
+    for load_name, name in FLEX_LOAD_NAMES.items():
+        assert PIPETTE_API_NAMES_MAP[load_name].value == name
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"middle": "p20_single_gen2"}, "unknown mount"),
+        ({"left": "p21_single"}, "unknown pipette"),
+        ({"right": "flex_1channel_1000"}, "not a pipette for the OT-2"),
+    ],
+)
+def test_instrument_config_is_checked(config: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RobotSimulator(VirtualClock(), "OT-2", instruments=config)
+
+
+def _failed_run(client: Client, clock: VirtualClock, source: bytes) -> dict[str, Any]:
+    upload = client.upload(("feed.py", source))
+    assert upload.status == 201, upload.body
+    pid, aid = upload.data["id"], upload.data["analysisSummaries"][0]["id"]
+    # The robot's analysis loads virtual pipettes: it does not see the missing one.
+    assert client.get(f"/protocols/{pid}/analyses/{aid}").data["result"] == "ok"
+    run_id = new_run(client, pid)
+    assert client.action(run_id, "play").status == 201
+    assert run_to_end(client, clock, run_id, step=0.01)[-2:] == ["finishing", "failed"]
+    return client.get(f"/runs/{run_id}").data
+
+
+def test_a_run_that_loads_a_pipette_not_attached_fails_at_load_pipette(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    # Our feed protocol on robot-server's stock OT-2 (p300 GEN1 right, p10 GEN1 left).
+    sim, client = make_sim(time_scale=0.01)  # the fixture's OT-2: STOCK_OT2_INSTRUMENTS
+    run = _failed_run(client, clock, FEED_PIPETTES)
+    commands = client.get(f"/runs/{run['id']}/commands?cursor=0&pageLength=50").data
+    failed = commands[-1]
+    assert [c["commandType"] for c in commands] == [
+        "home",
+        "loadLabware",
+        "loadLabware",
+        "loadPipette",
+    ]
+    assert failed["status"] == "failed"
+    assert failed["params"]["pipetteName"] == "p1000_single_gen2"
+    detail = "mount RIGHT: expected instrument p1000_single_gen2 but got p300_single_v1"
+    inner = failed["error"]
+    assert (inner["errorType"], inner["errorCode"], inner["detail"], inner["isDefined"]) == (
+        "FailedToLoadPipetteError",
+        "3010",
+        detail,
+        False,
+    )
+    outer = run["errors"][0]
+    middle = outer["wrappedErrors"][0]
+    assert (outer["errorType"], outer["errorCode"]) == ("ExceptionInProtocolError", "4000")
+    assert outer["detail"] == (
+        "ProtocolCommandFailedError [line 9]: Error 4000 GENERAL_ERROR"
+        f" (ProtocolCommandFailedError): FailedToLoadPipetteError: {detail}"
+    )
+    assert (middle["errorType"], middle["detail"]) == (
+        "ProtocolCommandFailedError",
+        f"FailedToLoadPipetteError: {detail}",
+    )
+    assert middle["wrappedErrors"] == [inner]
+    assert outer["id"] == middle["id"] != inner["id"]
+    assert run["pipettes"] == []  # the pipette never loaded
+    assert client.get(f"/runs/{run['id']}/commandErrors").data == [inner]
+    assert client.get(f"/runs/{run['id']}/commands/{failed['id']}").data["error"] == inner
+
+
+def test_an_empty_mount_fails_the_run_and_a_back_compatible_pipette_serves(
+    make_sim: Any, clock: VirtualClock
+) -> None:
+    # The right mount serves (p1000_single_gen2); the left one is empty: the second load
+    # fails, reading the serial number of nothing.
+    sim, client = make_sim(time_scale=0.01, instruments={"right": "p1000_single_gen2"})
+    run = _failed_run(client, clock, FEED_PIPETTES)
+    inner = run["errors"][0]["wrappedErrors"][0]["wrappedErrors"][0]
+    assert (inner["errorType"], inner["errorCode"], inner["detail"]) == (
+        "PythonException",
+        "4000",
+        "KeyError: 'pipette_id'",
+    )
+    assert inner["errorInfo"] == {"args": "('pipette_id',)", "class": "KeyError"}
+    assert run["errors"][0]["detail"].startswith("ProtocolCommandFailedError [line 10]: ")
+    assert [p["pipetteName"] for p in run["pipettes"]] == ["p1000_single_gen2"]
+    # A GEN2 p300 stands in for a protocol's GEN1 p300 (its back-compatible name).
+    sim2, client2 = make_sim(time_scale=0.01, instruments={"right": "p300_single_gen2"})
+    run_id = new_run(client2, ready_protocol(client2, clock, "ot2_ok.py"))
+    client2.action(run_id, "play")
+    assert run_to_end(client2, clock, run_id)[-1] == "succeeded"
+
+
+def test_patch_error_bodies_are_robot_servers(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim()
+    protocol_id = ready_protocol(client, clock, "ot2_delay.py")
+    first = new_run(client, protocol_id)
+    second = new_run(client, protocol_id)
+
+    def patch(run_id: str) -> Reply:
+        return client.request("PATCH", f"/runs/{run_id}", {"data": {"current": False}})
+
+    for run_id in (first, "nope"):  # robot-server asks "current?" before "exists?"
+        reply = patch(run_id)
+        assert reply.status == 409
+        assert reply.body == {
+            "errors": [
+                {
+                    "id": "RunStopped",
+                    "title": "Run Stopped",
+                    "detail": f"Cannot update {run_id} because it is not the current run.",
+                    "errorCode": "4000",
+                }
+            ]
+        }
+    client.action(second, "play")
+    clock.advance(3.0)
+    busy = patch(second)
+    assert (busy.status, busy.body) == (
+        409,
+        {
+            "errors": [
+                {
+                    "id": "RunNotIdle",
+                    "title": "Run is not idle.",
+                    "detail": "Current run is not idle or stopped.",
+                    "errorCode": "4001",
+                }
+            ]
+        },
+    )
+    # Actions keep their own wording (recorded: probe_pause.json).
+    assert client.action(first, "play").body["errors"][0]["detail"] == (
+        f"Run {first} is not the current run"
+    )
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--pipette", "middle=p20_single_gen2"],
+        ["--pipette", "right"],
+        ["--pipette", "right=flex_1channel_1000"],
+        ["--robot", "Flex", "--pipette", "left=p20_single_gen2"],
+    ],
+)
+def test_main_checks_the_pipettes(argv: list[str]) -> None:
+    from labctl.simulators.opentrons_robot import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
