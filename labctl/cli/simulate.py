@@ -284,8 +284,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=range(1, 3),
         metavar="N",
         help="plates each robot feeds in one run, 1-2 (default 1): the plates of a feed that "
-        "share a robot are put on its two culture-plate positions and one generated protocol "
-        "feeds them both (to try the mechanism: on two positions fewer feeds are on time)",
+        "share a robot are fed two at a time by one generated protocol; the simulated deck "
+        "then takes plates on four positions (1, 3, 6, 9), so the arm puts the next pair down "
+        "while the robot feeds this one",
     )
     p.add_argument(
         "--no-arm",
