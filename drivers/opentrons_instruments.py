@@ -348,27 +348,7 @@ class AttachedInstruments:
     def read(self) -> Instruments:
         """The kept reading, or a new one when it is stale. Raises as
         :func:`read_instruments`."""
-        with self._lock:
-            now = self.client.clock.monotonic()
-            losses = self.client.link_losses
-            if (
-                self._reading is not None
-                and losses == self._losses
-                and now - self._read_at < MAX_AGE_S
-            ):
-                return self._reading
-        reading = read_instruments(self.client)
-        with self._lock:
-            # The losses counted before the read: one during it leaves the reading stale.
-            self._reading, self._read_at, self._losses = reading, now, losses
-        if not reading.known and not self._warned:
-            self._warned = True
-            log.warning(
-                "%s: the robot serves neither /instruments nor /pipettes: the pipettes are "
-                "loaded where the deck says (main right, small left) unchecked",
-                self.client.name,
-            )
-        return reading
+        return self._kept() or self._read_now()
 
     def forget(self) -> None:
         """Read the instruments again next time."""
@@ -379,15 +359,40 @@ class AttachedInstruments:
         """``layout`` with its pipettes on the mounts where they are attached (see
         :func:`fit`). Raises PipettesNotFitted naming what the deck needs and what is
         attached, and the client's errors when the robot cannot be asked."""
-        found = self.read()
+        kept = self._kept()
+        found = kept or self._read_now()
         out = fit(layout, found)
-        if out is None:
-            self.forget()  # the reading may predate a pipette change: ask once more
-            found = self.read()
+        if out is None and kept is not None:
+            found = self._read_now()  # the kept reading may predate a pipette change
             out = fit(layout, found)
         if out is None:
             raise PipettesNotFitted(self.client.name, command, not_fitted_message(layout, found))
         return out
+
+    def _kept(self) -> Instruments | None:
+        """The kept reading while nothing says it is stale, else None."""
+        with self._lock:
+            if self._reading is None or self.client.link_losses != self._losses:
+                return None
+            if self.client.clock.monotonic() - self._read_at >= MAX_AGE_S:
+                return None
+            return self._reading
+
+    def _read_now(self) -> Instruments:
+        # The losses counted before the read: one during it leaves the reading stale.
+        losses = self.client.link_losses
+        now = self.client.clock.monotonic()
+        reading = read_instruments(self.client)
+        with self._lock:
+            self._reading, self._read_at, self._losses = reading, now, losses
+        if not reading.known and not self._warned:
+            self._warned = True
+            log.warning(
+                "%s: the robot serves neither /instruments nor /pipettes: the pipettes are "
+                "loaded where the deck says (main right, small left) unchecked",
+                self.client.name,
+            )
+        return reading
 
 
 # ---------------------------------------------------------------------- devices check

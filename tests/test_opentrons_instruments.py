@@ -430,16 +430,30 @@ def test_missing_pipettes_refuse_the_job_before_anything_is_sent(
         "their racks in the workcell's deck (pipette, small_pipette), then retry"
     )
     assert not [r for r in ot2.requests if r[0] == "POST"]
-    assert ot2.count("GET", "/instruments") == 2  # read once more before refusing
-    # Ahead of time: nothing is uploaded, nothing raised.
+    assert ot2.count("GET", "/instruments") == 1  # read just now: not asked twice
+    # Ahead of time: the kept reading is checked once more; nothing uploaded, nothing raised.
     lh.prepare("r7:d4-feed/P2/3", dict(FEED))
-    assert not ot2.sources
+    assert not ot2.sources and ot2.count("GET", "/instruments") == 2
     # The operator fits the pipettes and says so: they are read again, the tips stay.
     ot2.instruments = listing(ot2_pipette("left", *P20), ot2_pipette("right", *P1000))
     lh.attended(KEY, str(info.value))
     assert lh.tips_left["tips"] == 100
     lh.start_job(KEY, dict(FEED))
     assert loads(ot2.sources[0]) == [("p1000_single_gen2", "right")]
+
+
+def test_a_kept_reading_that_would_refuse_a_job_is_checked_once_more(
+    ot2: FakeRobot, clock: VirtualClock
+) -> None:
+    """The pipettes were fitted since the last reading, and nobody told the driver."""
+    ot2.instruments = listing(ot2_pipette("left", *P10_GEN1), ot2_pipette("right", *P300_GEN1))
+    lh = handler(ot2, clock)
+    with pytest.raises(PipettesNotFitted):
+        lh.start_job(KEY, dict(FEED))
+    ot2.instruments = listing(ot2_pipette("left", *P1000), ot2_pipette("right", *P20))
+    lh.start_job(KEY, dict(FEED))
+    assert ot2.count("GET", "/instruments") == 2
+    assert loads(ot2.sources[0]) == [("p1000_single_gen2", "left")]
 
 
 def test_one_pipette_of_the_deck_is_enough_when_it_names_no_small_one(
@@ -570,3 +584,38 @@ def test_devices_check_shows_pipettes_and_modules_and_flags_a_mismatch(
         "NOT the deck's: heaterShakerModuleV1 sits in slot D1, the plate's"
     )
     assert out[-1] == "1 of 3 devices ok; failing: ot2-b, flex-c"
+
+
+# ---------------------------------------------------------------------- against the simulator
+
+
+def test_against_the_project_simulator_written_from_the_same_robot_server(
+    clock: VirtualClock,
+) -> None:
+    """simulators/opentrons_robot.py, written independently from robot-server's source: with
+    the stock OT-2 pipettes a run would fail at its pipette load (3010), so the driver refuses
+    the job first; with the deck's pipettes on swapped mounts the feed succeeds."""
+    from labctl.simulators.opentrons_robot import RobotSimulator
+
+    stock = {"left": "p10_single", "right": "p300_single"}
+    with RobotSimulator(clock, "OT-2", instruments=stock) as sim:
+        client = OpentronsClient("ot2-a", sim.url, clock)
+        lh = OpentronsLiquidHandler(
+            "ot2-a", client, DeckLayout.default("OT-2"), "OT-2", check=False
+        )
+        with pytest.raises(PipettesNotFitted, match="attached: left p10_single"):
+            lh.start_job(KEY, dict(FEED))
+        assert client.current_run_id() is None
+    swapped = {"left": "p1000_single_gen2", "right": "p20_single_gen2"}
+    with RobotSimulator(clock, "OT-2", instruments=swapped) as sim:
+        client = OpentronsClient("ot2-a", sim.url, clock)
+        lh = OpentronsLiquidHandler(
+            "ot2-a", client, DeckLayout.default("OT-2"), "OT-2", check=False
+        )
+        op_id = lh.start_job(KEY, dict(FEED))
+        for _ in range(1000):
+            st = lh.poll(op_id)
+            if st.state is not OpState.RUNNING:
+                break
+            clock.sleep(5)
+        assert st.state is OpState.SUCCEEDED, st.detail
