@@ -131,6 +131,20 @@ def _run_not_found(run_id: str) -> Reply:
     )
 
 
+def _run_not_found_from_exc(run_id: str) -> Reply:
+    """The commands routes word RunNotFoundError through ``ErrorDetails.from_exc``: its
+    message as the detail, and the error itself in ``meta``."""
+    message = f"Run {run_id} was not found."
+    meta = {
+        "type": "RunNotFoundError",
+        "code": "4000",
+        "message": message,
+        "detail": {"runId": run_id},
+        "wrapping": [],
+    }
+    return _error(404, "RunNotFound", "Run Not Found", message, meta=meta)
+
+
 def _protocol_not_found(protocol_id: str, *, quoted: bool = True) -> Reply:
     """robot-server words it two ways: a KeyError's text (quoted) or a plain sentence."""
     if quoted:
@@ -204,11 +218,13 @@ def _action_not_allowed(exc: ActionNotAllowed) -> Reply:
 # How robot-server words each refusal (as most endpoints do): status, error id, title,
 # detail ({} is the refusal's subject) and code; the others below.
 _REFUSAL_BODIES: Mapping[Refused, tuple[int, str, str, str, str]] = {
+    # robot-server's analysis_store: AnalysisNotFoundError / AnalysisIsPendingError (ValueError
+    # and RuntimeError: no KeyError quotes; the id in double quotes).
     Refused.ANALYSIS_NOT_FOUND: (
         404,
         "AnalysisNotFound",
         "Protocol Analysis Not Found",
-        "'Analysis {} was not found.'",
+        'Analysis "{}" not found.',
         "4000",
     ),
     Refused.PROTOCOL_USED_BY_RUN: (
@@ -222,7 +238,7 @@ _REFUSAL_BODIES: Mapping[Refused, tuple[int, str, str, str, str]] = {
         503,
         "LastAnalysisPending",
         "Last Analysis Still Pending.",
-        "Analysis {} is still pending.",
+        'Analysis "{}" is still pending.',
         "4000",
     ),
     Refused.FILES_INVALID: (422, "ProtocolFilesInvalid", "Protocol File(s) Invalid", "{}", "4000"),
@@ -553,11 +569,21 @@ def _post_action(robot: Robot, req: Request) -> Reply:
 def _get_commands(robot: Robot, req: Request) -> Reply:
     cursor = _int_query(req.query, "cursor", None)
     length = _int_query(req.query, "pageLength", 20) or 20
-    return Reply(200, robot.commands(req.args[0], cursor, length))
+    try:
+        return Reply(200, robot.commands(req.args[0], cursor, length))
+    except Refusal as exc:
+        if exc.reason is Refused.RUN_NOT_FOUND:
+            return _run_not_found_from_exc(exc.subject)
+        raise
 
 
 def _get_command(robot: Robot, req: Request) -> Reply:
-    return Reply(200, robot.command(*req.args))
+    try:
+        return Reply(200, robot.command(*req.args))
+    except Refusal as exc:
+        if exc.reason is Refused.RUN_NOT_FOUND:
+            return _run_not_found_from_exc(exc.subject)
+        raise
 
 
 def _get_command_errors(robot: Robot, req: Request) -> Reply:

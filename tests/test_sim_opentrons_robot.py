@@ -1930,3 +1930,45 @@ def test_main_checks_the_pipettes(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_other_refusals_are_worded_as_robot_servers(make_sim: Any, clock: VirtualClock) -> None:
+    sim, client = make_sim(analysis_delay_s=5.0)
+    # The commands routes word an unknown run through ErrorDetails.from_exc.
+    from_exc = {
+        "errors": [
+            {
+                "id": "RunNotFound",
+                "title": "Run Not Found",
+                "detail": "Run nope was not found.",
+                "meta": {
+                    "type": "RunNotFoundError",
+                    "code": "4000",
+                    "message": "Run nope was not found.",
+                    "detail": {"runId": "nope"},
+                    "wrapping": [],
+                },
+                "errorCode": "4000",
+            }
+        ]
+    }
+    for path in ("/runs/nope/commands", "/runs/nope/commands/c1"):
+        reply = client.get(path)
+        assert (reply.status, reply.body) == (404, from_exc), path
+    upload = client.upload_file("ot2_ok.py")
+    pid, aid = upload.data["id"], upload.data["analysisSummaries"][0]["id"]
+    pending = client.upload_file("ot2_ok.py")
+    assert (pending.status, pending.body["errors"][0]["detail"]) == (
+        503,
+        f'Analysis "{aid}" is still pending.',
+    )
+    missing = client.get(f"/protocols/{pid}/analyses/nope")
+    assert (missing.status, missing.body["errors"][0]) == (
+        404,
+        {
+            "id": "AnalysisNotFound",
+            "title": "Protocol Analysis Not Found",
+            "detail": 'Analysis "nope" not found.',
+            "errorCode": "4000",
+        },
+    )
