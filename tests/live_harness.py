@@ -96,6 +96,47 @@ class Planned:
 
 
 @dataclass
+class DeckLog:
+    """Which plate the arm left on each deck slot, and when (from the arm's own log): the
+    deck positions of a batch are chosen as the plates arrive, so the plan cannot say."""
+
+    stations: dict[str, int]  # robot deck slot -> arm station
+    moves: list[dict[str, Any]]
+    known: bool
+
+    @classmethod
+    def read(cls, workcell: Path, arm_log: Path) -> DeckLog:
+        import yaml
+
+        wc = yaml.safe_load(workcell.read_text(encoding="utf-8")) if workcell.exists() else {}
+        arm = (wc.get("devices") or {}).get("arm-sim") or {}
+        stations = {
+            name.split("/", 1)[1]: int(n)
+            for name, n in (arm.get("stations") or {}).items()
+            if name.startswith("ot2-sim/")
+        }
+        moves = [
+            e
+            for e in read_jsonl(arm_log)
+            if e.get("command") in ("PickPlate", "PlacePlate")
+            and e.get("result") in ("gripped", "placed")
+        ]
+        return cls(stations, moves, bool(stations) and arm_log.exists())
+
+    def plate_at(self, slot: str, when: str) -> str | None:
+        """The label of the plate on deck slot ``slot`` at ``when`` (ISO time), or None."""
+        station = self.stations.get(slot)
+        at = datetime.fromisoformat(when)
+        plate: str | None = None
+        for e in self.moves:
+            if datetime.fromisoformat(str(e["time"])) > at:
+                break
+            if e.get("station") == station:
+                plate = str(e.get("plate")) if e["command"] == "PlacePlate" else None
+        return plate
+
+
+@dataclass
 class Tally:
     """Lost and doubled physical actions, from the devices' logs."""
 
@@ -362,6 +403,7 @@ class LiveWorkcell:
                         job_of_protocol[str(e.get("protocolId"))] = names[stem]
         job_of_run: dict[str, str] = {}
         fed_by: dict[tuple[str, str], set[str]] = defaultdict(set)  # (job, well) -> runs
+        deck = DeckLog.read(self.wc / "workcell.yaml", logs / "arm_actions.jsonl")
         for e in robot:
             rid = str(e.get("runId"))
             if e.get("event") == "run_created" and str(e.get("protocolId")) in job_of_protocol:
@@ -380,7 +422,16 @@ class LiveWorkcell:
                 group = (key, *self.planned.riders.get(key, ()))
                 if len(group) > 1:
                     slot = str(e.get("slot"))
-                    mine = [k for k in group if self.planned.deck_of.get(k) == slot]
+                    on_deck = deck.plate_at(slot, str(e.get("time")))
+                    mine = [
+                        k
+                        for k in group
+                        if (
+                            k.split("/")[1] == on_deck
+                            if deck.known
+                            else self.planned.deck_of.get(k) == slot
+                        )
+                    ]
                     if not mine:
                         t.doubled.append(f"run {rid} of {key} fed deck slot {slot}: no plate of it")
                         continue
