@@ -251,7 +251,10 @@ def test_persistent_er_01_becomes_device_busy_after_the_retries(run) -> None:
     driver, peer = run([(b"mv:st 005\r", b"er 01\r")] * 4, busy_retries=3)
     with pytest.raises(DeviceBusy) as info:
         driver.start_fetch(5)
-    assert str(info.value) == "inc-1: mv:st 005: device busy, new command not accepted [device code 01]"
+    assert (
+        str(info.value)
+        == "inc-1: mv:st 005: device busy, new command not accepted [device code 01]"
+    )
     assert info.value.device_code == "01"
 
 
