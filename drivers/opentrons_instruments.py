@@ -309,11 +309,9 @@ def needed(layout: DeckLayout) -> str:
         if load_name is None:
             continue
         m = PIPETTES[load_name]
-        shown = (
-            load_name
-            if robot_pipette_name(load_name) == load_name
-            else (f"{load_name} = {robot_pipette_name(load_name)}")
-        )
+        robot_name = robot_pipette_name(load_name)
+        # A Flex reports p1000_single_flex for what protocols load as flex_1channel_1000.
+        shown = load_name if robot_name == load_name else f"{load_name} = {robot_name}"
         parts.append(f"{shown} ({role}, {m.min_ul:g}-{m.max_ul:g} µL)")
     return " and ".join(parts)
 
