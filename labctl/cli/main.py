@@ -15,7 +15,14 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from labctl.cli import operator_cmds, protocol_cmds, run_cmds, simulate, simulators_cmd
+from labctl.cli import (
+    operator_cmds,
+    protocol_cmds,
+    run_cmds,
+    simulate,
+    simulators_cmd,
+    user_cmds,
+)
 from labctl.cli.common import (
     EXIT_INTERNAL,
     EXIT_INVALID,
@@ -51,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     operator_cmds.register(sub)
     simulate.register(sub)
     simulators_cmd.register(sub)
+    user_cmds.register(sub)
     return parser
 
 

@@ -15,11 +15,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from labctl.accounts import SIGNED, Action
+from labctl.cli.auth import add_sign_options, sign_if_needed, who
 from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_QUEUED,
-    actor,
     add_db_options,
     err,
     open_store,
@@ -90,6 +91,18 @@ def _verdict(cmd: Command, what: str) -> int:
 NEEDS_REASON = ("pause", "abort", "skip", "release", "confirm-store")
 
 
+#: The permission each run command needs (labctl.accounts).
+ACTIONS = {
+    "start": Action.START,
+    "pause": Action.PAUSE,
+    "resume": Action.RESUME,
+    "release": Action.RELEASE_HOLD,
+    "abort": Action.ABORT,
+    "skip": Action.SKIP,
+    "confirm-store": Action.CONFIRM_STORE,
+}
+
+
 def _run_command(args: argparse.Namespace, verb: str, extra: dict[str, Any] | None = None) -> int:
     if verb in NEEDS_REASON and not args.reason:
         raise ParameterError(f"{verb} needs --reason (it goes into the audit trail)")
@@ -101,16 +114,39 @@ def _run_command(args: argparse.Namespace, verb: str, extra: dict[str, Any] | No
         a = dict(extra or {})
         if getattr(args, "plate", None):
             a["plate"] = args.plate
-        return queue(
-            store,
-            path,
-            verb,
-            who=actor(args),
-            run_id=run_id,
-            args=a,
-            reason=args.reason or "",
-            wait_s=args.wait,
-        )
+        return signed_queue(store, path, args, verb, ACTIONS[verb], run_id, a, args.reason or "")
+
+
+def signed_queue(
+    store: Store,
+    path: Path,
+    args: argparse.Namespace,
+    verb: str,
+    action: Action,
+    run_id: int | None,
+    a: dict[str, Any],
+    reason: str,
+) -> int:
+    """Queue ``verb`` as the signed-in user, allowed to take ``action``, with their
+    signature when the action needs one (its id goes with the command)."""
+    actor = who(store, path, args, action, run_id)
+    if action in SIGNED and not reason:
+        raise ParameterError(f"{verb} needs --reason (it goes into the signature)")
+    run = store.get_run(run_id) if run_id is not None else None
+    subject = {
+        "action": action.value,
+        "run": run_id,
+        "protocol_sha256": run.protocol_sha256 if run is not None else None,
+        "args": a,
+        "reason": reason,
+    }
+    sig = sign_if_needed(store, actor, args, action, subject, reason=reason, run_id=run_id)
+    if sig is not None:
+        a = dict(a, signature=sig.id)
+    return queue(
+        store, path, verb, who=actor.name, run_id=run_id, args=a, reason=reason,
+        wait_s=args.wait,
+    )  # fmt: skip
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -180,8 +216,9 @@ def describe_prompt(p: Prompt, db: str = "") -> str:
 
 
 def cmd_prompts(args: argparse.Namespace) -> int:
-    store, _ = open_store(args)
+    store, path = open_store(args)
     with store:
+        who(store, path, args, Action.VIEW)
         prompts = store.open_prompts(args.run)
         if not prompts:
             out("no open prompts")
@@ -233,23 +270,22 @@ def cmd_answer(args: argparse.Namespace) -> int:
         answer = build_answer(p, args)
         if p.kind == "decision":
             # A held run's decision is taken by releasing or aborting the run itself.
-            verb = answer.get("choice")
+            verb = str(answer.get("choice"))
             if verb == "abort" and not args.reason:
                 raise ParameterError("aborting a run needs --reason")
-            return queue(
-                store, path, str(verb), who=actor(args), run_id=p.run_id, args={},
-                reason=args.reason or f"prompt {p.id}: {verb}", wait_s=args.wait,
+            return signed_queue(
+                store, path, args, verb, ACTIONS[verb], p.run_id, {},
+                args.reason or f"prompt {p.id}: {verb}",
             )  # fmt: skip
-        return queue(
-            store,
-            path,
-            "answer",
-            who=actor(args),
-            run_id=p.run_id,
-            args={"prompt": p.id, "answer": answer},
-            reason=args.reason or "",
-            wait_s=args.wait,
-        )
+        # Leaving a step out is a deviation: accepting it is signed.
+        action = Action.ACCEPT_DEVIATION if answer.get("choice") == "skip" else Action.ANSWER
+        reason = args.reason or ""
+        if action is Action.ACCEPT_DEVIATION and not reason:
+            raise ParameterError(f"prompt {p.id}: 'skip' is a deviation: give --reason")
+        return signed_queue(
+            store, path, args, "answer", action, p.run_id,
+            {"prompt": p.id, "answer": answer}, reason,
+        )  # fmt: skip
 
 
 # ---- status --------------------------------------------------------------------------------
@@ -264,6 +300,7 @@ def _counts(by_state: dict[str, int]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     store, path = open_store(args)
     with store:
+        who(store, path, args, Action.VIEW)
         _running, engine = engine_line(store, path)
         out(f"{path}: {engine}")
         runs = [store.get_run(args.run)] if args.run else store.list_runs()
@@ -344,6 +381,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--plate", help="only this plate (e.g. P3)")
         if verb == "abort":
             p.add_argument("--yes", action="store_true", help="confirm: abort cannot be undone")
+        if ACTIONS[verb] in SIGNED:
+            add_sign_options(p, ACTIONS[verb])
         _wait(p)
         add_db_options(p)
         p.set_defaults(func=fn)
@@ -353,6 +392,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("task", help="task key, e.g. d12-feed-0900 (labctl status shows the next)")
     p.add_argument("--plate", help="only this plate (default: every plate)")
     p.add_argument("--reason", default="", help="why (required: it is a deviation)")
+    add_sign_options(p, Action.SKIP)
     _wait(p)
     add_db_options(p)
     p.set_defaults(func=cmd_skip)
@@ -382,6 +422,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--value", action="append", metavar="MEASURE=NUMBER", help="a QC value")
     p.add_argument("--lot", action="append", metavar="REAGENT=LOT", help="a reagent lot used")
     p.add_argument("--reason", default="", help="a note for the audit trail")
+    add_sign_options(p, Action.ACCEPT_DEVIATION)
     _wait(p)
     add_db_options(p)
     p.set_defaults(func=cmd_answer)

@@ -12,11 +12,13 @@ import signal
 from pathlib import Path
 from types import FrameType
 
+from labctl.accounts import Action, AuthError
+from labctl.cli import auth
 from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
-    actor,
     add_db_options,
+    db_path,
     err,
     load_or_fail,
     open_store,
@@ -25,7 +27,9 @@ from labctl.cli.common import (
     start_time,
 )
 from labctl.cli.operator_cmds import engine_line
+from labctl.cli.user_cmds import require_released
 from labctl.store import Store
+from labctl.workcell import Workcell
 
 
 def slots_in_use(store: Store, incubator: str) -> set[int]:
@@ -50,8 +54,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     wc = read_workcell(args.workcell) if args.workcell else None
     tz = args.tz or (wc.timezone if wc else "UTC")
     proto = load_or_fail(args.file, wc)
+    path = db_path(args)
+    if not path.exists() and wc is not None:
+        raise AuthError(
+            f"no run database at {path}: an admin sets one up first with labctl setup --db "
+            f"{path} --admin NAME"
+        )
+    practice_db = not path.exists()  # the embedded simulated workcell: a practice database
     store, path = open_store(args, create=True)
     with store:
+        if practice_db:
+            store.set_kind("practice", actor=auth.login_name())
+        who = auth.who(store, path, args, Action.REGISTER_RUN).name
+        require_released(store, proto.id, proto.version, proto.source_text, args.file)
         plan = resolve(
             proto,
             parse_param_args(args.param or []),
@@ -65,7 +80,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             roles = WorkcellRoles.from_workcell(wc, labels, taken_in=taken, climates=climates(plan))
         else:
             roles = WorkcellRoles.simulated(labels)
-        who = actor(args)
         run_id = register_run(
             store,
             store.clock,
@@ -93,6 +107,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def real_devices(wc: Workcell) -> list[str]:
+    """Devices of ``wc`` reached at an address that is not this machine (a network host,
+    or a serial port that is not a pseudo-terminal): real ones, not simulators."""
+    from urllib.parse import urlparse
+
+    local_hosts = {"127.0.0.1", "localhost", "::1"}
+    real = []
+    for d in wc.devices.values():
+        for key in ("url", "host", "port"):
+            v = d.settings.get(key)
+            if not isinstance(v, str):
+                continue
+            if key == "url":
+                ok = (urlparse(v).hostname or "") in local_hosts
+            elif key == "host":
+                ok = v in local_hosts
+            else:
+                ok = v.startswith(("/dev/pts/", "loop://")) or (
+                    v.startswith("socket://") and (urlparse(v).hostname or "") in local_hosts
+                )
+            if not ok:
+                real.append(d.name)
+                break
+    return real
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     """SIGTERM stops the engine as Ctrl-C does: between steps, with its stop reason."""
     raise KeyboardInterrupt
@@ -110,6 +150,19 @@ def cmd_engine(args: argparse.Namespace) -> int:
     store, path = open_store(args)
     clock = store.clock  # real time, or the practice database's paced time
     with store:
+        if wc is not None and store.is_practice():
+            real = real_devices(wc)
+            if real:
+                raise AuthError(
+                    f"{path} is a practice database, and {', '.join(real)} of {wc.name} are not "
+                    "simulators on this machine: real devices are driven from a production "
+                    "database (labctl setup), with accounts and released protocols"
+                )
+        started_by = auth.who(store, path, args, Action.RUN_ENGINE).name
+        store.record(
+            "engine-started-by", entity="engine", actor=started_by,
+            reason=f"labctl engine on workcell {wc.name if wc else 'simulated'}",
+        )  # fmt: skip
         devices = build_devices(wc, store, clock)
         engine = Engine(store, clock, devices, EngineConfig())
         pace = getattr(clock, "pace", 1.0)
@@ -160,6 +213,7 @@ def cmd_console(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     store, path = open_store(args)
     with store:
+        auth.who(store, path, args, Action.VIEW)
         rep = store.verify_chain()
     if rep.ok:
         out(f"{path}: audit chain verified ({rep.rows_checked} events)")
@@ -171,8 +225,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from labctl.reports.batch import batch_record
 
-    store, _ = open_store(args)
+    store, path = open_store(args)
     with store:
+        auth.who(store, path, args, Action.VIEW)
         text = batch_record(store, args.run)
     Path(args.output).write_text(text, encoding="utf-8")
     out(f"wrote {args.output}")

@@ -78,6 +78,11 @@ def simulate(args: argparse.Namespace) -> int:
     scenario = load("load_scenario")(args.faults) if args.faults else None
     build_devices = load("build_devices")
     store = Store.open(db, clock, durable=False)  # a dry run need not survive a power cut
+    try:
+        store.claim_for("dry-run", actor="simulate")
+    except BaseException:
+        store.close()
+        raise
     with (
         store,
         SimulatedWorkcell(

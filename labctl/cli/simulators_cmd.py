@@ -103,6 +103,7 @@ def simulators_up(args: argparse.Namespace) -> int:
     folder = Path(args.out)
     db = Path(args.db) if args.db else folder / "run.db"
     with Store.open(db, RealClock()) as store:
+        store.claim_for("practice", actor=ACTOR)
         epoch = practice_epoch(store, db, args.pace, start)
         clock: Any = PacedClock.shared(epoch) if epoch is not None else RealClock()
         store.clock = clock

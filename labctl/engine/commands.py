@@ -69,6 +69,8 @@ class Commands:
             if verb == "abort":
                 self.abort(r, reason or "aborted", actor)
             else:
+                if verb == "start":
+                    self._check_released(r)
                 self.fire(r, verb, reason or verb, actor=actor)
             if verb in ("release", "abort"):
                 # The decision the run was held for has been taken: close its prompts.
@@ -84,6 +86,19 @@ class Commands:
         if verb == "answer":
             return self.prompts.answer(int(args["prompt"]), args.get("answer"), actor, reason)
         raise ValueError(f"unknown command '{verb}'")
+
+    def _check_released(self, r: RunRec) -> None:
+        """A real run starts only from a released protocol text (a practice or dry-run
+        database runs any): the check ``labctl run`` made, made again where it counts. A
+        database without accounts is one the CLI refuses to act on (or a test's)."""
+        if self.store.is_practice() or self.store.user_count() == 0:
+            return
+        run = self.store.get_run(r.id)
+        if self.store.release_of(run.protocol_sha256) is None:
+            raise InvalidTransition(
+                f"run {r.id}: its protocol {run.protocol_id} v{run.protocol_version} (sha256 "
+                f"{run.protocol_sha256[:16]}) is not released: a supervisor releases it first"
+            )
 
     def run_of(self, run_id: int | None) -> RunRec:
         """The live run ``run_id``; one registered since the engine loaded is loaded now."""

@@ -225,9 +225,18 @@ CREATE INDEX engines_state ON engines (state, id);
 """
 
 #: (version, step) in increasing order. The database's version is the last one applied.
+def _v3(conn: sqlite3.Connection) -> None:
+    """Version 3: user accounts, sessions, signatures and released protocols."""
+    from labctl.store.users import USERS_SQL
+
+    for statement in _statements(USERS_SQL):
+        conn.execute(statement)
+
+
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _V1),
     (2, _V2),
+    (3, _v3),
 ]
 
 #: The newest schema this code understands.

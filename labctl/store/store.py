@@ -8,8 +8,8 @@ package.
 :class:`Store` is put together from one class per subject, all sharing one connection,
 lock and transaction depth: the connection core (core.py: open, transactions, the audit
 append), rows and their events (rows.py: insert, transition, record), then runs, operator
-commands and prompts, alarms, batch-record measurements, engine sessions and the audit
-trail's reads. They
+commands and prompts, alarms, batch-record measurements, engine sessions, the audit
+trail's reads, and user accounts with their signatures. They
 are mixins rather than parts held by the Store because every write of every subject must
 join the same ``atomic()`` transaction on the same connection; separate objects would only
 forward to that one connection.
@@ -23,11 +23,14 @@ from labctl.store.engines import EngineStore
 from labctl.store.history import HistoryStore
 from labctl.store.records import RecordStore
 from labctl.store.runs import RunStore
+from labctl.store.users import UserStore
 
 __all__ = ["Store"]
 
 
-class Store(RunStore, OperatorStore, AlarmStore, RecordStore, EngineStore, HistoryStore):
+class Store(
+    RunStore, OperatorStore, AlarmStore, RecordStore, EngineStore, HistoryStore, UserStore
+):
     """A labctl run database on one SQLite file. Create with :meth:`open`.
 
     Times written are ``clock.now()`` (ISO-8601 UTC text). Methods raise
