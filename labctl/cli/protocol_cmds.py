@@ -1,4 +1,5 @@
-"""Commands for the scientist's side: validate, plan (and start dates), prep, diagram, schema.
+"""Commands for the scientist's side: validate, plan (and start dates), prep, diagram, schema,
+diff.
 
 None of them needs a workcell's devices or a run database: each reads a protocol file,
 checks or resolves it and prints (or writes) what a person reads.
@@ -23,7 +24,7 @@ from labctl.cli.common import (
     read_workcell,
     resolve_args,
 )
-from labctl.errors import InputFileError, ParameterError
+from labctl.errors import InputFileError, ParameterError, PlanError, ProtocolError
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -182,8 +183,68 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+DIFF_EXIT = """exit status (as diff(1)):
+  0   no difference in substance: the files are identical, or differ only in text
+      (id, title, version, description, reference, phases, parameter descriptions,
+      comments, layout, or equal values written differently, e.g. 3000 nM for 3 uM)
+  1   differences in substance: what the cells receive or how they are handled
+      (media, stocks, doses, feeds, timing, culture, environment, events)
+  2   trouble: a file cannot be read or is not a valid protocol (file:line:column)"""
+
+
+def _load_for_diff(path: str) -> object:
+    """The checked protocol in ``path``, or one line saying why it cannot be compared."""
+    from labctl.validate import load_file
+
+    try:
+        res = load_file(path)
+    except InputFileError as exc:
+        msg = str(exc)
+        return (
+            msg
+            if ": error:" in msg
+            else f"{msg.split(': ', 1)[0]}: error: {msg.split(': ', 1)[-1]}"
+        )
+    if res.ok and res.protocol is not None:
+        return res.protocol
+    errors = res.errors
+    if not errors:
+        return f"{path}: error: not a valid protocol"
+    more = (
+        f" (and {len(errors) - 1} more: labctl validate {path} lists them)"
+        if len(errors) > 1
+        else ""
+    )
+    return errors[0].format() + more
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """``labctl diff OLD NEW``: 0 same in substance, 1 different, 2 trouble (DIFF_EXIT)."""
+    from labctl.plan.diff import compare, diff_to_json, render_text
+    from labctl.protocol.model import Protocol
+
+    loaded = [_load_for_diff(args.old), _load_for_diff(args.new)]
+    problems = [x for x in loaded if not isinstance(x, Protocol)]
+    for msg in problems:
+        err(str(msg))
+    if problems:
+        return EXIT_UNREADABLE
+    old, new = loaded
+    assert isinstance(old, Protocol) and isinstance(new, Protocol)
+    try:
+        d = compare(old, new)
+    except (PlanError, ProtocolError) as exc:
+        err(f"labctl: error: {exc}")
+        return EXIT_UNREADABLE
+    if args.json:
+        out(json.dumps(diff_to_json(d), indent=2, ensure_ascii=False))
+    else:
+        out(render_text(d))
+    return EXIT_OK if d.same_in_substance else EXIT_INVALID
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add validate, plan, prep, diagram and schema to the parser's subcommands."""
+    """Add validate, plan, prep, diagram, schema and diff to the parser's subcommands."""
     p = sub.add_parser("validate", help="check protocol files (file:line:col messages)")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--workcell", help="also check environment setpoints against this workcell")
@@ -242,3 +303,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("schema", help="write the JSON Schema of the protocol format")
     p.add_argument("-o", "--output", help="output file (default: standard output)")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser(
+        "diff",
+        help="what changed between two versions of a protocol, as a scientist reads it",
+        description="Compare two protocol files: their declarations, and the schedule as "
+        "resolved day by day (medium, factors, feeds, additions, environment, events).",
+        epilog=DIFF_EXIT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("old", metavar="OLD", help="the earlier protocol file")
+    p.add_argument("new", metavar="NEW", help="the later protocol file")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_diff)
