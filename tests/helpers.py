@@ -36,3 +36,49 @@ def load(schedule: str, extra: str = ""):  # noqa: ANN201
     from labctl.validate import load_text
 
     return load_text(protocol_text(schedule, extra), "t.yaml")
+
+
+# ---- accounts: a production database with people signed in -----------------------------
+
+PASSWORD = "a-long-test-password"
+
+
+def sign_in(db, monkeypatch, name: str = "sue", role: str = "supervisor") -> str:  # noqa: ANN001
+    """Set ``db`` up with accounts (an admin and ``name`` with ``role``), release the
+    protocol of every run in it, and sign ``name`` in for the CLI (``$LABCTL_SESSION``).
+    Returns the session token."""
+    from labctl.accounts import Meaning, Role
+    from labctl.clock import RealClock
+    from labctl.store import Store
+
+    wall = RealClock()
+    with Store.open(db, wall, create=True) as s:
+        names = {u.name for u in s.users()}
+        if "root" not in names:
+            s.add_user("root", Role.ADMIN, PASSWORD, full_name="Root", actor="root", now=wall.now())
+        if name not in names:
+            s.add_user(
+                name, Role(role), PASSWORD, full_name=name.title(), actor="root", now=wall.now()
+            )
+        if "qa" not in names:
+            s.add_user(
+                "qa", Role.SUPERVISOR, PASSWORD, full_name="Q. A.", actor="root", now=wall.now()
+            )
+        for run in s.list_runs():
+            if s.release_of(run.protocol_sha256) is None:
+                sig = s.sign(
+                    "qa", PASSWORD, meaning=Meaning.APPROVED, action="release-protocol",
+                    subject={"protocol": run.protocol_id, "version": run.protocol_version,
+                             "sha256": run.protocol_sha256},
+                    reason="released for the test", now=wall.now(),
+                )  # fmt: skip
+                s.release_protocol(
+                    run.protocol_id,
+                    run.protocol_version,
+                    run.protocol_text,
+                    signature=sig,
+                    now=wall.now(),
+                )
+        token = s.open_session(s.get_user(name), client="cli", now=wall.now())
+    monkeypatch.setenv("LABCTL_SESSION", token)
+    return token

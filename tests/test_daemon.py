@@ -21,7 +21,7 @@ from labctl.plan.resolve import resolve
 from labctl.store import Store
 from labctl.validate import load_text
 from tests.fakes import fake_workcell
-from tests.helpers import protocol_text
+from tests.helpers import protocol_text, sign_in
 
 T0 = datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc)
 SHORT = protocol_text(
@@ -246,9 +246,10 @@ def live(tmp_path: Path):  # noqa: ANN201
 
 
 def test_commands_print_applied_or_rejected_with_their_exit_code(
-    live: tuple[Path, int], capsys: pytest.CaptureFixture[str]
+    live: tuple[Path, int], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db, run_id = live
+    sign_in(db, monkeypatch, "olly", "operator")
     assert main(["start", str(run_id), "--db", str(db)]) == 0
     assert "applied: start" in capsys.readouterr().out
     assert main(["resume", str(run_id), "--db", str(db)]) == 1  # it is running, not paused
@@ -261,11 +262,12 @@ def test_commands_print_applied_or_rejected_with_their_exit_code(
 
 
 def test_with_no_engine_a_command_stays_queued_with_its_own_exit_code(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db = tmp_path / "run.db"
     with Store.open(db, RealClock()) as store:
         run_id = register(store, RealClock())
+    sign_in(db, monkeypatch, "olly", "operator")
     assert main(["pause", str(run_id), "--db", str(db), "--reason", "x"]) == 3
     out = capsys.readouterr().out
     assert "queued" in out and "no engine has run on this database" in out

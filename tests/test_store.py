@@ -93,12 +93,12 @@ def test_default_path_uses_env_then_user_data_dir(monkeypatch, tmp_path):
 def test_open_creates_schema_in_wal_with_foreign_keys(store, db_path):
     conn = raw(db_path)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    assert names - {"sqlite_sequence"} == TABLES
+    assert names - {"sqlite_sequence"} == TABLES | {"users", "sessions", "signatures", "releases"}
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
         str(SCHEMA_VERSION),
     )
-    assert store.schema_version == SCHEMA_VERSION == 2
+    assert store.schema_version == SCHEMA_VERSION == 3
     # A plate of a run that does not exist violates the foreign key.
     with pytest.raises(StoreError, match="FOREIGN KEY"):
         store.insert_plate(999, "P1", labware="corning_6", actor="planner")
@@ -772,7 +772,7 @@ def test_state_enums_are_stored_as_their_values(store):
     assert store.verify_chain().ok
 
 
-def test_a_version_1_database_is_brought_to_version_2_with_its_data(tmp_path, clock) -> None:
+def test_a_version_1_database_is_brought_to_the_newest_with_its_data(tmp_path, clock) -> None:
     from labctl.store.schema import MIGRATIONS, migrate
 
     path = tmp_path / "v1.db"
@@ -784,9 +784,10 @@ def test_a_version_1_database_is_brought_to_version_2_with_its_data(tmp_path, cl
     )
     conn.close()
     with Store.open(path, clock) as s:
-        assert s.schema_version == 2
+        assert s.schema_version == 3
         assert [c.verb for c in s.pending_commands()] == ["pause"]
         assert s.last_engine() is None
+        assert s.user_count() == 0 and not s.is_practice()  # set up by an admin next
 
 
 def test_engine_sessions_start_beat_stop_and_a_lost_one_is_named(store, clock) -> None:

@@ -225,18 +225,75 @@ CREATE INDEX engines_state ON engines (state, id);
 """
 
 #: (version, step) in increasing order. The database's version is the last one applied.
-def _v3(conn: sqlite3.Connection) -> None:
-    """Version 3: user accounts, sessions, signatures and released protocols."""
-    from labctl.store.users import USERS_SQL
+# Version 3: user accounts, sessions, signatures and released protocols (store/users.py).
+_V3 = """
+CREATE TABLE users (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    full_name     TEXT NOT NULL,
+    role          TEXT NOT NULL CHECK (role IN ('operator', 'developer', 'supervisor', 'admin')),
+    password      TEXT NOT NULL,               -- scrypt$N$r$p$salt$digest
+    failures      INTEGER NOT NULL DEFAULT 0,  -- wrong passwords in a row
+    locked_until  TEXT,                        -- wall-clock ISO time
+    disabled      INTEGER NOT NULL DEFAULT 0,
+    created_at    TEXT NOT NULL,
+    password_set  TEXT NOT NULL
+);
 
-    for statement in _statements(USERS_SQL):
-        conn.execute(statement)
+CREATE TABLE sessions (
+    id            INTEGER PRIMARY KEY,
+    token_sha256  TEXT NOT NULL UNIQUE,
+    user_id       INTEGER NOT NULL REFERENCES users(id),
+    client        TEXT NOT NULL,                -- 'cli' or 'console'
+    created_at    TEXT NOT NULL,
+    last_seen     TEXT NOT NULL,
+    ended_at      TEXT
+);
+
+CREATE TABLE signatures (
+    id             INTEGER PRIMARY KEY,
+    user_id        INTEGER NOT NULL REFERENCES users(id),
+    user_name      TEXT NOT NULL,
+    full_name      TEXT NOT NULL,
+    meaning        TEXT NOT NULL CHECK (meaning IN ('performed', 'reviewed', 'approved')),
+    action         TEXT NOT NULL,
+    run_id         INTEGER REFERENCES runs(id),
+    subject        TEXT NOT NULL,               -- canonical JSON of what was signed
+    subject_sha256 TEXT NOT NULL,
+    reason         TEXT NOT NULL,
+    signed_at      TEXT NOT NULL
+);
+
+CREATE TABLE releases (
+    id             INTEGER PRIMARY KEY,
+    protocol_id    TEXT NOT NULL,
+    version        TEXT NOT NULL,
+    sha256         TEXT NOT NULL UNIQUE,
+    text           TEXT NOT NULL,
+    signature_id   INTEGER NOT NULL REFERENCES signatures(id),
+    released_at    TEXT NOT NULL,
+    UNIQUE (protocol_id, version)
+);
+
+CREATE TRIGGER signatures_no_update BEFORE UPDATE ON signatures
+BEGIN
+    SELECT RAISE(ABORT, 'signatures cannot be changed');
+END;
+CREATE TRIGGER signatures_no_delete BEFORE DELETE ON signatures
+BEGIN
+    SELECT RAISE(ABORT, 'signatures cannot be deleted');
+END;
+CREATE TRIGGER releases_no_update BEFORE UPDATE ON releases
+BEGIN
+    SELECT RAISE(ABORT, 'a released protocol cannot be changed: release a new version');
+END;
+"""
 
 
 MIGRATIONS: list[tuple[int, Step]] = [
     (1, _V1),
     (2, _V2),
-    (3, _v3),
+    (3, _V3),
 ]
 
 #: The newest schema this code understands.

@@ -38,69 +38,7 @@ from labctl.store.rows import RowStore
 
 __all__ = ["Release", "Signature", "User", "UserStore", "subject_sha256"]
 
-# Version 3 of the schema.
-USERS_SQL = """
-CREATE TABLE users (
-    id            INTEGER PRIMARY KEY,
-    name          TEXT NOT NULL UNIQUE,
-    full_name     TEXT NOT NULL,
-    role          TEXT NOT NULL CHECK (role IN ('operator', 'developer', 'supervisor', 'admin')),
-    password      TEXT NOT NULL,               -- scrypt$N$r$p$salt$digest
-    failures      INTEGER NOT NULL DEFAULT 0,  -- wrong passwords in a row
-    locked_until  TEXT,                        -- wall-clock ISO time
-    disabled      INTEGER NOT NULL DEFAULT 0,
-    created_at    TEXT NOT NULL,
-    password_set  TEXT NOT NULL
-);
-
-CREATE TABLE sessions (
-    id            INTEGER PRIMARY KEY,
-    token_sha256  TEXT NOT NULL UNIQUE,
-    user_id       INTEGER NOT NULL REFERENCES users(id),
-    client        TEXT NOT NULL,                -- 'cli' or 'console'
-    created_at    TEXT NOT NULL,
-    last_seen     TEXT NOT NULL,
-    ended_at      TEXT
-);
-
-CREATE TABLE signatures (
-    id             INTEGER PRIMARY KEY,
-    user_id        INTEGER NOT NULL REFERENCES users(id),
-    user_name      TEXT NOT NULL,
-    full_name      TEXT NOT NULL,
-    meaning        TEXT NOT NULL CHECK (meaning IN ('performed', 'reviewed', 'approved')),
-    action         TEXT NOT NULL,
-    run_id         INTEGER REFERENCES runs(id),
-    subject        TEXT NOT NULL,               -- canonical JSON of what was signed
-    subject_sha256 TEXT NOT NULL,
-    reason         TEXT NOT NULL,
-    signed_at      TEXT NOT NULL
-);
-
-CREATE TABLE releases (
-    id             INTEGER PRIMARY KEY,
-    protocol_id    TEXT NOT NULL,
-    version        TEXT NOT NULL,
-    sha256         TEXT NOT NULL UNIQUE,
-    text           TEXT NOT NULL,
-    signature_id   INTEGER NOT NULL REFERENCES signatures(id),
-    released_at    TEXT NOT NULL,
-    UNIQUE (protocol_id, version)
-);
-
-CREATE TRIGGER signatures_no_update BEFORE UPDATE ON signatures
-BEGIN
-    SELECT RAISE(ABORT, 'signatures cannot be changed');
-END;
-CREATE TRIGGER signatures_no_delete BEFORE DELETE ON signatures
-BEGIN
-    SELECT RAISE(ABORT, 'signatures cannot be deleted');
-END;
-CREATE TRIGGER releases_no_update BEFORE UPDATE ON releases
-BEGIN
-    SELECT RAISE(ABORT, 'a released protocol cannot be changed: release a new version');
-END;
-"""
+# The tables are made by version 3 of the schema (labctl/store/schema.py).
 
 
 def subject_sha256(subject: dict[str, Any]) -> tuple[str, str]:
@@ -364,26 +302,31 @@ class UserStore(RowStore):
             sid, uid, created, seen = row[0], row[1], from_iso(row[2]), from_iso(row[3])
             idle = (now - seen).total_seconds() > SESSION_IDLE_S
             old = (now - created).total_seconds() > SESSION_MAX_S
-            if idle or old:
+            ended = idle or old
+            if ended:  # committed: the session stays ended whatever follows
                 self._conn.execute(
                     "UPDATE sessions SET ended_at = ? WHERE id = ?", (to_iso(now), sid)
                 )
-                raise AuthError(
-                    "the session has ended ("
-                    + (
-                        f"unused for {SESSION_IDLE_S // 60} min"
-                        if idle
-                        else f"{SESSION_MAX_S // 3600} h old"
-                    )
-                    + "): sign in again with labctl login NAME"
+            else:
+                self._conn.execute(
+                    "UPDATE sessions SET last_seen = ? WHERE id = ?", (to_iso(now), sid)
                 )
             urow = self._conn.execute(
                 f"SELECT {_USER_COLS} FROM users WHERE id = ?", (uid,)
             ).fetchone()
-            user = _user(urow)
-            if user.disabled:
-                raise AuthError(f"the account {user.name!r} is disabled")
-            self._conn.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", (to_iso(now), sid))
+        if ended:
+            raise AuthError(
+                "the session has ended ("
+                + (
+                    f"unused for {SESSION_IDLE_S // 60} min"
+                    if idle
+                    else f"{SESSION_MAX_S // 3600} h old"
+                )
+                + "): sign in again with labctl login NAME"
+            )
+        user = _user(urow)
+        if user.disabled:
+            raise AuthError(f"the account {user.name!r} is disabled")
         return user
 
     def close_session(self, token: str, *, now: datetime) -> None:
