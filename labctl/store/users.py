@@ -110,6 +110,18 @@ def _user(row: Any) -> User:
     )
 
 
+def _release(row: Any) -> Release:
+    return Release(
+        id=row[0],
+        protocol_id=row[1],
+        version=row[2],
+        sha256=row[3],
+        text=row[4],
+        signature_id=row[5],
+        released_at=from_iso(row[6]),
+    )
+
+
 _USER_COLS = "id, name, full_name, role, disabled, failures, locked_until, created_at"
 
 
@@ -450,7 +462,7 @@ class UserStore(RowStore):
                 " FROM releases WHERE sha256 = ?",
                 (sha256,),
             ).fetchone()
-        return None if row is None else Release(*row[:6], from_iso(row[6]))
+        return None if row is None else _release(row)
 
     def releases(self) -> list[Release]:
         with self._query("list releases"):
@@ -458,7 +470,7 @@ class UserStore(RowStore):
                 "SELECT id, protocol_id, version, sha256, text, signature_id, released_at"
                 " FROM releases ORDER BY protocol_id, id"
             ).fetchall()
-        return [Release(*r[:6], from_iso(r[6])) for r in rows]
+        return [_release(r) for r in rows]
 
     def release_for(self, protocol_id: str, version: str) -> Release | None:
         """The release of ``protocol_id`` at ``version`` (whatever its content), or None."""
