@@ -306,7 +306,7 @@ def test_the_engine_does_not_start_a_run_whose_protocol_is_not_released(
 # ---- the audit trail shows tampering ------------------------------------------------------
 
 
-@pytest.mark.parametrize("tamper", ["edit", "delete", "reorder"])
+@pytest.mark.parametrize("tamper", ["edit", "delete", "reorder", "signature", "release"])
 def test_audit_verify_finds_a_tampered_deleted_or_reordered_row(
     db: Path, tamper: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -319,6 +319,12 @@ def test_audit_verify_finds_a_tampered_deleted_or_reordered_row(
         con.execute("UPDATE events SET actor = 'mallory' WHERE entity = 'signature'")
     elif tamper == "delete":
         con.execute("DELETE FROM events WHERE seq = 5")
+    elif tamper == "signature":  # a signature rewritten behind its triggers' back
+        con.execute("DROP TRIGGER signatures_no_update")
+        con.execute("UPDATE signatures SET user_name = 'mallory'")
+    elif tamper == "release":  # the released text swapped for another
+        con.execute("DROP TRIGGER releases_no_update")
+        con.execute("UPDATE releases SET text = text || '# changed'")
     else:
         a, b = con.execute("SELECT seq FROM events WHERE seq IN (5, 6) ORDER BY seq").fetchall()
         con.execute("UPDATE events SET seq = -1 WHERE seq = 5")

@@ -215,22 +215,49 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with store:
         auth.who(store, path, args, Action.VIEW)
         rep = store.verify_chain()
-    if rep.ok:
-        out(f"{path}: audit chain verified ({rep.rows_checked} events)")
+        signed = store.verify_signatures()
+    if rep.ok and not signed:
+        out(
+            f"{path}: audit chain verified ({rep.rows_checked} events); signatures and releases match it"
+        )
         return EXIT_OK
-    err(f"{path}: audit chain BROKEN: {rep.message}")
+    if not rep.ok:
+        err(f"{path}: audit chain BROKEN: {rep.message}")
+    for problem in signed:
+        err(f"{path}: BROKEN: {problem}")
     return EXIT_INVALID
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from labctl.reports.batch import batch_record
+    """Write the batch record of a run: HTML, or PDF (by the file's extension or --format)
+    through the console's PDF writer (the ``render_pdf`` plugin: the core never loads Qt)."""
+    from labctl.plugins import load
+    from labctl.reports.batch import render_html
+    from labctl.reports.record import read_record
 
+    output = Path(args.output)
+    fmt = args.format or ("pdf" if output.suffix.lower() == ".pdf" else "html")
+    render_pdf = load("render_pdf") if fmt == "pdf" else None  # fails before any work
     store, path = open_store(args)
     with store:
         auth.who(store, path, args, Action.VIEW)
-        text = batch_record(store, args.run)
-    Path(args.output).write_text(text, encoding="utf-8")
-    out(f"wrote {args.output}")
+        record = read_record(store, args.run, printed_at=auth.WALL.now())
+    if render_pdf is not None:
+        html = render_html(record, medium="qt")
+        title = f"Batch record: {record.run.name}"
+        pages = int(render_pdf(html, output, footer=record.footer(), title=title))
+        out(f"wrote {output} ({pages} page{'s' if pages != 1 else ''})")
+        return EXIT_OK
+    tmp = output.with_name(output.name + ".part")
+    try:
+        # Written whole, then renamed: a reader never finds half a record.
+        tmp.write_text(render_html(record, medium="browser"), encoding="utf-8")
+        tmp.replace(output)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        err(f"labctl: error: cannot write {output}: {exc.strerror or exc}")
+        return EXIT_INVALID
+    out(f"wrote {output}")
     return EXIT_OK
 
 
@@ -275,8 +302,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_db_options(p)
     p.set_defaults(func=cmd_audit)
 
-    p = sub.add_parser("report", help="write the batch record of a run (HTML)")
+    p = sub.add_parser("report", help="write the batch record of a run (HTML or PDF)")
     p.add_argument("run", type=int, help="run id")
-    p.add_argument("-o", "--output", required=True, help="output file (.html)")
+    p.add_argument("-o", "--output", required=True, help="output file (.html or .pdf)")
+    p.add_argument(
+        "--format",
+        choices=["html", "pdf"],
+        help="html or pdf (default: from the output file's extension; html unless .pdf)",
+    )
     add_db_options(p)
     p.set_defaults(func=cmd_report)

@@ -479,6 +479,58 @@ class UserStore(RowStore):
             None,
         )
 
+    def verify_signatures(self) -> list[str]:
+        """Problems with signatures and releases that the hash chain alone cannot show: a
+        row whose content no longer matches what it says it signed, or the audit event
+        recorded with it (empty when all agree)."""
+        problems: list[str] = []
+        with self._reading("check signatures"):
+            events = {
+                (r[0], r[1]): json.loads(r[2])
+                for r in self._conn.execute(
+                    "SELECT entity, entity_id, data FROM events"
+                    " WHERE entity IN ('signature', 'release')"
+                )
+            }
+            actors = {
+                r[0]: r[1]
+                for r in self._conn.execute(
+                    "SELECT entity_id, actor FROM events WHERE entity = 'signature'"
+                )
+            }
+            sigs = [
+                _signature(r) for r in self._conn.execute(f"SELECT {_SIG_COLS} FROM signatures")
+            ]
+            rels = [
+                _release(r)
+                for r in self._conn.execute(
+                    "SELECT id, protocol_id, version, sha256, text, signature_id, released_at"
+                    " FROM releases"
+                )
+            ]
+        for sig in sigs:
+            ev = events.get(("signature", sig.id))
+            if ev is None:
+                problems.append(f"signature {sig.id} has no audit event")
+                continue
+            if subject_sha256(sig.subject)[1] != sig.subject_sha256:
+                problems.append(f"signature {sig.id}: what it signed was changed after signing")
+            if (ev.get("subject_sha256"), ev.get("meaning"), actors.get(sig.id)) != (
+                sig.subject_sha256,
+                sig.meaning.value,
+                sig.user_name,
+            ):
+                problems.append(f"signature {sig.id} differs from its audit event")
+        for rel in rels:
+            ev = events.get(("release", rel.id))
+            digest = hashlib.sha256(rel.text.encode("utf-8")).hexdigest()
+            if ev is None or ev.get("sha256") != rel.sha256 or digest != rel.sha256:
+                problems.append(
+                    f"release {rel.id} ({rel.protocol_id} v{rel.version}): its text or hash "
+                    "differs from what was released"
+                )
+        return problems
+
     # ---------------------------------------------------------------- the database's kind
 
     def is_practice(self) -> bool:
