@@ -172,7 +172,8 @@ def _dur(seconds: float) -> str:
 
 
 def _vol(ul: float) -> str:
-    return f"{ul / 1000:.4g} mL" if ul >= 1000 else f"{ul:.4g} uL"
+    """A volume per well to 3 significant digits (pipetting precision)."""
+    return f"{ul / 1000:.3g} mL" if ul >= 999.5 else f"{ul:.3g} uL"
 
 
 def _pct(fraction: float) -> str:
@@ -472,6 +473,18 @@ def _feed_aspects(t: Task, plan: Plan) -> dict[str, str]:
     }
 
 
+def _same_volume(x: Task, y: Task) -> bool:
+    """The same change adding the same volume, to pipetting precision (1 uL or 0.5%): a
+    half change's volume follows the well's, which a spike's few uL of stock move."""
+    a, b = x.spec, y.spec
+    assert isinstance(a, FeedSpec) and isinstance(b, FeedSpec)
+    return (
+        a.change is b.change
+        and math.isclose(a.fraction, b.fraction, abs_tol=1e-9)
+        and abs(a.add_ul - b.add_ul) <= max(1.0, 0.005 * a.add_ul)
+    )
+
+
 def _feeds(f: _Found, pa: Plan, pb: Plan) -> None:
     fa, fb = _tasks_by_day(pa, TaskKind.FEED), _tasks_by_day(pb, TaskKind.FEED)
     for day in sorted(set(fa) | set(fb)):
@@ -488,6 +501,8 @@ def _feeds(f: _Found, pa: Plan, pb: Plan) -> None:
             f.day("feeds", "feed", None, what, day)
         for x, y in pairs:
             ax, ay = _feed_aspects(x, pa), _feed_aspects(y, pb)
+            if _same_volume(x, y):
+                ay["feed"] = ax["feed"]
             for aspect in ax:
                 f.day("feeds", aspect, ax[aspect], ay[aspect], day)
             assert isinstance(x.spec, FeedSpec) and isinstance(y.spec, FeedSpec)
