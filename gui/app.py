@@ -29,19 +29,18 @@ def configure(app: object) -> None:
 def main(db_path: str | None) -> int:
     """Open the console on ``db_path`` (default: ``Store.default_path()``); run until closed.
 
-    Returns the Qt event loop's exit code. Passwords for irreversible commands are checked
-    against the per-user password file (:class:`labctl.gui.auth.PasswordFile`).
+    Returns the Qt event loop's exit code. On a database with accounts the window asks who
+    signs in first (and locks after 10 minutes without input); see
+    :mod:`labctl.gui.access`.
     """
     from PyQt6.QtWidgets import QApplication
 
-    from labctl.gui.auth import PasswordFile
     from labctl.gui.main_window import MainWindow
 
     path = Path(db_path).expanduser() if db_path else Store.default_path()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "labctl"])
     configure(app)
-    setup = PasswordFile()
-    win = MainWindow(path, RealClock(), password_setup=setup)
+    win = MainWindow(path, RealClock())
     win.show()
     try:
         return int(app.exec())

@@ -1,131 +1,243 @@
-"""Confirming irreversible console commands (abort, skip) with the operator's password.
+"""Who acts on the console: the signed-in user of the run database, their role, their
+electronic signatures. Plain Python (no Qt): every function here runs on the console's
+worker thread, since checking a password (scrypt) takes 50-100 ms on purpose.
 
-There is no user database yet, so the check is a small pluggable function, a
-:data:`Verifier`: ``verifier(actor, password) -> bool``. The console takes one as an
-argument; tests pass their own, and a site with a directory service can pass a function
-that asks it.
+The rules are the CLI's (:mod:`labctl.cli.auth`), applied to a console session:
 
-The default, :class:`PasswordFile`, keeps ONE console password per operating-system user,
-as a salted PBKDF2-HMAC-SHA256 hash in ``console-password.json`` in that user's config
-folder (``platformdirs.user_config_path("labctl")``, e.g. ``~/.config/labctl`` on Linux),
-written with owner-only permissions. The password is never stored, only::
+* A database with accounts (``store.user_count() > 0``): the console signs a person in
+  (:func:`sign_in`, a store session with client ``console``); every command runs as that
+  user and must be allowed by their role (:func:`authorize`, :func:`labctl.accounts.allowed`;
+  a developer acts only on runs they registered); the signed actions
+  (:data:`labctl.accounts.SIGNED`) carry the user's signature (:func:`sign`), whose subject
+  is the CLI's ``{"action", "run", "protocol_sha256", "args", "reason"}``.
+* A practice or dry-run database without accounts (training included): no sign-in; the
+  actor is the name the console was given (the operating system's login name by default),
+  and nothing is signed.
+* A production database without accounts: the console shows it read-only
+  (:data:`Access.NOT_SET_UP`): nobody can be named as the actor of a command there.
 
-    {"version": 1, "algorithm": "pbkdf2_sha256", "iterations": 600000,
-     "salt": "<base64, 16 random bytes>", "hash": "<base64, 32 bytes>"}
-
-It is set on first use: the first irreversible command asks the operator to choose it
-(twice, at least 8 characters). To reset it, delete the file; the next irreversible command
-asks again. The iteration count is stored with the hash, so raising it later keeps old
-files valid. Hashing takes a good part of a second on purpose; the console runs it on its
-worker thread.
+Sign-ins, sessions and signatures keep wall-clock time (``now``), never a practice
+database's paced clock.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-import os
-import secrets
-from collections.abc import Callable
+import getpass
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import platformdirs
+from labctl.accounts import (
+    SIGNED,
+    Action,
+    AuthError,
+    Meaning,
+    PermissionDenied,
+    Role,
+    allowed,
+)
 
-from labctl.errors import LabctlError
+if TYPE_CHECKING:
+    from labctl.store import Store
+    from labctl.store.users import Signature, User
 
-__all__ = ["MIN_LENGTH", "PasswordFile", "PasswordSetupError", "Verifier", "default_path"]
-
-Verifier = Callable[[str, str], bool]
-MIN_LENGTH = 8
-ITERATIONS = 600_000  # OWASP's 2023 figure for PBKDF2-HMAC-SHA256
-
-
-class PasswordSetupError(LabctlError):
-    """The console password cannot be set or read (too short, file unreadable)."""
-
-    code = 1103
-
-
-def default_path() -> Path:
-    """``console-password.json`` in the user's labctl config folder."""
-    return platformdirs.user_config_path("labctl") / "console-password.json"
-
-
-def _hash(password: str, salt: bytes, iterations: int) -> bytes:
-    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+__all__ = [
+    "Access",
+    "ConsoleUser",
+    "access_of",
+    "authorize",
+    "keep_alive",
+    "login_name",
+    "not_set_up_text",
+    "practice_user",
+    "registered_by",
+    "sign",
+    "sign_in",
+    "sign_out",
+    "signature_subject",
+    "unlock",
+]
 
 
-class PasswordFile:
-    """The default verifier: a salted PBKDF2 hash in a JSON file (see the module text)."""
+class Access(str, Enum):
+    """How the console may be used on a database."""
 
-    def __init__(self, path: Path | None = None, *, iterations: int = ITERATIONS) -> None:
-        self.path = path or default_path()
-        self.iterations = iterations
+    ACCOUNTS = "accounts"  # sign in; every command as the signed-in user, by role
+    PRACTICE = "practice"  # practice or dry-run database without accounts: no sign-in
+    NOT_SET_UP = "not-set-up"  # production database without accounts: read-only
 
-    def is_set(self) -> bool:
-        """Whether a password has been chosen (the file exists)."""
-        return self.path.is_file()
 
-    def set(self, password: str) -> None:
-        """Choose the password (replacing any previous one). At least MIN_LENGTH characters."""
-        if len(password) < MIN_LENGTH:
-            raise PasswordSetupError(f"the password needs at least {MIN_LENGTH} characters")
-        salt = secrets.token_bytes(16)
-        record = {
-            "version": 1,
-            "algorithm": "pbkdf2_sha256",
-            "iterations": self.iterations,
-            "salt": base64.b64encode(salt).decode("ascii"),
-            "hash": base64.b64encode(_hash(password, salt, self.iterations)).decode("ascii"),
-        }
+def login_name() -> str:
+    """The operating system's name for the user (the actor on a practice database)."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - some containers have no user name
+        return "operator"
+
+
+def access_of(store: Store) -> Access:
+    """Whether ``store`` needs a sign-in, needs none, or cannot be acted on yet."""
+    if store.user_count() > 0:
+        return Access.ACCOUNTS
+    return Access.PRACTICE if store.is_practice() else Access.NOT_SET_UP
+
+
+def not_set_up_text(db: Path | str) -> str:
+    """What the console says on a production database without accounts."""
+    return (
+        f"{db} has no user accounts yet, so nobody can act on it: an admin sets it up with "
+        f"labctl setup --db {db} --admin NAME (then labctl users add ...). Until then the "
+        "console only shows it."
+    )
+
+
+@dataclass(frozen=True)
+class ConsoleUser:
+    """Who uses the console. ``role`` None: a practice database without accounts (the
+    name is the operating system's, or the one given); ``token``: the store session."""
+
+    name: str
+    full_name: str = ""
+    role: Role | None = None
+    token: str | None = field(default=None, repr=False)
+
+    @property
+    def has_account(self) -> bool:
+        return self.role is not None
+
+    def label(self) -> str:
+        """ "Alice Lind (alice) · supervisor", or the bare name without an account."""
+        if self.role is None:
+            return self.name
+        full = self.full_name if self.full_name and self.full_name != self.name else ""
+        who = f"{full} ({self.name})" if full else self.name
+        return f"{who} · {self.role.value}"
+
+    def why_not(self, action: Action, run_registered_by: str | None = None) -> str | None:
+        """None when this user may take ``action`` (on a run registered by
+        ``run_registered_by``; None: no run, or not known), else why not, as
+        :func:`labctl.accounts.allowed` words it. The store checks again when it counts."""
+        if self.role is None:
+            return None
+        own = None if run_registered_by is None else run_registered_by == self.name
+        return allowed(self.role, action, own_run=own)
+
+
+def _user(u: User, token: str) -> ConsoleUser:
+    return ConsoleUser(u.name, u.full_name, u.role, token)
+
+
+def sign_in(store: Store, name: str, password: str, *, now: datetime) -> ConsoleUser:
+    """Check ``password`` (the store counts a wrong one towards the lock-out and never says
+    whether the name or the password was wrong) and open a console session."""
+    if store.user_count() == 0:
+        raise AuthError(not_set_up_text(store.path))
+    user = store.authenticate(name.strip(), password, now=now, what="signing in to the console")
+    return _user(user, store.open_session(user, client="console", now=now))
+
+
+def unlock(store: Store, who: ConsoleUser, password: str, *, now: datetime) -> ConsoleUser:
+    """The same user again after the console locked: their password, checked by the store
+    (a wrong one counts towards the lock-out). The session goes on if it is still live
+    (it ends after 30 min unused or 12 h); otherwise a new one is opened."""
+    user = store.authenticate(who.name, password, now=now, what="unlocking the console")
+    if who.token is not None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            # Owner-only from the first byte: create with mode 0600 rather than chmod after.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(record, fh)
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise PasswordSetupError(
-                f"cannot write the console password file {self.path}: {exc.strerror or exc}"
-            ) from None
+            store.session_user(who.token, now=now)
+            return _user(user, who.token)
+        except AuthError:
+            pass  # the session ended while the console was locked: a new one
+    return _user(user, store.open_session(user, client="console", now=now))
 
-    def _record(self) -> dict[str, object]:
-        try:
-            record = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise PasswordSetupError(
-                "no console password has been set yet: set one first"
-            ) from None
-        except (OSError, ValueError) as exc:
-            raise PasswordSetupError(
-                f"the console password file {self.path} cannot be read ({exc}); "
-                "delete it to choose a new password"
-            ) from None
-        if not isinstance(record, dict) or record.get("algorithm") != "pbkdf2_sha256":
-            raise PasswordSetupError(f"{self.path} is not a labctl console password file")
-        return record
 
-    def verify(self, password: str) -> bool:
-        """Whether ``password`` is the one set (constant-time comparison)."""
-        r = self._record()
-        try:
-            salt = base64.b64decode(str(r["salt"]), validate=True)
-            want = base64.b64decode(str(r["hash"]), validate=True)
-            iterations = int(r["iterations"])  # type: ignore[call-overload]
-        except (KeyError, ValueError, TypeError):
-            raise PasswordSetupError(
-                f"{self.path} is damaged: delete it to choose a new password"
-            ) from None
-        return hmac.compare_digest(_hash(password, salt, iterations), want)
+def sign_out(store: Store, who: ConsoleUser, *, now: datetime) -> None:
+    """End the console's session (an audit event says so)."""
+    if who.token is not None:
+        store.close_session(who.token, now=now)
 
-    def verifier(self) -> Verifier:
-        """This file as a :data:`Verifier` (one password per OS user, whatever the actor)."""
 
-        def check(actor: str, password: str) -> bool:
-            return self.verify(password)
+def keep_alive(store: Store, who: ConsoleUser, *, now: datetime) -> None:
+    """Note that the signed-in user is using the console (the session's idle time starts
+    again); AuthError when the session has ended or the account was disabled."""
+    if who.token is not None:
+        store.session_user(who.token, now=now)
 
-        return check
+
+def registered_by(store: Store, run_id: int) -> str | None:
+    """Who registered run ``run_id``: the actor of its 'created' event (as the CLI reads it)."""
+    events = store.events(run_id, entity="run", entity_id=run_id, action="created", limit=1)
+    return events[0].actor if events else None
+
+
+def authorize(
+    store: Store, who: ConsoleUser, action: Action, run_id: int | None, *, now: datetime
+) -> User | None:
+    """The account ``who`` acts as, allowed to take ``action`` on run ``run_id`` now; None
+    on a practice database without accounts. As :func:`labctl.cli.auth.who`: AuthError
+    when nobody is signed in (or the session ended, or the database has no accounts yet),
+    PermissionDenied when the role does not allow it. Read from the store each time: a
+    role changed or an account disabled since the sign-in counts."""
+    if store.user_count() == 0:
+        if store.is_practice():
+            return None
+        raise AuthError(not_set_up_text(store.path))
+    if who.token is None:
+        raise AuthError(f"not signed in to {store.path}: sign in to the console first")
+    user = store.session_user(who.token, now=now)
+    if user.name != who.name:
+        raise AuthError(f"the console's session belongs to {user.name}, not {who.name}")
+    own = None if run_id is None else registered_by(store, run_id) == user.name
+    why = allowed(user.role, action, own_run=own)
+    if why is not None:
+        raise PermissionDenied(f"{user.name}: {why}")
+    return user
+
+
+def signature_subject(
+    store: Store, action: Action, run_id: int | None, args: dict[str, Any], reason: str
+) -> dict[str, Any]:
+    """What a signature on a command covers: the CLI's subject (labctl.cli.operator_cmds
+    ``signed_queue``), with the run's protocol hash and the command's args as queued."""
+    run = store.get_run(run_id) if run_id is not None else None
+    return {
+        "action": action.value,
+        "run": run_id,
+        "protocol_sha256": run.protocol_sha256 if run is not None else None,
+        "args": args,
+        "reason": reason,
+    }
+
+
+def sign(
+    store: Store,
+    who: ConsoleUser,
+    action: Action,
+    subject: dict[str, Any],
+    *,
+    meaning: Meaning,
+    password: str,
+    reason: str,
+    now: datetime,
+    run_id: int | None = None,
+) -> Signature:
+    """``who``'s electronic signature on ``subject`` (their password again; a wrong one
+    never signs and counts towards the lock-out)."""
+    if action not in SIGNED:
+        raise AuthError(f"{action.value} is not a signed action")
+    return store.sign(
+        who.name,
+        password,
+        meaning=meaning,
+        action=action.value,
+        subject=subject,
+        reason=reason,
+        now=now,
+        run_id=run_id,
+    )
+
+
+def practice_user(name: str | None) -> ConsoleUser:
+    """The actor on a practice database without accounts: ``name`` or the login name."""
+    return ConsoleUser(name or login_name())

@@ -28,7 +28,8 @@ def default_run(runs: Sequence[RunRow]) -> RunRow | None:
 
 
 class RunStrip(QFrame):
-    """The current run in one line, with its controls."""
+    """The current run in one line, with its controls. A control the user may not use
+    (:meth:`set_denied`) is disabled, its tooltip saying why."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -47,22 +48,44 @@ class RunStrip(QFrame):
         self.resume.setToolTip("Resume the run or one plate (Ctrl+Shift+P)")
         self.release = button("Release run…", "primary")
         self.release.setToolTip(
-            "The run is held (a QC failure or a fault): release it to go on (needs a reason)"
+            "The run is held (a QC failure or a fault): release it to go on (a reason, and "
+            "your signature)"
         )
         self.skip = button("↷ Skip task…")
-        self.skip.setToolTip("Skip a task (a deviation; needs your password) (Ctrl+K)")
+        self.skip.setToolTip("Skip a task (a deviation: a reason, and your signature) (Ctrl+K)")
         self.abort = button("■ Abort…", "danger")
-        self.abort.setToolTip("Abort the run (cannot be undone; needs your password)")
-        for b in (self.pause, self.resume, self.release, self.skip, self.abort):
+        self.abort.setToolTip("Abort the run (cannot be undone: a reason, and your signature)")
+        self.buttons = {
+            "pause": self.pause,
+            "resume": self.resume,
+            "release": self.release,
+            "skip": self.skip,
+            "abort": self.abort,
+        }
+        self.tips = {verb: b.toolTip() for verb, b in self.buttons.items()}
+        self.denied: dict[str, str] = {}
+        self.usable: dict[str, bool] = dict.fromkeys(self.buttons, False)
+        for b in self.buttons.values():
             lay.addWidget(b)
+
+    def set_denied(self, why: dict[str, str | None]) -> None:
+        """Why each control is not allowed to the user (None: allowed)."""
+        self.denied = {verb: w for verb, w in why.items() if w is not None}
+        self._enable()
+
+    def _enable(self) -> None:
+        for verb, b in self.buttons.items():
+            why = self.denied.get(verb)
+            b.setEnabled(self.usable[verb] and why is None)
+            b.setToolTip(f"Not allowed: {why}" if why else self.tips[verb])
 
     def set_run(self, r: RunRow | None, now: Any) -> None:
         if r is None:
             self.name.setText("No run selected")
             self.badge.set_state("", "pending")
             self.detail.setText("")
-            for b in (self.pause, self.resume, self.release, self.skip, self.abort):
-                b.setEnabled(False)
+            self.usable = dict.fromkeys(self.buttons, False)
+            self._enable()
             return
         self.name.setText(r.name)
         self.badge.set_state(r.state, r.tone)
@@ -72,12 +95,15 @@ class RunStrip(QFrame):
         paused = f" · paused plates: {', '.join(r.paused_plates)}" if r.paused_plates else ""
         self.detail.setText(f"{r.protocol} · {r.day_text}{nxt}{paused}")
         # The engine pauses a running or holding run, or one plate of it.
-        self.pause.setEnabled(r.state in ("running", "holding"))
-        self.resume.setEnabled(r.state == "paused" or bool(r.paused_plates))
         self.release.setVisible(r.state == "holding")
-        self.release.setEnabled(r.state == "holding")
-        self.skip.setEnabled(r.active)
-        self.abort.setEnabled(r.active)
+        self.usable = {
+            "pause": r.state in ("running", "holding"),
+            "resume": r.state == "paused" or bool(r.paused_plates),
+            "release": r.state == "holding",
+            "skip": r.active,
+            "abort": r.active,
+        }
+        self._enable()
 
 
 class RunPicker(QComboBox):

@@ -1,11 +1,15 @@
 """Dialogs that send operator commands: answering a prompt, and the run controls.
 
 Both kinds end in an explicit confirmation. Commands that cannot be taken back (abort,
-skip, a prompt answered with 'skip') ask for a reason and the operator's password; on the
-first such command the operator chooses the password (see :mod:`labctl.gui.auth`).
+skip, a prompt answered with 'skip') ask for a reason; the signed ones
+(:data:`labctl.accounts.SIGNED`) are then signed in a signature dialog
+(:class:`labctl.gui.sign_in.SignatureDialog`) on a database with accounts. A choice the
+user's role does not allow is disabled, its tooltip saying why.
 
-A dialog does not write anything itself: it emits ``ready(requests, password, new_password)``
-and the main window sends the requests on its worker thread, then calls :meth:`sent` (with
+Enter in a reason field sends (the dialog's one default button), never cancels.
+
+A dialog does not write anything itself: it emits ``ready(requests)`` and the main window
+sends the requests on its worker thread, then calls :meth:`sent` (with
 the first verdicts: waiting for the engine, or queued when none runs) or :meth:`failed` on
 the dialog. A dialog that has sent stays open and shows the engine's verdict on each command
 as it comes (:meth:`show_verdict`): applied, or rejected with the engine's reason.
@@ -13,7 +17,7 @@ as it comes (:meth:`show_verdict`): applied, or rejected with the engine's reaso
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from PyQt6.QtCore import QTimer, pyqtSignal
 from PyQt6.QtWidgets import (
@@ -30,10 +34,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from labctl.accounts import Action
 from labctl.clock import Clock
 from labctl.errors import LabctlError
 from labctl.gui import theme
-from labctl.gui.auth import MIN_LENGTH
 from labctl.gui.models.commands import (
     IRREVERSIBLE_VERBS,
     CommandRequest,
@@ -41,6 +45,7 @@ from labctl.gui.models.commands import (
     Verdict,
     abort,
     answer,
+    choice_action,
     confirm_store,
     pause,
     release,
@@ -52,6 +57,7 @@ from labctl.gui.models.devices import AlarmRow
 from labctl.gui.models.prompts import PromptView, build_answer, qc_failures
 from labctl.gui.models.runs import RunRow
 from labctl.gui.qc_form import QcForm
+from labctl.gui.sign_in import enter_submits
 from labctl.gui.verdicts import VerdictList
 from labctl.gui.widgets import GuardedDialog, button, label
 
@@ -70,47 +76,6 @@ KIND_TEXT = {
     "decision": ("Decision", "holding"),
     "task": ("Manual step", "running"),
 }
-
-
-class PasswordFields(QWidget):
-    """Password entry; on first use a new password entered twice."""
-
-    def __init__(self, first_use: bool, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.first_use = first_use
-        form = QFormLayout(self)
-        form.setContentsMargins(0, 0, 0, 0)
-        self.password = QLineEdit()
-        self.password.setEchoMode(QLineEdit.EchoMode.Password)
-        self.password.setObjectName("password")
-        self.repeat = QLineEdit()
-        self.repeat.setEchoMode(QLineEdit.EchoMode.Password)
-        self.repeat.setObjectName("repeat")
-        if first_use:
-            note = label(
-                f"No console password is set for this user yet. Choose one (at least "
-                f"{MIN_LENGTH} characters); it confirms every irreversible command from now on.",
-                muted=True,
-                wrap=True,
-            )
-            form.addRow(note)
-            form.addRow("New password", self.password)
-            form.addRow("Repeat it", self.repeat)
-        else:
-            form.addRow("Your password", self.password)
-
-    def values(self) -> tuple[str, str | None]:
-        """(password, new password or None). Raises ConsoleInputError when they don't fit."""
-        pw = self.password.text()
-        if not pw:
-            raise ConsoleInputError("enter your password to confirm")
-        if self.first_use:
-            if len(pw) < MIN_LENGTH:
-                raise ConsoleInputError(f"the password needs at least {MIN_LENGTH} characters")
-            if pw != self.repeat.text():
-                raise ConsoleInputError("the two passwords differ")
-            return pw, pw
-        return pw, None
 
 
 class _Sending:
@@ -156,23 +121,27 @@ def _repolish(w: QWidget) -> None:
 class PromptDialog(GuardedDialog, _Sending):
     """Answer one prompt. Only its buttons close it; each answer is confirmed first.
 
-    ``ready(requests, password, new_password)`` carries the commands to send.
+    ``ready(requests)`` carries the commands to send. ``why_not(action)``: None when the
+    user may take the action of a choice, else why not (the choice is then disabled, its
+    tooltip saying why); ``signs``: whether a signed choice is signed (a database with
+    accounts), which the confirmation says.
     """
 
-    ready = pyqtSignal(object, object, object)
+    ready = pyqtSignal(object)
 
     def __init__(
         self,
         prompt: PromptView,
         clock: Clock,
         *,
-        first_use: bool = False,
+        why_not: Callable[[Action], str | None] | None = None,
+        signs: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.prompt = prompt
         self.clock = clock
-        self.first_use = first_use
+        self.signs = signs
         self.withdrawn = False
         self._pending: list[CommandRequest] = []
         self.setWindowTitle(f"Prompt {prompt.id}: {prompt.heading}")
@@ -247,8 +216,6 @@ class PromptDialog(GuardedDialog, _Sending):
         self.reason.setObjectName("reason")
         self.reason.setPlaceholderText("Reason (goes into the audit trail)")
         cb.addWidget(self.reason)
-        self.password = PasswordFields(first_use)
-        cb.addWidget(self.password)
         row = QHBoxLayout()
         row.addStretch(1)
         self.back_button = button("Back")
@@ -271,6 +238,8 @@ class PromptDialog(GuardedDialog, _Sending):
 
         # The answers.
         self.choice_buttons: dict[str, QPushButton] = {}
+        #: Choices the user may not take, and why (from labctl.accounts.allowed).
+        self.denied: dict[str, str] = {}
         self.answers = QWidget()
         al = QHBoxLayout(self.answers)
         al.setContentsMargins(0, 0, 0, 0)
@@ -297,6 +266,10 @@ class PromptDialog(GuardedDialog, _Sending):
             )
             b = button(title, role)
             b.setObjectName(f"choice:{c}")
+            why = why_not(choice_action(prompt, c)) if why_not is not None else None
+            if why is not None:
+                self.denied[c] = why
+                tip = f"Not allowed: {why}"
             b.setToolTip(tip)
             b.clicked.connect(lambda _=False, c=c: self._choose(c))
             self.choice_buttons[c] = b
@@ -325,6 +298,9 @@ class PromptDialog(GuardedDialog, _Sending):
         self.timer.start()
         self.tick()
         self._qc_ready(not self.qc.missing())
+        enter_submits(self, self.confirm_button)
+        for b in (self.again_button, self.close_button):
+            b.setAutoDefault(True)  # Enter presses the one that has the focus
 
     # --- live feedback ---------------------------------------------------------------------
 
@@ -346,8 +322,8 @@ class PromptDialog(GuardedDialog, _Sending):
 
     def _qc_ready(self, ready: bool) -> None:
         """No answer leaves without a number for every QC value (the engine rejects it)."""
-        for b in self.choice_buttons.values():
-            b.setEnabled(ready)
+        for c, b in self.choice_buttons.items():
+            b.setEnabled(ready and c not in self.denied)
 
     # --- answering -------------------------------------------------------------------------
 
@@ -367,11 +343,13 @@ class PromptDialog(GuardedDialog, _Sending):
         self._show_error("")
         requests = [answer(p, ans)]
         if p.kind == "decision" and choice in ("release", "abort"):
-            # A decision prompt only records the answer; the run moves on the run command.
-            follow = release(p.run_id, "") if choice == "release" else abort(p.run_id, "")
-            requests.append(follow)
+            # As `labctl answer` does: a held run's decision is taken by releasing or
+            # aborting the run itself (the engine then closes the decision prompt).
+            requests = [release(p.run_id, "") if choice == "release" else abort(p.run_id, "")]
         self._pending = requests
         irreversible = any(r.irreversible for r in requests)
+        required = any(r.needs_reason for r in requests)
+        signed = self.signs and any(r.signed for r in requests)
         what = f"'{choice}'" if p.choices else "done"
         sentence = f"Send {what} for prompt {p.id}"
         if p.plate:
@@ -385,19 +363,23 @@ class PromptDialog(GuardedDialog, _Sending):
             )
             sentence += "."
         if irreversible:
-            sentence += " This cannot be undone: give a reason and your password."
+            sentence += " This cannot be undone."
+        if required:
+            sentence += " Give a reason."
+        if signed:
+            sentence += " You sign it next, with your password."
         self.confirm_text.setText(sentence)
         self.reason.setVisible(True)
         self.reason.setPlaceholderText(
-            "Reason (required)" if irreversible else "Note for the audit trail (optional)"
+            "Reason (required)" if required else "Note for the audit trail (optional)"
         )
-        self.password.setVisible(irreversible)
+        self.confirm_button.setText("Sign…" if signed else "Confirm and send")
         self.confirm_button.setProperty("role", "danger" if irreversible else "primary")
         self.confirm_button.style().unpolish(self.confirm_button)  # type: ignore[union-attr]
         self.confirm_button.style().polish(self.confirm_button)  # type: ignore[union-attr]
         self.answers.setEnabled(False)
         self.confirm_box.setVisible(True)
-        (self.reason if irreversible else self.confirm_button).setFocus()
+        (self.reason if required else self.confirm_button).setFocus()
 
     def _back(self) -> None:
         self._pending = []
@@ -406,35 +388,21 @@ class PromptDialog(GuardedDialog, _Sending):
         self._show_error("")
 
     def _confirm(self) -> None:
+        if not self._pending or not self.confirm_box.isVisible():
+            return
         reason = self.reason.text().strip()
-        irreversible = any(r.irreversible for r in self._pending)
-        if irreversible and not reason:
+        if any(r.needs_reason for r in self._pending) and not reason:
             self._show_error("give a reason: it goes into the audit trail")
             return
-        password = new = None
-        if irreversible:
-            try:
-                password, new = self.password.values()
-            except LabctlError as exc:
-                self._show_error(exc.user_message())
-                return
         requests = [
-            CommandRequest(
-                r.verb,
-                r.run_id,
-                reason
-                or (
-                    f"answered prompt {self.prompt.id}" if r.verb == "answer" else "decision prompt"
-                ),
-                r.args,
-            )
+            CommandRequest(r.verb, r.run_id, reason or f"answered prompt {self.prompt.id}", r.args)
             for r in self._pending
         ]
         self._show_error("")
         self.confirm_button.setEnabled(False)
         self.back_button.setEnabled(False)
         self.confirm_text.setText("Sending…")
-        self.ready.emit(requests, password, new)
+        self.ready.emit(requests)
 
     def sent(self, verdicts: Sequence[Verdict]) -> None:
         """The commands are queued: show what became of them (waiting, queued) until the
@@ -524,10 +492,11 @@ _REASON_HINT = {
 
 class CommandDialog(QDialog, _Sending):
     """Pause, resume, release, skip or abort a run, or confirm a held engine's store
-    (``run`` None, ``held`` its reason): a reason always; the password for skip, abort and
-    confirm-store. Once sent it stays open with the engine's verdict."""
+    (``run`` None, ``held`` its reason): a reason always; ``signs``: the command is signed
+    next (release, skip and abort on a database with accounts). Once sent it stays open
+    with the engine's verdict. Enter in the reason field sends."""
 
-    ready = pyqtSignal(object, object, object)
+    ready = pyqtSignal(object)
 
     def __init__(
         self,
@@ -537,13 +506,14 @@ class CommandDialog(QDialog, _Sending):
         tasks: Sequence[SkippableTask] = (),
         plate: str | None = None,
         held: str | None = None,
-        first_use: bool = False,
+        signs: bool = False,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.verb = verb
         self.run = run
         self.tasks = list(tasks)
+        self.signs = signs
         title, explain = _VERB_TEXT[verb]
         self.irreversible = verb in IRREVERSIBLE_VERBS
         self.setWindowTitle(f"{title}: {run.name}" if run else title)
@@ -595,9 +565,13 @@ class CommandDialog(QDialog, _Sending):
         )
         form.addRow("Reason", self.reason)
         lay.addWidget(self.inputs)
-        self.password = PasswordFields(first_use)
-        self.password.setVisible(self.irreversible)
-        lay.addWidget(self.password)
+        self.sign_note = label(
+            "✎ You sign this next: your password again and what your signature means.",
+            muted=True,
+            wrap=True,
+        )
+        self.sign_note.setVisible(signs)
+        lay.addWidget(self.sign_note)
         self.error = label("", wrap=True)
         self.error.setStyleSheet(f"color: {theme.VERMILLION}; font-weight: bold;")
         self.error.setVisible(False)
@@ -608,9 +582,10 @@ class CommandDialog(QDialog, _Sending):
         row.addStretch(1)
         self.cancel_button = button("Cancel")
         self.cancel_button.setObjectName("cancel")
-        self.ok_button = button(title, "danger" if self.irreversible else "primary")
+        self.ok_button = button(
+            title + ("…" if signs else ""), "danger" if self.irreversible else "primary"
+        )
         self.ok_button.setObjectName("ok")
-        self.ok_button.setAutoDefault(False)
         row.addWidget(self.cancel_button)
         row.addWidget(self.ok_button)
         lay.addLayout(row)
@@ -619,6 +594,7 @@ class CommandDialog(QDialog, _Sending):
         if verb == "skip" and not self.tasks:
             self._show_error("no task of this run is still pending: nothing can be skipped")
             self.ok_button.setEnabled(False)
+        enter_submits(self, self.ok_button)  # issue 16: Enter in the reason field cancelled
         self.reason.setFocus()
 
     def _task_changed(self) -> None:
@@ -655,24 +631,24 @@ class CommandDialog(QDialog, _Sending):
         return req
 
     def _ok(self) -> None:
+        if not self.ok_button.isVisible() or not self.ok_button.isEnabled():
+            return
         try:
             req = self.request()
-            password = new = None
-            if self.irreversible:
-                password, new = self.password.values()
         except LabctlError as exc:
             self._show_error(exc.user_message())
             return
         self._show_error("")
         self.ok_button.setEnabled(False)
-        self.ok_button.setText("Sending…")
-        self.ready.emit([req], password, new)
+        self.ok_button.setText("Signing…" if self.signs else "Sending…")
+        self.ready.emit([req])
 
     def sent(self, verdicts: Sequence[Verdict]) -> None:
         """Queued: the inputs are done with; the verdicts show until the operator closes."""
         self.inputs.setEnabled(False)
-        self.password.setEnabled(False)
+        self.sign_note.hide()
         self.ok_button.hide()
+        self.cancel_button.setDefault(True)  # Enter closes the dialog now
         self.cancel_button.setText("Close")
         self.cancel_button.setProperty("role", "primary")
         _repolish(self.cancel_button)
@@ -682,7 +658,7 @@ class CommandDialog(QDialog, _Sending):
 
     def failed(self, message: str) -> None:
         self.ok_button.setEnabled(True)
-        self.ok_button.setText(_VERB_TEXT[self.verb][0])
+        self.ok_button.setText(_VERB_TEXT[self.verb][0] + ("…" if self.signs else ""))
         self._show_error(message)
 
 
@@ -729,6 +705,7 @@ class AcknowledgeDialog(QDialog, _Sending):
         lay.addLayout(row)
         cancel.clicked.connect(self.reject)
         self.ok_button.clicked.connect(lambda: self.ready.emit(alarm.id, self.note.text().strip()))
+        enter_submits(self, self.ok_button)
 
     def sent(self, _result: object = None) -> None:
         self.accept()

@@ -9,15 +9,20 @@ banner, the run strip (:mod:`labctl.gui.current_run`), the prompts panel and the
 (:mod:`labctl.gui.operator_commands`) and are queued on the worker thread; the engine
 applies or rejects them, and the verdict shows in the dialog that sent the command and in
 the "Your commands" panel. Menus and shortcuts are :mod:`labctl.gui.menus`.
+
+Who uses the window is :class:`~labctl.gui.access.ConsoleAccess`'s: on a database with
+accounts the window reads nothing until someone signs in, locks after inactivity, and
+every control the user's role does not allow is disabled with the reason as its tooltip;
+the status bar says who is signed in. A production database without accounts opens
+read-only under a banner that says how to set it up.
 """
 
 from __future__ import annotations
 
-import getpass
 from pathlib import Path
 
 from PyQt6.QtCore import Qt, QTimer, pyqtSignal
-from PyQt6.QtGui import QCloseEvent
+from PyQt6.QtGui import QAction, QCloseEvent, QResizeEvent
 from PyQt6.QtWidgets import (
     QDialog,
     QDockWidget,
@@ -25,18 +30,22 @@ from PyQt6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QStatusBar,
+    QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
+from labctl.accounts import Action
 from labctl.clock import Clock, RealClock
 from labctl.errors import LabctlError
 from labctl.gui import theme
-from labctl.gui.auth import PasswordFile, Verifier
+from labctl.gui.access import IDLE_LOCK_S, ConsoleAccess
+from labctl.gui.auth import Access, not_set_up_text
 from labctl.gui.console_tabs import TABS, ConsoleTabs
 from labctl.gui.current_run import RunPicker, RunStrip, default_run
 from labctl.gui.dialogs import CommandDialog, PromptDialog
 from labctl.gui.menus import MenuSlots, build_menus
+from labctl.gui.models.commands import ACTIONS
 from labctl.gui.models.common import local
 from labctl.gui.models.protocol import ProtocolInfo
 from labctl.gui.models.runs import RunRow
@@ -52,21 +61,15 @@ from labctl.gui.widgets import AlarmBanner
 from labctl.gui.worker import StoreBridge
 
 
-def current_user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - some containers have no user name
-        return "operator"
-
-
 class ConsoleStatusBar(QStatusBar):
-    """The run database, the operator, when the store was last read and how many commands
-    wait for the engine; messages show on the left for a while."""
+    """The run database, who is signed in (and their role), when the store was last read
+    and how many commands wait for the engine; messages show on the left for a while."""
 
-    def __init__(self, db_path: Path, actor: str, parent: QWidget | None = None) -> None:
+    def __init__(self, db_path: Path, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.db = QLabel(f"{db_path}")
-        self.actor = QLabel(f"operator: {actor}")
+        self.actor = QLabel("")
+        self.actor.setObjectName("signedIn")
         self.time = QLabel("connecting…")
         self.cmds = QLabel("")
         self.addPermanentWidget(self.cmds)
@@ -82,11 +85,11 @@ class MainWindow(QMainWindow):
     """The operator console on one run database.
 
     ``clock`` gives "now" (countdowns, day numbers, the timeline's now-line) and stamps the
-    commands written; ``wall`` (a real clock by default) reads the engine's heartbeat, a
-    wall-clock time even when ``clock`` is paced; ``verifier`` checks passwords for
-    irreversible commands and
-    ``password_setup`` (a :class:`PasswordFile`, or None when the verifier needs no setup)
-    lets the operator choose one on first use.
+    commands written; ``wall`` (a real clock by default) reads the engine's heartbeat and
+    stamps sign-ins, sessions and signatures, wall-clock times even when ``clock`` is
+    paced, and times the inactivity lock (``idle_lock_s`` seconds without input).
+    ``actor``: the name commands are given in on a practice database without accounts
+    (default: the operating system's login name).
     """
 
     snapshot_changed = pyqtSignal(object)
@@ -98,18 +101,14 @@ class MainWindow(QMainWindow):
         *,
         actor: str | None = None,
         wall: Clock | None = None,
-        verifier: Verifier | None = None,
-        password_setup: PasswordFile | None = None,
         poll_ms: int = 2000,
         training: TrainingSession | None = None,
         launcher: TrainingLauncher | None = None,
+        idle_lock_s: float = IDLE_LOCK_S,
     ) -> None:
         super().__init__()
         self.db_path = Path(db_path)
         self.clock = clock
-        self.actor = actor or current_user()
-        self.password_setup = password_setup
-        self.verifier = verifier or (password_setup.verifier() if password_setup else None)
         self.training = training
         self.launcher = launcher
         self.snapshot: Snapshot | None = None
@@ -120,6 +119,14 @@ class MainWindow(QMainWindow):
         )
         self.bridge = StoreBridge(self.db_path, clock, self)
         self.bridge.error.connect(self.show_error)
+        self.access = ConsoleAccess(
+            self,
+            self.bridge,
+            self.wall,
+            actor=actor,
+            training=training is not None,
+            idle_s=idle_lock_s,
+        )
         self.commands = OperatorCommands(
             self,
             self.bridge,
@@ -127,9 +134,8 @@ class MainWindow(QMainWindow):
             self.loader,
             snapshot=lambda: self.snapshot,
             run_id=lambda: self.run_id,
-            actor=self.actor,
-            verifier=self.verifier,
-            password_setup=password_setup,
+            access=self.access,
+            wall=self.wall,
         )
         self.commands.said.connect(self.say)
         self.commands.error.connect(self.show_error)
@@ -162,9 +168,11 @@ class MainWindow(QMainWindow):
                 answer_first=self.commands.answer_first,
                 export=self.audit_view.choose_export,
                 show_tab=self.show_tab,
+                lock=self.access.lock,
+                switch_user=self.access.switch_user,
             ),
         )
-        self.status_bar = ConsoleStatusBar(self.db_path, self.actor, self)
+        self.status_bar = ConsoleStatusBar(self.db_path, self)
         self.setStatusBar(self.status_bar)
 
         self.runs_view.run_selected.connect(self.set_run)
@@ -184,7 +192,12 @@ class MainWindow(QMainWindow):
         self.clock_timer.setInterval(1000)
         self.clock_timer.timeout.connect(self._tick)
         self.clock_timer.start()
-        self.refresh()
+        self.access.changed.connect(self._access_changed)
+        self.access.viewing.connect(self._viewing)
+        self.access.quit.connect(self.close)
+        self.access.said.connect(self.say)
+        self._access_changed()
+        self.access.start()
 
     # --- building ---------------------------------------------------------------------------
 
@@ -205,6 +218,14 @@ class MainWindow(QMainWindow):
                 f"background: {theme.YELLOW}; color: black; font-weight: bold; padding: 6px;"
             )
             col.addWidget(strip)
+        self.readonly_strip = QLabel(f"  READ-ONLY · {not_set_up_text(self.db_path)}")
+        self.readonly_strip.setObjectName("readOnlyStrip")
+        self.readonly_strip.setWordWrap(True)
+        self.readonly_strip.setStyleSheet(
+            f"background: {theme.ORANGE}; color: black; font-weight: bold; padding: 6px;"
+        )
+        self.readonly_strip.hide()
+        col.addWidget(self.readonly_strip)
         self.engine_strip = EngineStrip()
         self.engine_strip.confirm.connect(self.confirm_store)
         col.addWidget(self.engine_strip)
@@ -238,10 +259,68 @@ class MainWindow(QMainWindow):
         dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable)
         dock.setWidget(self.prompts)
         dock.setMinimumWidth(320)
+        self.prompts_dock = dock
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
 
     def show_tab(self, i: int) -> None:
         self.tabs.setCurrentIndex(i)
+
+    # --- who uses the console (labctl.gui.access) -------------------------------------------
+
+    @property
+    def actor(self) -> str:
+        """The name commands are given in now ("" when nobody is signed in)."""
+        user = self.access.user
+        return user.name if user is not None else ""
+
+    def _viewing(self, on: bool) -> None:
+        if on:
+            self.poller.start()
+        else:
+            self.poller.stop()
+
+    def _access_changed(self) -> None:
+        a = self.access
+        covered = a.covered
+        for w in (self.menuBar(), self.centralWidget(), self.prompts_dock, self.statusBar()):
+            if w is not None:
+                w.setEnabled(not covered)
+        for tb in self.findChildren(QToolBar):
+            tb.setEnabled(not covered)
+        self.status_bar.actor.setText(a.status_text())
+        self.readonly_strip.setVisible(a.mode is Access.NOT_SET_UP)
+        self._apply_permissions()
+
+    def _apply_permissions(self) -> None:
+        """Disable what the user may not do now, each with the reason as its tooltip."""
+        a = self.access
+        run = self.current_run()
+        reg = run.registered_by if run is not None else None
+        why = {verb: a.why_not(ACTIONS[verb], reg) for verb in self.strip.buttons}
+        self.strip.set_denied(why)
+        for verb, w in why.items():
+            _permit(self.menu_actions[verb], w)
+        _permit(self.menu_actions["new"], a.why_not(Action.REGISTER_RUN))
+        _permit(self.menu_actions["confirm-store"], a.why_not(Action.CONFIRM_STORE))
+        _permit(self.menu_actions["answer"], a.why_not(Action.VIEW))
+        _permit(self.menu_actions["export"], a.why_not(Action.VIEW))
+        no_new = a.why_not(Action.REGISTER_RUN)
+        self.runs_view.new_button.setEnabled(no_new is None)
+        self.runs_view.new_button.setToolTip(f"Not allowed: {no_new}" if no_new else "")
+        no_confirm = a.why_not(Action.CONFIRM_STORE)
+        self.engine_strip.confirm_button.setEnabled(no_confirm is None)
+        if no_confirm:
+            self.engine_strip.confirm_button.setToolTip(f"Not allowed: {no_confirm}")
+        accounts = a.mode is Access.ACCOUNTS and a.user is not None
+        self.menu_actions["lock"].setEnabled(accounts and not a.locked)
+        self.menu_actions["switch-user"].setEnabled(accounts)
+        for key in ("refresh", "training"):
+            self.menu_actions[key].setEnabled(not a.covered)
+
+    def resizeEvent(self, event: QResizeEvent | None) -> None:  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        if self.access.lock_screen.isVisible():
+            self.access.lock_screen.cover()
 
     # --- snapshots --------------------------------------------------------------------------
 
@@ -277,6 +356,7 @@ class MainWindow(QMainWindow):
         self.run_box.fill(snap.runs, self.run_id)
         self.banner.set_alarms(snap.alarms, tz)
         self.strip.set_run(snap.run(self.run_id), snap.now)
+        self._apply_permissions()
         self.prompts.set_prompts(snap.prompts)
         self.tabs.show_snapshot(snap)
         self.status_bar.set_pending(snap.pending_commands)
@@ -297,6 +377,7 @@ class MainWindow(QMainWindow):
         snap = self.snapshot
         if snap is not None:
             self.strip.set_run(snap.run(run_id), snap.now)
+            self._apply_permissions()
             self.run_box.select(run_id)
             self.tabs.show_run(snap, run_id)
         self.tabs.run_changed()
@@ -334,7 +415,7 @@ class MainWindow(QMainWindow):
         """Open (or raise) the answer dialog of an open prompt."""
         return self.commands.open_prompt(prompt_id)
 
-    def new_run(self) -> NewRunDialog:
+    def new_run(self) -> NewRunDialog | None:
         return self.commands.new_run()
 
     def _registered(self, run_id: int) -> None:
@@ -370,14 +451,9 @@ class MainWindow(QMainWindow):
         except LabctlError as exc:
             QMessageBox.warning(self, "Training", exc.user_message())
             return None
+        # Training needs no account: its practice database names the user who started it.
         win = MainWindow(
-            session.db,
-            self.clock,
-            actor=self.actor,
-            wall=self.wall,
-            verifier=self.verifier,
-            password_setup=self.password_setup,
-            training=session,
+            session.db, self.clock, actor=self.actor or None, wall=self.wall, training=session
         )
         self.children_windows.append(win)
         win.show()
@@ -386,12 +462,13 @@ class MainWindow(QMainWindow):
     # --- closing ----------------------------------------------------------------------------
 
     def shutdown(self) -> None:
-        """Stop timers and the worker thread (idempotent)."""
+        """Stop timers and the worker thread, ending the user's session (idempotent)."""
         self.poller.stop()
         self.clock_timer.stop()
         self.prompts.timer.stop()
         self.commands.stop_timers()
-        self.bridge.shutdown()
+        self.access.shutdown()
+        self.bridge.shutdown(last=self.access.sign_out_on_close())
         if self.training is not None:
             self.training.stop()
 
@@ -400,3 +477,9 @@ class MainWindow(QMainWindow):
             w.close()
         self.shutdown()
         super().closeEvent(event)
+
+
+def _permit(action: QAction, why: str | None) -> None:
+    """Enable ``action`` when ``why`` is None, else disable it and say why."""
+    action.setEnabled(why is None)
+    action.setToolTip(f"Not allowed: {why}" if why else action.text().replace("&", ""))

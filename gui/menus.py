@@ -23,6 +23,8 @@ class MenuSlots:
     answer_first: Callable[[], Any]
     export: Callable[[], Any]
     show_tab: Callable[[int], Any]
+    lock: Callable[[], Any]  # lock the console now (the user stays signed in)
+    switch_user: Callable[[], Any]  # sign out, and sign someone in
 
 
 def action(
@@ -61,7 +63,8 @@ def build_menus(
 ) -> dict[str, QAction]:
     """The Console, Run and View menus and the Run toolbar (with ``run_box``) of ``window``.
 
-    Returns the actions by name (``new``, ``refresh``, ``pause``, ...).
+    Returns the actions by name (``new``, ``refresh``, ``pause``, ..., ``lock``,
+    ``switch-user``); the toolbar is ``window.findChild(QToolBar, "runToolbar")``.
     """
     acts = {
         "new": action(
@@ -90,6 +93,16 @@ def build_menus(
             "A held engine starts work again (a supervisor's decision)",
         ),
         "export": action(window, "&Export batch record…", do.export, "Ctrl+E"),
+        "lock": action(
+            window, "&Lock the console", do.lock, "Ctrl+L", "Lock now; your password unlocks it"
+        ),
+        "switch-user": action(
+            window,
+            "Sign out / &switch user…",
+            do.switch_user,
+            None,
+            "End your session and let someone else sign in",
+        ),
     }
     bar = QMenuBar(window)
     window.setMenuBar(bar)
@@ -97,7 +110,7 @@ def build_menus(
         bar,
         "&Console",
         [acts["new"], acts["refresh"], acts["training"], None, acts["confirm-store"], None]
-        + [acts["quit"]],
+        + [acts["lock"], acts["switch-user"], None, acts["quit"]],
     )
     run = [acts[k] for k in ("pause", "resume", "release", "skip", "abort")]
     _menu(bar, "&Run", [*run, None, acts["answer"], acts["export"]])
@@ -115,4 +128,6 @@ def build_menus(
     tb.addSeparator()
     tb.addAction(acts["new"])
     tb.addAction(acts["refresh"])
+    tb.addSeparator()
+    tb.addAction(acts["switch-user"])
     return acts

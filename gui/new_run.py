@@ -2,7 +2,9 @@
 
 The operator picks the file, sees every diagnostic next to the source (click one to jump
 to its line), chooses plates, the day-0 start (with ranked suggestions from the scheduler)
-and parameters, and registers the run; its ``start`` command is queued for the engine.
+and parameters, and registers the run as the signed-in user; its ``start`` command is
+queued for the engine. On a production database the protocol text must be released as it
+is (the refusal is ``labctl run``'s, :func:`labctl.cli.user_cmds.require_released`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from PyQt6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPlainTextEdit,
+    QPushButton,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -45,6 +48,7 @@ from PyQt6.QtWidgets import (
 
 from labctl.clock import Clock
 from labctl.gui import theme
+from labctl.gui.auth import ConsoleUser
 from labctl.gui.models.common import ConsoleInputError, local
 from labctl.gui.models.new_run import (
     NewRunRequest,
@@ -157,11 +161,20 @@ class NewRunDialog(QDialog):
     registered = pyqtSignal(int)
 
     def __init__(
-        self, call: Call, clock: Clock, *, timezone: str = "UTC", parent: QWidget | None = None
+        self,
+        call: Call,
+        clock: Clock,
+        *,
+        who: Callable[[], ConsoleUser | None],
+        wall: Clock,
+        timezone: str = "UTC",
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.call = call
         self.clock = clock
+        self.who = who
+        self.wall = wall
         self.check: ProtocolCheck | None = None
         self.setWindowTitle("New run")
         self.resize(1180, 760)
@@ -268,6 +281,9 @@ class NewRunDialog(QDialog):
         self.suggestions.itemClicked.connect(self._use_suggestion)
         self.cancel.clicked.connect(self.reject)
         self.register_button.clicked.connect(self.register)
+        # Enter in a field never cancels (issue 16); in the file name it validates.
+        for b in self.findChildren(QPushButton):
+            b.setAutoDefault(False)
 
     # --- validating -------------------------------------------------------------------------
 
@@ -422,19 +438,23 @@ class NewRunDialog(QDialog):
 
     # --- registering ------------------------------------------------------------------------
 
-    def register(self, *, actor: str | None = None) -> None:
+    def register(self) -> None:
+        """Register the run as the signed-in user (checked again on the worker)."""
         try:
             req = self.request()
         except ConsoleInputError as exc:
             self.error.setText(f"✕ {exc.user_message()}")
             return
-        who = actor or str(getattr(self.parent(), "actor", "operator"))
-        clock = self.clock
+        who = self.who()
+        if who is None:
+            self.error.setText("✕ nobody is signed in")
+            return
+        clock, wall = self.clock, self.wall
         self.error.setText("")
         self.register_button.setEnabled(False)
         self.register_button.setText("Registering…")
         self.call(
-            lambda store: register_new_run(store, clock, req, actor=who),
+            lambda store: register_new_run(store, clock, req, who=who, now=wall.now()),
             self._registered,
             self._register_failed,
         )

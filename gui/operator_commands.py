@@ -1,5 +1,6 @@
-"""The operator's commands: the dialogs that take them, the worker calls that queue them,
-and the engine's verdict on each, shown where the operator gave it.
+"""The operator's commands: the dialogs that take them, the worker calls that queue them
+as the signed-in user (with their signature where one is needed), and the engine's verdict
+on each, shown where the operator gave it.
 
 :class:`OperatorCommands` opens the run-control, prompt, alarm, new-run and confirm-store
 dialogs over the main window and queues what they send on the worker thread
@@ -8,6 +9,13 @@ sent it shows "waiting", or "queued: no engine is running ..." when none runs, t
 "applied" or "rejected: why"; ``verdict`` carries each verdict to the window's panel, and a
 rejection whose dialog was closed meanwhile opens a message box. It knows the window only
 through the callables and signals it is given, so it imports no window.
+
+Who may do what is :class:`~labctl.gui.access.ConsoleAccess`'s to say: an action the user
+may not take (their role, a developer on another's run, the console locked) is refused
+here with the reason, and refused again by the store check on the worker
+(:func:`labctl.gui.auth.authorize`). A signed action opens a
+:class:`~labctl.gui.sign_in.SignatureDialog` first; the password is checked, and the
+signature recorded, on the worker thread.
 """
 
 from __future__ import annotations
@@ -19,13 +27,17 @@ from typing import Any
 from PyQt6.QtCore import QObject, pyqtSignal
 from PyQt6.QtWidgets import QDialog, QMessageBox, QWidget
 
+from labctl.accounts import SIGNED, Action
 from labctl.clock import Clock
-from labctl.gui.auth import PasswordFile, Verifier
+from labctl.gui.access import ConsoleAccess
 from labctl.gui.dialogs import AcknowledgeDialog, CommandDialog, PromptDialog
 from labctl.gui.models.commands import (
+    ACTIONS,
     CommandRequest,
+    Signing,
     Verdict,
     acknowledge,
+    choice_action,
     run_command,
     skippable_tasks,
     submit_all,
@@ -34,6 +46,7 @@ from labctl.gui.models.commands import (
 from labctl.gui.models.runs import RunRow
 from labctl.gui.models.snapshot import Snapshot, SnapshotLoader
 from labctl.gui.new_run import NewRunDialog
+from labctl.gui.sign_in import SignatureDialog
 from labctl.gui.worker import StoreBridge
 
 
@@ -41,10 +54,10 @@ class OperatorCommands(QObject):
     """Opens the command dialogs over ``window`` and queues their commands for the engine.
 
     ``snapshot`` and ``run_id`` read the window's latest snapshot and current run; commands
-    are written as ``actor``, irreversible ones checked with ``verifier`` (or a password
-    chosen on first use through ``password_setup``). Each queued command is watched by
-    ``loader``, so the snapshot that follows reports whether the engine applied it
-    (:meth:`follow`).
+    are written as ``access``'s user, when their role allows, signed where
+    :data:`labctl.accounts.SIGNED` says (``wall``: the wall clock sessions and signatures
+    are stamped with). Each queued command is watched by ``loader``, so the snapshot that
+    follows reports whether the engine applied it (:meth:`follow`).
     """
 
     #: A line for the status bar: a command queued or applied, an alarm acknowledged.
@@ -68,9 +81,8 @@ class OperatorCommands(QObject):
         *,
         snapshot: Callable[[], Snapshot | None],
         run_id: Callable[[], int | None],
-        actor: str,
-        verifier: Verifier | None,
-        password_setup: PasswordFile | None,
+        access: ConsoleAccess,
+        wall: Clock,
     ) -> None:
         super().__init__(window)
         self.window = window
@@ -79,9 +91,9 @@ class OperatorCommands(QObject):
         self.loader = loader
         self._snapshot = snapshot
         self._run_id = run_id
-        self.actor = actor
-        self.verifier = verifier
-        self.password_setup = password_setup
+        self.access = access
+        self.wall = wall
+        self.last_signature: SignatureDialog | None = None  # the signature dialog opened last
         self.prompt_dialogs: dict[int, PromptDialog] = {}
         self.last_dialog: QDialog | None = None  # the dialog opened last (tests, screenshots)
         # Commands sent from here that the engine has not decided on: their verdict so far
@@ -95,8 +107,26 @@ class OperatorCommands(QObject):
         snap = self._snapshot()
         return snap.run(self._run_id()) if snap else None
 
-    def _first_use(self) -> bool:
-        return self.password_setup is not None and not self.password_setup.is_set()
+    def registered_by(self, run_id: int | None) -> str | None:
+        """Who registered run ``run_id``, as the latest snapshot read it."""
+        snap = self._snapshot()
+        run = snap.run(run_id) if snap is not None and run_id is not None else None
+        return run.registered_by if run is not None else None
+
+    def why_not(self, action: Action, run_id: int | None = None) -> str | None:
+        """None when the user may take ``action`` on run ``run_id`` now, else why not."""
+        return self.access.why_not(action, self.registered_by(run_id))
+
+    def _refused(self, action: Action, run_id: int | None) -> bool:
+        """Say why ``action`` is not allowed (and return True), or return False."""
+        why = self.why_not(action, run_id)
+        if why is not None:
+            self.error.emit(f"not allowed: {why}")
+        return why is not None
+
+    def _signs(self, action: Action) -> bool:
+        user = self.access.user
+        return action in SIGNED and user is not None and user.has_account
 
     def _open(self, dlg: QDialog) -> None:
         self.last_dialog = dlg
@@ -104,27 +134,66 @@ class OperatorCommands(QObject):
 
     # --- sending ----------------------------------------------------------------------------
 
-    def send(
-        self,
-        requests: Sequence[CommandRequest],
-        password: str | None,
-        new_password: str | None,
-        dialog: Any,
-    ) -> None:
-        """Queue ``requests`` on the worker (all or none); tell ``dialog`` how it went and,
-        from then on, the engine's verdict on each."""
-        actor, verifier, setup, loader = self.actor, self.verifier, self.password_setup, self.loader
+    def send(self, requests: Sequence[CommandRequest], dialog: Any) -> None:
+        """Queue ``requests`` on the worker (all or none) as the signed-in user, after their
+        signature if one is needed; tell ``dialog`` how it went and, from then on, the
+        engine's verdict on each."""
         reqs = list(requests)
+        why = next((w for r in reqs if (w := self.why_not(r.action, r.run_id)) is not None), None)
+        if why is not None:
+            dialog.failed(f"not allowed: {why}")
+            return
+        signed = [r for r in reqs if r.signed and self._signs(r.action)]
+        if not signed:
+            self._queue(reqs, dialog, None, None)
+            return
+        self._open_signature(reqs, signed[0], dialog)
+
+    def _open_signature(self, reqs: list[CommandRequest], r: CommandRequest, dialog: Any) -> None:
+        user = self.access.user
+        assert user is not None
+        snap = self._snapshot()
+        run = snap.run(r.run_id) if snap is not None else None
+        where = (
+            f"run {r.run_id} · {run.name} · {run.protocol}"
+            if run is not None
+            else (f"run {r.run_id}" if r.run_id is not None else "the engine")
+        )
+        sig = SignatureDialog(
+            user,
+            action=r.action.value,
+            what=r.describe(),
+            run=where,
+            reason=r.reason.strip(),
+            meaning=SIGNED[r.action],
+            parent=dialog if isinstance(dialog, QWidget) else self.window,
+        )
+        sig.sign.connect(lambda meaning, pw: self._queue(reqs, dialog, Signing(meaning, pw), sig))
+        sig.rejected.connect(lambda: dialog.failed("not signed: nothing was sent"))
+        self.last_signature = sig
+        sig.open()
+
+    def _queue(
+        self,
+        reqs: list[CommandRequest],
+        dialog: Any,
+        signing: Signing | None,
+        sig_dialog: SignatureDialog | None,
+    ) -> None:
+        who, wall, loader = self.access.user, self.wall, self.loader
+        if who is None or self.access.locked:
+            (sig_dialog or dialog).failed("nobody is signed in, or the console is locked")
+            return
 
         def fn(store: Any) -> tuple[list[Any], bool]:
-            if new_password and setup is not None:
-                setup.set(new_password)
-            cmds = submit_all(store, reqs, actor=actor, verifier=verifier, password=password)
+            cmds = submit_all(store, reqs, who=who, now=wall.now(), signing=signing)
             for c in cmds:
                 loader.watch(c.id)
             return cmds, loader.engine(store).applies_commands
 
         def ok(result: tuple[list[Any], bool]) -> None:
+            if sig_dialog is not None:
+                sig_dialog.signed_ok()
             cmds, running = result
             verdicts = [
                 verdict_of(c, engine_running=running, what=r.describe())
@@ -138,7 +207,8 @@ class OperatorCommands(QObject):
             self.said.emit("; ".join(v.line() for v in verdicts))
             self.written.emit()
 
-        self.bridge.call(fn, ok, dialog.failed)
+        # A wrong password leaves the signature dialog open to try again (or cancel).
+        self.bridge.call(fn, ok, sig_dialog.failed if sig_dialog is not None else dialog.failed)
 
     def follow(self, snap: Snapshot) -> None:
         """Take the engine's verdicts in ``snap`` to where the commands were given; a command
@@ -213,14 +283,10 @@ class OperatorCommands(QObject):
         if engine is None or not engine.can_confirm:
             self.error.emit("the engine is not held: there is nothing to confirm")
             return None
-        dlg = CommandDialog(
-            "confirm-store",
-            None,
-            held=engine.held,
-            first_use=self._first_use(),
-            parent=self.window,
-        )
-        dlg.ready.connect(lambda reqs, pw, new: self.send(reqs, pw, new, dlg))
+        if self._refused(Action.CONFIRM_STORE, None):
+            return None
+        dlg = CommandDialog("confirm-store", None, held=engine.held, parent=self.window)
+        dlg.ready.connect(lambda reqs: self.send(reqs, dlg))
         self._open(dlg)
         return dlg
 
@@ -233,6 +299,8 @@ class OperatorCommands(QObject):
         run = self.current_run()
         if run is None:
             self.error.emit("choose a run first")
+            return None
+        if self._refused(ACTIONS[verb], run.id):
             return None
         if verb == "skip":
             run_id = run.id
@@ -248,9 +316,14 @@ class OperatorCommands(QObject):
         self, verb: str, run: RunRow, tasks: list[Any], plate: str | None
     ) -> CommandDialog:
         dlg = CommandDialog(
-            verb, run, tasks=tasks, plate=plate, first_use=self._first_use(), parent=self.window
+            verb,
+            run,
+            tasks=tasks,
+            plate=plate,
+            signs=self._signs(ACTIONS[verb]),
+            parent=self.window,
         )
-        dlg.ready.connect(lambda reqs, pw, new: self.send(reqs, pw, new, dlg))
+        dlg.ready.connect(lambda reqs: self.send(reqs, dlg))
         self._open(dlg)
         return dlg
 
@@ -267,8 +340,17 @@ class OperatorCommands(QObject):
         p = next((x for x in snap.prompts if x.id == prompt_id), None) if snap else None
         if p is None:
             return None
-        dlg = PromptDialog(p, self.clock, first_use=self._first_use(), parent=self.window)
-        dlg.ready.connect(lambda reqs, pw, new: self.send(reqs, pw, new, dlg))
+        if self.access.covered:
+            return None
+        run_id = p.run_id
+        dlg = PromptDialog(
+            p,
+            self.clock,
+            why_not=lambda action: self.why_not(action, run_id),
+            signs=any(self._signs(choice_action(p, c)) for c in p.choices),
+            parent=self.window,
+        )
+        dlg.ready.connect(lambda reqs: self.send(reqs, dlg))
         self.prompt_dialogs[prompt_id] = dlg
         self._open(dlg)
         return dlg
@@ -301,13 +383,18 @@ class OperatorCommands(QObject):
         a = next((x for x in snap.alarms if x.id == alarm_id), None) if snap else None
         if snap is None or a is None:
             return None
+        if self._refused(Action.ANNOTATE, a.run_id):
+            return None
         dlg = AcknowledgeDialog(a, snap.zone(self._run_id()), self.window)
         dlg.ready.connect(lambda aid, note: self.acknowledge(aid, note, dlg))
         self._open(dlg)
         return dlg
 
     def acknowledge(self, alarm_id: int, note: str, dialog: Any = None) -> None:
-        actor = self.actor
+        who, wall = self.access.user, self.wall
+        if who is None or self.access.locked:
+            self.error.emit("nobody is signed in, or the console is locked")
+            return
 
         def ok(_: Any) -> None:
             if dialog is not None:
@@ -316,18 +403,22 @@ class OperatorCommands(QObject):
             self.written.emit()
 
         self.bridge.call(
-            lambda s: acknowledge(s, alarm_id, actor=actor, reason=note),
+            lambda s: acknowledge(s, alarm_id, who=who, now=wall.now(), reason=note),
             ok,
             dialog.failed if dialog is not None else self.error.emit,
         )
 
     # --- a new run --------------------------------------------------------------------------
 
-    def new_run(self) -> NewRunDialog:
+    def new_run(self) -> NewRunDialog | None:
+        if self._refused(Action.REGISTER_RUN, None):
+            return None
         run = self.current_run()
         dlg = NewRunDialog(
             self.bridge.call,
             self.clock,
+            who=lambda: self.access.user,
+            wall=self.wall,
             timezone=run.timezone if run else "UTC",
             parent=self.window,
         )

@@ -9,7 +9,8 @@ from labctl.gui.worker import StoreBridge
 
 
 class SnapshotPoller(QObject):
-    """Asks ``bridge`` for ``loader``'s snapshot every ``poll_ms`` and on :meth:`refresh`.
+    """Asks ``bridge`` for ``loader``'s snapshot every ``poll_ms`` and on :meth:`refresh`,
+    from :meth:`start` (the console reads nothing before someone may see it) to :meth:`stop`.
 
     A request made while a read is under way is dropped: the read under way answers it.
     ``snapshot`` carries each snapshot read (the same object again when nothing changed),
@@ -33,11 +34,19 @@ class SnapshotPoller(QObject):
         self.timer = QTimer(self)
         self.timer.setInterval(poll_ms)
         self.timer.timeout.connect(self.refresh)
+
+    def start(self) -> None:
+        """Read now, then every ``poll_ms`` (until :meth:`stop`)."""
         self.timer.start()
+        self.refresh()
+
+    @property
+    def active(self) -> bool:
+        return self.timer.isActive()
 
     def refresh(self) -> None:
-        """Ask the worker for a snapshot (skipped while one is being read)."""
-        if self._reading:
+        """Ask the worker for a snapshot (skipped while one is being read, or stopped)."""
+        if self._reading or not self.timer.isActive():
             return
         self._reading = True
         self.bridge.call(self.loader.load, self._done, self._failed)

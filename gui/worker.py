@@ -122,14 +122,25 @@ class StoreBridge(QObject):
         else:
             self.error.emit(message)
 
-    def shutdown(self, timeout_ms: int = 10_000) -> None:
-        """Close the worker's Store and stop its thread (waits for the running call)."""
+    def shutdown(
+        self, timeout_ms: int = 10_000, *, last: Callable[[Store], Any] | None = None
+    ) -> None:
+        """Close the worker's Store and stop its thread (waits for the running call).
+
+        ``last``: a final call on the worker's Store before it closes (ending the console's
+        session), made only if the Store was opened; its failure is logged, not raised.
+        """
         if self._stopped:
             return
         self._stopped = True
         self._calls.clear()
         self._thread.quit()
         self._thread.wait(timeout_ms)
-        # The thread has stopped: its Store can be closed from here (its lock waits for a
-        # call still running if the wait above timed out).
+        # The thread has stopped: its Store can be used and closed from here (its lock
+        # waits for a call still running if the wait above timed out).
+        if last is not None and self._worker.store is not None:
+            try:
+                last(self._worker.store)
+            except Exception:  # noqa: BLE001 - closing goes on; the trail keeps the session
+                log.exception("console: the last call before closing failed")
         self._worker.close()

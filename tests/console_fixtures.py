@@ -30,6 +30,7 @@ from typing import Any
 
 from fakes import FakeDevice, fake_workcell
 
+from labctl.accounts import Meaning, Role
 from labctl.clock import VirtualClock
 from labctl.devices import DeviceAlarm
 from labctl.engine import Engine, EngineConfig, register_run
@@ -310,3 +311,86 @@ def fake_daemon(db: Path, store: Store, at: datetime, *, held: str | None = None
     d = FakeDaemon(store, lock, s.id)
     d.beat(at, held=held)
     return d
+
+
+# --- accounts: who signs in to the console ---------------------------------------------------
+
+#: The accounts of :func:`accounts_world`: name -> (role, full name, password). Alice is the
+#: supervisor who registered the world's run; Dan, a developer, registered none.
+USERS = {
+    "alice": (Role.SUPERVISOR, "Alice Lind", "correct horse 1"),
+    "olga": (Role.OPERATOR, "Olga Berg", "battery staple 2"),
+    "dan": (Role.DEVELOPER, "Dan Ek", "pipette tips 33"),
+    "ada": (Role.ADMIN, "Ada Admin", "admin only 444"),
+}
+
+
+def password(name: str) -> str:
+    return USERS[name][2]
+
+
+def add_accounts(db: Path, names: tuple[str, ...] = tuple(USERS)) -> None:
+    """Give the database at ``db`` the accounts ``names`` of :data:`USERS`."""
+    store = Store.open(db, VirtualClock(WALL_START), create=False)
+    try:
+        for name in names:
+            role, full, pw = USERS[name]
+            store.add_user(name, role, pw, full_name=full, actor="ada", now=WALL_START)
+    finally:
+        store.close()
+    _checkpoint(db)
+
+
+_ACCOUNT_WORLDS: dict[int, World] = {}
+
+
+def accounts_world(*, plates: int = 2) -> World:
+    """:func:`shared_world` with the accounts of :data:`USERS` (hashing four passwords
+    takes a third of a second: done once per process); copy it before use."""
+    if plates not in _ACCOUNT_WORLDS:
+        w = copy_world(shared_world(plates=plates), fast_dir("labctl-console-accounts-") / "w")
+        add_accounts(w.db)
+        _ACCOUNT_WORLDS[plates] = w
+    return _ACCOUNT_WORLDS[plates]
+
+
+def make_practice(db: Path) -> None:
+    """Mark the (copied) database a practice one: no accounts needed, nothing signed."""
+    store = Store.open(db, VirtualClock(WALL_START), create=False)
+    try:
+        store.set_kind("practice", actor="trainer")
+    finally:
+        store.close()
+
+
+def release_protocol(store: Store, path: Path, name: str = "alice") -> None:
+    """Release the protocol file at ``path`` as ``name`` would with labctl protocol release."""
+    import hashlib
+
+    proto = load_protocol(path)
+    digest = hashlib.sha256(proto.source_text.encode("utf-8")).hexdigest()
+    sig = store.sign(
+        name,
+        password(name),
+        meaning=Meaning.APPROVED,
+        action="release-protocol",
+        subject={"protocol": proto.id, "version": proto.version, "sha256": digest},
+        reason="validated for the batch",
+        now=WALL_START,
+    )
+    store.release_protocol(
+        proto.id, proto.version, proto.source_text, signature=sig, now=WALL_START
+    )
+
+
+def sign_in_window(qtbot: Any, win: Any, name: str, pw: str | None = None) -> None:
+    """Sign ``name`` in to a console window through its sign-in dialog (pytest-qt)."""
+    qtbot.waitUntil(
+        lambda: win.access.sign_in_dialog is not None and win.access.sign_in_dialog.isVisible(),
+        timeout=10_000,
+    )
+    dlg = win.access.sign_in_dialog
+    dlg.name.setText(name)
+    dlg.password.setText(password(name) if pw is None else pw)
+    dlg.sign_in_button.click()
+    qtbot.waitUntil(lambda: win.access.user is not None, timeout=10_000)

@@ -19,11 +19,14 @@ from console_fixtures import (
     WALL_START,
     Sim,
     World,
+    accounts_world,
     copy_world,
     fake_daemon,
     fast_dir,
     open_sim,
-    shared_world,
+    password,
+    release_protocol,
+    sign_in_window,
     task_state,
 )
 from PyQt6.QtCore import QModelIndex, Qt
@@ -32,20 +35,15 @@ from PyQt6.QtWidgets import QApplication, QLabel, QLineEdit
 from labctl.clock import VirtualClock
 from labctl.gui import models as m
 from labctl.gui import theme
-from labctl.gui.auth import PasswordFile
 from labctl.gui.dialogs import PromptDialog
 from labctl.gui.main_window import MainWindow
 
-PASSWORD = "correct horse"
-
-
-def verifier(actor: str, password: str) -> bool:
-    return actor == "alice" and password == PASSWORD
+PASSWORD = password("alice")  # the supervisor who registered the world's run
 
 
 @pytest.fixture(scope="module")
 def world() -> World:
-    return shared_world()
+    return accounts_world()
 
 
 @pytest.fixture
@@ -67,10 +65,11 @@ def wall() -> VirtualClock:
 def win(qtbot, sim: Sim, wall: VirtualClock) -> MainWindow:  # noqa: ANN001 - pytest-qt's fixture
     app = QApplication.instance()
     theme.apply(app)  # type: ignore[arg-type]
-    w = MainWindow(sim.world.db, sim.clock, actor="alice", wall=wall, verifier=verifier, poll_ms=50)
+    w = MainWindow(sim.world.db, sim.clock, wall=wall, poll_ms=50)
     qtbot.addWidget(w)
     w.resize(1500, 950)
     w.show()
+    sign_in_window(qtbot, w, "alice", PASSWORD)
     qtbot.waitUntil(lambda: w.snapshot is not None, timeout=10_000)
     yield w
     w.close()
@@ -300,19 +299,38 @@ def test_pause_one_plate_with_the_shortcut(qtbot, win: MainWindow, sim: Sim) -> 
     assert {p.label: p.state for p in sim.store.plates(sim.world.run_id)}["P2"] == "paused"
 
 
-def test_abort_needs_the_password(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+def signature(qtbot, win: MainWindow):  # noqa: ANN001, ANN201
+    """The signature dialog the console opened last, once visible."""
+    qtbot.waitUntil(
+        lambda: win.commands.last_signature is not None and win.commands.last_signature.isVisible(),
+        timeout=10_000,
+    )
+    return win.commands.last_signature
+
+
+def sign(qtbot, win: MainWindow, pw: str = PASSWORD):  # noqa: ANN001, ANN201
+    sig = signature(qtbot, win)
+    sig.password.setText(pw)
+    sig.sign_button.click()
+    return sig
+
+
+def test_abort_is_signed(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
     dlg = win.control("abort")
-    assert dlg.password.isVisible() and dlg.irreversible
+    assert dlg.irreversible and dlg.sign_note.isVisible()
     dlg.reason.setText("mycoplasma positive")
-    dlg.password.password.setText("guess")
     dlg.ok_button.click()
-    qtbot.waitUntil(lambda: "wrong password for alice" in dlg.error.text(), timeout=10_000)
-    assert sim.store.pending_commands() == []
-    assert dlg.isVisible()
-    dlg.password.password.setText(PASSWORD)
-    dlg.ok_button.click()
+    sig = sign(qtbot, win, "guess")
+    qtbot.waitUntil(lambda: "wrong user name or password" in sig.error.text(), timeout=10_000)
+    assert sig.error.text().startswith("✕ not signed")
+    assert sim.store.pending_commands() == [] and sim.store.signatures() == []
+    assert sig.isVisible() and dlg.isVisible()
+    sig.password.setText(PASSWORD)
+    sig.sign_button.click()
     cmd = wait_for_command(qtbot, sim, "abort")
     assert (cmd.reason, cmd.actor) == ("mycoplasma positive", "alice")
+    (s,) = sim.store.signatures()
+    assert cmd.args == {"signature": s.id} and s.meaning.value == "performed"
     sim.engine.step()
     assert sim.store.get_run(sim.world.run_id).state == "aborted"
 
@@ -329,34 +347,14 @@ def test_skip_a_task(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
     assert [dlg.plate.itemData(i) for i in range(dlg.plate.count())] == [None, "P1", "P2"]
     dlg.plate.setCurrentIndex(2)
     dlg.reason.setText("no NB_B27 left")
-    dlg.password.password.setText(PASSWORD)
     dlg.ok_button.click()
+    sign(qtbot, win)
     cmd = wait_for_command(qtbot, sim, "skip")
-    assert cmd.args == {"task": "d13-feed-0900", "plate": "P2"}
+    (s,) = sim.store.signatures()
+    assert cmd.args == {"task": "d13-feed-0900", "plate": "P2", "signature": s.id}
     sim.engine.step()
     assert task_state(sim.store, sim.world.run_id, "d13-feed-0900", "P2") == "skipped"
     assert task_state(sim.store, sim.world.run_id, "d13-feed-0900", "P1") == "pending"
-
-
-def test_first_irreversible_command_sets_the_password(qtbot, sim: Sim, tmp_path: Path) -> None:  # noqa: ANN001
-    setup = PasswordFile(tmp_path / "cfg" / "console-password.json", iterations=1000)
-    w = MainWindow(sim.world.db, sim.clock, actor="alice", password_setup=setup, poll_ms=50)
-    qtbot.addWidget(w)
-    try:
-        qtbot.waitUntil(lambda: w.snapshot is not None, timeout=10_000)
-        dlg = w.control("abort")
-        assert dlg.password.first_use and dlg.password.repeat.isVisibleTo(dlg)
-        dlg.reason.setText("training the new password")
-        dlg.password.password.setText("new secret 1")
-        dlg.password.repeat.setText("new secret 2")
-        dlg.ok_button.click()
-        assert dlg.error.text() == "✕ the two passwords differ"
-        dlg.password.repeat.setText("new secret 1")
-        dlg.ok_button.click()
-        wait_for_command(qtbot, sim, "abort")
-        assert setup.is_set() and setup.verify("new secret 1")
-    finally:
-        w.close()
 
 
 # --- prompts ----------------------------------------------------------------------------------
@@ -391,7 +389,7 @@ def test_recovery_retry_in_the_console_unblocks_the_run(qtbot, win: MainWindow, 
     p = win.snapshot.prompts[0]
     dlg = win.open_prompt(p.id)
     dlg.choice_buttons["retry"].click()
-    assert dlg.confirm_box.isVisible() and not dlg.password.isVisible()
+    assert dlg.confirm_box.isVisible() and dlg.confirm_button.text() == "Confirm and send"
     assert sim.store.pending_commands() == []  # nothing before the confirmation
     dlg.reason.setText("tips reseated")
     dlg.confirm_button.click()
@@ -410,18 +408,22 @@ def test_recovery_retry_in_the_console_unblocks_the_run(qtbot, win: MainWindow, 
     assert not dlg.isVisible()
 
 
-def test_skip_choice_needs_reason_and_password(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
+def test_skip_choice_needs_reason_and_signature(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
     p = win.snapshot.prompts[0]
     dlg = win.open_prompt(p.id)
     dlg.choice_buttons["skip"].click()
-    assert dlg.password.isVisible()
+    assert dlg.confirm_button.text() == "Sign…"
     dlg.confirm_button.click()
     assert "give a reason" in dlg.error.text()
     dlg.reason.setText("plate P1 lost: leave the feed out")
-    dlg.password.password.setText(PASSWORD)
     dlg.confirm_button.click()
+    sig = signature(qtbot, win)
+    assert sig.chosen_meaning().value == "approved"  # accepting a deviation
+    sign(qtbot, win)
     cmd = wait_for_command(qtbot, sim, "answer")
-    assert cmd.args["answer"] == {"choice": "skip"}
+    (s,) = sim.store.signatures()
+    assert cmd.args["answer"] == {"choice": "skip"} and cmd.args["signature"] == s.id
+    assert s.action == "accept-deviation"
     sim.engine.step()
     assert sim.store.get_job(p.job_id).state == "skipped"
 
@@ -466,8 +468,8 @@ def test_qc_prompt_checks_values_against_limits(qtbot, sim: Sim) -> None:  # noq
     )  # fmt: skip
     dlg = PromptDialog(prompt, sim.clock)
     qtbot.addWidget(dlg)
-    sent: list[tuple] = []
-    dlg.ready.connect(lambda reqs, pw, new: sent.append((reqs, pw, new)))
+    sent: list[list] = []
+    dlg.ready.connect(sent.append)
     dlg.show()
     edit: QLineEdit = dlg.qc_edits["FOXA2_LMX1A_pct"]
     # No answer without the value: "Done" waits for it, and the hint names it with its limits.
@@ -491,12 +493,12 @@ def test_qc_prompt_checks_values_against_limits(qtbot, sim: Sim) -> None:  # noq
     assert dlg.qc_status["FOXA2_LMX1A_pct"].text() == "✓ within limits"
     dlg.choice_buttons["done"].click()
     dlg.confirm_button.click()
-    (((req,), pw, new),) = sent
+    ((req,),) = sent
     assert (req.verb, req.args) == (
         "answer",
         {"prompt": 9, "answer": {"done": True, "qc": {"FOXA2_LMX1A_pct": 72.5}}},
     )
-    assert pw is None and new is None
+    assert not req.signed
     dlg.timer.stop()
 
 
@@ -509,6 +511,7 @@ def test_new_run_from_a_file(qtbot, win: MainWindow, sim: Sim, tmp_path: Path) -
         KRIKS.read_text(encoding="utf-8").replace("conc: 100 nM", "conc: 100 nm", 1),
         encoding="utf-8",
     )
+    release_protocol(sim.store, KRIKS)  # a production database runs released texts only
     dlg = win.new_run()
     dlg.path.setText(str(broken))
     dlg.validate()
@@ -525,7 +528,7 @@ def test_new_run_from_a_file(qtbot, win: MainWindow, sim: Sim, tmp_path: Path) -
     assert dlg.register_button.isEnabled()
     dlg.name.setText("Kriks DA batch 26-12-B")
     dlg.plates.setValue(1)
-    dlg.register(actor="alice")
+    dlg.register()
     qtbot.waitUntil(lambda: len(sim.store.list_runs()) == 2, timeout=20_000)
     new = sim.store.list_runs()[0]
     assert (new.name, new.state, new.plates) == ("Kriks DA batch 26-12-B", "planned", 1)
@@ -641,6 +644,7 @@ def test_a_rejected_command_shows_the_engines_reason(qtbot, win: MainWindow, sim
     dlg = win.control("release")  # the run is running, not held: the engine refuses
     dlg.reason.setText("QC reviewed")
     dlg.ok_button.click()
+    sign(qtbot, win)
     cmd = wait_for_command(qtbot, sim, "release")
     qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
     sim.engine.step()
@@ -666,12 +670,15 @@ def test_a_rejected_command_shows_the_engines_reason(qtbot, win: MainWindow, sim
     box.accept()
 
 
-def send_with_reason(qtbot, sim: Sim, dlg, verb: str, reason: str) -> m.Command:  # noqa: ANN001
-    """OK without a reason is refused (nothing written); with ``reason`` it is queued."""
+def send_with_reason(qtbot, sim: Sim, dlg, verb: str, reason: str, win=None) -> m.Command:  # noqa: ANN001
+    """OK without a reason is refused (nothing written); with ``reason`` it is queued
+    (signed first, in ``win``'s signature dialog, when ``win`` is given)."""
     dlg.ok_button.click()
     assert "give a reason" in dlg.error.text() and sim.store.pending_commands() == []
     dlg.reason.setText(reason)
     dlg.ok_button.click()
+    if win is not None:
+        sign(qtbot, win)
     cmd = wait_for_command(qtbot, sim, verb)
     assert (cmd.reason, cmd.actor) == (reason, "alice")
     return cmd
@@ -694,7 +701,8 @@ def test_release_a_held_run(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: 
     win.strip.release.click()
     dlg = win.last_dialog
     assert dlg.verb == "release" and dlg.windowTitle() == "Release run: Kriks DA batch 2x6w"
-    cmd = send_with_reason(qtbot, sim, dlg, "release", "LH tips reseated; feed done by hand")
+    cmd = send_with_reason(qtbot, sim, dlg, "release", "LH tips reseated; feed done by hand", win)
+    assert cmd.args == {"signature": sim.store.signatures()[0].id}
     assert cmd.run_id == sim.world.run_id
     sim.engine.step()
     qtbot.waitUntil(lambda: "applied (run now running)" in dlg.verdict_text(), timeout=10_000)
@@ -720,8 +728,7 @@ def test_a_held_engine_is_confirmed_by_a_supervisor(
         dlg = win.last_dialog
         assert dlg.verb == "confirm-store" and dlg.run is None
         assert dlg.windowTitle() == "Confirm the devices were checked"
-        assert dlg.password.isVisible()  # a supervisor's word: reason and password
-        dlg.password.password.setText(PASSWORD)
+        assert not dlg.signs  # a supervisor's word (the role), not a signed action
         checked = "incubator slots and the OT-2 deck match the run database"
         cmd = send_with_reason(qtbot, sim, dlg, "confirm-store", checked)
         assert (cmd.run_id, cmd.args) == (None, {})
@@ -751,7 +758,7 @@ def test_a_qc_answer_the_engine_rejects_is_shown_in_its_dialog(
     assert not dlg.choice_buttons["done"].isEnabled()
     # An answer without the value, as an older console would send it: the engine refuses.
     view = next(x for x in win.snapshot.prompts if x.id == p.id)
-    win.commands.send([m.answer(view, {"done": True})], None, None, dlg)
+    win.commands.send([m.answer(view, {"done": True})], dlg)
     qtbot.waitUntil(lambda: dlg.has_sent, timeout=10_000)
     sim.engine.step()
     qtbot.waitUntil(lambda: dlg.engine_rejected, timeout=10_000)
@@ -781,6 +788,11 @@ def test_main_opens_the_console_and_returns_when_quit(qtbot, sim: Sim) -> None: 
 
     def check() -> None:
         wins = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+        dlg = wins[0].access.sign_in_dialog if wins else None
+        if dlg is not None and dlg.isVisible() and dlg.sign_in_button.isEnabled():
+            dlg.name.setText("alice")
+            dlg.password.setText(PASSWORD)
+            dlg.sign_in_button.click()
         if wins and wins[0].snapshot is not None:
             seen.append(wins[0])
             app.quit()

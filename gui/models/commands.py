@@ -1,35 +1,47 @@
-"""Operator commands: what the run controls and prompt dialogs queue for the engine, with
-the reason and (for what cannot be undone) password checks, the tasks a skip may name, and
-the engine's verdict on each command (applied, rejected and why, or queued)."""
+"""Operator commands: what the run controls and prompt dialogs queue for the engine, as
+the signed-in user their role allows, with the reason and (for the signed actions) the
+user's electronic signature; the tasks a skip may name, and the engine's verdict on each
+command (applied, rejected and why, or queued).
+
+The permission each command needs is the CLI's (:data:`labctl.cli.operator_cmds.ACTIONS`;
+an answer with 'skip' is a deviation accepted, :attr:`Action.ACCEPT_DEVIATION`), checked
+against the store on the worker thread by :func:`labctl.gui.auth.authorize`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from labctl.accounts import SIGNED, Action, Meaning
+from labctl.cli.operator_cmds import ACTIONS
 from labctl.errors import LabctlError
+from labctl.gui.auth import ConsoleUser, authorize, sign, signature_subject
 from labctl.gui.models.common import ConsoleInputError, task_key_of, task_plate, task_title
 from labctl.gui.models.prompts import PromptView
 from labctl.store import Store
 from labctl.store.models import Command
 
-#: Commands the operator cannot take back: they ask for the password as well as a reason.
-#: Confirming a held engine's store is a supervisor's word that the devices were checked.
+#: Commands that cannot be taken back: shown as dangerous, and they need a reason.
+#: Which of them are signed is :data:`labctl.accounts.SIGNED`'s to say (see ``signed``).
 IRREVERSIBLE_VERBS = ("abort", "skip", "confirm-store")
 #: Commands that need a reason (it goes into the audit trail).
 REASON_VERBS = ("pause", "resume", "abort", "skip", "release", "confirm-store")
 
 
-class PasswordRejected(LabctlError):
-    """The password given to confirm an irreversible command was wrong (or none was set)."""
+class SignatureNeeded(LabctlError):
+    """A signed action was sent without the user's signature (password and meaning)."""
 
     code = 1102
 
 
-Verifier = Callable[[str, str], bool]
-"""Checks a password: ``verifier(actor, password) -> bool`` (see :mod:`labctl.gui.auth`)."""
+@dataclass(frozen=True)
+class Signing:
+    """What the signature dialog gathered: the meaning and the password (never kept)."""
+
+    meaning: Meaning
+    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -42,17 +54,32 @@ class CommandRequest:
     args: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def choice(self) -> str | None:
+        """The choice of an answer (None for other commands, and for a plain 'done')."""
+        answer = self.args.get("answer") if self.verb == "answer" else None
+        return answer.get("choice") if isinstance(answer, dict) else None
+
+    @property
     def irreversible(self) -> bool:
         """Abort, skip (also a prompt answered with 'skip') and confirm-store cannot be
         taken back."""
-        if self.verb in IRREVERSIBLE_VERBS:
-            return True
-        answer = self.args.get("answer") if self.verb == "answer" else None
-        return isinstance(answer, dict) and answer.get("choice") in IRREVERSIBLE_VERBS
+        return self.verb in IRREVERSIBLE_VERBS or self.choice in IRREVERSIBLE_VERBS
+
+    @property
+    def action(self) -> Action:
+        """The permission it needs, as the CLI's command for it does."""
+        if self.verb == "answer":
+            return Action.ACCEPT_DEVIATION if self.choice == "skip" else Action.ANSWER
+        return ACTIONS[self.verb]
+
+    @property
+    def signed(self) -> bool:
+        """Whether it needs the user's electronic signature (on a database with accounts)."""
+        return self.action in SIGNED
 
     @property
     def needs_reason(self) -> bool:
-        return self.verb in REASON_VERBS or self.irreversible
+        return self.verb in REASON_VERBS or self.irreversible or self.signed
 
     def describe(self) -> str:
         """One line for the confirmation and the status bar."""
@@ -102,67 +129,86 @@ def answer(prompt: PromptView, answer_: dict[str, Any], reason: str = "") -> Com
     return CommandRequest("answer", prompt.run_id, reason, {"prompt": prompt.id, "answer": answer_})
 
 
-def submit(
-    store: Store,
-    request: CommandRequest,
-    *,
-    actor: str,
-    verifier: Verifier | None = None,
-    password: str | None = None,
-) -> Command:
-    """Queue ``request`` for the engine, after checking its reason and, if it cannot be
-    undone, the operator's password. Returns the pending command row.
+def choice_action(prompt: PromptView, choice: str) -> Action:
+    """The permission answering ``prompt`` with ``choice`` needs, as ``labctl answer``
+    takes it: a held run's decision is the run command itself (release, abort); 'skip'
+    accepts a deviation; anything else is an answer."""
+    if prompt.kind == "decision" and choice in ("release", "abort"):
+        return ACTIONS[choice]
+    return Action.ACCEPT_DEVIATION if choice == "skip" else Action.ANSWER
 
-    Raises ConsoleInputError (no reason) or PasswordRejected; nothing is written then.
-    The password check runs here, on the worker thread: PBKDF2 takes a noticeable fraction
-    of a second on purpose.
-    """
+
+def _check_reason(request: CommandRequest) -> str:
     reason = request.reason.strip()
     if request.needs_reason and not reason:
         raise ConsoleInputError(
             f"give a reason to {request.describe()}: it goes into the audit trail"
         )
-    if request.irreversible:
-        if verifier is None:
-            raise PasswordRejected("no password check is configured: the command was not sent")
-        if not password or not verifier(actor, password):
-            raise PasswordRejected(f"wrong password for {actor}: the command was not sent")
-    return store.insert_command(
-        request.verb, actor=actor, run_id=request.run_id, args=dict(request.args), reason=reason
-    )
+    return reason
+
+
+def submit(
+    store: Store,
+    request: CommandRequest,
+    *,
+    who: ConsoleUser,
+    now: datetime,
+    signing: Signing | None = None,
+) -> Command:
+    """Queue ``request`` for the engine as ``who`` (see :func:`submit_all`)."""
+    (cmd,) = submit_all(store, [request], who=who, now=now, signing=signing)
+    return cmd
 
 
 def submit_all(
     store: Store,
     requests: Sequence[CommandRequest],
     *,
-    actor: str,
-    verifier: Verifier | None = None,
-    password: str | None = None,
+    who: ConsoleUser,
+    now: datetime,
+    signing: Signing | None = None,
 ) -> list[Command]:
-    """Queue several commands together, all or none (e.g. answer a decision and release).
+    """Queue several commands together, all or none, as ``who``.
 
-    The password is checked once, before anything is written, if any request needs it.
+    Checks, before anything is written: each reason; that ``who`` is signed in and their
+    role allows each command's action on its run (:func:`labctl.gui.auth.authorize`, read
+    from the store now). Then, on a database with accounts, a signed action is signed with
+    ``signing`` (the password checked by the store: a wrong one never signs and counts
+    towards the lock-out) and its command carries ``"signature": <id>``, as the CLI's do.
+    Raises ConsoleInputError, AuthError, PermissionDenied or SignatureNeeded; no command
+    is written then. Runs on the worker thread: the password check takes 50-100 ms.
     """
-    if any(r.irreversible for r in requests):
-        if verifier is None:
-            raise PasswordRejected("no password check is configured: nothing was sent")
-        if not password or not verifier(actor, password):
-            raise PasswordRejected(f"wrong password for {actor}: nothing was sent")
-
-    def checked(_actor: str, _password: str) -> bool:
-        return True  # checked above, once (PBKDF2 is slow on purpose)
-
+    reasons = [_check_reason(r) for r in requests]
+    accounts = [authorize(store, who, r.action, r.run_id, now=now) for r in requests]
+    to_sign = [i for i, r in enumerate(requests) if r.signed and accounts[i] is not None]
+    if len(to_sign) > 1:
+        raise ConsoleInputError("one signature signs one command: send them one at a time")
+    args = [dict(r.args) for r in requests]
+    if to_sign:
+        i = to_sign[0]
+        r = requests[i]
+        if signing is None:
+            raise SignatureNeeded(f"{r.describe()} needs your signature: nothing was sent")
+        subject = signature_subject(store, r.action, r.run_id, args[i], reasons[i])
+        sig = sign(
+            store, who, r.action, subject, meaning=signing.meaning, password=signing.password,
+            reason=reasons[i], now=now, run_id=r.run_id,
+        )  # fmt: skip
+        args[i] = dict(args[i], signature=sig.id)
     with store.atomic():
         return [
-            submit(store, r, actor=actor, verifier=checked, password=password or "-")
-            for r in requests
+            store.insert_command(r.verb, actor=who.name, run_id=r.run_id, args=a, reason=why)
+            for r, a, why in zip(requests, args, reasons, strict=True)
         ]
 
 
-def acknowledge(store: Store, alarm_id: int, *, actor: str, reason: str = "") -> None:
-    """Acknowledge an active alarm (it stays listed until the engine clears it)."""
-    store.acknowledge_alarm(alarm_id, actor=actor, reason=reason or "seen on the console")
+def acknowledge(
+    store: Store, alarm_id: int, *, who: ConsoleUser, now: datetime, reason: str = ""
+) -> None:
+    """Acknowledge an active alarm as ``who`` (it stays listed until the engine clears it).
+    A note on the record: :attr:`Action.ANNOTATE` (a developer's only on their own runs)."""
+    authorize(store, who, Action.ANNOTATE, store.get_alarm(alarm_id).run_id, now=now)
+    store.acknowledge_alarm(alarm_id, actor=who.name, reason=reason or "seen on the console")
 
 
 # --- verdicts ----------------------------------------------------------------------------------

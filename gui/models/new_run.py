@@ -8,8 +8,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from labctl.accounts import Action
 from labctl.clock import Clock
 from labctl.errors import ProtocolError
+from labctl.gui.auth import ConsoleUser, authorize
 from labctl.gui.models.common import ConsoleInputError
 from labctl.store import Store
 
@@ -165,25 +167,33 @@ def suggest_start_dates(
     ]
 
 
-def register_new_run(store: Store, clock: Clock, req: NewRunRequest, *, actor: str) -> int:
-    """Register the run (labctl.engine.register_run on the simulated workcell roles) and
-    queue its ``start`` command for the engine. Returns the run id.
+def register_new_run(
+    store: Store, clock: Clock, req: NewRunRequest, *, who: ConsoleUser, now: datetime
+) -> int:
+    """Register the run (labctl.engine.register_run on the simulated workcell roles) as
+    ``who`` and queue its ``start`` command for the engine. Returns the run id.
 
-    Raises ProtocolError, ParameterError or PlanError when the protocol or the choices do
-    not make a plan; nothing is written then.
+    As ``labctl run``: ``who`` must be allowed to register a run (AuthError,
+    PermissionDenied), and on a production database the protocol text must be released as
+    it is (:func:`labctl.cli.user_cmds.require_released`, the same refusal). Raises
+    ProtocolError, ParameterError or PlanError when the protocol or the choices do not make
+    a plan. Nothing is written then. ``now``: wall-clock time, for the session check.
     """
+    from labctl.cli.user_cmds import require_released
     from labctl.plan.resolve import resolve
 
     if not 1 <= req.plates <= 96:
         raise ConsoleInputError(f"plates must be between 1 and 96, not {req.plates}")
+    authorize(store, who, Action.REGISTER_RUN, None, now=now)
     proto = _load_ok(req.text, req.file)
+    require_released(store, proto.id, proto.version, req.text, req.file)
     plan = resolve(
         proto, dict(req.parameters), plates=req.plates, start=req.start, timezone=req.timezone
     )
     labels = [f"P{i + 1}" for i in range(req.plates)]
     name = req.name.strip() or f"{proto.id} {plan.start:%Y-%m-%d}"
     with store.atomic():  # the run and its start command exist together or not at all
-        return _register(store, clock, proto, plan, labels, name, req, actor)
+        return _register(store, clock, proto, plan, labels, name, req, who.name)
 
 
 def _register(

@@ -55,6 +55,7 @@ class RunRow:
     upcoming: tuple[tuple[datetime, int, str, str], ...] = ()  # (when, day, title, plates)
     plate_states: tuple[tuple[str, str], ...] = ()  # (label, state)
     parameters: str = ""
+    registered_by: str | None = None  # the actor of the run's 'created' event
 
     @property
     def day_text(self) -> str:
@@ -92,6 +93,7 @@ def run_row(
     open_prompts: int = 0,
     active_alarms: int = 0,
     pending_commands: int = 0,
+    registered_by: str | None = None,
 ) -> RunRow:
     run = d.run
     plates = {p.id: p.label for p in d.plates}
@@ -149,6 +151,7 @@ def run_row(
         upcoming=tuple(upcoming),
         plate_states=tuple((p.label, p.state) for p in d.plates),
         parameters=", ".join(f"{k} = {v}" for k, v in run.parameters.items()) or "defaults",
+        registered_by=registered_by,
     )
 
 

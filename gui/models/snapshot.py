@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from labctl.clock import Clock, RealClock
+from labctl.gui.auth import registered_by
 from labctl.gui.models.common import ACTIVE_RUN_STATES, RunData
 from labctl.gui.models.devices import AlarmRow, ClimateReading, DeviceRow, climate_of, device_rows
 from labctl.gui.models.engine import EngineView, engine_view, training_view
@@ -98,6 +99,7 @@ class SnapshotLoader:
         self._pending: tuple[Command, ...] = ()
         self._climate: dict[str, ClimateReading] = {}
         self._derived: dict[int, tuple[Any, tuple[Bar, ...], tuple[TodayItem, ...]]] = {}
+        self._registered_by: dict[int, str | None] = {}  # never changes: read once a run
         self._version = 0
         self._data_version = 0
         self.full_reads = 0  # how many times everything was read (for tests and benches)
@@ -154,6 +156,8 @@ class SnapshotLoader:
         self._pending = tuple(store.pending_commands())
 
     def _load_run(self, store: Store, run: Run) -> RunData:
+        if run.id not in self._registered_by:
+            self._registered_by[run.id] = registered_by(store, run.id)
         self._version += 1
         active = run.state in ACTIVE_RUN_STATES
         return RunData(
@@ -261,6 +265,7 @@ class SnapshotLoader:
                         or (a.run_id is None and d.run.state in ACTIVE_RUN_STATES)
                     ),
                     pending_commands=sum(1 for c in self._pending if c.run_id == d.run.id),
+                    registered_by=self._registered_by.get(d.run.id),
                 )
                 for d in datas
             ),
