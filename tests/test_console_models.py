@@ -8,9 +8,7 @@ failed (open recovery prompt, default 'hold' in 15 min) and the incubator report
 from __future__ import annotations
 
 import ast
-import json
 import shutil
-import stat
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -25,15 +23,17 @@ from console_fixtures import (
     copy_world,
     fake_daemon,
     fast_dir,
+    make_practice,
     open_sim,
     shared_world,
     task_state,
 )
 
+from labctl.accounts import AuthError
 from labctl.clock import VirtualClock
 from labctl.errors import ParameterError, ProtocolError
 from labctl.gui import models as m
-from labctl.gui.auth import PasswordFile, PasswordSetupError
+from labctl.gui.auth import ConsoleUser
 from labctl.gui.training import TrainingConfig, TrainingError, TrainingLauncher
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,15 +46,19 @@ def world() -> World:
 
 @pytest.fixture
 def sim(world: World) -> Sim:
+    """A copy of the world as a practice database: commands need no account (the console's
+    accounts are tests/test_console_accounts.py's)."""
     folder = fast_dir("labctl-console-test-")
-    s = open_sim(copy_world(world, folder / "copy"))
+    copy = copy_world(world, folder / "copy")
+    make_practice(copy.db)
+    s = open_sim(copy)
     yield s
     s.close()
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def yes(actor: str, password: str) -> bool:
-    return password == "correct horse"
+ALICE = ConsoleUser("alice")  # on a practice database: a name, no account
+AS_ALICE = {"who": ALICE, "now": WALL_START}
 
 
 def snapshot(sim: Sim) -> m.Snapshot:
@@ -186,7 +190,7 @@ def test_change_feed_matches_a_full_read(sim: Sim) -> None:
     loader = m.SnapshotLoader(sim.clock)
     first = loader.load(sim.store)
     p = first.prompts[0]
-    m.submit(sim.store, m.answer(p, {"choice": "retry"}), actor="alice")
+    m.submit(sim.store, m.answer(p, {"choice": "retry"}), **AS_ALICE)
     end = sim.clock.now() + timedelta(hours=26)  # through the day-13 feed
 
     def later() -> bool:
@@ -316,29 +320,39 @@ def test_build_answer() -> None:
     assert m.qc_failures(task, {"FOXA2_LMX1A_pct": 60.0}) == []
 
 
-def test_reason_and_password_are_checked_before_anything_is_written(sim: Sim) -> None:
+def test_reason_is_checked_before_anything_is_written(sim: Sim) -> None:
     rid = sim.world.run_id
     with pytest.raises(m.ConsoleInputError, match="give a reason to pause run"):
-        m.submit(sim.store, m.pause(rid, "  "), actor="alice")
-    with pytest.raises(m.PasswordRejected, match="wrong password for alice"):
-        m.submit(
-            sim.store, m.abort(rid, "contaminated"), actor="alice", verifier=yes, password="guess"
-        )
-    with pytest.raises(m.PasswordRejected, match="no password check is configured"):
-        m.submit(sim.store, m.skip(rid, "d13-feed-0900", "x"), actor="alice")
-    with pytest.raises(m.PasswordRejected):
+        m.submit(sim.store, m.pause(rid, "  "), **AS_ALICE)
+    with pytest.raises(m.ConsoleInputError, match="give a reason to skip task"):
         m.submit_all(
-            sim.store,
-            [m.pause(rid, "first"), m.abort(rid, "then")],
-            actor="alice",
-            verifier=yes,
-            password="nope",
+            sim.store, [m.pause(rid, "first"), m.skip(rid, "d13-feed-0900", "")], **AS_ALICE
         )
     assert sim.store.pending_commands() == []
 
 
+def test_a_production_database_without_accounts_takes_no_command(world: World) -> None:
+    """As the CLI: nobody can be named as the actor before an admin sets it up."""
+    folder = fast_dir("labctl-console-test-")
+    s = open_sim(copy_world(world, folder / "copy"))
+    try:
+        with pytest.raises(
+            AuthError, match="no user accounts yet, so nobody can act on it: an admin sets it up"
+        ):
+            m.submit(s.store, m.pause(s.world.run_id, "x"), **AS_ALICE)
+        assert s.store.pending_commands() == []
+    finally:
+        s.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_practice_database_commands_are_not_signed(sim: Sim) -> None:
+    cmd = m.submit(sim.store, m.abort(sim.world.run_id, "mycoplasma"), **AS_ALICE)
+    assert (cmd.actor, cmd.args) == ("alice", {}) and sim.store.signatures() == []
+
+
 def _apply(sim: Sim, request: m.CommandRequest, **kw: object) -> m.Command:
-    cmd = m.submit(sim.store, request, actor="alice", **kw)  # type: ignore[arg-type]
+    cmd = m.submit(sim.store, request, **AS_ALICE, **kw)  # type: ignore[arg-type]
     sim.engine.step()
     done = sim.store.get_command(cmd.id)
     assert done.state == "applied", done
@@ -375,8 +389,6 @@ def test_skip_a_task_on_one_plate(sim: Sim) -> None:
     cmd = _apply(
         sim,
         m.skip(rid, "d13-feed-0900", "no NB_B27 left", plate="P2"),
-        verifier=yes,
-        password="correct horse",
     )
     assert cmd.args == {"task": "d13-feed-0900", "plate": "P2"}
     assert task_state(sim.store, rid, "d13-feed-0900", "P2") == "skipped"
@@ -389,7 +401,7 @@ def test_skip_a_task_on_one_plate(sim: Sim) -> None:
 
 def test_abort(sim: Sim) -> None:
     rid = sim.world.run_id
-    _apply(sim, m.abort(rid, "mycoplasma positive"), verifier=yes, password="correct horse")
+    _apply(sim, m.abort(rid, "mycoplasma positive"))
     assert sim.store.get_run(rid).state == "aborted"
     assert snapshot(sim).runs[0].day_text == "ended on day 12"
 
@@ -428,7 +440,12 @@ def test_lots_entered_with_an_answer_reach_the_batch_record(sim: Sim) -> None:
                 return True
             if q.kind == "task" and q.id not in sim.answered:  # everything else: done
                 sim.answered.add(q.id)
-                m.submit(sim.store, m.answer(q, m.build_answer(q)), actor="sim-operator")
+                m.submit(
+                    sim.store,
+                    m.answer(q, m.build_answer(q)),
+                    who=ConsoleUser("sim-operator"),
+                    now=WALL_START,
+                )
         return False
 
     sim.engine.run(until=to_deck_open, max_idle_s=900, max_steps=5000)
@@ -446,7 +463,7 @@ def test_lots_entered_with_an_answer_reach_the_batch_record(sim: Sim) -> None:
 
 def test_acknowledge_alarm(sim: Sim) -> None:
     (a,) = sim.store.active_alarms()
-    m.acknowledge(sim.store, a.id, actor="alice", reason="gas bottle changed")
+    m.acknowledge(sim.store, a.id, **AS_ALICE, reason="gas bottle changed")
     a2 = sim.store.get_alarm(a.id)
     assert (a2.state, a2.acknowledged_by) == ("acknowledged", "alice")
     (row,) = snapshot(sim).alarms
@@ -538,6 +555,7 @@ def test_register_new_run_and_start(tmp_path: Path) -> None:
 
     clock = VirtualClock(datetime.fromisoformat("2026-12-13T08:00:00+00:00"))
     store = Store.open(tmp_path / "new.db", clock)
+    store.set_kind("practice", actor="trainer")  # any protocol text, no account
     engine = Engine(store, clock, fake_workcell(clock))
     req = m.NewRunRequest(
         file=str(KRIKS),
@@ -549,7 +567,7 @@ def test_register_new_run_and_start(tmp_path: Path) -> None:
         parameters={"chir": "4 uM"},
         reason="second batch",
     )
-    rid = m.register_new_run(store, clock, req, actor="alice")
+    rid = m.register_new_run(store, clock, req, **AS_ALICE)
     run = store.get_run(rid)
     assert (run.name, run.state, run.plates, run.parameters) == (
         "Kriks DA batch 26-12-B",
@@ -567,11 +585,11 @@ def test_register_new_run_and_start(tmp_path: Path) -> None:
             store,
             clock,
             m.NewRunRequest(**{**req.__dict__, "parameters": {"chir": "9 uM"}}),
-            actor="a",
+            **AS_ALICE,
         )
     with pytest.raises(ProtocolError):
         m.register_new_run(
-            store, clock, m.NewRunRequest(**{**req.__dict__, "text": "labctl: 1\n"}), actor="a"
+            store, clock, m.NewRunRequest(**{**req.__dict__, "text": "labctl: 1\n"}), **AS_ALICE
         )
     assert [r.id for r in store.list_runs()] == [rid]  # nothing half-registered
     store.close()
@@ -598,31 +616,6 @@ def test_suggest_start_dates_ranks_best_first() -> None:
 
 
 # --- password and training ------------------------------------------------------------------
-
-
-def test_password_file(tmp_path: Path) -> None:
-    pf = PasswordFile(tmp_path / "cfg" / "console-password.json", iterations=1000)
-    assert not pf.is_set()
-    with pytest.raises(PasswordSetupError, match="no console password has been set"):
-        pf.verify("anything")
-    with pytest.raises(PasswordSetupError, match="at least 8 characters"):
-        pf.set("short")
-    pf.set("correct horse")
-    assert pf.is_set()
-    assert pf.verify("correct horse") and not pf.verify("correct horsE")
-    assert pf.verifier()("alice", "correct horse")
-    record = json.loads(pf.path.read_text())
-    assert set(record) == {"version", "algorithm", "iterations", "salt", "hash"}
-    assert record["algorithm"] == "pbkdf2_sha256" and record["iterations"] == 1000
-    assert "correct horse" not in pf.path.read_text()
-    assert stat.S_IMODE(pf.path.stat().st_mode) == 0o600
-    # A new password gets a new salt.
-    salt = record["salt"]
-    pf.set("correct horse")
-    assert json.loads(pf.path.read_text())["salt"] != salt
-    pf.path.write_text("{not json")
-    with pytest.raises(PasswordSetupError, match="cannot be read"):
-        pf.verify("correct horse")
 
 
 class FakePopen:
@@ -774,8 +767,8 @@ def test_snapshot_reads_the_engine_at_every_poll(sim: Sim) -> None:
 
 def test_verdicts_applied_rejected_and_queued(sim: Sim) -> None:
     rid = sim.world.run_id
-    pause = m.submit(sim.store, m.pause(rid, "CO2 low"), actor="alice")
-    release = m.submit(sim.store, m.release(rid, "go on"), actor="alice")
+    pause = m.submit(sim.store, m.pause(rid, "CO2 low"), **AS_ALICE)
+    release = m.submit(sim.store, m.release(rid, "go on"), **AS_ALICE)
     assert m.verdict_of(pause, engine_running=False).text == m.QUEUED_TEXT
     assert m.QUEUED_TEXT == "queued: no engine is running — it applies when the engine starts"
     assert m.verdict_of(pause, engine_running=True).state == "waiting"
@@ -804,8 +797,8 @@ def test_a_qc_answer_without_its_values_is_rejected_by_the_engine(sim: Sim) -> N
 def test_release_and_confirm_store_queue_their_commands(sim: Sim) -> None:
     rid = sim.world.run_id
     with pytest.raises(m.ConsoleInputError, match="give a reason to release run"):
-        m.submit(sim.store, m.release(rid, ""), actor="alice")
-    rel = m.submit(sim.store, m.release(rid, "QC reviewed: FOXA2 58 % accepted"), actor="alice")
+        m.submit(sim.store, m.release(rid, ""), **AS_ALICE)
+    rel = m.submit(sim.store, m.release(rid, "QC reviewed: FOXA2 58 % accepted"), **AS_ALICE)
     assert (rel.verb, rel.run_id, rel.reason) == (
         "release",
         rid,
@@ -815,11 +808,11 @@ def test_release_and_confirm_store_queue_their_commands(sim: Sim) -> None:
     assert (req.verb, req.run_id, req.irreversible, req.needs_reason) == (
         "confirm-store", None, True, True,
     )  # fmt: skip
-    with pytest.raises(m.PasswordRejected):  # a supervisor's word: their password too
-        m.submit(sim.store, req, actor="carol", verifier=yes, password="guess")
+    # A supervisor's word (their role, on a database with accounts), not a signed action.
+    assert req.action.value == "confirm-store" and not req.signed
     with pytest.raises(m.ConsoleInputError, match="give a reason to confirm the devices"):
-        m.submit(sim.store, m.confirm_store(" "), actor="carol", verifier=yes, password="x")
-    cmd = m.submit(sim.store, req, actor="carol", verifier=yes, password="correct horse")
+        m.submit(sim.store, m.confirm_store(" "), who=ConsoleUser("carol"), now=WALL_START)
+    cmd = m.submit(sim.store, req, who=ConsoleUser("carol"), now=WALL_START)
     assert (cmd.verb, cmd.run_id, cmd.actor, cmd.args) == ("confirm-store", None, "carol", {})
     assert m.describe_command(cmd) == "confirm the devices were checked (the held engine goes on)"
 
