@@ -677,14 +677,9 @@ def _events(f: _Found, a: Protocol, b: Protocol) -> None:
         label, days = f"{x.kind} '{_short(x.title)}'", x.days.days
         if x.days.days != y.days.days:
             ta, tb = days_text(x.days.days), days_text(y.days.days)
-            f.add(
-                "events",
-                f"{label} days",
-                ta,
-                tb,
-                days=days,
-                text=f"{label} moves from {ta} to {tb}",
-            )
+            both = sorted({*x.days.days, *y.days.days})  # a move concerns the days of both
+            move = f"{label} moves from {ta} to {tb}"
+            f.add("events", f"{label} days", ta, tb, days=both, text=move)
         ax, ay = _event_aspects(x, a), _event_aspects(y, b)
         for aspect in ax:
             if ax[aspect] == ay[aspect]:
