@@ -278,10 +278,14 @@ class ConsoleAccess(QObject):
             lambda s: unlock(s, who, password, now=wall.now()), done, self.lock_screen.failed
         )
 
+    def dialogs_hidden(self) -> list[QDialog]:
+        """The dialogs the lock hid (shown again when the same user unlocks)."""
+        return list(self._hidden)
+
     def _close_dialogs(self) -> None:
         """Close the signed-out user's dialogs (their half-made commands are theirs)."""
         for dlg in [*self._hidden, *self.window.findChildren(QDialog)]:
-            if isinstance(dlg, SignInDialog):
+            if isinstance(dlg, SignInDialog) or not (dlg.isVisible() or dlg in self._hidden):
                 continue
             if isinstance(dlg, GuardedDialog):
                 dlg.close_by_button(False)
