@@ -256,6 +256,52 @@ def test_every_edit_at_once_reads_in_section_order(
     ]
 
 
+LAB_VARIANT = (  # kriks2011_da.yaml as the difftools lab runs it (its description says how)
+    BUMP,
+    (
+        ADD_Y27632[0],
+        ADD_Y27632[0]
+        + "  Y-27632:       {stock: 10 mM, solvent: water}\n"
+        + "  mitomycin-C:   {stock: 1 mg/mL, solvent: water}\n",
+    ),
+    (USE_Y27632[0], USE_Y27632[0] + USE_Y27632[1]),
+    (
+        '    - {days: "21-25", change: full}',
+        "    - {days: [24, 25], change: full}\n"
+        "    - {days: [21, 22, 23], change: none}\n"
+        "  additions:\n"
+        '    - {compound: mitomycin-C, conc: 1 ug/mL, days: 22, at: "09:00", pulse: 1 h}',
+    ),
+)
+
+
+def test_the_lab_variant_of_kriks() -> None:
+    """No feeds on days 21-23, ROCK inhibitor on day 20, a mitomycin C pulse on day 22."""
+    same, lines = diff_lines(edit(KRIKS_TEXT, *LAB_VARIANT))
+    assert not same
+    assert lines == [
+        "",
+        "metadata (text only):",
+        "  version 1.0.0 -> 1.1.0",
+        "",
+        "compounds:",
+        "  Y-27632 added: stock 10 mM in water",
+        "  mitomycin-C added: stock 1 mg/mL in water",
+        "",
+        "factors, by day:",
+        "  day 20: Y-27632 added: 10 uM",
+        "",
+        "feeds, by day:",
+        "  days 21-23: feed removed (was full change, 2 mL/well at 09:00)",
+        "",
+        "additions, by day:",
+        "  day 22: mitomycin-C spike added: 1 ug/mL at 09:00 for 1 h "
+        "(then 1x NB_B27 wash, then a full change)",
+        "",
+        "5 differences in substance, 1 in text only.",
+    ]
+
+
 def test_feeds_events_and_timing_that_move() -> None:
     text = edit(
         KRIKS_TEXT,

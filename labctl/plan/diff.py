@@ -584,7 +584,7 @@ def _additions_by_day(p: Protocol) -> dict[int, list[Addition]]:
     return out
 
 
-def _addition_aspects(a: Addition, p: Protocol, plan: Plan) -> dict[str, str]:
+def _addition_aspects(a: Addition, p: Protocol, plan: Plan, day: int) -> dict[str, str]:
     out = {
         "": qtext(_value(a.conc, plan)),
         "time": _hhmm(a.at or p.timing.feed_at),
@@ -592,8 +592,19 @@ def _addition_aspects(a: Addition, p: Protocol, plan: Plan) -> dict[str, str]:
         "pulse": qtext(a.pulse),
     }
     if a.pulse is not None:
-        out["wash-out"] = f"{a.washout_times}x {a.washout_medium or 'the day base medium'}"
+        # As the resolver does: washed with the day's (first) base medium unless named.
+        base = next((r.parts[0][0] for r in p.schedule.media if day in r.days), "?")
+        medium = a.washout_medium or base
+        out["wash-out"] = f"{a.washout_times}x {medium} wash, then a full change"
     return out
+
+
+def _addition_summary(asp: dict[str, str]) -> str:
+    """``1 ug/mL at 09:00 for 1 h (then 1x NB_B27 wash, then a full change)``."""
+    text = f"{asp['']} at {asp['time']}"
+    if "wash-out" in asp:
+        text += f" for {asp['pulse']} (then {asp['wash-out']})"
+    return text
 
 
 def _additions(f: _Found, a: Protocol, b: Protocol, pa: Plan, pb: Plan) -> None:
@@ -605,13 +616,13 @@ def _additions(f: _Found, a: Protocol, b: Protocol, pa: Plan, pb: Plan) -> None:
             [lambda x: (x.compound, x.at), lambda x: x.compound],
         )
         for x in gone:
-            asp = _addition_aspects(x, a, pa)
-            f.day("additions", f"{x.compound} spike", f"{asp['']} at {asp['time']}", None, day)
+            asp = _addition_aspects(x, a, pa, day)
+            f.day("additions", f"{x.compound} spike", _addition_summary(asp), None, day)
         for y in new:
-            asp = _addition_aspects(y, b, pb)
-            f.day("additions", f"{y.compound} spike", None, f"{asp['']} at {asp['time']}", day)
+            asp = _addition_aspects(y, b, pb, day)
+            f.day("additions", f"{y.compound} spike", None, _addition_summary(asp), day)
         for x, y in pairs:
-            ax, ay = _addition_aspects(x, a, pa), _addition_aspects(y, b, pb)
+            ax, ay = _addition_aspects(x, a, pa, day), _addition_aspects(y, b, pb, day)
             if x.compound != y.compound:
                 f.day("additions", "spike of", x.compound, y.compound, day)
             for aspect in sorted(set(ax) | set(ay)):
