@@ -112,7 +112,10 @@ def render_pdf(html: str, path: str | Path, *, footer: str, title: str = "") -> 
     font = QFont("DejaVu Sans")
     font.setPointSizeF(BODY_PT)
     doc.setDefaultFont(font)
-    doc.documentLayout().setPaintDevice(writer)  # measure text at the PDF's resolution
+    layout = doc.documentLayout()
+    if layout is None:
+        raise PdfError("cannot write a PDF: Qt gave the document no layout")
+    layout.setPaintDevice(writer)  # measure text at the PDF's resolution
     doc.setHtml(html)
 
     area = writer.pageLayout().paintRectPixels(RESOLUTION_DPI)

@@ -47,9 +47,9 @@ class Signed:
     qc_prompt: int
 
 
-def signed_run(tmp_path: Path, reason: str = "contaminated well") -> Signed:
-    w = World(tmp_path, text=SHORT + "\n# a comment with </pre><b>markup</b>\n")
-    w.devices["operator"].qc_value = 10.0  # the day-1 sample fails its gate: the run holds
+def people_and_release(w: World) -> Signature:
+    """Accounts (an admin, supervisor sue, operator olle) and the release of the run's
+    protocol text, signed by sue. Returns the release signature."""
     s, now = w.store, w.clock.now
     s.add_user("root", Role.ADMIN, PW, full_name="Root", actor="root", now=now())
     s.add_user("sue", Role.SUPERVISOR, PW, full_name="Sue Smith", actor="root", now=now())
@@ -64,23 +64,35 @@ def signed_run(tmp_path: Path, reason: str = "contaminated well") -> Signed:
     s.release_protocol(
         run.protocol_id, run.protocol_version, run.protocol_text, signature=release, now=now()
     )
+    return release
 
-    def signed(verb: str, who: str, why: str, meaning: Meaning, **args: object) -> Signature:
-        """Sign as the CLI does (labctl.cli.operator_cmds.signed_queue) and queue ``verb``."""
-        subject = {"action": verb, "run": w.run_id, "protocol_sha256": run.protocol_sha256,
-                   "args": args, "reason": why}  # fmt: skip
-        sig = s.sign(who, PW, meaning=meaning, action=verb, subject=subject, reason=why,
-                     now=now(), run_id=w.run_id)  # fmt: skip
-        s.insert_command(
-            verb, actor=who, run_id=w.run_id, args={**args, "signature": sig.id}, reason=why
-        )
-        return sig
 
+def queue_signed(
+    w: World, verb: str, who: str, why: str, meaning: Meaning, action: str = "", **args: object
+) -> Signature:
+    """Sign as the CLI does (labctl.cli.operator_cmds.signed_queue) and queue ``verb`` with
+    the signature's id. ``action``: the signed action when it is not the verb's name."""
+    s, run = w.store, w.store.get_run(w.run_id)
+    subject = {"action": action or verb, "run": w.run_id, "protocol_sha256": run.protocol_sha256,
+               "args": args, "reason": why}  # fmt: skip
+    sig = s.sign(who, PW, meaning=meaning, action=action or verb, subject=subject, reason=why,
+                 now=w.clock.now(), run_id=w.run_id)  # fmt: skip
+    s.insert_command(
+        verb, actor=who, run_id=w.run_id, args={**args, "signature": sig.id}, reason=why
+    )
+    return sig
+
+
+def signed_run(tmp_path: Path, reason: str = "contaminated well") -> Signed:
+    w = World(tmp_path, text=SHORT + "\n# a comment with </pre><b>markup</b>\n")
+    w.devices["operator"].qc_value = 10.0  # the day-1 sample fails its gate: the run holds
+    s = w.store
+    release = people_and_release(w)
     s.insert_command("start", actor="olle", run_id=w.run_id, reason="start")
     task = w.plan.feeds()[-1].key
-    skip = signed("skip", "olle", reason, Meaning.PERFORMED, task=task, plate="P2")
+    skip = queue_signed(w, "skip", "olle", reason, Meaning.PERFORMED, task=task, plate="P2")
     w.run_until(lambda: w.state == "holding", limit_days=3)
-    unhold = signed("release", "sue", "QC counted again by hand: 85 %", Meaning.APPROVED)
+    unhold = queue_signed(w, "release", "sue", "QC counted again by hand: 85 %", Meaning.APPROVED)
     w.run_until(lambda: w.state == "running", limit_days=1)
     p = s.insert_prompt(
         w.run_id, kind="task", text="Count the cells of <P1>", actor="engine",
@@ -90,7 +102,9 @@ def signed_run(tmp_path: Path, reason: str = "contaminated well") -> Signed:
         p.id, {"qc": {"density": 2.5e5}, "lots": {"NB_B27": "LOT-7"}, "done": True},
         actor="olle", reason="counted on the hemocytometer",
     )  # fmt: skip
-    abort = signed("abort", "olle", "incubator door left open overnight", Meaning.PERFORMED)
+    abort = queue_signed(
+        w, "abort", "olle", "incubator door left open overnight", Meaning.PERFORMED
+    )
     w.run_until(lambda: w.state == "aborted", limit_days=1)
     return Signed(w, release, skip, unhold, abort, task, p.id)
 
@@ -144,6 +158,34 @@ def test_the_record_of_a_signed_run_shows_release_signatures_deviations_prompts(
     audit = sec["Audit trail"]
     assert "Hash chain verified: intact" in audit and head[1] in audit
     assert f"<td>{head[0]}</td>" in audit
+
+
+def test_a_step_left_out_at_a_recovery_prompt_shows_the_signature_that_accepted_it(
+    tmp_path: Path,
+) -> None:
+    w = World(tmp_path)
+    people_and_release(w)
+    w.devices["ot2-sim"].fail_next = 1  # the first dispense fails: the engine asks
+    w.store.insert_command("start", actor="sue", run_id=w.run_id, reason="start")
+    w.run_until(lambda: bool(w.store.open_prompts(w.run_id)), limit_days=2)
+    (p,) = w.store.open_prompts(w.run_id)
+    answer = {"choice": "skip"}
+    sig = queue_signed(
+        w, "answer", "sue", "the plate's lid cracked", Meaning.APPROVED,
+        action="accept-deviation", prompt=p.id, answer=answer,
+    )  # fmt: skip
+    w.run_until(lambda: w.store.get_prompt(p.id).state == "answered", limit_days=0.5)
+    sec = sections(batch_record(w.store, w.run_id, printed_at=PRINTED))
+    (row,) = re.findall(r"<tr[^>]*>(.*?)</tr>", sec["Deviations"])[1:]
+    assert "Step &#x27;lh_run&#x27; of" in row and "the plate&#x27;s lid cracked" in row
+    assert f"signature #{sig.id}: Sue Smith (sue), approved" in row
+    asked = next(x for x in re.findall(r"<tr>(.*?)</tr>", sec["Prompts"]) if f"#{p.id} " in x)
+    assert "&#x27;skip&#x27;: leave the step out (a deviation)" in asked
+    assert f"signature #{sig.id}:" in asked
+    assert (
+        f"accept-deviation: prompt {p.id}, answer &#x27;skip&#x27;: leave the step out"
+        in sec["Signatures"]
+    )
 
 
 def test_every_printed_page_has_the_footer_and_a4_print_rules(tmp_path: Path) -> None:
@@ -223,6 +265,21 @@ def test_a_tampered_event_makes_the_record_say_the_chain_is_broken_there(
     assert "Hash chain verified" not in page
 
 
+def test_a_signature_changed_behind_the_triggers_back_is_said(tmp_path: Path) -> None:
+    r = signed_run(tmp_path)
+    page = batch_record(r.world.store, r.world.run_id, printed_at=PRINTED)
+    assert "each agrees with the audit event recorded with it" in sections(page)["Audit trail"]
+    raw = sqlite3.connect(tmp_path / "run.db")
+    with raw:
+        raw.execute("DROP TRIGGER signatures_no_update")
+        raw.execute("UPDATE signatures SET meaning = 'approved' WHERE id = ?", (r.skip.id,))
+    raw.close()
+    page = batch_record(r.world.store, r.world.run_id, printed_at=PRINTED)
+    said = f"signature {r.skip.id} differs from its audit event"
+    assert f"<div class='alarm'>SIGNATURE RECORD ALTERED: {said}.</div>" in page
+    assert said in sections(page)["Audit trail"]
+
+
 def test_values_from_users_are_escaped(tmp_path: Path) -> None:
     r = signed_run(tmp_path, reason=HOSTILE)
     page = batch_record(r.world.store, r.world.run_id, printed_at=PRINTED)
@@ -251,3 +308,47 @@ def test_batch_record_sections_of_an_engine_run(tmp_path: Path) -> None:
     dev = sections(page)["Deviations"]
     assert f"{task}/P2 skipped" in dev and "not signed" in dev and "still held" in dev
     assert "<h2>Reagent lots</h2>\n<p>None recorded.</p>" in page
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        ({"kind": "skipped", "task": "r1:d2-feed/P2"}, "Task r1:d2-feed/P2 skipped"),
+        (
+            {"kind": "skipped", "job": "r1:d2-feed/P2#3", "op": "lh_run"},
+            "Step 'lh_run' of r1:d2-feed/P2#3 skipped",
+        ),
+        (
+            {"kind": "out_of_incubator", "task": "r1:d3-feed/P1", "seconds": 2710.4},
+            "Plate out of the incubator for 45 min during r1:d3-feed/P1",
+        ),
+        (
+            {"kind": "qc", "measure": "pct", "value": 10.0, "on_fail": "continue"},
+            "QC value pct = 10 outside its limits; the protocol's action: continue",
+        ),
+        (
+            {"kind": "extended", "seconds": 86400, "tasks": 12},
+            "Rest of the run moved 24 h later (12 tasks)",
+        ),
+        (
+            {"kind": "door_open", "device": "inc-1", "open_s": 12.5},
+            "Door open: device: inc-1; open s: 12.5",
+        ),
+    ],
+)
+def test_deviations_read_as_sentences(data: dict[str, object], words: str) -> None:
+    from labctl.reports.words import deviation_words
+
+    assert deviation_words(data) == words
+
+
+def test_answers_read_as_words() -> None:
+    from labctl.reports.words import answer_words
+
+    gates = [{"measure": "pct", "unit": "%", "min": 60}]
+    assert (
+        answer_words({"qc": {"pct": 42.0}, "done": True}, gates) == "pct = 42 % (FAILS its limits)"
+    )
+    assert answer_words({"choice": "retry"}, ["retry", "skip"]) == "'retry': do the step again"
+    assert answer_words({"done": True}, []) == "done"
+    assert answer_words({"answer": ["a", 2.5, None]}, []) == "a, 2.5, -"

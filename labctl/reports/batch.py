@@ -53,7 +53,7 @@ code,.hash{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:90%
  padding:6px;margin:.5em 0}
 .fine{border:1px solid #6a6;background:#e6f4e6;padding:6px;margin:.5em 0}
 .note{color:#555}
-pre{white-space:pre-wrap;font-family:"DejaVu Sans Mono",monospace;font-size:8pt;
+pre{white-space:pre-wrap;overflow-wrap:anywhere;font-family:"DejaVu Sans Mono",monospace;font-size:8pt;
  border:1px solid #bbb;padding:4px}
 """
 
@@ -222,6 +222,8 @@ def _warnings(page: _Page, r: BatchRecord) -> None:
         )
     elif not rep.triggers_present:
         page.add(f"<div class='alarm'>Audit trail: {_e(rep.message)}.</div>")
+    for problem in r.chain.signature_problems:
+        page.add(f"<div class='alarm'>SIGNATURE RECORD ALTERED: {_e(problem)}.</div>")
     rel = r.release
     if rel.state == "unreleased":
         page.add(
@@ -497,6 +499,11 @@ def _audit(page: _Page, r: BatchRecord) -> None:
             ("Head event", head[0] if head else "-"),
             ("Head hash (SHA-256)", _hash(head[1]) if head else "-"),
             ("Append-only triggers", "present" if rep.triggers_present else "MISSING"),
+            (
+                "Signatures and releases",
+                "; ".join(r.chain.signature_problems)
+                or "each agrees with the audit event recorded with it",
+            ),
             ("Checked at", when(r.printed_at, r.tz)),
         ]
     )

@@ -97,11 +97,20 @@ class PromptRow:
 
 @dataclass(frozen=True)
 class ChainCheck:
-    """The audit chain's check when the record was made, and its head (seq, hash)."""
+    """The audit chain's check when the record was made, and its head (seq, hash).
+
+    ``signature_problems``: signatures or releases whose rows no longer agree with the
+    events recorded with them (Store.verify_signatures; empty when all agree).
+    """
 
     report: AuditReport
     head: tuple[int, str] | None
     run_events: int
+    signature_problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.report.ok and not self.signature_problems
 
     @property
     def head_short(self) -> str:
@@ -158,7 +167,9 @@ def read_record(store: Store, run_id: int, *, printed_at: datetime) -> BatchReco
     with store.atomic():
         run = store.get_run(run_id)
         events = store.events(run_id, limit=None)
-        chain = ChainCheck(store.verify_chain(), store.head(), len(events))
+        chain = ChainCheck(
+            store.verify_chain(), store.head(), len(events), tuple(store.verify_signatures())
+        )
         names = {u.name: u.full_name for u in store.users()}
         signatures = store.signatures(run_id)
         links = _Links(store, events, signatures)
