@@ -110,7 +110,7 @@ class ConsoleAccess(QObject):
         self._kept_alive = wall.monotonic()
         self.timer = QTimer(self)
         self.timer.setInterval(int(max(50.0, min(1000.0, idle_s * 250.0))))
-        self.timer.timeout.connect(self._tick)
+        self.timer.timeout.connect(self.check_idle)
         app = QApplication.instance()
         if app is not None:
             app.installEventFilter(self)
@@ -312,7 +312,9 @@ class ConsoleAccess(QObject):
             w = w.parentWidget()
         return False
 
-    def _tick(self) -> None:
+    def check_idle(self) -> None:
+        """Lock after ``idle_s`` without input; keep an active user's session alive.
+        Called by the timer (at most every second), or by anyone who moved the clock."""
         if self.user is None or not self.user.has_account or self.locked:
             return
         now = self.wall.monotonic()
