@@ -27,6 +27,7 @@ MARGINS_MM = (12.0, 14.0, 12.0, 10.0)  # left, top, right, bottom of the page
 FOOTER_MM = 8.0  # the footer's band under the text, inside the bottom margin
 RESOLUTION_DPI = 300
 BODY_PT = 8.5  # the text's size; headings and tables scale from it (CSS in the HTML)
+KEEP_MM = 30.0  # a heading with less room than this under it starts the next page
 
 _app: Any = None  # the QGuiApplication made here, kept for the process's life
 
@@ -94,6 +95,11 @@ def render_pdf(html: str, path: str | Path, *, footer: str, title: str = "") -> 
 
     out = Path(path)
     tmp = out.with_name(out.name + ".part")
+    try:
+        # Qt only says "QPainter::begin(): Returned false" on stderr: find out first.
+        tmp.open("wb").close()
+    except OSError as exc:
+        raise PdfError(f"cannot write {out}: {exc.strerror or exc}") from exc
     writer = QPdfWriter(str(tmp))
     writer.setResolution(RESOLUTION_DPI)
     writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
@@ -122,10 +128,12 @@ def render_pdf(html: str, path: str | Path, *, footer: str, title: str = "") -> 
     footer_px = FOOTER_MM / 25.4 * RESOLUTION_DPI
     body = QSizeF(area.width(), area.height() - footer_px)
     doc.setPageSize(body)
+    _keep_headings_with_next(doc, layout, body.height(), KEEP_MM / 25.4 * RESOLUTION_DPI)
     pages = doc.pageCount()
 
     painter = QPainter()
     if not painter.begin(writer):
+        tmp.unlink(missing_ok=True)
         raise PdfError(f"cannot write {out}: Qt could not open it for drawing")
     try:
         small = QFont("DejaVu Sans")
@@ -156,3 +164,20 @@ def render_pdf(html: str, path: str | Path, *, footer: str, title: str = "") -> 
         tmp.unlink(missing_ok=True)
         raise PdfError(f"cannot write {out}: {exc.strerror or exc}") from exc
     return pages
+
+
+def _keep_headings_with_next(doc: Any, layout: Any, page_h: float, room: float) -> None:
+    """Move each heading (h1-h3) that lands near the foot of a page to the next page, with
+    what follows it: Qt's rich text has no ``break-after: avoid``."""
+    from PyQt6.QtGui import QTextCursor, QTextFormat
+
+    block = doc.begin()
+    while block.isValid():
+        fmt = block.blockFormat()
+        if 0 < fmt.headingLevel() <= 3:
+            rect = layout.blockBoundingRect(block)  # lays the document out up to here
+            page_end = (int(rect.top() // page_h) + 1) * page_h
+            if page_end - rect.bottom() < room and rect.top() % page_h > 1:
+                fmt.setPageBreakPolicy(QTextFormat.PageBreakFlag.PageBreak_AlwaysBefore)
+                QTextCursor(block).setBlockFormat(fmt)
+        block = block.next()

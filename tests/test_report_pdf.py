@@ -60,6 +60,13 @@ def test_report_writes_an_a4_pdf_with_the_footer_on_every_page(
         text = doc.getAllText(n).text()
         assert f"page {n + 1} of {pages}" in text, n
         assert f"Run {r.world.run_id}" in text and head[1][:12] in text, n
+    titles = {"Run and protocol", "Signatures", "Deviations", "Prompts", "QC values",
+              "Where each plate is", "Reagent lots", "Alarms", "Audit trail"}  # fmt: skip
+    for n in range(pages):
+        lines = [x.strip() for x in doc.getAllText(n).text().splitlines() if x.strip()]
+        body = [x for x in lines if not x.startswith(f"Run {r.world.run_id} ·")]
+        body = [x for x in body if not re.fullmatch(r"page \d+ of \d+", x)]
+        assert body[-1] not in titles, (n, body[-3:])  # no heading left at a page's foot
     first = doc.getAllText(0).text()
     assert "Batch record: test" in first and "Sue Smith (sue)" in first
     assert r.world.store.get_run(r.world.run_id).protocol_sha256 in first.replace("\n", "")
