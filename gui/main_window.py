@@ -311,6 +311,15 @@ class MainWindow(QMainWindow):
         self.engine_strip.confirm_button.setEnabled(no_confirm is None)
         if no_confirm:
             self.engine_strip.confirm_button.setToolTip(f"Not allowed: {no_confirm}")
+        alarm = self.banner.alarms[0] if self.banner.alarms else None
+        alarm_run = alarm.run_id if alarm is not None else None
+        no_ack = a.why_not(Action.ANNOTATE, self.commands.registered_by(alarm_run))
+        self.banner.ack.setEnabled(no_ack is None)
+        self.banner.ack.setToolTip(
+            f"Not allowed: {no_ack}"
+            if no_ack
+            else "Record that you have seen this alarm (it stays listed until cleared)"
+        )
         accounts = a.mode is Access.ACCOUNTS and a.user is not None
         self.menu_actions["lock"].setEnabled(accounts and not a.locked)
         self.menu_actions["switch-user"].setEnabled(accounts)

@@ -175,7 +175,7 @@ class LockScreen(QFrame):
         lay = QVBoxLayout(card)
         lay.setContentsMargins(28, 24, 28, 24)
         lay.setSpacing(10)
-        self.title = label("🔒 Console locked", heading=True)
+        self.title = label("Console locked", heading=True)
         lay.addWidget(self.title)
         self.who = label("", sub=True, wrap=True)
         self.who.setObjectName("who")
@@ -218,7 +218,7 @@ class LockScreen(QFrame):
 
     def show_locked(self, user: ConsoleUser, detail: str) -> None:
         """Locked: ``user`` is still signed in; only their password unlocks."""
-        self.title.setText("🔒 Console locked")
+        self.title.setText("Console locked")
         self.who.setText(f"Signed in: {user.label()}")
         self.detail.setText(detail)
         self.password_row.show()

@@ -104,6 +104,7 @@ QLineEdit:focus {{ border: 2px solid {BLUE}; }}
 QToolBar {{ background: {PAPER}; border-bottom: 1px solid {RULE}; spacing: 6px; padding: 4px; }}
 QToolButton {{ padding: 5px 9px; border-radius: 4px; }}
 QToolButton:hover {{ background: #E8EEF6; }}
+QToolButton:disabled {{ color: #9AA1AB; }}
 QStatusBar {{ background: {PAPER}; border-top: 1px solid {RULE}; color: {MUTED}; }}
 QDockWidget::title {{ background: #EEF0F3; padding: 6px; font-weight: bold; }}
 QFrame[card="true"] {{ background: {PAPER}; border: 1px solid {RULE}; border-radius: 6px; }}

@@ -415,7 +415,9 @@ def test_a_production_database_without_accounts_is_read_only(qtbot, open_window)
         for b in (w.strip.pause, w.strip.skip, w.strip.abort):
             assert not b.isEnabled() and "no user accounts yet" in b.toolTip()
         assert not w.menu_actions["new"].isEnabled()
+        assert not w.banner.ack.isEnabled() and "no user accounts" in w.banner.ack.toolTip()
         assert w.control("pause") is None and s.store.pending_commands() == []
+        assert w.commands.acknowledge_dialog(w.snapshot.alarms[0].id) is None
     finally:
         s.close()
 
