@@ -338,7 +338,12 @@ class ConsoleAccess(QObject):
 
         def done(ended: str | None) -> None:
             if ended and self.user is who:
-                self.lock(f"{ended}. Your password opens a new session.")
+                # The store words it for the CLI ("...: labctl login NAME"): keep the why.
+                why = ended.split(": labctl login")[0].split(": sign in again")[0]
+                self.lock(
+                    f"The session of {who.name} has ended ({why}). Their password opens a "
+                    "new one; or switch user."
+                )
 
         self.bridge.call(fn, done)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from labctl.accounts import (
     SIGNED,
@@ -41,7 +41,7 @@ from labctl.accounts import (
 
 if TYPE_CHECKING:
     from labctl.store import Store
-    from labctl.store.users import Signature, User
+    from labctl.store.users import User
 
 __all__ = [
     "Access",
@@ -59,6 +59,14 @@ __all__ = [
     "signature_subject",
     "unlock",
 ]
+
+
+class Signed(Protocol):
+    """What the console keeps of a signature: its id, which the signed command carries
+    (the store's Signature has it, wherever the store keeps that class)."""
+
+    @property
+    def id(self) -> int: ...
 
 
 class Access(str, Enum):
@@ -221,7 +229,7 @@ def sign(
     reason: str,
     now: datetime,
     run_id: int | None = None,
-) -> Signature:
+) -> Signed:
     """``who``'s electronic signature on ``subject`` (their password again; a wrong one
     never signs and counts towards the lock-out)."""
     if action not in SIGNED:

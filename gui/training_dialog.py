@@ -15,6 +15,7 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from labctl.gui.sign_in import enter_submits
 from labctl.gui.training import TrainingConfig
 from labctl.gui.widgets import button, label
 
@@ -54,6 +55,7 @@ class TrainingDialog(QDialog):
         form.addRow(go)
         browse.clicked.connect(self._browse)
         go.clicked.connect(self._start)
+        enter_submits(self, go)  # Enter in a field starts, never opens Browse… (issue 16)
 
     def _browse(self) -> None:
         path = self.path.text()

@@ -457,3 +457,44 @@ def test_enter_in_the_reason_field_sends(qtbot, open_window, sim: Sim) -> None: 
     qtbot.waitUntil(dlg2.isVisible)
     qtbot.keyClick(dlg2.reason, Qt.Key.Key_Return)
     assert dlg2.isVisible() and "give a reason" in dlg2.error.text()
+
+
+def test_an_active_users_session_is_kept_alive_and_its_end_locks(
+    qtbot, open_window, sim: Sim, wall: VirtualClock
+) -> None:  # noqa: ANN001
+    w = signed_in(qtbot, open_window, sim, "alice", idle_lock_s=600)
+    token = w.access.user.token
+
+    def last_seen() -> str:
+        row = sim.store._conn.execute(
+            "SELECT last_seen FROM sessions WHERE client = 'console'"
+        ).fetchone()
+        return str(row[0])
+
+    before = last_seen()
+    wall.advance(30)
+    qtbot.mouseMove(w.runs_view)  # someone is at the console
+    qtbot.keyClick(w.runs_view, Qt.Key.Key_Down)
+    wall.advance(40)  # a minute since the session was last marked used
+    w.access.check_idle()
+    qtbot.waitUntil(lambda: last_seen() != before, timeout=10_000)
+    assert not w.access.locked
+    # An admin disables the account: the next keep-alive ends the console's use of it.
+    sim.store.set_disabled("alice", True, actor="ada", now=wall.now())
+    wall.advance(5)
+    qtbot.keyClick(w.runs_view, Qt.Key.Key_Down)
+    wall.advance(60)
+    w.access.check_idle()
+    qtbot.waitUntil(lambda: w.access.locked, timeout=10_000)
+    lock = w.access.lock_screen
+    assert lock.detail.text() == (
+        "The session of alice has ended (not signed in (or signed out)). Their password "
+        "opens a new one; or switch user."
+    )
+    assert w.access.user.token == token
+    # Her password does not open a new session while the account is disabled.
+    lock.password.setText(password("alice"))
+    lock.unlock_button.click()
+    qtbot.waitUntil(lambda: lock.unlock_button.isEnabled(), timeout=10_000)
+    assert lock.error.text() == "✕ the account 'alice' is disabled: ask an admin"
+    assert w.access.locked
