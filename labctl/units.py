@@ -13,13 +13,19 @@ from functools import lru_cache
 from typing import Any
 
 import pint
+from pint.facets.plain import PlainUnit
 
 __all__ = [
     "Dim",
+    "MolarMassNeeded",
     "Q_",
+    "UnitConversionError",
     "UnitParseError",
+    "convert",
     "format_quantity",
+    "format_unit",
     "parse_quantity",
+    "quantity_text",
     "ureg",
 ]
 
@@ -42,6 +48,14 @@ Quantity = pint.Quantity
 
 class UnitParseError(ValueError):
     """A quantity's text could not be read, or has the wrong dimension."""
+
+
+class UnitConversionError(ValueError):
+    """A quantity cannot be given in the unit asked for (another kind of quantity)."""
+
+
+class MolarMassNeeded(UnitConversionError):
+    """A molar and a mass concentration meet, and no molar mass was given to convert."""
 
 
 class Dim(Enum):
@@ -185,3 +199,87 @@ def _fmt_num(x: float, digits: int) -> str:
             "."
         )
     return s
+
+
+# --- conversions --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=256)
+def _chemistry_factor(src: str, dst: str, mw_g_per_mol: float) -> float:
+    # pint's "chemistry" context converts [substance]/[volume] <-> [mass]/[volume] through
+    # the molar mass; the factor is computed once per (units, mw) because a context switch
+    # costs about a millisecond and concentrations are converted in inner loops.
+    one = Q_(1.0, src).to(dst, "chemistry", mw=Q_(mw_g_per_mol, "g/mol"))
+    return float(one.magnitude)
+
+
+def convert(
+    q: pint.Quantity, unit: object, mw: pint.Quantity | None = None
+) -> pint.Quantity:
+    """``q`` in ``unit``; a molar concentration to a mass one (or back) through ``mw``.
+
+    Raises MolarMassNeeded when the two kinds meet and ``mw`` is None, and
+    UnitConversionError for any other pair that cannot convert (a volume to a
+    concentration, a percentage to a molar concentration).
+    """
+    target = Q_(1.0, unit if isinstance(unit, (str, PlainUnit)) else str(unit))
+    if q.dimensionality == target.dimensionality:
+        return q.to(target.units)
+    kinds = {concentration_kind(q), concentration_kind(target)}
+    if kinds == {"molar", "mass"}:
+        if mw is None:
+            raise MolarMassNeeded(
+                f"{format_quantity(q)} is a {concentration_kind(q)} concentration and "
+                f"{format_unit(target.units)} a {concentration_kind(target)} one; converting "
+                "needs the compound's molar mass (mw, e.g. mw: 465.3 g/mol)"
+            )
+        mw_g = float(mw.to("g/mol").magnitude)
+        src = "mol/L" if concentration_kind(q) == "molar" else "g/L"
+        base = float(q.to(src).magnitude)
+        factor = _chemistry_factor(src, str(target.units), mw_g)
+        return Q_(base * factor, target.units)
+    raise UnitConversionError(
+        f"{format_quantity(q)} is {_describe(q)} and cannot be given in {format_unit(target.units)}"
+    )
+
+
+# --- the format's own spelling ----------------------------------------------------------------
+
+# pint's short symbols that the protocol format writes otherwise ("l" -> "L", "µ" -> "u",
+# "°C" -> "degC"): text written with these reads back through parse_quantity unchanged.
+_PINT_TO_FORMAT = [("µ", "u"), ("°C", "degC"), ("Δ°C", "delta_degC")]
+
+
+def format_unit(u: object) -> str:
+    """A unit as the protocol format writes it: ``uM``, ``ng/mL``, ``mL``, ``h``, ``%``.
+
+    One spelling for machine output: no spaces, litre as ``L``, micro as ``u`` (pint's own
+    ``ng / ml`` and ``µM`` are display forms of the same units).
+    """
+    unit = u if isinstance(u, PlainUnit) else _parse_unit(str(u))
+    text = f"{unit:~C}"  # compact: "ng/ml", "µM", "mol/l", "percent" -> "%"
+    text = re.sub(r"(^|[^a-zA-Z])([µunmcpdf]?)l\b", r"\1\2L", text)
+    for a, b in _PINT_TO_FORMAT:
+        text = text.replace(a, b)
+    return text
+
+
+def round_sig(x: float, digits: int = 12) -> float:
+    """``x`` rounded to ``digits`` significant digits: ``10.000000000000002`` -> ``10.0``.
+
+    Float noise from unit arithmetic sits in the 16th-17th digit; 12 digits keep every
+    value a person or a pipette can mean, and never move a value by more than 5e-13 of it.
+    """
+    if x == 0 or not math.isfinite(x):
+        return x
+    return float(f"{x:.{digits}g}")
+
+
+def quantity_text(q: pint.Quantity, digits: int = 12) -> str:
+    """A quantity as the format writes it, value to ``digits`` significant digits:
+    ``20 ng/mL``, ``3 uM``, ``25%``. Parses back (parse_quantity) to the same value."""
+    unit = format_unit(q.units)
+    num = f"{round_sig(float(q.magnitude), digits):.{digits}g}"
+    if "e" in num:
+        num = str(round_sig(float(q.magnitude), digits))
+    return f"{num}%" if unit == "%" else f"{num} {unit}"

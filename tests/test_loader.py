@@ -457,7 +457,8 @@ def test_example_is_valid_with_only_warnings(example: LoadResult) -> None:
     assert example.ok and example.errors == []
     assert len(example.warnings) == 10
     assert example.warnings[0].format() == (
-        f"{EXAMPLE}:42:7: warning: day 0: the fresh medium holds 0.2% DMSO (LDN193189, SB431542), above 0.1%"
+        f"{EXAMPLE}:42:7: warning: day 0: the fresh medium holds 0.2% DMSO (LDN193189, SB431542); "
+        "the cells receive 0.2% after the full change, above 0.1%"
     )
 
 

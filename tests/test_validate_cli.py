@@ -120,7 +120,7 @@ def test_several_files_report_all_problems_of_all_files(
     code, out, err = run(capsys, bad1, ok, bad2)
     assert code == 1
     assert out.splitlines() == [
-        f"{bad1}:15:7: error: schedule.media #1 names medium 'KRS', which is not in media; did you mean 'KSR'?",
+        f"{bad1}:15:29: error: schedule.media #1 names medium 'KRS', which is not in media; did you mean 'KSR'?",
         f"{bad1}: 1 error(s), 0 warning(s)",
         f"{ok}: valid",
         f"{bad2}:18:34: error: 'conc' in schedule.factors #2: '10' has no unit; expected a concentration (e.g. 100 nM, 10 ng/mL, 1%)",
@@ -265,10 +265,11 @@ def test_billion_laughs_inside_a_protocol(
     p = write(tmp_path, "laughs2.yaml", text)
     code, out, _ = run(capsys, p)
     assert code == 1
-    # The message points at the anchored value (`&i [...]`, line 14), not at the alias: the
-    # alias shares that node rather than copying it.
+    # The message points at the use of the alias (`description: *i`, line 15) and names the
+    # anchor; the bomb's values are still shared, not expanded (this stays quick).
     assert out.splitlines() == [
-        f"{p}:14:6: error: 'description' in the protocol must be text, not a list",
+        f"{p}:15:14: error: 'description' in the protocol must be text, not a list "
+        "(the value comes from the anchor &i at line 14)",
         f"{p}: 1 error(s), 0 warning(s)",
     ]
 

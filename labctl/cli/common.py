@@ -11,9 +11,9 @@ import getpass
 import os
 import sys
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
-from labctl.errors import ParameterError, PlanError, ProtocolError
+from labctl.errors import InputFileError, LabctlError, ParameterError, PlanError, ProtocolError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,18 +25,35 @@ if TYPE_CHECKING:
     from labctl.workcell import Workcell
 
 # 0 done; 1 invalid input, a rejected command or a failed operation; 2 a file that cannot be
-# read or a usage error; 3 a command queued that no engine has applied yet; 70 a labctl bug.
+# read or written, or a usage error; 3 a command queued that no engine has applied yet;
+# 70 a labctl bug. main.EXIT_CODES says the same to people.
 EXIT_OK, EXIT_INVALID, EXIT_UNREADABLE, EXIT_QUEUED, EXIT_INTERNAL = 0, 1, 2, 3, 70
+EXIT_USAGE = EXIT_UNREADABLE
+
+
+class UsageError(LabctlError):
+    """The command line lacks something it needs (``--reason``, ``--yes``, a choice) or
+    combines options that do not go together: exit 2, as argparse's own usage errors."""
 
 
 def out(text: str = "") -> None:
     """A line on standard output."""
-    sys.stdout.write(text + "\n")
+    _write(sys.stdout, text + "\n")
 
 
 def err(text: str) -> None:
     """A line on standard error."""
-    sys.stderr.write(text + "\n")
+    _write(sys.stderr, text + "\n")
+
+
+def _write(stream: TextIO, text: str) -> None:
+    # Names may hold Greek letters (TGF-β3) and units µ: on a terminal whose encoding cannot
+    # show them, write them escaped (\u03b2) rather than fail the command.
+    try:
+        stream.write(text)
+    except UnicodeEncodeError:
+        enc = stream.encoding or "ascii"
+        stream.write(text.encode(enc, "backslashreplace").decode(enc))
 
 
 class Parser(argparse.ArgumentParser):
@@ -126,6 +143,24 @@ def add_plan_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workcell", help="workcell YAML file")
 
 
+def task_count(total: int, per_plate: int, plates: int) -> str:
+    """'62 tasks (31 per plate x 2 plates)': how ``run``, ``status`` and ``simulate`` all
+    count tasks (the store keeps one task per protocol task and plate)."""
+    noun = "task" if total == 1 else "tasks"
+    if plates > 0 and per_plate * plates == total:
+        many = f"{per_plate} per plate x {plates} plates" if plates > 1 else "1 plate"
+        return f"{total} {noun} ({many})"
+    return f"{total} {noun} on {plates} plate{'s' if plates != 1 else ''}"
+
+
+def alarm_line(code: str, subject: str | None, message: str) -> str:
+    """'[door] inc-sim: the door is open': an alarm's subject said once (the engine's
+    messages often begin with it already: 'run 1 ... is on hold', 'plate P1 has been out')."""
+    subject = (subject or "").strip()
+    said = not subject or message.startswith(subject)
+    return f"[{code}] {message}" if said else f"[{code}] {subject}: {message}"
+
+
 def actor(args: argparse.Namespace) -> str:
     """Who acts: ``--actor``, else the login name."""
     if getattr(args, "actor", None):
@@ -145,21 +180,66 @@ def db_path(args: argparse.Namespace) -> Path:
     return Path(args.db) if getattr(args, "db", None) else Store.default_path()
 
 
+def named_db(args: argparse.Namespace) -> bool:
+    """Whether the user named the database (``--db`` or ``$LABCTL_DB``), rather than
+    taking labctl's default in its own data folder."""
+    return bool(getattr(args, "db", None) or os.environ.get("LABCTL_DB"))
+
+
+def check_db_path(path: Path, *, create: bool, named: bool = True) -> None:
+    """Refuse a database path that cannot be used, with one clear sentence (InputFileError:
+    exit 2). Without ``create`` the database must exist. With it, a new database's folder
+    must exist too, unless it is labctl's own data folder (``named`` False): a folder is
+    never created for a path the user typed, so a typo cannot leave a database (and runs
+    registered in it) where nobody will look for it."""
+    if path.is_dir():
+        raise InputFileError(f"{path} is a folder, not a run database: name the file in it")
+    if path.exists():
+        return
+    if not create:
+        raise InputFileError(
+            f"no run database at {path}: check the path (--db or $LABCTL_DB); a database is "
+            "made by labctl run (a practice one), labctl simulate or labctl setup (for people)"
+        )
+    folder = path.parent
+    if folder.is_dir():
+        return
+    if folder.exists():
+        raise InputFileError(f"cannot make the run database {path}: {folder} is not a folder")
+    if named:
+        raise InputFileError(
+            f"cannot make the run database {path}: the folder {folder} does not exist; check "
+            f"the path, or make the folder first (mkdir -p {folder})"
+        )
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(f"cannot make labctl's data folder {folder}: {exc.strerror}") from None
+
+
 def open_store(args: argparse.Namespace, *, create: bool = False) -> tuple[Store, Path]:
     """The run database of ``args`` and its path. Only a command that registers a run
-    creates one (``create``); others fail clearly on a database that does not exist."""
+    creates one (``create``); others fail clearly on a database that does not exist. A file
+    that is not a (readable) run database is an InputFileError (exit 2)."""
     from labctl.clock import RealClock
-    from labctl.store import Store
 
     path = db_path(args)
-    if not create and not path.exists():
-        raise ParameterError(
-            f"no run database at {path}: register a run first (labctl run ...), or pass the "
-            "right one with --db"
-        )
-    store = Store.open(path, RealClock(), create=create)
+    check_db_path(path, create=create, named=named_db(args))
+    store = open_db(path, RealClock(), create=create)
     use_database_clock(store)
     return store, path
+
+
+def open_db(path: Path, clock: Clock, *, create: bool = False, durable: bool = True) -> Store:
+    """``Store.open`` with its refusals (not a labctl database, corrupt, unreadable, from
+    a newer labctl) as InputFileError: a file the command cannot read, exit 2."""
+    from labctl.errors import StoreError
+    from labctl.store import Store
+
+    try:
+        return Store.open(path, clock, create=create, durable=durable)
+    except StoreError as exc:
+        raise InputFileError(str(exc)) from None
 
 
 def use_database_clock(store: Store) -> None:

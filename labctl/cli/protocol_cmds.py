@@ -63,7 +63,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return suggest_start(args)
     _proto, plan = resolve_args(args)
     if args.json:
-        out(json.dumps(plan_to_json(plan), indent=2, ensure_ascii=False))
+        out(json.dumps(plan_to_json(plan, spelling="format"), indent=2, ensure_ascii=False))
     else:
         out(render_plan(plan, show_well=args.well))
     return EXIT_OK

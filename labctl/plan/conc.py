@@ -13,7 +13,13 @@ from dataclasses import dataclass
 
 import pint
 
-from labctl.units import Q_, concentration_kind
+from labctl.units import (
+    Q_,
+    MolarMassNeeded,
+    UnitConversionError,
+    concentration_kind,
+    convert,
+)
 
 _CANON = {"molar": "mol/L", "mass": "g/L", "fraction": "dimensionless"}
 
@@ -34,31 +40,34 @@ class CompoundUnits:
     def canonical(self) -> str:
         return _CANON[self.kind]
 
+    @property
+    def mw(self) -> pint.Quantity | None:
+        return Q_(self.mw_g_per_mol, "g/mol") if self.mw_g_per_mol else None
+
     def to_canonical(self, q: pint.Quantity) -> float:
-        """``q`` as a float in this compound's canonical unit (converting via mw if needed)."""
+        """``q`` as a float in this compound's canonical unit (molar and mass through mw).
+
+        Raises ConcError (MolarMassNeeded's text when only the mw is missing)."""
         k = concentration_kind(q)
         if k is None:
             raise ConcError(f"{q} is not a concentration")
         if k == self.kind:
             return float(q.to(self.canonical).magnitude)
-        if {k, self.kind} == {"molar", "mass"}:
-            if not self.mw_g_per_mol:
-                raise ConcError("needs the compound's mw to convert between molar and mass units")
-            if k == "molar":  # molar -> mass
-                return float(q.to("mol/L").magnitude) * self.mw_g_per_mol
-            return float(q.to("g/L").magnitude) / self.mw_g_per_mol
-        raise ConcError(f"cannot convert a {k} concentration to a {self.kind} one")
+        try:
+            return float(convert(q, self.canonical, self.mw).magnitude)
+        except MolarMassNeeded as exc:
+            raise ConcError(str(exc)) from None
+        except UnitConversionError:
+            raise ConcError(f"cannot convert a {k} concentration to a {self.kind} one") from None
 
     def to_display(self, value: float) -> pint.Quantity:
-        """A canonical float as a quantity in the display unit."""
+        """A canonical float as a quantity in the display unit (through mw if of the other
+        kind: a molar stock shown in ng/mL as the protocol writes its doses)."""
         q = Q_(value, self.canonical)
-        if concentration_kind(Q_(1, self.display)) == self.kind:
-            return q.to(self.display)
-        # display unit of the other kind (molar vs mass): convert through mw
-        assert self.mw_g_per_mol
-        if self.kind == "molar":
-            return Q_(value * self.mw_g_per_mol, "g/L").to(self.display)
-        return Q_(value / self.mw_g_per_mol, "mol/L").to(self.display)
+        try:
+            return convert(q, self.display, self.mw)
+        except UnitConversionError as exc:
+            raise ConcError(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -36,12 +36,19 @@ from labctl.protocol.model import (
     QCGate,
     Value,
 )
+from labctl.protocol.names import key_text
 from labctl.units import (
     Dim,
+    MolarMassNeeded,
+    UnitConversionError,
     UnitParseError,
     concentration_kind,
+    convert,
     format_quantity,
+    format_unit,
     parse_quantity,
+    quantity_text,
+    round_sig,
 )
 
 
@@ -55,9 +62,13 @@ class TaskKind(str, Enum):
 
 @dataclass(frozen=True)
 class PlanIssue:
+    """A problem found while resolving, at ``loc`` (the rule); ``key`` names the rule's value
+    it is about, if one (validate points the message at that value)."""
+
     loc: Loc
     severity: str  # "error" | "warning"
     message: str
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,21 +235,83 @@ def bind_parameters(protocol: Protocol, given: dict[str, Any] | None) -> dict[st
             q = raw if isinstance(raw, pint.Quantity) else parse_quantity(str(raw), Dim.ANY)
         except UnitParseError as exc:
             raise ParameterError(f"parameter '{name}': {exc}") from None
-        if q.dimensionality != p.default.dimensionality:
+        try:
+            q = in_default_unit(protocol, name, q)
+            lo = in_default_unit(protocol, name, p.min) if p.min is not None else None
+            hi = in_default_unit(protocol, name, p.max) if p.max is not None else None
+        except UnitConversionError as exc:
+            raise ParameterError(f"parameter '{name}': {exc}") from None
+        shown = raw if isinstance(raw, str) else format_quantity(raw)
+        if not isinstance(raw, pint.Quantity) and q.units != parse_quantity(str(raw)).units:
+            shown = f"{raw} ({format_quantity(q)})"  # converted: say what it came to
+        if lo is not None and p.min is not None and q < lo * (1 - 1e-12):
             raise ParameterError(
-                f"parameter '{name}': {raw} is not in the same kind of unit as its default "
-                f"{format_quantity(p.default)}"
+                f"parameter '{name}': {shown} is below its minimum {format_quantity(p.min)}"
             )
-        if p.min is not None and q < p.min:
+        if hi is not None and p.max is not None and q > hi * (1 + 1e-12):
             raise ParameterError(
-                f"parameter '{name}': {raw} is below its minimum {format_quantity(p.min)}"
-            )
-        if p.max is not None and q > p.max:
-            raise ParameterError(
-                f"parameter '{name}': {raw} is above its maximum {format_quantity(p.max)}"
+                f"parameter '{name}': {shown} is above its maximum {format_quantity(p.max)}"
             )
         values[name] = q
     return values
+
+
+def parameter_users(protocol: Protocol, name: str) -> list[str]:
+    """The declared compounds whose factor or addition concentration is ``$name``."""
+    rules: list[FactorRule | Addition] = [*protocol.schedule.factors, *protocol.schedule.additions]
+    out: list[str] = []
+    for r in rules:
+        if isinstance(r.conc, ParamRef) and r.conc.name == name and r.compound not in out:
+            if r.compound in protocol.compounds:
+                out.append(r.compound)
+    return out
+
+
+def in_default_unit(protocol: Protocol, name: str, q: pint.Quantity) -> pint.Quantity:
+    """``q`` in the unit of parameter ``name``'s default.
+
+    A mass value for a molar default (or the reverse) converts through the ``mw`` of the
+    compound that uses the parameter. Raises UnitConversionError saying what is missing: a
+    value of another kind, no compound using it, a compound without ``mw``, or compounds
+    whose molar masses differ (the same mass would mean a different molar dose for each).
+    """
+    default = protocol.parameters[name].default
+    if q.dimensionality == default.dimensionality:
+        return q.to(default.units)
+    kinds = {concentration_kind(q), concentration_kind(default)}
+    if kinds != {"molar", "mass"}:
+        raise UnitConversionError(
+            f"{format_quantity(q)} is not in the same kind of unit as its default "
+            f"{format_quantity(default)}"
+        )
+    what = (
+        f"{format_quantity(q)} is a {concentration_kind(q)} concentration and its default "
+        f"{format_quantity(default)} a {concentration_kind(default)} one"
+    )
+    users = parameter_users(protocol, name)
+    if not users:
+        raise UnitConversionError(
+            f"{what}; no compound uses ${name}, so there is no molar mass to convert with: "
+            f"give it in {format_unit(default.units)}"
+        )
+    missing = [c for c in users if protocol.compounds[c].mw is None]
+    if missing:
+        raise MolarMassNeeded(
+            f"{what}; converting needs the molar mass of {', '.join(missing)}, which has no "
+            f"'mw' (add e.g. mw: 465.3 g/mol to the compound), or give it in "
+            f"{format_unit(default.units)}"
+        )
+    mws = {float(protocol.compounds[c].mw.to("g/mol").magnitude) for c in users}  # type: ignore[union-attr]
+    if len({round(m, 9) for m in mws}) > 1:
+        listed = ", ".join(
+            f"{c} ({format_quantity(protocol.compounds[c].mw)})"  # type: ignore[arg-type]
+            for c in users
+        )
+        raise UnitConversionError(
+            f"{what}; ${name} is used by compounds of different molar mass ({listed}), so "
+            f"it means a different dose for each: give it in {format_unit(default.units)}"
+        )
+    return convert(q, default.units, protocol.compounds[users[0]].mw)
 
 
 def parse_param_args(args: list[str]) -> dict[str, str]:
@@ -300,13 +373,13 @@ class _Resolver:
         self.units = compound_units(self.protocol)
 
     # issues
-    def error(self, loc: Loc, msg: str) -> None:
-        issue = PlanIssue(loc, "error", msg)
+    def error(self, loc: Loc, msg: str, key: str | None = None) -> None:
+        issue = PlanIssue(loc, "error", msg, key)
         if issue not in self.issues:
             self.issues.append(issue)
 
-    def warning(self, loc: Loc, msg: str) -> None:
-        issue = PlanIssue(loc, "warning", msg)
+    def warning(self, loc: Loc, msg: str, key: str | None = None) -> None:
+        issue = PlanIssue(loc, "warning", msg, key)
         if issue not in self.issues:
             self.issues.append(issue)
 
@@ -339,7 +412,7 @@ class _Resolver:
                 try:
                     out[r.compound] = self.units[r.compound].to_canonical(self.value(r.conc))
                 except cc.ConcError as exc:
-                    self.error(r.loc, f"factor {r.compound}: {exc}")
+                    self.error(r.loc, f"factor {r.compound}: {exc}", "conc")
         return out
 
     def recipe(self, parts: tuple[tuple[str, float], ...], canon: dict[str, float]) -> Recipe:
@@ -356,12 +429,13 @@ class _Resolver:
             ),
         )
 
-    def check_volume(self, s: _State, loc: Loc, what: str) -> None:
+    def check_volume(self, s: _State, loc: Loc, what: str, key: str | None = None) -> None:
         if s.well.volume > s.capacity_ul + 1e-6:
             self.error(
                 loc,
                 f"{what}: the well would hold {s.well.volume / 1000:g} mL, above the "
                 f"{s.capacity_ul / 1000:g} mL capacity of {s.labware}",
+                key,
             )
 
     def resolve(self) -> list[Task]:
@@ -511,6 +585,7 @@ class _Resolver:
             self.error(
                 f.loc,
                 f"the feed on day {day} adds {add:g} uL per well, below the {MIN_ASPIRATE_UL:g} uL that can be pipetted",
+                "volume",
             )
         wash = None
         well = s.well
@@ -520,6 +595,7 @@ class _Resolver:
                 self.error(
                     f.wash.loc,
                     f"the wash on day {day} uses {wvol / 1000:g} mL per well, above the well's capacity",
+                    "volume",
                 )
             wash = WashSpec(f.wash.medium, wvol, f.wash.times)
             remove = well.volume  # a wash needs the well emptied first
@@ -537,7 +613,9 @@ class _Resolver:
             fresh = target
         self._check_stocks(fresh, f.loc, day)
         s.well = cc.exchange(well, remove, add, fresh)
-        self.check_volume(s, f.loc, f"the feed on day {day}")
+        self.check_volume(
+            s, f.loc, f"the feed on day {day}", "volume" if f.volume is not None else None
+        )
         recipe = self.recipe(parts, fresh)
         ws, we = self._window(due, f.window, wdef)
         spec = FeedSpec(f.change, f.fraction, remove, add, recipe, f.dose, wash)
@@ -564,7 +642,7 @@ class _Resolver:
             target = u.to_canonical(self.value(a.conc))
             stock = u.to_canonical(comp.stock)
         except cc.ConcError as exc:
-            self.error(a.loc, f"addition of {a.compound}: {exc}")
+            self.error(a.loc, f"addition of {a.compound}: {exc}", "conc")
             return []
         due = self.when(day, tod)
         current = s.well.conc.get(a.compound, 0.0)
@@ -574,6 +652,7 @@ class _Resolver:
             self.error(
                 a.loc,
                 f"addition of {a.compound} on day {day}: {format_quantity(self.value(a.conc))} is not below its stock {format_quantity(comp.stock)}",
+                "conc",
             )
             return []
         if vol == 0.0:
@@ -589,7 +668,7 @@ class _Resolver:
         q = self.value(a.conc)
         out = [
             self._task(
-                f"d{day}-add-{a.compound}-{tod:%H%M}",
+                f"d{day}-add-{key_text(a.compound)}-{tod:%H%M}",
                 TaskKind.ADDITION,
                 day,
                 due,
@@ -620,7 +699,7 @@ class _Resolver:
             wday = (local_end.date() - self.start.date()).days
             out.append(
                 self._task(
-                    f"d{wday}-washout-{a.compound}-{local_end:%H%M}",
+                    f"d{wday}-washout-{key_text(a.compound)}-{local_end:%H%M}",
                     TaskKind.WASHOUT,
                     wday,
                     end,
@@ -657,7 +736,7 @@ class _Resolver:
             # Replated cells sit in that day's fresh medium at the new working volume.
             fresh = self.factors_on(day, e.loc) if self.medium_on(day) is not None else {}
             s.well = cc.Well(s.volume_ul, dict(fresh))
-            self.check_volume(s, c.loc, f"the culture after '{e.title}'")
+            self.check_volume(s, c.loc, f"the culture after '{e.title}'", "volume")
         dur = float(e.duration.to("s").magnitude) if e.duration is not None else None
         key = f"d{day}-{e.kind}-{tod:%H%M}"
         spec = EventSpec(e.kind, e.title, e.instructions, dur, new_lw, new_vol, e.qc)
@@ -749,11 +828,20 @@ def resolve(
     return plan
 
 
-def task_to_json(t: Task, tz: ZoneInfo) -> dict[str, Any]:
-    """A task as plain JSON data (times ISO-8601 with offset, volumes µL)."""
+def task_to_json(t: Task, tz: ZoneInfo, *, spelling: str = "display") -> dict[str, Any]:
+    """A task as plain JSON data (times ISO-8601 with offset, volumes µL).
+
+    A quantity is ``{"value", "unit", "text"}``: the value to 12 significant digits, the
+    unit as the protocol format writes it (``ng/mL``, ``uM``), and a short text for people
+    (4 digits; with ``spelling="format"`` in the format's spelling too, else as labctl
+    prints it, ``3 µM``). See :func:`plan_to_json`.
+    """
 
     def q(x: pint.Quantity) -> dict[str, Any]:
-        return {"value": float(x.magnitude), "unit": f"{x.units:~}", "text": format_quantity(x)}
+        text = format_quantity(x)
+        if spelling == "format":
+            text = _format_spelling(text)
+        return {"value": round_sig(float(x.magnitude)), "unit": format_unit(x.units), "text": text}
 
     d: dict[str, Any] = {
         "key": t.key,
@@ -833,23 +921,56 @@ def task_to_json(t: Task, tz: ZoneInfo) -> dict[str, Any]:
     return d
 
 
-def plan_to_json(plan: Plan) -> dict[str, Any]:
+def plan_to_json(plan: Plan, *, spelling: str = "display") -> dict[str, Any]:
+    """The plan as plain JSON data.
+
+    Every number is rounded to 12 significant digits (float noise such as
+    10.000000000000002 sits far below that; no value a person or a pipette means moves).
+    Units are written as the protocol format writes them. ``spelling="format"`` (``labctl
+    plan --json``) writes the texts for people in the format's spelling too (``3 uM``, so
+    one spelling in the whole document); the default keeps labctl's display (``3 µM``) for
+    the screens that show those texts. Parameter values keep all 12 digits in both: a run
+    records them and is resolved again from them.
+    """
+    if spelling not in ("display", "format"):
+        raise ValueError(f"spelling must be 'display' or 'format', not {spelling!r}")
     tz = ZoneInfo(plan.timezone)
-    return {
+
+    def param(v: pint.Quantity) -> str:
+        return quantity_text(v) if spelling == "format" else format_quantity(v, 12)
+
+    out = {
         "protocol": {
             "id": plan.protocol_id,
             "version": plan.protocol_version,
             "sha256": plan.protocol_sha256,
             "title": plan.title,
         },
-        "parameters": {n: format_quantity(v) for n, v in plan.parameters.items()},
+        "parameters": {n: param(v) for n, v in plan.parameters.items()},
         "plates": plan.plates,
         "start": plan.start.isoformat(),
         "timezone": plan.timezone,
         "days": [plan.first_day, plan.last_day],
-        "tasks": [task_to_json(t, tz) for t in plan.tasks],
+        "tasks": [task_to_json(t, tz, spelling=spelling) for t in plan.tasks],
         "issues": [
             {"line": i.loc.line, "column": i.loc.col, "severity": i.severity, "message": i.message}
             for i in plan.issues
         ],
     }
+    return _rounded(out)
+
+
+def _rounded(x: Any) -> Any:
+    """``x`` with every float rounded to 12 significant digits (see :func:`plan_to_json`)."""
+    if isinstance(x, float):
+        return round_sig(x)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_rounded(v) for v in x]
+    return x
+
+
+def _format_spelling(text: str) -> str:
+    """labctl's display text of a quantity in the protocol format's spelling (µ -> u)."""
+    return text.replace("µ", "u").replace("°C", "degC")

@@ -50,16 +50,28 @@ def _compound_ref(ctx: Ctx, p: Protocol, name: str, loc: Loc, what: str) -> Comp
     if c is None and name not in ctx.declared.get("compounds", ()):
         ctx.error(
             loc,
-            f"{what} names compound '{name}', which is not in compounds{did_you_mean(name, set(p.compounds))}",
+            f"{what} names compound '{name}', which is not in compounds{_hint(name, set(p.compounds))}",
         )
     return c
+
+
+def _hint(name: str, declared: set[str]) -> str:
+    """did_you_mean, or for a name cut at a comma (``{compound: N6,2′-O-...}`` in a flow
+    mapping, where a comma ends the value) the whole name and the fix."""
+    whole = sorted(d for d in declared if d.startswith(name + ","))
+    if whole:
+        return (
+            f"; did you mean '{whole[0]}'? Inside {{...}} a comma ends the value: put the "
+            f'name in quotes ("{whole[0]}")'
+        )
+    return did_you_mean(name, declared)
 
 
 def _medium_ref(ctx: Ctx, p: Protocol, name: str, loc: Loc, what: str) -> None:
     if name not in p.media and name not in ctx.declared.get("media", ()):
         ctx.error(
             loc,
-            f"{what} names medium '{name}', which is not in media{did_you_mean(name, set(p.media))}",
+            f"{what} names medium '{name}', which is not in media{_hint(name, set(p.media))}",
         )
 
 
@@ -68,25 +80,29 @@ def names(ctx: Ctx, p: Protocol) -> None:
     s = p.schedule
     for i, r in enumerate(s.media):
         for name, _ in r.parts:
-            _medium_ref(ctx, p, name, r.loc, f"schedule.media #{i + 1}")
+            # A plain medium name points at itself; a blend's part at the blend.
+            _medium_ref(ctx, p, name, ctx.at(r.loc, "medium"), f"schedule.media #{i + 1}")
     for i, f in enumerate(s.factors):
         what = f"schedule.factors #{i + 1}"
-        _compound_ref(ctx, p, f.compound, f.loc, what)
+        _compound_ref(ctx, p, f.compound, ctx.at(f.loc, "compound"), what)
         _param_dim_ok(ctx, p, f.conc, Dim.CONCENTRATION, what)
     for i, fd in enumerate(s.feeds):
         what = f"schedule.feeds #{i + 1}"
         if fd.volume is not None:
             _param_dim_ok(ctx, p, fd.volume, Dim.VOLUME, what)
         if fd.wash is not None:
-            _medium_ref(ctx, p, fd.wash.medium, fd.wash.loc, f"the wash in {what}")
+            _medium_ref(
+                ctx, p, fd.wash.medium, ctx.at(fd.wash.loc, "medium"), f"the wash in {what}"
+            )
             if fd.wash.volume is not None:
                 _param_dim_ok(ctx, p, fd.wash.volume, Dim.VOLUME, f"the wash in {what}")
     for i, a in enumerate(s.additions):
         what = f"schedule.additions #{i + 1}"
-        _compound_ref(ctx, p, a.compound, a.loc, what)
+        _compound_ref(ctx, p, a.compound, ctx.at(a.loc, "compound"), what)
         _param_dim_ok(ctx, p, a.conc, Dim.CONCENTRATION, what)
         if a.washout_medium is not None:
-            _medium_ref(ctx, p, a.washout_medium, a.loc, f"the washout in {what}")
+            at = ctx.at(ctx.at(a.loc, "washout"), "medium")
+            _medium_ref(ctx, p, a.washout_medium, at, f"the washout in {what}")
 
 
 def labware(ctx: Ctx, p: Protocol) -> None:
@@ -109,25 +125,28 @@ def labware(ctx: Ctx, p: Protocol) -> None:
                 )
                 return
             ctx.error(
-                loc,
+                ctx.at(loc, "labware"),
                 f"{what}: unknown labware '{load_name}'{did_you_mean(load_name, set(known_load_names()))}",
             )
             return
         if lw.is_tiprack:
-            ctx.error(loc, f"{what}: '{load_name}' is a tip rack, not a culture vessel")
+            ctx.error(
+                ctx.at(loc, "labware"), f"{what}: '{load_name}' is a tip rack, not a culture vessel"
+            )
         for w in wells or ():
             if w not in lw.wells:
                 ctx.error(ctx.well_locs.get((loc, w), loc), f"{what}: {load_name} has no well {w}")
         if volume is not None:
             ul = float(volume.to("uL").magnitude)
             if ul > lw.capacity_ul:
+                # Point at the volume's value: that is what to change (the labware may be right).
                 ctx.error(
-                    loc,
+                    ctx.at(loc, "volume"),
                     f"{what}: volume {format_quantity(volume)} is above the {lw.capacity_ul / 1000:g} mL capacity of a well of {load_name}",
                 )
             if ul < MIN_ASPIRATE_UL:
                 ctx.error(
-                    loc,
+                    ctx.at(loc, "volume"),
                     f"{what}: volume {format_quantity(volume)} is below the {format_quantity(Q_(MIN_ASPIRATE_UL, 'uL'))} that can be aspirated",
                 )
 
@@ -196,8 +215,12 @@ def days(ctx: Ctx, p: Protocol) -> None:
                 s.feeds[i].loc,
                 f"schedule.feeds #{i + 1} says day {d} has no feed, but another entry feeds it",
             )
+    # A rule left out for its own error must not make others look wrong (a feed "without
+    # medium" because the medium rule had a typo): those checks wait for the fix.
+    media_whole = "schedule.media" not in ctx.incomplete
+    feeds_whole = "schedule.feeds" not in ctx.incomplete
     for i, f in enumerate(s.feeds):
-        if f.change is Change.NONE:
+        if f.change is Change.NONE or not media_whole:
             continue
         missing = [d for d in f.days.days if d not in medium_day]
         if missing:
@@ -205,7 +228,7 @@ def days(ctx: Ctx, p: Protocol) -> None:
                 f.loc,
                 f"schedule.feeds #{i + 1} feeds on {_fmt_days(missing)}, {_which_has(missing)} no medium in schedule.media",
             )
-    for i, fr in enumerate(s.factors):
+    for i, fr in enumerate(s.factors if feeds_whole else ()):
         fed = [d for d in fr.days.days if d in feed_days]
         if not fed:
             ctx.error(
@@ -227,7 +250,7 @@ def days(ctx: Ctx, p: Protocol) -> None:
                 )
                 break
             seen_f[(fr.compound, d)] = i
-    for i, a in enumerate(s.additions):
+    for i, a in enumerate(s.additions if media_whole else ()):
         if a.pulse is not None:
             missing = [d for d in a.days.days if d not in medium_day]
             if missing:

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import pint
 
+from labctl.protocol import names
 from labctl.protocol.diagnostics import Ctx, did_you_mean, loc
 from labctl.protocol.model import (
     EVENT_KINDS,
@@ -47,13 +48,12 @@ from labctl.protocol.model import (
 )
 from labctl.protocol.source import Map, Node, Scalar, Seq, describe
 from labctl.protocol.spec import fields
-from labctl.units import Q_, Dim, UnitParseError, parse_quantity
+from labctl.units import Q_, Dim, UnitParseError, concentration_kind, parse_quantity
 
 FORMAT_VERSION = 1
 MIN_DAY, MAX_DAY = -100, 1000  # beyond this a day is surely a typo (protocols last weeks)
 MAX_DURATION_DAYS = MAX_DAY - MIN_DAY
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+()/-]{0,63}$")
 _PARAM_RE = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]{0,63})$")
 _TIME_RE = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*$")
 _RANGE_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*(?:/\s*(\d+)\s*)?)?$")
@@ -85,6 +85,7 @@ def as_list(ctx: Ctx, node: Node | None, what: str) -> list[Node]:
 
 def check_keys(ctx: Ctx, m: Map, obj: str, what: str) -> None:
     """Unknown keys (with a suggestion) and missing required keys of one object."""
+    ctx.note_values(loc(m), m)
     spec = fields(obj)
     for k, _ in m.entries:
         if k.text.startswith("x-"):
@@ -290,22 +291,40 @@ def each_named(
     m = as_map(ctx, node, what)
     if m is None:
         return out
+    seen: dict[str, Scalar] = {}  # name -> its key, to refuse look-alike duplicates
     for k, v in m.entries:
         if k.text.startswith("x-"):
             continue
-        if not _NAME_RE.match(k.text):
+        name = names.normal(k.text)
+        why = names.problem(name)
+        # Declared even when refused, so that its uses are not reported as unknown too.
+        ctx.declared.setdefault(what, set()).add(name)
+        if why is not None:
+            ctx.error(k, f"'{name}' is not a valid name in {what}: {why}")
+            ctx.incomplete.add(what)
+            continue
+        twin = next((t for t in seen if names.same(name, t)), None)
+        if twin is not None:
+            first = seen[twin]
             ctx.error(
                 k,
-                f"'{k.text}' is not a valid name in {what} (letters, digits, _ . - + / ( ) and spaces; up to 64)",
+                f"'{name}' in {what} looks the same as '{twin}' (line {first.mark.line}): they "
+                f"differ in {names.difference(name, twin)}; rename or remove one, so that no "
+                "one can take one for the other",
             )
+            ctx.incomplete.add(what)
             continue
-        ctx.declared.setdefault(what, set()).add(k.text)
-        vm = as_map(ctx, v, f"{what}.{k.text}")
+        seen[name] = k
+        vm = as_map(ctx, v, f"{what}.{name}")
         if vm is None:
+            ctx.incomplete.add(what)
             continue
-        item = build(k.text, k, vm)
+        ctx.note_values(loc(k), vm)  # a named entry's loc is its name's
+        item = build(name, k, vm)
         if item is not None:
-            out[k.text] = item
+            out[name] = item
+        else:
+            ctx.incomplete.add(what)
     return out
 
 
@@ -331,16 +350,12 @@ def _parameter(ctx: Ctx, name: str, key: Scalar, m: Map) -> Parameter | None:
     hi = get_qty(ctx, m, "max", what, Dim.ANY)
     if default is None:
         return None
-    if lo is not None and lo.dimensionality != default.dimensionality:
-        ctx.error(
-            m.get("min") or m, f"'min' of {what} is not in the same kind of unit as its default"
-        )
-        lo = None  # keep the parameter, so its uses are not reported as unknown
-    if hi is not None and hi.dimensionality != default.dimensionality:
-        ctx.error(
-            m.get("max") or m, f"'max' of {what} is not in the same kind of unit as its default"
-        )
-        hi = None
+    lo = _bound(ctx, m, "min", lo, default, what)
+    hi = _bound(ctx, m, "max", hi, default, what)
+    if {lo is None or _same_kind(lo, default), hi is None or _same_kind(hi, default)} != {True}:
+        # A molar bound of a mass default (or the reverse): compared through the mw of the
+        # compound that uses the parameter, in plan.checks (compounds are not known here).
+        return Parameter(name, default, lo, hi, get_str(ctx, m, "description", what), loc(key))
     if lo is not None and hi is not None and lo > hi:
         ctx.error(m.get("min") or m, f"{what}: min is above max")
     elif lo is not None and default < lo:
@@ -354,6 +369,27 @@ def _parameter(ctx: Ctx, name: str, key: Scalar, m: Map) -> Parameter | None:
             f"default of {what} ({_text(m, 'default')}) is above its max ({_text(m, 'max')})",
         )
     return Parameter(name, default, lo, hi, get_str(ctx, m, "description", what), loc(key))
+
+
+def _same_kind(a: pint.Quantity, b: pint.Quantity) -> bool:
+    return bool(a.dimensionality == b.dimensionality)
+
+
+def _bound(
+    ctx: Ctx, m: Map, key: str, q: pint.Quantity | None, default: pint.Quantity, what: str
+) -> pint.Quantity | None:
+    """A parameter's min or max, if of the default's kind (or the other of molar and mass,
+    which an mw converts); else an error and None (the parameter itself is kept, so that its
+    uses are not reported as unknown)."""
+    if q is None or _same_kind(q, default):
+        return q
+    if {concentration_kind(q), concentration_kind(default)} == {"molar", "mass"}:
+        return q
+    ctx.error(
+        m.get(key) or m,
+        f"'{key}' of {what} ({_text(m, key)}) is not in the same kind of unit as its default ({_text(m, 'default')})",
+    )
+    return None
 
 
 def _compound(ctx: Ctx, name: str, key: Scalar, m: Map) -> Compound | None:
@@ -464,7 +500,7 @@ def _timing(ctx: Ctx, node: Node | None, root: Map) -> Timing:
 
 def _medium_spec(ctx: Ctx, node: Node, what: str) -> tuple[tuple[str, float], ...] | None:
     if isinstance(node, Scalar) and not node.is_null:
-        return ((node.text, 1.0),)
+        return ((names.normal(node.text.strip()), 1.0),)
     if isinstance(node, Map):
         parts: list[tuple[str, float]] = []
         for k, v in node.entries:
@@ -475,7 +511,7 @@ def _medium_spec(ctx: Ctx, node: Node, what: str) -> tuple[tuple[str, float], ..
             if not 0 < frac <= 1:
                 ctx.error(v, f"blend part '{k.text}' in {what} must be above 0% and at most 100%")
                 return None
-            parts.append((k.text, frac))
+            parts.append((names.normal(k.text), frac))
         if not parts:
             ctx.error(node, f"the blend in {what} is empty")
             return None
@@ -497,12 +533,21 @@ def _rule_what(kind: str, i: int) -> str:
 
 def _rules(ctx: Ctx, node: Node | None, section: str, obj: str) -> Iterator[tuple[str, Map]]:
     """Each entry of a schedule list that is a mapping, keys checked, with its name for messages."""
-    for i, it in enumerate(as_list(ctx, node, section)):
+    items = as_list(ctx, node, section)
+    if node is not None and not isinstance(node, Seq) and not _is_null(node):
+        ctx.incomplete.add(section)
+    for i, it in enumerate(items):
         what = _rule_what(section, i)
         m = as_map(ctx, it, what)
-        if m is not None:
-            check_keys(ctx, m, obj, what)
-            yield what, m
+        if m is None:
+            ctx.incomplete.add(section)
+            continue
+        check_keys(ctx, m, obj, what)
+        yield what, m
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, Scalar) and node.is_null
 
 
 def _media_rules(ctx: Ctx, node: Node | None) -> list[MediumRule]:
@@ -513,6 +558,8 @@ def _media_rules(ctx: Ctx, node: Node | None) -> list[MediumRule]:
         parts = _medium_spec(ctx, mn, what) if mn is not None else None
         if days and parts:
             out.append(MediumRule(days, parts, loc(m)))
+        else:
+            ctx.incomplete.add("schedule.media")  # left out: later checks must not miss it
     return out
 
 
@@ -520,10 +567,12 @@ def _factor_rules(ctx: Ctx, node: Node | None) -> list[FactorRule]:
     out = []
     for what, m in _rules(ctx, node, "schedule.factors", "factor_rule"):
         days = parse_days(ctx, m.get("days"), what)
-        comp = get_str(ctx, m, "compound", what).strip()
+        comp = names.normal(get_str(ctx, m, "compound", what).strip())
         conc = get_value(ctx, m, "conc", what, Dim.CONCENTRATION)
         if days and comp and conc is not None:
             out.append(FactorRule(comp, conc, days, loc(m)))
+        else:
+            ctx.incomplete.add("schedule.factors")
     return out
 
 
@@ -580,7 +629,7 @@ def _wash(ctx: Ctx, node: Node | None, what: str) -> Wash | None:
         return None
     w = f"the wash in {what}"
     check_keys(ctx, m, "wash", w)
-    medium = get_str(ctx, m, "medium", w).strip()
+    medium = names.normal(get_str(ctx, m, "medium", w).strip())
     vol = get_value(ctx, m, "volume", w, Dim.VOLUME)
     times = get_int(ctx, m, "times", w, 1, 1, 10)
     if not medium:
@@ -627,6 +676,8 @@ def _feeds(ctx: Ctx, node: Node | None) -> list[FeedRule]:
             out.append(
                 FeedRule(days, ch[0], ch[1], vol, at, window, after, Dose(dose_text), wash, loc(m))
             )
+        else:
+            ctx.incomplete.add("schedule.feeds")
     return out
 
 
@@ -634,7 +685,7 @@ def _additions(ctx: Ctx, node: Node | None) -> list[Addition]:
     out = []
     for what, m in _rules(ctx, node, "schedule.additions", "addition"):
         days = parse_days(ctx, m.get("days"), what)
-        comp = get_str(ctx, m, "compound", what).strip()
+        comp = names.normal(get_str(ctx, m, "compound", what).strip())
         conc = get_value(ctx, m, "conc", what, Dim.CONCENTRATION)
         pulse = get_qty(ctx, m, "pulse", what, Dim.DURATION)
         if pulse is not None and pulse.magnitude <= 0:
@@ -646,7 +697,7 @@ def _additions(ctx: Ctx, node: Node | None) -> list[Addition]:
             wm = as_map(ctx, wo, f"'washout' in {what}")
             if wm is not None:
                 check_keys(ctx, wm, "washout", f"the washout in {what}")
-                wo_medium = get_str(ctx, wm, "medium", what).strip() or None
+                wo_medium = names.normal(get_str(ctx, wm, "medium", what).strip()) or None
                 wo_times = get_int(ctx, wm, "times", f"the washout in {what}", 1, 0, 10)
             if pulse is None:
                 ctx.error(wo, f"'washout' in {what} needs a 'pulse' (how long before the wash-out)")
@@ -664,6 +715,8 @@ def _additions(ctx: Ctx, node: Node | None) -> list[Addition]:
                     loc(m),
                 )
             )
+        else:
+            ctx.incomplete.add("schedule.additions")
     return out
 
 
@@ -736,7 +789,9 @@ def _events(ctx: Ctx, node: Node | None) -> list[Event]:
         cn = m.get("culture")
         if cn is not None:
             cm = as_map(ctx, cn, f"'culture' in {what}")
-            if cm is not None:
+            if cm is None:
+                ctx.incomplete.add("schedule.events")
+            else:
                 w = f"the culture change of {what}"
                 check_keys(ctx, cm, "culture_change", w)
                 vol = get_qty(ctx, cm, "volume", w, Dim.VOLUME)
@@ -770,6 +825,9 @@ def _events(ctx: Ctx, node: Node | None) -> list[Event]:
                     loc(m),
                 )
             )
+        elif m.get("culture") is not None:
+            # Only an event that changes the culture changes what the wells go through.
+            ctx.incomplete.add("schedule.events")
     return out
 
 
@@ -804,6 +862,30 @@ def _reference(ctx: Ctx, node: Node | None) -> Reference | None:
     )
 
 
+def _version(ctx: Ctx, node: Node) -> bool:
+    """Whether ``labctl:`` says this format (1). A quoted '1' or 1.0 means it, but is an
+    error (the key is a whole number) and loading goes on; any other value stops it."""
+    want = str(FORMAT_VERSION)
+    if isinstance(node, Scalar) and node.kind == "int" and node.text.strip() == want:
+        return True
+    text = node.text.strip() if isinstance(node, Scalar) else ""
+    if isinstance(node, Scalar) and (
+        (node.quoted and text == want)
+        or (node.kind == "float" and text.replace("_", "") in (f"{want}.0", f"{want}."))
+    ):
+        ctx.error(
+            node,
+            f"'labctl' is the format version, a whole number: write labctl: {want} (the number "
+            f"{want}, without quotes or decimals), not {describe(node)}",
+        )
+        return True
+    ctx.error(
+        node,
+        f"this labctl reads format version {FORMAT_VERSION} ('labctl: {FORMAT_VERSION}'), not {describe(node)}",
+    )
+    return False
+
+
 def build(ctx: Ctx, root: Node, text: str) -> Protocol | None:
     """Build the model from the root node; None if the structure is too broken to go on."""
     m = as_map(ctx, root, "a protocol file")
@@ -811,13 +893,8 @@ def build(ctx: Ctx, root: Node, text: str) -> Protocol | None:
         return None
     check_keys(ctx, m, "protocol", "the protocol")
     vnode = m.get("labctl")
-    if vnode is not None:
-        if not isinstance(vnode, Scalar) or vnode.text.strip() != str(FORMAT_VERSION):
-            ctx.error(
-                vnode,
-                f"this labctl reads format version {FORMAT_VERSION} ('labctl: {FORMAT_VERSION}'), not {describe(vnode)}",
-            )
-            return None
+    if vnode is not None and not _version(ctx, vnode):
+        return None  # another format: its keys may mean other things, so stop here
     pid = get_str(ctx, m, "id", "the protocol").strip()
     if pid and not _ID_RE.match(pid):
         ctx.error(
@@ -848,8 +925,11 @@ def build(ctx: Ctx, root: Node, text: str) -> Protocol | None:
         )
     else:
         schedule = Schedule((), (), (), (), (), ())
-    if culture is None or not pid or not title or not version:
-        return None
+    if culture is None:
+        # Go on with a stand-in (the error is reported): the checks that do not need the
+        # culture still run, so one pass reports every problem they find.
+        ctx.incomplete.add("culture")
+        culture = Culture("", None, Q_(1, "mL"), "", loc(m))
     return Protocol(
         id=pid,
         title=title,

@@ -8,7 +8,7 @@ checks) can point their messages at the line that caused them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import time
 from enum import Enum
 
@@ -17,10 +17,16 @@ import pint
 
 @dataclass(frozen=True)
 class Loc:
-    """Where an element was written: 1-based line and column."""
+    """Where an element was written: 1-based line and column.
+
+    For a value reached through a YAML alias (``*name``) the line and column are the alias's
+    (where the value is used) and ``via`` says where the anchored text is written: messages
+    point at the use and mention the anchor. ``via`` takes no part in equality.
+    """
 
     line: int
     col: int
+    via: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

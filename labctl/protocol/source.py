@@ -23,6 +23,7 @@ from labctl.errors import Diagnostic, InputFileError
 MAX_BYTES = 2 * 1024 * 1024  # a protocol is a few kB; 2 MB leaves room for huge comments
 MAX_DEPTH = 64
 MAX_NODES = 200_000
+MAX_ALIAS_COPIES = 20_000  # values copied so that each alias use has its own position
 
 _STD_TAGS = {
     "tag:yaml.org,2002:str",
@@ -39,10 +40,15 @@ _STD_TAGS = {
 
 @dataclass(frozen=True)
 class Mark:
-    """A 1-based position in the source file."""
+    """A 1-based position in the source file.
+
+    A value reached through an alias (``*name``) is marked where the alias is (its use), and
+    ``via`` says in words where its text is written (the anchor's line), for messages.
+    """
 
     line: int
     col: int
+    via: str | None = field(default=None, compare=False)
 
 
 @dataclass(eq=False)
@@ -126,17 +132,62 @@ def one_line(msg: str) -> str:
     return msg.translate(_ESCAPE_TABLE)
 
 
+class _AliasUse(yaml.Node):
+    """One use of an alias (``*name``): the anchored node and where the alias is written.
+
+    PyYAML's composer hands back the anchored node itself for every alias, so the use's
+    position would be lost; the loader wraps it in this to keep it."""
+
+    def __init__(self, target: yaml.Node, anchor: str, mark: yaml.Mark) -> None:
+        super().__init__(target.tag, target.value, mark, mark)
+        self.target = target
+        self.anchor = anchor
+
+
 class _Builder:
     def __init__(self, file: str) -> None:
         self.file = file
         self.count = 0
+        self.copied = 0  # nodes copied to mark alias uses (at most MAX_ALIAS_COPIES)
         self.diags: list[Diagnostic] = []
         self._memo: dict[int, Node] = {}
+
+    def _use(self, n: _AliasUse, depth: int) -> Node:
+        """The anchored value, marked where the alias is used (see :class:`Mark`)."""
+        target = self.build(n.target, depth)
+        use = _mark(n)
+        at = f"the anchor &{n.anchor} at line {target.mark.line}"
+        return self._copy(target, use, at, top=True)
+
+    def _copy(self, node: Node, use: Mark, anchor: str, *, top: bool = False) -> Node:
+        """``node`` (and what it holds) marked at ``use``. The used value itself is always
+        marked; past MAX_ALIAS_COPIES copies (an alias bomb) what it holds stays shared, and
+        messages about those inner values point at the anchor instead."""
+        if not top and self.copied >= MAX_ALIAS_COPIES:
+            return node
+        self.copied += 1
+        via = (
+            f"the value comes from {anchor}"
+            if top
+            else f"written at line {node.mark.line}, in {anchor}"
+        )
+        mark = Mark(use.line, use.col, via)
+        if isinstance(node, Scalar):
+            return Scalar(mark, node.text, node.tag, node.quoted)
+        if isinstance(node, Seq):
+            return Seq(mark, [self._copy(i, use, anchor) for i in node.items])
+        assert isinstance(node, Map)
+        entries = [
+            (self._copy(k, use, anchor), self._copy(v, use, anchor)) for k, v in node.entries
+        ]
+        return Map(mark, [(k, v) for k, v in entries if isinstance(k, Scalar)])
 
     def error(self, mark: Mark, msg: str) -> None:
         self.diags.append(Diagnostic(self.file, mark.line, mark.col, "error", one_line(msg)))
 
     def build(self, n: yaml.Node, depth: int = 0) -> Node:
+        if isinstance(n, _AliasUse):
+            return self._use(n, depth)
         memo = self._memo.get(id(n))
         if memo is not None:
             return memo  # an alias: share the node, do not expand it again
@@ -165,6 +216,8 @@ class _Builder:
         seen: dict[str, Mark] = {}
         merged: list[tuple[Scalar, Node]] = []
         for kn, vn in n.value:
+            if isinstance(kn, _AliasUse):
+                kn = kn.target  # an aliased key: its text is what counts
             if kn.tag == "tag:yaml.org,2002:merge":
                 merged.extend(self._merge_entries(vn, depth))
                 continue
@@ -215,6 +268,11 @@ class _LimitedLoader(yaml.SafeLoader):
         self._depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            target = super().compose_node(parent, index)  # type: ignore[arg-type]
+            assert target is not None
+            return _AliasUse(target, str(ev.anchor), ev.start_mark)
         self._nodes += 1
         self._depth += 1
         try:
