@@ -23,13 +23,13 @@ from labctl.store.engines import EngineStore
 from labctl.store.history import HistoryStore
 from labctl.store.records import RecordStore
 from labctl.store.runs import RunStore
-from labctl.store.users import UserStore
+from labctl.store.signatures import SignatureStore
 
 __all__ = ["Store"]
 
 
 class Store(
-    RunStore, OperatorStore, AlarmStore, RecordStore, EngineStore, HistoryStore, UserStore
+    RunStore, OperatorStore, AlarmStore, RecordStore, EngineStore, HistoryStore, SignatureStore
 ):
     """A labctl run database on one SQLite file. Create with :meth:`open`.
 
