@@ -123,6 +123,9 @@ def test_sign_in_then_the_window_shows_who(qtbot, open_window, sim: Sim) -> None
     (ev,) = sim.store.events(entity="session", action="signed-in")
     assert (ev.actor, ev.data) == ("alice", {"user": "alice", "client": "console"})
     assert w.strip.abort.isEnabled() and w.menu_actions["pause"].isEnabled()
+    w.close()  # closing the console ends its session
+    (out,) = sim.store.events(entity="session", action="signed-out")
+    assert (out.actor, out.entity_id) == ("alice", ev.entity_id)
 
 
 def test_a_wrong_password_or_name_says_the_same_and_locks_out(qtbot, open_window, sim: Sim) -> None:  # noqa: ANN001
