@@ -246,7 +246,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     """Add validate, plan, prep, diagram, schema and diff to the parser's subcommands."""
     p = sub.add_parser("validate", help="check protocol files (file:line:col messages)")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="protocol YAML file(s) to check")
     p.add_argument("--workcell", help="also check environment setpoints against this workcell")
     p.add_argument("-q", "--quiet", action="store_true", help="print only problems")
     p.set_defaults(func=cmd_validate)

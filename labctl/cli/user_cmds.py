@@ -233,7 +233,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for verb, h in (("disable", "stop an account (its sessions end)"),
                     ("enable", "enable an account again, or unlock it")):  # fmt: skip
         q = us.add_parser(verb, help=h)
-        q.add_argument("name")
+        q.add_argument("name", help=f"the user name of the account to {verb}")
         add_db_options(q)
     q = us.add_parser("passwd", help="change your password, or (admin) set another user's")
     q.add_argument("name", nargs="?", help="the user (an admin's); default: your own")
