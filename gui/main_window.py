@@ -293,38 +293,7 @@ class MainWindow(QMainWindow):
 
     def _apply_permissions(self) -> None:
         """Disable what the user may not do now, each with the reason as its tooltip."""
-        a = self.access
-        run = self.current_run()
-        reg = run.registered_by if run is not None else None
-        why = {verb: a.why_not(ACTIONS[verb], reg) for verb in self.strip.buttons}
-        self.strip.set_denied(why)
-        for verb, w in why.items():
-            _permit(self.menu_actions[verb], w)
-        _permit(self.menu_actions["new"], a.why_not(Action.REGISTER_RUN))
-        _permit(self.menu_actions["confirm-store"], a.why_not(Action.CONFIRM_STORE))
-        _permit(self.menu_actions["answer"], a.why_not(Action.VIEW))
-        _permit(self.menu_actions["export"], a.why_not(Action.VIEW))
-        no_new = a.why_not(Action.REGISTER_RUN)
-        self.runs_view.new_button.setEnabled(no_new is None)
-        self.runs_view.new_button.setToolTip(f"Not allowed: {no_new}" if no_new else "")
-        no_confirm = a.why_not(Action.CONFIRM_STORE)
-        self.engine_strip.confirm_button.setEnabled(no_confirm is None)
-        if no_confirm:
-            self.engine_strip.confirm_button.setToolTip(f"Not allowed: {no_confirm}")
-        alarm = self.banner.alarms[0] if self.banner.alarms else None
-        alarm_run = alarm.run_id if alarm is not None else None
-        no_ack = a.why_not(Action.ANNOTATE, self.commands.registered_by(alarm_run))
-        self.banner.ack.setEnabled(no_ack is None)
-        self.banner.ack.setToolTip(
-            f"Not allowed: {no_ack}"
-            if no_ack
-            else "Record that you have seen this alarm (it stays listed until cleared)"
-        )
-        accounts = a.mode is Access.ACCOUNTS and a.user is not None
-        self.menu_actions["lock"].setEnabled(accounts and not a.locked)
-        self.menu_actions["switch-user"].setEnabled(accounts)
-        for key in ("refresh", "training"):
-            self.menu_actions[key].setEnabled(not a.covered)
+        apply_permissions(self)
 
     def resizeEvent(self, event: QResizeEvent | None) -> None:  # noqa: N802 - Qt's name
         super().resizeEvent(event)
@@ -492,3 +461,40 @@ def _permit(action: QAction, why: str | None) -> None:
     """Enable ``action`` when ``why`` is None, else disable it and say why."""
     action.setEnabled(why is None)
     action.setToolTip(f"Not allowed: {why}" if why else action.text().replace("&", ""))
+
+
+def apply_permissions(win: MainWindow) -> None:
+    """Disable what the user may not do now in window ``win``, each control with the
+    reason as its tooltip (the run strip, menus, toolbar, banner, engine strip)."""
+    a = win.access
+    run = win.current_run()
+    reg = run.registered_by if run is not None else None
+    why = {verb: a.why_not(ACTIONS[verb], reg) for verb in win.strip.buttons}
+    win.strip.set_denied(why)
+    for verb, w in why.items():
+        _permit(win.menu_actions[verb], w)
+    _permit(win.menu_actions["new"], a.why_not(Action.REGISTER_RUN))
+    _permit(win.menu_actions["confirm-store"], a.why_not(Action.CONFIRM_STORE))
+    _permit(win.menu_actions["answer"], a.why_not(Action.VIEW))
+    _permit(win.menu_actions["export"], a.why_not(Action.VIEW))
+    no_new = a.why_not(Action.REGISTER_RUN)
+    win.runs_view.new_button.setEnabled(no_new is None)
+    win.runs_view.new_button.setToolTip(f"Not allowed: {no_new}" if no_new else "")
+    no_confirm = a.why_not(Action.CONFIRM_STORE)
+    win.engine_strip.confirm_button.setEnabled(no_confirm is None)
+    if no_confirm:
+        win.engine_strip.confirm_button.setToolTip(f"Not allowed: {no_confirm}")
+    alarm = win.banner.alarms[0] if win.banner.alarms else None
+    alarm_run = alarm.run_id if alarm is not None else None
+    no_ack = a.why_not(Action.ANNOTATE, win.commands.registered_by(alarm_run))
+    win.banner.ack.setEnabled(no_ack is None)
+    win.banner.ack.setToolTip(
+        f"Not allowed: {no_ack}"
+        if no_ack
+        else "Record that you have seen this alarm (it stays listed until cleared)"
+    )
+    accounts = a.mode is Access.ACCOUNTS and a.user is not None
+    win.menu_actions["lock"].setEnabled(accounts and not a.locked)
+    win.menu_actions["switch-user"].setEnabled(accounts)
+    for key in ("refresh", "training"):
+        win.menu_actions[key].setEnabled(not a.covered)
