@@ -148,7 +148,12 @@ def parse_quantity(text: Any, dim: Dim = Dim.ANY) -> pint.Quantity:
     if not unit:
         raise UnitParseError(f"'{_clip(s)}' has no unit; expected {dim.value}")
     if len(unit) > _MAX_UNIT_TEXT:
-        raise UnitParseError(f"unit '{_clip(unit)}' is too long")
+        raise UnitParseError(
+            f"unit '{_clip(unit)}' is too long (labctl reads units of at most {_MAX_UNIT_TEXT} characters)"
+        )
+    hint = _misread(unit)
+    if hint:
+        raise UnitParseError(f"'{_clip(s)}': {hint}")
     for a, b in _ALIASES.items():
         unit = unit.replace(a, b)
     value = float(number)
@@ -160,8 +165,32 @@ def parse_quantity(text: Any, dim: Dim = Dim.ANY) -> pint.Quantity:
         raise UnitParseError(f"unknown unit '{_clip(unit)}' in '{_clip(s)}'") from exc
     q = Q_(value, u)
     if not _matches(q, dim):
-        raise UnitParseError(f"'{_clip(s)}' is {_describe(q)}; expected {dim.value}")
+        also = ""
+        if unit in ("C", "F"):
+            also = f" ({unit} alone is the {'coulomb' if unit == 'C' else 'farad'}; degrees are written degC)"
+        raise UnitParseError(f"'{_clip(s)}' is {_describe(q)}; expected {dim.value}{also}")
     return q
+
+
+# Units of activity (U/mL, IU/mL, mU/mL; "u" alone, which pint reads as the atomic mass
+# unit) and supplement strengths (1x of a 50x stock): common in culture protocols, but not
+# quantities labctl can convert. Refused with what to write instead, never misread.
+_ACTIVITY = re.compile(r"(?<![A-Za-z])(?:[kmµμun]?I?U|u)(?![A-Za-z])")
+
+
+def _misread(unit: str) -> str | None:
+    if unit.strip() in ("x", "X", "×"):
+        return (
+            "a supplement's strength (1x of a 50x stock) is not a unit labctl reads; write it "
+            "as a fraction of the stock: a 50x stock used at 1x is stock: 100%, conc: 2%"
+        )
+    if _ACTIVITY.search(unit):
+        return (
+            f"'{unit}' is read as units of activity (U, IU) or, for 'u' alone, as the atomic "
+            "mass unit; labctl converts neither: write the dose as a fraction of the stock "
+            "(stock: 100%, conc: 1% for 1:100), or give molar or mass units"
+        )
+    return None
 
 
 def _describe(q: pint.Quantity) -> str:
@@ -213,9 +242,7 @@ def _chemistry_factor(src: str, dst: str, mw_g_per_mol: float) -> float:
     return float(one.magnitude)
 
 
-def convert(
-    q: pint.Quantity, unit: object, mw: pint.Quantity | None = None
-) -> pint.Quantity:
+def convert(q: pint.Quantity, unit: object, mw: pint.Quantity | None = None) -> pint.Quantity:
     """``q`` in ``unit``; a molar concentration to a mass one (or back) through ``mw``.
 
     Raises MolarMassNeeded when the two kinds meet and ``mw`` is None, and

@@ -113,8 +113,14 @@ def test_day_set_forms(text: str, days: tuple[int, ...]) -> None:
             "1.5",
             "'days' in the test: '1.5' is not a day set; write a day (5), a range (\"0-11\"), a list ([0, 2, 4]) or a step (\"11-25/2\")",
         ),
-        ('"0-2000"', "'days' in the test: '0-2000' is outside days -100 to 1000"),
-        ("-101", "'days' in the test: '-101' is outside days -100 to 1000"),
+        (
+            '"0-2000"',
+            "'days' in the test: '0-2000' is outside days -100 to 1000, labctl's limit for a protocol day",
+        ),
+        (
+            "-101",
+            "'days' in the test: '-101' is outside days -100 to 1000, labctl's limit for a protocol day",
+        ),
         ("[]", "'days' in the test is an empty list"),
         ("[1, [2]]", "'days' in the test: a list of days holds numbers or ranges, not a list"),
         (

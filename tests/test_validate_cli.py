@@ -230,7 +230,12 @@ def test_50_mb_file_is_refused_as_too_large(
             fh.write(chunk)
     assert p.stat().st_size > 50 * 1024 * 1024
     msg = unreadable(capsys, p)
-    assert msg == f"{p}: error: file is larger than 2 MB; a protocol is a few kB of YAML"
+    # The message states the file's size and labctl's limit (docs/protocols.md, Limits).
+    assert msg == (
+        f"{p}: error: the file is 50 MB, above labctl's limit of 2 MB for a protocol file; "
+        "a protocol is a few kB of YAML: keep long texts, images and data tables in files of "
+        "their own"
+    )
 
 
 # --- hostile YAML that can be read ------------------------------------------------------------
@@ -286,7 +291,8 @@ def test_too_many_values_are_refused(
     # value 1001 is list item 998 (the mapping, its key and the list come first); item k
     # starts at column 5 + 3 * (k - 1)
     assert out.splitlines() == [
-        f"{p}:1:{5 + 3 * 997}: error: document has more than 1000 values; a protocol has a few thousand",
+        f"{p}:1:{5 + 3 * 997}: error: document has more than 1000 values, labctl's limit for "
+        "a protocol file (a protocol has a few thousand)",
         f"{p}: 1 error(s), 0 warning(s)",
     ]
 
@@ -307,7 +313,10 @@ def test_10000_deep_nesting(capsys: pytest.CaptureFixture[str], tmp_path: Path, 
     assert err == ""
     first = out.splitlines()[0]
     assert first.startswith(f"{p}:")
-    assert first.endswith(f"error: nesting deeper than {source.MAX_DEPTH} levels")
+    assert first.endswith(
+        f"error: nesting deeper than {source.MAX_DEPTH} levels, labctl's limit for a protocol "
+        "file (a protocol needs fewer than 10)"
+    )
 
 
 def test_huge_single_line_in_a_valid_protocol(

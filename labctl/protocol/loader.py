@@ -187,7 +187,10 @@ def parse_qty(ctx: Ctx, node: Node | None, key: str, what: str, dim: Dim) -> pin
         return None
     if dim is Dim.DURATION and abs(q.to("day").magnitude) > MAX_DURATION_DAYS:
         # Beyond any protocol's span (and beyond what date arithmetic can hold).
-        ctx.error(node, f"'{key}' in {what}: '{node.text}' is longer than {MAX_DURATION_DAYS} days")
+        ctx.error(
+            node,
+            f"'{key}' in {what}: '{node.text}' is longer than {MAX_DURATION_DAYS} days, labctl's limit for a duration",
+        )
         return None
     return q
 
@@ -274,7 +277,10 @@ def parse_days(ctx: Ctx, node: Node | None, what: str) -> DaySet | None:
             ctx.error(it, f"'days' in {what}: the step in '{it.text}' must be at least 1")
             return None
         if a < MIN_DAY or b > MAX_DAY:
-            ctx.error(it, f"'days' in {what}: '{it.text}' is outside days {MIN_DAY} to {MAX_DAY}")
+            ctx.error(
+                it,
+                f"'days' in {what}: '{it.text}' is outside days {MIN_DAY} to {MAX_DAY}, labctl's limit for a protocol day",
+            )
             return None
         days.update(range(a, b + 1, step))
     text = node.text if isinstance(node, Scalar) else "[" + ", ".join(i.text for i in items) + "]"

@@ -12,6 +12,7 @@ expansion beyond ``MAX_NODES`` (a "billion laughs" bomb), unknown tags, duplicat
 from __future__ import annotations
 
 import codecs
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ import yaml
 
 from labctl.errors import Diagnostic, InputFileError
 
+# labctl's limits on a protocol file (docs/protocols.md, "Limits"); each message that
+# enforces one states it. They are far above any real protocol (a few kB, a few thousand
+# values, nesting under 10 levels) and stop hostile or broken files early.
 MAX_BYTES = 2 * 1024 * 1024  # a protocol is a few kB; 2 MB leaves room for huge comments
 MAX_DEPTH = 64
 MAX_NODES = 200_000
@@ -193,12 +197,9 @@ class _Builder:
             return memo  # an alias: share the node, do not expand it again
         self.count += 1
         if self.count > MAX_NODES:
-            raise _TooBig(
-                _mark(n),
-                f"document has more than {MAX_NODES} values; a protocol has a few thousand",
-            )
+            raise _TooBig(_mark(n), _too_many())
         if depth > MAX_DEPTH:
-            raise _TooBig(_mark(n), f"nesting deeper than {MAX_DEPTH} levels")
+            raise _TooBig(_mark(n), _too_deep())
         if n.tag not in _STD_TAGS:
             self.error(_mark(n), f"tag '{n.tag}' is not allowed (protocols are plain data)")
         if isinstance(n, yaml.ScalarNode):
@@ -280,14 +281,25 @@ class _LimitedLoader(yaml.SafeLoader):
                 m = self.peek_event().start_mark
                 where = Mark(m.line + 1, m.column + 1)
                 if self._nodes > MAX_NODES:
-                    raise _TooBig(
-                        where,
-                        f"document has more than {MAX_NODES} values; a protocol has a few thousand",
-                    )
-                raise _TooBig(where, f"nesting deeper than {MAX_DEPTH} levels")
+                    raise _TooBig(where, _too_many())
+                raise _TooBig(where, _too_deep())
             return super().compose_node(parent, index)  # type: ignore[arg-type]
         finally:
             self._depth -= 1
+
+
+def _too_deep() -> str:
+    return (
+        f"nesting deeper than {MAX_DEPTH} levels, labctl's limit for a protocol file "
+        "(a protocol needs fewer than 10)"
+    )
+
+
+def _too_many() -> str:
+    return (
+        f"document has more than {MAX_NODES} values, labctl's limit for a protocol file "
+        "(a protocol has a few thousand)"
+    )
 
 
 def _mark(n: yaml.Node) -> Mark:
@@ -300,6 +312,7 @@ def read_text(path: str | Path) -> str:
     try:
         with open(p, "rb") as fh:
             data = fh.read(MAX_BYTES + 1)
+            size = max(len(data), os.fstat(fh.fileno()).st_size)
     except FileNotFoundError:
         raise InputFileError(f"{p}: no such file") from None
     except IsADirectoryError:
@@ -310,9 +323,18 @@ def read_text(path: str | Path) -> str:
         raise InputFileError(f"{p}: cannot be read ({exc.strerror or exc})") from None
     if len(data) > MAX_BYTES:
         raise InputFileError(
-            f"{p}: file is larger than {MAX_BYTES // (1024 * 1024)} MB; a protocol is a few kB of YAML"
+            f"{p}: the file is {_size(size)}, above labctl's limit of "
+            f"{_size(MAX_BYTES)} for a protocol file; a protocol is a few kB of YAML: keep "
+            "long texts, images and data tables in files of their own"
         )
     return decode(data, str(p))
+
+
+def _size(n: int) -> str:
+    """Bytes as people say them: '2 MB', '5.3 MB', '900 kB' (1 MB = 1024 kB)."""
+    if n >= 1024 * 1024:
+        return f"{n / (1024 * 1024):.3g} MB"
+    return f"{n / 1024:.3g} kB"
 
 
 def decode(data: bytes, name: str) -> str:
@@ -401,7 +423,7 @@ def parse(text: str, file: str) -> tuple[Node | None, list[Diagnostic]]:
     except yaml.YAMLError as exc:
         return None, [Diagnostic(file, 1, 1, "error", "YAML syntax: " + " ".join(str(exc).split()))]
     except RecursionError:
-        return None, [Diagnostic(file, 1, 1, "error", f"nesting deeper than {MAX_DEPTH} levels")]
+        return None, [Diagnostic(file, 1, 1, "error", _too_deep())]
     if root is None:
         return None, [Diagnostic(file, 1, 1, "error", "the file is empty")]
     b = _Builder(file)
@@ -410,5 +432,5 @@ def parse(text: str, file: str) -> tuple[Node | None, list[Diagnostic]]:
     except _TooBig as exc:
         return None, [Diagnostic(file, exc.mark.line, exc.mark.col, "error", exc.msg)]
     except RecursionError:
-        return None, [Diagnostic(file, 1, 1, "error", f"nesting deeper than {MAX_DEPTH} levels")]
+        return None, [Diagnostic(file, 1, 1, "error", _too_deep())]
     return node, b.diags
