@@ -662,3 +662,16 @@ def test_key_text_is_ascii() -> None:
     assert key_text("TGF-β3") == "TGF-beta3"
     assert key_text("µ-conotoxin") == "mu-conotoxin"
     assert key_text("N6,2′-O-dibutyryl-cAMP").isascii()
+
+
+def test_a_fresh_medium_over_the_limit_is_an_error_even_if_the_well_is_under() -> None:
+    # dose: well on a half change from a well without DMSO: the fresh medium carries twice
+    # what the cells end with.
+    text = HALF.replace("conc: 16 uM", "conc: 30 uM").replace(
+        "{days: 3, change: half}", "{days: 3, change: half, dose: well}"
+    )
+    assert lines(load_text(text, "w.yaml")) == [
+        f"{where(text, '{days: 3, change: half')}: error: day 3: the fresh medium holds 0.6% "
+        "DMSO (A); the cells receive 0.3% after the half change; the fresh medium is above "
+        "the 0.5% limit"
+    ]

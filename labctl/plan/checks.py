@@ -339,7 +339,12 @@ def _solvent_check(ctx: Ctx, p: Protocol, t: Task, seen: set[tuple]) -> None:
             )
         if over_limit:
             assert limit is not None
-            ctx.error(t.loc, f"{said}, above the {limit * 100:g}% limit")
+            # "above" reads as said of the last figure (the well's): say so if only the
+            # fresh medium is over (a dose: well feed can mix it stronger than the well gets).
+            if w > limit * (1 + 1e-9):
+                ctx.error(t.loc, f"{said}, above the {limit * 100:g}% limit")
+            else:
+                ctx.error(t.loc, f"{said}; the fresh medium is above the {limit * 100:g}% limit")
         else:
             ctx.warning(t.loc, f"{said}, above 0.1%")
 
