@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any
 
 from labctl.engine.machines import JobState, PlateState, TaskState
+from labctl.engine.manual import DEVICE_ACTION, ManualActions
 from labctl.engine.prompts import Prompts
 from labctl.engine.records import Fire, Picture, RunRec, Transitions
 from labctl.errors import InvalidTransition, LabctlError
@@ -41,6 +42,8 @@ class Commands:
         self.fire = fire
         self.actor = actor
         self.engine_verbs: EngineVerbs = {}
+        # A supervisor's manual device actions, on the engine's devices (labctl.engine.manual).
+        self.manual = ManualActions(store, prompts.clock, prompts.devices, picture, actor)
         self.replan_wanted = False  # a command changed what may run (the engine re-plans)
 
     def apply_pending(self) -> None:
@@ -61,6 +64,8 @@ class Commands:
         """Apply one command; returns what it did. Raises LabctlError/ValueError to reject."""
         if verb in self.engine_verbs:
             return self.engine_verbs[verb](actor, reason)
+        if verb == DEVICE_ACTION:
+            return self.manual.apply(args, actor, reason)
         if verb in RUN_VERBS:
             r = self.run_of(run_id)
             plate = args.get("plate")
