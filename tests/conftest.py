@@ -48,3 +48,12 @@ def _analysis_service_closed() -> Iterator[None]:
     from labctl.simulators.opentrons_analysis import close_default_analysis
 
     close_default_analysis()
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passwords hashed with scrypt N=2**10 in tests (16 times cheaper than the product's
+    2**14): the cost is stored with each hash, so checking still reads it from there."""
+    import labctl.accounts
+
+    monkeypatch.setattr(labctl.accounts, "_SCRYPT_N", 2**10)

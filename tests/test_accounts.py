@@ -235,7 +235,7 @@ def test_skipping_a_step_when_answering_a_prompt_is_a_signed_deviation(
         p = s.insert_prompt(1, kind="recovery", text="the feed failed", actor="engine",
                             choices=["retry", "skip", "hold"])  # fmt: skip
     _as(monkeypatch, db, "ope")
-    assert main(["answer", str(p.id), "skip", "--db", str(db), "--wait", "0"]) == 1
+    assert main(["answer", str(p.id), "skip", "--db", str(db), "--wait", "0"]) == 2  # usage
     assert "deviation" in capsys.readouterr().err
     _stdin(monkeypatch, PASSWORD)
     argv = ["answer", str(p.id), "skip", "--reason", "plate discarded", "--password-stdin",
@@ -356,7 +356,7 @@ def test_a_production_database_must_be_set_up_before_anything_runs_on_it(
 ) -> None:
     monkeypatch.delenv("LABCTL_SESSION", raising=False)
     wc = ROOT / "docs" / "examples" / "hypoxic-bay.yaml"
-    assert main(["run", str(KRIKS), "--workcell", str(wc), "--db", str(tmp_path / "x.db")]) == 1
+    assert main(["run", str(KRIKS), "--workcell", str(wc), "--db", str(tmp_path / "x.db")]) == 2
     assert "labctl setup" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()
 
@@ -368,3 +368,16 @@ def test_role_table_separates_duties() -> None:
     assert allowed(Role.SUPERVISOR, A.MANAGE_USERS) is not None
     assert allowed(Role.DEVELOPER, A.ABORT, own_run=False) is not None
     assert allowed(Role.DEVELOPER, A.ABORT, own_run=True) is None
+
+
+def test_passwords_are_scrypt_hashes_that_carry_their_cost() -> None:
+    import labctl.accounts as acc
+
+    h = acc.hash_password("correct horse battery")
+    assert h.text().startswith("scrypt$") and h.n == acc._SCRYPT_N
+    assert "correct horse" not in h.text()
+    assert acc.verify_password("correct horse battery", acc.PasswordHash.parse(h.text()))
+    assert not acc.verify_password("correct horse batterz", h)
+    # the product's cost (tests run cheaper, tests/conftest.py): 16 MiB per guess
+    source = Path(acc.__file__).read_text(encoding="utf-8")
+    assert "_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LEN = 2**14, 8, 1, 32" in source
