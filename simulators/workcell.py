@@ -14,7 +14,12 @@ over the same wire as hardware (HTTP, serial). The simulated devices are named `
       - {device: operator, fault: no_answer, at: "2026-12-05T00:00:00Z", duration: 12 h}
       - {device: operator, fault: recovery_choice, choice: retry}       # how the script decides
 
-Incubator faults are those of :mod:`labctl.simulators.faults`. Times are virtual. A robot
+Incubator faults are those of :mod:`labctl.simulators.faults`. Times are virtual: ``at`` is
+either relative to the run's day 0, ``day 1 08:50`` (day 1 at 08:50 in the run's time zone,
+so a scenario fits any ``--start``), or an ISO time with a zone. A time the simulation never
+reaches (before its start, an hour before day 0's first task, or after it gives up) is
+refused, not silently left out. An optional ``expect:`` block says how the run ends (see
+:data:`EXPECT_KEYS`); ``labctl simulate`` checks it. A robot
 ``door_open`` needs a Flex (the OT-2 reports no door): on the OT-2 workcell it is refused. The
 operator's ``no_answer`` without ``at`` lasts the whole run; ``qc_value`` takes ``measure`` and
 ``value``. Examples, one per fault kind: the repository's scenarios/ folder.
@@ -23,16 +28,17 @@ operator's ``no_answer`` without ``at`` lasts the whole run; ``qc_value`` takes 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from labctl.clock import Clock, VirtualClock, utc
-from labctl.errors import LabctlError
+from labctl.errors import InputFileError, LabctlError
 from labctl.roles import AMBIENT, Climate, same_climate
 from labctl.simulators.arm_faults import ARM_FAULT_KEYS, ArmFault, ArmFaults, arm_fault
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
@@ -116,21 +122,95 @@ class Scenario:
     operator: OperatorScript
     source: str = ""
     arm: list[ArmFault] = field(default_factory=list)
+    expect: dict[str, Any] = field(default_factory=dict)  # how the run ends (EXPECT_KEYS)
 
 
-def _when(v: Any, where: str) -> datetime:
-    if isinstance(v, datetime):
-        dt = v
-    else:
-        try:
-            dt = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
-        except ValueError:
+#: The keys of a scenario's ``expect:`` block: the run's final state; at most this many tasks
+#: started after their window; exactly this many deviations; the kinds of the prompts left
+#: open ([] for none); alarm codes that must have been raised (others may be too).
+EXPECT_KEYS = ("state", "late", "deviations", "open_prompts", "alarms")
+_RUN_STATES = ("completed", "holding", "aborted", "failed", "running", "paused")
+_RELATIVE = re.compile(r"day\s+(\d+)\s+(\d{1,2}):(\d{2})(?::(\d{2}))?")
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Where a scenario's times land: day 0 (aware, in the run's zone) and the moments the
+    simulation starts and gives up (None: a scenario read on its own)."""
+
+    day0: datetime | None = None
+    span: tuple[datetime, datetime] | None = None
+
+    def day(self, when: datetime) -> str:
+        if self.day0 is None:
+            return f"{when:%Y-%m-%d %H:%M} UTC"
+        local = when.astimezone(self.day0.tzinfo)
+        return f"day {(local.date() - self.day0.date()).days} {local:%H:%M}"
+
+
+def _when(v: Any, where: str, run: _Run = _Run()) -> datetime:
+    """The moment of an ``at``: relative (``day 1 08:50``) or ISO with a zone; ScenarioError
+    when it is neither, or falls where the simulation never is."""
+    m = _RELATIVE.fullmatch(str(v).strip()) if not isinstance(v, datetime) else None
+    if m is not None:
+        day, hh, mm, ss = (int(g or 0) for g in m.groups())
+        if hh > 23 or mm > 59 or ss > 59:
+            raise ScenarioError(f"{where}: 'at' {v!r}: no such time of day")
+        if run.day0 is None:
             raise ScenarioError(
-                f"{where}: 'at' must be an ISO time like 2026-12-03T09:00:00Z"
-            ) from None
-    if dt.tzinfo is None:
-        raise ScenarioError(f"{where}: 'at' needs a time zone (end it with Z for UTC)")
+                f"{where}: 'at' {v!r} is relative to day 0: it needs the run (labctl simulate)"
+            )
+        local = datetime.combine(run.day0.date() + timedelta(days=day), time(hh, mm, ss))
+        dt = utc(local.replace(tzinfo=run.day0.tzinfo))
+    else:
+        if isinstance(v, datetime):
+            dt = v
+        else:
+            try:
+                dt = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+            except ValueError:
+                raise ScenarioError(
+                    f"{where}: 'at' must be a time of the run like 'day 1 08:50' (day 0 is "
+                    "the run's first day) or an ISO time like 2026-12-03T09:00:00Z"
+                ) from None
+        if dt.tzinfo is None:
+            raise ScenarioError(f"{where}: 'at' needs a time zone (end it with Z for UTC)")
+    if run.span is not None:
+        first, last = run.span
+        if not first <= dt <= last:
+            side = (
+                f"before the simulation starts ({run.day(first)}, an hour before day 0's "
+                "first task)"
+                if dt < first
+                else f"after the simulation stops at the latest ({run.day(last)}, "
+                "--grace-days after the last task's window)"
+            )
+            raise ScenarioError(
+                f"{where}: 'at' {v} falls on {run.day(dt)} ({utc(dt):%Y-%m-%d %H:%M} UTC), "
+                f"{side}: it would never happen. Give a time of this run, e.g. 'day 1 08:50' "
+                "(relative to day 0), or the --start the scenario was written for"
+            )
     return dt
+
+
+def _expect(data: Any, path: str | Path) -> dict[str, Any]:
+    """A checked ``expect:`` block (see :data:`EXPECT_KEYS`)."""
+    where = f"{path}: expect"
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{where}: must be a mapping of {', '.join(EXPECT_KEYS)}")
+    _check_keys(data, set(EXPECT_KEYS), where)
+    if "state" in data and data["state"] not in _RUN_STATES:
+        raise ScenarioError(f"{where}: state must be one of {', '.join(_RUN_STATES)}")
+    for key in ("late", "deviations"):
+        if key in data:
+            _count(data, key, 0, where)
+    for key in ("open_prompts", "alarms"):
+        v = data.get(key, [])
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ScenarioError(f"{where}: {key} must be a list of words, e.g. [recovery]")
+    return dict(data)
 
 
 _ROBOT_KEYS = {
@@ -169,20 +249,53 @@ def _count(f: dict[str, Any], key: str, lo: int, where: str) -> int:
     return v
 
 
-def load_scenario(path: str | Path | None) -> Scenario:
-    """Read a fault scenario; raises ScenarioError with the entry and field named."""
+def _read(path: str | Path) -> Any:
+    """The scenario file's YAML: InputFileError when it cannot be read (exit 2), a
+    ScenarioError with the line when it is not YAML."""
+    f = Path(path)
+    if f.is_dir():
+        raise InputFileError(f"{path}: is a folder, not a scenario file")
+    try:
+        text = f.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFileError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise InputFileError(f"{path}: cannot be read ({why})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ScenarioError(f"{path}{at}: YAML syntax: {problem}") from None
+
+
+def load_scenario(
+    path: str | Path | None,
+    *,
+    day0: datetime | None = None,
+    span: tuple[datetime, datetime] | None = None,
+) -> Scenario:
+    """Read a fault scenario; raises ScenarioError with the entry and field named.
+
+    ``day0`` (aware, in the run's time zone) places relative times (``day 1 08:50``);
+    ``span`` (the simulation's first and last moment) refuses a time outside it.
+    """
     if path is None:
         return Scenario([], [], OperatorScript())
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot be read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML ({exc})") from None
+    run = _Run(day0, span)
+    data = _read(path)
+    if isinstance(data, dict):
+        extra = sorted(str(k) for k in data if k not in ("faults", "expect"))
+        if extra:
+            raise ScenarioError(
+                f"{path}: unknown key {extra[0]!r} (a scenario has 'faults:' and 'expect:')"
+            )
     items = data.get("faults") if isinstance(data, dict) else data
     if not isinstance(items, list):
         raise ScenarioError(f"{path}: a scenario is a list of faults under 'faults:'")
+    expect = _expect(data.get("expect") if isinstance(data, dict) else None, path)
     inc: list[Fault] = []
     robot: list[RobotFault] = []
     arm: list[ArmFault] = []
@@ -195,6 +308,8 @@ def load_scenario(path: str | Path | None) -> Scenario:
         dev = f.get("device", INCUBATOR)
         kind = f.get("fault")
         if dev == INCUBATOR:
+            if "at" in f:
+                f = dict(f, at=_when(f["at"], where, run))
             try:
                 inc.extend(parse_faults([dict(f)]))
             except FaultSpecError as exc:
@@ -207,7 +322,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
                 )
             _check_keys(f, _ROBOT_KEYS[kind], where)
             dur = _duration(f, where)
-            at = _when(f["at"], where) if "at" in f else None
+            at = _when(f["at"], where, run) if "at" in f else None
             if kind == "run_fails":
                 if "run" not in f or "at_command" not in f:
                     raise ScenarioError(
@@ -242,7 +357,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
                     # clock's aware UTC times.
                     script.absent_from = utc(datetime.min)
                 else:
-                    script.absent_from = _when(f["at"], where)
+                    script.absent_from = _when(f["at"], where, run)
                     if dur is not None:
                         script.absent_until = script.absent_from + timedelta(seconds=dur)
             elif kind == "recovery_choice":
@@ -269,7 +384,8 @@ def load_scenario(path: str | Path | None) -> Scenario:
             if "at" not in f:
                 raise ScenarioError(f"{where}: {kind} needs 'at'")
             try:
-                arm.append(arm_fault(f, _when(f["at"], where), _duration(f, where), ARM_STATIONS))
+                at = _when(f["at"], where, run)
+                arm.append(arm_fault(f, at, _duration(f, where), ARM_STATIONS))
             except ValueError as exc:
                 raise ScenarioError(f"{where}: {exc}") from None
         else:
@@ -277,7 +393,7 @@ def load_scenario(path: str | Path | None) -> Scenario:
                 f"{where}: unknown device {dev!r} (the simulated workcell has {ROBOT}, "
                 f"{INCUBATOR}, {ARM}, {OPERATOR})"
             )
-    return Scenario(inc, robot, script, str(path), arm)
+    return Scenario(inc, robot, script, str(path), arm, expect)
 
 
 def simulated_robot(

@@ -277,6 +277,6 @@ def test_a_command_on_a_database_that_does_not_exist_is_a_clear_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     missing = tmp_path / "typo.db"
-    assert main(["status", "--db", str(missing)]) == 1
+    assert main(["status", "--db", str(missing)]) == 2  # a file that cannot be read
     assert "no run database at" in capsys.readouterr().err
     assert not missing.exists()

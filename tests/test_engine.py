@@ -156,7 +156,7 @@ def test_pause_without_reason_is_refused_by_the_cli(tmp_path: Path, capsys) -> N
     from labctl.cli.main import main
 
     w = World(tmp_path)
-    assert main(["pause", str(w.run_id), "--db", str(tmp_path / "run.db")]) == 1
+    assert main(["pause", str(w.run_id), "--db", str(tmp_path / "run.db")]) == 2  # usage
     assert "needs --reason" in capsys.readouterr().err
 
 

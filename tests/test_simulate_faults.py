@@ -43,7 +43,7 @@ from tests.test_simulate import (
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
 
-PROTOCOL = """\
+PROTOCOL_TEMPLATE = """\
 labctl: 1
 id: sim-faults
 title: short protocol for the fault scenarios
@@ -56,11 +56,11 @@ culture: {labware: corning_6_wellplate_16.8ml_flat, volume: 2 mL}
 timing: {feed_at: "09:00", window: 2 h, max_out_of_incubator: 20 min}
 schedule:
   media:
-    - {days: "0-1", medium: M1}
+    - {days: "0-LAST", medium: M1}
   factors:
-    - {compound: A, conc: 1 uM, days: "0-1"}
+    - {compound: A, conc: 1 uM, days: "0-LAST"}
   feeds:
-    - {days: "0-1", change: full}
+    - {days: "0-LAST", change: full}
   events:
     - days: 1
       at: "13:00"
@@ -70,6 +70,32 @@ schedule:
       qc:
         - {measure: FOXA2_LMX1A_pct, unit: "%", min: 60, on_fail: hold}
 """
+
+
+def protocol(last_day: int = 1) -> str:
+    """The short protocol, fed on days 0 to ``last_day`` (the QC'd sample stays on day 1)."""
+    return PROTOCOL_TEMPLATE.replace("LAST", str(last_day))
+
+
+PROTOCOL = protocol(1)
+_DAY = re.compile(r"\bday (\d+) \d{1,2}:\d{2}")
+
+
+def scenario_days(scenario: Path) -> int:
+    """The last day a scenario's faults name (``at: day N HH:MM``), at least 1: the short
+    protocol is fed up to that day, so every fault falls inside the run."""
+    text = scenario.read_text(encoding="utf-8")
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    return max([1, *(int(d) for d in _DAY.findall(body))])
+
+
+def run_line(scenario: Path) -> tuple[int, list[str]]:
+    """The plates and the --no-arm of the ``labctl simulate`` line a scenario documents."""
+    text = scenario.read_text(encoding="utf-8")
+    m = re.search(r"labctl simulate \S+ --plates (\d+)", text)
+    assert m, f"{scenario.name}: no 'labctl simulate PROTOCOL --plates N' line"
+    return int(m.group(1)), _extra(scenario)
+
 
 ONE_FEED = ["retrieve", "to_deck", "run", "to_incubator", "store"]
 FEED_KEYS = ["d0-feed-0900", "d1-feed-0900"]
@@ -127,23 +153,32 @@ def _extra(scenario: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Outcome]:
-    """simulated(scenario file or path) -> Outcome; each scenario is simulated once per module."""
+    """simulated(scenario file or path, plates=1) -> Outcome, on the short protocol fed up
+    to the scenario's last day; each (scenario, plates) is simulated once per module."""
     root = tmp_path_factory.mktemp("faults")
-    proto = root / "protocol.yaml"
-    proto.write_text(PROTOCOL, encoding="utf-8")
-    done: dict[str, Outcome] = {}
+    done: dict[tuple[str, int], Outcome] = {}
 
-    def run(scenario: str | Path) -> Outcome:
+    def run(scenario: str | Path, plates: int = 1) -> Outcome:
         path = SCENARIOS / scenario if isinstance(scenario, str) else scenario
-        key = str(path)
+        key = (str(path), plates)
         if key not in done:
-            out = root / path.stem
+            days = scenario_days(path)
+            proto = root / f"protocol-{days}.yaml"
+            proto.write_text(protocol(days), encoding="utf-8")
+            out = root / f"{path.stem}-{plates}"
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
                 # A held run stops 6 h after the last window: long enough for every
                 # prompt default (15 min) to have applied.
                 rc = run_simulate(
-                    proto, out, "--faults", str(path), "--grace-days", "0.25", *_extra(path)
+                    proto,
+                    out,
+                    "--faults",
+                    str(path),
+                    "--grace-days",
+                    "0.25",
+                    *_extra(path),
+                    plates=plates,
                 )
             done[key] = _outcome(rc, buf.getvalue(), out)
         return done[key]
@@ -169,8 +204,10 @@ def _completed_cleanly(o: Outcome, timeline: list[str] = ONE_FEED * 2) -> None:
 
 
 def _held_at_day1(o: Outcome, op: str, device: str) -> Any:
-    """Holding at the day-1 feed's ``op``, with one open recovery prompt for it; returns it."""
-    assert (o.rc, o.state) == (1, "holding"), o.text
+    """Holding at the day-1 feed's ``op``, with one open recovery prompt for it; returns it.
+    (Exit 0: the shipped scenario expects the hold, and labctl simulate checked it.)"""
+    assert (o.rc, o.state) == (0, "holding"), o.text
+    assert "NOT as" not in o.text
     assert o.tasks["d0-feed-0900/P1"] == "done"
     assert o.tasks["d1-feed-0900/P1"] == "active"
     assert o.tasks["d1-sample-1300/P1"] == "pending"
@@ -253,7 +290,7 @@ def test_incubator_co2_out_of_range_raises_a_climate_alarm_that_clears(
     o = simulated("incubator_co2_out_of_range.yaml")
     _completed_cleanly(o)
     assert o.alarms == [("climate", "inc-sim", "cleared")]
-    assert "[climate] inc-sim inc-sim: climate out of range: CO2" in o.text
+    assert "[climate] inc-sim: climate out of range: CO2" in o.text  # the subject said once
 
 
 # --- robot faults --------------------------------------------------------------------------
@@ -271,10 +308,15 @@ def test_robot_run_fails_holds_with_the_plate_on_the_deck(
     assert runs[1].dispensed == {}
     assert dict(runs[1].aspirated) == {"A1": 2000.0, "B1": 1000.0}
     # The plate is still on the deck: fetched, moved, run started; not back. The summary
-    # counts that stay up to the end of the simulation and says so.
+    # counts the trip that ended, and says apart since when the plate is out.
     assert plate_timeline(o.out, runs) == {"P1": ONE_FEED + ["retrieve", "to_deck", "run"]}
     [line] = [x for x in o.text.splitlines() if x.startswith("  P1   longest")]
-    assert line.endswith(" 2 times, still out when the simulation stopped")
+    assert line.endswith(" 1 times")
+    [still] = [x for x in o.text.splitlines() if "still out" in x]
+    assert re.fullmatch(
+        r"  P1   still out when the simulation stopped: out since day 1 0[89]:\d\d \(1\d\.\d h\)",
+        still,
+    ), still
 
 
 def test_robot_offline_raises_offline_then_the_feed_runs(simulated: Callable[..., Outcome]) -> None:
@@ -345,7 +387,7 @@ def test_recovery_choice_skip_records_a_deviation_and_feeds_nothing_again(
 
 def test_operator_qc_fail_holds_the_run_for_a_decision(simulated: Callable[..., Outcome]) -> None:
     o = simulated("operator_qc_fail.yaml")
-    assert (o.rc, o.state) == (1, "holding"), o.text
+    assert (o.rc, o.state) == (0, "holding"), o.text  # as the scenario expects
     [qc] = o.qc
     assert (qc.measure, qc.value, qc.min_value, qc.passed) == ("FOXA2_LMX1A_pct", 40.0, 60.0, False)
     [p] = o.open_prompts
@@ -429,10 +471,13 @@ def test_every_shipped_scenario_loads_and_explains_itself() -> None:
         "arm_plate_slips",
         "arm_station_blocked",
     }
+    day0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
     for f in files:
         text = f.read_text(encoding="utf-8")
         assert text.startswith("# ") and "Shows" in text and "labctl simulate " in text, f.name
-        s = load_scenario(f)
+        assert "2026-" not in text, f"{f.name}: times relative to day 0, so any --start works"
+        s = load_scenario(f, day0=day0)
+        assert s.expect.get("state") in ("completed", "holding"), f"{f.name}: no expect: block"
         assert (
             s.incubator
             or s.robot
@@ -441,7 +486,7 @@ def test_every_shipped_scenario_loads_and_explains_itself() -> None:
             or s.operator.qc_values
             or s.operator.absent_from
         )
-    combined = load_scenario(SCENARIOS / "combined.yaml")
+    combined = load_scenario(SCENARIOS / "combined.yaml", day0=day0)
     assert len(combined.incubator) == 4 and len(combined.robot) == 2
     assert combined.operator.recovery_choice == "retry"
 
@@ -618,7 +663,7 @@ def test_sleeping_through_quiet_alarm_checks_gives_the_same_run(
     # the second: same alarms raised and cleared, same jobs, prompts and physical actions.
     skipping = simulated(scenario)
     proto = tmp_path / "protocol.yaml"
-    proto.write_text(PROTOCOL, encoding="utf-8")
+    proto.write_text(protocol(scenario_days(SCENARIOS / scenario)), encoding="utf-8")
     out = tmp_path / "always"
     with contextlib.redirect_stdout(io.StringIO()):
         rc = run_simulate(
@@ -740,3 +785,135 @@ def test_arm_faults_are_refused_without_the_arm(
     err = capsys.readouterr().err
     assert rc != 0 and "arm faults need the arm (not --no-arm)" in err
     assert "Traceback" not in err
+
+
+# --- each shipped scenario says how it ends, and ends so ----------------------------------
+
+
+@pytest.mark.parametrize("scenario", sorted(p.name for p in SCENARIOS.glob("*.yaml")))
+def test_each_shipped_scenario_ends_as_its_expect_block_says(
+    scenario: str, simulated: Callable[..., Outcome]
+) -> None:
+    """Run as its file documents (its plates, --no-arm), on the short protocol fed up to
+    the scenario's last day; the outcome is checked here, independently of simulate's own
+    check, which must agree (exit 0, and it says so)."""
+    import yaml
+
+    path = SCENARIOS / scenario
+    plates, _ = run_line(path)
+    o = simulated(scenario, plates=plates)
+    expect = yaml.safe_load(path.read_text(encoding="utf-8"))["expect"]
+    assert o.state == expect["state"], o.text
+    assert o.summary["late"] <= expect["late"], o.text
+    assert o.deviations == expect["deviations"], o.text
+    assert sorted(p.kind for p in o.open_prompts) == sorted(expect["open_prompts"]), o.text
+    assert set(expect.get("alarms", [])) <= {code for code, _, _ in o.alarms}, o.alarms
+    assert o.rc == 0 and f"as {path} expects (the run ends {expect['state']};" in o.text
+    # Never a plate out of the incubator longer than the simulation lasted.
+    simulated_s = o.summary["simulated_days"] * 86400
+    assert all(mx <= simulated_s for mx, _, _ in o.summary["out_of_incubator"].values())
+
+
+def test_a_run_that_ends_otherwise_than_expected_fails_and_says_how(
+    simulated: Callable[..., Outcome], tmp_path: Path
+) -> None:
+    wrong = tmp_path / "door_expects_a_hold.yaml"
+    wrong.write_text(
+        (SCENARIOS / "incubator_door_open.yaml")
+        .read_text(encoding="utf-8")
+        .replace("expect: {state: completed,", "expect: {state: holding,"),
+        encoding="utf-8",
+    )
+    o = simulated(wrong)
+    assert (o.rc, o.state) == (1, "completed")
+    assert f"NOT as {wrong} expects (the run ends holding;" in o.text
+    assert "  the run ended completed, not holding" in o.text.splitlines()
+
+
+def test_a_held_run_summary_says_where_the_days_went(simulated: Callable[..., Outcome]) -> None:
+    # Held on day 1 with the plate on the deck, then watched until the simulation gave up:
+    # the summary used to say "simulated 1.0 days" (the steps' span) beside a plate out of
+    # the incubator for longer than that, counted as one trip.
+    o = simulated("robot_run_fails.yaml")
+    [line] = [x for x in o.text.splitlines() if x.startswith("simulated ")]
+    m = re.match(r"simulated (\d+\.\d) days in ", line)
+    assert m and float(m.group(1)) >= 1.4, line  # day 0 07:00 to day 1 22:00
+    assert "(the last step ended on day 1 09:" in line
+    assert re.search(
+        r"the run stayed holding until the simulation stopped on day 1 2\d:\d\d: it gives up "
+        r"--grace-days 0\.25 after the last task's window\); audit chain verified$",
+        line,
+    ), line
+    [still] = [x for x in o.text.splitlines() if "still out" in x]
+    hours = float(re.search(r"\((\d+\.\d) h\)$", still).group(1))  # type: ignore[union-attr]
+    assert hours <= float(m.group(1)) * 24
+    s = o.summary
+    assert s["still_out"] == ["P1"] and s["out_of_incubator"]["P1"][2] == 1
+
+
+# --- scenario times: relative to day 0, or refused where the run never is -------------------
+
+
+def test_relative_times_land_on_the_runs_day_in_its_time_zone(tmp_path: Path) -> None:
+    from zoneinfo import ZoneInfo
+
+    from labctl.simulators.workcell import load_scenario
+
+    f = tmp_path / "rel.yaml"
+    f.write_text(
+        "faults:\n"
+        "  - {device: inc-sim, fault: door_open, at: day 2 08:50, duration: 20 min}\n"
+        "  - {device: ot2-sim, fault: offline, at: 'day 3 08:55:30', duration: 5 min}\n"
+        "  - {device: inc-sim, fault: no_reply, at: 2027-03-29T06:00:00Z, count: 1}\n"
+    )
+    z = ZoneInfo("Europe/Stockholm")
+    day0 = datetime(2027, 3, 26, 9, 0, tzinfo=z)  # summer time begins on day 2 (March 28)
+    s = load_scenario(f, day0=day0)
+    assert s.incubator[0].at == datetime(2027, 3, 28, 6, 50, tzinfo=UTC)  # 08:50 CEST
+    assert s.robot[0].at == datetime(2027, 3, 29, 6, 55, 30, tzinfo=UTC)
+    assert s.incubator[1].at == datetime(2027, 3, 29, 6, 0, tzinfo=UTC)  # absolute: as written
+
+
+@pytest.mark.parametrize(
+    ("at", "says"),
+    [
+        ("2020-01-02T08:50:00Z", "before the simulation starts (day 0 06:00"),
+        ("day 0 02:00", "before the simulation starts (day 0 06:00"),
+        ("day 9 08:50", "after the simulation stops at the latest (day 1 21:00"),
+        ("day 1 25:00", "no such time of day"),
+        ("tomorrow", "'at' must be a time of the run like 'day 1 08:50'"),
+    ],
+)
+def test_a_fault_the_run_never_reaches_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], at: str, says: str
+) -> None:
+    proto = tmp_path / "protocol.yaml"
+    proto.write_text(PROTOCOL, encoding="utf-8")
+    f = tmp_path / "never.yaml"
+    f.write_text(
+        f"faults:\n  - {{device: inc-sim, fault: door_open, at: '{at}', duration: 5 min}}\n"
+    )
+    out = tmp_path / "out"
+    rc = main(["simulate", str(proto), "--start", "2026-12-01T09:00", "--out", str(out),
+               "--faults", str(f), "--grace-days", "0.25"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and f"labctl: error: {f}: fault #1: 'at' " in err and says in err, err
+    assert not out.exists()
+
+
+def test_a_shipped_scenario_fires_without_start(tmp_path: Path) -> None:
+    # Its times used to be absolute (2026-12-02): without --start day 0 is tomorrow, they
+    # fell before it, and the fault silently never happened.
+    from labctl.cli.main import build_parser
+    from labctl.cli.simulate import simulate
+
+    proto = tmp_path / "protocol.yaml"
+    proto.write_text(PROTOCOL, encoding="utf-8")
+    path = SCENARIOS / "incubator_door_open.yaml"
+    argv = ["simulate", str(proto), "--out", str(tmp_path / "o"), "--faults", str(path),
+            "--grace-days", "0.25"]  # fmt: skip
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = simulate(build_parser().parse_args(argv))
+    assert rc == 0, buf.getvalue()
+    assert "  [door] inc-sim: the device door is open: close it (cleared)" in buf.getvalue()

@@ -1,9 +1,10 @@
 """The ``labctl`` command line: the parser and the one place errors become messages.
 
 Every command turns labctl's own errors into one clear message and an exit code (never a
-traceback): 0 ok, 1 invalid input, a rejected command or a failed operation, 2 a file that
-can't be read or a usage error, 3 a command queued that no engine has applied yet, 70 an
-internal error (with a pointer to the log). The commands live in ``protocol_cmds`` (a
+traceback), one table for every command (:data:`EXIT_CODES`, printed by ``labctl --help``):
+0 done, 1 invalid input, a rejected command or a failed operation, 2 a file that can't be
+read or written or a usage error, 3 a command queued that no engine has applied yet, 70 a
+labctl bug only (with a pointer to the log), never a user's mistake. The commands live in ``protocol_cmds`` (a
 scientist's), ``run_cmds`` (setting a workcell going), ``operator_cmds`` (an operator's)
 ``simulate`` (dry runs) and ``simulators_cmd`` (a practice workcell); each module
 registers its own, explicitly, from :func:`build_parser`.
@@ -28,17 +29,25 @@ from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_UNREADABLE,
+    EXIT_USAGE,
     Parser,
+    UsageError,
     err,
 )
 from labctl.errors import InputFileError, LabctlError, ProtocolError
 
-EXIT_CODES = """exit codes:
-  0   done (a command applied by the engine)
-  1   invalid input, a command the engine rejected, or an operation that failed
-  2   a file that cannot be read, or a usage error
-  3   a command queued that no engine has applied yet (it applies when one runs)
-  70  a labctl bug (the details are in the log file named)"""
+EXIT_CODES = """exit codes (every command):
+  0   done: the command did what it says (an operator's command: the engine applied it)
+  1   invalid input (a value out of range, no such run, prompt or task, an invalid
+      protocol, workcell or scenario), a command refused (your role, the engine's
+      verdict), or an operation that failed (a dry run that did not end as expected)
+  2   a file that cannot be read or written (missing, a folder, not a run database),
+      or a usage error (an unknown option, a missing argument or a needed --reason or
+      --yes, a word or number that is not one the option takes)
+  3   waiting on the engine: the command is queued and no engine has applied it yet
+      (it applies when one runs; labctl status shows it)
+  70  a bug in labctl (never your mistake): the details are in the log file named
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputFileError as exc:
         err(f"labctl: error: {exc}")
         return EXIT_UNREADABLE
+    except UsageError as exc:
+        err(f"labctl: error: {exc}")
+        return EXIT_USAGE
     except LabctlError as exc:
         err(f"labctl: error: {exc.user_message()}")
         return EXIT_INVALID
@@ -86,6 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except OSError as exc:
+        if exc.filename is None:  # a socket, a pipe: not a file the user can fix
+            return internal_error(exc)
+        # A file or folder the system refused (one the user named, or labctl's own): one
+        # sentence and exit 2, not a crash report. Commands check their paths first; this
+        # is the net under them.
+        err(f"labctl: error: {exc.filename}: {exc.strerror or exc}")
+        return EXIT_UNREADABLE
     except Exception as exc:  # noqa: BLE001 - the user gets one line, the log the traceback
         return internal_error(exc)
 

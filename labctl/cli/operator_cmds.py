@@ -21,10 +21,13 @@ from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
     EXIT_QUEUED,
+    UsageError,
     add_db_options,
+    alarm_line,
     err,
     open_store,
     out,
+    task_count,
 )
 from labctl.clock import RealClock
 from labctl.errors import LabctlError, ParameterError
@@ -81,9 +84,39 @@ def _verdict(cmd: Command, what: str) -> int:
         err(f"rejected: {what}: {why or 'the engine gave no reason'}")
         return EXIT_INVALID
     result = cmd.result if isinstance(cmd.result, dict) else {}
-    said = ", ".join(f"{k} {v}" for k, v in result.items() if not isinstance(v, (dict, list)))
-    out(f"applied: {what}" + (f" ({said})" if said else ""))
+    said = _said(result)
+    out(f"applied: {what}" + (f": {said}" if said else ""))
     return EXIT_OK
+
+
+def _said(result: dict[str, Any]) -> str:
+    """The engine's result in words, never its raw record: 'the run is now paused',
+    'skipped r1:d3-feed-0900/P1', 'the engine goes on (it was held: ...)'."""
+    r = dict(result)
+    parts = []
+    if "state" in r:
+        who = f"plate {r.pop('plate')}" if "plate" in r else "the run"
+        parts.append(f"{who} is now {r.pop('state')}")
+    if "skipped" in r:
+        skipped = r.pop("skipped")
+        names = ", ".join(str(x) for x in skipped) if isinstance(skipped, list) else skipped
+        parts.append(f"skipped {names or 'nothing'}")
+    if "answered" in r:
+        parts.append(f"prompt {r.pop('answered')} answered")
+    if "choice" in r:
+        parts.append(f"choice {r.pop('choice')}")
+    if r.pop("resumed", None):
+        was = r.pop("was_held_for", None)
+        parts.append("the engine goes on" + (f" (it was held: {was})" if was else ""))
+    for k, v in r.items():  # anything newer, still said as words
+        if isinstance(v, bool):
+            v = "yes" if v else "no"
+        elif isinstance(v, list):
+            v = ", ".join(str(x) for x in v) or "none"
+        elif isinstance(v, dict):
+            continue
+        parts.append(f"{k.replace('_', ' ')} {v}")
+    return "; ".join(parts)
 
 
 # ---- run commands ------------------------------------------------------------------------
@@ -105,16 +138,36 @@ ACTIONS = {
 
 def _run_command(args: argparse.Namespace, verb: str, extra: dict[str, Any] | None = None) -> int:
     if verb in NEEDS_REASON and not args.reason:
-        raise ParameterError(f"{verb} needs --reason (it goes into the audit trail)")
+        raise UsageError(f"{verb} needs --reason (it goes into the audit trail)")
     store, path = open_store(args)
     with store:
         run_id: int | None = getattr(args, "run", None)
         if run_id is not None:
             store.get_run(run_id)  # fails clearly if there is no such run
+            # What the engine would reject, refused now: with no engine running it would
+            # otherwise wait in the queue (exit 3) for a verdict known already.
+            _check_target(store, run_id, getattr(args, "plate", None), (extra or {}).get("task"))
         a = dict(extra or {})
         if getattr(args, "plate", None):
             a["plate"] = args.plate
         return signed_queue(store, path, args, verb, ACTIONS[verb], run_id, a, args.reason or "")
+
+
+def _check_target(store: Store, run_id: int, plate: str | None, task: str | None) -> None:
+    """ParameterError unless run ``run_id`` has plate ``plate`` and task key ``task``
+    (as ``labctl status`` shows it: d12-feed-0900, with or without the run and plate)."""
+    plates = [p.label for p in store.plates(run_id)]
+    if plate is not None and plate not in plates:
+        raise ParameterError(f"run {run_id} has no plate {plate} (its plates: {', '.join(plates)})")
+    if task is None:
+        return
+    keys = {t.key.split(":", 1)[-1] for t in store.tasks(run_id)}
+    bare = {k.split("/", 1)[0] for k in keys}
+    name = task.split(":", 1)[-1]
+    if name not in keys and name not in bare:
+        near = sorted(k for k in bare if k.split("-", 1)[0] == name.split("-", 1)[0])[:4]
+        hint = f"; on that day: {', '.join(near)}" if near else "; labctl status shows the next"
+        raise ParameterError(f"run {run_id} has no task {task}{hint}")
 
 
 def signed_queue(
@@ -131,7 +184,7 @@ def signed_queue(
     signature when the action needs one (its id goes with the command)."""
     actor = who(store, path, args, action, run_id)
     if action in SIGNED and not reason:
-        raise ParameterError(f"{verb} needs --reason (it goes into the signature)")
+        raise UsageError(f"{verb} needs --reason (it goes into the signature)")
     run = store.get_run(run_id) if run_id is not None else None
     subject = {
         "action": action.value,
@@ -167,7 +220,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_abort(args: argparse.Namespace) -> int:
     if not args.yes:
-        raise ParameterError("abort cannot be undone: add --yes to confirm")
+        raise UsageError("abort cannot be undone: add --yes to confirm")
     return _run_command(args, "abort")
 
 
@@ -219,6 +272,8 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     store, path = open_store(args)
     with store:
         who(store, path, args, Action.VIEW)
+        if args.run is not None:
+            store.get_run(args.run)  # no such run: say so, not "no open prompts"
         prompts = store.open_prompts(args.run)
         if not prompts:
             out("no open prompts")
@@ -243,7 +298,7 @@ def build_answer(p: Prompt, args: argparse.Namespace) -> dict[str, Any]:
             )
         answer["choice"] = args.choice
     elif words and p.kind in ("recovery", "interrupted", "decision", "in-doubt"):
-        raise ParameterError(f"prompt {p.id} needs a choice: one of {', '.join(words)}")
+        raise UsageError(f"prompt {p.id} needs a choice: one of {', '.join(words)}")
     if args.value:
         qc: dict[str, float] = {}
         for kv in args.value:
@@ -272,7 +327,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
             # A held run's decision is taken by releasing or aborting the run itself.
             verb = str(answer.get("choice"))
             if verb == "abort" and not args.reason:
-                raise ParameterError("aborting a run needs --reason")
+                raise UsageError("aborting a run needs --reason")
             return signed_queue(
                 store, path, args, verb, ACTIONS[verb], p.run_id, {},
                 args.reason or f"prompt {p.id}: {verb}",
@@ -281,7 +336,7 @@ def cmd_answer(args: argparse.Namespace) -> int:
         action = Action.ACCEPT_DEVIATION if answer.get("choice") == "skip" else Action.ANSWER
         reason = args.reason or ""
         if action is Action.ACCEPT_DEVIATION and not reason:
-            raise ParameterError(f"prompt {p.id}: 'skip' is a deviation: give --reason")
+            raise UsageError(f"prompt {p.id}: 'skip' is a deviation: give --reason")
         return signed_queue(
             store, path, args, "answer", action, p.run_id,
             {"prompt": p.id, "answer": answer}, reason,
@@ -301,9 +356,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     store, path = open_store(args)
     with store:
         who(store, path, args, Action.VIEW)
+        runs = [store.get_run(args.run)] if args.run else store.list_runs()
         _running, engine = engine_line(store, path)
         out(f"{path}: {engine}")
-        runs = [store.get_run(args.run)] if args.run else store.list_runs()
         if not runs:
             out("no runs")
         now = store.clock.now()  # the runs' time: real, or a practice database's paced time
@@ -312,7 +367,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not args.run:
             for a in store.active_alarms():
                 if a.run_id is None:
-                    out(f"workcell ALARM [{a.code}] {a.device or ''}: {a.message}")
+                    out(f"workcell ALARM {alarm_line(a.code, a.device, a.message)}")
         pending = [c for c in store.pending_commands() if args.run in (None, c.run_id)]
         if pending:
             out(f"{len(pending)} command(s) waiting for the engine")
@@ -330,8 +385,11 @@ def _print_run(store: Store, run_id: int, now: datetime) -> None:
         f"v{run.protocol_version}, {run.plates} plate(s), day 0 {run.start.astimezone(z):%Y-%m-%d} "
         f"({run.timezone})"
     )
-    out(f"  tasks (per plate): {_counts(s.tasks_by_state)}; steps: {_counts(s.jobs_by_state)}")
-    nxt = next((t for t in store.tasks(run.id) if t.state == "pending"), None)
+    tasks = store.tasks(run.id)
+    per_plate = len({t.key.split("/", 1)[0] for t in tasks})
+    out(f"  tasks: {_counts(s.tasks_by_state)} of {task_count(len(tasks), per_plate, run.plates)}")
+    out(f"  steps: {_counts(s.jobs_by_state)}")
+    nxt = next((t for t in tasks if t.state == "pending"), None)
     if nxt:
         late = " LATE" if nxt.window_end is not None and nxt.window_end < now else ""
         out(f"  next: {nxt.key} due {nxt.due.astimezone(z):%a %d %b %H:%M %Z}{late}")
@@ -341,8 +399,7 @@ def _print_run(store: Store, run_id: int, now: datetime) -> None:
         for loc in plate_locations(store, run.id):
             out(f"  plate {loc.text()}")
     for a in store.alarms_for_run(run.id, active_only=True):
-        where = f"{a.device}: " if a.device and a.device != f"run {run.id}" else ""
-        out(f"  ALARM [{a.code}] {where}{a.message}")
+        out(f"  ALARM {alarm_line(a.code, a.device, a.message)}")
     for p in store.open_prompts(run.id):
         out(f"  PROMPT {p.id} ({p.kind}): {p.text}")
 
@@ -413,15 +470,34 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "answer",
-        help="answer an operator prompt",
-        description="Answer prompt PROMPT. `labctl prompts` lists the open prompts with the "
-        "choices and QC values each takes.",
+        help="answer an operator prompt (labctl prompts lists them, with their choices)",
+        description="Answer prompt PROMPT. `labctl prompts` lists the open prompts, each with "
+        "the exact `labctl answer` line it takes: its choices, and the QC values it needs.",
     )
-    p.add_argument("prompt", type=int, help="prompt id (labctl prompts lists them)")
-    p.add_argument("choice", nargs="?", help="the choice (retry, skip, hold, done, ...)")
-    p.add_argument("--value", action="append", metavar="MEASURE=NUMBER", help="a QC value")
-    p.add_argument("--lot", action="append", metavar="REAGENT=LOT", help="a reagent lot used")
-    p.add_argument("--reason", default="", help="a note for the audit trail")
+    p.add_argument(
+        "prompt", type=int, help="prompt id: the number labctl prompts shows first on its line"
+    )
+    p.add_argument(
+        "choice",
+        nargs="?",
+        help="one of the prompt's choices, as labctl prompts lists them (retry, skip, done, "
+        "hold, release, abort, ...); none for a prompt that only asks you to say it is done",
+    )
+    p.add_argument(
+        "--value",
+        action="append",
+        metavar="MEASURE=NUMBER",
+        help="a QC value, e.g. FOXA2_LMX1A_pct=72 (repeat for each measure labctl prompts names)",
+    )
+    p.add_argument(
+        "--lot",
+        action="append",
+        metavar="REAGENT=LOT",
+        help="a reagent lot used, e.g. CHIR99021=L2231 (repeat for each; kept in the batch record)",
+    )
+    p.add_argument(
+        "--reason", default="", help="a note for the audit trail (needed to answer 'skip')"
+    )
     add_sign_options(p, Action.ACCEPT_DEVIATION)
     _wait(p)
     add_db_options(p)

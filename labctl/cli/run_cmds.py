@@ -18,16 +18,20 @@ from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
     add_db_options,
+    check_db_path,
     db_path,
     err,
     load_or_fail,
+    named_db,
     open_store,
     out,
     read_workcell,
     start_time,
+    task_count,
 )
 from labctl.cli.operator_cmds import engine_line
 from labctl.cli.user_cmds import require_released
+from labctl.errors import InputFileError
 from labctl.store import Store
 from labctl.workcell import Workcell
 
@@ -47,6 +51,7 @@ def slots_in_use(store: Store, incubator: str) -> set[int]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from labctl.clock import RealClock
     from labctl.engine import register_run
     from labctl.jobs import WorkcellRoles, climates, seeded_climate
     from labctl.plan.resolve import parse_param_args, resolve
@@ -56,24 +61,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     proto = load_or_fail(args.file, wc)
     path = db_path(args)
     if not path.exists() and wc is not None:
-        raise AuthError(
-            f"no run database at {path}: an admin sets one up first with labctl setup --db "
-            f"{path} --admin NAME"
+        raise InputFileError(
+            f"no run database at {path}: a run on a workcell goes into a database set up for "
+            f"people first: labctl setup --db {path} --admin NAME"
         )
     practice_db = not path.exists()  # the embedded simulated workcell: a practice database
-    store, path = open_store(args, create=True)
+    if practice_db:
+        check_db_path(path, create=True, named=named_db(args))
+    # The plan is resolved before a new database is made: a mistake in the inputs (a
+    # parameter, the plates, the start) leaves no empty database behind. An existing one
+    # may keep a practice clock, which says what "tomorrow" is.
+    existing = None if practice_db else open_store(args)[0]
+    try:
+        clock = existing.clock if existing is not None else RealClock()
+        plan = resolve(
+            proto,
+            parse_param_args(args.param or []),
+            plates=args.plates,
+            start=start_time(args.start, tz, clock),
+            timezone=tz,
+        )
+    except BaseException:
+        if existing is not None:
+            existing.close()
+        raise
+    store, path = (existing, path) if existing is not None else open_store(args, create=True)
     with store:
         if practice_db:
             store.set_kind("practice", actor=auth.login_name())
         who = auth.who(store, path, args, Action.REGISTER_RUN).name
         require_released(store, proto.id, proto.version, proto.source_text, args.file)
-        plan = resolve(
-            proto,
-            parse_param_args(args.param or []),
-            plates=args.plates,
-            start=start_time(args.start, tz, store.clock),
-            timezone=tz,
-        )
         labels = [f"P{i + 1}" for i in range(args.plates)]
         if wc is not None:
             taken = {d.name: slots_in_use(store, d.name) for d in wc.incubators()}
@@ -96,13 +113,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         n_tasks = len(store.tasks(run_id))
         running, engine = engine_line(store, path)
     out(
-        f"run {run_id} registered in {path}: {len(plan.tasks)} protocol tasks, {n_tasks} on "
-        f"{args.plates} plate(s) (one per plate); its start is queued for the engine"
+        f"run {run_id} registered in {path}: "
+        f"{task_count(n_tasks, len(plan.tasks), args.plates)}; its start is queued for the engine"
     )
     seeded = roles.incubator_for(seeded_climate(plan)) or roles.incubator
     if seeded is not None:
         where = ", ".join(f"{p} slot {roles.slot_in(seeded, p)}" for p in labels)
         out(f"  the plates start in {seeded}: {where}")
+    if practice_db:
+        out("  (a new practice database: no accounts, and simulated devices only)")
     out(f"  {engine}" if running else f"  {engine}: labctl engine --workcell ... --db {path}")
     return EXIT_OK
 
@@ -142,6 +161,7 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from labctl.clock import RealClock
     from labctl.engine import Engine, EngineConfig
     from labctl.engine.daemon import Daemon, DaemonConfig
+    from labctl.engine.paging import Pager
     from labctl.engine.presence import EngineBusy
     from labctl.plugins import load
 
@@ -166,13 +186,17 @@ def cmd_engine(args: argparse.Namespace) -> int:
         devices = build_devices(wc, store, clock)
         engine = Engine(store, clock, devices, EngineConfig())
         pace = getattr(clock, "pace", 1.0)
+        pager = Pager.for_workcell(wc, store, clock, db=path) if wc is not None else None
         daemon = Daemon(
             engine,
             path,
             RealClock(),
             workcell=wc.name if wc else "",
             config=DaemonConfig(pace=pace),
+            pager=pager,
         )
+        if pager is not None:
+            out(f"paging: {pager.describe()}")
         out(
             f"engine on {path} with devices {', '.join(devices)}; Ctrl-C stops it (runs stay as they are)"
         )

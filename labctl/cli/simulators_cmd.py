@@ -20,15 +20,24 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from labctl.cli.common import EXIT_INVALID, EXIT_OK, err, out
+from labctl.cli.common import (
+    EXIT_INVALID,
+    EXIT_OK,
+    UsageError,
+    check_db_path,
+    err,
+    open_db,
+    out,
+)
 from labctl.clock import Epoch, PacedClock, RealClock, utc
-from labctl.errors import ParameterError
+from labctl.errors import InputFileError, ParameterError
 from labctl.plugins import load
 from labctl.store import Store
 
 ACTOR = "simulators"
 # As for `labctl simulate --pace`: a serial exchange takes about a millisecond of real time.
 MAX_PACE = 3600.0
+MAX_BATCH = 2  # plates the practice robot feeds in one run (its deck takes two)
 ENDED = ("completed", "aborted", "failed")
 
 
@@ -60,6 +69,22 @@ def practice_epoch(
     return epoch
 
 
+def _out_folder(folder: Path) -> Path:
+    """The --out folder, made if missing; never its missing parents (a typo is refused)."""
+    if folder.exists() and not folder.is_dir():
+        raise InputFileError(f"--out {folder}: a file, not a folder")
+    if not folder.parent.is_dir():
+        raise InputFileError(
+            f"--out {folder}: the folder {folder.parent} does not exist; check the path, or "
+            f"make it first (mkdir -p {folder.parent})"
+        )
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise InputFileError(f"cannot make the folder {folder}: {exc.strerror}") from None
+    return folder
+
+
 def next_commands(workcell: str, db: str, plates: int) -> list[str]:
     """What to type next, exactly as README.md shows it (headings end with a colon)."""
     return [
@@ -88,7 +113,7 @@ def simulators_up(args: argparse.Namespace) -> int:
         )
         return EXIT_INVALID
     if args.start and args.pace is None:
-        raise ParameterError("--start sets where a paced clock starts: give --pace too")
+        raise UsageError("--start sets where a paced clock starts: give --pace too")
     try:
         start = utc(datetime.fromisoformat(args.start)) if args.start else None
     except ValueError:
@@ -97,12 +122,19 @@ def simulators_up(args: argparse.Namespace) -> int:
         ) from None
     if args.plates < 1:
         raise ParameterError("--plates must be at least 1")
+    if not 1 <= args.batch <= MAX_BATCH:
+        raise ParameterError(f"--batch must be 1 or {MAX_BATCH}, not {args.batch}")
+    if not 0 < args.port <= 65535 - 3:
+        raise ParameterError(
+            f"--port must be 1 to {65535 - 3} (four ports from it), not {args.port}"
+        )
     # The robot's opentrons (~2 s, a process of its own) starts importing first.
     load("start_robot_analysis")()
     practice_workcell = load("practice_workcell")
-    folder = Path(args.out)
+    folder = _out_folder(Path(args.out))
     db = Path(args.db) if args.db else folder / "run.db"
-    with Store.open(db, RealClock()) as store:
+    check_db_path(db, create=True)
+    with open_db(db, RealClock(), create=True) as store:
         store.claim_for("practice", actor=ACTOR)
         epoch = practice_epoch(store, db, args.pace, start)
         clock: Any = PacedClock.shared(epoch) if epoch is not None else RealClock()
@@ -179,11 +211,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "robot, a Cytomat incubator) and a simulated operator, and write a workcell file "
         "for `labctl run` and `labctl engine`. Ctrl-C stops them.",
     )
-    p.add_argument("action", choices=["up"])
+    p.add_argument("action", choices=["up"], help="up: start the devices and serve until Ctrl-C")
     p.add_argument(
-        "--out", default=".", help="folder for the workcell file, logs and state (default: .)"
+        "--out",
+        default=".",
+        help="folder for the workcell file, logs and state, made if missing (its parent must "
+        "exist; default: .)",
     )
-    p.add_argument("--db", help="the run database (default: run.db in the --out folder)")
+    p.add_argument(
+        "--db",
+        help="the run database (default: run.db in the --out folder); its folder must exist",
+    )
     p.add_argument(
         "--port",
         type=int,
@@ -218,7 +256,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--batch",
         type=int,
         default=1,
-        choices=range(1, 3),
         metavar="N",
         help="plates the robot feeds in one run, 1-2 (default 1; its deck takes two)",
     )
