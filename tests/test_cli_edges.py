@@ -449,3 +449,15 @@ def test_labctl_db_naming_a_missing_folder_is_refused_too(
     os.makedirs(db.parent)
     code, _, err = run(capsys, "run", proto, "--start", "2026-12-01")
     assert code == 0 and db.is_file(), err
+
+
+def test_setup_never_makes_the_folder_of_its_database(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    db = tmp_path / "srv" / "labctl" / "bay1.db"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long password\n"))
+    code, _, err = run(capsys, "setup", "--db", db, "--admin", "root", "--password-stdin")
+    assert code == 2 and f"the folder {db.parent} does not exist" in one_error_line(err)
+    assert not (tmp_path / "srv").exists()

@@ -24,7 +24,16 @@ from labctl.cli.auth import (
     sign_if_needed,
     who,
 )
-from labctl.cli.common import EXIT_OK, add_db_options, db_path, load_or_fail, open_store, out
+from labctl.cli.common import (
+    EXIT_OK,
+    add_db_options,
+    check_db_path,
+    db_path,
+    load_or_fail,
+    named_db,
+    open_store,
+    out,
+)
 from labctl.errors import ParameterError
 from labctl.store import Store
 
@@ -34,6 +43,7 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from labctl.clock import RealClock
 
     path = db_path(args)
+    check_db_path(path, create=True, named=named_db(args))  # never in a missing folder
     with Store.open(path, RealClock(), create=True) as store:
         if store.user_count():
             raise AuthError(f"{path} is set up already: an admin adds users with labctl users add")
