@@ -24,6 +24,7 @@ from pathlib import Path
 
 from labctl.clock import Clock
 from labctl.engine.loop import Engine
+from labctl.engine.paging import Pager
 from labctl.engine.presence import EngineLock, last_acted, mark_head, went_backwards
 from labctl.errors import StoreError
 from labctl.store import Store
@@ -51,7 +52,9 @@ class Daemon:
         *,
         workcell: str,
         config: DaemonConfig | None = None,
+        pager: Pager | None = None,
     ) -> None:
+        """``pager``: pages the person on call (the workcell file's ``paging:``)."""
         self.engine = engine
         self.store: Store = engine.store
         self.clock = engine.clock
@@ -63,6 +66,7 @@ class Daemon:
         self.session_id: int | None = None
         self.failed = False  # it stopped on an error (a storage error)
         self._next_beat: datetime | None = None
+        self.pager = pager
 
     def serve(self, should_stop: Callable[[], bool] = lambda: False) -> str:
         """Run until ``should_stop()``, Ctrl-C or a storage error; returns why it stopped.
@@ -91,6 +95,8 @@ class Daemon:
         self.engine.on_unhold.append(self._mark)
         self.engine.recover()
         self._check_store()
+        if self.pager is not None:
+            self.pager.attach(self.engine)
         self._beat(force=True)
         while not should_stop():
             self._check_store()
@@ -142,6 +148,11 @@ class Daemon:
         self.store.engine_beat(self.session_id, now, held=self.engine.held)
 
     def _stop(self, reason: str) -> None:
+        if self.pager is not None:
+            try:
+                self.pager.close()  # records the pages under way
+            except StoreError:
+                pass
         at = self.wall.now()
         self.lock.last_words({"stopped_at": _iso(at), "stop_reason": reason})
         if self.session_id is not None:
