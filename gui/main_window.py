@@ -210,8 +210,7 @@ class MainWindow(QMainWindow):
         col.setSpacing(0)
         if training is not None:
             strip = QLabel(
-                f"  TRAINING MODE · simulated workcell at a day a minute · {training.db}  "
-                "· nothing here touches real devices"
+                f"  TRAINING MODE · {training.describe()} · nothing here touches real devices  "
             )
             strip.setObjectName("trainingStrip")
             strip.setStyleSheet(
@@ -431,7 +430,7 @@ class MainWindow(QMainWindow):
             return None
         # Training needs no account: its practice database names the user who started it.
         win = MainWindow(
-            session.db, self.clock, actor=self.actor or None, wall=self.wall, training=session
+            session.db, session.clock, actor=self.actor or None, wall=self.wall, training=session
         )
         self.children_windows.append(win)
         win.show()

@@ -1,4 +1,5 @@
-"""The dialog that starts a training run: a protocol, a number of plates, faults to inject."""
+"""The dialog that starts a training run: a protocol, a number of plates, faults to inject,
+the pace of the simulated clock and the real minutes a trainee has for each prompt."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import (
+    QComboBox,
     QDialog,
     QFileDialog,
     QFormLayout,
@@ -16,7 +18,7 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.gui.sign_in import enter_submits
-from labctl.gui.training import TrainingConfig
+from labctl.gui.training import DAY_A_MINUTE, PACES, TRAINEE_S, TrainingConfig
 from labctl.gui.widgets import button, label
 
 #: The protocol offered first: the shipped Kriks protocol.
@@ -34,7 +36,9 @@ class TrainingDialog(QDialog):
         form = QFormLayout(self)
         form.addRow(
             label(
-                "Practise on the simulated workcell: a whole day passes in a minute. Faults can be injected.",
+                "Practise on the simulated workcell, on a fresh practice database and a clock of "
+                "its own. Prompts wait for you; faults can be injected. Closing the training "
+                "window ends the simulation.",
                 wrap=True,
             )
         )
@@ -51,6 +55,20 @@ class TrainingDialog(QDialog):
         self.faults = QLineEdit()
         self.faults.setPlaceholderText("e.g. lh-fail-once (see labctl simulate --help)")
         form.addRow("Faults", self.faults)
+        self.pace = QComboBox()
+        for pace, words in PACES:
+            self.pace.addItem(f"{words} ({pace:g}x)", pace)
+        self.pace.setCurrentIndex(self.pace.findData(DAY_A_MINUTE))
+        form.addRow("Clock", self.pace)
+        self.minutes = QSpinBox()
+        self.minutes.setRange(1, 60)
+        self.minutes.setValue(int(TRAINEE_S // 60))
+        self.minutes.setSuffix(" min")
+        self.minutes.setToolTip(
+            "Real minutes a prompt waits for you before its default applies (or a simulated "
+            "colleague does the step)"
+        )
+        form.addRow("Time for a prompt", self.minutes)
         go = button("Start training", "primary")
         form.addRow(go)
         browse.clicked.connect(self._browse)
@@ -64,7 +82,11 @@ class TrainingDialog(QDialog):
 
     def _start(self) -> None:
         cfg = TrainingConfig(
-            Path(self.path.text()), self.plates.value(), self.faults.text().strip() or None
+            Path(self.path.text()),
+            self.plates.value(),
+            self.faults.text().strip() or None,
+            pace=float(self.pace.currentData()),
+            trainee_s=60.0 * self.minutes.value(),
         )
         self.accept()
         self.start.emit(cfg)

@@ -34,7 +34,6 @@ from labctl.clock import VirtualClock
 from labctl.errors import ParameterError, ProtocolError
 from labctl.gui import models as m
 from labctl.gui.auth import ConsoleUser
-from labctl.gui.training import TrainingConfig, TrainingError, TrainingLauncher
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -613,44 +612,6 @@ def test_suggest_start_dates_ranks_best_first() -> None:
         date(2026, 12, 16),
     }
     assert all(s.ok == (s.penalty == 0) for s in found)
-
-
-# --- password and training ------------------------------------------------------------------
-
-
-class FakePopen:
-    def __init__(self, argv: list[str], **kw: object) -> None:
-        self.argv, self.kw = argv, kw
-
-    def poll(self) -> None:
-        return None
-
-
-def test_training_launcher_argv(tmp_path: Path) -> None:
-    from labctl.clock import VirtualClock
-
-    clock = VirtualClock(datetime.fromisoformat("2026-12-13T08:18:21+00:00"))
-    launcher = TrainingLauncher(
-        clock, python="/usr/bin/python3", popen=FakePopen, folder=tmp_path / "training"
-    )
-    cfg = TrainingConfig(KRIKS, plates=3)
-    db = tmp_path / "training" / "training-20261213-081821.db"
-    assert launcher.argv(cfg) == [
-        "/usr/bin/python3", "-m", "labctl", "simulate", str(KRIKS),
-        "--plates", "3", "--db", str(db), "--pace", "1440",
-    ]  # fmt: skip
-    with_faults = TrainingConfig(KRIKS, plates=2, faults="lh-fail-once", db=tmp_path / "t.db")
-    assert launcher.argv(with_faults)[-4:] == ["--pace", "1440", "--faults", "lh-fail-once"]
-    session = launcher.start(cfg)
-    assert session.process.argv == launcher.argv(cfg)
-    assert "shell" not in session.process.kw
-    assert session.db == db and session.log == db.with_suffix(".log") and session.log.exists()
-    with pytest.raises(TrainingError, match="at least one plate"):
-        launcher.argv(TrainingConfig(KRIKS, plates=0))
-    # Faster than an hour a second, the simulated serial devices could not answer in time.
-    assert launcher.argv(TrainingConfig(KRIKS, plates=1, pace=3600))[-2:] == ["--pace", "3600"]
-    with pytest.raises(TrainingError, match="at most 3600"):
-        launcher.argv(TrainingConfig(KRIKS, plates=1, pace=86400))
 
 
 # --- the engine and what became of each command --------------------------------------------

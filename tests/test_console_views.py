@@ -573,14 +573,14 @@ def test_training_window_watches_the_training_database(
     child = win.start_training(TrainingConfig(KRIKS, plates=2))
     try:
         (argv,) = started
-        assert argv[:5] == ["python3", "-m", "labctl", "simulate", str(KRIKS)]
+        assert argv[:4] == ["python3", "-m", "labctl.gui.training_run", str(KRIKS)]
         assert argv[argv.index("--db") + 1] == str(child.db_path)
         assert child.windowTitle().startswith("TRAINING")
         qtbot.waitUntil(lambda: child.snapshot is not None, timeout=10_000)
         assert child.snapshot.runs == ()
         assert child.runs_view.count.text().startswith("no runs in this database yet")
         assert child.findChild(QLabel, "trainingStrip").text().strip().startswith("TRAINING MODE")
-        # labctl simulate keeps no engine session: its process is the engine (ended here).
+        # The training simulation keeps no engine session: its process is the engine.
         assert child.engine_strip.headline.text() == "✕ TRAINING SIMULATION ENDED"
     finally:
         child.close()
