@@ -36,11 +36,16 @@ class RunStrip(QFrame):
         lay = paper_strip(self, "runStrip")
         self.name = label("No run selected", sub=True)
         self.badge = Badge()
+        # How pressing the next task is: "⚠ LATE by 2 h 5 min" on vermillion, "◷ ends in
+        # 12 min" on orange (words and colour), hidden when nothing presses.
+        self.urgency = Badge()
+        self.urgency.setObjectName("runUrgency")
         self.detail = label("", muted=True)
         # Long details are cut by the window, never widen it.
         self.detail.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         lay.addWidget(self.name)
         lay.addWidget(self.badge)
+        lay.addWidget(self.urgency)
         lay.addWidget(self.detail, 1)
         self.pause = button("‖ Pause")
         self.pause.setToolTip("Pause the run or one plate (Ctrl+P)")
@@ -83,15 +88,32 @@ class RunStrip(QFrame):
         if r is None:
             self.name.setText("No run selected")
             self.badge.set_state("", "pending")
+            self.urgency.set_state("", "pending")
+            self.urgency.setProperty("level", "none")
             self.detail.setText("")
             self.usable = dict.fromkeys(self.buttons, False)
             self._enable()
             return
         self.name.setText(r.name)
         self.badge.set_state(r.state, r.tone)
+        u = r.urgency(now) if now is not None else None
+        if u is not None and u.loud:
+            self.urgency.set_text(u.label, u.tone)
+        else:
+            self.urgency.set_state("", "pending")
+        self.urgency.setProperty("level", u.level if u is not None else "none")
+        self.urgency.setToolTip(
+            f"The next task's window ends {when_text(r.next_window_end, r.timezone, now)}"
+            if r.next_window_end is not None
+            else ""
+        )
         nxt = ""
-        if r.next_task:
-            nxt = f" · next: {r.next_task} ({r.next_plates}) at {when_text(r.next_time, r.timezone, now)}"
+        if r.never_started:
+            nxt = " · not started: nothing of it will be carried out"
+        elif r.next_task:
+            when = when_text(r.next_time, r.timezone, now)
+            due = f" ({u.text})" if u is not None and u.text and not u.loud else ""
+            nxt = f" · next: {r.next_task} ({r.next_plates}) at {when}{due}"
         paused = f" · paused plates: {', '.join(r.paused_plates)}" if r.paused_plates else ""
         self.detail.setText(f"{r.protocol} · {r.day_text}{nxt}{paused}")
         # The engine pauses a running or holding run, or one plate of it.

@@ -40,13 +40,15 @@ from labctl.clock import Clock, RealClock
 from labctl.errors import LabctlError
 from labctl.gui import theme
 from labctl.gui.access import IDLE_LOCK_S, ConsoleAccess
+from labctl.gui.alarm_banner import AlarmBanner
 from labctl.gui.auth import Access, not_set_up_text
 from labctl.gui.console_tabs import TABS, ConsoleTabs
 from labctl.gui.current_run import RunPicker, RunStrip, default_run
 from labctl.gui.dialogs import CommandDialog, PromptDialog
+from labctl.gui.header import attach_header
 from labctl.gui.menus import MenuSlots, build_menus
 from labctl.gui.models.commands import ACTIONS
-from labctl.gui.models.common import local
+from labctl.gui.models.common import seconds_text
 from labctl.gui.models.protocol import ProtocolInfo
 from labctl.gui.models.runs import RunRow
 from labctl.gui.models.snapshot import Snapshot, SnapshotLoader
@@ -57,7 +59,6 @@ from labctl.gui.prompts_panel import PromptsPanel
 from labctl.gui.training import TrainingConfig, TrainingLauncher, TrainingSession
 from labctl.gui.training_dialog import TrainingDialog
 from labctl.gui.verdicts import EngineStrip, VerdictPanel
-from labctl.gui.widgets import AlarmBanner
 from labctl.gui.worker import StoreBridge
 
 
@@ -192,6 +193,7 @@ class MainWindow(QMainWindow):
         self.clock_timer.setInterval(1000)
         self.clock_timer.timeout.connect(self._tick)
         self.clock_timer.start()
+        self.workcell_clock = attach_header(self)  # the workcell's time; the engine's age
         self.access.changed.connect(self._access_changed)
         self.access.viewing.connect(self._viewing)
         self.access.quit.connect(self.close)
@@ -230,7 +232,6 @@ class MainWindow(QMainWindow):
         col.addWidget(self.engine_strip)
         self.banner = AlarmBanner()
         self.banner.acknowledge.connect(self.commands.acknowledge_dialog)
-        self.banner.show_all.connect(lambda: self.show_tab(3))
         col.addWidget(self.banner)
         self.verdict_panel = VerdictPanel()
         col.addWidget(self.verdict_panel)
@@ -315,8 +316,8 @@ class MainWindow(QMainWindow):
             self.timeline_view.canvas.tick_now()
 
     def _on_snapshot(self, snap: Snapshot) -> None:
-        tz = snap.zone(self.run_id)
-        self.status_bar.time.setText(f"updated {local(self.clock.now(), tz):%H:%M:%S}")
+        tz = snap.workcell_zone(self.run_id)
+        self.status_bar.time.setText(f"updated {seconds_text(self.clock.now(), tz)}")
         if snap.engine is not None:
             self.engine_strip.set_engine(snap.engine)
         self.commands.follow(snap)
@@ -331,7 +332,7 @@ class MainWindow(QMainWindow):
             pick = default_run(snap.runs)
             self.run_id = pick.id if pick else None
         self.run_box.fill(snap.runs, self.run_id)
-        self.banner.set_alarms(snap.alarms, tz)
+        self.banner.set_alarms(snap.alarms, tz, runs=snap.runs, now=snap.now)
         self.strip.set_run(snap.run(self.run_id), snap.now)
         self._apply_permissions()
         self.prompts.set_prompts(snap.prompts)

@@ -20,14 +20,17 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.gui import theme
-from labctl.gui.models.common import local, when_text
+from labctl.gui.models.common import local, when_text, zone_abbr
 from labctl.gui.models.runs import RunRow
+from labctl.gui.models.urgency import urgency
 from labctl.gui.widgets import (
+    BACKGROUND,
     DISPLAY,
     FONT,
     FOREGROUND,
     TONE_ROLE,
     TOOLTIP,
+    URGENCY_ROLE,
     USER,
     Badge,
     BadgeDelegate,
@@ -40,16 +43,18 @@ from labctl.gui.widgets import (
 
 COLUMNS = [
     "Run",
-    "Protocol",
     "Day",
     "State",
-    "Plates",
     "Next task",
     "When",
-    "Alarms",
-    "Prompts",
+    "Window",
+    "Needs you",
     "Progress",
 ]
+
+STATE, NEXT, WHEN, WINDOW, NEEDS, PROGRESS = (
+    COLUMNS.index(c) for c in ("State", "Next task", "When", "Window", "Needs you", "Progress")
+)
 
 
 class RunsTableModel(RowsModel):
@@ -67,55 +72,91 @@ class RunsTableModel(RowsModel):
 
     def cells(self, r: RunRow) -> list[dict[int, object]]:  # type: ignore[override]
         out: list[dict[int, object]] = []
+        u = r.urgency(self.now) if self.now is not None else None
         for c in range(len(COLUMNS)):
             cell: dict[int, object] = {DISPLAY: self.text(r, c), USER: r.id}
-            if c == 3:
+            if c == STATE:
                 cell[TONE_ROLE] = r.tone
-            if c == 7 and r.active_alarms:
-                cell[FOREGROUND] = QColor(theme.VERMILLION)
-            elif c == 8 and r.open_prompts:
+            if c == WINDOW and u is not None and u.loud:
+                # Late and at-risk work: the words on the tone's colour (never colour alone).
+                t = theme.tone(u.tone)
+                cell[BACKGROUND] = QColor(t.fill)
+                cell[FOREGROUND] = QColor(t.text)
+                cell[URGENCY_ROLE] = u.level
+            elif c == WINDOW and u is not None and u.level == "due":
                 cell[FOREGROUND] = QColor(theme.BLUE)
-            elif not r.active:
+                cell[URGENCY_ROLE] = u.level
+            elif c == NEEDS and r.active_alarms:
+                cell[FOREGROUND] = QColor(theme.VERMILLION)
+            elif c == NEEDS and r.open_prompts:
+                cell[FOREGROUND] = QColor(theme.BLUE)
+            elif not r.active or r.never_started:
                 cell[FOREGROUND] = QColor(theme.MUTED)
-            if c == 0 or (c == 7 and r.active_alarms) or (c == 8 and r.open_prompts):
+            if (
+                c == 0
+                or (c == WINDOW and u is not None and u.level != "none")
+                or (c == NEEDS and (r.active_alarms or r.open_prompts))
+            ):
                 cell[FONT] = bold_font()
-            if c == 5 and r.next_task:
-                cell[TOOLTIP] = f"{r.next_task} ({r.next_plates})"
+            cell[TOOLTIP] = self.tip(r, c)
             out.append(cell)
         return out
+
+    def tip(self, r: RunRow, c: int) -> str | None:
+        """A cell's tooltip: the whole text of what a narrow column may cut."""
+        if c == 0:
+            return f"{r.name} · {r.protocol} · run {r.id}"
+        if c == NEXT and r.next_task:
+            return f"{r.next_task} ({r.next_plates})"
+        if c == WINDOW and r.next_window_end is not None:
+            return (
+                f"the next task's window ends {when_text(r.next_window_end, r.timezone, self.now)}"
+            )
+        if c == NEEDS:
+            return f"{r.active_alarms} alarm(s) standing, {r.open_prompts} prompt(s) waiting"
+        if c == PROGRESS:
+            return (
+                f"{r.tasks_done - r.tasks_skipped} of {r.tasks_total} tasks done, "
+                f"{r.tasks_skipped} skipped; {len(r.plates)} plate(s)"
+            )
+        return None
 
     def text(self, r: RunRow, c: int) -> str:
         if c == 0:
             return f"{r.name}  ·  #{r.id}"
         if c == 1:
-            return r.protocol
-        if c == 2:
             return r.day_text
-        if c == 3:
+        if c == STATE:
             return r.state
-        if c == 4:
-            paused = f" ({len(r.paused_plates)} paused)" if r.paused_plates else ""
-            return f"{len(r.plates)}{paused}"
-        if c == 5:
-            if not r.next_task:
+        if c == NEXT:
+            if not r.next_task or r.never_started:
                 return "—"
             return f"{r.next_task} · {r.next_plates}"
-        if c == 6:
-            return when_text(r.next_time, r.timezone, self.now) if r.next_time else "—"
-        if c == 7:
-            return f"⚠ {r.active_alarms}" if r.active_alarms else "—"
-        if c == 8:
-            return f"● {r.open_prompts}" if r.open_prompts else "—"
-        if c == 9:
+        if c == WHEN:
+            if r.never_started or not r.next_time:
+                return "—"
+            return when_text(r.next_time, r.timezone, self.now)
+        if c == WINDOW:
+            if r.never_started:
+                return "not started" if r.active else "—"
+            u = r.urgency(self.now) if self.now is not None else None
+            return u.label if u is not None and u.text else "—"
+        if c == NEEDS:
+            parts = ([f"⚠ {r.active_alarms}"] if r.active_alarms else []) + (
+                [f"● {r.open_prompts}"] if r.open_prompts else []
+            )
+            return "  ".join(parts) or "—"
+        if c == PROGRESS:
             done = r.tasks_done - r.tasks_skipped
             pct = 100 * done / r.tasks_total if r.tasks_total else 0
-            skipped = f" · {r.tasks_skipped} skipped" if r.tasks_skipped else ""
-            return f"{pct:.0f} % ({done}/{r.tasks_total}){skipped}"
+            return f"{pct:.0f} % ({done}/{r.tasks_total})"
         return ""
 
 
 class RunsView(QWidget):
     """The runs table; selecting a row makes it the console's current run."""
+
+    RUN_WIDTH = 260  # px: a longer run name is cut with "…" (its tooltip has it whole)
 
     run_selected = pyqtSignal(int)
     new_run = pyqtSignal()
@@ -137,7 +178,7 @@ class RunsView(QWidget):
         self.model = RunsTableModel()
         self.table = QTableView()
         self.table.setModel(self.model)
-        self.table.setItemDelegateForColumn(3, BadgeDelegate(self.table))
+        self.table.setItemDelegateForColumn(STATE, BadgeDelegate(self.table))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setAlternatingRowColors(True)
@@ -149,7 +190,7 @@ class RunsView(QWidget):
         # Column widths are measured once per change of the rows (set_rows), not on every
         # layout pass: ResizeToContents would re-measure every cell each time.
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        hh.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        hh.setSectionResizeMode(NEXT, QHeaderView.ResizeMode.Stretch)
         hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         lay.addWidget(self.table, 3)
         self.details = RunDetails()
@@ -178,10 +219,13 @@ class RunsView(QWidget):
             return
         grew = len(rows) != len(self.model.rows)
         self.model.set_rows(rows, now)
-        if grew:  # measure the columns when runs come or go, not on every update
-            for col in range(len(COLUMNS)):
-                if col != 5:  # the next task takes the room that is left
-                    self.table.resizeColumnToContents(col)
+        # Measure the columns when runs come or go, not on every update; the window's words
+        # ("LATE by 2 h 5 min") change with the time, so that column is measured each time.
+        for col in range(len(COLUMNS)) if grew else (WINDOW, NEEDS):
+            if col != NEXT:  # the next task takes the room that is left
+                self.table.resizeColumnToContents(col)
+        if grew and self.table.columnWidth(0) > self.RUN_WIDTH:
+            self.table.setColumnWidth(0, self.RUN_WIDTH)  # long names elide; tooltips say all
         if keep is not None:
             self.select(keep, emit=False)
 
@@ -204,6 +248,32 @@ class RunsView(QWidget):
             if rid != self._selected or _prev is None:
                 self._selected = rid
                 self.run_selected.emit(rid)
+
+
+def upcoming_row(
+    r: RunRow, when: Any, day: int, title: str, plates: str, end: Any, now: Any
+) -> str:
+    """One line of "Coming up": when (with its zone), day, task, plates, and late or at-risk
+    work in words on its colour."""
+    u = urgency(when, end, now, expected_start=when) if now is not None else None
+    flag = ""
+    if u is not None and u.loud:
+        t = theme.tone(u.tone)
+        flag = (
+            f"<td style='padding:2px 8px; background:{t.fill}; color:{t.text};'>"
+            f"<b>{html.escape(u.label)}</b></td>"
+        )
+    elif u is not None and u.level == "due":
+        flag = f"<td style='padding:2px 8px; color:{theme.BLUE}'><b>{html.escape(u.label)}</b></td>"
+    else:
+        flag = "<td></td>"
+    return (
+        f"<tr><td style='padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
+        f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
+        f"<td style='padding:2px 14px 2px 0'>{html.escape(title)}</td>"
+        f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>{html.escape(plates)}</td>"
+        f"{flag}</tr>"
+    )
 
 
 class RunDetails(QFrame):
@@ -256,7 +326,7 @@ class RunDetails(QFrame):
         self.title.setText(f"{r.name} · {r.protocol}")
         day0 = local(r.start, r.timezone)
         self.facts.setText(
-            f"Day 0 {day0:%a %d %b %Y %H:%M} ({r.timezone}) · {r.day_text} · "
+            f"Day 0 {day0:%a %d %b %Y %H:%M} {zone_abbr(day0)} ({r.timezone}) · {r.day_text} · "
             f"parameters: {r.parameters} · {len(r.plates)} plate(s)"
         )
         for label_, state in r.plate_states:
@@ -266,10 +336,15 @@ class RunDetails(QFrame):
             self.badges.append(b)
             self.plates_row.insertWidget(len(self.badges) - 1, b)
         rows = "".join(
-            f"<tr><td style='padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
-            f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
-            f"<td style='padding:2px 14px 2px 0'>{html.escape(title)}</td>"
-            f"<td style='color:{theme.MUTED}'>{html.escape(plates)}</td></tr>"
-            for when, day, title, plates in r.upcoming
+            upcoming_row(r, when, day, title, plates, end, now)
+            for when, day, title, plates, end in r.upcoming
         )
-        self.upcoming.setText(f"<table>{rows}</table>" if rows else "Nothing left to do.")
+        if r.never_started:
+            rows = ""
+        self.upcoming.setText(
+            f"<table>{rows}</table>"
+            if rows
+            else "Not started: nothing of it will be carried out."
+            if r.never_started
+            else "Nothing left to do."
+        )

@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from PyQt6.QtCore import pyqtSignal
 from PyQt6.QtWidgets import QFrame, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from labctl.gui import theme
 from labctl.gui.models.commands import Verdict
-from labctl.gui.models.engine import EngineView
+from labctl.gui.models.common import duration_text, seconds_text, when_text
+from labctl.gui.models.engine import EngineView, stale_view
 from labctl.gui.widgets import button, label, paper_strip
 
 SYMBOLS = {"applied": "✓", "rejected": "✕", "queued": "⚠", "waiting": "◷"}
@@ -202,7 +205,10 @@ class EngineStrip(QFrame):
         self.advice.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.advice.hide()
         self.col.addWidget(self.advice)
-        self.engine: EngineView | None = None
+        self.engine: EngineView | None = None  # what the strip shows (aged by tick)
+        self.reading: EngineView | None = None  # the last reading from the store
+        self.zone = "UTC"  # the workcell's zone, for the times shown
+        self.wall_now: datetime | None = None
         self._apply_level("unknown")
 
     @property
@@ -215,17 +221,42 @@ class EngineStrip(QFrame):
 
     def set_engine(self, e: EngineView) -> None:
         """Show a new reading (every poll; cheap when nothing but the seconds changed)."""
+        self.reading = e
+        self._show(e)
+
+    def tick(self, wall_now: datetime, zone: str | None = None) -> None:
+        """Age the last reading to ``wall_now`` (every second): an engine whose heartbeat
+        is over three beats old turns the strip loud even if no new reading comes."""
+        if zone:
+            self.zone = zone
+        self.wall_now = wall_now
+        if self.reading is not None:
+            self._show(stale_view(self.reading, wall_now))
+
+    def _show(self, e: EngineView) -> None:
         self.engine = e
         self._apply_level(e.level)
-        self.headline.setText(f"{_LEVEL_SYMBOL[e.level]} {e.headline}")
-        self.detail.setText(e.detail)
+        z, now = self.zone, self.wall_now
+        headline = e.headline
+        if e.loud and e.since is not None:
+            ago = f" ({duration_text((now - e.since).total_seconds())} ago)" if now else ""
+            headline = headline.replace(":", f" since {when_text(e.since, z, now)}{ago}:", 1)
+        elif e.loud and not e.ever and e.level == "down":
+            headline = headline.replace(":", " (none has ever run on this database):", 1)
+        self.headline.setText(f"{_LEVEL_SYMBOL[e.level]} {headline}")
+        beat = ""
+        if e.heartbeat_at is not None and e.level != "down":
+            beat = f" · last heartbeat {seconds_text(e.heartbeat_at, z)}"
+            if now is not None:
+                beat += f" ({duration_text(max(0.0, (now - e.heartbeat_at).total_seconds()))} ago)"
+        self.detail.setText(e.detail + beat)
         self.advice.setText(f"<b>What to do:</b> {_esc(e.advice)}")
         self.advice.setVisible(bool(e.advice) and e.level != "running")
         self.confirm_button.setVisible(e.can_confirm)
 
     def set_unknown(self, message: str) -> None:
         """The run database could not be read: nothing is known of the engine."""
-        self.engine = None
+        self.engine = self.reading = None
         self._apply_level("unknown")
         self.headline.setText("? ENGINE STATE UNKNOWN: the run database cannot be read")
         self.detail.setText(message)

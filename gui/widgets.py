@@ -34,6 +34,7 @@ from labctl.gui.models.common import hhmm
 from labctl.gui.models.devices import AlarmRow
 
 TONE_ROLE = Qt.ItemDataRole.UserRole + 1  # a model's tone name for a state cell
+URGENCY_ROLE = Qt.ItemDataRole.UserRole + 2  # late, at-risk, due: how pressing a cell's work is
 
 
 class Badge(QWidget):
@@ -64,6 +65,21 @@ class Badge(QWidget):
         self.setAccessibleName(state)
         self.updateGeometry()
         self.update()
+
+    def set_text(self, text: str, tone_name: str) -> None:
+        """Show ``text`` as it is (its own symbol and words) on the tone's colour."""
+        tone = theme.tone(tone_name)
+        if text == self._text and tone == self._tone:
+            return
+        self._text, self._tone = text, tone
+        self.setAccessibleName(text)
+        self.updateGeometry()
+        self.update()
+
+    @property
+    def tone_name(self) -> str:
+        """The tone the badge is drawn in (``fault``, ``holding``, ...; tests read it)."""
+        return next((k for k, v in theme.TONES.items() if v == self._tone), "pending")
 
     def text(self) -> str:
         return self._text

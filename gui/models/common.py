@@ -9,6 +9,7 @@ and ``duration_s``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -45,24 +46,49 @@ def local(dt: datetime | None, tz: str) -> datetime | None:
     return dt.astimezone(tzinfo(tz)) if dt is not None else None
 
 
-def hhmm(dt: datetime | None, tz: str) -> str:
-    """``"09:05"`` in the zone, ``"-"`` for no time."""
-    d = local(dt, tz)
-    return d.strftime("%H:%M") if d else "-"
+def zone_abbr(dt: datetime) -> str:
+    """The zone's short name at ``dt`` (an aware time): ``"CET"``, ``"EST"``, ``"UTC"``;
+    zones without a letter name read ``"UTC+04"`` rather than a bare ``"+04"``."""
+    abbr = dt.strftime("%Z")
+    if not abbr or abbr[0] in "+-":
+        return f"UTC{abbr}"
+    return abbr
 
 
-def when_text(dt: datetime | None, tz: str, now: datetime | None = None) -> str:
-    """``"09:05"`` today, ``"Tue 14 Dec 09:05"`` on another day (in the zone)."""
+def hhmm(dt: datetime | None, tz: str, *, zone: bool = True) -> str:
+    """``"09:05 CET"`` in the zone (``"09:05"`` without ``zone``), ``"-"`` for no time.
+
+    Every time the console shows carries its zone: two runs in different zones never read
+    the same "08:53" for different moments."""
     d = local(dt, tz)
     if d is None:
         return "-"
-    if now is not None and local(now, tz).date() == d.date():  # type: ignore[union-attr]
-        return d.strftime("%H:%M")
-    return d.strftime("%a %d %b %H:%M")
+    return f"{d:%H:%M} {zone_abbr(d)}" if zone else d.strftime("%H:%M")
+
+
+def seconds_text(dt: datetime, tz: str) -> str:
+    """``"09:05:03 CET"``: a time to the second, in the zone."""
+    d = dt.astimezone(tzinfo(tz))
+    return f"{d:%H:%M:%S} {zone_abbr(d)}"
+
+
+def when_text(dt: datetime | None, tz: str, now: datetime | None = None) -> str:
+    """``"09:05 CET"`` on ``now``'s date, ``"Tue 14 Dec 09:05 CET"`` on another day,
+    ``"Tue 14 Dec 2027 09:05 CET"`` in another year (all in the zone ``tz``)."""
+    d = local(dt, tz)
+    if d is None:
+        return "-"
+    n = local(now, tz) if now is not None else None
+    if n is not None and n.date() == d.date():
+        return f"{d:%H:%M} {zone_abbr(d)}"
+    if n is not None and n.year != d.year:
+        return f"{d:%a %d %b %Y %H:%M} {zone_abbr(d)}"
+    return f"{d:%a %d %b %H:%M} {zone_abbr(d)}"
 
 
 def duration_text(seconds: float) -> str:
-    """``"45 s"``, ``"12 min"``, ``"3 h 05 min"``, ``"2 d 4 h"`` (sign kept)."""
+    """A span in full, its two largest units: ``"45 s"``, ``"12 min"``, ``"2 h 5 min"``,
+    ``"15 d 4 h"`` (sign kept). Never cut to fit: callers make room for it."""
     sign = "-" if seconds < 0 else ""
     s = abs(seconds)
     if s < 60:
@@ -71,10 +97,16 @@ def duration_text(seconds: float) -> str:
     if m < 60:
         return f"{sign}{m} min"
     h, m = divmod(m, 60)
-    if h < 48:
-        return f"{sign}{h} h {m:02d} min"
+    if h < 24:
+        return f"{sign}{h} h {m} min" if m else f"{sign}{h} h"
     d, h = divmod(h, 24)
-    return f"{sign}{d} d {h} h"
+    return f"{sign}{d} d {h} h" if h else f"{sign}{d} d"
+
+
+def workcell_zone(text: str) -> str:
+    """The ``timezone`` of a workcell file's text ("" when it has none or is empty)."""
+    m = re.search(r"(?m)^timezone:\s*['\"]?([A-Za-z_+\-/0-9]+)", text or "")
+    return m.group(1) if m else ""
 
 
 def countdown_text(seconds: float) -> str:

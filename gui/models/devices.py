@@ -19,6 +19,7 @@ from labctl.gui.models.common import (
     job_label,
     job_params,
     tone_of,
+    workcell_zone,
 )
 from labctl.gui.models.timeline import Bar
 from labctl.store.models import Alarm, Event, Job, Prompt
@@ -103,6 +104,14 @@ _ROLE_TEXT = {
 }
 
 
+def is_device(subject: str | None) -> bool:
+    """Whether an alarm's subject names a device of the workcell (not a run, plate, task,
+    prompt, nor the engine itself)."""
+    if not subject or subject == "engine":
+        return False
+    return not subject.startswith(("run ", "task ", "plate ", "prompt "))
+
+
 def device_rows(
     datas: Sequence[RunData],
     bars: Sequence[Bar],
@@ -115,7 +124,7 @@ def device_rows(
     roles: dict[str, str] = {}
     by_device: dict[str, list[Job]] = {}
     names: dict[int, str] = {}
-    tz = datas[0].run.timezone if datas else "UTC"
+    tz = (workcell_zone(datas[0].run.workcell_text) or datas[0].run.timezone) if datas else "UTC"
     for d in datas:
         for j in d.jobs:
             mine = by_device.get(j.device)
@@ -126,7 +135,8 @@ def device_rows(
             mine.append(j)
             names[j.id] = d.run.name
     bar_of = {b.job_id: b for b in bars}
-    devices = set(roles) | {a.device for a in alarms if a.device} | set(climate)
+    # Only the workcell's devices: alarms about a run, a plate or a task are not devices'.
+    devices = set(roles) | {a.device for a in alarms if is_device(a.device)} | set(climate)
     waiting = {
         p.job_id
         for p in prompts

@@ -20,12 +20,13 @@ runs' clock is paced or virtual. Plain Python: no Qt here (STYLE.md 8).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
 from labctl.engine.daemon import DaemonConfig
 from labctl.engine.presence import engine_status
+from labctl.gui.models.common import duration_text
 from labctl.store import Store
 
 #: How often the engine daemon beats (wall seconds); three beats missed is "not responding".
@@ -75,7 +76,8 @@ class EngineView:
 
     ``text`` is the line ``labctl status`` prints; ``held`` why a held engine starts
     nothing; ``seen_s`` wall seconds since its last heartbeat (None: no session yet);
-    ``ever`` whether any engine ever served this database.
+    ``ever`` whether any engine ever served this database; ``heartbeat_at`` its last
+    heartbeat and ``since`` when it stopped or fell silent (wall-clock, aware UTC).
     """
 
     level: str
@@ -86,6 +88,8 @@ class EngineView:
     ever: bool = True
     headline: str = ""
     advice: str = ""
+    heartbeat_at: datetime | None = None
+    since: datetime | None = None
 
     @property
     def loud(self) -> bool:
@@ -115,10 +119,47 @@ class EngineView:
 
 
 def _view(
-    level: str, running: bool, text: str, held: str | None, seen: float | None, ever: bool
+    level: str,
+    running: bool,
+    text: str,
+    held: str | None,
+    seen: float | None,
+    ever: bool,
+    *,
+    heartbeat_at: datetime | None = None,
+    since: datetime | None = None,
 ) -> EngineView:
     return EngineView(
-        level, running, text, held, seen, ever, headline=_HEADLINE[level], advice=_ADVICE[level]
+        level,
+        running,
+        text,
+        held,
+        seen,
+        ever,
+        headline=_HEADLINE[level],
+        advice=_ADVICE[level],
+        heartbeat_at=heartbeat_at,
+        since=since,
+    )
+
+
+def stale_view(view: EngineView, wall_now: datetime) -> EngineView:
+    """``view`` aged to ``wall_now``: a running or held engine whose last heartbeat is now
+    over three beats old is not responding (the console says so even when it cannot read
+    the store again: a reading that is never refreshed must not say "running")."""
+    if view.heartbeat_at is None or view.level not in ("running", "held"):
+        return view
+    seen = (wall_now - view.heartbeat_at).total_seconds()
+    if seen <= STALE_S:
+        return view
+    return replace(
+        view,
+        level="stale",
+        seen_s=seen,
+        text=f"no heartbeat from the engine for {duration_text(seen)}",
+        headline=_HEADLINE["stale"],
+        advice=_ADVICE["stale"],
+        since=view.heartbeat_at,
     )
 
 
@@ -133,15 +174,20 @@ def engine_view(db: Path, store: Store, wall_now: datetime) -> EngineView:
     seen = (wall_now - last.heartbeat_at).total_seconds() if last is not None else None
     held = st.held.split(_CLI_HINT)[0].strip() if st.held else None
     ever = last is not None
+    since = None
     if not st.running:
         level = "down"
+        if last is not None:
+            since = last.stopped_at or last.heartbeat_at
     elif last is None or last.state != "running":
         level = "starting"
     elif seen is not None and seen > STALE_S:
         level = "stale"
+        since = last.heartbeat_at
     else:
         level = "held" if held else "running"
-    return _view(level, st.running, st.text, held, seen, ever)
+    beat = last.heartbeat_at if last is not None else None
+    return _view(level, st.running, st.text, held, seen, ever, heartbeat_at=beat, since=since)
 
 
 def training_view(view: EngineView, simulating: bool) -> EngineView:

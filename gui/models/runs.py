@@ -11,6 +11,7 @@ from labctl.gui.models.common import (
     ACTIVE_RUN_STATES,
     TERMINAL_JOB_STATES,
     RunData,
+    duration_text,
     hhmm,
     job_label,
     job_params,
@@ -20,8 +21,10 @@ from labctl.gui.models.common import (
     task_title,
     tone_of,
     tzinfo,
+    workcell_zone,
 )
 from labctl.gui.models.timeline import Bar
+from labctl.gui.models.urgency import NONE, Urgency, urgency
 from labctl.store.models import Task
 
 # --- runs -------------------------------------------------------------------------------------
@@ -52,15 +55,48 @@ class RunRow:
     timezone: str
     tasks_skipped: int = 0
     ended_day: int | None = None  # for finished runs: the day it ended on
-    upcoming: tuple[tuple[datetime, int, str, str], ...] = ()  # (when, day, title, plates)
+    # (when, day, title, plates, window end) of the next few tasks
+    upcoming: tuple[tuple[datetime, int, str, str, datetime | None], ...] = ()
     plate_states: tuple[tuple[str, str], ...] = ()  # (label, state)
     parameters: str = ""
     registered_by: str | None = None  # the actor of the run's 'created' event
+    next_window_end: datetime | None = None  # the next task's window closes then
+    started: bool = True  # any of its tasks ever began (or it runs)
+    start_pending: bool = False  # a start command waits for the engine
+    workcell_zone: str = ""  # the zone of the workcell it was registered on ("": its own)
+    next_active: bool = False  # the next task is under way
+    late_tasks: int = 0  # tasks not begun whose window has ended
+    oldest_late_end: datetime | None = None  # the earliest such window's end
+
+    def urgency(self, now: datetime) -> Urgency:
+        """How pressing the run's work is at ``now``: late tasks first ("LATE by 16 d 2 h ·
+        95 tasks"), else its next task's (none for a run not under way)."""
+        if not self.active or self.never_started:
+            return NONE
+        if self.late_tasks and self.oldest_late_end is not None:
+            left = (self.oldest_late_end - now).total_seconds()
+            many = f" · {self.late_tasks} tasks" if self.late_tasks > 1 else ""
+            return Urgency("late", f"LATE by {duration_text(-left)}{many}", left)
+        if self.next_task is None:
+            return NONE
+        if self.next_active:
+            return Urgency("due", "under way")
+        return urgency(self.next_time, self.next_window_end, now, expected_start=self.next_time)
+
+    @property
+    def never_started(self) -> bool:
+        """Planned with no start command waiting, or ended before any task began: nothing
+        of it will be carried out (not drawn, its alarms not shown)."""
+        if self.state == "planned":
+            return not self.start_pending
+        return not self.active and not self.started
 
     @property
     def day_text(self) -> str:
+        if self.state == "planned" and not self.start_pending and self.day >= 0:
+            return "not started"
         if self.ended_day is not None:
-            return f"ended on day {self.ended_day}"
+            return f"ended on day {self.ended_day}" if self.started else "never started"
         if self.day < 0:
             return f"starts in {-self.day} d"
         return f"day {self.day} of {self.last_day}"
@@ -94,13 +130,16 @@ def run_row(
     active_alarms: int = 0,
     pending_commands: int = 0,
     registered_by: str | None = None,
+    start_pending: bool = False,
 ) -> RunRow:
+    """The run ``d`` as a row of the runs table at ``now``; ``start_pending``: a start
+    command for it waits for the engine."""
     run = d.run
     plates = {p.id: p.label for p in d.plates}
     open_tasks = [t for t in d.tasks if t.state in ("pending", "active")]
     open_tasks.sort(key=lambda t: (t.state != "active", _task_time(t), t.id))
     next_task = next_plates = None
-    next_time = None
+    next_time = next_end = None
     if open_tasks:
         first = open_tasks[0]
         key = task_key_of(first)
@@ -108,7 +147,9 @@ def run_row(
         next_task = task_title(first)
         next_plates = ", ".join(sorted((task_plate(t, plates) for t in same), key=_natural))
         next_time = min(_task_time(t) for t in same)
-    upcoming: list[tuple[datetime, int, str, str]] = []
+        ends = [t.window_end for t in same if t.window_end is not None]
+        next_end = min(ends) if ends else None
+    upcoming: list[tuple[datetime, int, str, str, datetime | None]] = []
     seen: set[str] = set()
     for t in open_tasks:
         key = task_key_of(t)
@@ -117,9 +158,23 @@ def run_row(
         seen.add(key)
         same = [x for x in open_tasks if task_key_of(x) == key]
         labels = sorted((task_plate(x, plates) for x in same), key=_natural)
-        upcoming.append((min(_task_time(x) for x in same), t.day, task_title(t), ", ".join(labels)))
+        ends = [x.window_end for x in same if x.window_end is not None]
+        upcoming.append(
+            (
+                min(_task_time(x) for x in same),
+                t.day,
+                task_title(t),
+                ", ".join(labels),
+                min(ends) if ends else None,
+            )
+        )
         if len(upcoming) == 8:
             break
+    late = [
+        t
+        for t in open_tasks
+        if t.state == "pending" and t.window_end is not None and t.window_end < now
+    ]
     done = sum(1 for t in d.tasks if t.state in ("done", "skipped"))
     skipped = sum(1 for t in d.tasks if t.state == "skipped")
     last_day = max((t.day for t in d.tasks), default=0)
@@ -152,6 +207,14 @@ def run_row(
         plate_states=tuple((p.label, p.state) for p in d.plates),
         parameters=", ".join(f"{k} = {v}" for k, v in run.parameters.items()) or "defaults",
         registered_by=registered_by,
+        next_window_end=next_end,
+        next_active=bool(open_tasks) and open_tasks[0].state == "active",
+        late_tasks=len(late),
+        oldest_late_end=min((t.window_end for t in late if t.window_end), default=None),
+        started=run.state in ("running", "paused", "holding", "completed")
+        or any(t.actual_start is not None for t in d.tasks),
+        start_pending=start_pending,
+        workcell_zone=workcell_zone(run.workcell_text),
     )
 
 

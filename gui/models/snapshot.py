@@ -12,6 +12,7 @@ from typing import Any
 
 from labctl.clock import Clock, RealClock
 from labctl.gui.auth import registered_by
+from labctl.gui.models.alarms import worst_first
 from labctl.gui.models.common import ACTIVE_RUN_STATES, RunData
 from labctl.gui.models.devices import AlarmRow, ClimateReading, DeviceRow, climate_of, device_rows
 from labctl.gui.models.engine import EngineView, engine_view, training_view
@@ -57,6 +58,14 @@ class Snapshot:
         """The zone times are shown in: the run's, else the first listed run's, else UTC."""
         run = self.run(run_id)
         return run.timezone if run else (self.runs[0].timezone if self.runs else "UTC")
+
+    def workcell_zone(self, run_id: int | None) -> str:
+        """The zone of the workcell's clock: the workcell file's of the run (else of the
+        first listed run), else that run's own zone, else UTC."""
+        run = self.run(run_id) or (self.runs[0] if self.runs else None)
+        if run is None:
+            return "UTC"
+        return run.workcell_zone or run.timezone
 
 
 class SnapshotLoader:
@@ -242,8 +251,33 @@ class SnapshotLoader:
     ) -> Snapshot:
         self._data_version += 1
         datas = sorted(self._runs.values(), key=lambda d: d.run.id, reverse=True)
-        alarms = tuple(AlarmRow.of(a) for a in self._alarms)
-        active = [d for d in datas if d.run.state in ACTIVE_RUN_STATES]
+        starting = {c.run_id for c in self._pending if c.verb == "start"}
+        rows = tuple(
+            run_row(
+                d,
+                now,
+                open_prompts=sum(1 for p in self._prompts if p.run_id == d.run.id),
+                # Device alarms are the workcell's: they concern every run under way.
+                active_alarms=sum(
+                    1
+                    for a in self._alarms
+                    if a.run_id == d.run.id
+                    or (a.run_id is None and d.run.state in ACTIVE_RUN_STATES)
+                ),
+                pending_commands=sum(1 for c in self._pending if c.run_id == d.run.id),
+                registered_by=self._registered_by.get(d.run.id),
+                start_pending=d.run.id in starting,
+            )
+            for d in datas
+        )
+        # A run that never started (planned with no start command waiting, or ended before
+        # any task began) is carried out by nobody: no bars, no device work, no alarms.
+        never = {r.id for r in rows if r.never_started}
+        rows = tuple(replace(r, active_alarms=0) if r.id in never else r for r in rows)
+        alarms = worst_first(
+            AlarmRow.of(a) for a in self._alarms if a.run_id is None or a.run_id not in never
+        )
+        active = [d for d in datas if d.run.state in ACTIVE_RUN_STATES and d.run.id not in never]
         per_run = [self._bars_of(d, now) for d in active]
         bars = tuple(b for bs, _ in per_run for b in bs)
         today = tuple(
@@ -252,23 +286,7 @@ class SnapshotLoader:
         return Snapshot(
             now=now,
             head_seq=head_seq,
-            runs=tuple(
-                run_row(
-                    d,
-                    now,
-                    open_prompts=sum(1 for p in self._prompts if p.run_id == d.run.id),
-                    # Device alarms are the workcell's: they concern every run under way.
-                    active_alarms=sum(
-                        1
-                        for a in self._alarms
-                        if a.run_id == d.run.id
-                        or (a.run_id is None and d.run.state in ACTIVE_RUN_STATES)
-                    ),
-                    pending_commands=sum(1 for c in self._pending if c.run_id == d.run.id),
-                    registered_by=self._registered_by.get(d.run.id),
-                )
-                for d in datas
-            ),
+            runs=rows,
             alarms=alarms,
             prompts=tuple(prompt_view(p, self._runs.get(p.run_id), store) for p in self._prompts),
             devices=device_rows(active, bars, alarms, self._prompts, self._climate, now),
