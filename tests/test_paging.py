@@ -241,7 +241,10 @@ def test_a_raised_alarm_is_paged_once_by_each_channel_with_its_content(
     assert sorted(smtp.received[0][1]) == ["night@lab.example", "oncall@lab.example"]
     body = mail.get_content()
     assert "What:   plate P1 has been out of the incubator 20 min (limit 20 min)" in body
-    assert "Where:  workcell bay-1; run 1 'test'; plate P1; task r1:d0-feed-0900/P1 (day 0 feed)" in body
+    assert (
+        "Where:  workcell bay-1; run 1 'test'; plate P1; task r1:d0-feed-0900/P1 (day 0 feed)"
+        in body
+    )
     # Out since 07:58:00 UTC (the alarm came at 08:18:01 UTC, 1201 s out): 08:58 in Stockholm.
     assert "Since:  Tue 01 Dec 2026 08:58 CET (07:58 UTC), 25 min ago" in body
     assert "Level:  critical (alarm 1, code out-too-long); first page" in body
@@ -335,9 +338,7 @@ def test_repeat_after_pages_again_and_a_restarted_engine_does_not_page_early(
     assert [e.data["repeat"] for e in pages(w.store, "page-sent")] == [0, 0, 1, 1]
 
 
-def test_a_condition_raised_again_soon_is_not_paged_again(
-    tmp_path: Path, hook: HookServer
-) -> None:
+def test_a_condition_raised_again_soon_is_not_paged_again(tmp_path: Path, hook: HookServer) -> None:
     """A flapping device: its alarm clears and comes back (a new alarm row) within
     repeat_after; the person was told minutes ago and is not paged again yet."""
     clock = VirtualClock(datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc))
@@ -489,6 +490,60 @@ def test_a_webhook_answering_500_is_recorded_and_tried_again(
     assert "labctl confirm-store --reason" in doc["what_to_do"]
 
 
+def test_a_page_that_cannot_be_worded_still_goes_out(
+    tmp_path: Path, hook: HookServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import labctl.engine.paging as paging
+
+    def broken(*args: Any, **kw: Any) -> None:
+        raise KeyError("no such thing")
+
+    monkeypatch.setattr(paging, "compose", broken)
+    clock = VirtualClock(datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc))
+    store = Store.open(tmp_path / "run.db", clock, durable=False)
+    store.insert_alarm(
+        severity="error", code="estop", message="arm: emergency stop pressed", actor="engine",
+        device="arm",
+    )  # fmt: skip
+    pager = make_pager(store, clock, settings(None, hook), tmp_path / "run.db")
+    pager.tick(clock.now())  # the engine's step goes on
+    assert pager.settle(10)
+    doc = json.loads(hook.received[0][2])
+    assert doc["subject"] == "[labctl bay-1] ALARM: arm: arm: emergency stop pressed"
+    assert "could not be worded in full: KeyError" in doc["text"]
+
+
+def test_an_smtp_password_not_in_the_environment_is_said_and_recorded(
+    tmp_path: Path, smtp: SmtpServer
+) -> None:
+    clock = VirtualClock(datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc))
+    store = Store.open(tmp_path / "run.db", clock, durable=False)
+    store.insert_alarm(
+        severity="error", code="offline", message="inc-1 does not answer", actor="engine",
+        device="inc-1",
+    )  # fmt: skip
+    s = PagingSettings(
+        SmtpSettings(
+            "127.0.0.1",
+            smtp.port,
+            "labctl@lab.example",
+            ("oncall@lab.example",),
+            username="labctl",
+            password_env="LABCTL_TEST_SMTP_PW",
+        )  # fmt: skip
+    )
+    ctx = Context("bay-1", "Europe/Stockholm")
+    pager = Pager(s, store, clock, ctx, [SmtpChannel(s.smtp, env={})])  # type: ignore[arg-type]
+    assert (
+        "WARNING: the SMTP password's environment variable LABCTL_TEST_SMTP_PW" in pager.describe()
+    )
+    pager.tick(clock.now())
+    assert pager.settle(10)
+    (failed,) = pages(store, "page-failed")
+    assert "environment variable LABCTL_TEST_SMTP_PW is not set" in failed.reason
+    assert not smtp.received
+
+
 def test_the_engine_daemon_pages_and_records_how(tmp_path: Path, hook: HookServer) -> None:
     w = World(tmp_path, plates=1)
     w.devices["ot2-sim"].alarm = DeviceAlarm("ot2-sim", "offline", "ot2-sim: no answer")
@@ -547,7 +602,9 @@ paging:
         "smtp.lab.example", 587, "labctl <labctl@lab.example>", ("oncall@lab.example",),
         True, False, "labctl", "LABCTL_SMTP_PASSWORD",
     )  # fmt: skip
-    assert p.webhook == WebhookSettings("https://hooks.lab.example/T/B/X", {"X-Team": "cells"}, "HOOK")
+    assert p.webhook == WebhookSettings(
+        "https://hooks.lab.example/T/B/X", {"X-Team": "cells"}, "HOOK"
+    )
     assert (p.severity, p.repeat_after_s, p.quiet) == ("alarm", 2700.0, False)
     assert parse_workcell(BASE, "wc.yaml").paging is None
 

@@ -13,13 +13,22 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from labctl.store import Store
 from labctl.store.models import Alarm, Run, Task
 from labctl.workcell import PAGING_LEVELS
 
-__all__ = ["CRITICAL_CODES", "Context", "Page", "compose", "iso_utc", "level_of", "rank"]
+__all__ = [
+    "CRITICAL_CODES",
+    "Context",
+    "Page",
+    "compose",
+    "iso_utc",
+    "level_of",
+    "plain_page",
+    "rank",
+]
 
 # Alarms of the store's 'error' severity that are critical: the cells suffer by the minute
 # (a plate out of its incubator, an incubator out of its climate or with its door open).
@@ -115,7 +124,7 @@ def compose(store: Store, a: Alarm, now: datetime, ctx: Context, *, repeat: int 
     (0: the first). Reads the alarm's run and task from ``store``."""
     w = _where(store, a)
     level = level_of(a)
-    tz = ZoneInfo(ctx.timezone)
+    tz = _zone(ctx.timezone)
     since = _out_since(store, a, w) or a.raised_at
     headline = _headline(a, w, now, since)
     detail = []
@@ -201,6 +210,49 @@ def compose(store: Store, a: Alarm, now: datetime, ctx: Context, *, repeat: int 
     }
     key = f"{a.run_id}|{a.device}|{a.code}"
     return Page(a.id, a.run_id, level, key, subject, body, payload)
+
+
+def plain_page(a: Alarm, now: datetime, ctx: Context, why: str, *, repeat: int = 0) -> Page:
+    """A page of ``a`` from the alarm row alone, for when :func:`compose` fails (``why``):
+    the person is still told, in fewer words."""
+    level = level_of(a)
+    subject = f"[labctl {ctx.workcell}] {level.upper()}: {a.device or a.code}: {a.message}"
+    subject = subject if len(subject) <= 160 else subject[:157] + "..."
+    body = (
+        f"What:   {a.message}\n"
+        f"Where:  workcell {ctx.workcell}; {a.device or ''}"
+        f"{f'; run {a.run_id}' if a.run_id is not None else ''}\n"
+        f"Since:  {iso_utc(a.raised_at)}\n"
+        f"Level:  {level} (alarm {a.id}, code {a.code}); page {repeat + 1}\n\n"
+        "Look at the alarm on the console; acknowledge it there to stop these pages.\n"
+        f"(This page could not be worded in full: {why})\n"
+    )
+    payload: dict[str, Any] = {
+        "schema": "labctl.page/1",
+        "workcell": ctx.workcell,
+        "practice": ctx.practice,
+        "level": level,
+        "subject": subject,
+        "text": f"{subject}\n\n{body}",
+        "alarm": {
+            "id": a.id,
+            "code": a.code,
+            "severity": a.severity,
+            "subject": a.device,
+            "message": a.message,
+            "state": a.state,
+            "raised_at": iso_utc(a.raised_at),
+        },
+        "page": {"repeat": repeat, "sent_at": iso_utc(now), "host": ctx.host},
+    }
+    return Page(a.id, a.run_id, level, f"{a.run_id}|{a.device}|{a.code}", subject, body, payload)
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _where(store: Store, a: Alarm) -> _Where:

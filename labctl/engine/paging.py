@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from labctl.clock import Clock
-from labctl.engine.pages import Context, Page, compose, iso_utc, level_of, rank
-from labctl.errors import LabctlError
+from labctl.engine.pages import Context, Page, compose, iso_utc, level_of, plain_page, rank
+from labctl.errors import LabctlError, StoreError
 from labctl.store import Store
 from labctl.store.models import Alarm, Event
 from labctl.workcell import PagingSettings, SmtpSettings, WebhookSettings, Workcell
@@ -404,7 +404,7 @@ class Pager:
     def describe(self) -> str:
         """How the engine pages, in one sentence (with what would make pages fail)."""
         if self.settings.quiet:
-            return "paging is set up but quiet: no page is sent"
+            return "set up but quiet: no page is sent"
         ways = [
             f"{'e-mail to' if c.name == 'smtp' else 'webhook'} {', '.join(c.recipients())}"
             for c in self.channels
@@ -443,10 +443,18 @@ class Pager:
                 if st is None or st.due is None or st.due > now:
                     continue
                 if st.sent not in pages:
-                    pages[st.sent] = compose(self.store, a, now, self.context, repeat=st.sent)
+                    pages[st.sent] = self._compose(a, now, st.sent)
                 job = _Job(pages[st.sent], name, st.failures + 1, st.sent)
                 self._inflight[(a.id, name)] = job
                 courier.put(job)
+
+    def _compose(self, a: Alarm, now: datetime, repeat: int) -> Page:
+        try:
+            return compose(self.store, a, now, self.context, repeat=repeat)
+        except StoreError:
+            raise  # the engine stops on a storage error, as everywhere
+        except Exception as exc:  # noqa: BLE001 - a page must never stop the engine
+            return plain_page(a, now, self.context, f"{type(exc).__name__}: {exc}", repeat=repeat)
 
     def next_due(self, now: datetime) -> datetime | None:
         """When the next page (a repeat, a retry) of the alarms seen at the last tick is
