@@ -46,6 +46,7 @@ from labctl.gui.console_tabs import TABS, ConsoleTabs
 from labctl.gui.current_run import RunPicker, RunStrip, default_run
 from labctl.gui.dialogs import CommandDialog, PromptDialog
 from labctl.gui.header import attach_header
+from labctl.gui.maps import attach_maps
 from labctl.gui.menus import MenuSlots, build_menus
 from labctl.gui.models.commands import ACTIONS
 from labctl.gui.models.common import seconds_text
@@ -59,6 +60,7 @@ from labctl.gui.prompts_panel import PromptsPanel
 from labctl.gui.training import TrainingConfig, TrainingLauncher, TrainingSession
 from labctl.gui.training_dialog import TrainingDialog
 from labctl.gui.verdicts import EngineStrip, VerdictPanel
+from labctl.gui.wall import attach_wall
 from labctl.gui.worker import StoreBridge
 
 
@@ -198,6 +200,8 @@ class MainWindow(QMainWindow):
         self.access.viewing.connect(self._viewing)
         self.access.quit.connect(self.close)
         self.access.said.connect(self.say)
+        attach_maps(self)  # the Maps tab and manual device actions
+        attach_wall(self)  # View > Wall monitor
         self._access_changed()
         self.access.start()
 
