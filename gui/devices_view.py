@@ -16,8 +16,10 @@ from PyQt6.QtWidgets import (
     QWidget,
 )
 
+from labctl.gui.models.alarms import plain_words, severity_word
 from labctl.gui.models.common import duration_text, hhmm, when_text
 from labctl.gui.models.devices import DeviceRow
+from labctl.gui.models.urgency import urgency
 from labctl.gui.widgets import Badge, button, label
 
 
@@ -33,10 +35,23 @@ def card_rows(d: DeviceRow, now: datetime) -> list[tuple[str, str]]:
             ("Now", "waiting for the operator" if d.state == "waiting" else "nothing running")
         )
     if d.next_job:
-        rows.append(("Next", f"{d.next_job} at {when_text(d.next_at, tz, now)}"))
+        u = urgency(d.next_at, d.next_window_end, now)
+        if u.level == "late":
+            rows.append(("Next", f"{d.next_job} · due now: its task is {u.label}"))
+        else:
+            press = f" ({u.label})" if u.loud else ""
+            rows.append(("Next", f"{d.next_job} at {when_text(d.next_at, tz, now)}{press}"))
     if d.climate is not None:
-        age = duration_text((now - d.climate.at).total_seconds())
-        rows.append(("Climate", f"{d.climate.text}  ·  read {hhmm(d.climate.at, tz)} ({age} ago)"))
+        age_s = (now - d.climate.at).total_seconds()
+        if age_s < -60:
+            # Written on a clock ahead of this console's (a dry run's virtual time): say so
+            # rather than print a negative age.
+            age = f"{duration_text(-age_s)} ahead of this console's clock"
+        else:
+            age = f"{duration_text(max(0.0, age_s))} ago"
+        rows.append(
+            ("Climate", f"{d.climate.text}  ·  read {when_text(d.climate.at, tz, now)} ({age})")
+        )
     elif d.role == "incubator":
         rows.append(("Climate", "no readings recorded"))
     if d.last_error:
@@ -105,9 +120,9 @@ class DeviceCard(QFrame):
             if text is not None and v.text() != text:
                 v.setText(text)
         if old is None or old.alarms != d.alarms:
-            self._alarms(d)
+            self._alarms(d, now)
 
-    def _alarms(self, d: DeviceRow) -> None:
+    def _alarms(self, d: DeviceRow, now: datetime) -> None:
         while self.alarm_area.count():
             item = self.alarm_area.takeAt(0)
             if item is not None and item.widget() is not None:
@@ -117,10 +132,12 @@ class DeviceCard(QFrame):
             box.setProperty("alarmbox", a.state)
             bl = QHBoxLayout(box)
             bl.setContentsMargins(8, 4, 4, 4)
-            state = "ALARM" if a.state == "active" else f"acknowledged by {a.acknowledged_by}"
-            raised = hhmm(a.raised_at, d.timezone)
+            state = (
+                severity_word(a) if a.state == "active" else f"acknowledged by {a.acknowledged_by}"
+            )
+            raised = when_text(a.raised_at, d.timezone, now)
             bl.addWidget(
-                label(f"⚠ <b>{a.code}</b> · {state} · raised {raised}: {a.message}", wrap=True), 1
+                label(f"⚠ <b>{state}</b> · raised {raised}: {plain_words(a.message)}", wrap=True), 1
             )
             if a.state == "active":
                 b = button("Acknowledge…")

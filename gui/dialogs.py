@@ -38,6 +38,7 @@ from labctl.accounts import Action
 from labctl.clock import Clock
 from labctl.errors import LabctlError
 from labctl.gui import theme
+from labctl.gui.models.alarms import plain_words, severity_word
 from labctl.gui.models.commands import (
     IRREVERSIBLE_VERBS,
     CommandRequest,
@@ -159,7 +160,10 @@ class PromptDialog(GuardedDialog, _Sending):
         top.addWidget(chip)
         where = f"{prompt.run_name} · plate {prompt.plate}" if prompt.plate else prompt.run_name
         top.addWidget(
-            label(f"{where} · asked {hhmm(prompt.created_at, prompt.timezone)}", muted=True)
+            label(
+                f"{where} · asked {when_text(prompt.created_at, prompt.timezone, clock.now())}",
+                muted=True,
+            )
         )
         top.addStretch(1)
         lay.addLayout(top)
@@ -673,12 +677,10 @@ class AcknowledgeDialog(QDialog, _Sending):
         self.setWindowTitle(f"Acknowledge alarm {alarm.code}")
         self.setMinimumWidth(520)
         lay = QVBoxLayout(self)
-        lay.addWidget(label(f"⚠ {alarm.code}", heading=True))
-        where = f"{alarm.device} · " if alarm.device else ""
-        lay.addWidget(
-            label(f"{where}raised {hhmm(alarm.raised_at, tz)} · {alarm.severity}", muted=True)
-        )
-        lay.addWidget(label(alarm.message, wrap=True))
+        lay.addWidget(label(f"⚠ {severity_word(alarm)} · {alarm.code}", heading=True))
+        where = f"{plain_words(alarm.device)} · " if alarm.device else ""
+        lay.addWidget(label(f"{where}raised {when_text(alarm.raised_at, tz)}", muted=True))
+        lay.addWidget(label(plain_words(alarm.message), wrap=True))
         lay.addWidget(
             label(
                 "Acknowledging records that you have seen it; the condition is not cleared until "

@@ -27,7 +27,7 @@ from labctl.gui.gantt_geometry import (
     bar_style,
     step_hours,
 )
-from labctl.gui.models.common import duration_text, hhmm, tzinfo
+from labctl.gui.models.common import duration_text, hhmm, tzinfo, zone_abbr
 from labctl.gui.models.timeline import Lane
 
 
@@ -185,7 +185,8 @@ class GanttPainter:
                 if b.late
                 else f"slack {duration_text(b.slack_s or 0)}"
             )
-            tw = fm.horizontalAdvance(tag) + 10
+            # Measured in the font it is drawn in (late tags are bold): never cut short.
+            tw = QFontMetrics(bold if b.late else small).horizontalAdvance(tag) + 12
             tx = x1 + 4
             if tx + tw < right:
                 tr = QRectF(tx, top + 1, tw, h - 2)
@@ -236,7 +237,7 @@ class GanttPainter:
         p = self.p
         p.setFont(self.bold)
         p.setPen(QColor(theme.INK))
-        day = f"{t:%a %d %b}"
+        day = f"{t:%a %d %b} {zone_abbr(t)}"
         if self.day_of is not None:
             day += f" · {self.day_of(t)}"
         p.drawText(QRectF(x + 4, 4, 240, 20), Qt.AlignmentFlag.AlignLeft, day)

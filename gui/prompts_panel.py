@@ -14,7 +14,7 @@ from PyQt6.QtWidgets import QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 from labctl.clock import Clock
 from labctl.gui import theme
 from labctl.gui.dialogs import KIND_TEXT
-from labctl.gui.models.common import countdown_text, hhmm
+from labctl.gui.models.common import countdown_text, duration_text, when_text
 from labctl.gui.models.prompts import PromptView
 from labctl.gui.widgets import button, label
 
@@ -87,7 +87,9 @@ class PromptsPanel(QWidget):
             t = theme.tone(tone)
             item.setForeground(QColor(theme.INK))
             item.setBackground(theme.qcolor(t.fill, 40))
-            item.setSizeHint(QSize(200, 92 if p.seconds_left(self.clock.now()) is not None else 74))
+            item.setSizeHint(
+                QSize(200, 110 if p.seconds_left(self.clock.now()) is not None else 92)
+            )
             item.setToolTip(p.text)
             self.list.addItem(item)
             if p.id == keep:
@@ -108,7 +110,10 @@ class PromptsPanel(QWidget):
         left = p.seconds_left(self.clock.now())
         if left is not None:
             lines.append(f"◷ default '{p.default_choice}' in {countdown_text(left)}")
-        lines.append(f"asked {hhmm(p.created_at, p.timezone)} · #{p.id}")
+        now = self.clock.now()
+        waited = duration_text(max(0.0, (now - p.created_at).total_seconds()))
+        lines.append(f"asked {when_text(p.created_at, p.timezone, now)} · #{p.id}")
+        lines.append(f"waiting {waited}")
         return "\n".join(lines)
 
     def _tick(self) -> None:
@@ -118,5 +123,5 @@ class PromptsPanel(QWidget):
                 continue
             pid = item.data(Qt.ItemDataRole.UserRole)
             p = next((x for x in self.prompts if x.id == pid), None)
-            if p is not None and p.deadline is not None:
+            if p is not None:  # countdowns and how long each has waited move
                 item.setText(self._text(p))

@@ -14,6 +14,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QSizePolicy,
     QTableView,
     QVBoxLayout,
     QWidget,
@@ -250,6 +251,10 @@ class RunsView(QWidget):
                 self.run_selected.emit(rid)
 
 
+def _short(text: str, n: int = 48) -> str:
+    return text if len(text) <= n else text[: n - 1].rstrip() + "…"
+
+
 def upcoming_row(
     r: RunRow, when: Any, day: int, title: str, plates: str, end: Any, now: Any
 ) -> str:
@@ -270,7 +275,7 @@ def upcoming_row(
     return (
         f"<tr><td style='padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
         f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
-        f"<td style='padding:2px 14px 2px 0'>{html.escape(title)}</td>"
+        f"<td style='padding:2px 14px 2px 0'>{html.escape(_short(title))}</td>"
         f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>{html.escape(plates)}</td>"
         f"{flag}</tr>"
     )
@@ -303,6 +308,8 @@ class RunDetails(QFrame):
         self.upcoming = QLabel()
         self.upcoming.setTextFormat(Qt.TextFormat.RichText)
         self.upcoming.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        # The list never widens the window: long task titles are cut (tooltips have them).
+        self.upcoming.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         right.addWidget(self.upcoming, 1)
         lay.addLayout(left, 2)
         lay.addLayout(right, 3)

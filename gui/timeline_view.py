@@ -278,5 +278,7 @@ class TimelineView(QWidget):
                 return f"day {protocol_day(t, r.start, r.timezone)}"
 
         scope = "all active runs" if self.all_runs.isChecked() or run is None else run.name
+        if run is not None and run.never_started and not self.all_runs.isChecked():
+            scope += " (not started: nothing of it will be carried out)"
         self.title.setText(f"Timeline · {scope}")
         self.canvas.set_data(shown, start, end, tz, day_of)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from PyQt6.QtCore import Qt, pyqtSignal
-from PyQt6.QtGui import QColor, QTextDocument
+from PyQt6.QtGui import QColor, QFont, QFontMetrics, QTextDocument
 from PyQt6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -22,7 +23,7 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.gui import theme
-from labctl.gui.models.common import hhmm, local, tone_of
+from labctl.gui.models.common import hhmm, local, tone_of, zone_abbr
 from labctl.gui.models.runs import RunRow, TodayItem, today_html
 from labctl.gui.models.snapshot import Snapshot
 from labctl.gui.widgets import (
@@ -30,6 +31,7 @@ from labctl.gui.widgets import (
     FOREGROUND,
     TONE_ROLE,
     TOOLTIP,
+    URGENCY_ROLE,
     BadgeDelegate,
     RowsModel,
     button,
@@ -46,19 +48,29 @@ class TodayModel(RowsModel):
 
     COLUMNS = tuple(COLUMNS)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.now: datetime | None = None
+
     def cells(self, i: TodayItem) -> list[dict[int, object]]:  # type: ignore[override]
+        u = i.urgency(self.now) if self.now is not None else None
+        loud = u is not None and u.loud
         texts = [
             hhmm(i.when, i.timezone),
             i.run_name,
             i.plate,
             i.what,
-            "late" if i.late else i.state,
+            u.label if loud and u is not None else ("late" if i.late else i.state),
         ]
         out: list[dict[int, object]] = []
         for c, text in enumerate(texts):
             cell: dict[int, object] = {DISPLAY: text, TOOLTIP: i.detail or i.what}
             if c == 4:
-                cell[TONE_ROLE] = "holding" if i.late else tone_of(i.state)
+                # Late work: "⚠ LATE by 2 h 5 min" on vermillion; at risk: "◷ ends in 12
+                # min" on orange. Words and colour, never colour alone.
+                tone = u.tone if loud and u is not None else None
+                cell[TONE_ROLE] = tone or ("holding" if i.late else tone_of(i.state))
+                cell[URGENCY_ROLE] = u.level if u is not None else None
             if i.state in ("done", "skipped"):
                 cell[FOREGROUND] = QColor(theme.MUTED)
             out.append(cell)
@@ -81,6 +93,7 @@ class TodayView(QWidget):
         self._loaded: tuple[int, int] | None = None
         self._wanted = False
         self._rows_stale: list[TodayItem] | None = None
+        self._stale_now: datetime | None = None
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 10)
         top = QHBoxLayout()
@@ -120,7 +133,7 @@ class TodayView(QWidget):
         # Sizes are measured once per change of the rows (see set_snapshot), never on every
         # layout pass (ResizeToContents would measure every cell again and again).
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in ((0, 58), (1, 170), (2, 90), (4, 110)):
+        for col, width in ((0, 96), (1, 170), (2, 60), (4, 110)):
             hh.resizeSection(col, width)
         hh.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
         ll.addWidget(self.table, 1)
@@ -150,14 +163,20 @@ class TodayView(QWidget):
         self.run = run
         items = [i for i in snap.today if run is None or i.run_id == run.id]
         self.table.setColumnHidden(1, run is not None)  # one run: its name is in the title
-        if items != self.model.rows and (self.isVisible() or not self.model.rows):
+        minute = snap.now.replace(second=0, microsecond=0)
+        moved = minute != self.model.now  # "ends in 12 min" moves with the clock
+        if (items != self.model.rows or moved) and (self.isVisible() or not self.model.rows):
+            self.model.now = minute
             self.model.set_rows(items)
-        elif items != self.model.rows:
+            self._fit_state()
+        elif items != self.model.rows or moved:
             self._rows_stale = items  # filled in when the tab is shown
+            self._stale_now = minute
         self.empty.setVisible(not items)
         z = local(snap.now, run.timezone if run else "UTC")
         self.title.setText(
-            f"Today · {z:%A %d %B %Y}" + (f" · {run.name}, {run.day_text}" if run else "")
+            f"Today · {z:%A %d %B %Y} ({zone_abbr(z)})"
+            + (f" · {run.name}, {run.day_text}" if run else "")
         )
         if run is not None and run_changed:
             self.day.blockSignals(True)
@@ -166,6 +185,20 @@ class TodayView(QWidget):
             self._request()
         elif run is None:
             self.prep.setHtml("<p>Choose a run to see its prep sheets.</p>")
+
+    def _fit_state(self) -> None:
+        """Make the State column as wide as its longest badge ("⚠ LATE by 15 d 4 h"):
+        measured from the texts (cheap), not by laying out every cell."""
+        font = QFont(self.table.font())
+        font.setBold(True)
+        fm = QFontMetrics(font)
+        texts = {
+            str(self.model.data(self.model.index(r, 4)) or "") for r in range(self.model.rowCount())
+        }
+        widest = max((fm.horizontalAdvance(t) for t in texts), default=0)
+        hh = self.table.horizontalHeader()
+        if hh is not None:
+            hh.resizeSection(4, max(110, widest + 36))
 
     def _day_changed(self) -> None:
         self._request()
@@ -186,8 +219,10 @@ class TodayView(QWidget):
     def showEvent(self, e: Any) -> None:  # noqa: N802 - Qt's name
         super().showEvent(e)
         if self._rows_stale is not None:
+            self.model.now = self._stale_now
             self.model.set_rows(self._rows_stale)
             self._rows_stale = None
+            self._fit_state()
         if self._wanted:
             self._request()
 

@@ -182,6 +182,9 @@ class EngineStrip(QFrame):
         self.row.setSpacing(14)
         self.headline = QLabel("? ENGINE: reading the run database…")
         self.headline.setObjectName("engineHeadline")
+        # A long headline ("… since Sat 21 Nov 09:00 CET (15 d 4 h ago) …") wraps inside the
+        # window rather than widen it past the screen.
+        self.headline.setWordWrap(True)
         self.detail = QLabel("")
         self.detail.setObjectName("engineDetail")
         self.detail.setWordWrap(True)
@@ -195,8 +198,7 @@ class EngineStrip(QFrame):
         )
         self.confirm_button.clicked.connect(self.confirm)
         self.confirm_button.hide()
-        self.row.addWidget(self.headline)
-        self.row.addStretch(1)
+        self.row.addWidget(self.headline, 1)
         self.row.addWidget(self.confirm_button)
         self.col.addLayout(self.row)
         self.advice = QLabel("")
@@ -290,7 +292,7 @@ class EngineStrip(QFrame):
             self.row.removeWidget(self.detail)
             self.col.removeWidget(self.detail)
             if calm:
-                self.row.insertWidget(1, self.detail, 1)
+                self.row.insertWidget(1, self.detail, 3)
             else:
                 self.col.insertWidget(1, self.detail)
         # A dynamic property restyles only when the style sheet is applied again.

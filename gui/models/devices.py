@@ -94,6 +94,7 @@ class DeviceRow:
     last_error_at: datetime | None
     alarms: tuple[AlarmRow, ...]
     timezone: str
+    next_window_end: datetime | None = None  # the next job's task must start by then
 
 
 _ROLE_TEXT = {
@@ -135,6 +136,7 @@ def device_rows(
             mine.append(j)
             names[j.id] = d.run.name
     bar_of = {b.job_id: b for b in bars}
+    window_end = {b.task_id: b.window_end for b in bars if b.main}
     # Only the workcell's devices: alarms about a run, a plate or a task are not devices'.
     devices = set(roles) | {a.device for a in alarms if is_device(a.device)} | set(climate)
     waiting = {
@@ -196,6 +198,7 @@ def device_rows(
                 until=until,
                 next_job=f"{nxt.label} · {nxt.plate}" if nxt else None,
                 next_at=nxt.start if nxt else None,
+                next_window_end=window_end.get(nxt.task_id) if nxt else None,
                 climate=climate.get(name),
                 last_error=last[1] if last else None,
                 last_error_at=last[0] if last else None,

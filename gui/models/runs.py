@@ -234,6 +234,13 @@ class TodayItem:
     state: str
     late: bool
     timezone: str
+    window_end: datetime | None = None  # its task must start by then
+
+    def urgency(self, now: datetime) -> Urgency:
+        """How pressing it is at ``now`` (none once it is done or under way)."""
+        if self.state in TERMINAL_JOB_STATES or self.state == "running":
+            return NONE
+        return urgency(self.when, self.window_end, now)
 
 
 def today_items(d: RunData, run_bars_: Iterable[Bar], now: datetime) -> list[TodayItem]:
@@ -268,6 +275,7 @@ def today_items(d: RunData, run_bars_: Iterable[Bar], now: datetime) -> list[Tod
                 state=j.state,
                 late=late,
                 timezone=tz,
+                window_end=t.window_end if t is not None else None,
             )
         )
     return out
