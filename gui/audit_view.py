@@ -29,7 +29,7 @@ from PyQt6.QtWidgets import (
 
 from labctl.gui import theme
 from labctl.gui.models.audit import EventFilter, EventPage, EventRow, event_page
-from labctl.gui.models.common import local
+from labctl.gui.models.common import local, zone_abbr
 from labctl.gui.widgets import (
     ALIGN,
     DISPLAY,
@@ -39,6 +39,7 @@ from labctl.gui.widgets import (
     RowsModel,
     bold_font,
     button,
+    fit_headers,
     headers,
     label,
 )
@@ -173,7 +174,7 @@ class EventTableModel(RowsModel):
         d = local(e.time, self.tz)
         texts = [
             str(e.seq),
-            f"{d:%Y-%m-%d %H:%M:%S}" if d else "",
+            f"{d:%Y-%m-%d %H:%M:%S} {zone_abbr(d)}" if d else "",
             e.entity,
             "" if e.entity_id is None else str(e.entity_id),
             e.action,
@@ -259,10 +260,11 @@ class AuditView(QWidget):
         vh.setVisible(False)
         vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         vh.setDefaultSectionSize(26)
-        widths = [64, 150, 84, 50, 90, 170, 100, 260]
+        widths = [64, 190, 84, 50, 90, 170, 100, 260]
         for i, w in enumerate(widths):
             hh.resizeSection(i, w)
         hh.setStretchLastSection(True)
+        fit_headers(self.table)
         lay.addWidget(self.table, 1)
         self.status = label("", muted=True)
         lay.addWidget(self.status)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from PyQt6.QtCore import QDate, QDateTime, QRect, QSize, Qt, QTime, pyqtSignal
 from PyQt6.QtGui import (
@@ -49,7 +50,7 @@ from PyQt6.QtWidgets import (
 from labctl.clock import Clock
 from labctl.gui import theme
 from labctl.gui.auth import ConsoleUser
-from labctl.gui.models.common import ConsoleInputError, local
+from labctl.gui.models.common import ConsoleInputError, local, zone_abbr
 from labctl.gui.models.new_run import (
     NewRunRequest,
     ProtocolCheck,
@@ -59,6 +60,7 @@ from labctl.gui.models.new_run import (
     suggest_start_dates,
 )
 from labctl.gui.widgets import button, headers, label
+from labctl.gui.workcell_chooser import WorkcellChooser
 
 Call = Callable[..., int]
 COMMON_ZONES = [
@@ -220,8 +222,13 @@ class NewRunDialog(QDialog):
         self.plates.setRange(1, 24)
         self.plates.setValue(6)
         self.start = QDateTimeEdit()
-        self.start.setDisplayFormat("ddd yyyy-MM-dd HH:mm")
+        # Digits only: a weekday section ("ddd") swallows typed digits and garbles the date.
+        # The weekday and zone are said beside it (start_note).
+        self.start.setDisplayFormat("yyyy-MM-dd HH:mm")
         self.start.setCalendarPopup(True)
+        self.start.setObjectName("start")
+        self.start_note = label("", muted=True)
+        self.start_note.setObjectName("startNote")
         z = local(clock.now(), timezone)
         assert z is not None
         tomorrow = z.date() + timedelta(days=1)
@@ -232,6 +239,10 @@ class NewRunDialog(QDialog):
         self.tz.setEditable(True)
         self.tz.addItems(([timezone] if timezone not in COMMON_ZONES else []) + COMMON_ZONES)
         self.tz.setCurrentText(timezone)
+        self.workcell = WorkcellChooser(call)
+        start_row = QHBoxLayout()
+        start_row.addWidget(self.start)
+        start_row.addWidget(self.start_note, 1)
         self.params = QTableWidget(0, 3)
         self.params.setHorizontalHeaderLabels(["Parameter", "Value", "Allowed"])
         hh, vh = headers(self.params)
@@ -251,7 +262,8 @@ class NewRunDialog(QDialog):
         self.reason.setPlaceholderText("Batch / note for the audit trail")
         form.addRow("Name", self.name)
         form.addRow("Plates", self.plates)
-        form.addRow("Day 0 starts", self.start)
+        form.addRow("Workcell", self.workcell)
+        form.addRow("Day 0 starts", start_row)
         form.addRow("Time zone", self.tz)
         form.addRow("Parameters", self.params)
         form.addRow(self.suggest_button)
@@ -274,6 +286,10 @@ class NewRunDialog(QDialog):
         buttons.addWidget(self.register_button)
         lay.addLayout(buttons)
         self.browse.clicked.connect(self._browse)
+        self.workcell.changed.connect(self._workcell_changed)
+        self.start.dateTimeChanged.connect(self._note_start)
+        self.tz.currentTextChanged.connect(self._note_start)
+        self._note_start()
         self.validate_button.clicked.connect(self.validate)
         self.path.returnPressed.connect(self.validate)
         self.problems.itemClicked.connect(self._jump)
@@ -284,6 +300,31 @@ class NewRunDialog(QDialog):
         # Enter in a field never cancels (issue 16); in the file name it validates.
         for b in self.findChildren(QPushButton):
             b.setAutoDefault(False)
+
+    # --- the workcell and the start -------------------------------------------------------
+
+    def _workcell_changed(self) -> None:
+        wc = self.workcell.chosen()
+        if wc is not None and wc.ok:
+            self.tz.setCurrentText(wc.timezone)  # the run's days follow the workcell's clock
+        self._enable_register()
+
+    def _enable_register(self) -> None:
+        self.register_button.setEnabled(
+            self.check is not None and self.check.ok and self.workcell.ok()
+        )
+
+    def _note_start(self) -> None:
+        """Say the typed start in words, with its weekday and zone: "Mon 14 Dec 2026 09:00
+        CET (Europe/Stockholm)", or why the zone is not one."""
+        tz = self.tz.currentText().strip() or "UTC"
+        try:
+            z = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            self.start_note.setText(f"✕ unknown time zone '{tz}'")
+            return
+        when = self.start_time().replace(tzinfo=z)
+        self.start_note.setText(f"{when:%a %d %b %Y %H:%M} {zone_abbr(when)} ({tz})")
 
     # --- validating -------------------------------------------------------------------------
 
@@ -350,7 +391,7 @@ class NewRunDialog(QDialog):
             self.params.setItem(i, 0, name)
             self.params.setItem(i, 1, value)
             self.params.setItem(i, 2, allowed)
-        self.register_button.setEnabled(check.ok)
+        self._enable_register()
 
     def _failed(self, message: str) -> None:
         self.verdict.setText(f"<span style='color:{theme.VERMILLION}'><b>✕ {message}</b></span>")
@@ -387,6 +428,9 @@ class NewRunDialog(QDialog):
     def request(self) -> NewRunRequest:
         if self.check is None or not self.check.ok:
             raise ConsoleInputError("validate a protocol without errors first")
+        if not self.workcell.ok():
+            raise ConsoleInputError(f"the workcell file cannot be used: {self.workcell.error()}")
+        wc = self.workcell.chosen()
         return NewRunRequest(
             file=self.check.file,
             text=self.check.text,
@@ -396,6 +440,8 @@ class NewRunDialog(QDialog):
             timezone=self.tz.currentText().strip() or "UTC",
             parameters=self.parameters(),
             reason=self.reason.text(),
+            workcell_file=wc.file if wc is not None else "",
+            workcell_text=wc.text if wc is not None else "",
         )
 
     def suggest(self) -> None:
@@ -405,11 +451,20 @@ class NewRunDialog(QDialog):
         plates, params, tz = self.plates.value(), self.parameters(), self.tz.currentText().strip()
         first = self.start_time().date()
         at = self.start_time().time()
+        wc = self.workcell.chosen()
+        hours = wc.operator_hours if wc is not None and wc.ok else None
         self.suggestions.clear()
         self.suggestions.addItem("Ranking the next 14 start dates…")
         self.call(
             lambda _s: suggest_start_dates(
-                text, file, plates=plates, parameters=params, timezone=tz, first=first, at=at
+                text,
+                file,
+                plates=plates,
+                parameters=params,
+                timezone=tz,
+                first=first,
+                at=at,
+                operator_hours=hours,
             ),
             self.set_suggestions,
             self._suggest_failed,

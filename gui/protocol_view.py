@@ -29,6 +29,7 @@ from labctl.gui.widgets import (
     TOOLTIP,
     RowsModel,
     bold_font,
+    fit_headers,
     headers,
     label,
 )
@@ -41,10 +42,17 @@ COLUMNS = [
     "Kind",
     "Task",
     "Medium",
-    "Factors in the fresh medium",
-    "In the well after (effective)",
-    "Well volume",
+    "Factors (fresh)",
+    "In the well",
+    "Volume",
 ]
+#: What the short column headers mean (their tooltips).
+HEADER_TIPS = {
+    3: "When the task may start: its window, in the run's zone",
+    7: "Factors in the fresh medium",
+    8: "What the cells receive: the factors in the well after the change (effective)",
+    9: "The volume in each well after the task",
+}
 
 
 class PlanModel(RowsModel):
@@ -113,11 +121,12 @@ class ProtocolView(QWidget):
         hh, vh = headers(self.table)
         vh.setVisible(False)
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        for col, width in enumerate((48, 96, 56, 104, 70, 240, 230, 0, 0, 70)):
+        for col, width in enumerate((48, 96, 56, 104, 70, 220, 210, 0, 0, 70)):
             if width:
                 hh.resizeSection(col, width)
         for col in (7, 8):
             hh.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
+        fit_headers(self.table, HEADER_TIPS)
         self.tabs.addTab(self.table, "Plan, day by day")
         diag = QWidget()
         dl = QVBoxLayout(diag)

@@ -35,6 +35,7 @@ from labctl.gui.widgets import (
     BadgeDelegate,
     RowsModel,
     button,
+    fit_headers,
     headers,
     label,
 )
@@ -136,6 +137,7 @@ class TodayView(QWidget):
         for col, width in ((0, 96), (1, 170), (2, 60), (4, 110)):
             hh.resizeSection(col, width)
         hh.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        fit_headers(self.table)
         ll.addWidget(self.table, 1)
         self.empty = label("No manual tasks today.", muted=True)
         ll.addWidget(self.empty)

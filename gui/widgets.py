@@ -349,3 +349,25 @@ def bold_font() -> QFont:
     f = QFont()
     f.setBold(True)
     return f
+
+
+def fit_headers(table: QTableView, tips: dict[int, str] | None = None) -> None:
+    """Make every column of ``table`` at least as wide as its header's words (bold, with the
+    style's padding), so no header is cut; ``tips`` gives a header its full meaning as a
+    tooltip where the words are short. Stretched columns keep stretching."""
+    hh, _ = headers(table)
+    model = table.model()
+    if model is None:
+        return
+    font = QFont(hh.font())
+    font.setBold(True)
+    fm = QFontMetrics(font)
+    for col in range(model.columnCount()):
+        text = str(model.headerData(col, Qt.Orientation.Horizontal) or "")
+        need = fm.horizontalAdvance(text) + 28
+        if hh.sectionSize(col) < need:
+            hh.resizeSection(col, need)
+        tip = (tips or {}).get(col)
+        if tip:
+            model.setHeaderData(col, Qt.Orientation.Horizontal, tip, TOOLTIP)
+    hh.setMinimumSectionSize(min(60, hh.minimumSectionSize()))

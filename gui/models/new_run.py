@@ -90,6 +90,50 @@ class NewRunRequest:
     timezone: str
     parameters: Mapping[str, str]
     reason: str = ""
+    workcell_file: str = ""  # "": the simulated workcell
+    workcell_text: str = ""  # the workcell file's text as validated
+
+
+@dataclass(frozen=True)
+class WorkcellCheck:
+    """A workcell file read and validated for the new-run dialog: its name, zone, devices
+    and operator hours (``error`` says what is wrong, with file:line:col, when it is not)."""
+
+    file: str
+    text: str
+    name: str = ""
+    timezone: str = ""
+    devices: tuple[str, ...] = ()
+    operator_hours: Mapping[int, tuple[time, time]] | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def check_workcell(path: str) -> WorkcellCheck:
+    """Read and validate the workcell file at ``path`` (never raises for a bad file)."""
+    from labctl.errors import LabctlError
+    from labctl.workcell import parse_workcell
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        return WorkcellCheck(path, "", error=f"cannot read {path}: {exc.strerror or exc}")
+    try:
+        wc = parse_workcell(text, path)
+    except LabctlError as exc:
+        return WorkcellCheck(path, text, error=exc.user_message())
+    return WorkcellCheck(
+        path,
+        text,
+        name=wc.name,
+        timezone=wc.timezone,
+        devices=tuple(wc.devices),
+        operator_hours=dict(wc.operator_hours) or None,
+    )
 
 
 #: Operator hours used to rank start dates when no workcell file gives them: weekdays
@@ -107,10 +151,10 @@ class StartSuggestion:
     note: str
 
 
-def _load_ok(text: str, file: str) -> Any:
+def _load_ok(text: str, file: str, workcell: Any = None) -> Any:
     from labctl.validate import load_text
 
-    res = load_text(text, file)
+    res = load_text(text, file, workcell=workcell)
     if not res.ok or res.protocol is None:
         raise ProtocolError(res.diagnostics)
     return res.protocol
@@ -170,7 +214,8 @@ def suggest_start_dates(
 def register_new_run(
     store: Store, clock: Clock, req: NewRunRequest, *, who: ConsoleUser, now: datetime
 ) -> int:
-    """Register the run (labctl.engine.register_run on the simulated workcell roles) as
+    """Register the run (labctl.engine.register_run on the chosen workcell file's roles, else
+    the simulated workcell's, the protocol checked against that workcell) as
     ``who`` and queue its ``start`` command for the engine. Returns the run id.
 
     As ``labctl run``: ``who`` must be allowed to register a run (AuthError,
@@ -185,7 +230,12 @@ def register_new_run(
     if not 1 <= req.plates <= 96:
         raise ConsoleInputError(f"plates must be between 1 and 96, not {req.plates}")
     authorize(store, who, Action.REGISTER_RUN, None, now=now)
-    proto = _load_ok(req.text, req.file)
+    wc = None
+    if req.workcell_text:
+        from labctl.workcell import parse_workcell
+
+        wc = parse_workcell(req.workcell_text, req.workcell_file)
+    proto = _load_ok(req.text, req.file, wc)
     require_released(store, proto.id, proto.version, req.text, req.file)
     plan = resolve(
         proto, dict(req.parameters), plates=req.plates, start=req.start, timezone=req.timezone
@@ -207,18 +257,30 @@ def _register(
     actor: str,
 ) -> int:
     from labctl.engine import register_run
-    from labctl.jobs import WorkcellRoles
+    from labctl.jobs import WorkcellRoles, climates
 
+    wc_name, operators = "simulated", None
+    roles = WorkcellRoles.simulated(labels)
+    if req.workcell_text:
+        # As labctl run --workcell: the plates get incubator slots no unfinished run holds.
+        from labctl.cli.run_cmds import slots_in_use
+        from labctl.workcell import parse_workcell
+
+        wc = parse_workcell(req.workcell_text, req.workcell_file)
+        taken = {d.name: slots_in_use(store, d.name) for d in wc.incubators()}
+        roles = WorkcellRoles.from_workcell(wc, labels, taken_in=taken, climates=climates(plan))
+        wc_name, operators = wc.name, wc.operator_calendar()
     run_id = register_run(
         store,
         clock,
         proto,
         plan,
-        WorkcellRoles.simulated(labels),
+        roles,
         name=name,
-        workcell_name="simulated",
-        workcell_text="",
+        workcell_name=wc_name,
+        workcell_text=req.workcell_text,
         actor=actor,
+        operators=operators,
     )
     store.insert_command(
         "start",
