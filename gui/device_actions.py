@@ -126,10 +126,9 @@ class DeviceActionDialog(QDialog):
             for box in (self.source, self.destination):
                 box.clear()
                 box.addItems(stations)
-        for w in (self.slot,):
-            self.form.setRowVisible(w, kind == "incubator")
-        for w in (self.source, self.destination, self.plate):
-            self.form.setRowVisible(w, kind == "mover")
+        self.form.setRowVisible(self.slot, kind == "incubator")
+        for field in (self.source, self.destination, self.plate):
+            self.form.setRowVisible(field, kind == "mover")
 
     def args(self) -> dict[str, Any]:
         """The command's args from the fields."""

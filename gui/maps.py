@@ -220,6 +220,6 @@ def attach_maps(win: Any) -> MapsView:
     win.access.changed.connect(permit)
     permit()
     view.actions_button.clicked.connect(actions.open)
-    win.maps_view = view  # type: ignore[attr-defined]  # tests and tools reach it by name
-    win.device_actions = actions  # type: ignore[attr-defined]
+    win.maps_view = view  # tests and tools reach it by name
+    win.device_actions = actions
     return view

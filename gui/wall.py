@@ -212,5 +212,5 @@ def attach_wall(win: Any) -> None:
         a.setStatusTip("The day's work across every run, in large type, for a screen on the wall")
         a.triggered.connect(open_wall)
     _CloseWith(win, walls)
-    win.open_wall = open_wall  # type: ignore[attr-defined]  # tests and tools reach it
-    win.walls = walls  # type: ignore[attr-defined]
+    win.open_wall = open_wall  # tests and tools reach it
+    win.walls = walls

@@ -324,10 +324,19 @@ class RowsModel(QStandardItemModel):
         for r in self.rows:
             self.appendRow(self._items(r))
 
-    def append_rows(self, rows: Sequence[object]) -> None:
+    def prepare(self, rows: Sequence[object]) -> list[list[QStandardItem]]:
+        """The items of ``rows``, made on any thread (items belong to no model yet): the
+        worker makes a page's items, the GUI thread only appends them."""
+        return [self._items(r) for r in rows]
+
+    def append_rows(
+        self, rows: Sequence[object], items: Sequence[list[QStandardItem]] | None = None
+    ) -> None:
+        """Append ``rows`` (with their ``items`` if :meth:`prepare` made them)."""
         self.rows.extend(rows)
-        for r in rows:
-            self.appendRow(self._items(r))
+        made = list(items) if items is not None else [self._items(r) for r in rows]
+        for row_items in made:
+            self.appendRow(row_items)
 
     def prepend_rows(self, rows: Sequence[object]) -> None:
         """Put ``rows`` on top, in the order given."""
