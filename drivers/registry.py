@@ -529,6 +529,8 @@ def _check_one(dev: WorkcellDevice, store: Store | None, clock: Clock) -> Device
         if dev.driver == "operator":
             n = len(store.open_prompts()) if store is not None else 0
             return DeviceCheck(dev.name, dev.driver, True, f"{n} prompt(s) pending", "")
+        if dev.driver == "pf400":
+            return _check_arm(dev, clock)
         if dev.driver in SIM_DRIVERS:
             return DeviceCheck(
                 dev.name, dev.driver, True, "simulated", "started by `labctl simulate`"
@@ -540,6 +542,24 @@ def _check_one(dev: WorkcellDevice, store: Store | None, clock: Clock) -> Device
         return DeviceCheck(dev.name, dev.driver, False, "bad settings", str(exc))
     except LabctlError as exc:
         return DeviceCheck(dev.name, dev.driver, False, "unreachable", exc.user_message())
+
+
+def _check_arm(dev: WorkcellDevice, clock: Clock) -> DeviceCheck:
+    """A PF400: one ``sysState`` query (the arm does not move): answering, e-stop, power."""
+    from .pf400 import PF400Arm
+
+    arm = _build_pf400(dev, None, clock)  # type: ignore[arg-type] # the arm keeps no store
+    assert isinstance(arm, PF400Arm)
+    try:
+        alarms = arm.alarms()
+    finally:
+        arm.close()
+    if any(a.code == "offline" for a in alarms):
+        return DeviceCheck(dev.name, dev.driver, False, "unreachable", alarms[0].message)
+    if any(a.code == "estop" for a in alarms):
+        return DeviceCheck(dev.name, dev.driver, False, "e-stop engaged", alarms[0].message)
+    words = "; ".join(a.message for a in alarms) or "answers; no e-stop"
+    return DeviceCheck(dev.name, dev.driver, True, "ready", words)
 
 
 def _check_opentrons(dev: WorkcellDevice, clock: Clock) -> DeviceCheck:

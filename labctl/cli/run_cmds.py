@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 from pathlib import Path
 from types import FrameType
 
@@ -195,11 +196,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
             config=DaemonConfig(pace=pace),
             pager=pager,
         )
-        if pager is not None:
-            out(f"paging: {pager.describe()}")
-        out(
-            f"engine on {path} with devices {', '.join(devices)}; Ctrl-C stops it (runs stay as they are)"
-        )
+        # SIGTERM stops it as Ctrl-C does from before the banner: a stop sent as soon as the
+        # banner shows (a service manager, a test) ends it cleanly, not by the signal.
         signal.signal(signal.SIGTERM, _on_sigterm)
         steps = [0]
 
@@ -208,7 +206,16 @@ def cmd_engine(args: argparse.Namespace) -> int:
             return bool(args.once) and steps[0] > 1
 
         try:
+            if pager is not None:
+                out(f"paging: {pager.describe()}")
+            out(
+                f"engine on {path} with devices {', '.join(devices)}; Ctrl-C stops it (runs "
+                "stay as they are)"
+            )
+            sys.stdout.flush()  # a log file or a pipe (a service manager) sees it at once
             reason = daemon.serve(once)
+        except KeyboardInterrupt:  # before serve() took over its own Ctrl-C
+            reason = "stopped by the operator (Ctrl-C or SIGTERM) as it started"
         except EngineBusy as exc:
             err(f"labctl: error: {exc}")
             return EXIT_INVALID
