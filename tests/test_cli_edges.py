@@ -341,6 +341,14 @@ def test_run_and_status_count_tasks_the_same_way(
     assert "  tasks: 6 pending of 6 tasks (3 per plate x 2 plates)" in out.splitlines()
 
 
+def test_plan_counts_tasks_as_run_does(capsys: pytest.CaptureFixture[str], proto: Path) -> None:
+    code, out, _ = run(capsys, "plan", proto, "--plates", 2, "--start", "2026-12-01")
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        "6 tasks (3 per plate x 2 plates, of which 3 feeds) from day 0 to day 2."
+    )
+
+
 def test_alarm_lines_say_their_subject_once(
     capsys: pytest.CaptureFixture[str], practice: Path
 ) -> None:

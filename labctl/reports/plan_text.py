@@ -76,8 +76,11 @@ def render_plan(plan: Plan, *, show_well: bool = False) -> str:
         if show_well:
             lines.append(f"{'':>4}  {'':<10} {'':<5}  {'  in the well after:':<46} {well_text(t)}")
     feeds = len(plan.feeds())
+    # Counted as labctl run and labctl status count them: one task per plate.
+    n, p = len(plan.tasks), plan.plates
+    per = f"{n * p} tasks ({n} per plate x {p} plates" if p > 1 else f"{n} tasks (1 plate"
     lines += [
         "",
-        f"{len(plan.tasks)} tasks ({feeds} feeds) from day {plan.first_day} to day {plan.last_day}.",
+        f"{per}, of which {feeds} feeds) from day {plan.first_day} to day {plan.last_day}.",
     ]
     return "\n".join(lines)
