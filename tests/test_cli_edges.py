@@ -372,6 +372,9 @@ def test_alarm_lines_say_their_subject_once(
         "ALARM [door] inc-sim: the device door is open: close it",
     ]
     assert alarm_line("climate", "inc-sim", "inc-sim: CO2 7.6 %") == "[climate] inc-sim: CO2 7.6 %"
+    assert alarm_line("held", "engine", "the engine starts nothing: x") == (
+        "[held] the engine starts nothing: x"
+    )
 
 
 def test_a_verdict_is_said_in_words() -> None:

@@ -157,7 +157,7 @@ def alarm_line(code: str, subject: str | None, message: str) -> str:
     """'[door] inc-sim: the door is open': an alarm's subject said once (the engine's
     messages often begin with it already: 'run 1 ... is on hold', 'plate P1 has been out')."""
     subject = (subject or "").strip()
-    said = not subject or message.startswith(subject)
+    said = not subject or message.startswith((subject, f"the {subject}"))
     return f"[{code}] {message}" if said else f"[{code}] {subject}: {message}"
 
 
