@@ -18,6 +18,8 @@ import pytest
 
 from labctl.cli.main import EXIT_CODES, build_parser, main
 
+ROOT = Path(__file__).resolve().parents[1]
+
 SMALL = """\
 labctl: 1
 id: edge-small
@@ -114,7 +116,7 @@ def test_help_prints_one_exit_code_table(capsys: pytest.CaptureFixture[str]) -> 
         ["audit", "verify"],
         ["report", "1", "-o", "r.html"],
         ["whoami"],
-        ["engine", "--once"],
+        ["engine", "--once", "--workcell", str(ROOT / "docs" / "examples" / "hypoxic-bay.yaml")],
     ],
 )
 def test_a_missing_database_is_a_clear_error_and_is_not_made(
@@ -249,6 +251,32 @@ def test_a_wrong_value_is_invalid_input_said_at_once(
     code, out, err = run(capsys, *argv, "--db", practice, *extra)
     assert code == 1, (out, err)
     assert says in one_error_line(err) and "queued" not in out
+
+
+def test_the_engine_without_a_workcell_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], practice: Path
+) -> None:
+    code, _, err = run(capsys, "engine", "--db", practice, "--once")
+    assert code == 2
+    assert one_error_line(err).startswith("labctl: error: labctl engine needs --workcell FILE")
+
+
+def test_the_console_without_a_display_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from labctl import plugins
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("a display is a Linux variable")
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    opened: list[str] = []
+    monkeypatch.setattr(plugins, "load", lambda name: opened.append(name))
+    code, _, err = run(capsys, "console")
+    assert code == 1 and opened == []  # Qt never started: it would abort (exit 134)
+    assert "the console is a window and there is no display here" in one_error_line(err)
 
 
 def test_a_right_command_with_no_engine_waits_on_it(

@@ -18,6 +18,7 @@ from labctl.cli import auth
 from labctl.cli.common import (
     EXIT_INVALID,
     EXIT_OK,
+    UsageError,
     add_db_options,
     check_db_path,
     db_path,
@@ -166,8 +167,14 @@ def cmd_engine(args: argparse.Namespace) -> int:
     from labctl.engine.presence import EngineBusy
     from labctl.plugins import load
 
+    if not args.workcell:
+        raise UsageError(
+            "labctl engine needs --workcell FILE: the workcell whose devices it drives (a "
+            "practice one: the workcell.yaml labctl simulators up writes; a dry run on "
+            "simulated devices: labctl simulate)"
+        )
     build_devices = load("build_devices")  # the drivers layer builds devices by name
-    wc = read_workcell(args.workcell) if args.workcell else None
+    wc = read_workcell(args.workcell)
     store, path = open_store(args)
     clock = store.clock  # real time, or the practice database's paced time
     with store:
@@ -236,8 +243,22 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The Qt operator console (a client of the run database)."""
+    import os
+    import sys
+
     from labctl.plugins import load
 
+    if (
+        sys.platform.startswith("linux")
+        and not os.environ.get("QT_QPA_PLATFORM")
+        and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    ):
+        # Qt would abort the process (exit 134) with a page about platform plugins.
+        err(
+            "labctl: error: the console is a window and there is no display here ($DISPLAY "
+            "and $WAYLAND_DISPLAY are unset): run it on the workcell's screen, or over ssh -X"
+        )
+        return EXIT_INVALID
     return int(load("console")(args.db))
 
 
@@ -323,7 +344,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "engine", help="the engine daemon: carries out the runs of a database on a workcell"
     )
-    p.add_argument("--workcell", help="workcell YAML file")
+    p.add_argument("--workcell", help="workcell YAML file (required: the devices it drives)")
     p.add_argument("--once", action="store_true", help="one pass of the loop, then exit")
     add_db_options(p)
     p.set_defaults(func=cmd_engine)
