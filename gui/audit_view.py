@@ -40,6 +40,7 @@ from labctl.gui.widgets import (
     RowsModel,
     bold_font,
     button,
+    cut_by_window,
     fit_headers,
     headers,
     label,
@@ -226,7 +227,7 @@ class AuditView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 10)
         top = QHBoxLayout()
-        self.title = label("Audit trail", heading=True)
+        self.title = cut_by_window(label("Audit trail", heading=True))
         top.addWidget(self.title)
         top.addStretch(1)
         self.verify_button = button("Verify chain")

@@ -55,5 +55,8 @@ def attach_header(win: Any) -> WorkcellClock:
         win.engine_strip.tick(win.wall.now(), zone)
 
     win.clock_timer.timeout.connect(tick)
+    # Right after each reading (connected after the window's own slot): the strip shows it
+    # in the workcell's zone and aged to now at once, not a second later.
+    win.poller.snapshot.connect(lambda _snap: tick())
     tick()
     return clock

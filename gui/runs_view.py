@@ -251,6 +251,22 @@ class RunsView(QWidget):
                 self.run_selected.emit(rid)
 
 
+#: More plates than this are shown one badge per state ("22 active"), not one per plate:
+#: two dozen badges in a row would push the window past the screen.
+PLATE_BADGES = 8
+
+
+def plate_badges(states: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(badge text, state, tooltip) for a run's plates: ``"P1 active"`` each while few,
+    else ``"22 active"`` per state with the plates named in the tooltip."""
+    if len(states) <= PLATE_BADGES:
+        return [(f"{p} {s}", s, f"plate {p}: {s}") for p, s in states]
+    by_state: dict[str, list[str]] = {}
+    for p, s in states:
+        by_state.setdefault(s, []).append(p)
+    return [(f"{len(ps)} {s}", s, f"{s}: {', '.join(ps)}") for s, ps in by_state.items()]
+
+
 def _short(text: str, n: int = 48) -> str:
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
@@ -336,10 +352,9 @@ class RunDetails(QFrame):
             f"Day 0 {day0:%a %d %b %Y %H:%M} {zone_abbr(day0)} ({r.timezone}) · {r.day_text} · "
             f"parameters: {r.parameters} · {len(r.plates)} plate(s)"
         )
-        for label_, state in r.plate_states:
-            b = Badge(
-                f"{label_} {state}", "paused" if state == "paused" else "ok" if r.active else "idle"
-            )
+        for text, state, who in plate_badges(r.plate_states):
+            b = Badge(text, "paused" if state == "paused" else "ok" if r.active else "idle")
+            b.setToolTip(who)
             self.badges.append(b)
             self.plates_row.insertWidget(len(self.badges) - 1, b)
         rows = "".join(

@@ -21,6 +21,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QScrollArea,
+    QSizePolicy,
     QToolTip,
     QVBoxLayout,
     QWidget,
@@ -178,6 +179,8 @@ class TimelineView(QWidget):
         lay.setContentsMargins(12, 10, 12, 10)
         top = QHBoxLayout()
         self.title = label("Timeline", heading=True)
+        # A long run name is cut by the window, never widens it (the tooltip has it whole).
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         top.addWidget(self.title)
         top.addStretch(1)
         self.span = QComboBox()
@@ -281,4 +284,5 @@ class TimelineView(QWidget):
         if run is not None and run.never_started and not self.all_runs.isChecked():
             scope += " (not started: nothing of it will be carried out)"
         self.title.setText(f"Timeline · {scope}")
+        self.title.setToolTip(self.title.text())
         self.canvas.set_data(shown, start, end, tz, day_of)

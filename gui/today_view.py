@@ -35,6 +35,7 @@ from labctl.gui.widgets import (
     BadgeDelegate,
     RowsModel,
     button,
+    cut_by_window,
     fit_headers,
     headers,
     label,
@@ -98,7 +99,7 @@ class TodayView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(12, 10, 12, 10)
         top = QHBoxLayout()
-        self.title = label("Today", heading=True)
+        self.title = cut_by_window(label("Today", heading=True))
         top.addWidget(self.title)
         top.addStretch(1)
         top.addWidget(label("Prep sheets for protocol day", muted=True))

@@ -271,6 +271,13 @@ def label(
     return w
 
 
+def cut_by_window(w: QLabel) -> QLabel:
+    """Let the window cut ``w`` rather than grow for it (a title with a run's name, a long
+    detail): the window must fit a 1600 x 900 screen whatever the names are."""
+    w.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+    return w
+
+
 def button(text: str, role: str = "") -> QPushButton:
     b = QPushButton(text)
     if role:

@@ -94,18 +94,15 @@ def test_runs_view(win: MainWindow, sim: Sim) -> None:
     model = win.runs_view.model
     assert model.rowCount() == 1
     row = [model.data(model.index(0, c)) for c in range(model.columnCount())]
-    assert row[:5] == [
-        "Kriks DA batch 2x6w  ·  #1",
-        "kriks2011-da v1.0.0",
-        "day 12 of 25",
-        "running",
-        "2",
-    ]
-    assert row[5] == "Feed: full change, 2 mL/well · P1"
+    assert row[:3] == ["Kriks DA batch 2x6w  ·  #1", "day 12 of 25", "running"]
+    assert row[3] == "Feed: full change, 2 mL/well · P1"
     (active,) = sim.store.tasks(sim.world.run_id, state="active")
-    assert row[6] == m.hhmm(active.actual_start, TZ)
-    assert row[7] == "⚠ 1" and row[8] == "● 1"
-    assert model.data(model.index(0, 3), Qt.ItemDataRole.UserRole + 1) == "running"
+    assert row[4] == m.hhmm(active.actual_start, TZ)  # with its zone: "08:57 CET"
+    assert row[4].endswith(" CET")
+    assert row[5] == "▶ under way"
+    assert row[6] == "⚠ 1  ● 1"  # an alarm and a prompt need the operator
+    assert model.data(model.index(0, 2), Qt.ItemDataRole.UserRole + 1) == "running"
+    assert "kriks2011-da v1.0.0" in model.data(model.index(0, 0), Qt.ItemDataRole.ToolTipRole)
     assert win.run_id == sim.world.run_id
     assert win.strip.name.text() == "Kriks DA batch 2x6w"
     assert win.strip.badge.text() == "▶ running"  # a symbol and a word, not colour alone
@@ -113,7 +110,10 @@ def test_runs_view(win: MainWindow, sim: Sim) -> None:
 
 def test_alarm_banner_until_acknowledged(qtbot, win: MainWindow, sim: Sim) -> None:  # noqa: ANN001
     assert win.banner.isVisible()
-    assert "ALARM · co2-low" in win.banner.text.text()
+    # In words, with its date (today: the time) and zone; the code is the tooltip's.
+    text = win.banner.text.text()
+    assert text.startswith("ALARM · inc-sim: CO2 4.1 % below its 5.0 % setpoint")
+    assert text.endswith("· raised 09:10 CET") and "co2-low" in win.banner.text.toolTip()
     win.banner.ack.click()
     dlg = win.last_dialog
     qtbot.waitUntil(dlg.isVisible)
@@ -601,7 +601,9 @@ def test_engine_strip_says_whether_an_engine_runs(
     strip = win.engine_strip
     # No engine ever ran on the test's database: loud, in words as well as colour.
     assert strip.isVisible() and strip.loud and strip.level == "down"
-    assert strip.headline.text() == "✕ ENGINE NOT RUNNING: runs are not being carried out"
+    assert strip.headline.text() == (
+        "✕ ENGINE NOT RUNNING (none has ever run on this database): runs are not being carried out"
+    )
     assert "no engine has run on this database yet" in strip.detail.text()
     assert "labctl engine" in strip.advice.text() and strip.advice.isVisible()
     assert not strip.confirm_button.isVisible()
@@ -609,11 +611,15 @@ def test_engine_strip_says_whether_an_engine_runs(
     try:
         qtbot.waitUntil(lambda: strip.level == "running", timeout=10_000)
         assert not strip.loud and not strip.advice.isVisible()
-        assert strip.text() == "▶ ENGINE RUNNING · engine 4242 on bay-pc running, seen 0 s ago"
+        assert strip.text() == (
+            "▶ ENGINE RUNNING · engine 4242 on bay-pc running, seen 0 s ago · last heartbeat "
+            "09:00:00 CET (0 s ago)"
+        )
         wall.advance(4)
         daemon.beat(wall.now())
         wall.advance(3)
-        qtbot.waitUntil(lambda: strip.detail.text().endswith("seen 3 s ago"), timeout=10_000)
+        qtbot.waitUntil(lambda: "seen 3 s ago" in strip.detail.text(), timeout=10_000)
+        assert "last heartbeat 09:00:04 CET" in strip.detail.text()
         # With an engine running, a command waits for its verdict rather than queueing.
         dlg = win.control("pause")
         dlg.reason.setText("plates to the microscope")
@@ -626,13 +632,14 @@ def test_engine_strip_says_whether_an_engine_runs(
         # The heartbeat stops: three beats later the strip turns loud, on every tab.
         wall.advance(30)
         qtbot.waitUntil(lambda: strip.level == "stale", timeout=10_000)
-        assert strip.loud and "NOT RESPONDING" in strip.headline.text()
-        assert "has not beaten for 33 s: stuck?" in strip.detail.text()
+        assert strip.loud and "NOT RESPONDING since 09:00 CET" in strip.headline.text()
+        qtbot.waitUntil(lambda: "has not beaten for 33 s: stuck?" in strip.detail.text())
         for tab in range(6):
             win.show_tab(tab)
             assert strip.isVisible()
         daemon.stop(wall.now(), "storage error, nothing more dispatched: disk full")
         qtbot.waitUntil(lambda: strip.level == "down", timeout=10_000)
+        assert strip.headline.text().startswith("✕ ENGINE NOT RUNNING since 09:00 CET")
         assert strip.detail.text() == (
             "engine NOT running since 2026-12-13 08:00:37 UTC: storage error, nothing more "
             "dispatched: disk full"

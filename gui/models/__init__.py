@@ -26,6 +26,12 @@ public names for scripts, benches and tests (``from labctl.gui import models as 
 
 from __future__ import annotations
 
+from labctl.gui.models.alarms import (
+    alarm_sentence,
+    plain_words,
+    severity_word,
+    worst_first,
+)
 from labctl.gui.models.audit import (
     EventFilter,
     EventPage,
@@ -79,8 +85,17 @@ from labctl.gui.models.common import (
     tone_of,
     tzinfo,
     when_text,
+    workcell_zone,
+    zone_abbr,
 )
-from labctl.gui.models.devices import AlarmRow, ClimateReading, DeviceRow, climate_of, device_rows
+from labctl.gui.models.devices import (
+    AlarmRow,
+    ClimateReading,
+    DeviceRow,
+    climate_of,
+    device_rows,
+    is_device,
+)
 from labctl.gui.models.engine import EngineView, engine_view, training_view
 from labctl.gui.models.new_run import (
     DEFAULT_OPERATOR_HOURS,
@@ -88,7 +103,9 @@ from labctl.gui.models.new_run import (
     ParamInfo,
     ProtocolCheck,
     StartSuggestion,
+    WorkcellCheck,
     check_protocol_text,
+    check_workcell,
     register_new_run,
     suggest_start_dates,
 )
@@ -115,10 +132,23 @@ from labctl.gui.models.protocol import (
 from labctl.gui.models.runs import RunRow, TodayItem, protocol_day, run_row, today_html, today_items
 from labctl.gui.models.snapshot import Snapshot, SnapshotLoader
 from labctl.gui.models.timeline import Bar, Lane, lanes, run_bars
+from labctl.gui.models.urgency import AT_RISK_S, Urgency, urgency
 from labctl.store.models import Command  # what submit() returns
 
 __all__ = [
     "ACTIVE_RUN_STATES",
+    "AT_RISK_S",
+    "Urgency",
+    "WorkcellCheck",
+    "alarm_sentence",
+    "check_workcell",
+    "is_device",
+    "plain_words",
+    "severity_word",
+    "urgency",
+    "workcell_zone",
+    "worst_first",
+    "zone_abbr",
     "AlarmRow",
     "Bar",
     "ClimateReading",
