@@ -381,3 +381,12 @@ def test_passwords_are_scrypt_hashes_that_carry_their_cost() -> None:
     # the product's cost (tests run cheaper, tests/conftest.py): 16 MiB per guess
     source = Path(acc.__file__).read_text(encoding="utf-8")
     assert "_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _SCRYPT_LEN = 2**14, 8, 1, 32" in source
+
+
+def test_setup_with_a_refused_password_leaves_no_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "new.db"
+    _stdin(monkeypatch, "short")
+    assert main(["setup", "--db", str(path), "--admin", "root", "--password-stdin"]) == 1
+    assert "at least" in capsys.readouterr().err and not path.exists()

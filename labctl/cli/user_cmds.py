@@ -42,14 +42,24 @@ def cmd_setup(args: argparse.Namespace) -> int:
     """Create the database (if need be) and its first admin account."""
     from labctl.clock import RealClock
 
+    from labctl.accounts import check_password_rules
+
     path = db_path(args)
     check_db_path(path, create=True, named=named_db(args))  # never in a missing folder
+    if path.exists():
+        with Store.open(path, RealClock()) as store:
+            if store.user_count():
+                raise AuthError(
+                    f"{path} is set up already: an admin adds users with labctl users add"
+                )
+            if store.is_practice():
+                raise ParameterError(f"{path} is a practice database: set up a database of its own")
+    # The password first: a refused one leaves no database behind.
+    password = read_password(args, f"new password for {args.admin}: ", new=True)
+    check_password_rules(password, args.admin)
     with Store.open(path, RealClock(), create=True) as store:
         if store.user_count():
             raise AuthError(f"{path} is set up already: an admin adds users with labctl users add")
-        if store.is_practice():
-            raise ParameterError(f"{path} is a practice database: set up a database of its own")
-        password = read_password(args, f"new password for {args.admin}: ", new=True)
         store.add_user(
             args.admin, Role.ADMIN, password, full_name=args.full_name or args.admin,
             actor=args.admin, now=WALL.now(),
