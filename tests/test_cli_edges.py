@@ -500,3 +500,24 @@ def test_setup_never_makes_the_folder_of_its_database(
     code, _, err = run(capsys, "setup", "--db", db, "--admin", "root", "--password-stdin")
     assert code == 2 and f"the folder {db.parent} does not exist" in one_error_line(err)
     assert not (tmp_path / "srv").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["schema", "-o", "{missing}/schema.json"],
+        ["diagram", "{kriks}", "-o", "{missing}/d.png"],
+        ["report", "1", "-o", "{missing}/r.html", "--db", "{missing}.db"],
+    ],
+)
+def test_an_output_file_in_a_missing_folder_is_refused_and_no_folder_made(
+    tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from labctl.cli.main import main
+
+    missing = tmp_path / "no" / "such"
+    kriks = Path(__file__).resolve().parents[1] / "protocols" / "kriks2011_da.yaml"
+    args = [a.format(missing=missing, kriks=kriks) for a in argv]
+    assert main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()

@@ -217,6 +217,19 @@ def check_db_path(path: Path, *, create: bool, named: bool = True) -> None:
         raise InputFileError(f"cannot make labctl's data folder {folder}: {exc.strerror}") from None
 
 
+def check_output_path(path: Path) -> None:
+    """Refuse an output file whose folder does not exist, or that is a folder
+    (InputFileError: exit 2); no folder is made for a path the user typed."""
+    if path.is_dir():
+        raise InputFileError(f"{path} is a folder: name the file to write in it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputFileError(
+            f"cannot write {path}: the folder {folder} does not exist; check the path, or make "
+            f"the folder first (mkdir -p {folder})"
+        )
+
+
 def open_store(args: argparse.Namespace, *, create: bool = False) -> tuple[Store, Path]:
     """The run database of ``args`` and its path. Only a command that registers a run
     creates one (``create``); others fail clearly on a database that does not exist. A file

@@ -18,6 +18,7 @@ from labctl.cli.common import (
     EXIT_OK,
     EXIT_UNREADABLE,
     add_plan_options,
+    check_output_path,
     err,
     load_or_fail,
     out,
@@ -164,6 +165,7 @@ def cmd_prep(args: argparse.Namespace) -> int:
 def cmd_diagram(args: argparse.Namespace) -> int:
     from labctl.reports.diagram import draw  # matplotlib: imported only here
 
+    check_output_path(Path(args.output))
     proto, plan = resolve_args(args)
     draw(proto, plan, args.output)
     out(f"wrote {args.output}")
@@ -175,7 +177,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        check_output_path(Path(args.output))
         Path(args.output).write_text(text, encoding="utf-8")
         out(f"wrote {args.output}")
     else:

@@ -21,6 +21,7 @@ from labctl.cli.common import (
     UsageError,
     add_db_options,
     check_db_path,
+    check_output_path,
     db_path,
     err,
     load_or_fail,
@@ -288,6 +289,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from labctl.reports.record import read_record
 
     output = Path(args.output)
+    check_output_path(output)
     fmt = args.format or ("pdf" if output.suffix.lower() == ".pdf" else "html")
     render_pdf = load("render_pdf") if fmt == "pdf" else None  # fails before any work
     store, path = open_store(args)

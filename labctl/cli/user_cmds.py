@@ -40,9 +40,8 @@ from labctl.store import Store
 
 def cmd_setup(args: argparse.Namespace) -> int:
     """Create the database (if need be) and its first admin account."""
-    from labctl.clock import RealClock
-
     from labctl.accounts import check_password_rules
+    from labctl.clock import RealClock
 
     path = db_path(args)
     check_db_path(path, create=True, named=named_db(args))  # never in a missing folder
