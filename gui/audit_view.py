@@ -228,8 +228,7 @@ class AuditView(QWidget):
         lay.setContentsMargins(12, 10, 12, 10)
         top = QHBoxLayout()
         self.title = cut_by_window(label("Audit trail", heading=True))
-        top.addWidget(self.title)
-        top.addStretch(1)
+        top.addWidget(self.title, 1)  # it takes the room left; the window cuts it
         self.verify_button = button("Verify chain")
         self.verify_button.setToolTip("Check the hash chain of the whole audit trail")
         self.export_button = button("Export batch record…", "primary")

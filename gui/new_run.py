@@ -148,6 +148,16 @@ class CodeView(QPlainTextEdit):
         p.end()
 
 
+def _zoned(start: datetime, tz: str) -> str:
+    """A start (naive, local in ``tz``) with its weekday and zone: ``Mon 14 Dec 2026 09:00
+    CET`` (the zone's name as typed when it is not one)."""
+    try:
+        when = start.replace(tzinfo=ZoneInfo(tz)) if start.tzinfo is None else start
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"{start:%a %d %b %Y %H:%M} {tz}"
+    return f"{when:%a %d %b %Y %H:%M} {zone_abbr(when)}"
+
+
 def _read_and_check(path: str) -> Callable[[Any], ProtocolCheck]:
     def fn(_store: Any) -> ProtocolCheck:
         from labctl.protocol.source import read_text
@@ -474,7 +484,8 @@ class NewRunDialog(QDialog):
         self.suggestions.clear()
         for rank, s in enumerate(found[:10], start=1):
             mark = "✓" if s.ok else "⚠"
-            item = QListWidgetItem(f"{rank}. {mark} {s.start:%a %d %b %Y %H:%M} · {s.note}")
+            at = _zoned(s.start, self.tz.currentText().strip() or "UTC")
+            item = QListWidgetItem(f"{rank}. {mark} {at} · {s.note}")
             item.setToolTip(f"penalty {s.penalty:g} (0 = everything fits); click to use this start")
             item.setData(Qt.ItemDataRole.UserRole, s.start)
             item.setForeground(QColor(theme.INK if s.ok else "#8A5A00"))

@@ -21,7 +21,7 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.gui import theme
-from labctl.gui.models.common import local, when_text, zone_abbr
+from labctl.gui.models.common import tzinfo, when_text, zone_abbr
 from labctl.gui.models.runs import RunRow
 from labctl.gui.models.urgency import urgency
 from labctl.gui.widgets import (
@@ -139,7 +139,7 @@ class RunsTableModel(RowsModel):
             return when_text(r.next_time, r.timezone, self.now)
         if c == WINDOW:
             if r.never_started:
-                return "not started" if r.active else "—"
+                return "no start command" if r.active else "—"
             u = r.urgency(self.now) if self.now is not None else None
             return u.label if u is not None and u.text else "—"
         if c == NEEDS:
@@ -267,7 +267,7 @@ def plate_badges(states: Sequence[tuple[str, str]]) -> list[tuple[str, str, str]
     return [(f"{len(ps)} {s}", s, f"{s}: {', '.join(ps)}") for s, ps in by_state.items()]
 
 
-def _short(text: str, n: int = 48) -> str:
+def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1].rstrip() + "…"
 
 
@@ -281,19 +281,21 @@ def upcoming_row(
     if u is not None and u.loud:
         t = theme.tone(u.tone)
         flag = (
-            f"<td style='padding:2px 8px; background:{t.fill}; color:{t.text};'>"
+            f"<td style='padding:2px 8px; margin-right:8px; background:{t.fill}; color:{t.text};'>"
             f"<b>{html.escape(u.label)}</b></td>"
         )
     elif u is not None and u.level == "due":
         flag = f"<td style='padding:2px 8px; color:{theme.BLUE}'><b>{html.escape(u.label)}</b></td>"
     else:
-        flag = "<td></td>"
+        flag = "<td style='padding:2px 8px'></td>"
+    # The flag comes before the title: a narrow window cuts the title, never the flag.
     return (
         f"<tr><td style='padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
         f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
+        f"{flag}"
         f"<td style='padding:2px 14px 2px 0'>{html.escape(_short(title))}</td>"
         f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>{html.escape(plates)}</td>"
-        f"{flag}</tr>"
+        "</tr>"
     )
 
 
@@ -347,7 +349,7 @@ class RunDetails(QFrame):
             self.upcoming.setText("")
             return
         self.title.setText(f"{r.name} · {r.protocol}")
-        day0 = local(r.start, r.timezone)
+        day0 = r.start.astimezone(tzinfo(r.timezone))
         self.facts.setText(
             f"Day 0 {day0:%a %d %b %Y %H:%M} {zone_abbr(day0)} ({r.timezone}) · {r.day_text} · "
             f"parameters: {r.parameters} · {len(r.plates)} plate(s)"

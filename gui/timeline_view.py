@@ -181,8 +181,7 @@ class TimelineView(QWidget):
         self.title = label("Timeline", heading=True)
         # A long run name is cut by the window, never widens it (the tooltip has it whole).
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        top.addWidget(self.title)
-        top.addStretch(1)
+        top.addWidget(self.title, 1)  # it takes the room left; the window cuts it
         self.span = QComboBox()
         for text, hours in SPANS:
             self.span.addItem(text, hours)

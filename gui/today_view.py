@@ -23,7 +23,7 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.gui import theme
-from labctl.gui.models.common import hhmm, local, tone_of, zone_abbr
+from labctl.gui.models.common import hhmm, tone_of, tzinfo, zone_abbr
 from labctl.gui.models.runs import RunRow, TodayItem, today_html
 from labctl.gui.models.snapshot import Snapshot
 from labctl.gui.widgets import (
@@ -100,8 +100,7 @@ class TodayView(QWidget):
         lay.setContentsMargins(12, 10, 12, 10)
         top = QHBoxLayout()
         self.title = cut_by_window(label("Today", heading=True))
-        top.addWidget(self.title)
-        top.addStretch(1)
+        top.addWidget(self.title, 1)  # it takes the room left; the window cuts it
         top.addWidget(label("Prep sheets for protocol day", muted=True))
         self.day = QSpinBox()
         self.day.setRange(-30, 400)
@@ -176,7 +175,7 @@ class TodayView(QWidget):
             self._rows_stale = items  # filled in when the tab is shown
             self._stale_now = minute
         self.empty.setVisible(not items)
-        z = local(snap.now, run.timezone if run else "UTC")
+        z = snap.now.astimezone(tzinfo(run.timezone if run else "UTC"))
         self.title.setText(
             f"Today · {z:%A %d %B %Y} ({zone_abbr(z)})"
             + (f" · {run.name}, {run.day_text}" if run else "")

@@ -286,7 +286,7 @@ def test_runs_that_never_started_are_not_drawn(qtbot, win: MainWindow, sim: Sim)
     table = win.runs_view.table
     model = table.model()
     cols = [model.headerData(c, Qt.Orientation.Horizontal) for c in range(model.columnCount())]
-    assert cell(table, i, cols.index("Window")) == "not started"
+    assert cell(table, i, cols.index("Window")) == "no start command"
     assert cell(table, i, cols.index("When")) == "—"
 
 

@@ -35,6 +35,7 @@ from console_fixtures import (  # noqa: E402
     Sim,
     build_world,
     fake_daemon,
+    make_practice,
     open_sim,
 )
 from PyQt6.QtWidgets import QApplication, QWidget  # noqa: E402
@@ -47,7 +48,7 @@ from labctl.jobs import WorkcellRoles  # noqa: E402
 from labctl.plan.resolve import resolve  # noqa: E402
 from labctl.validate import load_protocol  # noqa: E402
 
-SIZE = (1840, 1035)  # a 1920 x 1080 screen less the window frame
+SIZE = (1600, 900)  # the console must fit a 1600 x 900 screen
 
 
 def wait_for(app: QApplication, cond: Callable[[], bool], timeout_s: float = 60.0) -> None:
@@ -294,12 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     theme.apply(app)  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory(prefix="labctl-shots-") as tmp:
         world = build_world(Path(tmp) / "world", plates=args.plates, progress=print)
+        make_practice(world.db)  # no accounts: the views open without a sign-in
         sim = open_sim(world)  # the clock, frozen at the recovery prompt on day 12
         add_other_runs(sim)
         wall = VirtualClock(WALL_START)
-        win = MainWindow(
-            world.db, sim.clock, actor="alice", wall=wall, verifier=lambda a, p: True, poll_ms=200
-        )
+        win = MainWindow(world.db, sim.clock, actor="alice", wall=wall, poll_ms=200)
         win.resize(*SIZE)
         win.show()
         try:

@@ -138,7 +138,9 @@ def device_rows(
     bar_of = {b.job_id: b for b in bars}
     window_end = {b.task_id: b.window_end for b in bars if b.main}
     # Only the workcell's devices: alarms about a run, a plate or a task are not devices'.
-    devices = set(roles) | {a.device for a in alarms if is_device(a.device)} | set(climate)
+    devices = (
+        set(roles) | {a.device for a in alarms if a.device and is_device(a.device)} | set(climate)
+    )
     waiting = {
         p.job_id
         for p in prompts
