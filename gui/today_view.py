@@ -177,9 +177,10 @@ class TodayView(QWidget):
         self.empty.setVisible(not items)
         z = snap.now.astimezone(tzinfo(run.timezone if run else "UTC"))
         self.title.setText(
-            f"Today · {z:%A %d %B %Y} ({zone_abbr(z)})"
+            f"Today · {z:%a %d %b %Y} {zone_abbr(z)}"
             + (f" · {run.name}, {run.day_text}" if run else "")
         )
+        self.title.setToolTip(self.title.text())
         if run is not None and run_changed:
             self.day.blockSignals(True)
             self.day.setValue(max(0, run.day))
