@@ -14,8 +14,16 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
-from PyQt6.QtCore import QTimer, pyqtSignal
-from PyQt6.QtWidgets import QApplication, QFrame, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PyQt6.QtCore import QEvent, QObject, QTimer, pyqtSignal
+from PyQt6.QtWidgets import (
+    QApplication,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from labctl.gui import theme
 from labctl.gui.models.alarms import alarm_sentence, raised_text, severity_word
@@ -88,6 +96,9 @@ class AlarmBanner(QFrame):
         self.more.clicked.connect(self.toggle_list)
         self.sound.clicked.connect(self.toggle_sound)
         self.ack.clicked.connect(self._ack)
+        # The list's Acknowledge buttons follow the main one (the user's permission, set on
+        # it by the window, with the reason as its tooltip).
+        self.ack.installEventFilter(self)
         self.alarms: tuple[AlarmRow, ...] = ()
         self.lines: list[str] = []  # each alarm as the list shows it, worst first
         self.timezone = "UTC"
@@ -163,10 +174,26 @@ class AlarmBanner(QFrame):
             b = button("Acknowledge…")
             b.setObjectName(f"ack:{a.id}")
             b.setEnabled(self.ack.isEnabled())
+            b.setToolTip(self.ack.toolTip())
             b.clicked.connect(lambda _=False, i=a.id: self.acknowledge.emit(i))
             rl.addWidget(b)
             self.list_lay.addWidget(row)
         self.more.setText("Hide list" if self.list.isVisibleTo(self) else "Show all")
+
+    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
+        if (
+            obj is self.ack
+            and event is not None
+            and event.type()
+            in (
+                QEvent.Type.EnabledChange,
+                QEvent.Type.ToolTipChange,
+            )
+        ):
+            for b in self.list.findChildren(QPushButton):
+                b.setEnabled(self.ack.isEnabled())
+                b.setToolTip(self.ack.toolTip())
+        return super().eventFilter(obj, event)
 
     def toggle_list(self) -> None:
         self.list.setVisible(not self.list.isVisibleTo(self))
@@ -192,6 +219,10 @@ class AlarmBanner(QFrame):
 
     def _sound(self) -> None:
         if self.silenced or not self.alarms:
+            return
+        top = self.window()
+        if top is not None and top is not self and not top.isVisible():
+            self.repeat.stop()  # the window was closed: a console nobody sees stays quiet
             return
         self.beeps += 1
         self.beep()

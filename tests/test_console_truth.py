@@ -29,7 +29,7 @@ from console_fixtures import (
 from PyQt6.QtCore import QDate, QDateTime, Qt, QTime
 from PyQt6.QtGui import QColor, QFont, QFontMetrics
 from PyQt6.QtTest import QTest
-from PyQt6.QtWidgets import QApplication, QTableView
+from PyQt6.QtWidgets import QApplication, QPushButton, QTableView
 
 from labctl.clock import VirtualClock
 from labctl.engine import register_run
@@ -257,6 +257,12 @@ def test_alarms_worst_first_in_words_with_dates_and_a_sound(
     # Show all lists each, with its own Acknowledge.
     win.banner.more.click()
     assert win.banner.list.isVisible() and win.banner.more.text() == "Hide list"
+    rows = win.banner.list.findChildren(QPushButton)
+    assert len(rows) == 3 and all(b.text() == "Acknowledge…" for b in rows)
+    win.banner.ack.setEnabled(False)  # as the window does for a user who may not
+    win.banner.ack.setToolTip("Not allowed: practice")
+    assert not any(b.isEnabled() for b in rows)
+    assert all(b.toolTip() == "Not allowed: practice" for b in rows)
     # It sounded for the new alarms; silenced, it stays silent until another comes.
     assert beeps and win.banner.sound.text() == "Sound on"
     win.banner.sound.click()
