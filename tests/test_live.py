@@ -19,8 +19,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.mark.parametrize(
     ("arm", "batch", "seed"),
-    [(False, 1, 20261206), (True, 1, 20261206), (True, 2, 20261207)],
-    ids=["hands", "arm", "batch"],
+    # The arm with one plate a run is tried by the pick-and-place test below; with two
+    # plates a run here (CI time).
+    [(False, 1, 20261206), (True, 2, 20261207)],
+    ids=["hands", "batch"],
 )
 def test_kills_crashes_and_a_rollback_lose_and_double_nothing(
     tmp_path: Path, arm: bool, batch: int, seed: int
@@ -51,37 +53,36 @@ def test_kills_crashes_and_a_rollback_lose_and_double_nothing(
         assert live.shared_runs() >= 1, f"no robot run fed two plates\n{report}"
 
 
-@pytest.mark.parametrize("what", ["engine", "devices"])
 def test_a_kill_between_the_arms_pick_and_place_loses_and_doubles_nothing(
-    tmp_path: Path, what: str
+    tmp_path: Path,
 ) -> None:
-    """SIGKILL the engine (or crash the simulators) the moment the arm's own log shows a
-    plate gripped and not yet placed. The engine that starts again does not know the move:
-    it asks, and the simulated operator answers from where the plate is (on the deck:
-    'done'; in the gripper: put back, 'retry'); every well is fed once, every plate carried
-    to the deck and back once per feed."""
+    """SIGKILL the engine the moment the arm's own log shows a plate gripped and not yet
+    placed; at a later move, crash the simulators the same way (the arm restarts with the
+    plate in its gripper). The engine that starts again does not know the move: it asks,
+    and the simulated operator answers from where the plate is (on the deck: 'done'; in
+    the gripper: put back, 'retry'); every well is fed once, every plate carried to the
+    deck and back once per feed."""
     from tests.live_harness import WALL, read_jsonl
 
     lines: list[str] = []
     live = LiveWorkcell(tmp_path, plates=1, pace=120.0, seed=7, say=lines.append, arm=True)
     log = live.wc / "devices" / "arm_actions.jsonl"
+    chaos = [live.kill_engine, live.crash_devices]
     try:
         live.start_simulators()
         proto, day0 = short_protocol(live.practice_now(), feeds=2, gap_h=0.25, text=protocol_text)
         live.register(proto, day0)
         live.start_engine()
-        deadline = WALL.monotonic() + 240.0
-        hit = False  # two feeds: four moves in which to catch a plate in the gripper
-        while WALL.monotonic() < deadline and not hit:
+        deadline = WALL.monotonic() + 300.0
+        seen = 0  # grips already acted on: two feeds, four moves in which to catch one
+        while WALL.monotonic() < deadline and chaos:
             results = [e["result"] for e in read_jsonl(log)]
-            if results and results[-1] == "gripped":
-                if what == "engine":
-                    live.kill_engine()
-                else:
-                    live.crash_devices()
-                hit = True
+            grips = results.count("gripped")
+            if results and results[-1] == "gripped" and grips > seen:
+                chaos.pop(0)()
+                seen = grips
             WALL.sleep(0.002)
-        assert hit, "the arm never gripped a plate"
+        assert not chaos, "the arm gripped a plate too few times to kill and crash at both"
         state = live.run_state()
         while WALL.monotonic() < deadline and state != "completed":
             live.person()

@@ -235,7 +235,7 @@ def dump(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
 
 
-@_settings(100)
+@_settings(60)
 @given(protocols())
 def test_generated_protocols_load_and_resolve(data: dict[str, Any]) -> None:
     load_and_check(dump(data))
@@ -381,7 +381,7 @@ def mutated_data(draw: st.DrawFn) -> str:
     return dump(data)
 
 
-@_settings(150)
+@_settings(80)
 @given(mutated_data())
 def test_mutated_data_gives_diagnostics_not_exceptions(text: str) -> None:
     load_and_check(text)
@@ -456,7 +456,7 @@ def mutated_text(draw: st.DrawFn) -> str:
     return text
 
 
-@_settings(100)
+@_settings(60)
 @given(mutated_text())
 def test_mutated_text_gives_located_diagnostics(text: str) -> None:
     load_and_check(text)
