@@ -54,7 +54,10 @@ class Evidence:
             return runs, None
         if lead:
             runs += robot_runs(self._robot_log, str(lead))
-        return runs, str(params.get("deck_slot"))
+        # Where the plate is on the deck, as a person sees it: on a deck with room for two
+        # batches the engine chooses the positions as the plates arrive, not as planned.
+        here = self.world.deck_position(self.world.label_of(self.slot_of(job)))
+        return runs, str(here if here is not None else params.get("deck_slot"))
 
     def stored_since(self, job: Job) -> bool:
         """Whether the incubator's log shows ``job``'s plate stored in its slot after a robot
