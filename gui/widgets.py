@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from PyQt6.QtCore import QModelIndex, QRectF, QSize, Qt, pyqtSignal
+from PyQt6.QtCore import QModelIndex, QRectF, QSize, Qt
 from PyQt6.QtGui import (
     QCloseEvent,
     QFont,
@@ -30,8 +30,6 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.gui import theme
-from labctl.gui.models.common import hhmm
-from labctl.gui.models.devices import AlarmRow
 
 TONE_ROLE = Qt.ItemDataRole.UserRole + 1  # a model's tone name for a state cell
 URGENCY_ROLE = Qt.ItemDataRole.UserRole + 2  # late, at-risk, due: how pressing a cell's work is
@@ -135,70 +133,6 @@ class BadgeDelegate(QStyledItemDelegate):
     def sizeHint(self, option: QStyleOptionViewItem, index: QModelIndex) -> QSize:
         s = super().sizeHint(option, index)
         return QSize(s.width() + 28, max(s.height(), 28))
-
-
-class AlarmBanner(QFrame):
-    """Unacknowledged alarms across the top of the window, until someone acknowledges them.
-
-    Vermillion with a warning symbol and the words, so it reads without colour too.
-    ``acknowledge(alarm_id)`` asks the window to acknowledge; ``show_all`` to list them.
-    """
-
-    acknowledge = pyqtSignal(int)
-    show_all = pyqtSignal()
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("alarmBanner")
-        self.setStyleSheet(
-            f"#alarmBanner {{ background: {theme.VERMILLION}; }}"
-            "#alarmBanner QLabel { color: white; }"
-            "#alarmBanner QPushButton { background: white; color: #1B1F24; border: none;"
-            " border-radius: 4px; padding: 6px 14px; font-weight: bold; }"
-            "#alarmBanner QPushButton:focus { border: 2px solid black; }"
-        )
-        lay = QHBoxLayout(self)
-        lay.setContentsMargins(14, 8, 10, 8)
-        self.icon = QLabel("⚠")
-        f = self.icon.font()
-        f.setPointSizeF(f.pointSizeF() * 1.8)
-        self.icon.setFont(f)
-        self.text = QLabel()
-        self.text.setWordWrap(True)
-        tf = self.text.font()
-        tf.setPointSizeF(tf.pointSizeF() * 1.1)
-        self.text.setFont(tf)
-        self.more = QPushButton("Show all")
-        self.ack = QPushButton("Acknowledge…")
-        self.ack.setToolTip("Record that you have seen this alarm (it stays listed until cleared)")
-        lay.addWidget(self.icon)
-        lay.addWidget(self.text, 1)
-        lay.addWidget(self.more)
-        lay.addWidget(self.ack)
-        self.more.clicked.connect(self.show_all)
-        self.ack.clicked.connect(self._ack)
-        self.alarms: tuple[AlarmRow, ...] = ()
-        self.timezone = "UTC"
-        self.hide()
-
-    def set_alarms(self, alarms: Sequence[AlarmRow], timezone: str = "UTC") -> None:
-        self.timezone = timezone
-        self.alarms = tuple(a for a in alarms if a.state == "active")
-        if not self.alarms:
-            self.hide()
-            return
-        a = self.alarms[0]
-        where = f"{a.device}: " if a.device and not a.message.startswith(a.device) else ""
-        more = f"   (+{len(self.alarms) - 1} more)" if len(self.alarms) > 1 else ""
-        self.text.setText(
-            f"<b>ALARM · {a.code}</b> · {where}{a.message} · raised {hhmm(a.raised_at, timezone)}{more}"
-        )
-        self.more.setVisible(len(self.alarms) > 1)
-        self.show()
-
-    def _ack(self) -> None:
-        if self.alarms:
-            self.acknowledge.emit(self.alarms[0].id)
 
 
 class GuardedDialog(QDialog):
