@@ -179,15 +179,7 @@ def compose(store: Store, a: Alarm, now: datetime, ctx: Context, *, repeat: int 
         "subject": subject,
         "headline": headline,
         "text": "\n".join(lines) + "\n",
-        "alarm": {
-            "id": a.id,
-            "code": a.code,
-            "severity": a.severity,
-            "subject": a.device,
-            "message": a.message,
-            "state": a.state,
-            "raised_at": iso_utc(a.raised_at),
-        },
+        "alarm": _alarm_json(a),
         "where": {
             "run": None if w.run is None else {"id": w.run.id, "name": w.run.name},
             "task": None
@@ -234,15 +226,7 @@ def plain_page(a: Alarm, now: datetime, ctx: Context, why: str, *, repeat: int =
         "level": level,
         "subject": subject,
         "text": f"{subject}\n\n{body}",
-        "alarm": {
-            "id": a.id,
-            "code": a.code,
-            "severity": a.severity,
-            "subject": a.device,
-            "message": a.message,
-            "state": a.state,
-            "raised_at": iso_utc(a.raised_at),
-        },
+        "alarm": _alarm_json(a),
         "page": {"repeat": repeat, "sent_at": iso_utc(now), "host": ctx.host},
     }
     return Page(a.id, a.run_id, level, f"{a.run_id}|{a.device}|{a.code}", subject, body, payload)
@@ -356,3 +340,16 @@ def _local(t: datetime, tz: ZoneInfo) -> str:
 
 def iso_utc(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _alarm_json(a: Alarm) -> dict[str, Any]:
+    """The alarm's fields in a page's JSON body."""
+    return {
+        "id": a.id,
+        "code": a.code,
+        "severity": a.severity,
+        "subject": a.device,
+        "message": a.message,
+        "state": a.state,
+        "raised_at": iso_utc(a.raised_at),
+    }
