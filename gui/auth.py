@@ -22,7 +22,6 @@ database's paced clock.
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -37,6 +36,7 @@ from labctl.accounts import (
     PermissionDenied,
     Role,
     allowed,
+    login_name,
 )
 
 if TYPE_CHECKING:
@@ -75,14 +75,6 @@ class Access(str, Enum):
     ACCOUNTS = "accounts"  # sign in; every command as the signed-in user, by role
     PRACTICE = "practice"  # practice or dry-run database without accounts: no sign-in
     NOT_SET_UP = "not-set-up"  # production database without accounts: read-only
-
-
-def login_name() -> str:
-    """The operating system's name for the user (the actor on a practice database)."""
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - some containers have no user name
-        return "operator"
 
 
 def access_of(store: Store) -> Access:

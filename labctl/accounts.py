@@ -14,6 +14,7 @@ the account for 15 minutes (an admin may unlock it sooner).
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import hmac
 import secrets
@@ -38,6 +39,7 @@ __all__ = [
     "allowed",
     "check_password_rules",
     "hash_password",
+    "login_name",
     "verify_password",
 ]
 
@@ -215,3 +217,12 @@ def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(
         password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=_SCRYPT_LEN, maxmem=64 << 20
     )
+
+
+def login_name() -> str:
+    """The operating system's name for the user: who acts on a practice database, which
+    has no accounts."""
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - some containers have no user name
+        return "operator"

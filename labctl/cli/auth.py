@@ -21,7 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labctl.accounts import SIGNED, Action, AuthError, Meaning, PermissionDenied, Role, allowed
+from labctl.accounts import (
+    SIGNED,
+    Action,
+    AuthError,
+    Meaning,
+    PermissionDenied,
+    Role,
+    allowed,
+    login_name,
+)
 from labctl.clock import Clock, RealClock
 
 if TYPE_CHECKING:
@@ -51,18 +60,6 @@ class Actor:
     @property
     def role(self) -> Role | None:
         return None if self.user is None else self.user.role
-
-
-def login_name() -> str:
-    """The operating system's name for the user (for practice databases)."""
-    return _login_name()
-
-
-def _login_name() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        return "operator"
 
 
 def token_file(db: Path) -> Path:
@@ -132,7 +129,7 @@ def who(
     named = getattr(args, "actor", None)
     if store.user_count() == 0:
         if store.is_practice():
-            return Actor(str(named) if named else _login_name())
+            return Actor(str(named) if named else login_name())
         raise AuthError(
             f"{db} has no user accounts yet: an admin sets it up first with "
             f"labctl setup --db {db} --admin NAME"

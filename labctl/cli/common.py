@@ -7,7 +7,6 @@ them, so ``validate`` is fast.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from datetime import datetime, timedelta
@@ -159,16 +158,6 @@ def alarm_line(code: str, subject: str | None, message: str) -> str:
     subject = (subject or "").strip()
     said = not subject or message.startswith((subject, f"the {subject}"))
     return f"[{code}] {message}" if said else f"[{code}] {subject}: {message}"
-
-
-def actor(args: argparse.Namespace) -> str:
-    """Who acts: ``--actor``, else the login name."""
-    if getattr(args, "actor", None):
-        return str(args.actor)
-    try:
-        return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in some containers
-        return "operator"
 
 
 def db_path(args: argparse.Namespace) -> Path:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from types import FrameType
 
-from labctl.accounts import Action, AuthError
+from labctl.accounts import Action, AuthError, login_name
 from labctl.cli import auth
 from labctl.cli.common import (
     EXIT_INVALID,
@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     store, path = (existing, path) if existing is not None else open_store(args, create=True)
     with store:
         if practice_db:
-            store.set_kind("practice", actor=auth.login_name())
+            store.set_kind("practice", actor=login_name())
         who = auth.who(store, path, args, Action.REGISTER_RUN).name
         require_released(store, proto.id, proto.version, proto.source_text, args.file)
         labels = [f"P{i + 1}" for i in range(args.plates)]
