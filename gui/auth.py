@@ -52,7 +52,6 @@ __all__ = [
     "login_name",
     "not_set_up_text",
     "practice_user",
-    "registered_by",
     "sign",
     "sign_in",
     "sign_out",
@@ -165,12 +164,6 @@ def keep_alive(store: Store, who: ConsoleUser, *, now: datetime) -> None:
         store.session_user(who.token, now=now)
 
 
-def registered_by(store: Store, run_id: int) -> str | None:
-    """Who registered run ``run_id``: the actor of its 'created' event (as the CLI reads it)."""
-    events = store.events(run_id, entity="run", entity_id=run_id, action="created", limit=1)
-    return events[0].actor if events else None
-
-
 def authorize(
     store: Store, who: ConsoleUser, action: Action, run_id: int | None, *, now: datetime
 ) -> User | None:
@@ -188,7 +181,7 @@ def authorize(
     user = store.session_user(who.token, now=now)
     if user.name != who.name:
         raise AuthError(f"the console's session belongs to {user.name}, not {who.name}")
-    own = None if run_id is None else registered_by(store, run_id) == user.name
+    own = None if run_id is None else store.registered_by(run_id) == user.name
     why = allowed(user.role, action, own_run=own)
     if why is not None:
         raise PermissionDenied(f"{user.name}: {why}")
@@ -198,16 +191,8 @@ def authorize(
 def signature_subject(
     store: Store, action: Action, run_id: int | None, args: dict[str, Any], reason: str
 ) -> dict[str, Any]:
-    """What a signature on a command covers: the CLI's subject (labctl.cli.operator_cmds
-    ``signed_queue``), with the run's protocol hash and the command's args as queued."""
-    run = store.get_run(run_id) if run_id is not None else None
-    return {
-        "action": action.value,
-        "run": run_id,
-        "protocol_sha256": run.protocol_sha256 if run is not None else None,
-        "args": args,
-        "reason": reason,
-    }
+    """What a signature on a command covers: the same subject as the CLI's."""
+    return store.command_subject(action.value, run_id, args, reason)
 
 
 def sign(

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from labctl.clock import Clock, RealClock
-from labctl.gui.auth import registered_by
 from labctl.gui.models.alarms import worst_first
 from labctl.gui.models.common import ACTIVE_RUN_STATES, RunData
 from labctl.gui.models.devices import AlarmRow, ClimateReading, DeviceRow, climate_of, device_rows
@@ -166,7 +165,7 @@ class SnapshotLoader:
 
     def _load_run(self, store: Store, run: Run) -> RunData:
         if run.id not in self._registered_by:
-            self._registered_by[run.id] = registered_by(store, run.id)
+            self._registered_by[run.id] = store.registered_by(run.id)
         self._version += 1
         active = run.state in ACTIVE_RUN_STATES
         return RunData(

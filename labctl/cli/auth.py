@@ -140,16 +140,11 @@ def who(
     user = store.session_user(token, now=WALL.now())
     if named and named != user.name:
         raise AuthError(f"--actor {named} but {user.name} is signed in: sign in as {named}")
-    own = None if run_id is None else _registered_by(store, run_id) == user.name
+    own = None if run_id is None else store.registered_by(run_id) == user.name
     why = allowed(user.role, action, own_run=own)
     if why is not None:
         raise PermissionDenied(f"{user.name}: {why}")
     return Actor(user.name, user)
-
-
-def _registered_by(store: Store, run_id: int) -> str | None:
-    events = store.events(run_id, entity="run", entity_id=run_id, action="created", limit=1)
-    return events[0].actor if events else None
 
 
 def add_sign_options(p: argparse.ArgumentParser, action: Action) -> None:

@@ -185,14 +185,7 @@ def signed_queue(
     actor = who(store, path, args, action, run_id)
     if action in SIGNED and not reason:
         raise UsageError(f"{verb} needs --reason (it goes into the signature)")
-    run = store.get_run(run_id) if run_id is not None else None
-    subject = {
-        "action": action.value,
-        "run": run_id,
-        "protocol_sha256": run.protocol_sha256 if run is not None else None,
-        "args": a,
-        "reason": reason,
-    }
+    subject = store.command_subject(action.value, run_id, a, reason)
     sig = sign_if_needed(store, actor, args, action, subject, reason=reason, run_id=run_id)
     if sig is not None:
         a = dict(a, signature=sig.id)

@@ -17,6 +17,8 @@ forward to that one connection.
 
 from __future__ import annotations
 
+from typing import Any
+
 from labctl.store.alarms import AlarmStore
 from labctl.store.commands import OperatorStore
 from labctl.store.engines import EngineStore
@@ -39,3 +41,22 @@ class Store(
     the state a transition expects. One Store may be shared between threads of a process
     (a re-entrant lock serialises its connection); several processes may open one file.
     """
+
+    def command_subject(
+        self, action: str, run_id: int | None, args: dict[str, Any], reason: str
+    ) -> dict[str, Any]:
+        """What a signature on an operator command covers (the CLI and the console sign
+        the same): the action, the run and its protocol's hash, the command's args, why."""
+        run = self.get_run(run_id) if run_id is not None else None
+        return {
+            "action": action,
+            "run": run_id,
+            "protocol_sha256": run.protocol_sha256 if run is not None else None,
+            "args": args,
+            "reason": reason,
+        }
+
+    def registered_by(self, run_id: int) -> str | None:
+        """Who registered run ``run_id``: the actor of its 'created' event."""
+        events = self.events(run_id, entity="run", entity_id=run_id, action="created", limit=1)
+        return events[0].actor if events else None
