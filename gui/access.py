@@ -111,9 +111,12 @@ class ConsoleAccess(QObject):
         self.timer = QTimer(self)
         self.timer.setInterval(int(max(50.0, min(1000.0, idle_s * 250.0))))
         self.timer.timeout.connect(self.check_idle)
-        app = QApplication.instance()
-        if app is not None:
-            app.installEventFilter(self)
+        # Input is watched on the window's (and its dialogs') QWindow, where the platform
+        # delivers every key press and mouse event, never on the QApplication: a Python
+        # filter there runs for every event of every widget (paint, layout, timers), and
+        # each call waits for the GIL while the worker thread builds a snapshot. That
+        # made the console stall for hundreds of milliseconds (bench/console.py).
+        self._watch(window)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -296,14 +299,30 @@ class ConsoleAccess(QObject):
     # --- inactivity -----------------------------------------------------------------------------
 
     def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:  # noqa: N802
-        if (
-            event is not None
-            and event.type() in ACTIVITY
-            and isinstance(obj, QWidget)
-            and self._ours(obj)
-        ):
+        if event is None:
+            return False
+        kind = event.type()
+        if kind in ACTIVITY:
             self._last_input = self.wall.monotonic()
+        elif kind == QEvent.Type.ChildPolished:
+            # A dialog of ours is about to show: watch it (and the dialogs it opens).
+            child = event.child()  # type: ignore[attr-defined]
+            if isinstance(child, QWidget) and child.isWindow():
+                self._watch(child)
+        elif kind == QEvent.Type.Show and isinstance(obj, QWidget) and obj.isWindow():
+            handle = obj.windowHandle()  # made when the window is first shown
+            if handle is not None:
+                handle.installEventFilter(self)  # Qt keeps one entry per filter
         return False
+
+    def _watch(self, w: QWidget) -> None:
+        """Watch a top-level window of ours: its input (on its QWindow, once shown), its
+        Show, and the dialogs polished as its children. Only these objects' own events
+        reach the filter, a few a second, not every widget's."""
+        w.installEventFilter(self)
+        handle = w.windowHandle()
+        if handle is not None:
+            handle.installEventFilter(self)
 
     def _ours(self, w: QWidget | None) -> bool:
         while w is not None:
@@ -349,9 +368,12 @@ class ConsoleAccess(QObject):
 
     def shutdown(self) -> None:
         self.timer.stop()
-        app = QApplication.instance()
-        if app is not None:
-            app.removeEventFilter(self)
+        for w in QApplication.topLevelWidgets():
+            if self._ours(w):
+                w.removeEventFilter(self)
+                handle = w.windowHandle()
+                if handle is not None:
+                    handle.removeEventFilter(self)
 
 
 def _duration(seconds: float) -> str:

@@ -28,14 +28,15 @@ from console_fixtures import (
     shared_world,
     sign_in_window,
 )
-from PyQt6.QtCore import Qt
-from PyQt6.QtWidgets import QApplication
+from PyQt6.QtCore import QEvent, QPoint, Qt
+from PyQt6.QtWidgets import QApplication, QWidget
 
 from labctl.accounts import LOCK_AFTER, Action, PermissionDenied
 from labctl.clock import VirtualClock
 from labctl.engine import register_run
 from labctl.gui import models as m
 from labctl.gui import theme
+from labctl.gui.access import ConsoleAccess
 from labctl.gui.auth import authorize, login_name
 from labctl.gui.main_window import MainWindow
 from labctl.jobs import WorkcellRoles
@@ -87,6 +88,14 @@ def open_window(qtbot, wall: VirtualClock):  # noqa: ANN001, ANN201 - pytest-qt'
     for w in wins:
         w.close()
         assert w.bridge._thread.isFinished()
+
+
+def press(qtbot, widget: QWidget) -> None:  # noqa: ANN001
+    """A key pressed on ``widget``'s window, delivered as the platform delivers it (through
+    the window's QWindow, which is where the console watches for input)."""
+    handle = widget.window().windowHandle()
+    assert handle is not None, "the window is not shown"
+    qtbot.keyClick(handle, Qt.Key.Key_Shift)
 
 
 def signed_in(qtbot, open_window, sim: Sim, name: str, **kw: object) -> MainWindow:  # noqa: ANN001
@@ -323,6 +332,33 @@ def test_a_wrong_password_never_signs(qtbot, open_window, sim: Sim) -> None:  # 
 # --- the inactivity lock ------------------------------------------------------------------------
 
 
+def test_the_inactivity_watch_sees_input_not_every_widgets_events(
+    qtbot, open_window, sim: Sim, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """The watch is on the windows, not the application: a filter on the QApplication ran
+    Python for every paint and layout event of every widget, each waiting for the GIL
+    while the worker built a snapshot (stalls of 100-400 ms in bench/console.py)."""
+    w = signed_in(qtbot, open_window, sim, "alice", idle_lock_s=600)
+    seen: list[QEvent.Type] = []
+    real = ConsoleAccess.eventFilter
+
+    def counting(self: ConsoleAccess, obj: object, event: QEvent) -> bool:
+        seen.append(event.type())
+        return real(self, obj, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ConsoleAccess, "eventFilter", counting)
+    for i in range(w.tabs.count()):  # every tab shown and painted: hundreds of widgets
+        w.show_tab(i)
+        w.repaint()
+        QApplication.processEvents()
+    assert len(seen) < 40, sorted({t.name for t in seen})
+    dlg = w.control("pause")  # a dialog opened since is watched too
+    qtbot.waitUntil(dlg.isVisible)
+    seen.clear()
+    press(qtbot, dlg)
+    assert QEvent.Type.KeyPress in seen
+
+
 def test_inactivity_locks_and_only_the_users_password_unlocks(
     qtbot, open_window, sim: Sim, wall: VirtualClock
 ) -> None:  # noqa: ANN001
@@ -330,7 +366,7 @@ def test_inactivity_locks_and_only_the_users_password_unlocks(
     dlg = w.control("pause")  # half-made: hidden by the lock, shown again after
     qtbot.waitUntil(dlg.isVisible)
     wall.advance(500)
-    qtbot.keyClick(dlg.reason, Qt.Key.Key_A)  # input: the 10 minutes start again
+    press(qtbot, dlg)  # input in a dialog: the 10 minutes start again
     wall.advance(300)
     w.access.check_idle()  # what its timer does every second
     assert not w.access.locked
@@ -476,8 +512,8 @@ def test_an_active_users_session_is_kept_alive_and_its_end_locks(
 
     before = last_seen()
     wall.advance(30)
-    qtbot.mouseMove(w.runs_view)  # someone is at the console
-    qtbot.keyClick(w.runs_view, Qt.Key.Key_Down)
+    qtbot.mouseMove(w.windowHandle(), QPoint(200, 300))  # someone is at the console
+    press(qtbot, w)
     wall.advance(40)  # a minute since the session was last marked used
     w.access.check_idle()
     qtbot.waitUntil(lambda: last_seen() != before, timeout=10_000)
@@ -485,7 +521,7 @@ def test_an_active_users_session_is_kept_alive_and_its_end_locks(
     # An admin disables the account: the next keep-alive ends the console's use of it.
     sim.store.set_disabled("alice", True, actor="ada", now=wall.now())
     wall.advance(5)
-    qtbot.keyClick(w.runs_view, Qt.Key.Key_Down)
+    press(qtbot, w)
     wall.advance(60)
     w.access.check_idle()
     qtbot.waitUntil(lambda: w.access.locked, timeout=10_000)
