@@ -318,6 +318,12 @@ class CytomatDriver:
         """
         self._start(self._move("ts", slot))
 
+    def start_gate(self, open_: bool) -> None:
+        """Start opening (``ll:gp 002``) or closing (``ll:gp 001``) the automatic lift door
+        (the gate between the transfer station and the inside). Returns once the device
+        accepted it; the overview register's bit 0x20 says whether it is open."""
+        self._start("ll:gp 002" if open_ else "ll:gp 001")
+
     def poll(self) -> IncubatorStatus:
         """Read the overview register (``ch:bs``) once. Does not raise on the error bit."""
         return decode_overview(self._byte("ch:bs", "bs", self._request("ch:bs")))

@@ -22,7 +22,10 @@ from labctl.errors import DeviceCommunicationError, DeviceError
 
 from .serial_io import IncubatorStatus
 
-__all__ = ["IncubatorLink", "SerialIncubatorDriver"]
+__all__ = ["GATE_KINDS", "IncubatorLink", "SerialIncubatorDriver"]
+
+#: The operations on the automatic gate (lift door), as MoveTracker and the link name them.
+GATE_KINDS = ("gate-open", "gate-close")
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,8 @@ class SerialIncubatorDriver(Protocol):
     def check_started(self) -> None: ...
 
     def start_store(self, slot: int) -> None: ...
+
+    def start_gate(self, open_: bool) -> None: ...
 
     def poll(self) -> IncubatorStatus: ...
 
@@ -120,11 +125,15 @@ class IncubatorLink:
         return self._call(self.driver.wait_idle, 0.0)
 
     def start(self, kind: str, slot: int) -> None:
-        """Start a ``"fetch"`` or ``"store"`` of ``slot``; the last status read is dropped.
+        """Start a ``"fetch"`` or ``"store"`` of ``slot``, or a ``"gate-open"`` /
+        ``"gate-close"`` (``slot`` unused); the last status read is dropped.
 
         Raises NotInitialized when the device refused it as not initialised (nothing moved).
         """
         self._status = None
+        if kind in GATE_KINDS:
+            self._call(self.driver.start_gate, kind == "gate-open")
+            return
         self._call(self.driver.start_fetch if kind == "fetch" else self.driver.start_store, slot)
 
     def check_started(self) -> None:

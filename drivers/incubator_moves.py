@@ -32,11 +32,19 @@ from labctl.errors import (
     OperationLost,
 )
 
-from .incubator_link import IncubatorLink
+from .incubator_link import GATE_KINDS, IncubatorLink
 from .liconic_errors import GATE_OR_ACCESS_CAUSES, handling_cause
 from .serial_io import IncubatorStatus, NotInitialized
 
 __all__ = ["MoveTracker"]
+
+
+def _command(kind: str, slot: int) -> str:
+    """An operation in words for messages: "fetch slot 3", "open the gate"."""
+    if kind in GATE_KINDS:
+        return "open the gate" if kind == "gate-open" else "close the gate"
+    return f"{kind} slot {slot}"
+
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +70,7 @@ class _Move:
 
     @property
     def command(self) -> str:
-        return f"{self.kind} slot {self.slot}"
+        return _command(self.kind, self.slot)
 
 
 class MoveTracker:
@@ -104,7 +112,7 @@ class MoveTracker:
         among them: the driver refuses a move the transfer station sensor contradicts (a
         fetch onto an occupied station, a store from an empty one: it may have happened).
         """
-        command = f"{kind} slot {slot}"
+        command = _command(kind, slot)
         current = self._move
         if current is not None:
             if current.op_id == op_id and current.kind == kind and current.slot == slot:
@@ -271,6 +279,8 @@ class MoveTracker:
     def _outcome(self, move: _Move, st: IncubatorStatus) -> OpStatus:
         """A move ended without a device error: the transfer station sensor must agree, or
         the device lost the move (it was power-cycled, say) and raises OperationLost."""
+        if move.kind in GATE_KINDS:
+            return self._gate_outcome(move, st)
         occupied = st.transfer_station_occupied
         result = {"slot": move.slot, "transfer_station_occupied": occupied}
         if move.kind == "fetch":
@@ -288,6 +298,23 @@ class MoveTracker:
                 move, "the device is idle with no error but a plate is on the transfer station"
             )
         return OpStatus(OpState.SUCCEEDED, f"plate stored in slot {move.slot}", result=result)
+
+    def _gate_outcome(self, move: _Move, st: IncubatorStatus) -> OpStatus:
+        """A gate operation ended without a device error: the gate sensor (where the device
+        has one) must show the gate as asked."""
+        want = move.kind == "gate-open"
+        result = {"gate_open": st.gate_open}
+        if st.gate_open is not None and st.gate_open != want:
+            err = DeviceFault(
+                self.name,
+                move.command,
+                f"the device is idle with no error but its sensor shows the gate "
+                f"{'closed' if want else 'open'}",
+            )
+            return OpStatus(OpState.FAILED, err.detail, err, result=result)
+        return OpStatus(
+            OpState.SUCCEEDED, f"the gate is {'open' if want else 'closed'}", result=result
+        )
 
     def _lose(self, move: _Move, why: str) -> OperationLost:
         """The device no longer knows ``move``: end it, and answer every later poll of it

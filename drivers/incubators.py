@@ -126,6 +126,14 @@ class SerialIncubator:
         As :meth:`start_fetch`; PlaceConflict when the transfer station holds no plate."""
         return self._start_move("store", job_key, slot)
 
+    def start_gate(self, job_key: str, open_: bool) -> str:
+        """Start opening (``open_``) or closing the automatic gate (lift door) at the
+        transfer station; returns the op id. As :meth:`start_fetch`: refused while the
+        device is busy or initialising; the driver's DeviceError when the device (or its
+        protocol: a LiCONiC has no documented gate command) refuses. Succeeds when the gate
+        sensor, where there is one, shows the gate as asked."""
+        return self._start_move("gate-open" if open_ else "gate-close", job_key, 0)
+
     def start_setpoint(
         self, job_key: str, temperature_c: float, co2_pct: float, o2_pct: float | None
     ) -> str:

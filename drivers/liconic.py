@@ -74,6 +74,7 @@ __all__ = [
     "HANDLING_CAUSES",
     "PLC_ERRORS",
     "LiconicDriver",
+    "no_gate_command",
     "describe_handling_error",
 ]
 
@@ -84,6 +85,18 @@ _NOT_INITIALIZED_CAUSE = 14
 
 _PLC_ERROR = re.compile(r"E\d")
 _DM_VALUE = re.compile(r"[+-]?\d{1,5}")
+
+
+def no_gate_command(name: str, open_: bool) -> DeviceError:
+    """Why a LiCONiC is not told to open or close its gate: no manual documents a gate
+    command. PyLabRobot sends ``ST 1901`` / ``ST 1902`` as open / close, but the STX manual
+    gives 1902 as "continue access" (docs/devices.md): it could resume a handling step."""
+    return DeviceError(
+        name,
+        "ST 1901" if open_ else "ST 1902",
+        "no documented gate command on a LiCONiC: open or close the gate from the device's "
+        "own panel",
+    )
 
 
 class LiconicDriver:
@@ -252,6 +265,9 @@ class LiconicDriver:
                 self._raise_handling_error()
             return
         self._session_unproven = False
+
+    def start_gate(self, open_: bool) -> None:  # refused: see no_gate_command
+        raise no_gate_command(self.name, open_)
 
     def start_fetch(self, slot: int) -> None:
         """Start exporting the plate in ``slot`` (1-based) to the transfer station: ``WR DM0

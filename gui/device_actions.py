@@ -1,5 +1,6 @@
 """A supervisor's manual device actions from the console: present a plate at an incubator's
-transfer station (or put it away), move a plate with the arm between two named stations.
+transfer station (or put it away), open or close its gate (the automatic lift door), move a
+plate with the arm between two named stations.
 
 The console never drives a device: the dialog queues a ``device-action`` command
 (:data:`labctl.engine.manual.DEVICE_ACTION`) on the worker thread, after checking the user
@@ -37,6 +38,7 @@ from labctl.store.models import Command
 
 __all__ = ["DeviceActionDialog", "DeviceActions", "submit_device_action", "verdict_text"]
 
+SLOT_ACTIONS = ("present", "put-away")  # the incubator actions that take a slot
 FOLLOW_MS = 300  # how often the dialog reads its command's state until the engine decides
 
 
@@ -75,7 +77,8 @@ class DeviceActionDialog(QDialog):
         form.addRow(
             label(
                 "The engine does it only while no run's task needs the device, and records "
-                "it in the audit trail. A plate you present stays out until you put it away.",
+                "it in the audit trail. A plate you present stays out until you put it away; "
+                "a gate you open stays open until you close it.",
                 wrap=True,
             )
         )
@@ -109,6 +112,7 @@ class DeviceActionDialog(QDialog):
         self.timer.setInterval(FOLLOW_MS)
         self.timer.timeout.connect(self._follow)
         self.device.currentIndexChanged.connect(self._device_changed)
+        self.action.currentIndexChanged.connect(self._action_changed)
         self.send_button.clicked.connect(self.send)
         self._device_changed()
 
@@ -118,6 +122,10 @@ class DeviceActionDialog(QDialog):
         if kind == "incubator":
             self.action.addItem("present a plate at the transfer station", "present")
             self.action.addItem("put the plate on the transfer station away", "put-away")
+            self.action.addItem(
+                "open the gate (automatic door) at the transfer station", "open-gate"
+            )
+            self.action.addItem("close the gate at the transfer station", "close-gate")
             inc = next(i for i in self.maps.incubators if i.device == name)
             self.slot.setRange(1, max(1, inc.slots))
         elif kind == "mover":
@@ -126,16 +134,21 @@ class DeviceActionDialog(QDialog):
             for box in (self.source, self.destination):
                 box.clear()
                 box.addItems(stations)
-        self.form.setRowVisible(self.slot, kind == "incubator")
         for field in (self.source, self.destination, self.plate):
             self.form.setRowVisible(field, kind == "mover")
+        self._action_changed()
+
+    def _action_changed(self) -> None:
+        """The slot is asked only for the actions that take a plate from or to one."""
+        self.form.setRowVisible(self.slot, self.action.currentData() in SLOT_ACTIONS)
 
     def args(self) -> dict[str, Any]:
         """The command's args from the fields."""
         kind, name = self.device.currentData() or ("", "")
         out: dict[str, Any] = {"device": name, "action": self.action.currentData()}
         if kind == "incubator":
-            out["slot"] = self.slot.value()
+            if out["action"] in SLOT_ACTIONS:
+                out["slot"] = self.slot.value()
         else:
             out["source"] = self.source.currentText()
             out["destination"] = self.destination.currentText()
@@ -190,7 +203,10 @@ class DeviceActions:
     """The Console menu entry and the Maps tab's button; :meth:`open` reads the maps (the
     devices and their stations) on the worker, then opens the dialog."""
 
-    TIP = "Present or put away a plate, or move one with the arm (a supervisor's action)"
+    TIP = (
+        "Present or put away a plate, open or close an incubator's gate, or move a plate "
+        "with the arm (a supervisor's action)"
+    )
 
     def __init__(self, win: Any, view: Any) -> None:
         self.win = win

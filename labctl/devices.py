@@ -149,6 +149,16 @@ class Incubator(Device, Protocol):
 
 
 @runtime_checkable
+class GatedIncubator(Incubator, Protocol):
+    """An incubator whose automatic gate (lift door at the transfer station) can be opened
+    and closed on command: a supervisor's manual action, never a job's."""
+
+    def start_gate(self, job_key: str, open_: bool) -> str:
+        """Open (``open_``) or close the gate; returns the op id (poll it)."""
+        ...
+
+
+@runtime_checkable
 class PlateMover(Device, Protocol):
     def start_move(self, job_key: str, plate: str, source: str, destination: str) -> str: ...
 

@@ -129,7 +129,12 @@ def test_a_device_action_from_the_console_is_refused_while_a_task_needs_the_devi
     qtbot.waitUntil(lambda: win.device_actions.dialog is not None, timeout=10_000)
     dlg = win.device_actions.dialog
     assert dlg.device.currentData() == ("incubator", "inc-sim")
+    # The gate takes no slot: the dialog does not ask for one, nor send it.
+    dlg.action.setCurrentIndex(dlg.action.findData("open-gate"))
+    assert not dlg.form.isRowVisible(dlg.slot)
+    assert dlg.args() == {"device": "inc-sim", "action": "open-gate"}
     dlg.action.setCurrentIndex(dlg.action.findData("present"))
+    assert dlg.form.isRowVisible(dlg.slot)
     dlg.slot.setValue(2)
     dlg.reason.setText("check P2 by eye")
     dlg.send()

@@ -1,6 +1,6 @@
 """Manual device actions (issue 16): a supervisor's ``device-action`` command goes through
-the engine (labctl.engine.manual) on the fake devices of tests/fakes.py, and is refused
-while a run's task needs the device."""
+the engine (labctl.engine.manual) on the fake devices of tests/fakes.py and on the
+Cytomat driver against its simulator, and is refused while a run's task needs the device."""
 
 from __future__ import annotations
 
@@ -12,8 +12,12 @@ from fakes import fake_workcell
 
 from labctl.accounts import Role
 from labctl.clock import VirtualClock
+from labctl.drivers.cytomat import CytomatDriver
+from labctl.drivers.incubators import SerialIncubator
 from labctl.engine import Engine
 from labctl.engine.manual import DEVICE_ACTION
+from labctl.simulators.cytomat import CytomatConfig, CytomatSim
+from labctl.simulators.serial_link import PtyLink
 from labctl.store import Store
 
 NOW = datetime(2026, 12, 13, 3, 0, tzinfo=timezone.utc)
@@ -96,3 +100,39 @@ def test_refused_while_a_task_under_way_needs_the_device() -> None:
         assert sim.store.events(entity="device", action=DEVICE_ACTION, limit=None) == []
     finally:
         sim.close()
+
+
+def test_a_supervisor_opens_and_closes_a_cytomat_gate_through_the_engine(tmp_path: Path) -> None:
+    """The real path: the engine's ManualActions, the Cytomat adapter and driver, over a
+    pty to the simulated Cytomat; what the device's own gate sensor says is the proof."""
+    clock = VirtualClock(NOW)
+    sim = CytomatSim(clock, CytomatConfig(slots=10), plates={2: "P1"})
+    store = Store.open(tmp_path / "labctl.db", clock, create=True)
+    with PtyLink(sim) as link, store:
+        driver = CytomatDriver("inc-1", link.port, clock, slots=10, reply_timeout_s=0.3)
+        inc = SerialIncubator("inc-1", driver, clock, setpoints={"temperature": 37.0, "co2": 5.0})
+        try:
+            engine = Engine(store, clock, {"inc-1": inc})
+            opened = _send(store, engine, device="inc-1", action="open-gate")
+            assert opened.state == "applied", opened.result
+            assert opened.result["detail"] == "the gate is open"
+            assert inc.device_status().gate_open is True
+            shut = _send(store, engine, device="inc-1", action="close-gate")
+            assert shut.state == "applied" and inc.device_status().gate_open is False
+            events = store.events(entity="device", action=DEVICE_ACTION, limit=None)
+            assert [(e.data["action"], e.data["outcome"]) for e in events] == [
+                ("open-gate", "succeeded"),
+                ("close-gate", "succeeded"),
+            ]
+            assert sim.slots == {2: "P1"}  # no plate moved
+        finally:
+            inc.close()
+
+
+def test_a_gate_action_is_refused_where_the_device_has_no_gate_command(tmp_path: Path) -> None:
+    store, engine, devices = _engine(tmp_path)
+    with store:
+        cmd = _send(store, engine, device="inc-sim", action="open-gate")
+        assert cmd.state == "rejected"
+        assert cmd.result["reason"] == "inc-sim cannot 'open-gate' (it can: present, put-away)"
+        assert devices["inc-sim"].actions == []

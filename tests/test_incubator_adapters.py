@@ -521,3 +521,36 @@ def test_manual_incubator_reports_the_operators_prompt() -> None:
     )
     op.answers["p1"] = {"done": True}
     assert inc.report("d1/P1/0") == f"{head}; the operator was asked about this job (answered)"
+
+
+def test_cytomat_gate_opens_and_closes_on_command(clock: VirtualClock) -> None:
+    """A supervisor's manual action (labctl.engine.manual): ``ll:gp 002`` / ``001``, done
+    when the gate bit of the overview register says so."""
+    sim = CytomatSim(clock, CytomatConfig(slots=10, move_s=15.0, init_s=30.0), plates={3: "P1"})
+    with cytomat(clock, sim) as inc:
+        op = inc.start_gate("manual/1", True)  # a low-level command: no initialisation needed
+        assert inc.poll(op).state is OpState.RUNNING
+        assert inc.device_status().gate_open is False  # not yet: the gate takes gate_s
+        clock.advance(sim.config.gate_s + 1)
+        done = inc.poll(op)
+        assert done.state is OpState.SUCCEEDED and done.detail == "the gate is open"
+        assert inc.device_status().gate_open is True
+        # Starting the same op again does not send it again; a close is a new op.
+        assert inc.start_gate("manual/1", True) == op
+        shut = inc.start_gate("manual/2", False)
+        clock.advance(sim.config.gate_s + 1)
+        assert inc.poll(shut).state is OpState.SUCCEEDED
+        assert inc.device_status().gate_open is False
+        # The plates did not move.
+        assert sim.slots == {3: "P1"} and sim.transfer_station is None
+
+
+def test_liconic_refuses_a_gate_command_it_has_no_documented_telegram_for(
+    clock: VirtualClock,
+) -> None:
+    sim = LiconicSim(clock)
+    with liconic(clock, sim) as inc:
+        with pytest.raises(DeviceError, match="no documented gate command") as exc:
+            inc.start_gate("manual/1", True)
+        assert exc.value.command == "ST 1901"
+    assert list(sim.actions) == []  # nothing was sent that moves anything

@@ -6,7 +6,9 @@ drives the device meanwhile:
 
 - an incubator's ``present`` ``{"slot": N}``: the plate in slot N to the transfer station
   (the driver's ``start_fetch``); ``put-away`` ``{"slot": N}``: the plate on the transfer
-  station into slot N (``start_store``);
+  station into slot N (``start_store``); ``open-gate`` / ``close-gate``: its automatic gate
+  (lift door) at the transfer station, where the device has one it can be told to open
+  (``start_gate``: a Cytomat's ``ll:gp``; a LiCONiC has no documented command and refuses);
 - a plate mover's ``move`` ``{"source": STATION, "destination": STATION, "plate": LABEL}``
   (``start_move``; stations as the workcell names them, ``plate`` optional).
 
@@ -31,7 +33,7 @@ from typing import Any
 
 from labctl.accounts import Action, allowed
 from labctl.clock import Clock
-from labctl.devices import Device, Incubator, OpState, PlateMover
+from labctl.devices import Device, GatedIncubator, Incubator, OpState, PlateMover
 from labctl.engine.machines import JobState, TaskState
 from labctl.engine.records import Picture
 from labctl.errors import DeviceError, LabctlError
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 DEVICE_ACTION = "device-action"
-INCUBATOR_ACTIONS = ("present", "put-away")
+INCUBATOR_ACTIONS = ("present", "put-away", "open-gate", "close-gate")
 MOVER_ACTIONS = ("move",)
 _UNFINISHED = (JobState.PENDING, JobState.READY, JobState.RUNNING)
 
@@ -74,6 +76,8 @@ def describe(args: Mapping[str, Any]) -> str:
         return f"{device}: present slot {args.get('slot', '?')} at the transfer station"
     if action == "put-away":
         return f"{device}: put the plate on the transfer station into slot {args.get('slot', '?')}"
+    if action in ("open-gate", "close-gate"):
+        return f"{device}: {action.split('-')[0]} the gate at the transfer station"
     if action == "move":
         plate = f"{args['plate']} " if args.get("plate") else "the plate "
         return f"{device}: move {plate}from {args.get('source', '?')} to {args.get('destination', '?')}"
@@ -175,11 +179,14 @@ class ManualActions:
         words = describe(args)
         starts: dict[str, Callable[[], str]] = {}
         if isinstance(dev, Incubator):
-            slot = _int(args, "slot")
+            # The slot is checked only for the actions that use it (a lambda reads it).
             starts = {
-                "present": lambda: dev.start_fetch(key, slot),
-                "put-away": lambda: dev.start_store(key, slot),
+                "present": lambda: dev.start_fetch(key, _int(args, "slot")),
+                "put-away": lambda: dev.start_store(key, _int(args, "slot")),
             }
+            if isinstance(dev, GatedIncubator):
+                starts["open-gate"] = lambda: dev.start_gate(key, True)
+                starts["close-gate"] = lambda: dev.start_gate(key, False)
         elif isinstance(dev, PlateMover):
             source, destination = _text(args, "source"), _text(args, "destination")
             if source == destination:
