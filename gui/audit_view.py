@@ -55,6 +55,7 @@ ENTITIES = [
     "prompt",
     "command",
     "alarm",
+    "page",  # pages to the person on call: sent and failed
     "qc",
     "lot",
     "device",
@@ -200,6 +201,8 @@ class EventTableModel(RowsModel):
             cell: dict[int, object] = {DISPLAY: text}
             if c in (7, 8) and text:
                 cell[TOOLTIP] = text
+            if c == 7 and e.recorded:
+                cell[TOOLTIP] = f"{text}\n\nRecorded: {e.recorded}"
             if alarm:
                 cell[FOREGROUND] = QColor(theme.VERMILLION)
             elif c in (0, 1):

@@ -7,8 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from labctl.reports.words import page_words
 from labctl.store import Store
 from labctl.store.models import Event
+
+# Actions whose reason the audit view shows in words made from the event's data.
+PAGE_ACTIONS = ("page-sent", "page-failed")
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,9 @@ class EventRow:
     action: str
     change: str  # "pending → running" or ""
     actor: str
-    reason: str
+    reason: str  # for a page: what happened, in words (labctl.reports.words.page_words)
     data: str  # compact JSON, cut at 300 characters
+    recorded: str = ""  # the event's own reason, when ``reason`` shows it in words
 
 
 @dataclass(frozen=True)
@@ -64,9 +69,14 @@ def event_row(ev: Event) -> EventRow:
     change = ""
     if ev.from_state or ev.to_state:
         change = f"{ev.from_state or '∅'} → {ev.to_state or '∅'}"
+    reason, recorded = ev.reason, ""
+    if ev.entity == "page" and ev.action in PAGE_ACTIONS:
+        # The pager's reason is written for the trail; the operator reads who was paged, by
+        # what, for what and how it went, from the event's data.
+        reason, recorded = page_words(ev.action, ev.data), ev.reason
     return EventRow(
-        ev.seq, ev.time, ev.entity, ev.entity_id, ev.action, change, ev.actor, ev.reason,
-        _data_text(ev.data),
+        ev.seq, ev.time, ev.entity, ev.entity_id, ev.action, change, ev.actor, reason,
+        _data_text(ev.data), recorded,
     )  # fmt: skip
 
 

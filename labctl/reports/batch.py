@@ -4,9 +4,9 @@ What it shows (read by :mod:`labctl.reports.record` in one snapshot of the store
 and the SHA-256 of the protocol text it used, that text's release (who, when, meaning,
 the signature's subject hash), every signature of the run, every deviation with its reason
 and the signature that accepted it, every prompt with its answer in words and who gave it,
-the plan against what happened, QC values, plate places, reagent lots, alarms, the audit
-chain's check with its head hash (a later copy of the database can be checked against the
-paper), and the protocol text itself.
+the plan against what happened, QC values, plate places, reagent lots, alarms, the pages to
+the person on call for them (sent or failed), the audit chain's check with its head hash (a
+later copy of the database can be checked against the paper), and the protocol text itself.
 
 Two renderings of one record: ``medium="browser"`` (self-contained HTML; print CSS for A4
 portrait, with a page footer in ``@page`` margin boxes, printed by browsers that support
@@ -199,6 +199,7 @@ def render_html(record: BatchRecord, *, medium: Medium = "browser") -> str:
     _prompts(page, record)
     _tasks(page, record)
     _measurements(page, record)
+    _pages(page, record)
     _audit(page, record)
     page.add(
         "<div class='newpage'><h2>Protocol text</h2>",
@@ -478,6 +479,32 @@ def _measurements(page: _Page, r: BatchRecord) -> None:
             for a in r.alarms
         ],
         empty="None.",
+    )
+
+
+def _pages(page: _Page, r: BatchRecord) -> None:
+    page.section(
+        "Pages",
+        ["Time", "Channel", "Recipients", "For the alarm", "Attempt", "Outcome"],
+        [
+            (
+                "" if p.sent else "bad",
+                [
+                    _stamp(p.time, r),
+                    p.channel,
+                    p.recipients,
+                    p.alarm,
+                    "-" if p.attempt is None else p.attempt,
+                    p.outcome,
+                ],
+            )
+            for p in r.pages
+        ],
+        empty="No page was sent or tried.",
+        widths=[15, 9, 18, 31, 7, 20],
+        intro="The person on call paged, by e-mail or webhook, for the alarms above that "
+        "needed a person; a failed page is tried again while its alarm stands active (not "
+        "acknowledged, not cleared).",
     )
 
 

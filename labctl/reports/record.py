@@ -1,6 +1,7 @@
 """What a batch record shows, read from the store in one snapshot: the run, the release of
 its protocol text, signatures, deviations with the signature that accepted each, prompts
-and their answers, and the audit chain's check and head.
+and their answers, the pages sent (or not) for its alarms, and the audit chain's check and
+head.
 
 Rendering (HTML for browsers, HTML for the PDF writer) is :mod:`labctl.reports.batch`;
 this module only reads and links. A deviation or an answer is linked to a signature
@@ -20,6 +21,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from labctl.reports.locations import PlateLocation, plate_locations
+from labctl.reports.paged import PageRow, page_rows
 from labctl.reports.words import answer_words, deviation_words
 from labctl.store import AuditReport, Command, Event, Job, Prompt, Run, Store
 from labctl.store.models import Alarm, QcValue, ReagentLot, Task
@@ -29,6 +31,7 @@ __all__ = [
     "BatchRecord",
     "ChainCheck",
     "DeviationRow",
+    "PageRow",
     "PromptRow",
     "ReleaseCheck",
     "read_record",
@@ -140,6 +143,7 @@ class BatchRecord:
     lots: list[ReagentLot] = field(default_factory=list)
     alarms: list[Alarm] = field(default_factory=list)
     locations: list[PlateLocation] = field(default_factory=list)
+    pages: list[PageRow] = field(default_factory=list)
 
     def who(self, name: str | None) -> str:
         """``Sue Smith (sue)`` for a user, the bare name for the engine or a test actor."""
@@ -181,6 +185,7 @@ def read_record(store: Store, run_id: int, *, printed_at: datetime) -> BatchReco
         for j in store.jobs(run_id):
             jobs.setdefault(j.task_id, []).append(j)
         created = [e for e in events if e.action == "created"]
+        alarms = store.alarms_for_run(run_id)
         return BatchRecord(
             run=run,
             tz=ZoneInfo(run.timezone),
@@ -202,8 +207,9 @@ def read_record(store: Store, run_id: int, *, printed_at: datetime) -> BatchReco
             jobs=jobs,
             qc=store.qc_values(run_id),
             lots=store.reagent_lots(run_id),
-            alarms=store.alarms_for_run(run_id),
+            alarms=alarms,
             locations=plate_locations(store, run_id),
+            pages=page_rows(store, run, events, alarms),
         )
 
 

@@ -1,4 +1,5 @@
-"""Plain sentences for a batch record: deviations, prompt answers, what a signature covers.
+"""Plain sentences for a batch record: deviations, prompt answers, what a signature covers,
+pages to the person on call.
 
 The store keeps these as JSON (an event's ``data``, a prompt's ``answer``, a signature's
 ``subject``); a reviewer reads words, never a Python ``dict`` repr. Every function here
@@ -14,8 +15,10 @@ from zoneinfo import ZoneInfo
 
 __all__ = [
     "answer_words",
+    "channel_words",
     "deviation_words",
     "duration",
+    "page_words",
     "plain",
     "subject_words",
     "when",
@@ -31,6 +34,9 @@ CHOICE_WORDS: dict[str, str] = {
     "release": "release the run and go on",
     "abort": "abort the run",
 }
+
+# How each paging channel (labctl.engine.paging) reaches a person.
+CHANNEL_WORDS: dict[str, str] = {"smtp": "e-mail", "webhook": "webhook"}
 
 
 def when(dt: datetime | None, tz: ZoneInfo) -> str:
@@ -174,3 +180,22 @@ def subject_words(subject: Mapping[str, Any]) -> str:
     if subject.get("run") is not None:
         parts.append(f"run {subject['run']}")
     return ", ".join(parts) or plain({k: v for k, v in subject.items() if k != "reason"})
+
+
+def channel_words(channel: Any) -> str:
+    """``e-mail`` for the 'smtp' channel, ``webhook``; an unknown name as it is."""
+    return CHANNEL_WORDS.get(str(channel), str(channel or "?"))
+
+
+def page_words(action: str, data: Mapping[str, Any]) -> str:
+    """A 'page-sent' or 'page-failed' event's ``data`` (labctl.engine.paging) as one
+    sentence: ``Paged alice@lab.org by e-mail: <subject> (attempt 2)``, ``Page to
+    alice@lab.org by e-mail failed (attempt 3): <why>``. Missing fields read '?'."""
+    how = channel_words(data.get("channel"))
+    to = plain(data.get("to")) if data.get("to") else "?"
+    attempt = data.get("attempt")
+    counted = isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0
+    tries = f" (attempt {attempt})" if counted else ""
+    if action == "page-sent":
+        return f"Paged {to} by {how}: {data.get('subject') or '?'}{tries}"
+    return f"Page to {to} by {how} failed{tries}: {data.get('detail') or '?'}"
