@@ -359,3 +359,26 @@ def test_on_a_deck_of_four_the_next_pair_is_put_down_while_the_robot_feeds(
         if (s1 - s0) < timedelta(hours=2)  # within one feed
     ]
     assert sorted(gaps)[len(gaps) // 2] < 30, sorted(gaps)
+
+
+def test_a_shared_run_that_stops_part_way_names_each_plates_deck_position(
+    tmp_path: Path,
+) -> None:
+    """A shared robot run fails after liquid moved: each plate's prompt says where every
+    plate of that run is on the deck, so the person finishing wells by hand judges each
+    plate at its own position (the CI live trial's bot once read the partner's wells)."""
+    bay = _bay(tmp_path, 2, EngineConfig())
+    store, rid, lh = bay.store, bay.rid, bay.devices["ot2-sim"]
+    assert isinstance(lh, FakeLiquidHandler)
+    lh.fail_next, lh.partial_failures = 1, True
+    bay.run(lambda: len(store.open_prompts(rid)) >= 2, days=3)
+    prompts = store.open_prompts(rid)
+    assert len(prompts) == 2, [p.text for p in prompts]
+    (run,) = [op["detail"] for op in lh.ops.values()]  # the robot's own record of the run
+    slots = dict(zip(run["batch_plates"], run["batch"], strict=True))
+    where = (
+        f"This robot run fed 2 plates together: P1 on deck position {slots['P1']}, "
+        f"P2 on deck position {slots['P2']}."
+    )
+    for p in prompts:
+        assert where in p.text, p.text

@@ -14,6 +14,7 @@ from typing import Any
 
 from labctl.clock import Clock
 from labctl.devices import Attendable, Device, Reports
+from labctl.engine.batches import riding
 from labctl.engine.config import EngineConfig
 from labctl.engine.machines import JobState, RunState, TaskState
 from labctl.engine.places import Places
@@ -215,8 +216,9 @@ class Prompts:
         elif partial:
             text = (
                 f"{c.plate}: {j.op.value} on {j.device} stopped part-way: {detail}. Some wells may "
-                "already have been fed, so it will not be run again. Check the plate, finish the "
-                "remaining wells by hand, then answer 'done' (or 'skip': recorded as a deviation)."
+                "already have been fed, so it will not be run again."
+                f"{self._where(j, c)} Check the plate, finish the remaining wells by hand, then "
+                "answer 'done' (or 'skip': recorded as a deviation)."
             )
             choices, default = ["done", "skip", "hold"], "hold"
         else:
@@ -259,7 +261,7 @@ class Prompts:
             )
         text = (
             f"{c.plate}: {j.op.value} on {j.device} ({j.key}) was under way, and {why}. Check "
-            f"the plate and the device: did it happen? {how}" + self._report(j)
+            f"the plate and the device: did it happen?{self._where(j, c)} {how}" + self._report(j)
         )
         p = self.store.insert_prompt(
             c.run_id,
@@ -287,6 +289,35 @@ class Prompts:
             c.run_id, kind=IN_DOUBT, text=text, actor=self.cfg.actor, choices=choices, job_id=lh.id
         )
         c.doubt_prompt = p.id
+
+    def _where(self, j: JobRec, c: ChainRec) -> str:
+        """Where a liquid handling's plate is on the deck, and, when one robot run fed
+        several plates, where each of them is: the person must judge each plate at its own
+        position (the plan's position may not be the one the engine chose as plates came).
+        A sentence with a leading space, or "" (not a liquid handling, or no deck position
+        known)."""
+        if j.op is not Op.LH_RUN:
+            return ""
+        lead = riding(j) or j.key
+        shared: list[tuple[str, int | None]] = []
+        for other in self.picture.jobs.values():
+            if other.op is Op.LH_RUN and (other.key == lead or riding(other) == lead):
+                oc = self.picture.chain_of(other)
+                shared.append((oc.plate, self.places.deck_slot(oc)))
+        if len(shared) > 1:
+            shared.sort(key=lambda ps: (ps[1] is None, ps[1] or 0, ps[0]))
+            each = ", ".join(
+                f"{plate} on deck position {pos}"
+                if pos is not None
+                else f"{plate} (position not known)"
+                for plate, pos in shared
+            )
+            return (
+                f" This robot run fed {len(shared)} plates together: {each}. Judge each plate "
+                "at its own position: the wells of one are not the other's."
+            )
+        pos = self.places.deck_slot(c)
+        return "" if pos is None else f" {c.plate} is on {j.device} deck position {pos}."
 
     def _report(self, j: JobRec) -> str:
         """What the job's device says of it now, as the end of a prompt's text."""
