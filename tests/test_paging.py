@@ -304,7 +304,13 @@ def test_an_acknowledged_alarm_is_not_paged_again(
     w.clock.advance(3 * 3600)
     pager.tick(w.clock.now())
     assert pager.settle(10)
-    assert len(smtp.received) == 1 and len(hook.received) == 1
+    # Only the all clear (tests/test_all_clear.py), then nothing more.
+    assert len(smtp.received) == 2 and len(hook.received) == 2
+    assert smtp.messages()[1]["Subject"].startswith("Acknowledged by sue: [labctl bay-1]")
+    w.clock.advance(3 * 3600)
+    pager.tick(w.clock.now())
+    assert pager.settle(10)
+    assert len(smtp.received) == 2 and len(hook.received) == 2
     assert pager.next_due(w.clock.now()) is None
 
 

@@ -21,8 +21,12 @@ from labctl.workcell import PAGING_LEVELS
 
 __all__ = [
     "CRITICAL_CODES",
+    "ENGINE_SILENT",
+    "WATCHDOG_CODES",
     "Context",
     "Page",
+    "all_clear_page",
+    "alarm_json",
     "compose",
     "iso_utc",
     "level_of",
@@ -33,6 +37,10 @@ __all__ = [
 # Alarms of the store's 'error' severity that are critical: the cells suffer by the minute
 # (a plate out of its incubator, an incubator out of its climate or with its door open).
 CRITICAL_CODES = frozenset({"out-too-long", "climate", "door"})
+# The engine has written nothing for too long while runs depend on it: raised and cleared by
+# the watchdog (labctl.engine.watchdog), paged by the watchdog's pager and never the engine's.
+ENGINE_SILENT = "engine-silent"
+WATCHDOG_CODES = frozenset({ENGINE_SILENT})
 
 
 def level_of(a: Alarm) -> str:
@@ -73,6 +81,7 @@ class Context:
     host: str = ""  # the engine's machine
     practice: bool = False
     repeat_after_s: float | None = 1800.0
+    sender: str = "the labctl engine"  # who sends the pages (the watchdog, for its own)
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,10 @@ _TODO = {
     "the console or with: labctl release {run} --reason ...{db}",
     "held": "The run database went back (restored, or it lost its latest writes): check the "
     "devices against it, then: labctl confirm-store --reason ...{db}",
+    ENGINE_SILENT: "Find out why the engine stopped (its service's log, or the terminal it ran "
+    "in; labctl status{db} says what it last wrote) and start it again: labctl engine "
+    "--workcell ...{db}. Until it runs nothing is carried out: no plate is moved, no incubator "
+    "watched, no other alarm paged.",
 }
 _DEFAULT_TODO = "Look at the alarm on the console and act on its message."
 
@@ -167,19 +180,20 @@ def compose(store: Store, a: Alarm, now: datetime, ctx: Context, *, repeat: int 
         *(f"  {c}" for c in see),
         "  Acknowledge the alarm on the console (the alarm banner) to stop these pages.",
         "",
-        f"Sent by the labctl engine{' on ' + ctx.host if ctx.host else ''} at "
+        f"Sent by {ctx.sender}{' on ' + ctx.host if ctx.host else ''} at "
         f"{_local(now, tz)} ({now.astimezone(timezone.utc):%H:%M} UTC). Pages repeat {again}.",
     ]
     body = "\n".join(lines[2:]) + "\n"
     payload: dict[str, Any] = {
         "schema": "labctl.page/1",
+        "kind": "alarm",
         "workcell": ctx.workcell,
         "practice": ctx.practice,
         "level": level,
         "subject": subject,
         "headline": headline,
         "text": "\n".join(lines) + "\n",
-        "alarm": _alarm_json(a),
+        "alarm": alarm_json(a),
         "where": {
             "run": None if w.run is None else {"id": w.run.id, "name": w.run.name},
             "task": None
@@ -221,15 +235,60 @@ def plain_page(a: Alarm, now: datetime, ctx: Context, why: str, *, repeat: int =
     )
     payload: dict[str, Any] = {
         "schema": "labctl.page/1",
+        "kind": "alarm",
         "workcell": ctx.workcell,
         "practice": ctx.practice,
         "level": level,
         "subject": subject,
         "text": f"{subject}\n\n{body}",
-        "alarm": _alarm_json(a),
+        "alarm": alarm_json(a),
         "page": {"repeat": repeat, "sent_at": iso_utc(now), "host": ctx.host},
     }
     return Page(a.id, a.run_id, level, f"{a.run_id}|{a.device}|{a.code}", subject, body, payload)
+
+
+def all_clear_page(a: Alarm, now: datetime, ctx: Context, *, subject: str, sent: int) -> Page:
+    """The one short page after ``a`` stopped being active: ``Acknowledged by sue: <subject>``
+    or ``Cleared: <subject>``, ``subject`` being its last page's by that channel, ``sent`` how
+    many pages of it that channel delivered."""
+    tz = _zone(ctx.timezone)
+    if a.state == "acknowledged":
+        how, by, at = "acknowledged", a.acknowledged_by or "?", a.acknowledged_at or now
+        first = f"Acknowledged by {by}: {subject}"
+        said = (
+            f"acknowledged by {by} at {_local(at, tz)} ({at.astimezone(timezone.utc):%H:%M} "
+            "UTC): someone is on it. Its cause may still stand (the console shows it until it "
+            "clears)."
+        )
+    else:
+        how, by, at = "cleared", a.cleared_by or "?", a.cleared_at or now
+        first = f"Cleared: {subject}"
+        ack = f", acknowledged by {a.acknowledged_by} before" if a.acknowledged_by else ""
+        said = (
+            f"its condition is gone (cleared by {by} at {_local(at, tz)}, "
+            f"{at.astimezone(timezone.utc):%H:%M} UTC{ack})."
+        )
+    pages = f"{sent} page{'s' if sent != 1 else ''}"
+    body = (
+        f"Alarm {a.id} ({a.code}) {said}\n"
+        f"It was: {a.message}\n"
+        f"No more pages of it (after {pages}).\n\n"
+        f"Sent by {ctx.sender}{' on ' + ctx.host if ctx.host else ''} at {_local(now, tz)}.\n"
+    )
+    payload: dict[str, Any] = {
+        "schema": "labctl.page/1",
+        "kind": "all-clear",
+        "workcell": ctx.workcell,
+        "practice": ctx.practice,
+        "level": level_of(a),
+        "subject": first,
+        "text": f"{first}\n\n{body}",
+        "alarm": alarm_json(a),
+        "all_clear": {"how": how, "by": by, "at": iso_utc(at)},
+        "page": {"repeat": sent, "sent_at": iso_utc(now), "host": ctx.host},
+    }
+    key = f"{a.run_id}|{a.device}|{a.code}"
+    return Page(a.id, a.run_id, level_of(a), key, first, body, payload)
 
 
 def _zone(name: str) -> ZoneInfo:
@@ -298,6 +357,7 @@ def _headline(a: Alarm, w: _Where, now: datetime, since: datetime) -> str:
         "no-answer": f"prompt for {plate} unanswered" if w.plate else "a prompt is unanswered",
         "hold": f"{run} is on hold",
         "held": "the engine is held: it starts nothing",
+        ENGINE_SILENT: "the engine is silent: nothing is carried out",
         "door": f"{dev}: door open",
         "door-open": f"{dev}: door open, its run is paused",
         "offline": f"{dev} does not answer",
@@ -342,7 +402,7 @@ def iso_utc(t: datetime) -> str:
     return t.astimezone(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _alarm_json(a: Alarm) -> dict[str, Any]:
+def alarm_json(a: Alarm) -> dict[str, Any]:
     """The alarm's fields in a page's JSON body."""
     return {
         "id": a.id,

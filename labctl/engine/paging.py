@@ -11,8 +11,15 @@ pages that are due to one courier thread per channel and records what the courie
 report back (each delivery is one connection with a short time-out). A failed delivery is
 tried again after 30 s, 1, 2, 5, then every 10 minutes, while the alarm stands active.
 
+When a paged alarm is acknowledged or cleared, each channel that paged it sends one short
+"all clear" (:mod:`labctl.engine.all_clear`). The engine's pager pages every alarm but the
+watchdog's (``engine-silent``, :data:`~labctl.engine.pages.WATCHDOG_CODES`), which the
+watchdog's own pager (``labctl watchdog``, :mod:`labctl.engine.watchdog`) pages: a stopped
+engine pages nobody, so the watchdog must not depend on it.
+
 Every page sent or failed is an audit event (entity ``page``, id the alarm's, action
-``page-sent`` or ``page-failed``, data: channel, recipients, level, subject, attempt).
+``page-sent`` or ``page-failed``, data: channel, recipients, level, subject, attempt; an
+all clear is ``page-cleared``, or ``page-failed`` with ``all_clear: true``).
 When a page is next due is worked out from those events, so an engine that restarts does
 not page again an alarm paged less than ``repeat_after`` ago. A condition that clears and
 comes back (a device that flaps) is a new alarm of the same (run, subject, code): it is not
@@ -21,32 +28,39 @@ paged again until ``repeat_after`` has passed since that condition was last page
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import os
 import queue
-import smtplib
 import socket
-import ssl
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid, parseaddr
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
 from labctl.clock import Clock
-from labctl.engine.pages import Context, Page, compose, iso_utc, level_of, plain_page, rank
-from labctl.errors import LabctlError, StoreError
+from labctl.engine.all_clear import ALL_CLEAR_TRIES, AllClears, Owed
+from labctl.engine.channels import (
+    Channel,
+    PageError,
+    SmtpChannel,
+    WebhookChannel,
+    shown_url,
+)
+from labctl.engine.pages import (
+    WATCHDOG_CODES,
+    Context,
+    Page,
+    all_clear_page,
+    compose,
+    iso_utc,
+    level_of,
+    plain_page,
+    rank,
+)
+from labctl.errors import StoreError
 from labctl.store import Store
 from labctl.store.models import Alarm, Event
-from labctl.workcell import PagingSettings, SmtpSettings, WebhookSettings, Workcell
+from labctl.workcell import PagingSettings, Workcell
 
 if TYPE_CHECKING:
     from labctl.engine.loop import Engine
@@ -59,206 +73,6 @@ BACKOFF_S = (30.0, 60.0, 120.0, 300.0, 600.0)
 ACTOR = "pager"
 
 
-class PageError(LabctlError):
-    """A page could not be delivered (the channel says why in one sentence)."""
-
-    code = 3100
-
-
-# ---- the channels ----------------------------------------------------------------------------
-
-
-class Channel(Protocol):
-    """One way of telling a person. ``send`` blocks (on a courier thread) at most about its
-    time-out; it returns how the page went out, or raises why it did not."""
-
-    name: str
-
-    def send(self, page: Page, now: datetime) -> str: ...
-
-    def recipients(self) -> list[str]:
-        """Whom it pages, as recorded (never a secret)."""
-        ...
-
-    def problems(self) -> list[str]:
-        """What would make every page fail now (an environment variable not set)."""
-        ...
-
-
-class SmtpChannel:
-    """E-mail through an SMTP server (STARTTLS, or TLS from the start, with a login)."""
-
-    name = "smtp"
-
-    def __init__(
-        self,
-        settings: SmtpSettings,
-        *,
-        timeout_s: float = 20.0,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.s = settings
-        self.timeout_s = timeout_s
-        self.env = os.environ if env is None else env
-
-    def recipients(self) -> list[str]:
-        return list(self.s.to)
-
-    def problems(self) -> list[str]:
-        pe = self.s.password_env
-        if pe and not self.env.get(pe):
-            return [f"the SMTP password's environment variable {pe} is not set for the engine"]
-        return []
-
-    def message(self, page: Page, now: datetime) -> EmailMessage:
-        m = EmailMessage()
-        m["Subject"] = page.subject
-        m["From"] = self.s.sender
-        m["To"] = ", ".join(self.s.to)
-        m["Date"] = format_datetime(now.astimezone(timezone.utc))
-        domain = parseaddr(self.s.sender)[1].rpartition("@")[2] or "labctl.invalid"
-        m["Message-ID"] = make_msgid(f"labctl.alarm{page.alarm_id}", domain=domain)
-        m["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to it
-        m["X-Labctl-Alarm"] = str(page.alarm_id)
-        m["X-Labctl-Level"] = page.level
-        if page.level != "warning":
-            m["Importance"] = "high"
-            m["X-Priority"] = "1"
-        # Plain 7-bit text reads as is everywhere (raw, in a pager's SMS gateway); any
-        # other text goes quoted-printable.
-        m.set_content(page.body, cte="7bit" if page.body.isascii() else "quoted-printable")
-        return m
-
-    def send(self, page: Page, now: datetime) -> str:
-        s = self.s
-        password = ""
-        if s.password_env:
-            password = self.env.get(s.password_env, "")
-            if not password:
-                raise PageError(f"environment variable {s.password_env} is not set")
-        ctx = ssl.create_default_context()
-        # The local name given in EHLO, without the DNS lookup smtplib would make for it.
-        me = socket.gethostname() or "labctl"
-        conn: smtplib.SMTP
-        try:
-            if s.ssl:
-                conn = smtplib.SMTP_SSL(
-                    s.host, s.port, local_hostname=me, timeout=self.timeout_s, context=ctx
-                )
-            else:
-                conn = smtplib.SMTP(s.host, s.port, local_hostname=me, timeout=self.timeout_s)
-            with conn:
-                if s.starttls:
-                    conn.starttls(context=ctx)
-                if s.username:
-                    conn.login(s.username, password)
-                refused = conn.send_message(self.message(page, now))
-        except smtplib.SMTPException as exc:
-            raise PageError(f"{s.host}:{s.port}: {_smtp_why(exc, self.timeout_s)}") from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise PageError(f"{s.host}:{s.port}: {_os_why(exc, self.timeout_s)}") from exc
-        took = [a for a in s.to if parseaddr(a)[1] not in refused]
-        out = f"accepted by {s.host}:{s.port} for {', '.join(took)}"
-        if refused:
-            out += f"; refused for {', '.join(sorted(refused))}"
-        return out
-
-
-class WebhookChannel:
-    """A JSON POST (labctl.page/1, see docs/workcell.md), signed when a secret is set."""
-
-    name = "webhook"
-
-    def __init__(
-        self,
-        settings: WebhookSettings,
-        *,
-        timeout_s: float = 10.0,
-        env: Mapping[str, str] | None = None,
-    ) -> None:
-        self.s = settings
-        self.timeout_s = timeout_s
-        self.env = os.environ if env is None else env
-        # No redirects: a POST must not turn into a GET somewhere else.
-        self._opener = urllib.request.build_opener(_NoRedirect())
-
-    def recipients(self) -> list[str]:
-        return [shown_url(self.s.url)]
-
-    def problems(self) -> list[str]:
-        se = self.s.secret_env
-        if se and not self.env.get(se):
-            return [f"the webhook secret's environment variable {se} is not set for the engine"]
-        return []
-
-    def request(self, page: Page) -> urllib.request.Request:
-        body = json.dumps(page.payload, ensure_ascii=False, sort_keys=True).encode("utf-8")
-        headers = {
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": "labctl-pager/1",
-            **self.s.headers,
-        }
-        if self.s.secret_env:
-            secret = self.env.get(self.s.secret_env, "")
-            if not secret:
-                raise PageError(f"environment variable {self.s.secret_env} is not set")
-            digest = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-            headers["X-Labctl-Signature"] = f"sha256={digest}"
-        return urllib.request.Request(self.s.url, data=body, headers=headers, method="POST")
-
-    def send(self, page: Page, now: datetime) -> str:
-        req = self.request(page)
-        where = shown_url(self.s.url)
-        try:
-            with self._opener.open(req, timeout=self.timeout_s) as resp:
-                status = resp.status
-        except urllib.error.HTTPError as exc:
-            raise PageError(f"{where} answered HTTP {exc.code} {exc.reason}") from exc
-        except urllib.error.URLError as exc:
-            why = exc.reason if isinstance(exc.reason, OSError) else None
-            text = _os_why(why, self.timeout_s) if why is not None else str(exc.reason)
-            raise PageError(f"{where}: {text}") from exc
-        except OSError as exc:
-            raise PageError(f"{where}: {_os_why(exc, self.timeout_s)}") from exc
-        return f"{where} answered HTTP {status}"
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kw: Any) -> None:
-        return None
-
-
-def shown_url(url: str) -> str:
-    """The webhook's address as recorded and shown: scheme and host only, since a chat
-    service's hook URL holds its secret in its path."""
-    p = urlsplit(url)
-    rest = "/..." if p.path.strip("/") or p.query else ""
-    return f"{p.scheme}://{p.netloc.rpartition('@')[2]}{rest}"
-
-
-def _smtp_why(exc: smtplib.SMTPException, timeout_s: float) -> str:
-    if isinstance(exc, smtplib.SMTPResponseException):
-        text = (
-            exc.smtp_error.decode("utf-8", "replace")
-            if isinstance(exc.smtp_error, bytes)
-            else exc.smtp_error
-        )
-        return f"the server answered {exc.smtp_code} {text}".strip()
-    if isinstance(exc, smtplib.SMTPRecipientsRefused):
-        return f"every recipient was refused ({', '.join(sorted(exc.recipients))})"
-    if isinstance(exc.__context__, OSError):  # smtplib words a time-out as a disconnection
-        return f"{exc} ({_os_why(exc.__context__, timeout_s)})"
-    return str(exc) or type(exc).__name__
-
-
-def _os_why(exc: BaseException, timeout_s: float) -> str:
-    if isinstance(exc, (TimeoutError, socket.timeout)):
-        return f"no answer within {timeout_s:g} s"
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused (is the server up, and is this its port?)"
-    return str(exc) or type(exc).__name__
-
-
 # ---- the pager -------------------------------------------------------------------------------
 
 
@@ -268,6 +82,7 @@ class _Job:
     channel: str
     attempt: int  # 1 for the first try of this page, 2 after one failure...
     repeat: int
+    all_clear: bool = False  # the follow-up of an alarm no longer active (all_clear.py)
 
 
 @dataclass
@@ -338,8 +153,11 @@ class Pager:
         *,
         backoff_s: Sequence[float] = BACKOFF_S,
         actor: str = ACTOR,
+        watchdog: bool = False,
     ) -> None:
-        """``backoff_s``: seconds before the next try after 1, 2, ... failures in a row."""
+        """``backoff_s``: seconds before the next try after 1, 2, ... failures in a row;
+        ``watchdog``: the watchdog's pager, which pages only the watchdog's alarms (the
+        engine's pages all the others)."""
         self.settings = settings
         self.store = store
         self.clock = clock
@@ -355,13 +173,22 @@ class Pager:
         # dropped whenever an event of it is written, so it is read again.
         self._states: dict[tuple[int, str], _State] = {}
         self._live: dict[int, Alarm] = {}  # the alarms paged, as of the last tick
+        self.watchdog = watchdog
+        self._clears = AllClears(store, list(self._couriers), self._mine, self._backoff)
 
     @classmethod
     def for_workcell(
-        cls, wc: Workcell, store: Store, clock: Clock, *, db: str | Path | None = None
+        cls,
+        wc: Workcell,
+        store: Store,
+        clock: Clock,
+        *,
+        db: str | Path | None = None,
+        watchdog: bool = False,
     ) -> Pager | None:
         """The pager of a workcell file's ``paging:`` section with its real channels (None
-        without one). ``db``: the run database, named in the commands a page suggests."""
+        without one). ``db``: the run database, named in the commands a page suggests;
+        ``watchdog``: the watchdog's pager (see :meth:`__init__`)."""
         settings = wc.paging
         if settings is None:
             return None
@@ -377,8 +204,9 @@ class Pager:
             socket.gethostname(),
             store.is_practice(),
             settings.repeat_after_s,
+            "the labctl watchdog" if watchdog else "the labctl engine",
         )
-        return cls(settings, store, clock, ctx, channels)
+        return cls(settings, store, clock, ctx, channels, watchdog=watchdog)
 
     # ---- wiring ---------------------------------------------------------------------------
 
@@ -413,7 +241,7 @@ class Pager:
         again = f"again every {every / 60:g} min" if every else "once"
         out = (
             f"pages by {' and '.join(ways)}, for active alarms at or above "
-            f"{self.settings.severity}, {again} until acknowledged"
+            f"{self.settings.severity}, {again} until acknowledged, then an all clear"
         )
         problems = self.problems()
         return out + (f"; WARNING: {'; '.join(problems)}" if problems else "")
@@ -429,10 +257,11 @@ class Pager:
         self._collect()
         if self.settings.quiet or not self._couriers:
             return
+        standing = {a.id: a for a in self.store.active_alarms()}
         self._live = {
             a.id: a
-            for a in self.store.active_alarms()
-            if a.state == "active" and rank(level_of(a)) >= self._threshold
+            for a in standing.values()
+            if a.state == "active" and self._mine(a) and rank(level_of(a)) >= self._threshold
         }
         # Forget alarms no longer paged (acknowledged, cleared): a cache, not the truth.
         self._states = {k: v for k, v in self._states.items() if k[0] in self._live}
@@ -447,6 +276,19 @@ class Pager:
                 job = _Job(pages[st.sent], name, st.failures + 1, st.sent)
                 self._inflight[(a.id, name)] = job
                 courier.put(job)
+        for o in self._clears.due(standing, now, self._inflight):
+            self._send_all_clear(o, now)
+
+    def _mine(self, a: Alarm) -> bool:
+        """Whether this pager pages ``a``: the watchdog's alarms are the watchdog's pager's."""
+        return (a.code in WATCHDOG_CODES) == self.watchdog
+
+    def _send_all_clear(self, o: Owed, now: datetime) -> None:
+        page = all_clear_page(o.alarm, now, self.context, subject=o.subject, sent=o.sent)
+        job = _Job(page, o.channel, o.attempt, o.sent, all_clear=True)
+        self._clears.forget(o.alarm.id, o.channel)  # read again once its outcome is recorded
+        self._inflight[(o.alarm.id, o.channel)] = job
+        self._couriers[o.channel].put(job)
 
     def _compose(self, a: Alarm, now: datetime, repeat: int) -> Page:
         try:
@@ -465,7 +307,8 @@ class Pager:
             for name in self._couriers
             if (st := self._waiting(a, name)) is not None and st.due is not None
         ]
-        return min(times, default=None)
+        clear = self._clears.next_due()
+        return min([*times, clear] if clear is not None else times, default=None)
 
     def settle(self, timeout_s: float = 30.0) -> bool:
         """Wait (real time, at most ``timeout_s`` for each) for the deliveries under way and
@@ -503,6 +346,8 @@ class Pager:
         self._states.pop(key, None)  # read again from the events about to be written
         channel = next(c for c in self.channels if c.name == job.channel)
         how = "e-mail" if job.channel == "smtp" else "webhook"
+        if d.ok and not job.all_clear:
+            self._clears.paged(*key)
         data = {
             "alarm": job.page.alarm_id,
             "key": job.page.key,
@@ -515,9 +360,14 @@ class Pager:
             "at": iso_utc(d.at),
             "detail": d.detail,
         }
-        if d.ok:
-            reason = f"paged by {how} ({d.detail}): {job.page.subject}"
+        if job.all_clear:
+            action, reason = self._all_clear_words(job, d, how, channel.recipients())
+            if not d.ok:
+                data["all_clear"] = True
+        elif d.ok:
+            action, reason = "page-sent", f"paged by {how} ({d.detail}): {job.page.subject}"
         else:
+            action = "page-failed"
             wait = self._backoff(job.attempt)
             reason = (
                 f"paging by {how} to {', '.join(channel.recipients())} failed (try "
@@ -525,13 +375,25 @@ class Pager:
                 "stands active"
             )
         self.store.record(
-            "page-sent" if d.ok else "page-failed",
+            action,
             entity="page",
             entity_id=job.page.alarm_id,
             run_id=job.page.run_id,
             actor=self.actor,
             reason=reason,
             data=data,
+        )
+
+    def _all_clear_words(self, job: _Job, d: _Done, how: str, to: list[str]) -> tuple[str, str]:
+        """The action and reason of an all-clear's event."""
+        if d.ok:
+            return "page-cleared", f"all clear sent by {how} ({d.detail}): {job.page.subject}"
+        if job.attempt >= ALL_CLEAR_TRIES:
+            then = f"given up after {job.attempt} tries"
+        else:
+            then = f"next try in {self._backoff(job.attempt) / 60:g} min"
+        return "page-failed", (
+            f"all clear by {how} to {', '.join(to)} failed (try {job.attempt}): {d.detail}; {then}"
         )
 
     def _backoff(self, failures: int) -> float:
@@ -549,7 +411,7 @@ class Pager:
             events = [
                 e
                 for e in self.store.events(entity="page", entity_id=a.id, limit=None)
-                if e.data.get("channel") == channel
+                if e.data.get("channel") == channel and not e.data.get("all_clear")
             ]
             st = self._states[key] = self._from_events(a, channel, events)
         return st
