@@ -23,6 +23,7 @@ from labctl.cli import (
     simulate,
     simulators_cmd,
     user_cmds,
+    watchdog_cmd,
 )
 from labctl.cli.common import (
     EXIT_INTERNAL,
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.register(sub)
     simulators_cmd.register(sub)
     user_cmds.register(sub)
+    watchdog_cmd.register(sub)
     return parser
 
 
