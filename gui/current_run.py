@@ -40,8 +40,9 @@ class RunStrip(QFrame):
         # 12 min" on orange (words and colour), hidden when nothing presses.
         self.urgency = Badge()
         self.urgency.setObjectName("runUrgency")
-        self.detail = label("", muted=True)
-        # Long details are cut by the window, never widen it.
+        self.detail = label("", muted=True, wrap=True)
+        # Long details wrap onto a second line (the tooltip has them all), never widen
+        # the window; what the operator needs first (day, next task, when) comes first.
         self.detail.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         lay.addWidget(self.name)
         lay.addWidget(self.badge)
@@ -115,7 +116,9 @@ class RunStrip(QFrame):
             due = f" ({u.text})" if u is not None and u.text and not u.loud else ""
             nxt = f" · next: {r.next_task} ({r.next_plates}) at {when}{due}"
         paused = f" · paused plates: {', '.join(r.paused_plates)}" if r.paused_plates else ""
-        self.detail.setText(f"{r.protocol} · {r.day_text}{nxt}{paused}")
+        text = f"{r.day_text}{nxt}{paused} · {r.protocol}"
+        self.detail.setText(text)
+        self.detail.setToolTip(text)
         # The engine pauses a running or holding run, or one plate of it.
         self.release.setVisible(r.state == "holding")
         self.usable = {

@@ -281,20 +281,25 @@ def upcoming_row(
     if u is not None and u.loud:
         t = theme.tone(u.tone)
         flag = (
-            f"<td style='padding:2px 8px; margin-right:8px; background:{t.fill}; color:{t.text};'>"
+            f"<td style='white-space:nowrap; padding:2px 8px; margin-right:8px; background:{t.fill}; "
+            f"color:{t.text};'>"
             f"<b>{html.escape(u.label)}</b></td>"
         )
     elif u is not None and u.level == "due":
-        flag = f"<td style='padding:2px 8px; color:{theme.BLUE}'><b>{html.escape(u.label)}</b></td>"
+        flag = (
+            f"<td style='white-space:nowrap; padding:2px 8px; color:{theme.BLUE}'>"
+            f"<b>{html.escape(u.label)}</b></td>"
+        )
     else:
         flag = "<td style='padding:2px 8px'></td>"
     # The flag comes before the title: a narrow window cuts the title, never the flag.
     return (
-        f"<tr><td style='padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
-        f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
+        f"<tr><td style='white-space:nowrap; padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
+        f"<td style='white-space:nowrap; padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
         f"{flag}"
         f"<td style='padding:2px 14px 2px 0'>{html.escape(_short(title))}</td>"
-        f"<td style='padding:2px 14px 2px 0; color:{theme.MUTED}'>{html.escape(plates)}</td>"
+        f"<td style='white-space:nowrap; padding:2px 14px 2px 0; color:{theme.MUTED}'>"
+        f"{html.escape(plates)}</td>"
         "</tr>"
     )
 
@@ -326,7 +331,9 @@ class RunDetails(QFrame):
         self.upcoming = QLabel()
         self.upcoming.setTextFormat(Qt.TextFormat.RichText)
         self.upcoming.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-        # The list never widens the window: long task titles are cut (tooltips have them).
+        # The list never widens the window: the table takes the width there is and long
+        # task titles wrap within their cell (a cut title hid the plates).
+        self.upcoming.setWordWrap(True)
         self.upcoming.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         right.addWidget(self.upcoming, 1)
         lay.addLayout(left, 2)
@@ -366,7 +373,7 @@ class RunDetails(QFrame):
         if r.never_started:
             rows = ""
         self.upcoming.setText(
-            f"<table>{rows}</table>"
+            f"<table width='100%'>{rows}</table>"
             if rows
             else "Not started: nothing of it will be carried out."
             if r.never_started

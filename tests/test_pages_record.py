@@ -176,6 +176,29 @@ def test_a_page_reads_as_a_sentence() -> None:
         f"Page to {HOOK} by webhook failed (attempt 1): HTTP 500"
     )
     assert page_words("page-failed", {"attempt": True}) == "Page to ? by ? failed: ?"
+    # The all clear after an alarm was acknowledged or cleared (labctl.engine.all_clear).
+    clear = {"channel": "smtp", "to": [MAIL_TO], "subject": "Cleared: S", "attempt": 1}
+    assert page_words("page-cleared", clear) == (
+        f"All clear sent to {MAIL_TO} by e-mail: Cleared: S (attempt 1)"
+    )
+    assert page_words("page-failed", {**failed, "all_clear": True}).startswith(
+        f"All-clear page to {HOOK} by webhook failed"
+    )
+
+
+def test_the_record_lists_the_all_clear_after_a_page(paged: tuple[World, Alarm, Alarm]) -> None:
+    w, own, _door = paged
+    data = {
+        "channel": "smtp", "to": [MAIL_TO], "level": "critical", "attempt": 1,
+        "subject": "Acknowledged by sue: plate P1 out", "detail": "accepted", "all_clear": True,
+    }  # fmt: skip
+    w.store.record(
+        "page-cleared", entity="page", entity_id=own.id, run_id=own.run_id, actor="pager",
+        reason="all clear", data=data,
+    )  # fmt: skip
+    got = rows(pages_section(w.store, w.run_id))
+    assert len(got) == 6
+    assert "all clear sent (accepted)" in got[-1] and f"Alarm #{own.id}" in got[-1]
 
 
 # ---- the console's audit tab -----------------------------------------------------------------

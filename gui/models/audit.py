@@ -12,7 +12,7 @@ from labctl.store import Store
 from labctl.store.models import Event
 
 # Actions whose reason the audit view shows in words made from the event's data.
-PAGE_ACTIONS = ("page-sent", "page-failed")
+PAGE_ACTIONS = ("page-sent", "page-cleared", "page-failed")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The pages to the person on call for a run's alarms, for its batch record.
 
 Every page sent or failed is an audit event of :mod:`labctl.engine.paging` (entity
-``page``, id the alarm's, action ``page-sent`` or ``page-failed``, filed under the alarm's
+``page``, id the alarm's, action ``page-sent``, ``page-cleared`` (the all clear) or ``page-failed``, filed under the alarm's
 run; data: channel, recipients, level, subject, attempt, the channel's answer). The run's
 own pages are among the events the record has read already. The workcell's alarms that
 concern the run (device alarms, filed under no run: Store.alarms_for_run) are paged under
@@ -23,18 +23,19 @@ __all__ = ["PageRow", "page_rows"]
 # Run states after which the workcell's alarms no longer concern it (Store.alarms_for_run).
 _FINISHED = ("completed", "aborted", "failed")
 # The audit actions of a page delivered or not (labctl.engine.paging).
-_PAGE_ACTIONS = ("page-sent", "page-failed")
+_PAGE_ACTIONS = ("page-sent", "page-cleared", "page-failed")
 
 
 @dataclass(frozen=True)
 class PageRow:
-    """One page to the person on call, delivered or not: a 'page-sent' or 'page-failed'
+    """One page to the person on call, delivered or not: a 'page-sent', 'page-cleared' or 'page-failed'
     event (labctl.engine.paging). ``channel`` and ``alarm`` are in words; ``detail`` is the
     channel's answer (the server's reply, or why it failed)."""
 
     seq: int
     time: datetime
     sent: bool
+    all_clear: bool  # the follow-up once the alarm was acknowledged or cleared
     channel: str
     recipients: str
     alarm: str
@@ -44,9 +45,10 @@ class PageRow:
     @property
     def outcome(self) -> str:
         """``sent (250 OK)`` or ``FAILED: connection refused``."""
+        what = "all clear " if self.all_clear else ""
         if self.sent:
-            return f"sent ({self.detail})" if self.detail else "sent"
-        return f"FAILED: {self.detail or 'no reason recorded'}"
+            return f"{what}sent ({self.detail})" if self.detail else f"{what}sent"
+        return f"{what}FAILED: {self.detail or 'no reason recorded'}"
 
 
 def page_rows(store: Store, run: Run, events: list[Event], alarms: list[Alarm]) -> list[PageRow]:
@@ -83,7 +85,8 @@ def _page_row(e: Event, alarm: Alarm | None) -> PageRow:
     return PageRow(
         seq=e.seq,
         time=e.time,
-        sent=e.action == "page-sent",
+        sent=e.action in ("page-sent", "page-cleared"),
+        all_clear=e.action == "page-cleared" or bool(d.get("all_clear")),
         channel=channel_words(d.get("channel")),
         recipients=plain(d.get("to")) if d.get("to") else "?",
         alarm=about,

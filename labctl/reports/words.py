@@ -188,9 +188,10 @@ def channel_words(channel: Any) -> str:
 
 
 def page_words(action: str, data: Mapping[str, Any]) -> str:
-    """A 'page-sent' or 'page-failed' event's ``data`` (labctl.engine.paging) as one
-    sentence: ``Paged alice@lab.org by e-mail: <subject> (attempt 2)``, ``Page to
-    alice@lab.org by e-mail failed (attempt 3): <why>``. Missing fields read '?'."""
+    """A 'page-sent', 'page-cleared' (the all clear after it) or 'page-failed' event's
+    ``data`` (labctl.engine.paging, all_clear) as one sentence: ``Paged alice@lab.org by
+    e-mail: <subject> (attempt 2)``, ``All clear sent to alice@lab.org by e-mail: <subject>``,
+    ``Page to alice@lab.org by e-mail failed (attempt 3): <why>``. Missing fields read '?'."""
     how = channel_words(data.get("channel"))
     to = plain(data.get("to")) if data.get("to") else "?"
     attempt = data.get("attempt")
@@ -198,4 +199,7 @@ def page_words(action: str, data: Mapping[str, Any]) -> str:
     tries = f" (attempt {attempt})" if counted else ""
     if action == "page-sent":
         return f"Paged {to} by {how}: {data.get('subject') or '?'}{tries}"
-    return f"Page to {to} by {how} failed{tries}: {data.get('detail') or '?'}"
+    if action == "page-cleared":
+        return f"All clear sent to {to} by {how}: {data.get('subject') or '?'}{tries}"
+    what = "All-clear page" if data.get("all_clear") else "Page"
+    return f"{what} to {to} by {how} failed{tries}: {data.get('detail') or '?'}"
