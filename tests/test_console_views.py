@@ -8,8 +8,11 @@ for them with qtbot.waitUntil (no timing assertions).
 
 from __future__ import annotations
 
-import gc
+import json
+import os
 import shutil
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -785,39 +788,54 @@ def test_a_qc_answer_the_engine_rejects_is_shown_in_its_dialog(
     assert sim.store.get_prompt(p.id).answer == {"done": True, "qc": {"FOXA2_LMX1A_pct": 64.0}}
 
 
-# Keep this test last: once QApplication.quit() has ended main()'s event loop, a window
-# opened by a later test in this process gets no replies from its worker thread.
+# main() runs the Qt event loop to its end, and QApplication.quit() leaves the process's
+# event loops unable to run again (a later window in the same process would never hear
+# from its worker): it runs in a process of its own.
+MAIN_CHILD = """
+import gc, json, sys
+from PyQt6.QtCore import QTimer
+from PyQt6.QtWidgets import QApplication
+from labctl.gui.app import main
+from labctl.gui.main_window import MainWindow
+
+db, pw = sys.argv[1], sys.argv[2]
+app = QApplication([])
+seen = {}
+
+def check():
+    wins = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
+    dlg = wins[0].access.sign_in_dialog if wins else None
+    if dlg is not None and dlg.isVisible() and dlg.sign_in_button.isEnabled():
+        dlg.name.setText("alice")
+        dlg.password.setText(pw)
+        dlg.sign_in_button.click()
+    if wins and wins[0].snapshot is not None:
+        w = wins[0]
+        seen.update(win=w, db=str(w.db_path), run=w.snapshot.runs[0].name,
+                    frozen=gc.get_freeze_count())
+        app.quit()
+    else:
+        QTimer.singleShot(20, check)
+
+QTimer.singleShot(20, check)
+rc = main(db)
+w = seen.pop("win")
+seen.update(rc=rc, finished=w.bridge._thread.isFinished(), after=gc.get_freeze_count())
+print(json.dumps(seen))
+"""
 
 
-def test_main_opens_the_console_and_returns_when_quit(qtbot, sim: Sim) -> None:  # noqa: ANN001
-    from PyQt6.QtCore import QTimer
-
-    from labctl.gui.app import main
-
-    app = QApplication.instance()
-    seen: list[MainWindow] = []
-    frozen: list[int] = []
-
-    def check() -> None:
-        wins = [w for w in app.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible()]
-        dlg = wins[0].access.sign_in_dialog if wins else None
-        if dlg is not None and dlg.isVisible() and dlg.sign_in_button.isEnabled():
-            dlg.name.setText("alice")
-            dlg.password.setText(PASSWORD)
-            dlg.sign_in_button.click()
-        if wins and wins[0].snapshot is not None:
-            seen.append(wins[0])
-            frozen.append(gc.get_freeze_count())
-            app.quit()
-        else:
-            QTimer.singleShot(20, check)
-
-    QTimer.singleShot(20, check)
-    assert main(str(sim.world.db)) == 0
-    (w,) = seen
-    assert w.db_path == sim.world.db and w.snapshot.runs[0].name == "Kriks DA batch 2x6w"
-    assert w.bridge._thread.isFinished()  # main() stopped the worker before returning
+def test_main_opens_the_console_and_returns_when_quit(sim: Sim) -> None:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run(
+        [sys.executable, "-c", MAIN_CHILD, str(sim.world.db), PASSWORD],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["rc"] == 0 and got["db"] == str(sim.world.db)
+    assert got["run"] == "Kriks DA batch 2x6w"
+    assert got["finished"]  # main() stopped the worker before returning
     # What start-up made is out of the collector's sight while the window is open (a full
     # collection on the worker thread froze the window for 100-300 ms), not after.
-    assert frozen[0] > 10_000 and gc.get_freeze_count() == 0
-    w.close()
+    assert got["frozen"] > 10_000 and got["after"] == 0
