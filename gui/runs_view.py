@@ -14,6 +14,7 @@ from PyQt6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QScrollArea,
     QSizePolicy,
     QTableView,
     QVBoxLayout,
@@ -193,9 +194,9 @@ class RunsView(QWidget):
         hh.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hh.setSectionResizeMode(NEXT, QHeaderView.ResizeMode.Stretch)
         hh.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        lay.addWidget(self.table, 3)
+        lay.addWidget(self.table, 1)
         self.details = RunDetails()
-        lay.addWidget(self.details, 2)
+        lay.addWidget(self.details, 1)
         selection = self.table.selectionModel()
         if selection is None:
             raise RuntimeError("a table view with a model has a selection model")
@@ -281,25 +282,19 @@ def upcoming_row(
     if u is not None and u.loud:
         t = theme.tone(u.tone)
         flag = (
-            f"<td style='white-space:nowrap; padding:2px 8px; margin-right:8px; background:{t.fill}; "
-            f"color:{t.text};'>"
-            f"<b>{html.escape(u.label)}</b></td>"
+            f"<span style='background:{t.fill}; color:{t.text};'>"
+            f"<b>&nbsp;{html.escape(u.label)}&nbsp;</b></span><br>"
         )
     elif u is not None and u.level == "due":
-        flag = (
-            f"<td style='white-space:nowrap; padding:2px 8px; color:{theme.BLUE}'>"
-            f"<b>{html.escape(u.label)}</b></td>"
-        )
-    else:
-        flag = "<td style='padding:2px 8px'></td>"
-    # The flag comes before the title: a narrow window cuts the title, never the flag.
+        flag = f"<span style='color:{theme.BLUE}'><b>{html.escape(u.label)}</b></span><br>"
+    # The flag stands above its task's title, in the widest column: it is never cut, and
+    # rows without one stay one line high.
+    cell = "style='white-space:nowrap; padding:2px 14px 2px 0"
     return (
-        f"<tr><td style='white-space:nowrap; padding:2px 14px 2px 0'>{when_text(when, r.timezone, now)}</td>"
-        f"<td style='white-space:nowrap; padding:2px 14px 2px 0; color:{theme.MUTED}'>day {day}</td>"
-        f"{flag}"
-        f"<td style='padding:2px 14px 2px 0'>{html.escape(_short(title))}</td>"
-        f"<td style='white-space:nowrap; padding:2px 14px 2px 0; color:{theme.MUTED}'>"
-        f"{html.escape(plates)}</td>"
+        f"<tr><td {cell}'>{when_text(when, r.timezone, now)}</td>"
+        f"<td {cell}; color:{theme.MUTED}'>day {day}</td>"
+        f"<td style='padding:2px 14px 2px 0'>{flag}{html.escape(_short(title))}</td>"
+        f"<td {cell}; color:{theme.MUTED}'>{html.escape(plates)}</td>"
         "</tr>"
     )
 
@@ -335,7 +330,17 @@ class RunDetails(QFrame):
         # task titles wrap within their cell (a cut title hid the plates).
         self.upcoming.setWordWrap(True)
         self.upcoming.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
-        right.addWidget(self.upcoming, 1)
+        # It scrolls rather than grows: the runs table above keeps its rows in view when
+        # strips (the engine's, your commands) take height.
+        self.upcoming_area = QScrollArea()
+        self.upcoming_area.setWidgetResizable(True)
+        self.upcoming_area.setFrameShape(QFrame.Shape.NoFrame)
+        self.upcoming_area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.upcoming_area.setWidget(self.upcoming)
+        self.upcoming_area.setStyleSheet(
+            "QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }"
+        )
+        right.addWidget(self.upcoming_area, 1)
         lay.addLayout(left, 2)
         lay.addLayout(right, 3)
         self.badges: list[Badge] = []
