@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
+from typing import Any
 
 # Set before anything imports Qt or opentrons (pytest imports conftest first).
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -57,3 +59,34 @@ def _cheap_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
     import labctl.accounts
 
     monkeypatch.setattr(labctl.accounts, "_SCRYPT_N", 2**10)
+
+
+# --- a local mail server and webhook receiver (tests/test_paging.py's), for the paging,
+# all-clear and watchdog tests -----------------------------------------------------------------
+
+
+def _serving(srv: Any) -> Iterator[Any]:
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    yield srv
+    release = getattr(srv, "release", None)
+    if release is not None:
+        release.set()  # a delivery the test held back goes on, so the server can stop
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def smtp() -> Iterator[Any]:
+    """An SMTP server on 127.0.0.1 that keeps what it was sent (test_paging.SmtpServer)."""
+    from tests.test_paging import SmtpServer
+
+    yield from _serving(SmtpServer())
+
+
+@pytest.fixture
+def hook() -> Iterator[Any]:
+    """An HTTP receiver on 127.0.0.1 that keeps what it was posted (test_paging.HookServer)."""
+    from tests.test_paging import HookServer
+
+    yield from _serving(HookServer())

@@ -5,41 +5,25 @@ tests/test_paging.py, timing on the virtual clock."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from labctl.clock import VirtualClock
 from labctl.engine.all_clear import SETTLE_S, STALE_S
 from labctl.engine.paging import Pager
 from labctl.store import Store
 from labctl.store.models import Alarm
-from tests.test_paging import HookServer, SmtpServer, make_pager, pages, settings
+from tests.test_paging import (
+    HookServer,
+    SmtpServer,
+    make_pager,
+    pages,
+    settings,
+)
 
 T0 = datetime(2026, 12, 1, 2, 0, tzinfo=timezone.utc)
 SUBJECT = "[labctl bay-1] ALARM: inc-1 does not answer"
-
-
-def _serve(srv: Any) -> Iterator[Any]:
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    yield from _serve(SmtpServer())
-
-
-@pytest.fixture
-def hook() -> Iterator[HookServer]:
-    yield from _serve(HookServer())
 
 
 class Bay:

@@ -10,7 +10,6 @@ import json
 import socketserver
 import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -146,27 +145,6 @@ class HookServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/hooks/T0K3N-in-the-path"
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    srv = SmtpServer()
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.release.set()
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture
-def hook() -> Iterator[HookServer]:
-    srv = HookServer()
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
 
 
 def settings(smtp: SmtpServer | None, hook: HookServer | None, **kw: Any) -> PagingSettings:

@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,13 @@ from labctl.engine.watchdog import Watchdog
 from labctl.store import Store
 from labctl.store.models import Alarm
 from tests.test_daemon import register
-from tests.test_paging import ENV, HookServer, SmtpServer, pages, settings
+from tests.test_paging import (
+    ENV,
+    HookServer,
+    SmtpServer,
+    pages,
+    settings,
+)
 
 # 03:12 in Stockholm, when the engine last wrote.
 BEAT = datetime(2026, 12, 1, 2, 12, tzinfo=timezone.utc)
@@ -35,24 +39,6 @@ timezone: Europe/Stockholm
 devices:
   person: {driver: operator}
 """
-
-
-def _serve(srv: Any) -> Iterator[Any]:
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    yield from _serve(SmtpServer())
-
-
-@pytest.fixture
-def hook() -> Iterator[HookServer]:
-    yield from _serve(HookServer())
 
 
 class Bay:
