@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 BASE = """\
 labctl: 1
@@ -82,3 +83,16 @@ def sign_in(db, monkeypatch, name: str = "sue", role: str = "supervisor") -> str
         token = s.open_session(s.get_user(name), client="cli", now=wall.now())
     monkeypatch.setenv("LABCTL_SESSION", token)
     return token
+
+
+def run_cli(capsys: Any, *argv: object) -> tuple[int, str, str]:
+    """``labctl ARGV`` in-process: (exit code, stdout, stderr). A usage error from argparse
+    (SystemExit) counts as its code, as the shell sees it."""
+    from labctl.cli.main import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err

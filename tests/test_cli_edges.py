@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from labctl.cli.main import EXIT_CODES, build_parser, main
+from tests.helpers import run_cli as run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,17 +61,6 @@ def proto(tmp_path: Path) -> Path:
     p = tmp_path / "small.yaml"
     p.write_text(SMALL, encoding="utf-8")
     return p
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    """``labctl ARGV`` in-process: (exit code, stdout, stderr). A usage error from argparse
-    (SystemExit) counts as its code, as the shell sees it."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_error_line(err: str) -> str:
@@ -513,7 +503,6 @@ def test_setup_never_makes_the_folder_of_its_database(
 def test_an_output_file_in_a_missing_folder_is_refused_and_no_folder_made(
     tmp_path: Path, argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from labctl.cli.main import main
 
     missing = tmp_path / "no" / "such"
     kriks = Path(__file__).resolve().parents[1] / "protocols" / "kriks2011_da.yaml"

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from labctl.cli.main import main
 from labctl.clock import RealClock, VirtualClock
 from labctl.engine.all_clear import SETTLE_S
 from labctl.engine.pages import Context
@@ -22,6 +21,7 @@ from labctl.engine.presence import EngineLock
 from labctl.engine.watchdog import Watchdog
 from labctl.store import Store
 from labctl.store.models import Alarm
+from tests.helpers import run_cli as run
 from tests.test_daemon import register
 from tests.test_paging import (
     ENV,
@@ -257,15 +257,6 @@ def cli_bay(tmp_path: Path, hook: HookServer, ago_s: float) -> tuple[Bay, Path]:
     wc = tmp_path / "workcell.yaml"
     wc.write_text(WORKCELL + f"paging:\n  webhook: {{url: '{hook.url}'}}\n", encoding="utf-8")
     return bay, wc
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_once_exits_1_while_the_alarm_stands_and_0_when_all_is_well(
