@@ -2,14 +2,39 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
+import os
 import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from labctl.clock import RealClock
 from labctl.store import Store
 
-__all__ = ["configure", "main", "settle_heap"]
+__all__ = ["XCB_LIBRARIES", "configure", "main", "missing_xcb_libraries", "settle_heap"]
+
+#: What Qt's X11 platform plugin (libqxcb, libQt6XcbQpa) loads, by soname, with the Debian
+#: or Ubuntu package that has it (read off the plugin with ldd). PyQt6 brings Qt, not these.
+XCB_LIBRARIES = {
+    "libxcb.so.1": "libxcb1",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-util.so.1": "libxcb-util1",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+}
 
 #: Seconds a Python thread may hold the interpreter before another gets a turn (default
 #: 0.005). The worker thread computes snapshots in Python; a shorter turn means the GUI
@@ -42,6 +67,32 @@ def settle_heap() -> int:
     return gc.get_freeze_count()
 
 
+def _loads(soname: str) -> bool:
+    try:
+        ctypes.CDLL(soname)
+    except OSError:
+        return False
+    return True
+
+
+def missing_xcb_libraries(
+    env: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+    loads: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """The sonames of :data:`XCB_LIBRARIES` that cannot be loaded, when the console will
+    open through Qt's X11 plugin (Linux, $DISPLAY set, no Wayland, no other platform
+    asked for); else []. Qt itself would abort the process (exit 134) with a page that
+    names only libxcb-cursor0, whichever library is missing."""
+    env = os.environ if env is None else env
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM", "xcb") != "xcb":
+        return []
+    if not env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return []
+    can_load = loads or _loads
+    return [name for name in XCB_LIBRARIES if not can_load(name)]
+
+
 def main(db_path: str | None) -> int:
     """Open the console on ``db_path`` (default: ``Store.default_path()``); run until closed.
 
@@ -53,6 +104,16 @@ def main(db_path: str | None) -> int:
 
     from labctl.gui.main_window import MainWindow
 
+    missing = missing_xcb_libraries()
+    if missing and QApplication.instance() is None:
+        packages = " ".join(XCB_LIBRARIES[name] for name in missing)
+        print(
+            "labctl: error: the console cannot open a window: Qt's X11 plugin needs "
+            f"{', '.join(missing)}, not installed here. Install them (Debian, Ubuntu): "
+            f"sudo apt install {packages}",
+            file=sys.stderr,
+        )
+        return 1
     path = Path(db_path).expanduser() if db_path else Store.default_path()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "labctl"])
     configure(app)

@@ -1,0 +1,52 @@
+"""The console on a bare Linux machine: Qt's X11 plugin needs system libraries PyQt6 does
+not bring. Without them Qt aborts the process (exit 134) naming libxcb-cursor0 whatever is
+missing; labctl says which are missing, and the packages, and exits 1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from labctl.gui.app import XCB_LIBRARIES, missing_xcb_libraries
+
+GONE = {"libxcb-icccm.so.4", "libxcb-keysyms.so.1"}
+
+
+def _loads(name: str) -> bool:
+    return name not in GONE
+
+
+def test_the_libraries_missing_for_an_x11_window_are_named() -> None:
+    x11 = {"DISPLAY": ":0"}
+    assert missing_xcb_libraries(x11, "linux", _loads) == [n for n in XCB_LIBRARIES if n in GONE]
+    assert missing_xcb_libraries({**x11, "QT_QPA_PLATFORM": "xcb"}, "linux", _loads)
+    # Not through the X11 plugin: nothing to check.
+    assert missing_xcb_libraries({**x11, "QT_QPA_PLATFORM": "offscreen"}, "linux", _loads) == []
+    assert missing_xcb_libraries({**x11, "WAYLAND_DISPLAY": "wayland-0"}, "linux", _loads) == []
+    assert missing_xcb_libraries({}, "linux", _loads) == []
+    assert missing_xcb_libraries(x11, "darwin", _loads) == []
+
+
+CHILD = """
+import sys
+import labctl.gui.app as app
+app._loads = lambda name: name not in {"libxcb-icccm.so.4", "libxcb-keysyms.so.1"}
+sys.exit(app.main(sys.argv[1]))
+"""
+
+
+def test_the_console_says_what_to_install_and_exits_1(tmp_path) -> None:  # noqa: ANN001
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "WAYLAND_DISPLAY")}
+    env["DISPLAY"] = ":99"
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(tmp_path / "labctl.db")],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "labctl: error: the console cannot open a window: Qt's X11 plugin needs "
+        "libxcb-icccm.so.4, libxcb-keysyms.so.1, not installed here. Install them (Debian, "
+        "Ubuntu): sudo apt install libxcb-icccm4 libxcb-keysyms1"
+    ]
+    assert not (tmp_path / "labctl.db").exists()  # nothing made
