@@ -9,10 +9,18 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from labctl.clock import RealClock
+from labctl.clock import Clock, PacedClock, RealClock
+from labctl.errors import LabctlError
 from labctl.store import Store
 
-__all__ = ["XCB_LIBRARIES", "configure", "main", "missing_xcb_libraries", "settle_heap"]
+__all__ = [
+    "XCB_LIBRARIES",
+    "configure",
+    "database_clock",
+    "main",
+    "missing_xcb_libraries",
+    "settle_heap",
+]
 
 #: What Qt's X11 platform plugin (libqxcb, libQt6XcbQpa) loads, by soname, with the Debian
 #: or Ubuntu package that has it (read off the plugin with ldd). PyQt6 brings Qt, not these.
@@ -93,6 +101,25 @@ def missing_xcb_libraries(
     return [name for name in XCB_LIBRARIES if not can_load(name)]
 
 
+def database_clock(path: Path, wall: Clock) -> Clock:
+    """The time the run database keeps: a practice workcell's paced clock (``labctl
+    simulators up --pace N``: the simulators, the engine and every command agree on it),
+    else ``wall``. A database that cannot be read leaves the window to say why."""
+    if not path.is_file():
+        return wall
+    try:
+        store = Store.open(path, wall)
+    except LabctlError:
+        return wall
+    try:
+        epoch = store.clock_epoch()
+    except LabctlError:
+        epoch = None
+    finally:
+        store.close()
+    return PacedClock.shared(epoch) if epoch is not None else wall
+
+
 def main(db_path: str | None) -> int:
     """Open the console on ``db_path`` (default: ``Store.default_path()``); run until closed.
 
@@ -117,7 +144,8 @@ def main(db_path: str | None) -> int:
     path = Path(db_path).expanduser() if db_path else Store.default_path()
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "labctl"])
     configure(app)
-    win = MainWindow(path, RealClock())
+    wall = RealClock()
+    win = MainWindow(path, database_clock(path, wall), wall=wall)
     win.show()
     settled: list[int] = []
 

@@ -1,6 +1,7 @@
-"""The console on a bare Linux machine: Qt's X11 plugin needs system libraries PyQt6 does
-not bring. Without them Qt aborts the process (exit 134) naming libxcb-cursor0 whatever is
-missing; labctl says which are missing, and the packages, and exits 1."""
+"""``labctl console`` as it starts (labctl.gui.app): on a bare Linux machine Qt's X11 plugin
+needs system libraries PyQt6 does not bring (without them Qt aborts the process, exit 134,
+naming libxcb-cursor0 whatever is missing; labctl names them and their packages and exits
+1); on a practice database it keeps the database's paced clock."""
 
 from __future__ import annotations
 
@@ -50,3 +51,25 @@ def test_the_console_says_what_to_install_and_exits_1(tmp_path) -> None:  # noqa
         "Ubuntu): sudo apt install libxcb-icccm4 libxcb-keysyms1"
     ]
     assert not (tmp_path / "labctl.db").exists()  # nothing made
+
+
+def test_the_console_keeps_a_practice_databases_paced_clock(tmp_path) -> None:  # noqa: ANN001
+    """`labctl simulators up --pace N` keeps its time scale in the database: the console
+    reads the same 'now' as the engine and the CLI (it showed the wall clock, and a run
+    the engine had begun as 'starts in 1 d')."""
+    from datetime import datetime, timezone
+
+    from labctl.clock import Epoch, PacedClock, RealClock
+    from labctl.gui.app import database_clock
+    from labctl.store import Store
+
+    wall = RealClock()
+    db = tmp_path / "run.db"
+    assert database_clock(db, wall) is wall  # no database yet: the window says so
+    start = datetime(2030, 1, 1, 8, 0, tzinfo=timezone.utc)
+    with Store.open(db, wall, create=True) as store:
+        assert database_clock(db, wall) is wall  # real time
+        store.set_clock_epoch(Epoch(wall=wall.now(), start=start, pace=240.0), actor="test")
+    clock = database_clock(db, wall)
+    assert isinstance(clock, PacedClock) and clock.pace == 240.0
+    assert start <= clock.now() < datetime(2030, 1, 2, tzinfo=timezone.utc)
