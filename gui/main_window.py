@@ -36,7 +36,7 @@ from PyQt6.QtWidgets import (
 )
 
 from labctl.accounts import Action
-from labctl.clock import Clock, RealClock
+from labctl.clock import Clock, PacedClock, RealClock
 from labctl.errors import LabctlError
 from labctl.gui import theme
 from labctl.gui.access import IDLE_LOCK_S, ConsoleAccess
@@ -232,6 +232,10 @@ class MainWindow(QMainWindow):
         self.readonly_strip.hide()
         col.addWidget(self.readonly_strip)
         self.engine_strip = EngineStrip()
+        if isinstance(self.clock, PacedClock):
+            # A practice clock runs faster than this computer's: the engine's heartbeat is
+            # read on the computer's clock, which the strip then says.
+            self.engine_strip.wall_note = " on this computer's clock"
         self.engine_strip.confirm.connect(self.confirm_store)
         col.addWidget(self.engine_strip)
         self.banner = AlarmBanner()

@@ -153,6 +153,9 @@ class EngineStrip(QFrame):
     confirm = pyqtSignal()
 
     CALM = ("running", "starting")
+    #: Said after the engine's times when the console's "now" is a paced practice clock:
+    #: heartbeats are this computer's time, not the workcell's (set by the window).
+    wall_note = ""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -248,7 +251,7 @@ class EngineStrip(QFrame):
         self.headline.setText(f"{_LEVEL_SYMBOL[e.level]} {headline}")
         beat = ""
         if e.heartbeat_at is not None and e.level != "down":
-            beat = f" · last heartbeat {seconds_text(e.heartbeat_at, z)}"
+            beat = f" · last heartbeat {seconds_text(e.heartbeat_at, z)}{self.wall_note}"
             if now is not None:
                 beat += f" ({duration_text(max(0.0, (now - e.heartbeat_at).total_seconds()))} ago)"
         self.detail.setText(e.detail + beat)

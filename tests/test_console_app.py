@@ -73,3 +73,32 @@ def test_the_console_keeps_a_practice_databases_paced_clock(tmp_path) -> None:  
     clock = database_clock(db, wall)
     assert isinstance(clock, PacedClock) and clock.pace == 240.0
     assert start <= clock.now() < datetime(2030, 1, 2, tzinfo=timezone.utc)
+
+
+def test_on_a_paced_clock_the_engine_strip_says_heartbeats_are_the_computers_time(
+    qtbot,  # noqa: ANN001
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """The workcell's time runs a day in minutes; the engine's heartbeat is this computer's
+    time: the strip says which clock its times are on, so 04:58 beside 16:33 misleads nobody."""
+    from datetime import datetime, timezone
+
+    from labctl.clock import Epoch, PacedClock, RealClock
+    from labctl.gui.app import database_clock
+    from labctl.gui.main_window import MainWindow
+    from labctl.store import Store
+
+    wall = RealClock()
+    db = tmp_path / "run.db"
+    with Store.open(db, wall, create=True) as store:
+        start = datetime(2030, 1, 1, 8, 0, tzinfo=timezone.utc)
+        store.set_clock_epoch(Epoch(wall=wall.now(), start=start, pace=240.0), actor="test")
+    paced = MainWindow(db, database_clock(db, wall), wall=wall, actor="tester")
+    real = MainWindow(db, wall, wall=wall, actor="tester")
+    for w in (paced, real):
+        qtbot.addWidget(w)
+    assert isinstance(paced.clock, PacedClock)
+    assert paced.engine_strip.wall_note == " on this computer's clock"
+    assert real.engine_strip.wall_note == ""
+    for w in (paced, real):
+        w.close()
