@@ -221,9 +221,11 @@ class RunsView(QWidget):
             return
         grew = len(rows) != len(self.model.rows)
         self.model.set_rows(rows, now)
-        # Measure the columns when runs come or go, not on every update; the window's words
-        # ("LATE by 2 h 5 min") change with the time, so that column is measured each time.
-        for col in range(len(COLUMNS)) if grew else (WINDOW, NEEDS):
+        # Measured when the rows change (here), not on every layout pass. Every column but
+        # the run's name: the day ("starts in 1 d", "day 12 of 25"), the time (today's
+        # "08:54 UTC", then "Thu 10 Dec 08:54 UTC") and the window's words change with the
+        # time, and a column measured once cut them ("Thu 10 ...").
+        for col in range(1 if not grew else 0, len(COLUMNS)):
             if col != NEXT:  # the next task takes the room that is left
                 self.table.resizeColumnToContents(col)
         if grew and self.table.columnWidth(0) > self.RUN_WIDTH:

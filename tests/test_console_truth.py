@@ -39,6 +39,8 @@ from labctl.gui.main_window import MainWindow
 from labctl.gui.models.alarms import plain_words, worst_first
 from labctl.gui.models.engine import STALE_S
 from labctl.gui.models.urgency import urgency
+from labctl.gui.runs_view import STATE as STATE_COLUMN
+from labctl.gui.runs_view import WHEN as WHEN_COLUMN
 from labctl.gui.widgets import BACKGROUND, FOREGROUND, URGENCY_ROLE
 from labctl.jobs import WorkcellRoles
 from labctl.plan.resolve import resolve
@@ -387,3 +389,31 @@ def test_the_window_fits_a_1600_by_900_screen_and_no_header_is_cut(
                 continue
             text = str(model.headerData(c, Qt.Orientation.Horizontal))
             assert hh.sectionSize(c) >= fm.horizontalAdvance(text) + 16, text
+
+
+def test_no_cell_of_the_runs_table_is_cut_as_its_times_change(
+    qtbot, win: MainWindow, sim: Sim
+) -> None:  # noqa: ANN001
+    """A day later today's "08:58 CET" reads "Sun 13 Dec 08:58 CET": the columns are
+    measured again (a column measured once showed "Sun 13 ...")."""
+    table = win.runs_view.table
+    model, hh = table.model(), table.horizontalHeader()
+
+    def cut() -> list[str]:
+        found = []
+        for r in range(model.rowCount()):
+            for c in range(1, model.columnCount()):  # the run's name elides on purpose
+                if hh.sectionResizeMode(c) == hh.ResizeMode.Stretch or c == STATE_COLUMN:
+                    continue
+                idx = model.index(r, c)
+                font = model.data(idx, Qt.ItemDataRole.FontRole) or table.font()
+                text = str(model.data(idx) or "")
+                if QFontMetrics(font).horizontalAdvance(text) > hh.sectionSize(c):
+                    found.append(text)
+        return found
+
+    assert cut() == []
+    when = cell(table, 0, WHEN_COLUMN)
+    later(qtbot, win, sim, 24)
+    assert cell(table, 0, WHEN_COLUMN) != when  # the text changed...
+    assert cut() == []  # ...and still fits
