@@ -225,21 +225,24 @@ class GanttPainter:
             t = (t + timedelta(hours=step)).astimezone(z)
             # Re-anchor on the hour after a DST change so labels stay on round hours.
             t = t.replace(minute=0, second=0, microsecond=0)
-        # The first day is named at the left edge unless its midnight is drawn near it.
-        first = geom.start.astimezone(z)
-        nxt = (first + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-        if geom.x_of(nxt) - LEFT > 200 or nxt > geom.end:
-            self._day_label(LEFT, first)
+        # The first day is named above the lane titles, where the now-tag never goes (on
+        # the axis it was hidden under the tag when now was near the span's start).
+        self._day_label(0, geom.start.astimezone(z), width=LEFT - 8)
         p.setPen(QPen(QColor(theme.RULE), 1))
         p.drawLine(QPointF(0, AXIS), QPointF(self.width, AXIS))
 
-    def _day_label(self, x: float, t: datetime) -> None:
+    def _day_label(self, x: float, t: datetime, width: float = 240) -> None:
         p = self.p
         p.setFont(self.bold)
         p.setPen(QColor(theme.INK))
         day = f"{t:%a %d %b} {zone_abbr(t)}"
         if self.day_of is not None:
             day += f" · {self.day_of(t)}"
+        if x == 0:  # above the lane titles: two lines if need be, never past them
+            fm = QFontMetrics(self.bold)
+            day = fm.elidedText(day, Qt.TextElideMode.ElideRight, int(width) - 12)
+            p.drawText(QRectF(12, 4, width - 12, 20), Qt.AlignmentFlag.AlignLeft, day)
+            return
         p.drawText(QRectF(x + 4, 4, 240, 20), Qt.AlignmentFlag.AlignLeft, day)
 
     def _now(self, now: datetime, bottom: float) -> float | None:
@@ -249,12 +252,15 @@ class GanttPainter:
             return None
         x = geom.x_of(now)
         p.setPen(QPen(QColor(theme.BLACK), 2))
-        p.drawLine(QPointF(x, 22), QPointF(x, bottom))
+        # The tag stands on the hours' row: it may hide an hour (it says the time itself),
+        # never the name of a day above it.
+        top = AXIS - 23
+        p.drawLine(QPointF(x, top), QPointF(x, bottom))
         p.setFont(self.bold)
         tag = f"now {hhmm(now, self.tz)}"
         fm = QFontMetrics(self.bold)
         tw = fm.horizontalAdvance(tag) + 10
-        r = QRectF(x - tw / 2, 4, tw, 18)
+        r = QRectF(x - tw / 2, top, tw, 18)
         p.setBrush(QColor(theme.BLACK))
         p.setPen(Qt.PenStyle.NoPen)
         p.drawRoundedRect(r, 3, 3)
