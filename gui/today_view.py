@@ -178,7 +178,7 @@ class TodayView(QWidget):
         z = snap.now.astimezone(tzinfo(run.timezone if run else "UTC"))
         self.title.setText(
             f"Today · {z:%a %d %b %Y} {zone_abbr(z)}"
-            + (f" · {run.name}, {run.day_text}" if run else "")
+            + (f" · {run.day_text}" if run else "")  # the run's name is in the strip above
         )
         self.title.setToolTip(self.title.text())
         if run is not None and run_changed:

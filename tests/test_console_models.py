@@ -266,7 +266,7 @@ def test_today_lists_the_operator_steps_of_the_day(sim: Sim) -> None:
 
 def test_prep_sheets_of_the_day(sim: Sim) -> None:
     page = m.prep_html(sim.store, sim.world.run_id, 12)
-    assert "<h2>Day 12: Sun 2026-12-13 09:00</h2>" in page
+    assert "<h2>Day 12: Sun 2026-12-13 09:00 CET</h2>" in page
     assert "NB_B27" in page and "DAPT" in page
     empty = m.prep_html(sim.store, sim.world.run_id, 40)
     assert "Nothing to prepare on day 40." in empty

@@ -158,7 +158,7 @@ def test_today_view_prep_and_save(qtbot, win: MainWindow, tmp_path: Path) -> Non
     view = win.today_view
     qtbot.waitUntil(lambda: view.prep_page != "", timeout=20_000)
     assert view.day.value() == 12
-    assert "<h2>Day 12: Sun 2026-12-13 09:00</h2>" in view.prep_page
+    assert "<h2>Day 12: Sun 2026-12-13 09:00 CET</h2>" in view.prep_page
     assert view.model.rowCount() == len(win.snapshot.today) > 0
     assert view.table.isColumnHidden(1)  # one run: no run column
     out = view.save_html(str(tmp_path / "today.html"))

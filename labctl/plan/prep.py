@@ -13,6 +13,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pint
 
@@ -322,6 +323,14 @@ def render_forecast(f: Forecast) -> str:
     return "\n".join(lines)
 
 
+def _local_text(due: datetime, zone: str) -> str:
+    """``Wed 2026-12-09 09:00 CET``: a sheet's time (the run's local time) with its zone's
+    abbreviation, as every time an operator reads carries its zone."""
+    local = due if due.tzinfo is not None else due.replace(tzinfo=ZoneInfo(zone))
+    local = local.astimezone(ZoneInfo(zone))
+    return f"{local:%a %Y-%m-%d %H:%M} {local.tzname() or zone}"
+
+
 def render_html(
     protocol: Protocol, plan: Plan, sheets: list[PrepSheet], fc: Forecast | None = None
 ) -> str:
@@ -337,7 +346,7 @@ def render_html(
         f"<p>Protocol {e(protocol.id)} v{e(protocol.version)} (sha256 {e(protocol.sha256[:12])}), {plan.plates} plate(s), start {e(plan.start.strftime('%Y-%m-%d %H:%M'))} {e(plan.timezone)}</p>",
     ]
     for sh in sheets:
-        out.append(f"<section><h2>Day {sh.day}: {e(sh.due.strftime('%a %Y-%m-%d %H:%M'))}</h2>")
+        out.append(f"<section><h2>Day {sh.day}: {e(_local_text(sh.due, plan.timezone))}</h2>")
         for b in sh.batches:
             out.append(
                 f"<h3>{e(b.recipe.label())}</h3><p>For {e(', '.join(b.tasks))}: {_ul(b.needed_ul)} needed; prepare <b>{_ul(b.total_ul)}</b>.</p>"
