@@ -4,7 +4,7 @@ plate with the arm between two named stations.
 
 The console never drives a device: the dialog queues a ``device-action`` command
 (:data:`labctl.engine.manual.DEVICE_ACTION`) on the worker thread, after checking the user
-may (the roles that may confirm the store: :data:`Action.CONFIRM_STORE`), and follows it
+may (:data:`Action.DEVICE_ACTION`: a supervisor's), and follows it
 until the engine applied it (the device did it, recorded in the audit trail) or rejected it
 (a run's task needs the device, the device refused or failed): the verdict shows in the
 dialog and the status bar.
@@ -49,7 +49,7 @@ def submit_device_action(
     without a reason, AuthError / PermissionDenied when ``who`` may not."""
     if not reason.strip():
         raise ConsoleInputError("say why (it goes into the audit trail)")
-    authorize(store, who, Action.CONFIRM_STORE, None, now=now)
+    authorize(store, who, Action.DEVICE_ACTION, None, now=now)
     return store.insert_command(DEVICE_ACTION, actor=who.name, args=dict(args), reason=reason)
 
 

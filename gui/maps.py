@@ -212,7 +212,7 @@ def attach_maps(win: Any) -> MapsView:
         menus["&Console"].insertAction(first[4] if len(first) > 4 else None, actions.action)
 
     def permit() -> None:
-        why = win.access.why_not(Action.CONFIRM_STORE)
+        why = win.access.why_not(Action.DEVICE_ACTION)
         for w in (actions.action, view.actions_button):
             w.setEnabled(why is None)
             w.setToolTip(f"Not allowed: {why}" if why else actions.TIP)

@@ -97,6 +97,7 @@ class Action(str, Enum):
     ABORT = "abort"
     RELEASE_HOLD = "release"  # release a held run (after a QC failure or a fault)
     CONFIRM_STORE = "confirm-store"
+    DEVICE_ACTION = "device-action"  # move a device by hand, through the engine
     RUN_ENGINE = "engine"
     ANNOTATE = "annotate"  # notes, reagent lots, QC values on a live run
     AMEND_FINISHED = "amend-finished"  # anything added to a finished run's record
@@ -120,6 +121,7 @@ PERMISSIONS: dict[Action, frozenset[Role]] = {
     Action.ABORT: _PEOPLE,
     Action.RELEASE_HOLD: frozenset({_S}),
     Action.CONFIRM_STORE: frozenset({_S}),
+    Action.DEVICE_ACTION: frozenset({_S}),
     Action.RUN_ENGINE: _PEOPLE,
     Action.ANNOTATE: _PEOPLE,
     Action.AMEND_FINISHED: frozenset({_S}),

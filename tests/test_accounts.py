@@ -77,6 +77,7 @@ COMMANDS: list[tuple[list[str], A]] = [
     (["abort", "1", "--yes", "--reason", "infection", "--password-stdin"], A.ABORT),
     (["release", "1", "--reason", "QC repeated", "--password-stdin"], A.RELEASE_HOLD),
     (["confirm-store", "--reason", "checked the deck"], A.CONFIRM_STORE),
+    (["device-action", "inc-1", "open-gate", "--reason", "stuck plate"], A.DEVICE_ACTION),
     (["run", str(KRIKS), "--plates", "1"], A.REGISTER_RUN),
     (["users", "add", "newbie", "--role", "operator", "--password-stdin"], A.MANAGE_USERS),
     (["users", "disable", "dev2"], A.MANAGE_USERS),
@@ -106,7 +107,9 @@ def test_every_command_is_allowed_exactly_to_the_roles_that_may_take_it(
 
 
 def _waits(argv: list[str]) -> bool:
-    return argv[0] in ("start", "pause", "resume", "skip", "abort", "release", "confirm-store")
+    return argv[0] in (
+        "start", "pause", "resume", "skip", "abort", "release", "confirm-store", "device-action"
+    )  # fmt: skip
 
 
 def test_a_developer_acts_only_on_the_runs_they_registered(

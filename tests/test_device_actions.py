@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
 from console_fixtures import copy_world, fast_dir, open_sim, shared_world
 from fakes import fake_workcell
 
@@ -19,6 +20,7 @@ from labctl.engine.manual import DEVICE_ACTION
 from labctl.simulators.cytomat import CytomatConfig, CytomatSim
 from labctl.simulators.serial_link import PtyLink
 from labctl.store import Store
+from tests.helpers import run_cli
 
 NOW = datetime(2026, 12, 13, 3, 0, tzinfo=timezone.utc)
 
@@ -136,3 +138,51 @@ def test_a_gate_action_is_refused_where_the_device_has_no_gate_command(tmp_path:
         assert cmd.state == "rejected"
         assert cmd.result["reason"] == "inc-sim cannot 'open-gate' (it can: present, put-away)"
         assert devices["inc-sim"].actions == []
+
+
+# --- the CLI twin: labctl device-action -------------------------------------------------------
+
+
+def test_the_cli_queues_a_device_action_for_the_engine(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store, engine, devices = _engine(tmp_path)
+    db = str(tmp_path / "labctl.db")
+    with store:
+        store.set_kind("practice", actor="trainer")  # no accounts needed
+        code, out, err = run_cli(
+            capsys, "device-action", "inc-sim", "present", "--slot", "4", "--reason",
+            "look at P4", "--db", db, "--wait", "0", "--actor", "alice",
+        )  # fmt: skip
+        assert code == 3, err  # no engine serves the database: queued
+        (cmd,) = store.pending_commands()
+        assert (cmd.verb, cmd.actor, cmd.reason) == (DEVICE_ACTION, "alice", "look at P4")
+        assert cmd.args == {"device": "inc-sim", "action": "present", "slot": 4}
+        assert devices["inc-sim"].actions == []  # nothing moves before the engine says so
+        engine.step()
+        assert store.get_command(cmd.id).state == "applied"
+        ((act),) = devices["inc-sim"].actions
+        assert (act["kind"], act["slot"]) == ("fetch", 4)
+
+
+@pytest.mark.parametrize(
+    ("argv", "why"),
+    [
+        (["inc-sim", "present", "--reason", "x"], "present needs --slot N"),
+        (["inc-sim", "open-gate", "--slot", "2", "--reason", "x"], "open-gate takes no --slot"),
+        (["arm-sim", "move", "--from", "nest", "--reason", "x"], "move needs --from STATION"),
+        (["inc-sim", "open-gate", "--plate", "P1", "--reason", "x"], "takes no --from, --to"),
+        (["inc-sim", "open-gate"], "needs --reason"),
+        (["inc-sim", "open-door", "--reason", "x"], "invalid choice: 'open-door'"),
+    ],
+)
+def test_the_cli_refuses_an_incomplete_device_action_saying_what_is_missing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], why: str
+) -> None:
+    store, _engine_, _devices = _engine(tmp_path)
+    with store:
+        code, _out, err = run_cli(
+            capsys, "device-action", *argv, "--db", str(tmp_path / "labctl.db")
+        )
+        assert code == 2 and why in err and "Traceback" not in err
+        assert store.pending_commands() == []

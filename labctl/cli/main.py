@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 
 from labctl.cli import (
+    device_action_cmd,
     operator_cmds,
     protocol_cmds,
     run_cmds,
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulators_cmd.register(sub)
     user_cmds.register(sub)
     watchdog_cmd.register(sub)
+    device_action_cmd.register(sub)
     return parser
 
 

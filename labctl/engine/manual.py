@@ -16,8 +16,8 @@ It is refused (the command is rejected with the reason) when the device is not o
 engine's, cannot do that action, is running a job's operation, or is needed by a task under
 way (a plate of a run is between the incubator and the deck: the job that brings it back
 must find the device as the plan left it); when the arguments are missing; and, on a
-database with accounts, when the actor's role may not (for now the roles that may confirm
-the store: :data:`labctl.accounts.Action.CONFIRM_STORE`). An accepted action is started,
+database with accounts, when the actor's role may not
+(:data:`labctl.accounts.Action.DEVICE_ACTION`: a supervisor's). An accepted action is started,
 then polled every ``poll_s`` clock seconds until it ends (at most ``timeout_s``): the loop
 waits for it, so no job can start on the device while it moves (a move takes a minute or
 less). A ``device-action`` event records the outcome in the audit trail; an action that
@@ -167,7 +167,7 @@ class ManualActions:
             role = self.store.get_user(actor).role
         except LabctlError:
             raise ManualActionRefused(f"'{actor}' has no account on this database") from None
-        why = allowed(role, Action.CONFIRM_STORE)
+        why = allowed(role, Action.DEVICE_ACTION)
         if why is not None:
             raise ManualActionRefused(f"{actor}: {why}")
 
