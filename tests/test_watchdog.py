@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from labctl.clock import RealClock, VirtualClock
+from labctl.clock import Epoch, RealClock, VirtualClock
 from labctl.engine.all_clear import SETTLE_S
 from labctl.engine.pages import Context
 from labctl.engine.paging import Pager, SmtpChannel, WebhookChannel
@@ -331,3 +331,18 @@ def test_watchdog_once_as_a_real_process_against_a_stale_database(
     (doc,) = docs(hook)
     assert doc["subject"] == "[labctl bay-1] CRITICAL: the engine is silent: nothing is carried out"
     assert "Sent by the labctl watchdog on " in doc["text"]
+
+
+def test_on_a_paced_practice_database_the_times_say_they_are_the_computers(
+    tmp_path: Path,
+) -> None:
+    """The workcell's clock runs a day a minute there, heartbeats on this computer's: the
+    alarm says which clock its time is on (04:31 beside a workcell time of another day)."""
+    bay = Bay(tmp_path)
+    bay.store.set_clock_epoch(Epoch(wall=BEAT, start=BEAT, pace=1440.0), actor="test")
+    bay.clock.set(BEAT + timedelta(minutes=14))
+    bay.dog().check()
+    (alarm,) = bay.silent()
+    assert alarm.message.startswith(
+        "The engine has written nothing since 03:12 CET on this computer's clock (14 min)"
+    )

@@ -110,6 +110,13 @@ class Watchdog:
             self.tz = ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):
             self.tz = ZoneInfo("UTC")
+        # A practice database's workcell runs on a paced clock (labctl simulators up
+        # --pace N) while heartbeats are this computer's time: the words say which.
+        try:
+            paced = store.clock_epoch() is not None
+        except StoreError:
+            paced = False
+        self.clock_note = " on this computer's clock" if paced else ""
 
     def check(self) -> Verdict:
         """One look at the heartbeat: raise, keep or clear the alarm, then page what is due
@@ -250,7 +257,7 @@ class Watchdog:
         """``03:12 CET``, with the date when that was not today (in the workcell's zone)."""
         local = t.astimezone(self.tz)
         day = "" if local.date() == now.astimezone(self.tz).date() else f"{local:%a %d %b} "
-        return f"{day}{local:%H:%M} {local.tzname()}"
+        return f"{day}{local:%H:%M} {local.tzname()}{self.clock_note}"
 
 
 def _duration(d: timedelta) -> str:
