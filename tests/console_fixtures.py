@@ -383,6 +383,30 @@ def release_protocol(store: Store, path: Path, name: str = "alice") -> None:
     )
 
 
+def shown_window(
+    qtbot: Any,
+    sim: Sim,
+    wall: VirtualClock,
+    *,
+    actor: str | None = None,
+    size: tuple[int, int] = (1500, 950),
+) -> Any:
+    """A console window on ``sim``'s database (its clock; ``wall`` for heartbeats and the
+    lock), themed, shown at ``size`` and closed with the test (pytest-qt). It polls every
+    50 ms; on a database with accounts it waits for a sign-in (:func:`sign_in_window`)."""
+    from PyQt6.QtWidgets import QApplication
+
+    from labctl.gui import theme
+    from labctl.gui.main_window import MainWindow
+
+    theme.apply(QApplication.instance())  # type: ignore[arg-type]
+    w = MainWindow(sim.world.db, sim.clock, wall=wall, poll_ms=50, actor=actor)
+    qtbot.addWidget(w)
+    w.resize(*size)
+    w.show()
+    return w
+
+
 def sign_in_window(qtbot: Any, win: Any, name: str, pw: str | None = None) -> None:
     """Sign ``name`` in to a console window through its sign-in dialog (pytest-qt)."""
     qtbot.waitUntil(

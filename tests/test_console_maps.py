@@ -11,13 +11,19 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from console_fixtures import Sim, copy_world, fast_dir, make_practice, open_sim, shared_world
-from PyQt6.QtWidgets import QApplication
+from console_fixtures import (
+    Sim,
+    copy_world,
+    fast_dir,
+    make_practice,
+    open_sim,
+    shared_world,
+    shown_window,
+)
 
 from labctl.clock import VirtualClock
 from labctl.drivers.opentrons_protocol import DeckLayout
 from labctl.engine.manual import DEVICE_ACTION
-from labctl.gui import theme
 from labctl.gui.main_window import MainWindow
 from labctl.gui.maps import DeckCard, SlotCard
 from labctl.gui.models.maps import _build, deck_roles, maps_of
@@ -89,11 +95,7 @@ def sim() -> Sim:
 
 @pytest.fixture
 def win(qtbot, sim: Sim) -> MainWindow:  # noqa: ANN001 - pytest-qt's fixture
-    theme.apply(QApplication.instance())  # type: ignore[arg-type]
-    w = MainWindow(sim.world.db, sim.clock, actor="alice", wall=VirtualClock(WALL), poll_ms=50)
-    qtbot.addWidget(w)
-    w.resize(1500, 950)
-    w.show()
+    w = shown_window(qtbot, sim, VirtualClock(WALL), actor="alice")
     qtbot.waitUntil(lambda: w.snapshot is not None, timeout=10_000)
     yield w
     w.close()

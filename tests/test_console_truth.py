@@ -25,11 +25,12 @@ from console_fixtures import (
     make_practice,
     open_sim,
     shared_world,
+    shown_window,
 )
 from PyQt6.QtCore import QDate, QDateTime, Qt, QTime
 from PyQt6.QtGui import QColor, QFont, QFontMetrics
 from PyQt6.QtTest import QTest
-from PyQt6.QtWidgets import QApplication, QPushButton, QTableView
+from PyQt6.QtWidgets import QPushButton, QTableView
 
 from labctl.clock import VirtualClock
 from labctl.engine import register_run
@@ -67,11 +68,7 @@ def wall() -> VirtualClock:
 
 @pytest.fixture
 def win(qtbot, sim: Sim, wall: VirtualClock) -> Iterator[MainWindow]:  # noqa: ANN001
-    theme.apply(QApplication.instance())  # type: ignore[arg-type]
-    w = MainWindow(sim.world.db, sim.clock, wall=wall, poll_ms=50, actor="night")
-    qtbot.addWidget(w)
-    w.resize(1600, 900)
-    w.show()
+    w = shown_window(qtbot, sim, wall, actor="night", size=(1600, 900))
     qtbot.waitUntil(lambda: w.snapshot is not None, timeout=10_000)
     yield w
     w.close()

@@ -30,15 +30,15 @@ from console_fixtures import (
     open_sim,
     password,
     release_protocol,
+    shown_window,
     sign_in_window,
     task_state,
 )
 from PyQt6.QtCore import QModelIndex, Qt
-from PyQt6.QtWidgets import QApplication, QLabel, QLineEdit
+from PyQt6.QtWidgets import QLabel, QLineEdit
 
 from labctl.clock import VirtualClock
 from labctl.gui import models as m
-from labctl.gui import theme
 from labctl.gui.dialogs import PromptDialog
 from labctl.gui.main_window import MainWindow
 
@@ -67,12 +67,7 @@ def wall() -> VirtualClock:
 
 @pytest.fixture
 def win(qtbot, sim: Sim, wall: VirtualClock) -> MainWindow:  # noqa: ANN001 - pytest-qt's fixture
-    app = QApplication.instance()
-    theme.apply(app)  # type: ignore[arg-type]
-    w = MainWindow(sim.world.db, sim.clock, wall=wall, poll_ms=50)
-    qtbot.addWidget(w)
-    w.resize(1500, 950)
-    w.show()
+    w = shown_window(qtbot, sim, wall)
     sign_in_window(qtbot, w, "alice", PASSWORD)
     qtbot.waitUntil(lambda: w.snapshot is not None, timeout=10_000)
     yield w
