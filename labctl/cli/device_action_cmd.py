@@ -14,7 +14,7 @@ from typing import Any
 
 from labctl.accounts import Action
 from labctl.cli.common import UsageError, add_db_options, open_store
-from labctl.cli.operator_cmds import VERDICT_WAIT_S, signed_queue
+from labctl.cli.operator_cmds import add_wait_option, signed_queue
 from labctl.engine.manual import DEVICE_ACTION, INCUBATOR_ACTIONS, MOVER_ACTIONS
 
 __all__ = ["cmd_device_action", "register"]
@@ -90,12 +90,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="destination", help="the station the arm puts it on")
     p.add_argument("--plate", help="the plate's label, for the record (move; optional)")
     p.add_argument("--reason", default="", help="why (required: it goes into the audit trail)")
-    p.add_argument(
-        "--wait",
-        type=float,
-        default=VERDICT_WAIT_S,
-        metavar="S",
-        help=f"seconds to wait for the engine's verdict (default {VERDICT_WAIT_S:g})",
-    )
+    add_wait_option(p)
     add_db_options(p)
     p.set_defaults(func=cmd_device_action, run=None)

@@ -400,7 +400,8 @@ def _print_run(store: Store, run_id: int, now: datetime) -> None:
 # ---- the parser ----------------------------------------------------------------------------
 
 
-def _wait(p: argparse.ArgumentParser) -> None:
+def add_wait_option(p: argparse.ArgumentParser) -> None:
+    """--wait: how long a queued command waits for the engine's verdict, seconds."""
     p.add_argument(
         "--wait",
         type=float,
@@ -433,7 +434,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--yes", action="store_true", help="confirm: abort cannot be undone")
         if ACTIONS[verb] in SIGNED:
             add_sign_options(p, ACTIONS[verb])
-        _wait(p)
+        add_wait_option(p)
         add_db_options(p)
         p.set_defaults(func=fn)
 
@@ -443,7 +444,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plate", help="only this plate (default: every plate)")
     p.add_argument("--reason", default="", help="why (required: it is a deviation)")
     add_sign_options(p, Action.SKIP)
-    _wait(p)
+    add_wait_option(p)
     add_db_options(p)
     p.set_defaults(func=cmd_skip)
 
@@ -452,7 +453,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="let a held engine go on after its database went back (restored or rolled back)",
     )
     p.add_argument("--reason", default="", help="what was checked on the devices (required)")
-    _wait(p)
+    add_wait_option(p)
     add_db_options(p)
     p.set_defaults(func=cmd_confirm_store, run=None)
 
@@ -492,6 +493,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--reason", default="", help="a note for the audit trail (needed to answer 'skip')"
     )
     add_sign_options(p, Action.ACCEPT_DEVIATION)
-    _wait(p)
+    add_wait_option(p)
     add_db_options(p)
     p.set_defaults(func=cmd_answer)
