@@ -221,29 +221,27 @@ class GanttPainter:
                     QRectF(x + 3, AXIS - 22, 60, 18), Qt.AlignmentFlag.AlignLeft, f"{t:%H:%M}"
                 )
                 if midnight:
-                    self._day_label(x, t)
+                    self._day_label(x + 4, t, 240)
             t = (t + timedelta(hours=step)).astimezone(z)
             # Re-anchor on the hour after a DST change so labels stay on round hours.
             t = t.replace(minute=0, second=0, microsecond=0)
         # The first day is named above the lane titles, where the now-tag never goes (on
         # the axis it was hidden under the tag when now was near the span's start).
-        self._day_label(0, geom.start.astimezone(z), width=LEFT - 8)
+        self._day_label(12, geom.start.astimezone(z), LEFT - 20)
         p.setPen(QPen(QColor(theme.RULE), 1))
         p.drawLine(QPointF(0, AXIS), QPointF(self.width, AXIS))
 
-    def _day_label(self, x: float, t: datetime, width: float = 240) -> None:
+    def _day_label(self, left: float, t: datetime, width: float) -> None:
+        """The day's name (``Sun 13 Dec CET · day 12``) on the top row, from ``left`` and
+        cut with an ellipsis at ``width`` pixels."""
         p = self.p
         p.setFont(self.bold)
         p.setPen(QColor(theme.INK))
         day = f"{t:%a %d %b} {zone_abbr(t)}"
         if self.day_of is not None:
             day += f" · {self.day_of(t)}"
-        if x == 0:  # above the lane titles: two lines if need be, never past them
-            fm = QFontMetrics(self.bold)
-            day = fm.elidedText(day, Qt.TextElideMode.ElideRight, int(width) - 12)
-            p.drawText(QRectF(12, 4, width - 12, 20), Qt.AlignmentFlag.AlignLeft, day)
-            return
-        p.drawText(QRectF(x + 4, 4, 240, 20), Qt.AlignmentFlag.AlignLeft, day)
+        day = QFontMetrics(self.bold).elidedText(day, Qt.TextElideMode.ElideRight, int(width))
+        p.drawText(QRectF(left, 4, width, 20), Qt.AlignmentFlag.AlignLeft, day)
 
     def _now(self, now: datetime, bottom: float) -> float | None:
         """The now-line with its time on a black tag; its x (None when now is not shown)."""
