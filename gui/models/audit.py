@@ -7,12 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from labctl.reports.words import page_words
+from labctl.reports.words import PAGE_ACTIONS, page_words
 from labctl.store import Store
 from labctl.store.models import Event
-
-# Actions whose reason the audit view shows in words made from the event's data.
-PAGE_ACTIONS = ("page-sent", "page-cleared", "page-failed")
 
 
 @dataclass(frozen=True)

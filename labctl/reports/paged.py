@@ -1,9 +1,10 @@
 """The pages to the person on call for a run's alarms, for its batch record.
 
 Every page sent or failed is an audit event of :mod:`labctl.engine.paging` (entity
-``page``, id the alarm's, action ``page-sent``, ``page-cleared`` (the all clear) or ``page-failed``, filed under the alarm's
-run; data: channel, recipients, level, subject, attempt, the channel's answer). The run's
-own pages are among the events the record has read already. The workcell's alarms that
+``page``, id the alarm's, action ``page-sent``, ``page-cleared`` (the all clear) or
+``page-failed``, filed under the alarm's run; data: channel, recipients, level, subject,
+attempt, the channel's answer). The run's own pages are among the events the record has
+read already. The workcell's alarms that
 concern the run (device alarms, filed under no run: Store.alarms_for_run) are paged under
 no run too: their pages are read (by entity, an indexed read) only when there are such
 alarms, and only those sent while the run was registered and not finished.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from labctl.reports.words import channel_words, plain
+from labctl.reports.words import PAGE_ACTIONS, channel_words, plain
 from labctl.store import Event, Run, Store
 from labctl.store.models import Alarm
 
@@ -22,14 +23,12 @@ __all__ = ["PageRow", "page_rows"]
 
 # Run states after which the workcell's alarms no longer concern it (Store.alarms_for_run).
 _FINISHED = ("completed", "aborted", "failed")
-# The audit actions of a page delivered or not (labctl.engine.paging).
-_PAGE_ACTIONS = ("page-sent", "page-cleared", "page-failed")
 
 
 @dataclass(frozen=True)
 class PageRow:
-    """One page to the person on call, delivered or not: a 'page-sent', 'page-cleared' or 'page-failed'
-    event (labctl.engine.paging). ``channel`` and ``alarm`` are in words; ``detail`` is the
+    """One page to the person on call, delivered or not: a 'page-sent', 'page-cleared' or
+    'page-failed' event (labctl.engine.paging). ``channel`` and ``alarm`` are in words; ``detail`` is the
     channel's answer (the server's reply, or why it failed)."""
 
     seq: int
@@ -54,7 +53,7 @@ class PageRow:
 def page_rows(store: Store, run: Run, events: list[Event], alarms: list[Alarm]) -> list[PageRow]:
     """The pages of ``run``'s alarms, oldest first: those among ``events`` (the run's, as
     the record read them) and those of the workcell's ``alarms`` (see the module text)."""
-    found = [e for e in events if e.entity == "page" and e.action in _PAGE_ACTIONS]
+    found = [e for e in events if e.entity == "page" and e.action in PAGE_ACTIONS]
     workcell = {a.id for a in alarms if a.run_id is None}
     if workcell:
         end = run.updated_at if run.state in _FINISHED else None
@@ -62,7 +61,7 @@ def page_rows(store: Store, run: Run, events: list[Event], alarms: list[Alarm]) 
             e
             for e in store.events(entity="page", limit=None)
             if e.run_id is None
-            and e.action in _PAGE_ACTIONS
+            and e.action in PAGE_ACTIONS
             and e.entity_id in workcell
             and e.time >= run.created_at
             and (end is None or e.time <= end)

@@ -14,6 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 __all__ = [
+    "PAGE_ACTIONS",
     "answer_words",
     "channel_words",
     "deviation_words",
@@ -185,6 +186,11 @@ def subject_words(subject: Mapping[str, Any]) -> str:
 def channel_words(channel: Any) -> str:
     """``e-mail`` for the 'smtp' channel, ``webhook``; an unknown name as it is."""
     return CHANNEL_WORDS.get(str(channel), str(channel or "?"))
+
+
+#: The audit actions of a page to the person on call (labctl.engine.paging, all_clear):
+#: delivered, the all clear after it, or a delivery that failed.
+PAGE_ACTIONS = ("page-sent", "page-cleared", "page-failed")
 
 
 def page_words(action: str, data: Mapping[str, Any]) -> str:
